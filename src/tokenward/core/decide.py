@@ -1,0 +1,197 @@
+"""Admission decisions: how much output a call may have, and what to hold for it.
+
+Pure functions over a snapshot of balances. The ledger checks the hold again atomically when it
+reserves, so a decision made on a stale snapshot can only be refused, never overspend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+
+from tokenward.core.budgets import Budget
+from tokenward.core.pricing import MILLION
+from tokenward.errors import BudgetExceeded, UnpricedCall
+
+__all__ = ["Balance", "CallPlan", "Decision", "admission_check", "decide", "hold_amounts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """One budget instance in its current window.
+
+    Attributes:
+        budget: the budget.
+        subject_id: the scope value charged (``"alice"``, ``"s-1"``).
+        window_key: the window's storage key (its UTC start, or ``""``).
+        spent: settled charges in this window, in the meter's unit.
+        held: amounts reserved by calls in flight.
+        reset_at: when the window ends (UTC), or None.
+    """
+
+    budget: Budget
+    subject_id: str
+    window_key: str
+    spent: Decimal
+    held: Decimal
+    reset_at: datetime | None
+
+    @property
+    def remaining(self) -> Decimal:
+        """``limit - spent - held``; negative after an overage."""
+        return self.budget.limit - self.spent - self.held
+
+    def exceeded(self, requested: Decimal) -> BudgetExceeded:
+        """The denial for a call that needed ``requested`` of this budget."""
+        return BudgetExceeded(
+            budget=self.budget.name,
+            scope=self.budget.scope,
+            subject_id=self.subject_id,
+            meter=self.budget.meter,
+            limit=self.budget.limit,
+            used=self.spent,
+            held=self.held,
+            requested=requested,
+            reset_at=self.reset_at,
+            mode=self.budget.mode,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """What a call may cost before it runs.
+
+    Attributes:
+        model: the model id (for messages).
+        input_tokens: the prompt estimate, in tokens.
+        max_output_tokens: the output bound asked for (or the configured default), in tokens.
+        min_output_tokens: below this bound the call is not worth making: deny instead.
+        input_rate / output_rate: worst-case USD per 1M tokens; None when the model is unpriced.
+    """
+
+    model: str
+    input_tokens: int
+    max_output_tokens: int
+    min_output_tokens: int = 1
+    input_rate: Decimal | None = None
+    output_rate: Decimal | None = None
+
+    @property
+    def priced(self) -> bool:
+        """Whether both rates are known."""
+        return self.input_rate is not None and self.output_rate is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An admission.
+
+    Attributes:
+        output_tokens: the output bound to send upstream (clamped), in tokens.
+        amounts: the hold, by meter (tokens, USD, calls).
+        clamped_by: the budget that lowered the bound, if any.
+        would_deny: shadow budgets that would have denied the call.
+    """
+
+    output_tokens: int
+    amounts: Mapping[str, Decimal]
+    clamped_by: str | None = None
+    would_deny: tuple[str, ...] = field(default=())
+
+
+def hold_amounts(plan: CallPlan, output_tokens: int) -> dict[str, Decimal]:
+    """The worst-case charge of ``plan`` with an output bound of ``output_tokens``, by meter."""
+    out = {
+        "input_tokens": Decimal(plan.input_tokens),
+        "output_tokens": Decimal(output_tokens),
+        "total_tokens": Decimal(plan.input_tokens + output_tokens),
+        "requests": Decimal(1),
+    }
+    if plan.input_rate is not None and plan.output_rate is not None:
+        out["cost_usd"] = (plan.input_rate * plan.input_tokens + plan.output_rate * output_tokens) / MILLION
+    return out
+
+
+def _output_cap(balance: Balance, plan: CallPlan) -> int | None:
+    """The most output tokens this budget can still pay for; -1 when it cannot pay for the
+    call at all; None when the budget does not depend on the output."""
+    remaining = balance.remaining
+    meter = balance.budget.meter
+    if meter == "total_tokens":
+        return _floor(remaining - plan.input_tokens)
+    if meter == "output_tokens":
+        return _floor(remaining)
+    if meter == "input_tokens":
+        return None if remaining >= plan.input_tokens else -1
+    if meter == "requests":
+        return None if remaining >= 1 else -1
+    if meter == "cost_usd":
+        if plan.input_rate is None or plan.output_rate is None:
+            return None
+        left = remaining * MILLION - plan.input_rate * plan.input_tokens
+        if left < 0:
+            return -1
+        if plan.output_rate == 0:
+            return None
+        return _floor(left / plan.output_rate)
+    return None  # cache_write_tokens and custom meters are not charged ahead of a call
+
+
+def _floor(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_FLOOR)) if value >= 0 else -1
+
+
+def decide(plan: CallPlan, balances: Iterable[Balance]) -> Decision:
+    """Admit, clamp or deny a call against every applicable budget.
+
+    The output bound is lowered to what the tightest hard budget can still pay for; when even
+    ``min_output_tokens`` no longer fits, the call is denied naming that budget. Soft budgets never
+    deny; shadow budgets are only reported in ``would_deny``.
+
+    Raises:
+        BudgetExceeded: a hard budget cannot pay for the call with the minimum output.
+        UnpricedCall: a hard cost budget applies, the model is unpriced, and the budget's policy
+            is ``deny``.
+    """
+    bound = plan.max_output_tokens
+    clamped_by: str | None = None
+    would_deny: list[str] = []
+    for balance in balances:
+        budget = balance.budget
+        if budget.mode == "soft":
+            continue
+        if budget.meter == "cost_usd" and not plan.priced:
+            if budget.unpriced == "deny" and budget.mode == "hard":
+                raise UnpricedCall(plan.model, budget.name)
+            continue
+        cap = _output_cap(balance, plan)
+        if cap is None or cap >= bound:
+            continue
+        if cap < plan.min_output_tokens:
+            if budget.mode == "shadow":
+                would_deny.append(budget.name)
+                continue
+            need = hold_amounts(plan, plan.min_output_tokens).get(budget.meter, Decimal(0))
+            raise balance.exceeded(need)
+        if budget.mode == "hard":
+            bound, clamped_by = cap, budget.name
+    return Decision(bound, hold_amounts(plan, bound), clamped_by, tuple(would_deny))
+
+
+def admission_check(balances: Iterable[Balance], amounts: Mapping[str, Decimal]) -> BudgetExceeded | None:
+    """The denial for the first hard budget that cannot take the hold ``amounts``, or None.
+
+    This is the check a ledger makes atomically when it reserves: for every hard budget whose
+    meter the hold charges, ``spent + held + amount <= limit`` must hold.
+    """
+    for balance in balances:
+        if balance.budget.mode != "hard":
+            continue
+        amount = amounts.get(balance.budget.meter)
+        if amount is None:
+            continue
+        if balance.spent + balance.held + amount > balance.budget.limit:
+            return balance.exceeded(amount)
+    return None

@@ -1,0 +1,122 @@
+"""OpenAI Chat Completions usage, and the OpenAI-compatible servers that speak it.
+
+Provider facts (https://platform.openai.com/docs/api-reference/chat/object, field ``usage``):
+
+* ``prompt_tokens`` counts the whole prompt; ``prompt_tokens_details.cached_tokens`` is inside it.
+* ``completion_tokens`` counts the whole output; ``completion_tokens_details.reasoning_tokens``
+  is inside it.
+* Streaming (https://platform.openai.com/docs/api-reference/chat-streaming): usage arrives only in
+  a last chunk with empty ``choices``, and only when the request sets
+  ``stream_options.include_usage``. An interrupted stream may never deliver it.
+* vLLM and llama.cpp (``continuous_usage_stats``) put running totals on every chunk: the last one
+  is the total, they must not be summed.
+* OpenAI-compatible servers that reused their prompt cache may report ``prompt_tokens: 0``
+  (Ollama's OpenAI endpoint): a prompt cannot have zero tokens, so that is read as unknown.
+* DeepSeek also sends ``prompt_cache_hit_tokens``; it equals ``cached_tokens`` and is used when
+  ``cached_tokens`` is absent. OpenRouter may send ``prompt_tokens_details.cache_write_tokens``.
+* Rows whose ``reasoning_tokens`` exceed ``completion_tokens`` cannot have reasoning inside the
+  completion: those servers (Gemini behind some proxies) report it beside the completion, as
+  Gemini's native ``thoughtsTokenCount`` is, so output is completion plus reasoning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tokenward.core.dialects._fields import count, dig
+from tokenward.core.usage import Usage
+
+__all__ = ["OpenAIChatStream", "usage_from_openai_chat"]
+
+
+def usage_from_openai_chat(raw: Mapping[str, Any] | None) -> Usage:
+    """Normalise an OpenAI chat-completions ``usage`` object.
+
+    Args:
+        raw: the ``usage`` object as sent (None when the response had none).
+
+    Returns:
+        The usage; fields the provider did not send are None.
+
+    Raises:
+        ValidationError: on a count that is not a non-negative whole number.
+    """
+    if raw is None:
+        return Usage(input_tokens=None, output_tokens=None, input_source="none", output_source="none")
+    prompt = count(raw, "prompt_tokens")
+    completion = count(raw, "completion_tokens")
+    cached = count(raw, "prompt_tokens_details", "cached_tokens")
+    if cached is None:
+        cached = count(raw, "prompt_cache_hit_tokens")
+    cache_write = count(raw, "prompt_tokens_details", "cache_write_tokens")
+    reasoning = count(raw, "completion_tokens_details", "reasoning_tokens")
+
+    if prompt == 0 and ((completion or 0) > 0 or cached):
+        prompt = None  # a zero-token prompt is impossible: the server left the count out
+    output = completion
+    if reasoning is not None and completion is not None and reasoning > completion:
+        output = completion + reasoning  # reasoning reported beside, not inside, the completion
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=output,
+        cache_read_tokens=cached,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+        input_source="provider" if prompt is not None else "none",
+        output_source="provider" if output is not None else "none",
+    )
+
+
+class OpenAIChatStream:
+    """Reads an OpenAI chat-completions stream, chunk by chunk (decoded ``data:`` JSON bodies).
+
+    Attributes:
+        model: the model named by the chunks, if any.
+        response_id: the chunks' ``id``.
+        finish_reason: the last non-null ``finish_reason`` seen.
+        raw_usage: the last ``usage`` object seen (running totals are replaced, never summed).
+    """
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.finish_reason: str | None = None
+        self.raw_usage: Mapping[str, Any] | None = None
+
+    def feed(self, chunk: Mapping[str, Any]) -> str:
+        """Take one chunk; return the generated text it carries (content, reasoning, tool-call
+        names and arguments), for counting output when the provider's usage never arrives."""
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        if self.response_id is None and isinstance(chunk.get("id"), str):
+            self.response_id = chunk["id"]
+        usage = chunk.get("usage")
+        if isinstance(usage, Mapping):
+            self.raw_usage = usage
+        pieces: list[str] = []
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, Mapping):
+                continue
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+            delta = choice.get("delta")
+            if not isinstance(delta, Mapping):
+                continue
+            for key in ("content", "reasoning_content", "reasoning", "refusal"):
+                text = delta.get(key)
+                if isinstance(text, str):
+                    pieces.append(text)
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                for key in ("name", "arguments"):
+                    text = dig(call, "function", key)
+                    if isinstance(text, str):
+                        pieces.append(text)
+        return "".join(pieces)
+
+    @property
+    def usage(self) -> Usage | None:
+        """The provider's usage, or None when no chunk carried one."""
+        return None if self.raw_usage is None else usage_from_openai_chat(self.raw_usage)

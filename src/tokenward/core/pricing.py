@@ -1,0 +1,232 @@
+"""Turning a usage into money: exact, per token class, and never a silent zero.
+
+Rates are USD per 1,000,000 tokens (``Decimal``); per-call fees are USD per call. A rate can be
+tiered: above a threshold of *input tokens* (the whole prompt, cached and written tokens included)
+the tier's rate applies to every token of that class in the request, not only to the tokens above
+the threshold (the "cliff" rule the providers document, e.g. Gemini's and Claude's long-context
+prices: https://ai.google.dev/gemini-api/docs/pricing, https://docs.anthropic.com/en/docs/about-claude/pricing).
+
+Cost = Σ tokens × rate ÷ 1,000,000 over the token classes, with uncached input = input − cache
+reads − cache writes, plus fees × calls actually made. A token class with a non-zero count and no
+rate makes the cost *unknown* (``Cost.total_usd is None``) and is named in ``Cost.unpriced``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from tokenward.core.usage import Usage
+
+__all__ = [
+    "MILLION",
+    "RATE_KEYS",
+    "Cost",
+    "Price",
+    "Tiered",
+    "price_usage",
+    "reservation_rates",
+]
+
+MILLION = Decimal(1_000_000)
+
+RATE_KEYS = ("input", "cache_read", "cache_write", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+"""Per-token rate keys, in USD per 1M tokens (the keys of the price-override file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tiered:
+    """A rate that changes above input-token thresholds.
+
+    Attributes:
+        base: the rate up to the first threshold (USD per 1M tokens).
+        tiers: ``(above_input_tokens, rate)`` pairs in ascending order; a tier applies when the
+            request's input tokens are strictly greater than its threshold.
+    """
+
+    base: Decimal
+    tiers: tuple[tuple[int, Decimal], ...]
+
+    def at(self, input_tokens: int) -> tuple[Decimal, int | None]:
+        """The rate for a request of ``input_tokens`` prompt tokens, and the tier threshold used."""
+        for threshold, rate in reversed(self.tiers):
+            if input_tokens > threshold:
+                return rate, threshold
+        return self.base, None
+
+
+Rate = Decimal | Tiered
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A resolved price row for one model.
+
+    Attributes:
+        model: the row's model id (the key the request's model name resolved to).
+        source: where the row comes from: ``"override"`` (the price-override file),
+            ``"genai-prices"`` (the pinned price table), or ``"default"`` (a policy's fallback).
+        version: the source's version: the genai-prices release, or the override file's digest.
+        rates: per-token rates by :data:`RATE_KEYS` key (USD per 1M tokens).
+        fees: USD per call by tool (``{"web_search": Decimal("0.01")}``).
+        inherit: whether a missing rate falls back to its parent class (cache read/write → input,
+            reasoning → output), as genai-prices defines its own rows. Override rows do not
+            inherit, except reasoning → output and a 5-minute write → the plain write rate.
+        estimated: the price is a policy's conservative stand-in, not the model's real price.
+        provider: the provider the row belongs to, when known.
+    """
+
+    model: str
+    source: str
+    version: str
+    rates: Mapping[str, Rate]
+    fees: Mapping[str, Decimal] = field(default_factory=dict)
+    inherit: bool = False
+    estimated: bool = False
+    provider: str | None = None
+
+    def rate(self, key: str, input_tokens: int) -> tuple[Decimal | None, int | None]:
+        """The rate for ``key`` at a prompt of ``input_tokens``, following the fallback rules."""
+        chain = _FALLBACKS_INHERIT[key] if self.inherit else _FALLBACKS_OVERRIDE[key]
+        for candidate in chain:
+            value = self.rates.get(candidate)
+            if value is None:
+                continue
+            if isinstance(value, Tiered):
+                return value.at(input_tokens)
+            return value, None
+        return None, None
+
+
+_FALLBACKS_OVERRIDE: dict[str, tuple[str, ...]] = {
+    "input": ("input",),
+    "cache_read": ("cache_read",),
+    "cache_write": ("cache_write",),
+    "cache_write_5m": ("cache_write_5m", "cache_write"),
+    "cache_write_1h": ("cache_write_1h",),
+    "output": ("output",),
+    "reasoning": ("reasoning", "output"),
+}
+_FALLBACKS_INHERIT: dict[str, tuple[str, ...]] = {
+    "input": ("input",),
+    "cache_read": ("cache_read", "input"),
+    "cache_write": ("cache_write", "input"),
+    "cache_write_5m": ("cache_write_5m", "cache_write", "input"),
+    "cache_write_1h": ("cache_write_1h", "cache_write", "input"),
+    "output": ("output",),
+    "reasoning": ("reasoning", "output"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The money for one usage.
+
+    Attributes:
+        total_usd: exact cost in USD, or None when it cannot be priced.
+        breakdown: USD per token class (``input``, ``cache_read``, ``cache_write_5m``,
+            ``cache_write_1h``, ``cache_write``, ``output``, ``reasoning``, ``fee:web_search``).
+        tokens: the token (or call) count priced in each class.
+        unpriced: classes with a non-zero count and no rate (empty when priced), or
+            ``("model",)`` when the model has no price at all.
+        estimated: the figure rests partly on our own counts or on a stand-in price.
+        price: the row used, or None.
+        tier: the input-token threshold whose tier applied, or None for base rates.
+    """
+
+    total_usd: Decimal | None
+    breakdown: Mapping[str, Decimal] = field(default_factory=dict)
+    tokens: Mapping[str, int] = field(default_factory=dict)
+    unpriced: tuple[str, ...] = ()
+    estimated: bool = False
+    price: Price | None = None
+    tier: int | None = None
+
+    @classmethod
+    def unknown(cls, reason: str = "model") -> Cost:
+        """A cost that cannot be computed (no price for the model, or no usage at all)."""
+        return cls(total_usd=None, unpriced=(reason,))
+
+
+def _classes(usage: Usage, price: Price) -> list[tuple[str, int]]:
+    """Split the usage into disjoint priced classes (name, count)."""
+    assert usage.input_tokens is not None and usage.output_tokens is not None
+    read = usage.cache_read_tokens or 0
+    write = usage.cache_write_tokens or 0
+    classes = [("input", usage.input_tokens - read - write), ("cache_read", read)]
+    if usage.cache_write_1h_tokens is not None or usage.cache_write_5m_tokens is not None:
+        one_hour = usage.cache_write_1h_tokens or 0
+        classes += [("cache_write_5m", write - one_hour), ("cache_write_1h", one_hour)]
+    else:
+        classes.append(("cache_write", write))
+    reasoning = usage.reasoning_tokens or 0
+    if reasoning and price.rates.get("reasoning") is not None:
+        classes += [("output", usage.output_tokens - reasoning), ("reasoning", reasoning)]
+    else:
+        classes.append(("output", usage.output_tokens))
+    return classes
+
+
+def price_usage(usage: Usage, price: Price | None) -> Cost:
+    """Price one call's usage.
+
+    Args:
+        usage: the call's usage; unknown input or output must be filled in first
+            (:meth:`Usage.filled`), or the cost is unknown.
+        price: the resolved price row (after any service-tier or batch variant), or None when the
+            model has no known price.
+
+    Returns:
+        The cost with its breakdown; ``total_usd`` is None when anything non-zero is unpriced.
+    """
+    if price is None:
+        return Cost.unknown("model")
+    if usage.input_tokens is None or usage.output_tokens is None:
+        missing = "input_tokens" if usage.input_tokens is None else "output_tokens"
+        return Cost(total_usd=None, unpriced=(missing,), price=price)
+    breakdown: dict[str, Decimal] = {}
+    tokens: dict[str, int] = {}
+    unpriced: list[str] = []
+    tier: int | None = None
+    for name, n in _classes(usage, price):
+        tokens[name] = n
+        if n == 0:
+            continue
+        rate, threshold = price.rate(name, usage.input_tokens)
+        if rate is None:
+            unpriced.append(name)
+            continue
+        tier = threshold if threshold is not None else tier
+        breakdown[name] = rate * n / MILLION
+    if usage.web_search_calls:
+        tokens["fee:web_search"] = usage.web_search_calls
+        fee = price.fees.get("web_search")
+        if fee is None:
+            unpriced.append("fee:web_search")
+        else:
+            breakdown["fee:web_search"] = fee * usage.web_search_calls
+    if price.fees.get("request"):
+        tokens["fee:request"] = 1
+        breakdown["fee:request"] = price.fees["request"]
+    estimated = price.estimated or not usage.complete
+    if unpriced:
+        return Cost(None, breakdown, tokens, tuple(unpriced), estimated, price, tier)
+    total = sum(breakdown.values(), Decimal(0))
+    return Cost(total, breakdown, tokens, (), estimated, price, tier)
+
+
+def reservation_rates(
+    price: Price, input_tokens: int, *, may_write_cache: bool = False
+) -> tuple[Decimal | None, Decimal | None]:
+    """Worst-case rates for a reservation: (input-side rate, output-side rate), USD per 1M tokens.
+
+    The input side is the uncached input rate, or, when the request may write a prompt cache
+    (Anthropic ``cache_control`` markers), the highest of that and the cache-write rates; cache
+    reads are never dearer than fresh input. The output side is the higher of output and
+    reasoning. Tiers are chosen by ``input_tokens`` (the estimate). A side with no rate is None.
+    """
+    keys = ("input", "cache_write", "cache_write_5m", "cache_write_1h") if may_write_cache else ("input",)
+    known_in = [r for r in (price.rate(key, input_tokens)[0] for key in keys) if r is not None]
+    known_out = [r for r in (price.rate(key, input_tokens)[0] for key in ("output", "reasoning")) if r is not None]
+    return (max(known_in) if known_in else None, max(known_out) if known_out else None)

@@ -1,0 +1,164 @@
+"""The exception tree of tokenward.
+
+Every error tokenward raises on purpose derives from :class:`TokenwardError`::
+
+    TokenwardError
+    ├── ConfigError              bad configuration: unknown ledger scheme, malformed budget spec,
+    │   │                        implausible price row, unreadable config file
+    │   └── MissingDependency    an optional extra is not installed (names the pip command)
+    ├── ValidationError          bad input data: a usage object that contradicts itself,
+    │                            a malformed request body (names the offending field)
+    ├── BudgetError              a call may not run because of a budget
+    │   ├── BudgetExceeded       a hard budget cannot pay for the call (structured fields)
+    │   └── UnpricedCall         a cost budget applies but the call's price is unknown
+    └── LedgerError              the ledger store failed (driver errors are translated here)
+
+Driver errors (``sqlite3``, ``httpx``) are translated at the ledger and gateway boundaries, so
+callers only ever need to catch :class:`TokenwardError` or one of its subclasses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "BudgetError",
+    "BudgetExceeded",
+    "ConfigError",
+    "LedgerError",
+    "MissingDependency",
+    "TokenwardError",
+    "UnpricedCall",
+    "ValidationError",
+]
+
+
+class TokenwardError(Exception):
+    """Root of every error tokenward raises on purpose."""
+
+
+class ConfigError(TokenwardError):
+    """The configuration is invalid: the message says what and where."""
+
+
+class MissingDependency(ConfigError):
+    """An optional dependency is missing.
+
+    Args:
+        package: the import name that failed.
+        extra: the ``tokenward`` extra that installs it.
+    """
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(f'{package!r} is not installed; install it with: pip install "tokenward[{extra}]"')
+
+
+class ValidationError(TokenwardError, ValueError):
+    """Input data is invalid.
+
+    Attributes:
+        field: the name of the offending field, when one can be named.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class BudgetError(TokenwardError):
+    """A call may not run because of a budget."""
+
+
+class BudgetExceeded(BudgetError):
+    """A hard budget cannot pay for the call.
+
+    The same fields appear in the gateway's 402/429 error body.
+
+    Attributes:
+        budget: the budget's name.
+        scope: the scope it applies to (``user``, ``session``, ...).
+        subject_id: the scope value it was charged for (``"alice"``), or None for a global budget.
+        meter: what it counts (``total_tokens``, ``cost_usd``, ...).
+        limit: the budget's limit, in the meter's unit (tokens or USD).
+        used: the amount already spent in the current window.
+        held: the amount held by calls in flight.
+        requested: the amount this call needed (its minimum when the output could be clamped).
+        reset_at: when the window resets (UTC), or None when it never does.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: str,
+        scope: str,
+        subject_id: str | None,
+        meter: str,
+        limit: Decimal,
+        used: Decimal,
+        held: Decimal,
+        requested: Decimal,
+        reset_at: datetime | None,
+        mode: str = "hard",
+    ) -> None:
+        self.budget = budget
+        self.scope = scope
+        self.subject_id = subject_id
+        self.meter = meter
+        self.limit = limit
+        self.used = used
+        self.held = held
+        self.requested = requested
+        self.reset_at = reset_at
+        self.mode = mode
+        who = f"{scope} {subject_id!r}" if subject_id is not None else scope
+        reset = reset_at.isoformat().replace("+00:00", "Z") if reset_at else "never"
+        super().__init__(
+            f"budget {budget!r} ({who}, {meter}) exceeded: limit {limit}, used {used}, held {held}, "
+            f"this call needs {requested}; resets {reset}"
+        )
+
+    @property
+    def remaining(self) -> Decimal:
+        """What the budget can still pay for (never negative), in the meter's unit."""
+        return max(Decimal(0), self.limit - self.used - self.held)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The structured fields, JSON-ready (amounts as decimal strings, instants as ISO 8601 UTC)."""
+        return {
+            "budget": self.budget,
+            "scope": self.scope,
+            "subject_id": self.subject_id,
+            "meter": self.meter,
+            "limit": str(self.limit),
+            "used": str(self.used),
+            "held": str(self.held),
+            "requested": str(self.requested),
+            "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
+        }
+
+
+class UnpricedCall(BudgetError):
+    """A cost budget applies to the call, but its model has no known price.
+
+    Raised unless the budget's ``unpriced`` policy is ``allow``.
+
+    Attributes:
+        model: the model name as requested.
+        budget: the cost budget that could not be checked.
+    """
+
+    def __init__(self, model: str, budget: str) -> None:
+        self.model = model
+        self.budget = budget
+        super().__init__(
+            f"model {model!r} has no known price, so cost budget {budget!r} cannot be checked; "
+            "add it to the price-override file or set the budget's unpriced policy to 'allow'"
+        )
+
+
+class LedgerError(TokenwardError):
+    """The ledger store failed; the original driver error is chained as ``__cause__``."""

@@ -1,0 +1,72 @@
+"""Ledgers, chosen by URL.
+
+``open_ledger(url)`` imports a backend only when its URL is used:
+
+* ``memory://``: in this process only;
+* ``sqlite:///path/to/ledger.db``: the embedded default (``sqlite:///tokenward.db``, in the
+  working directory, when nothing is configured).
+
+An unknown scheme is a :class:`~tokenward.errors.ConfigError` naming the known ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from tokenward.clock import Clock
+from tokenward.errors import ConfigError
+from tokenward.ledger.base import DEFAULT_TTL, AsyncLedger, Hold, Ledger, Reservation, ThreadedAsyncLedger
+
+__all__ = [
+    "DEFAULT_LEDGER_URL",
+    "DEFAULT_TTL",
+    "AsyncLedger",
+    "Hold",
+    "Ledger",
+    "Reservation",
+    "open_async_ledger",
+    "open_ledger",
+]
+
+DEFAULT_LEDGER_URL = "sqlite:///tokenward.db"
+"""The ledger used when none is configured: ``tokenward.db`` in the working directory."""
+
+
+def _memory(url: str, clock: Clock | None) -> Ledger:
+    from tokenward.ledger.memory import MemoryLedger
+
+    return MemoryLedger(url, clock=clock)
+
+
+def _sqlite(url: str, clock: Clock | None) -> Ledger:
+    from tokenward.ledger.sqlite import SQLiteLedger
+
+    return SQLiteLedger(url, clock=clock)
+
+
+_BACKENDS: dict[str, Callable[[str, Clock | None], Ledger]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+}
+
+
+def open_ledger(url: str | None = None, *, clock: Clock | None = None) -> Ledger:
+    """Open the ledger at ``url`` (default :data:`DEFAULT_LEDGER_URL`).
+
+    Raises:
+        ConfigError: an unknown scheme or malformed URL.
+        LedgerError: the store cannot be opened.
+    """
+    url = url or DEFAULT_LEDGER_URL
+    scheme = urlsplit(url).scheme.lower()
+    factory = _BACKENDS.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{s}://" for s in _BACKENDS)
+        raise ConfigError(f"unknown ledger URL {url!r}; known schemes: {known}")
+    return factory(url, clock)
+
+
+def open_async_ledger(url: str | None = None, *, clock: Clock | None = None) -> AsyncLedger:
+    """The async twin of :func:`open_ledger` (embedded backends run in worker threads)."""
+    return ThreadedAsyncLedger(open_ledger(url, clock=clock))  # type: ignore[return-value]

@@ -1,0 +1,223 @@
+"""The ledger contract: budgets, balances, reservations and the append-only usage events.
+
+Every backend implements :class:`Ledger` (sync); :class:`AsyncLedger` is the async twin with the
+same names. The contract (tested once for every backend in ``tests/ledger``):
+
+* ``reserve`` holds an amount on *every* applicable budget at once, or on none: it raises
+  :class:`~tokenward.errors.BudgetExceeded` naming the first hard budget that cannot take it.
+  The check and the hold are one atomic step of the store itself (across threads and processes).
+  Expired reservations are reaped first, so a crashed caller never leaks a hold.
+* ``settle`` replaces a reservation's hold with the real charge and appends the usage event;
+  it is idempotent by ``request_id`` (a second settle of the same request changes nothing). A
+  charge above the hold is recorded as overage, never dropped. Settling a reservation that
+  expired meanwhile still charges (the call happened).
+* ``release`` drops a hold without charging (the call never reached a provider).
+* usage events are never updated or deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol, runtime_checkable
+
+from tokenward.core.budgets import Budget, Subject
+from tokenward.core.decide import Balance
+from tokenward.core.events import UsageEvent
+
+__all__ = [
+    "DEFAULT_TTL",
+    "AsyncLedger",
+    "Hold",
+    "Ledger",
+    "Reservation",
+    "ThreadedAsyncLedger",
+    "new_id",
+]
+
+DEFAULT_TTL = timedelta(minutes=10)
+"""How long a reservation lives unless settled or released."""
+
+
+def new_id(prefix: str = "res") -> str:
+    """A fresh unique id (``res_<hex>``)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One budget instance's share of a reservation."""
+
+    budget: str
+    subject_id: str
+    window_key: str
+    meter: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Amounts held before a call.
+
+    Attributes:
+        id: the reservation id.
+        subject: whom the call is for.
+        amounts: what was held, by meter (tokens, USD, calls).
+        holds: the budget instances held on.
+        created_at / expires_at: UTC instants.
+        idempotency_key: the caller's key; reserving twice with it returns the first reservation.
+        state: ``active``, ``settled``, ``released`` or ``expired``.
+    """
+
+    id: str
+    subject: Subject
+    amounts: Mapping[str, Decimal]
+    holds: tuple[Hold, ...]
+    created_at: datetime
+    expires_at: datetime
+    idempotency_key: str | None = None
+    state: str = "active"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """The synchronous ledger contract (see the module docstring)."""
+
+    url: str
+
+    def put_budget(self, budget: Budget) -> None:
+        """Create or replace a budget (by name); its balances are kept."""
+        ...
+
+    def get_budget(self, name: str) -> Budget | None:
+        """The budget called ``name``, or None."""
+        ...
+
+    def delete_budget(self, name: str) -> bool:
+        """Delete a budget; returns whether it existed. Its events stay."""
+        ...
+
+    def budgets(self) -> list[Budget]:
+        """Every budget, by name."""
+        ...
+
+    def balances(self, subject: Subject, at: datetime | None = None) -> list[Balance]:
+        """Every budget instance that applies to ``subject`` in the window containing ``at``."""
+        ...
+
+    def reserve(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """Hold ``amounts`` on every applicable budget, all or nothing.
+
+        Raises:
+            BudgetExceeded: a hard budget cannot take the hold (nothing is held).
+            LedgerError: the store failed.
+        """
+        ...
+
+    def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent:
+        """Replace the hold with ``event.charged`` and append ``event``, once per request id.
+
+        With ``reservation_id=None`` the charge goes straight to the budgets that apply to the
+        event's subject at ``event.at`` (a call that had no reservation).
+
+        Returns:
+            The stored event (the earlier one, when this request id was already settled).
+        """
+        ...
+
+    def release(self, reservation_id: str) -> bool:
+        """Drop an active hold without charging; returns whether anything was released."""
+        ...
+
+    def reap(self) -> int:
+        """Expire reservations past their time to live; returns how many."""
+        ...
+
+    def reservation(self, reservation_id: str) -> Reservation | None:
+        """A reservation by id, in any state."""
+        ...
+
+    def events(
+        self,
+        *,
+        subject: Subject | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[UsageEvent]:
+        """Usage events in time order, filtered by the scopes set in ``subject`` and by time."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class AsyncLedger(Protocol):
+    """The async twin of :class:`Ledger`: the same methods, awaited."""
+
+    url: str
+
+    async def put_budget(self, budget: Budget) -> None: ...
+    async def get_budget(self, name: str) -> Budget | None: ...
+    async def delete_budget(self, name: str) -> bool: ...
+    async def budgets(self) -> list[Budget]: ...
+    async def balances(self, subject: Subject, at: datetime | None = None) -> list[Balance]: ...
+    async def reserve(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation: ...
+    async def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent: ...
+    async def release(self, reservation_id: str) -> bool: ...
+    async def reap(self) -> int: ...
+    async def reservation(self, reservation_id: str) -> Reservation | None: ...
+    async def events(
+        self,
+        *,
+        subject: Subject | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> Sequence[UsageEvent]: ...
+    async def close(self) -> None: ...
+
+
+class ThreadedAsyncLedger:
+    """An :class:`AsyncLedger` over a sync one, running each call in a worker thread.
+
+    Used for the embedded backends (memory, SQLite), whose calls are short and blocking.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.sync = ledger
+        self.url = ledger.url
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.sync, name)
+        if not callable(method):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(method, *args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = method.__doc__
+        return call

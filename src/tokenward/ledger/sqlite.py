@@ -1,0 +1,357 @@
+"""``sqlite:///path/to/ledger.db``: the embedded ledger, safe across threads and processes.
+
+URL form (as SQLAlchemy writes it): ``sqlite:///tokenward.db`` is relative to the working
+directory, ``sqlite:////var/lib/tokenward/ledger.db`` absolute. The file is opened in WAL mode;
+every write step runs in ``BEGIN IMMEDIATE``, which takes SQLite's single writer lock for the whole
+check-then-hold, so concurrent reservations from any number of threads and processes sharing the
+file are serialised by SQLite itself. Readers (balances, reports) never block writers.
+
+Money and amounts are stored as decimal strings and computed with ``Decimal`` inside the
+transaction, so they stay exact. The schema is versioned (``PRAGMA user_version``) and migrated on
+open. Usage events are append-only: triggers refuse UPDATE and DELETE on them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from tokenward.clock import Clock
+from tokenward.core.budgets import SCOPES, Budget, Subject
+from tokenward.core.events import UsageEvent
+from tokenward.errors import ConfigError, LedgerError
+from tokenward.ledger.base import Hold, Reservation
+from tokenward.ledger.memory import subject_matches
+from tokenward.ledger.transactional import TransactionalLedger
+
+__all__ = ["SCHEMA_VERSION", "SQLiteLedger", "path_from_url"]
+
+_MIGRATIONS: list[str] = [
+    # 1: budgets, balances, reservations, append-only usage events
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('budgets_rev', '0');
+    CREATE TABLE budgets (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
+    CREATE TABLE balances (
+        budget TEXT NOT NULL, subject_id TEXT NOT NULL, window_key TEXT NOT NULL,
+        spent TEXT NOT NULL DEFAULT '0', held TEXT NOT NULL DEFAULT '0',
+        PRIMARY KEY (budget, subject_id, window_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE reservations (
+        id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, data TEXT NOT NULL
+    );
+    CREATE INDEX reservations_active ON reservations (expires_at) WHERE state = 'active';
+    CREATE TABLE usage_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        org TEXT, project TEXT, team TEXT, user TEXT, key TEXT, agent TEXT, session TEXT, task TEXT,
+        model TEXT, status TEXT NOT NULL,
+        input_tokens INTEGER, output_tokens INTEGER, cost_usd TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX usage_events_at ON usage_events (at);
+    CREATE INDEX usage_events_session ON usage_events (session, at);
+    CREATE INDEX usage_events_user ON usage_events (user, at);
+    CREATE TRIGGER usage_events_no_update BEFORE UPDATE ON usage_events
+        BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+    CREATE TRIGGER usage_events_no_delete BEFORE DELETE ON usage_events
+        BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def path_from_url(url: str) -> Path:
+    """The file path of a ``sqlite:///...`` URL.
+
+    Raises:
+        ConfigError: the URL is not a sqlite URL or names no file.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError(f"not a sqlite URL: {url!r}")
+    if parts.netloc:
+        raise ConfigError(f"{url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    path = unquote(parts.path)[1:] if parts.path.startswith("/") else unquote(parts.path)
+    if not path:
+        raise ConfigError(f"{url!r} names no file; e.g. sqlite:///tokenward.db")
+    return Path(path)
+
+
+def _ts(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _reservation_to_json(r: Reservation) -> str:
+    return json.dumps(
+        {
+            "subject": r.subject.to_dict(),
+            "amounts": {k: str(v) for k, v in r.amounts.items()},
+            "holds": [[h.budget, h.subject_id, h.window_key, h.meter, str(h.amount)] for h in r.holds],
+            "created_at": r.created_at.isoformat(),
+            "expires_at": r.expires_at.isoformat(),
+            "metadata": dict(r.metadata),
+        }
+    )
+
+
+def _reservation_from_row(row: sqlite3.Row) -> Reservation:
+    data = json.loads(row["data"])
+    return Reservation(
+        id=row["id"],
+        subject=Subject.from_dict(data["subject"]),
+        amounts={k: Decimal(v) for k, v in data["amounts"].items()},
+        holds=tuple(Hold(b, s, w, m, Decimal(a)) for b, s, w, m, a in data["holds"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        expires_at=datetime.fromisoformat(data["expires_at"]),
+        idempotency_key=row["idempotency_key"],
+        state=row["state"],
+        metadata=data.get("metadata") or {},
+    )
+
+
+class SQLiteLedger(TransactionalLedger):
+    """The SQLite ledger.
+
+    Args:
+        url: ``sqlite:///path``; parent directories are created.
+        clock: where time comes from.
+        timeout: seconds to wait for SQLite's write lock before failing.
+
+    Raises:
+        ConfigError: a malformed URL.
+        LedgerError: the file cannot be opened or migrated.
+    """
+
+    def __init__(self, url: str, *, clock: Clock | None = None, timeout: float = 30.0) -> None:
+        super().__init__(clock)
+        self.url = url
+        self.path = path_from_url(url)
+        self.timeout = timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._budget_cache: tuple[str, list[Budget]] | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the directory for {self.path}: {exc}") from exc
+        self._migrate()
+
+    # -- connections and transactions --------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot open the SQLite ledger {self.path}: {exc}") from exc
+            self._local.conn = conn
+            self._local.depth = 0
+            with self._conn_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[None]:
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
+        self._local.depth = 1
+        try:
+            yield
+        except BaseException:
+            self._local.depth = 0
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        self._local.depth = 0
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger {self.path}: commit failed: {exc}") from exc
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn().execute(sql, params)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            version = self._execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"{self.path} has schema version {version}, newer than this tokenward ({SCHEMA_VERSION}); "
+                    "upgrade tokenward"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _split(_MIGRATIONS[number]):
+                    self._execute(statement)
+                self._execute(f"PRAGMA user_version={number + 1}")
+
+    def close(self) -> None:
+        """Close every connection this ledger opened."""
+        with self._conn_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- primitives -----------------------------------------------------------------------------
+    def _load_budgets(self) -> list[Budget]:
+        rev = self._execute("SELECT value FROM meta WHERE key = 'budgets_rev'").fetchone()[0]
+        cached = self._budget_cache
+        if cached is not None and cached[0] == rev:
+            return cached[1]
+        rows = self._execute("SELECT spec FROM budgets").fetchall()
+        budgets = [Budget.from_dict(json.loads(row["spec"])) for row in rows]
+        self._budget_cache = (rev, budgets)
+        return budgets
+
+    def _bump_budgets(self) -> None:
+        self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'budgets_rev'")
+
+    def _store_budget(self, budget: Budget) -> None:
+        self._execute(
+            "INSERT INTO budgets (name, spec) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+            (budget.name, json.dumps(budget.to_dict())),
+        )
+        self._bump_budgets()
+
+    def _remove_budget(self, name: str) -> bool:
+        removed = self._execute("DELETE FROM budgets WHERE name = ?", (name,)).rowcount > 0
+        self._bump_budgets()
+        return removed
+
+    def _balance(self, budget: str, subject_id: str, window_key: str) -> tuple[Decimal, Decimal]:
+        row = self._execute(
+            "SELECT spent, held FROM balances WHERE budget = ? AND subject_id = ? AND window_key = ?",
+            (budget, subject_id, window_key),
+        ).fetchone()
+        return (Decimal(row["spent"]), Decimal(row["held"])) if row else (Decimal(0), Decimal(0))
+
+    def _adjust(self, budget: str, subject_id: str, window_key: str, spent: Decimal, held: Decimal) -> None:
+        old_spent, old_held = self._balance(budget, subject_id, window_key)
+        self._execute(
+            "INSERT INTO balances (budget, subject_id, window_key, spent, held) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (budget, subject_id, window_key) DO UPDATE SET spent = excluded.spent, held = excluded.held",
+            (budget, subject_id, window_key, str(old_spent + spent), str(old_held + held)),
+        )
+
+    def _get_reservation(self, reservation_id: str) -> Reservation | None:
+        row = self._execute("SELECT * FROM reservations WHERE id = ?", (reservation_id,)).fetchone()
+        return _reservation_from_row(row) if row else None
+
+    def _find_idempotent(self, key: str) -> Reservation | None:
+        row = self._execute("SELECT * FROM reservations WHERE idempotency_key = ?", (key,)).fetchone()
+        return _reservation_from_row(row) if row else None
+
+    def _put_reservation(self, reservation: Reservation) -> None:
+        self._execute(
+            "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                reservation.id,
+                reservation.idempotency_key,
+                reservation.state,
+                _ts(reservation.created_at),
+                _ts(reservation.expires_at),
+                _reservation_to_json(reservation),
+            ),
+        )
+
+    def _set_state(self, reservation_id: str, state: str) -> None:
+        self._execute("UPDATE reservations SET state = ? WHERE id = ?", (state, reservation_id))
+
+    def _expired(self, now: datetime) -> list[Reservation]:
+        rows = self._execute(
+            "SELECT * FROM reservations WHERE state = 'active' AND expires_at <= ?", (_ts(now),)
+        ).fetchall()
+        return [_reservation_from_row(row) for row in rows]
+
+    def _get_event(self, request_id: str) -> UsageEvent | None:
+        row = self._execute("SELECT data FROM usage_events WHERE request_id = ?", (request_id,)).fetchone()
+        return UsageEvent.from_dict(json.loads(row["data"])) if row else None
+
+    def _insert_event(self, event: UsageEvent) -> None:
+        subject = event.subject
+        self._execute(
+            "INSERT INTO usage_events (request_id, at, org, project, team, user, key, agent, session, task, "
+            "model, status, input_tokens, output_tokens, cost_usd, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.request_id,
+                _ts(event.at),
+                *(subject.value(scope) for scope in SCOPES),
+                event.model,
+                event.status,
+                event.usage.input_tokens,
+                event.usage.output_tokens,
+                None if event.cost_usd is None else str(event.cost_usd),
+                event.to_json(),
+            ),
+        )
+
+    def _query_events(
+        self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None
+    ) -> list[UsageEvent]:
+        clauses, params = [], []
+        for scope in SCOPES:
+            value = subject.value(scope) if subject else None
+            if value is not None:
+                clauses.append(f"{scope} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(_ts(since))
+        if until is not None:
+            clauses.append("at < ?")
+            params.append(_ts(until))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._execute(f"SELECT data FROM usage_events {where} ORDER BY at, seq", tuple(params)).fetchall()
+        events = [UsageEvent.from_dict(json.loads(row["data"])) for row in rows]
+        if subject is not None and subject.tags:
+            events = [e for e in events if subject_matches(e.subject, subject)]
+        return events[:limit] if limit is not None else events
+
+
+def _split(script: str) -> list[str]:
+    """Statements of a migration script (triggers keep their inner semicolons)."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current))
+    return statements
