@@ -84,7 +84,7 @@ class Subject:
         )
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:@/\-]{1,200}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:@/=\-]{1,200}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ConfigError(f"budget name {self.name!r}: use 1-200 letters, digits and _.:@/-")
+            raise ConfigError(f"budget name {self.name!r}: use 1-200 letters, digits and _.:@/=-")
         if self.scope not in SCOPES:
             raise ConfigError(f"budget {self.name!r}: unknown scope {self.scope!r}; known: {', '.join(SCOPES)}")
         if not re.match(r"^[a-z][a-z0-9_]*$", self.meter):

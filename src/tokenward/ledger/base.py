@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
+from tokenward.clock import Clock
 from tokenward.core.budgets import Budget, Subject
 from tokenward.core.decide import Balance
 from tokenward.core.events import UsageEvent
@@ -89,6 +90,7 @@ class Ledger(Protocol):
     """The synchronous ledger contract (see the module docstring)."""
 
     url: str
+    clock: Clock
 
     def put_budget(self, budget: Budget) -> None:
         """Create or replace a budget (by name); its balances are kept."""
@@ -170,6 +172,7 @@ class AsyncLedger(Protocol):
     """The async twin of :class:`Ledger`: the same methods, awaited."""
 
     url: str
+    clock: Clock
 
     async def put_budget(self, budget: Budget) -> None: ...
     async def get_budget(self, name: str) -> Budget | None: ...
@@ -209,6 +212,7 @@ class ThreadedAsyncLedger:
     def __init__(self, ledger: Ledger) -> None:
         self.sync = ledger
         self.url = ledger.url
+        self.clock = ledger.clock
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.sync, name)

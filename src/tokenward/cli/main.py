@@ -1,0 +1,146 @@
+"""The ``tokenward`` command line (Typer).
+
+Every user mistake (a missing file, a malformed budget spec, an unknown model) is reported in one
+line on stderr with exit status 2, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from tokenward.errors import TokenwardError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tokenward",
+    help="Token budgets for AI agents: meter, price and cap every LLM call.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """Turn tokenward's own errors into a one-line message and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TokenwardError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """Write JSON to stdout (no colour, so other tools can read it)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+) -> None:
+    if version:
+        import tokenward
+
+        out.print(f"tokenward {tokenward.__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+@friendly
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Gateway config (YAML). Default: ./tokenward.yaml."),
+    ] = None,
+    ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger URL; overrides the config's.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Run the gateway: an OpenAI- and Anthropic-compatible proxy that enforces budgets."""
+    import dataclasses
+
+    import uvicorn
+
+    from tokenward.errors import ConfigError
+    from tokenward.gateway import GatewayConfig, create_app
+
+    path = config or Path("tokenward.yaml")
+    if config is None and not path.exists():
+        raise ConfigError(
+            "no config given and ./tokenward.yaml does not exist; try: tokenward serve --config examples/tokenward.yaml"
+        )
+    cfg = GatewayConfig.load(path)
+    if ledger:
+        cfg = dataclasses.replace(cfg, ledger=ledger)
+    from tokenward.files import load_prices
+
+    load_prices(cfg.prices)  # fail now, not at the first request
+    from tokenward.ledger import DEFAULT_LEDGER_URL
+
+    err.print(
+        f"tokenward gateway on http://{host}:{port} - ledger {cfg.ledger or DEFAULT_LEDGER_URL} - "
+        f"upstreams: {', '.join(f'{u.name} ({u.provider})' for u in cfg.upstreams)}",
+        highlight=False,
+    )
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+
+
+@app.command("fake-provider")
+@friendly
+def fake_provider(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9100,
+    reply_tokens: Annotated[int, typer.Option(help="Tokens in each reply (before max_tokens).")] = 20,
+    chunk_tokens: Annotated[int, typer.Option(help="Words per streamed chunk.")] = 5,
+    latency_ms: Annotated[float, typer.Option(help="Delay before the first byte, in ms.")] = 0.0,
+    chunk_delay_ms: Annotated[float, typer.Option(help="Delay between streamed chunks, in ms.")] = 0.0,
+    require_key: Annotated[str | None, typer.Option(help="Only accept requests carrying this key.")] = None,
+) -> None:
+    """Run a fake LLM provider (OpenAI chat and Anthropic Messages wire formats) for offline tests."""
+    from tokenward.fake import FakeSettings, serve as serve_fake
+
+    err.print(f"fake provider on http://{host}:{port} (OpenAI: /v1/chat/completions, Anthropic: /v1/messages)")
+    serve_fake(
+        host,
+        port,
+        FakeSettings(
+            reply_tokens=reply_tokens,
+            chunk_tokens=chunk_tokens,
+            latency_ms=latency_ms,
+            chunk_delay_ms=chunk_delay_ms,
+            api_key=require_key,
+        ),
+    )
+
+
+def _register() -> None:
+    from tokenward.cli import cost_cmd, replay_cmd
+
+    cost_cmd.register(app)
+    replay_cmd.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the ``tokenward`` script."""
+    app()

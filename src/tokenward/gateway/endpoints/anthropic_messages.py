@@ -1,0 +1,148 @@
+"""``POST /v1/messages`` (Anthropic Messages).
+
+Request facts (https://docs.anthropic.com/en/api/messages): ``max_tokens`` is required and bounds
+the output (extended thinking included); prompt caching is asked for with ``cache_control``
+markers, and a write is billed above the input rate. Streams always carry usage
+(``message_start`` and cumulative ``message_delta``); a stream that reached its bound ends with
+``message_delta`` ``stop_reason: "max_tokens"`` then ``message_stop``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tokenward.core.dialects import StreamReader
+from tokenward.core.dialects.anthropic_messages import AnthropicMessagesStream, usage_from_anthropic
+from tokenward.core.estimate import Estimate, estimate_anthropic_messages
+from tokenward.core.tokenizers import encoding as get_encoding
+from tokenward.core.usage import Usage
+from tokenward.gateway.endpoints.base import Endpoint, StreamState, require
+from tokenward.gateway.sse import format_event
+
+__all__ = ["AnthropicMessages"]
+
+_TEXT_KEYS = ("text", "thinking", "partial_json")
+
+
+class AnthropicMessages(Endpoint):
+    """The Anthropic Messages endpoint."""
+
+    dialect = "anthropic-messages"
+    path = "/v1/messages"
+
+    def validate(self, body: Any) -> None:
+        """Refuse a malformed body (names the field)."""
+        require(isinstance(body, dict), "the request body must be a JSON object", "body")
+        require(isinstance(body.get("model"), str) and bool(body["model"]), "model must be a non-empty string", "model")
+        messages = body.get("messages")
+        require(isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages")
+        for i, message in enumerate(messages):
+            require(
+                isinstance(message, dict) and isinstance(message.get("role"), str),
+                f"messages[{i}] must be an object with a role",
+                "messages",
+            )
+        bound = body.get("max_tokens")
+        require(
+            isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1,
+            "max_tokens is required and must be a positive integer",
+            "max_tokens",
+        )
+        require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
+
+    def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
+        """The prompt estimate (``o200k_base`` times the safety factor: Claude's tokenizer is not
+        public)."""
+        return estimate_anthropic_messages(body, model)
+
+    def requested_max(self, body: Mapping[str, Any]) -> int | None:
+        """``max_tokens``."""
+        value = body.get("max_tokens")
+        return value if isinstance(value, int) else None
+
+    def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
+        """``max_tokens`` set to ``bound``."""
+        return {**body, "max_tokens": bound}
+
+    def may_write_cache(self, body: Mapping[str, Any]) -> bool:
+        """True when any ``cache_control`` marker appears in the request."""
+        return '"cache_control"' in json.dumps(body)
+
+    def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Anthropic streams always carry usage; nothing to change."""
+        return body, True
+
+    def usage(self, response: Mapping[str, Any]) -> Usage | None:
+        """The response's ``usage``, normalised, or None."""
+        raw = response.get("usage")
+        return usage_from_anthropic(raw) if isinstance(raw, Mapping) else None
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        """Text, thinking and tool input of every content block."""
+        pieces: list[str] = []
+        for block in response.get("content") or ():
+            if not isinstance(block, Mapping):
+                continue
+            for key in ("text", "thinking", "name"):
+                if isinstance(block.get(key), str):
+                    pieces.append(block[key])
+            if block.get("input") is not None:
+                pieces.append(json.dumps(block["input"]))
+        return "".join(pieces)
+
+    def reader(self) -> StreamReader:
+        """A Messages stream reader."""
+        return AnthropicMessagesStream()
+
+    def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
+        """``message_stop`` ends the stream."""
+        return (event or {}).get("type") == "message_stop"
+
+    def relay(self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState) -> bytes | None:
+        """Pass every event on, tracking the open content block."""
+        kind = event.get("type")
+        if kind == "content_block_start" and isinstance(event.get("index"), int):
+            state.open_block = event["index"]
+        elif kind == "content_block_stop":
+            state.open_block = None
+        return format_event(data, name or (kind if isinstance(kind, str) else None))
+
+    def truncate(self, event: Mapping[str, Any], keep_tokens: int, encoding: str) -> Mapping[str, Any]:
+        """Keep the first ``keep_tokens`` tokens of a ``content_block_delta``'s text."""
+        delta = event.get("delta")
+        if not isinstance(delta, Mapping):
+            return event
+        enc = get_encoding(encoding)
+        out = dict(delta)
+        for key in _TEXT_KEYS:
+            if isinstance(out.get(key), str):
+                out[key] = enc.decode(enc.encode_ordinary(out[key])[: max(keep_tokens, 0)])
+        return {**event, "delta": out}
+
+    def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
+        """``event: <type>`` and ``data: <json>``."""
+        kind = event.get("type")
+        return format_event(json.dumps(event, separators=(",", ":")), name or (kind if isinstance(kind, str) else None))
+
+    def closing(self, state: StreamState, *, model: str, input_tokens: int, reason: str) -> list[bytes]:
+        """Close any open block, then ``message_delta`` with ``stop_reason: "max_tokens"`` and the
+        output count, then ``message_stop``."""
+        out = []
+        if state.open_block is not None:
+            out.append(self.encode(None, {"type": "content_block_stop", "index": state.open_block}))
+            state.open_block = None
+        out.append(
+            self.encode(
+                None,
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                    "usage": {"output_tokens": state.counted},
+                    "tokenward": {"cut_off": True, "reason": reason},
+                },
+            )
+        )
+        out.append(self.encode(None, {"type": "message_stop"}))
+        return out

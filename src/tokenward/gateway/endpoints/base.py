@@ -1,0 +1,119 @@
+"""What the relay needs to know about one proxied endpoint (its dialect's request and wire rules)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any
+
+from tokenward.core.dialects import StreamReader
+from tokenward.core.estimate import Estimate
+from tokenward.core.usage import Usage
+from tokenward.errors import ValidationError
+
+__all__ = ["Endpoint", "StreamState", "require"]
+
+
+def require(condition: bool, message: str, field: str) -> None:
+    """Raise a :class:`ValidationError` naming ``field`` unless ``condition``."""
+    if not condition:
+        raise ValidationError(message, field=field)
+
+
+class StreamState:
+    """What the relay knows about a stream in flight.
+
+    Attributes:
+        reader: the dialect's stream reader (provider usage, finish reason, model).
+        client_wants_usage: whether the client asked for usage in the stream.
+        counted: output tokens relayed so far (our count).
+        choices: how many choices the request asked for.
+        open_block: index of an Anthropic content block that started and has not stopped.
+        finished: the upstream ended the stream properly (``[DONE]`` or ``message_stop``).
+    """
+
+    def __init__(self, reader: StreamReader, client_wants_usage: bool, choices: int = 1) -> None:
+        self.reader = reader
+        self.client_wants_usage = client_wants_usage
+        self.counted = 0
+        self.choices = choices
+        self.open_block: int | None = None
+        self.finished = False
+
+
+class Endpoint(abc.ABC):
+    """One proxied endpoint."""
+
+    dialect: str
+    path: str
+
+    @abc.abstractmethod
+    def validate(self, body: Any) -> None:
+        """Refuse a malformed request body.
+
+        Raises:
+            ValidationError: naming the offending field.
+        """
+
+    @abc.abstractmethod
+    def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
+        """The prompt estimate."""
+
+    @abc.abstractmethod
+    def requested_max(self, body: Mapping[str, Any]) -> int | None:
+        """The output bound the client asked for, per choice, or None."""
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        """How many completions the request asks for (each may use the whole bound)."""
+        return 1
+
+    @abc.abstractmethod
+    def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
+        """The body to send upstream with the output bound set to ``bound`` tokens per choice."""
+
+    def may_write_cache(self, body: Mapping[str, Any]) -> bool:
+        """Whether the request may write a prompt cache (priced at the write rate)."""
+        return False
+
+    @abc.abstractmethod
+    def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(body to send upstream, whether the client itself asked for usage in the stream)."""
+
+    @abc.abstractmethod
+    def usage(self, response: Mapping[str, Any]) -> Usage | None:
+        """The provider's usage in a JSON response, or None."""
+
+    @abc.abstractmethod
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        """The generated text of a JSON response (for counting when usage is missing)."""
+
+    def served(self, response: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(model served, service tier) as the response states them."""
+        model = response.get("model")
+        tier = response.get("service_tier")
+        return (model if isinstance(model, str) else None, tier if isinstance(tier, str) else None)
+
+    @abc.abstractmethod
+    def reader(self) -> StreamReader:
+        """A fresh stream reader."""
+
+    @abc.abstractmethod
+    def relay(self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState) -> bytes | None:
+        """The bytes to pass on for one upstream event (None to drop it)."""
+
+    @abc.abstractmethod
+    def truncate(self, event: Mapping[str, Any], keep_tokens: int, encoding: str) -> Mapping[str, Any]:
+        """The event with its generated text shortened to its first ``keep_tokens`` tokens."""
+
+    @abc.abstractmethod
+    def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
+        """An event on the wire."""
+
+    @abc.abstractmethod
+    def closing(self, state: StreamState, *, model: str, input_tokens: int, reason: str) -> list[bytes]:
+        """The events that end a stream tokenward cuts off, the way the provider ends one that
+        reached its output bound."""
+
+    @abc.abstractmethod
+    def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
+        """Whether this upstream event is the stream's proper end."""

@@ -1,0 +1,6 @@
+"""The guard: the one enforcement flow (attribute, estimate, decide, reserve, settle)."""
+
+from tokenward.guard.flow import Admission, GuardSettings, Outcome, build_event, plan_call
+from tokenward.guard.guard import AsyncGuard, Guard
+
+__all__ = ["Admission", "AsyncGuard", "Guard", "GuardSettings", "Outcome", "build_event", "plan_call"]

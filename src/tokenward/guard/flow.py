@@ -1,0 +1,190 @@
+"""The pure steps of the guard flow, shared by the sync and async guards.
+
+``plan_call`` turns an estimate and an output bound into a :class:`~tokenward.core.decide.CallPlan`
+priced at worst-case rates; ``build_event`` turns what came back (the provider's usage, or our own
+count when none arrived) into the one usage event to settle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tokenward.core.accounting import account
+from tokenward.core.budgets import Subject
+from tokenward.core.decide import CallPlan, Decision
+from tokenward.core.events import Status, UsageEvent
+from tokenward.core.pricebook import PriceBook, PriceContext
+from tokenward.core.pricing import reservation_rates
+from tokenward.core.usage import Usage
+from tokenward.ledger.base import DEFAULT_TTL, Reservation
+
+__all__ = ["Admission", "GuardSettings", "Outcome", "build_event", "plan_call"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """How the guard plans calls.
+
+    Attributes:
+        default_max_output_tokens: the output bound used when a request sets none, in tokens.
+        min_output_tokens: the smallest output bound worth calling with; a budget that cannot
+            pay for this much denies the call.
+        ttl: how long a reservation lives before it is reaped.
+        admission_attempts: how many times to re-decide when a concurrent call took the room
+            between the balance read and the reservation.
+    """
+
+    default_max_output_tokens: int = 4096
+    min_output_tokens: int = 16
+    ttl: timedelta = DEFAULT_TTL
+    admission_attempts: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An admitted call: its plan, the decision and the reservation that backs it.
+
+    Attributes:
+        request_id: the call's id (also the usage event's idempotency key).
+        subject: whom it is charged to.
+        plan: the estimate and rates it was decided on.
+        decision: the clamped output bound and the hold.
+        reservation: the ledger's reservation.
+        at: when it was admitted (UTC).
+        endpoint / provider: the dialect and the upstream's provider kind, for the event.
+    """
+
+    request_id: str
+    subject: Subject
+    plan: CallPlan
+    decision: Decision
+    reservation: Reservation
+    at: datetime
+    endpoint: str | None = None
+    provider: str | None = None
+
+    @property
+    def max_output_tokens(self) -> int:
+        """The output bound to send upstream, in tokens."""
+        return self.decision.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What came back from the provider.
+
+    Attributes:
+        usage: the provider's normalised usage, or None when it never arrived.
+        output_counted: our own count of the output that was streamed, in tokens.
+        status: how the call ended.
+        model_served: the model the response names, if it differs.
+        service_tier: the tier the response says served the call.
+        metadata: anything worth keeping on the event (response id, finish reason...).
+    """
+
+    usage: Usage | None
+    output_counted: int | None = None
+    status: Status = "ok"
+    model_served: str | None = None
+    service_tier: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def plan_call(
+    model: str,
+    input_tokens: int,
+    max_output_tokens: int | None,
+    prices: PriceBook,
+    settings: GuardSettings,
+    *,
+    provider: str | None = None,
+    may_write_cache: bool = False,
+) -> CallPlan:
+    """Plan one call: the output bound (requested, or the default) and worst-case rates.
+
+    Args:
+        model: the model requested.
+        input_tokens: the prompt estimate, in tokens.
+        max_output_tokens: the bound the request sets, or None.
+        prices: where rates come from; an unpriced model leaves the rates None.
+        settings: defaults.
+        provider: the upstream's provider kind, a hint for price lookup.
+        may_write_cache: the request may write a prompt cache (priced at the write rate).
+    """
+    price = prices.resolve(model, provider=provider)
+    input_rate, output_rate = (
+        reservation_rates(price, input_tokens, may_write_cache=may_write_cache) if price else (None, None)
+    )
+    bound = max_output_tokens if max_output_tokens is not None else settings.default_max_output_tokens
+    return CallPlan(
+        model=model,
+        input_tokens=input_tokens,
+        max_output_tokens=bound,
+        min_output_tokens=max(1, min(settings.min_output_tokens, bound)),
+        input_rate=input_rate,
+        output_rate=output_rate,
+    )
+
+
+def build_event(admission: Admission, outcome: Outcome, prices: PriceBook) -> UsageEvent:
+    """The usage event for a finished call.
+
+    Unknown counts are filled in from our own figures (the prompt estimate; the count of the
+    streamed text) and labelled as such; the cost is computed from tokens and prices, never taken
+    from a provider-reported cost.
+    """
+    if outcome.status == "upstream_error" and outcome.usage is None:
+        # the provider answered with an error (or never answered): nothing is billed
+        return UsageEvent(
+            request_id=admission.request_id,
+            at=admission.at,
+            subject=admission.subject,
+            usage=Usage(input_source="none", output_source="none"),
+            model=admission.plan.model,
+            provider=admission.provider,
+            endpoint=admission.endpoint,
+            status=outcome.status,
+            cost_usd=Decimal(0),
+            charged={},
+            metadata=dict(outcome.metadata),
+        )
+    accounting = account(
+        outcome.usage,
+        model=admission.plan.model,
+        prices=prices,
+        input_estimate=admission.plan.input_tokens,
+        output_counted=outcome.output_counted,
+        provider=admission.provider,
+        context=PriceContext(service_tier=outcome.service_tier, at=admission.at),
+        model_served=outcome.model_served,
+    )
+    cost, price, model = accounting.cost, accounting.price, admission.plan.model
+    metadata = dict(outcome.metadata)
+    if outcome.model_served and outcome.model_served != model:
+        metadata["model_served"] = outcome.model_served
+    if cost.unpriced:
+        metadata["unpriced"] = list(cost.unpriced)
+    if admission.decision.clamped_by:
+        metadata["clamped_by"] = admission.decision.clamped_by
+        metadata["max_output_tokens"] = admission.decision.output_tokens
+    return UsageEvent(
+        request_id=admission.request_id,
+        at=admission.at,
+        subject=admission.subject,
+        usage=accounting.usage,
+        model=model,
+        provider=admission.provider,
+        endpoint=admission.endpoint,
+        status=outcome.status,
+        cost_usd=cost.total_usd,
+        cost_estimated=cost.estimated,
+        price_source=price.source if price else None,
+        price_version=price.version if price else None,
+        charged=accounting.charged,
+        metadata=metadata,
+    )
+

@@ -1,0 +1,76 @@
+"""Fixtures: the fake provider and the gateway, each on a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.servers import ThreadedServer, serving
+from tokenward.fake import FakeSettings, create_app as create_fake
+from tokenward.gateway import GatewayConfig, create_app
+from tokenward.gateway.relay import GatewayState
+from tokenward.ledger.sqlite import SQLiteLedger
+
+KEY = "tw-test-key"
+UPSTREAM_KEY = "sk-upstream-secret"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedServer]:
+    """The fake provider on a socket; it only accepts the upstream key the gateway must send."""
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", UPSTREAM_KEY)
+    with serving(create_fake(FakeSettings(reply_tokens=20, api_key=UPSTREAM_KEY))) as server:
+        yield server
+
+
+@dataclass
+class Gateway:
+    """A running gateway and what tests need to look at its ledger."""
+
+    server: ThreadedServer
+    state: GatewayState
+    ledger_url: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def observer(self) -> SQLiteLedger:
+        """A second, independent connection to the ledger file."""
+        return SQLiteLedger(self.ledger_url)
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, fake: ThreadedServer) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway in front of the fake provider: ``start_gateway(budgets=[...], **config)``."""
+    running: list[ThreadedServer] = []
+
+    def start(budgets: list[dict[str, Any]] | None = None, **extra: Any) -> Gateway:
+        ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        config = GatewayConfig.from_mapping(
+            {
+                "ledger": ledger_url,
+                "upstreams": [
+                    {"name": "fake", "provider": "fake", "base_url": fake.url, "api_key_env": "FAKE_UPSTREAM_KEY"}
+                ],
+                "keys": [
+                    {"key": KEY, "name": "test-key", "user": "alice", "project": "demo"},
+                    {"key": "tw-admin-key", "name": "ops", "user": "ops", "allow_user_override": True},
+                ],
+                "budgets": budgets or [],
+                **extra,
+            }
+        )
+        states: list[GatewayState] = []
+        server = ThreadedServer(create_app(config, on_ready=states.append))
+        server.start()
+        running.append(server)
+        return Gateway(server, states[0], ledger_url)
+
+    yield start
+    for server in running:
+        server.stop()
