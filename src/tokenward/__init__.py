@@ -56,4 +56,5 @@ __all__ = [
     "__version__",
     "open_async_ledger",
     "open_ledger",
+    "parse_budget_spec",
 ]

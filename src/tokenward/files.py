@@ -32,10 +32,7 @@ def load_mapping(path: str | Path) -> tuple[dict[str, Any], bytes]:
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read it: {exc.strerror}") from None
     try:
-        if file.suffix.lower() == ".json":
-            data = json.loads(raw)
-        else:
-            data = yaml.safe_load(raw)
+        data = json.loads(raw) if file.suffix.lower() == ".json" else yaml.safe_load(raw)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{file}: does not parse: {exc}") from None
     if data is None:

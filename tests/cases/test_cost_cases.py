@@ -18,7 +18,13 @@ from tests.support.shared import cases
 from tokenward.cli.main import app
 
 DIALECTS = {"openai-chat", "openai-compatible", "anthropic-messages"}
-TOKEN_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+TOKEN_FIELDS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 
 
 def _with_variants() -> list[tuple[str, dict[str, Any]]]:
@@ -100,7 +106,12 @@ def test_case_through_cost_cli(tmp_path: Path, label: str, case: dict[str, Any])
         assert (report["usage"]["web_search_calls"] or 0) == expected["web_search_calls"]
     if expected.get("no_negative_counts"):
         assert all(v is None or v >= 0 for k, v in report["budget_usage"].items() if k.endswith("_tokens"))
-    if "wrong" in case and isinstance(case["wrong"], dict) and "cost_usd" in case["wrong"] and "cost_usd" in expected:
+    if (
+        "wrong" in case
+        and isinstance(case["wrong"], dict)
+        and "cost_usd" in case["wrong"]
+        and "cost_usd" in expected
+    ):
         assert Decimal(report["cost_usd"]) != Decimal(case["wrong"]["cost_usd"])
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tests.support.servers import ThreadedServer, serving
-from tokenward.fake import FakeSettings, create_app as create_fake
+from tokenward.fake import FakeSettings
+from tokenward.fake import create_app as create_fake
 from tokenward.gateway import GatewayConfig, create_app
 from tokenward.gateway.relay import GatewayState
 from tokenward.ledger.sqlite import SQLiteLedger
@@ -55,7 +56,12 @@ def start_gateway(tmp_path: Path, fake: ThreadedServer) -> Iterator[Callable[...
             {
                 "ledger": ledger_url,
                 "upstreams": [
-                    {"name": "fake", "provider": "fake", "base_url": fake.url, "api_key_env": "FAKE_UPSTREAM_KEY"}
+                    {
+                        "name": "fake",
+                        "provider": "fake",
+                        "base_url": fake.url,
+                        "api_key_env": "FAKE_UPSTREAM_KEY",
+                    }
                 ],
                 "keys": [
                     {"key": KEY, "name": "test-key", "user": "alice", "project": "demo"},

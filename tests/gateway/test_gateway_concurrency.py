@@ -43,8 +43,12 @@ def test_fifty_clients_on_one_budget_never_overspend(start_gateway) -> None:
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
-        api = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0,
-                            default_headers={"x-tokenward-session": "crowd"})
+        api = openai.OpenAI(
+            api_key=KEY,
+            base_url=f"{gateway.url}/v1",
+            max_retries=0,
+            default_headers={"x-tokenward-session": "crowd"},
+        )
         try:
             for _ in range(6):
                 stream = rng.random() < 0.5

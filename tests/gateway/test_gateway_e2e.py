@@ -40,7 +40,9 @@ def only_event(gateway: Gateway):
 
 def test_openai_json_reply_and_recorded_usage(start_gateway) -> None:
     gateway = start_gateway()
-    reply = oai(gateway, **{"x-tokenward-session": "s-1"}).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    reply = oai(gateway, **{"x-tokenward-session": "s-1"}).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
     assert reply.choices[0].message.content == HELLO_20
     assert reply.usage.prompt_tokens == FAKE_PROMPT and reply.usage.completion_tokens == 20
     event = only_event(gateway)
@@ -175,7 +177,11 @@ def test_upstream_key_replaces_the_virtual_key(start_gateway, fake) -> None:
         (b"{not json", 400, "body"),
         (b'{"model": "gpt-4o-mini"}', 400, "messages"),
         (b'{"model": "", "messages": [{"role": "user", "content": "x"}]}', 400, "model"),
-        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -3}', 400, "max_tokens"),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -3}',
+            400,
+            "max_tokens",
+        ),
         (b"[]", 400, "body"),
     ],
 )
@@ -191,7 +197,9 @@ def test_malformed_requests_get_400(start_gateway, body: bytes, status: int, par
 def test_unknown_key_gets_401_and_user_override_needs_permission(start_gateway) -> None:
     gateway = start_gateway()
     response = httpx.post(
-        f"{gateway.url}/v1/chat/completions", json={"model": "m", "messages": MESSAGES}, headers={"x-api-key": "nope"}
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "m", "messages": MESSAGES},
+        headers={"x-api-key": "nope"},
     )
     assert response.status_code == 401
     forbidden = httpx.post(

@@ -28,7 +28,9 @@ def _json_arg(value: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", field=what) from None
+        raise ValidationError(
+            f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", field=what
+        ) from None
 
 
 def cost_report(
@@ -79,7 +81,9 @@ def cost_report(
         model_served = reader.model
     else:
         if not isinstance(usage, dict):
-            raise ValidationError("--usage must be a JSON object (the provider's usage object)", field="usage")
+            raise ValidationError(
+                "--usage must be a JSON object (the provider's usage object)", field="usage"
+            )
         reported = usage_from(dialect, usage)
         model_served = None
     accounting = account(
@@ -106,13 +110,18 @@ def cost_report(
         "cost_estimated": cost.estimated,
         "cost_source": "token_pricing",
         "breakdown": {
-            name: {"tokens": cost.tokens.get(name, 0), "usd": str(usd)} for name, usd in cost.breakdown.items()
+            name: {"tokens": cost.tokens.get(name, 0), "usd": str(usd)}
+            for name, usd in cost.breakdown.items()
         },
         "unpriced": list(cost.unpriced),
         "tier_above_input_tokens": cost.tier,
         "price": None
         if accounting.price is None
-        else {"model": accounting.price.model, "source": accounting.price.source, "version": accounting.price.version},
+        else {
+            "model": accounting.price.model,
+            "source": accounting.price.source,
+            "version": accounting.price.version,
+        },
         "stream": stream,
     }
 
@@ -130,7 +139,8 @@ def cost_command(
     ] = None,
     prices: Annotated[Path | None, typer.Option(help="Price-override file (YAML or JSON).")] = None,
     input_estimate: Annotated[
-        int | None, typer.Option(help="Pre-flight prompt estimate (tokens), used when the provider sent none.")
+        int | None,
+        typer.Option(help="Pre-flight prompt estimate (tokens), used when the provider sent none."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -138,7 +148,12 @@ def cost_command(
     events_data = _json_arg(f"@{events}", "events") if events is not None else None
     usage_data = _json_arg(usage, "usage") if usage is not None else None
     report = cost_report(
-        dialect, model, usage=usage_data, events=events_data, prices_file=prices, input_estimate=input_estimate
+        dialect,
+        model,
+        usage=usage_data,
+        events=events_data,
+        prices_file=prices,
+        input_estimate=input_estimate,
     )
     if as_json:
         print_json(report)
@@ -152,7 +167,9 @@ def cost_command(
     for name in report["unpriced"]:
         table.add_row(f"[red]{name}[/]", "", "[red]no price[/]")
     total = report["cost_usd"] if report["cost_usd"] is not None else "[red]unknown[/]"
-    table.add_row("[bold]total[/]", "", f"[bold]{total}[/]" + (" (estimated)" if report["cost_estimated"] else ""))
+    table.add_row(
+        "[bold]total[/]", "", f"[bold]{total}[/]" + (" (estimated)" if report["cost_estimated"] else "")
+    )
     out.print(table)
     usage_row = report["budget_usage"]
     out.print(

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tokenward.errors import TokenwardError
 
@@ -41,7 +42,7 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except TokenwardError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -70,9 +71,12 @@ def serve(
         Path | None,
         typer.Option("--config", "-c", help="Gateway config (YAML). Default: ./tokenward.yaml."),
     ] = None,
-    ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger URL; overrides the config's.")] = None,
+    ledger: Annotated[
+        str | None, typer.Option("--ledger", help="Ledger URL; overrides the config's.")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
 ) -> None:
     """Run the gateway: an OpenAI- and Anthropic-compatible proxy that enforces budgets."""
     import dataclasses
@@ -100,7 +104,7 @@ def serve(
         f"upstreams: {', '.join(f'{u.name} ({u.provider})' for u in cfg.upstreams)}",
         highlight=False,
     )
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
 
 
 @app.command("fake-provider")
@@ -115,9 +119,12 @@ def fake_provider(
     require_key: Annotated[str | None, typer.Option(help="Only accept requests carrying this key.")] = None,
 ) -> None:
     """Run a fake LLM provider (OpenAI chat and Anthropic Messages wire formats) for offline tests."""
-    from tokenward.fake import FakeSettings, serve as serve_fake
+    from tokenward.fake import FakeSettings
+    from tokenward.fake import serve as serve_fake
 
-    err.print(f"fake provider on http://{host}:{port} (OpenAI: /v1/chat/completions, Anthropic: /v1/messages)")
+    err.print(
+        f"fake provider on http://{host}:{port} (OpenAI: /v1/chat/completions, Anthropic: /v1/messages)"
+    )
     serve_fake(
         host,
         port,

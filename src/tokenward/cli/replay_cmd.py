@@ -43,7 +43,9 @@ def replay_command(
         columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task("replay", total=len(calls))
-            report = replay(calls, budgets, ledger=ledger, prices=book, progress=lambda n: bar.update(task, completed=n))
+            report = replay(
+                calls, budgets, ledger=ledger, prices=book, progress=lambda n: bar.update(task, completed=n)
+            )
     else:
         report = replay(calls, budgets, ledger=ledger, prices=book)
     if as_json:
@@ -53,12 +55,16 @@ def replay_command(
     table = Table(title=f"replay of {traces.name}", show_header=False)
     table.add_row("sessions / calls", f"{totals['sessions']:,} / {totals['calls']:,}")
     table.add_row("input tokens (cached)", f"{totals['input_tokens']:,} ({totals['cache_read_tokens']:,})")
-    table.add_row("output tokens (reasoning)", f"{totals['output_tokens']:,} ({totals['reasoning_tokens']:,})")
+    table.add_row(
+        "output tokens (reasoning)", f"{totals['output_tokens']:,} ({totals['reasoning_tokens']:,})"
+    )
     table.add_row("cost from tokens", f"${Decimal(totals['cost_usd']):,.6f}")
     if totals["recorded_cost_usd"] is not None:
         table.add_row("recorded cost", f"${Decimal(totals['recorded_cost_usd']):,.6f}")
     if totals["unpriced_calls"]:
-        table.add_row("[red]unpriced calls[/]", f"{totals['unpriced_calls']:,} (their cost is unknown, not zero)")
+        table.add_row(
+            "[red]unpriced calls[/]", f"{totals['unpriced_calls']:,} (their cost is unknown, not zero)"
+        )
     for budget_spec in budgets:
         table.add_row("budget", str(budget_spec.name))
     if budgets:

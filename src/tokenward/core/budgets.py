@@ -117,11 +117,15 @@ class Budget:
         if not _NAME.match(self.name):
             raise ConfigError(f"budget name {self.name!r}: use 1-200 letters, digits and _.:@/=-")
         if self.scope not in SCOPES:
-            raise ConfigError(f"budget {self.name!r}: unknown scope {self.scope!r}; known: {', '.join(SCOPES)}")
+            raise ConfigError(
+                f"budget {self.name!r}: unknown scope {self.scope!r}; known: {', '.join(SCOPES)}"
+            )
         if not re.match(r"^[a-z][a-z0-9_]*$", self.meter):
             raise ConfigError(f"budget {self.name!r}: meter {self.meter!r} must be a lower-case identifier")
         if not isinstance(self.limit, Decimal) or not self.limit.is_finite() or self.limit < 0:
-            raise ConfigError(f"budget {self.name!r}: limit must be a non-negative number, got {self.limit!r}")
+            raise ConfigError(
+                f"budget {self.name!r}: limit must be a non-negative number, got {self.limit!r}"
+            )
         if self.mode not in ("hard", "soft", "shadow"):
             raise ConfigError(f"budget {self.name!r}: mode must be hard, soft or shadow")
         if self.unpriced not in ("deny", "allow"):
@@ -194,7 +198,9 @@ def _amount(value: Any, where: str) -> Decimal:
     return number
 
 
-_SPEC = re.compile(r"^\s*(?P<scope>[a-z]+)(?:=(?P<id>[^:]+))?:(?P<meter>[a-z_]+)=(?P<limit>[^/]+)(?:/(?P<window>.+))?$")
+_SPEC = re.compile(
+    r"^\s*(?P<scope>[a-z]+)(?:=(?P<id>[^:]+))?:(?P<meter>[a-z_]+)=(?P<limit>[^/]+)(?:/(?P<window>.+))?$"
+)
 
 
 def parse_budget_spec(spec: str) -> Budget:
@@ -211,6 +217,11 @@ def parse_budget_spec(spec: str) -> Budget:
         raise ConfigError(
             f"budget spec {spec!r}: expected SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. session:cost_usd=0.50 "
             "or task:total_tokens=200000/day"
+        )
+    if match["meter"] not in METERS:
+        # A typo (``tokens`` for ``total_tokens``) would make a budget that never charges anything.
+        raise ConfigError(
+            f"budget spec {spec!r}: unknown meter {match['meter']!r}; known: {', '.join(METERS)}"
         )
     return Budget.from_dict(
         {

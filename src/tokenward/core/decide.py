@@ -10,12 +10,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
+from typing import Any
 
 from tokenward.core.budgets import Budget
 from tokenward.core.pricing import MILLION
 from tokenward.errors import BudgetExceeded, UnpricedCall
 
-__all__ = ["Balance", "CallPlan", "Decision", "admission_check", "decide", "hold_amounts"]
+__all__ = ["Balance", "CallPlan", "Decision", "admission_check", "decide", "decision_of", "hold_amounts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,8 @@ def _output_cap(balance: Balance, plan: CallPlan) -> int | None:
     if meter == "cost_usd":
         if plan.input_rate is None or plan.output_rate is None:
             return None
+        if plan.output_rate == 0 and plan.input_rate * plan.input_tokens == 0:
+            return None  # a free call charges nothing: even an overspent budget can take it (C43)
         left = remaining * MILLION - plan.input_rate * plan.input_tokens
         if left < 0:
             return -1
@@ -184,14 +187,20 @@ def admission_check(balances: Iterable[Balance], amounts: Mapping[str, Decimal])
     """The denial for the first hard budget that cannot take the hold ``amounts``, or None.
 
     This is the check a ledger makes atomically when it reserves: for every hard budget whose
-    meter the hold charges, ``spent + held + amount <= limit`` must hold.
+    meter the hold charges a non-zero amount, ``spent + held + amount <= limit`` must hold.
     """
     for balance in balances:
         if balance.budget.mode != "hard":
             continue
         amount = amounts.get(balance.budget.meter)
-        if amount is None:
-            continue
+        if not amount:
+            continue  # a hold of nothing cannot overspend, even a budget already over its limit
         if balance.spent + balance.held + amount > balance.budget.limit:
             return balance.exceeded(amount)
     return None
+
+
+def decision_of(reservation: Any) -> Decision:
+    """The decision a reservation was made with (for an idempotent retry of the same call)."""
+    amounts = dict(reservation.amounts)
+    return Decision(int(amounts.get("output_tokens", 0)), amounts)

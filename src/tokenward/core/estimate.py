@@ -146,7 +146,9 @@ def _anthropic_block(block: Any, enc: str) -> int:
     if kind == "image":
         return _ANTHROPIC_IMAGE_MAX
     if kind == "tool_use":
-        return count_tokens(_text_of(block.get("name")), enc) + count_tokens(_text_of(block.get("input")), enc)
+        return count_tokens(_text_of(block.get("name")), enc) + count_tokens(
+            _text_of(block.get("input")), enc
+        )
     if kind == "tool_result":
         content = block.get("content")
         if isinstance(content, list):
@@ -185,4 +187,3 @@ def estimate_anthropic_messages(
         raw += _TOKENS_PER_FUNCTION + count_tokens(_text_of(tool), enc)
     scaled = int((Decimal(raw) * factor).to_integral_value(rounding=ROUND_CEILING))
     return Estimate(scaled, enc, True, f"{enc} x {factor} (Claude's tokenizer is not public)")
-

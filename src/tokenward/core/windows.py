@@ -46,7 +46,9 @@ class Window:
         try:
             ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"unknown time zone {self.time_zone!r} (use an IANA name like Europe/Paris)") from None
+            raise ConfigError(
+                f"unknown time zone {self.time_zone!r} (use an IANA name like Europe/Paris)"
+            ) from None
         if not 0 <= self.week_start <= 6:
             raise ConfigError("week_start must be 0 (Monday) to 6 (Sunday)")
 
@@ -62,7 +64,9 @@ class Window:
         unit, _, zone = spec.strip().partition("@")
         unit = unit.strip().lower()
         if unit not in UNITS:
-            raise ConfigError(f"unknown window {spec!r}; use none, {', '.join(UNITS)} (optionally @Time/Zone)")
+            raise ConfigError(
+                f"unknown window {spec!r}; use none, {', '.join(UNITS)} (optionally @Time/Zone)"
+            )
         return cls(unit=unit, time_zone=zone.strip() or "UTC")  # type: ignore[arg-type]
 
     def __str__(self) -> str:
@@ -92,7 +96,16 @@ class Window:
         if begin is None or self.unit is None:
             return None
         if self.unit == "hour":
-            return begin + timedelta(hours=1)
+            after = begin + timedelta(hours=1)
+            if self.start(after) == after:
+                return after
+            # A 30-minute daylight-saving shift (Australia/Lord_Howe) makes a local hour last 30 or
+            # 90 minutes: step on to the next instant where the local hour changes.
+            step = timedelta(minutes=15)
+            after = begin + step
+            while self.start(after) == begin:
+                after += step
+            return self.start(after)
         zone = ZoneInfo(self.time_zone)
         day = begin.astimezone(zone).date()
         if self.unit == "day":

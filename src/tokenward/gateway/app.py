@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,6 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import tokenward
+from tokenward.core.pricebook import PriceBook
+from tokenward.core.tokenizers import encoding
 from tokenward.files import load_prices
 from tokenward.gateway.config import GatewayConfig
 from tokenward.gateway.endpoints import AnthropicMessages, Endpoint, OpenAIChat
@@ -27,6 +30,13 @@ __all__ = ["create_app"]
 
 _TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=60.0)
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+
+
+def _warm_up(prices: PriceBook) -> None:
+    """Load the tokenizers and the price table now, not on the first request."""
+    for name in ("o200k_base", "cl100k_base"):
+        encoding(name)
+    prices.resolve("gpt-4o-mini")
 
 
 def _fake_transport() -> httpx.AsyncBaseTransport:
@@ -59,6 +69,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prices = load_prices(config.prices)
+        await anyio.to_thread.run_sync(_warm_up, prices)
         store = ledger or open_async_ledger(config.ledger)
         for budget in config.budgets:
             await store.put_budget(budget)

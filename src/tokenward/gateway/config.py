@@ -74,7 +74,9 @@ class UpstreamConfig:
 
     def serves(self, dialect: str, model: str) -> bool:
         """Whether this upstream speaks ``dialect`` and serves ``model``."""
-        return dialect in PROVIDERS[self.provider][1] and any(fnmatch.fnmatchcase(model, p) for p in self.models)
+        return dialect in PROVIDERS[self.provider][1] and any(
+            fnmatch.fnmatchcase(model, p) for p in self.models
+        )
 
     def url(self, dialect: str) -> str:
         """The full URL of the dialect's endpoint on this upstream."""
@@ -139,7 +141,9 @@ class GatewayConfig:
             raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "<memory>") -> GatewayConfig:
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "<memory>"
+    ) -> GatewayConfig:
         """Validate a config mapping.
 
         Raises:
@@ -162,7 +166,11 @@ class GatewayConfig:
         if prices is not None and base_dir is not None and not Path(str(prices)).is_absolute():
             prices = str(base_dir / str(prices))
         ledger = data.get("ledger")
-        if isinstance(ledger, str) and ledger.startswith("sqlite:///") and not ledger.startswith("sqlite:////"):
+        if (
+            isinstance(ledger, str)
+            and ledger.startswith("sqlite:///")
+            and not ledger.startswith("sqlite:////")
+        ):
             relative = ledger.removeprefix("sqlite:///")
             if base_dir is not None:
                 ledger = f"sqlite:///{base_dir / relative}"
@@ -264,5 +272,7 @@ def _settings(raw: Any) -> GuardSettings:
     return GuardSettings(
         default_max_output_tokens=values.get("max_output_tokens", base.default_max_output_tokens),
         min_output_tokens=values.get("min_output_tokens", base.min_output_tokens),
-        ttl=timedelta(seconds=values["reservation_ttl_seconds"]) if "reservation_ttl_seconds" in values else base.ttl,
+        ttl=timedelta(seconds=values["reservation_ttl_seconds"])
+        if "reservation_ttl_seconds" in values
+        else base.ttl,
     )

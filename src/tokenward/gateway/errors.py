@@ -54,7 +54,10 @@ class GatewayError(Exception):
 def error_response(dialect: str, error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The error as a JSON response in the dialect's shape."""
     if dialect == "anthropic-messages":
-        inner: dict[str, Any] = {"type": _ANTHROPIC_TYPES.get(error.status, error.type), "message": error.message}
+        inner: dict[str, Any] = {
+            "type": _ANTHROPIC_TYPES.get(error.status, error.type),
+            "message": error.message,
+        }
         if error.code:
             inner["code"] = error.code
         inner.update(error.extra)

@@ -73,7 +73,9 @@ class GatewayState:
 
 def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, dialect: str) -> dict[str, str]:
     out = {
-        k: v for k, v in incoming.items() if k.lower() not in _HOP_BY_HOP and not k.lower().startswith("x-tokenward-")
+        k: v
+        for k, v in incoming.items()
+        if k.lower() not in _HOP_BY_HOP and not k.lower().startswith("x-tokenward-")
     }
     out["content-type"] = "application/json"
     key = upstream.api_key()
@@ -87,7 +89,11 @@ def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, dia
 
 
 def _response_headers(upstream: httpx.Response, request_id: str, version: str) -> dict[str, str]:
-    out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() != "set-cookie"}
+    out = {
+        k: v
+        for k, v in upstream.headers.items()
+        if k.lower() not in _HOP_BY_HOP and k.lower() != "set-cookie"
+    }
     out.update(_own_headers(request_id, version))
     return out
 
@@ -105,7 +111,9 @@ def _denial(exc: BudgetExceeded | UnpricedCall, status: int) -> GatewayError:
             code="unpriced_model",
             extra={"budget": {"budget": exc.budget, "model": exc.model}},
         )
-    return GatewayError(status, str(exc), type="budget_exceeded", code="budget_exceeded", extra={"budget": exc.to_dict()})
+    return GatewayError(
+        status, str(exc), type="budget_exceeded", code="budget_exceeded", extra={"budget": exc.to_dict()}
+    )
 
 
 async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Response:
@@ -120,7 +128,12 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
         return error_response(endpoint.dialect, _denial(exc, state.config.denial_status), own)
     except LedgerError as exc:
         log.error("ledger unavailable: %s", exc)
-        error = GatewayError(503, "the budget ledger is unavailable; the call was not made", type="api_error", code="ledger_unavailable")
+        error = GatewayError(
+            503,
+            "the budget ledger is unavailable; the call was not made",
+            type="api_error",
+            code="ledger_unavailable",
+        )
         return error_response(endpoint.dialect, error, own)
 
 
@@ -140,7 +153,12 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
     model = body["model"]
     upstream = config.upstream_for(endpoint.dialect, model)
     if upstream is None:
-        raise GatewayError(404, f"no upstream is configured for model {model!r} on {endpoint.path}", code="model_not_found", param="model")
+        raise GatewayError(
+            404,
+            f"no upstream is configured for model {model!r} on {endpoint.path}",
+            code="model_not_found",
+            param="model",
+        )
 
     estimate = endpoint.estimate(body, model)
     choices = endpoint.choices(body)
@@ -209,7 +227,11 @@ class _Call:
         await self._settle(
             Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
         )
-        return Response(content, response.status_code, headers=_response_headers(response, self.admission.request_id, self.state.version))
+        return Response(
+            content,
+            response.status_code,
+            headers=_response_headers(response, self.admission.request_id, self.state.version),
+        )
 
     async def json(self, body: dict[str, Any]) -> Response:
         """A non-streamed call: forward, read the usage (or count the text), settle, answer."""
@@ -260,7 +282,7 @@ class _Call:
         status, beyond, settled = "stream_broken", 0, False
         tail: list[bytes] = []
         try:
-            async for name, data in parse_events(response.aiter_lines()):
+            async for name, data in parse_events(response.aiter_bytes()):
                 if endpoint.is_end(name, data, None):
                     stream.finished, tail = True, [format_event(data, name)]
                     break
@@ -279,7 +301,10 @@ class _Call:
                         yield endpoint.encode(name, endpoint.truncate(event, keep, self.encoding))
                     beyond, stream.counted, status = tokens - max(keep, 0), bound, "cut_off"
                     tail = endpoint.closing(
-                        stream, model=self.admission.plan.model, input_tokens=self._input_tokens(stream), reason="budget"
+                        stream,
+                        model=self.admission.plan.model,
+                        input_tokens=self._input_tokens(stream),
+                        reason="budget",
                     )
                     break
                 stream.counted += tokens
@@ -350,7 +375,9 @@ class _SettledStream(StreamingResponse):
                             return
 
                 group.start_soon(watch_disconnect)
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                await send(
+                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+                )
                 async for chunk in iterator:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

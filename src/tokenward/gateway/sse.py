@@ -15,17 +15,11 @@ SSEEvent = tuple[str | None, str]
 """(event name or None, data)."""
 
 
-async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
-    """Events from a stream of text lines (without their line endings)."""
+def _block(block: bytes) -> SSEEvent | None:
     name: str | None = None
     data: list[str] = []
-    async for line in lines:
-        if line == "":
-            if data:
-                yield name, "\n".join(data)
-            name, data = None, []
-            continue
-        if line.startswith(":"):
+    for line in block.decode("utf-8", errors="replace").split("\n"):
+        if not line or line.startswith(":"):
             continue
         field, _, value = line.partition(":")
         value = value.removeprefix(" ")
@@ -33,8 +27,32 @@ async def parse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
             name = value
         elif field == "data":
             data.append(value)
-    if data:
-        yield name, "\n".join(data)
+    return (name, "\n".join(data)) if data else None
+
+
+async def parse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+    """Events from a stream of bytes, however the bytes are split across chunks.
+
+    Line ends may be ``\n``, ``\r\n`` or ``\r``; an unterminated last event is still delivered.
+    """
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        if b"\r" in buffer:
+            keep_cr = buffer.endswith(b"\r")  # a "\r\n" may be split across chunks
+            body = buffer[:-1] if keep_cr else buffer
+            buffer = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if keep_cr else b"")
+        while True:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event = _block(buffer[:end])
+            buffer = buffer[end + 2 :]
+            if event is not None:
+                yield event
+    event = _block(buffer.replace(b"\r", b"\n"))
+    if event is not None:
+        yield event
 
 
 def format_event(data: str, name: str | None = None) -> bytes:

@@ -34,14 +34,11 @@ class GuardSettings:
         min_output_tokens: the smallest output bound worth calling with; a budget that cannot
             pay for this much denies the call.
         ttl: how long a reservation lives before it is reaped.
-        admission_attempts: how many times to re-decide when a concurrent call took the room
-            between the balance read and the reservation.
     """
 
     default_max_output_tokens: int = 4096
     min_output_tokens: int = 16
     ttl: timedelta = DEFAULT_TTL
-    admission_attempts: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,4 +184,3 @@ def build_event(admission: Admission, outcome: Outcome, prices: PriceBook) -> Us
         charged=accounting.charged,
         metadata=metadata,
     )
-

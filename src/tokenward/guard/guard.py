@@ -6,13 +6,10 @@ and the pure core; they differ only in how they call the ledger.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from tokenward.core.budgets import Subject
-from tokenward.core.decide import CallPlan, decide
+from tokenward.core.decide import CallPlan
 from tokenward.core.events import UsageEvent
 from tokenward.core.pricebook import PriceBook
-from tokenward.errors import BudgetExceeded
 from tokenward.guard.flow import Admission, GuardSettings, Outcome, build_event
 from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tokenward.ledger.base import new_id
@@ -30,14 +27,15 @@ class Guard:
     """
 
     def __init__(
-        self, ledger: Ledger | str | None = None, *, prices: PriceBook | None = None, settings: GuardSettings | None = None
+        self,
+        ledger: Ledger | str | None = None,
+        *,
+        prices: PriceBook | None = None,
+        settings: GuardSettings | None = None,
     ) -> None:
         self.ledger: Ledger = ledger if isinstance(ledger, Ledger) else open_ledger(ledger)
         self.prices = prices or PriceBook.default()
         self.settings = settings or GuardSettings()
-
-    def _now(self) -> datetime:
-        return self.ledger.clock.now()
 
     def admit(
         self,
@@ -48,26 +46,19 @@ class Guard:
         endpoint: str | None = None,
         provider: str | None = None,
     ) -> Admission:
-        """Decide and reserve, re-deciding when concurrent calls took the room meanwhile.
+        """Decide (clamp the output bound, or deny) and reserve, in one atomic ledger step.
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the minimum output.
             UnpricedCall: a cost budget applies and the model has no price.
         """
         request_id = request_id or new_id("req")
-        denial: BudgetExceeded | None = None
-        for _ in range(self.settings.admission_attempts):
-            decision = decide(plan, self.ledger.balances(subject))
-            try:
-                reservation = self.ledger.reserve(
-                    subject, decision.amounts, ttl=self.settings.ttl, idempotency_key=request_id
-                )
-            except BudgetExceeded as exc:
-                denial = exc
-                continue
-            return Admission(request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider)
-        assert denial is not None
-        raise denial
+        decision, reservation = self.ledger.admit(
+            subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
+        )
+        return Admission(
+            request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
+        )
 
     def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """Charge the real usage in place of the hold and record the event (once per request)."""
@@ -111,7 +102,9 @@ class AsyncGuard:
         prices: PriceBook | None = None,
         settings: GuardSettings | None = None,
     ) -> None:
-        self.ledger: AsyncLedger = open_async_ledger(ledger) if ledger is None or isinstance(ledger, str) else ledger
+        self.ledger: AsyncLedger = (
+            open_async_ledger(ledger) if ledger is None or isinstance(ledger, str) else ledger
+        )
         self.prices = prices or PriceBook.default()
         self.settings = settings or GuardSettings()
 
@@ -126,23 +119,18 @@ class AsyncGuard:
     ) -> Admission:
         """As :meth:`Guard.admit`."""
         request_id = request_id or new_id("req")
-        denial: BudgetExceeded | None = None
-        for _ in range(self.settings.admission_attempts):
-            decision = decide(plan, await self.ledger.balances(subject))
-            try:
-                reservation = await self.ledger.reserve(
-                    subject, decision.amounts, ttl=self.settings.ttl, idempotency_key=request_id
-                )
-            except BudgetExceeded as exc:
-                denial = exc
-                continue
-            return Admission(request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider)
-        assert denial is not None
-        raise denial
+        decision, reservation = await self.ledger.admit(
+            subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
+        )
+        return Admission(
+            request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
+        )
 
     async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """As :meth:`Guard.settle`."""
-        return await self.ledger.settle(admission.reservation.id, build_event(admission, outcome, self.prices))
+        return await self.ledger.settle(
+            admission.reservation.id, build_event(admission, outcome, self.prices)
+        )
 
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
@@ -158,4 +146,3 @@ class AsyncGuard:
     async def close(self) -> None:
         """Close the ledger."""
         await self.ledger.close()
-

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tokenward.clock import Clock
 from tokenward.core.budgets import Budget, Subject
-from tokenward.core.decide import Balance
+from tokenward.core.decide import Balance, CallPlan, Decision
 from tokenward.core.events import UsageEvent
 
 __all__ = [
@@ -129,6 +129,23 @@ class Ledger(Protocol):
         """
         ...
 
+    def admit(
+        self,
+        subject: Subject,
+        plan: CallPlan,
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[Decision, Reservation]:
+        """Decide on a call (clamp its output bound, or deny) and reserve its hold, atomically.
+
+        Raises:
+            BudgetExceeded: a hard budget cannot pay even for the plan's minimum output.
+            UnpricedCall: a hard cost budget applies and the model has no price.
+        """
+        ...
+
     def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent:
         """Replace the hold with ``event.charged`` and append ``event``, once per request id.
 
@@ -188,6 +205,15 @@ class AsyncLedger(Protocol):
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Reservation: ...
+    async def admit(
+        self,
+        subject: Subject,
+        plan: CallPlan,
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[Decision, Reservation]: ...
     async def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent: ...
     async def release(self, reservation_id: str) -> bool: ...
     async def reap(self) -> int: ...

@@ -13,6 +13,7 @@ open. Usage events are append-only: triggers refuse UPDATE and DELETE on them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -153,7 +154,9 @@ class SQLiteLedger(TransactionalLedger):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                )
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -185,10 +188,8 @@ class SQLiteLedger(TransactionalLedger):
             yield
         except BaseException:
             self._local.depth = 0
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             raise
         self._local.depth = 0
         try:
@@ -219,10 +220,8 @@ class SQLiteLedger(TransactionalLedger):
         """Close every connection this ledger opened."""
         with self._conn_lock:
             for conn in self._connections:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._connections.clear()
         self._local = threading.local()
 
@@ -336,7 +335,9 @@ class SQLiteLedger(TransactionalLedger):
             clauses.append("at < ?")
             params.append(_ts(until))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._execute(f"SELECT data FROM usage_events {where} ORDER BY at, seq", tuple(params)).fetchall()
+        rows = self._execute(
+            f"SELECT data FROM usage_events {where} ORDER BY at, seq", tuple(params)
+        ).fetchall()
         events = [UsageEvent.from_dict(json.loads(row["data"])) for row in rows]
         if subject is not None and subject.tags:
             events = [e for e in events if subject_matches(e.subject, subject)]

@@ -17,8 +17,9 @@ from typing import Any
 
 from tokenward.clock import Clock, SystemClock, utc
 from tokenward.core.budgets import Budget, Subject, applicable
-from tokenward.core.decide import Balance, admission_check
+from tokenward.core.decide import Balance, CallPlan, Decision, admission_check, decide, decision_of
 from tokenward.core.events import UsageEvent
+from tokenward.errors import ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
 
 __all__ = ["TransactionalLedger"]
@@ -83,7 +84,7 @@ class TransactionalLedger(abc.ABC):
         self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None
     ) -> list[UsageEvent]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook; the memory store has nothing to release
         """Release connections (nothing to do by default)."""
 
     # -- the contract ------------------------------------------------------------------------------
@@ -134,6 +135,36 @@ class TransactionalLedger(abc.ABC):
         with self._transaction():
             return self._reap(self.clock.now())
 
+    def _hold(
+        self,
+        subject: Subject,
+        balances: list[Balance],
+        amounts: Mapping[str, Decimal],
+        now: datetime,
+        ttl: timedelta,
+        idempotency_key: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Reservation:
+        holds = tuple(
+            Hold(b.budget.name, b.subject_id, b.window_key, b.budget.meter, amounts[b.budget.meter])
+            for b in balances
+            if b.budget.meter in amounts
+        )
+        for hold in holds:
+            self._adjust(hold.budget, hold.subject_id, hold.window_key, ZERO, hold.amount)
+        reservation = Reservation(
+            id=new_id(),
+            subject=subject,
+            amounts=dict(amounts),
+            holds=holds,
+            created_at=now,
+            expires_at=now + ttl,
+            idempotency_key=idempotency_key,
+            metadata=dict(metadata or {}),
+        )
+        self._put_reservation(reservation)
+        return reservation
+
     def reserve(
         self,
         subject: Subject,
@@ -159,25 +190,36 @@ class TransactionalLedger(abc.ABC):
             denial = admission_check(balances, amounts)
             if denial is not None:
                 raise denial
-            holds = tuple(
-                Hold(b.budget.name, b.subject_id, b.window_key, b.budget.meter, amounts[b.budget.meter])
-                for b in balances
-                if b.budget.meter in amounts
+            return self._hold(subject, balances, amounts, now, ttl, idempotency_key, metadata)
+
+    def admit(
+        self,
+        subject: Subject,
+        plan: CallPlan,
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[Decision, Reservation]:
+        """Decide (clamp or deny, :func:`~tokenward.core.decide.decide`) and reserve, in one
+        transaction: the decision is made on the balances the hold is taken against.
+
+        Raises:
+            BudgetExceeded: a hard budget cannot pay even for the plan's minimum output.
+            UnpricedCall: a hard cost budget applies and the model is unpriced.
+        """
+        now = self.clock.now()
+        with self._transaction():
+            self._reap(now)
+            if idempotency_key is not None:
+                earlier = self._find_idempotent(idempotency_key)
+                if earlier is not None:
+                    return decision_of(earlier), earlier
+            balances = self._balances(subject, now)
+            decision = decide(plan, balances)
+            return decision, self._hold(
+                subject, balances, decision.amounts, now, ttl, idempotency_key, metadata
             )
-            for hold in holds:
-                self._adjust(hold.budget, hold.subject_id, hold.window_key, ZERO, hold.amount)
-            reservation = Reservation(
-                id=new_id(),
-                subject=subject,
-                amounts=dict(amounts),
-                holds=holds,
-                created_at=now,
-                expires_at=now + ttl,
-                idempotency_key=idempotency_key,
-                metadata=dict(metadata or {}),
-            )
-            self._put_reservation(reservation)
-            return reservation
 
     def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent:
         """Replace the hold with ``event.charged`` and append ``event``, once per request id."""
@@ -187,17 +229,25 @@ class TransactionalLedger(abc.ABC):
                 return existing
             reservation = self._get_reservation(reservation_id) if reservation_id else None
             at = event.at
+            deltas: dict[tuple[str, str, str], list[Decimal]] = {}
             if reservation is not None:
                 at = reservation.created_at
                 if reservation.state == "active":
                     for hold in reservation.holds:
-                        self._adjust(hold.budget, hold.subject_id, hold.window_key, ZERO, -hold.amount)
+                        deltas.setdefault((hold.budget, hold.subject_id, hold.window_key), [ZERO, ZERO])[
+                            1
+                        ] -= hold.amount
                 self._set_state(reservation.id, "settled")
                 event = event.with_reservation(reservation.id, reservation.amounts)
-            for balance in self._balances(event.subject, at):
-                amount = event.charged.get(balance.budget.meter)
+            for budget, subject_id in applicable(self._load_budgets(), event.subject):
+                amount = event.charged.get(budget.meter)
                 if amount:
-                    self._adjust(balance.budget.name, balance.subject_id, balance.window_key, amount, ZERO)
+                    deltas.setdefault((budget.name, subject_id, budget.window.key(at)), [ZERO, ZERO])[0] += (
+                        amount
+                    )
+            for (budget_name, subject_id, window_key), (spent, held) in deltas.items():
+                if spent or held:
+                    self._adjust(budget_name, subject_id, window_key, spent, held)
             self._insert_event(event)
             return event
 
@@ -226,6 +276,22 @@ class TransactionalLedger(abc.ABC):
         limit: int | None = None,
     ) -> list[UsageEvent]:
         """Usage events in time order, filtered by the scopes set in ``subject`` and by time."""
+        since = utc(since) if since is not None else None
+        until = utc(until) if until is not None else None
         with self._transaction(write=False):
             return self._query_events(subject, since, until, limit)
 
+
+def _check_amounts(amounts: Mapping[str, Decimal], what: str) -> None:
+    """Refuse amounts that would corrupt balances: a negative hold would lift a hard cap.
+
+    Raises:
+        ValidationError: an amount that is not a finite, non-negative Decimal (or int).
+    """
+    for meter, amount in amounts.items():
+        if isinstance(amount, bool) or not isinstance(amount, Decimal | int):
+            raise ValidationError(f"{what}: {meter} must be a Decimal, got {amount!r}", field=meter)
+        if (isinstance(amount, Decimal) and not amount.is_finite()) or amount < 0:
+            raise ValidationError(
+                f"{what}: {meter} must be finite and non-negative, got {amount}", field=meter
+            )

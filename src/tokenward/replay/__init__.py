@@ -3,4 +3,13 @@
 from tokenward.replay.run import CallResult, Cut, ReplayReport, SessionReport, replay
 from tokenward.replay.traces import TraceCall, iter_traces, read_traces
 
-__all__ = ["CallResult", "Cut", "ReplayReport", "SessionReport", "TraceCall", "iter_traces", "read_traces", "replay"]
+__all__ = [
+    "CallResult",
+    "Cut",
+    "ReplayReport",
+    "SessionReport",
+    "TraceCall",
+    "iter_traces",
+    "read_traces",
+    "replay",
+]

@@ -31,7 +31,13 @@ from tokenward.replay.traces import TraceCall
 __all__ = ["CallResult", "Cut", "ReplayReport", "SessionReport", "replay"]
 
 ZERO = Decimal(0)
-_TOKEN_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+_TOKEN_FIELDS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +97,13 @@ class SessionReport:
             "invalid_calls": self.invalid_calls,
             "cuts": []
             if self.cut is None
-            else [{"budget": self.cut.budget, "step": self.cut.step, "saved_cost_usd": str(self.cut.saved_cost_usd)}],
+            else [
+                {
+                    "budget": self.cut.budget,
+                    "step": self.cut.step,
+                    "saved_cost_usd": str(self.cut.saved_cost_usd),
+                }
+            ],
         }
 
 
@@ -125,8 +137,12 @@ class ReplayReport:
             "sessions_cut_unresolved": sum(1 for s in cut if s.resolved is False),
             "saved_cost_usd": str(sum((s.cut.saved_cost_usd for s in cut if s.cut), ZERO)),
             "recorded_comparison": {
-                kind: {**stats, "cost_usd": str(stats["cost_usd"]), "recorded_cost_usd": str(stats["recorded_cost_usd"]),
-                       "max_abs_diff_usd": str(stats["max_abs_diff_usd"])}
+                kind: {
+                    **stats,
+                    "cost_usd": str(stats["cost_usd"]),
+                    "recorded_cost_usd": str(stats["recorded_cost_usd"]),
+                    "max_abs_diff_usd": str(stats["max_abs_diff_usd"]),
+                }
                 for kind, stats in sorted(self.comparison.items())
             },
         }
@@ -145,7 +161,13 @@ def _compare(report: ReplayReport, call: TraceCall, cost: Cost) -> None:
         return
     stats = report.comparison.setdefault(
         call.recorded_cost_kind or "unknown",
-        {"calls": 0, "cost_usd": ZERO, "recorded_cost_usd": ZERO, "max_abs_diff_usd": ZERO, "calls_over_1pct": 0},
+        {
+            "calls": 0,
+            "cost_usd": ZERO,
+            "recorded_cost_usd": ZERO,
+            "max_abs_diff_usd": ZERO,
+            "calls_over_1pct": 0,
+        },
     )
     diff = abs(cost.total_usd - call.recorded_cost_usd)
     stats["calls"] += 1
@@ -180,7 +202,11 @@ def replay(
         The report.
     """
     clock = ManualClock()
-    store = open_ledger(ledger or "memory://", clock=clock) if ledger is None or isinstance(ledger, str) else ledger
+    store = (
+        open_ledger(ledger or "memory://", clock=clock)
+        if ledger is None or isinstance(ledger, str)
+        else ledger
+    )
     if not isinstance(store.clock, ManualClock):
         raise ValueError("replay needs a ledger driven by a ManualClock")
     clock = store.clock
@@ -222,7 +248,9 @@ def _replay_one(guard: Guard, clock: ManualClock, call: TraceCall, session: Sess
     else:
         session.cost_usd += cost.total_usd
     if session.cut is not None:
-        session.cut = Cut(session.cut.budget, session.cut.step, session.cut.saved_cost_usd + (cost.total_usd or ZERO))
+        session.cut = Cut(
+            session.cut.budget, session.cut.step, session.cut.saved_cost_usd + (cost.total_usd or ZERO)
+        )
         return CallResult(call, usage, cost, False)
     clock.set(call.at)
     event = UsageEvent(
@@ -238,7 +266,10 @@ def _replay_one(guard: Guard, clock: ManualClock, call: TraceCall, session: Sess
         price_source=cost.price.source if cost.price else None,
         price_version=cost.price.version if cost.price else None,
         charged=accounting.charged,
-        metadata={"step": call.step, "recorded_cost_usd": None if call.recorded_cost_usd is None else str(call.recorded_cost_usd)},
+        metadata={
+            "step": call.step,
+            "recorded_cost_usd": None if call.recorded_cost_usd is None else str(call.recorded_cost_usd),
+        },
     )
     try:
         guard.charge(event)
@@ -247,4 +278,3 @@ def _replay_one(guard: Guard, clock: ManualClock, call: TraceCall, session: Sess
         return CallResult(call, usage, cost, False)
     session.admitted_calls += 1
     return CallResult(call, usage, cost, True)
-

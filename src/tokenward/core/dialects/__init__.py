@@ -39,9 +39,7 @@ class StreamReader(Protocol):
 
 def _check(dialect: str) -> None:
     if dialect not in DIALECTS:
-        raise ValidationError(
-            f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}", field="dialect"
-        )
+        raise ValidationError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}", field="dialect")
 
 
 def usage_from(dialect: str, raw: Mapping[str, Any] | None) -> Usage:

@@ -35,9 +35,15 @@ class AnthropicMessages(Endpoint):
     def validate(self, body: Any) -> None:
         """Refuse a malformed body (names the field)."""
         require(isinstance(body, dict), "the request body must be a JSON object", "body")
-        require(isinstance(body.get("model"), str) and bool(body["model"]), "model must be a non-empty string", "model")
+        require(
+            isinstance(body.get("model"), str) and bool(body["model"]),
+            "model must be a non-empty string",
+            "model",
+        )
         messages = body.get("messages")
-        require(isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages")
+        require(
+            isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages"
+        )
         for i, message in enumerate(messages):
             require(
                 isinstance(message, dict) and isinstance(message.get("role"), str),
@@ -100,7 +106,9 @@ class AnthropicMessages(Endpoint):
         """``message_stop`` ends the stream."""
         return (event or {}).get("type") == "message_stop"
 
-    def relay(self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState) -> bytes | None:
+    def relay(
+        self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
+    ) -> bytes | None:
         """Pass every event on, tracking the open content block."""
         kind = event.get("type")
         if kind == "content_block_start" and isinstance(event.get("index"), int):
@@ -124,7 +132,9 @@ class AnthropicMessages(Endpoint):
     def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
         """``event: <type>`` and ``data: <json>``."""
         kind = event.get("type")
-        return format_event(json.dumps(event, separators=(",", ":")), name or (kind if isinstance(kind, str) else None))
+        return format_event(
+            json.dumps(event, separators=(",", ":")), name or (kind if isinstance(kind, str) else None)
+        )
 
     def closing(self, state: StreamState, *, model: str, input_tokens: int, reason: str) -> list[bytes]:
         """Close any open block, then ``message_delta`` with ``stop_reason: "max_tokens"`` and the

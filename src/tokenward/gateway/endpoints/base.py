@@ -98,7 +98,9 @@ class Endpoint(abc.ABC):
         """A fresh stream reader."""
 
     @abc.abstractmethod
-    def relay(self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState) -> bytes | None:
+    def relay(
+        self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
+    ) -> bytes | None:
         """The bytes to pass on for one upstream event (None to drop it)."""
 
     @abc.abstractmethod

@@ -44,9 +44,15 @@ class OpenAIChat(Endpoint):
     def validate(self, body: Any) -> None:
         """Refuse a malformed body (names the field)."""
         require(isinstance(body, dict), "the request body must be a JSON object", "body")
-        require(isinstance(body.get("model"), str) and bool(body["model"]), "model must be a non-empty string", "model")
+        require(
+            isinstance(body.get("model"), str) and bool(body["model"]),
+            "model must be a non-empty string",
+            "model",
+        )
         messages = body.get("messages")
-        require(isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages")
+        require(
+            isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages"
+        )
         for i, message in enumerate(messages):
             require(
                 isinstance(message, dict) and isinstance(message.get("role"), str),
@@ -57,7 +63,9 @@ class OpenAIChat(Endpoint):
             _positive_int(body, name)
         require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
         options = body.get("stream_options")
-        require(options is None or isinstance(options, dict), "stream_options must be an object", "stream_options")
+        require(
+            options is None or isinstance(options, dict), "stream_options must be an object", "stream_options"
+        )
         tools = body.get("tools")
         require(tools is None or isinstance(tools, list), "tools must be a list", "tools")
 
@@ -120,10 +128,12 @@ class OpenAIChat(Endpoint):
         """``data: [DONE]`` ends the stream."""
         return data.strip() == "[DONE]"
 
-    def relay(self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState) -> bytes | None:
+    def relay(
+        self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
+    ) -> bytes | None:
         """Pass chunks on; hide usage the client did not ask for (a usage-only chunk is dropped, not
         turned into an empty delta)."""
-        if state.client_wants_usage or "usage" not in event:
+        if state.client_wants_usage or event.get("usage") is None:
             return format_event(data)
         if not event.get("choices"):
             return None

@@ -1,0 +1,201 @@
+"""Server settings and per-request options of the fake provider.
+
+Per-request options come from the request body key ``"fake"`` (a JSON object, removed from the
+body before anything is echoed or recorded) and from the header ``x-fake-options`` (a JSON
+object); they are merged key by key and the body wins. Unknown names and wrong types are a 400,
+so a typo in a test fails loudly instead of silently testing the well-behaved path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tokenward.errors import ConfigError, ValidationError
+
+__all__ = ["OPTION_HEADER", "OPTION_KEY", "USAGE_MODES", "FakeOptions", "FakeSettings", "resolve_options"]
+
+OPTION_KEY = "fake"
+"""Request body key that carries per-request options."""
+
+OPTION_HEADER = "x-fake-options"
+"""Request header that carries per-request options (JSON)."""
+
+UsageMode = Literal["normal", "omit", "zero", "under", "null_prompt"]
+USAGE_MODES: tuple[UsageMode, ...] = ("normal", "omit", "zero", "under", "null_prompt")
+
+
+@dataclass(frozen=True, slots=True)
+class FakeSettings:
+    """Server-wide defaults of the fake provider.
+
+    Attributes:
+        reply_tokens: tokens in each reply (before the request's output bound applies).
+        chunk_tokens: words (= tokens) per streamed text chunk; at least 1.
+        latency_ms: milliseconds to wait before answering (before the first byte).
+        chunk_delay_ms: milliseconds to wait between two events of a stream.
+        api_key: when set, provider endpoints require ``Authorization: Bearer <key>`` or
+            ``x-api-key: <key>`` and answer 401 otherwise.
+        max_recorded: how many received requests ``GET /_fake/requests`` keeps (oldest dropped).
+
+    Raises:
+        ConfigError: a negative count or delay, ``chunk_tokens`` or ``max_recorded`` below 1.
+    """
+
+    reply_tokens: int = 20
+    chunk_tokens: int = 5
+    latency_ms: float = 0
+    chunk_delay_ms: float = 0
+    api_key: str | None = None
+    max_recorded: int = 1000
+
+    def __post_init__(self) -> None:
+        minimums = {
+            "reply_tokens": 0,
+            "chunk_tokens": 1,
+            "latency_ms": 0,
+            "chunk_delay_ms": 0,
+            "max_recorded": 1,
+        }
+        for name, low in minimums.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+                raise ConfigError(f"FakeSettings.{name} must be a number >= {low}, got {value!r}")
+        for name in ("reply_tokens", "chunk_tokens", "max_recorded"):
+            if not isinstance(getattr(self, name), int):
+                raise ConfigError(f"FakeSettings.{name} must be a whole number, got {getattr(self, name)!r}")
+        if self.api_key is not None and not self.api_key:
+            raise ConfigError("FakeSettings.api_key must be None (no auth) or a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class FakeOptions:
+    """The effective behaviour for one request (server settings overridden by request options).
+
+    See the package docstring of :mod:`tokenward.fake` for what each option does.
+    """
+
+    reply_tokens: int
+    chunk_tokens: int
+    latency_ms: float
+    chunk_delay_ms: float
+    ignore_max_tokens: bool = False
+    usage: UsageMode = "normal"
+    running_usage: bool = False
+    break_after_chunks: int | None = None
+    events: tuple[dict[str, Any], ...] | None = None
+    done: bool = True
+    status: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+def _whole(name: str, value: Any, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValidationError(
+            f"fake option {name!r} must be a whole number >= {low}, got {value!r}", field=name
+        )
+    return value
+
+
+def _millis(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValidationError(
+            f"fake option {name!r} must be a number of milliseconds >= 0, got {value!r}", field=name
+        )
+    return float(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"fake option {name!r} must be true or false, got {value!r}", field=name)
+    return value
+
+
+def _usage(name: str, value: Any) -> UsageMode:
+    for mode in USAGE_MODES:
+        if value == mode:
+            return mode
+    raise ValidationError(
+        f"fake option 'usage' must be one of {', '.join(USAGE_MODES)}; got {value!r}", field=name
+    )
+
+
+def _events(name: str, value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list) or not all(isinstance(event, dict) for event in value):
+        raise ValidationError("fake option 'events' must be a list of JSON objects", field=name)
+    return tuple(value)
+
+
+def _status(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+        raise ValidationError(
+            f"fake option 'status' must be an HTTP error status (400-599), got {value!r}", field=name
+        )
+    return value
+
+
+_PARSERS: dict[str, Any] = {
+    "reply_tokens": _whole,
+    "chunk_tokens": lambda name, value: _whole(name, value, 1),
+    "latency_ms": _millis,
+    "chunk_delay_ms": _millis,
+    "ignore_max_tokens": _flag,
+    "usage": _usage,
+    "running_usage": _flag,
+    "break_after_chunks": _whole,
+    "events": _events,
+    "done": _flag,
+    "status": _status,
+    "cache_read_tokens": _whole,
+    "cache_write_tokens": _whole,
+    "reasoning_tokens": _whole,
+}
+OPTION_NAMES = tuple(_PARSERS)
+
+
+def _header_options(raw: str | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ValidationError(f"header {OPTION_HEADER} is not valid JSON", field=OPTION_HEADER) from None
+    if not isinstance(value, dict):
+        raise ValidationError(f"header {OPTION_HEADER} must be a JSON object", field=OPTION_HEADER)
+    return value
+
+
+def resolve_options(body_options: Any, header: str | None, settings: FakeSettings) -> FakeOptions:
+    """Merge the request's options (header, then body, body winning) over the server settings.
+
+    Args:
+        body_options: the value of the body key ``"fake"`` (None when absent).
+        header: the raw ``x-fake-options`` header value, if any.
+        settings: the server defaults.
+
+    Raises:
+        ValidationError: malformed JSON, an unknown option name or a value of the wrong type;
+            ``field`` names the option.
+    """
+    if body_options is not None and not isinstance(body_options, Mapping):
+        raise ValidationError(f"body key {OPTION_KEY!r} must be a JSON object", field=OPTION_KEY)
+    merged = {**_header_options(header), **(body_options or {})}
+    values: dict[str, Any] = {
+        "reply_tokens": settings.reply_tokens,
+        "chunk_tokens": settings.chunk_tokens,
+        "latency_ms": settings.latency_ms,
+        "chunk_delay_ms": settings.chunk_delay_ms,
+    }
+    for name, raw in merged.items():
+        parser = _PARSERS.get(name)
+        if parser is None:
+            raise ValidationError(
+                f"unknown fake option {name!r}; known: {', '.join(OPTION_NAMES)}",
+                field=f"{OPTION_KEY}.{name}",
+            )
+        values[name] = parser(name, raw)
+    return FakeOptions(**values)
