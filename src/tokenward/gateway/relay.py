@@ -316,9 +316,12 @@ class _Call:
                     yield relayed
             if stream.finished:
                 status = "ok"
+            elif status != "cut_off":
+                tail = [endpoint.error_event("the upstream stream ended before it finished")]
         except httpx.HTTPError as exc:
             log.warning("upstream stream of %s broke: %s", self.admission.request_id, exc)
             status = "stream_broken"
+            tail = [endpoint.error_event(f"the upstream stream broke: {type(exc).__name__}")]
         except (asyncio.CancelledError, GeneratorExit):
             status = "client_aborted"
             raise

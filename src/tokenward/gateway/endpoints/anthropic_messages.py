@@ -136,6 +136,11 @@ class AnthropicMessages(Endpoint):
             json.dumps(event, separators=(",", ":")), name or (kind if isinstance(kind, str) else None)
         )
 
+    def error_event(self, message: str) -> bytes:
+        """``event: error`` with ``{"type": "error", "error": {...}}``, as Anthropic sends mid-stream
+        errors (https://docs.anthropic.com/en/docs/build-with-claude/streaming#error-events)."""
+        return self.encode("error", {"type": "error", "error": {"type": "api_error", "message": message}})
+
     def closing(self, state: StreamState, *, model: str, input_tokens: int, reason: str) -> list[bytes]:
         """Close any open block, then ``message_delta`` with ``stop_reason: "max_tokens"`` and the
         output count, then ``message_stop``."""

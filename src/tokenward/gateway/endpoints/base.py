@@ -117,5 +117,9 @@ class Endpoint(abc.ABC):
         reached its output bound."""
 
     @abc.abstractmethod
+    def error_event(self, message: str) -> bytes:
+        """A stream error event in the dialect's shape (the SDKs raise on it)."""
+
+    @abc.abstractmethod
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
         """Whether this upstream event is the stream's proper end."""

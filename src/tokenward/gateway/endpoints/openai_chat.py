@@ -171,6 +171,12 @@ class OpenAIChat(Endpoint):
         """``data: <json>``."""
         return format_event(json.dumps(event, separators=(",", ":")))
 
+    def error_event(self, message: str) -> bytes:
+        """``data: {"error": {...}}``, which the OpenAI SDK raises as an ``APIError``."""
+        return self.encode(
+            None, {"error": {"message": message, "type": "api_error", "code": "stream_broken", "param": None}}
+        )
+
     def closing(self, state: StreamState, *, model: str, input_tokens: int, reason: str) -> list[bytes]:
         """A last chunk with ``finish_reason: "length"`` for every choice, the usage chunk when the
         client asked for usage (our counts), then ``[DONE]``."""

@@ -1,0 +1,116 @@
+"""Streams that do not end well: an upstream that ignores the output bound, one that breaks
+midway, a client that goes away. Each call is still settled exactly once, and a cut stream ends
+the way the provider ends a length-limited one."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.gateway.conftest import KEY
+from tokenward.core.budgets import Subject
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+def wait_for_events(gateway, count: int, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = gateway.observer().events()
+        if len(events) >= count:
+            return events
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} events, found {len(gateway.observer().events())}")
+
+
+def test_openai_stream_is_cut_at_the_hold_when_the_upstream_ignores_the_bound(start_gateway) -> None:
+    gateway = start_gateway()
+    client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"fake": {"ignore_max_tokens": True, "reply_tokens": 200, "chunk_tokens": 5}},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == " ".join(["hello"] * 12)  # exactly the bound: the chunk that crossed it was trimmed
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length"]
+    assert chunks[-1].usage.completion_tokens == 12
+    event = wait_for_events(gateway, 1)[0]
+    assert event.status == "cut_off" and event.usage.output_tokens == 12
+    assert event.usage.output_source == "counted_stream_text"
+    assert event.overage == {}
+    assert event.metadata["received_beyond_cut_tokens"] == 3  # 15 words arrived by the cut, 12 relayed
+
+
+def test_anthropic_stream_is_cut_with_max_tokens_stop(start_gateway) -> None:
+    gateway = start_gateway()
+    client = anthropic.Anthropic(api_key=KEY, base_url=gateway.url, max_retries=0)
+    with client.messages.stream(
+        model="claude-sonnet-4-6",
+        max_tokens=7,
+        messages=MESSAGES,
+        extra_body={"fake": {"ignore_max_tokens": True, "reply_tokens": 100}},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == " ".join(["hello"] * 7)
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 7
+    event = wait_for_events(gateway, 1)[0]
+    assert event.status == "cut_off" and event.usage.output_tokens == 7
+    assert event.usage.input_source == "provider"  # message_start carried the real input
+
+
+def test_a_broken_stream_is_settled_from_our_count(start_gateway) -> None:
+    budget = {"name": "s", "scope": "session", "meter": "total_tokens", "limit": 10_000}
+    gateway = start_gateway(budgets=[budget])
+    client = openai.OpenAI(
+        api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0, default_headers={"x-tokenward-session": "b"}
+    )
+    received = ""
+    with pytest.raises((openai.APIError, httpx.HTTPError)):
+        for chunk in client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            extra_body={"fake": {"break_after_chunks": 4, "chunk_tokens": 5}},
+        ):
+            received += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+    event = wait_for_events(gateway, 1)[0]
+    assert event.status == "stream_broken"
+    assert event.usage.output_tokens == 15  # role chunk + 3 text chunks of 5 words arrived
+    assert event.usage.output_source == "counted_stream_text" and event.cost_estimated
+    (balance,) = gateway.observer().balances(Subject(session="b"))
+    assert balance.held == 0 and balance.spent == event.charged["total_tokens"]
+
+
+def test_a_client_that_goes_away_is_still_settled_once(start_gateway) -> None:
+    budget = {"name": "s", "scope": "session", "meter": "total_tokens", "limit": 10_000}
+    gateway = start_gateway(budgets=[budget])
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": MESSAGES,
+        "stream": True,
+        "fake": {"reply_tokens": 400, "chunk_tokens": 2, "chunk_delay_ms": 20},
+    }
+    headers = {"authorization": f"Bearer {KEY}", "x-tokenward-session": "gone"}
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers) as response,
+    ):
+        lines = response.iter_lines()
+        for _ in range(6):
+            next(lines)
+    event = wait_for_events(gateway, 1)[0]
+    assert event.status == "client_aborted"
+    assert 0 < event.usage.output_tokens < 400
+    (balance,) = gateway.observer().balances(Subject(session="gone"))
+    assert balance.held == 0 and balance.spent == event.charged["total_tokens"]
