@@ -23,6 +23,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenward.core.numbers import plain
+
 __all__ = [
     "BudgetError",
     "BudgetExceeded",
@@ -133,10 +135,10 @@ class BudgetExceeded(BudgetError):
             "scope": self.scope,
             "subject_id": self.subject_id,
             "meter": self.meter,
-            "limit": str(self.limit),
-            "used": str(self.used),
-            "held": str(self.held),
-            "requested": str(self.requested),
+            "limit": plain(self.limit),
+            "used": plain(self.used),
+            "held": plain(self.held),
+            "requested": plain(self.requested),
             "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
         }
 

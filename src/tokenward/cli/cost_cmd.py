@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from tokenward.cli.main import friendly, out, print_json
+from tokenward.core.numbers import plain
 from tokenward.errors import ValidationError
 
 __all__ = ["cost_report", "register"]
@@ -106,11 +107,11 @@ def cost_report(
         "budget_total_tokens": filled.total_tokens,
         "input_source": filled.input_source,
         "output_source": filled.output_source,
-        "cost_usd": None if cost.total_usd is None else str(cost.total_usd),
+        "cost_usd": None if cost.total_usd is None else plain(cost.total_usd),
         "cost_estimated": cost.estimated,
         "cost_source": "token_pricing",
         "breakdown": {
-            name: {"tokens": cost.tokens.get(name, 0), "usd": str(usd)}
+            name: {"tokens": cost.tokens.get(name, 0), "usd": plain(usd)}
             for name, usd in cost.breakdown.items()
         },
         "unpriced": list(cost.unpriced),

@@ -139,10 +139,11 @@ def fake_provider(
 
 
 def _register() -> None:
-    from tokenward.cli import cost_cmd, replay_cmd
+    from tokenward.cli import cost_cmd, ledger_cmd, replay_cmd
 
     cost_cmd.register(app)
     replay_cmd.register(app)
+    ledger_cmd.register(app)
 
 
 _register()

@@ -87,7 +87,8 @@ def _openai_part(part: Any, enc: str) -> int:
     if kind in ("text", "input_text", "output_text"):
         return count_tokens(_text_of(part.get("text")), enc)
     if kind in ("image_url", "input_image"):
-        detail = part.get("detail") or (part.get("image_url") or {}).get("detail")
+        nested = part.get("image_url")  # an object in chat, a plain URL string in Responses
+        detail = part.get("detail") or (nested.get("detail") if isinstance(nested, Mapping) else None)
         return _IMAGE_LOW if detail == "low" else _IMAGE_MAX_HIGH
     return count_tokens(_text_of(part), enc)
 
@@ -108,12 +109,16 @@ def _openai_tools(tools: Any, enc: str) -> int:
     return total
 
 
-def estimate_openai_chat(body: Mapping[str, Any], model: str | None = None) -> Estimate:
+def estimate_openai_chat(
+    body: Mapping[str, Any], model: str | None = None, *, factor: Decimal = DEFAULT_APPROXIMATION_FACTOR
+) -> Estimate:
     """Estimate the prompt tokens of an OpenAI chat-completions request body.
 
     Args:
         body: the request JSON (``messages``, optional ``tools``/``functions``).
         model: the model id (defaults to ``body["model"]``); picks the encoding.
+        factor: safety factor applied (rounding up) when the model has no known tokenizer (a Claude,
+            Gemini or open model behind an OpenAI-compatible endpoint); exact counts are not scaled.
     """
     model = model or str(body.get("model") or "")
     enc, exact = encoding_for_model(model)
@@ -131,8 +136,10 @@ def estimate_openai_chat(body: Mapping[str, Any], model: str | None = None) -> E
                 total += count_tokens(_text_of(function.get("name")), enc)
                 total += count_tokens(_text_of(function.get("arguments")), enc)
     total += _openai_tools(body.get("tools"), enc) + _openai_tools(body.get("functions"), enc)
-    basis = f"{enc} + OpenAI chat framing" if exact else f"{enc} (no tokenizer known for {model!r})"
-    return Estimate(total, enc, not exact, basis)
+    if exact:
+        return Estimate(total, enc, False, f"{enc} + OpenAI chat framing")
+    scaled = int((Decimal(total) * factor).to_integral_value(rounding=ROUND_CEILING))
+    return Estimate(scaled, enc, True, f"{enc} x {factor} (no tokenizer known for {model!r})")
 
 
 def _anthropic_block(block: Any, enc: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from tokenward.clock import utc
 from tokenward.core.budgets import Subject
+from tokenward.core.numbers import plain
 from tokenward.core.usage import Usage
 
 __all__ = ["STATUSES", "Status", "UsageEvent"]
@@ -87,13 +88,13 @@ class UsageEvent:
             "status": self.status,
             "usage": self.usage.to_dict(),
             "usage_complete": self.usage.complete,
-            "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
+            "cost_usd": None if self.cost_usd is None else plain(self.cost_usd),
             "cost_estimated": self.cost_estimated,
             "price_source": self.price_source,
             "price_version": self.price_version,
-            "charged": {k: str(v) for k, v in self.charged.items()},
-            "held": {k: str(v) for k, v in self.held.items()},
-            "overage": {k: str(v) for k, v in self.overage.items()},
+            "charged": {k: plain(v) for k, v in self.charged.items()},
+            "held": {k: plain(v) for k, v in self.held.items()},
+            "overage": {k: plain(v) for k, v in self.overage.items()},
             "reservation_id": self.reservation_id,
             "metadata": dict(self.metadata),
         }

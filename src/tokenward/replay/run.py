@@ -20,6 +20,7 @@ from tokenward.core.accounting import account
 from tokenward.core.budgets import Budget, Subject
 from tokenward.core.dialects import usage_from
 from tokenward.core.events import UsageEvent
+from tokenward.core.numbers import plain
 from tokenward.core.pricebook import PriceBook, PriceContext
 from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
@@ -91,8 +92,8 @@ class SessionReport:
             "calls": self.calls,
             "admitted_calls": self.admitted_calls,
             **self.tokens,
-            "cost_usd": str(self.cost_usd),
-            "recorded_cost_usd": None if self.recorded_cost_usd is None else str(self.recorded_cost_usd),
+            "cost_usd": plain(self.cost_usd),
+            "recorded_cost_usd": None if self.recorded_cost_usd is None else plain(self.recorded_cost_usd),
             "unpriced_calls": self.unpriced_calls,
             "invalid_calls": self.invalid_calls,
             "cuts": []
@@ -101,7 +102,7 @@ class SessionReport:
                 {
                     "budget": self.cut.budget,
                     "step": self.cut.step,
-                    "saved_cost_usd": str(self.cut.saved_cost_usd),
+                    "saved_cost_usd": plain(self.cut.saved_cost_usd),
                 }
             ],
         }
@@ -128,20 +129,20 @@ class ReplayReport:
             "calls": sum(s.calls for s in sessions),
             "admitted_calls": sum(s.admitted_calls for s in sessions),
             **tokens,
-            "cost_usd": str(sum((s.cost_usd for s in sessions), ZERO)),
-            "recorded_cost_usd": str(sum(recorded, ZERO)) if recorded else None,
+            "cost_usd": plain(sum((s.cost_usd for s in sessions), ZERO)),
+            "recorded_cost_usd": plain(sum(recorded, ZERO)) if recorded else None,
             "unpriced_calls": sum(s.unpriced_calls for s in sessions),
             "invalid_calls": sum(s.invalid_calls for s in sessions),
             "sessions_cut": len(cut),
             "sessions_cut_resolved": sum(1 for s in cut if s.resolved is True),
             "sessions_cut_unresolved": sum(1 for s in cut if s.resolved is False),
-            "saved_cost_usd": str(sum((s.cut.saved_cost_usd for s in cut if s.cut), ZERO)),
+            "saved_cost_usd": plain(sum((s.cut.saved_cost_usd for s in cut if s.cut), ZERO)),
             "recorded_comparison": {
                 kind: {
                     **stats,
-                    "cost_usd": str(stats["cost_usd"]),
-                    "recorded_cost_usd": str(stats["recorded_cost_usd"]),
-                    "max_abs_diff_usd": str(stats["max_abs_diff_usd"]),
+                    "cost_usd": plain(stats["cost_usd"]),
+                    "recorded_cost_usd": plain(stats["recorded_cost_usd"]),
+                    "max_abs_diff_usd": plain(stats["max_abs_diff_usd"]),
                 }
                 for kind, stats in sorted(self.comparison.items())
             },

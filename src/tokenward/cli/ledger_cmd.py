@@ -1,0 +1,129 @@
+"""``tokenward events`` and ``tokenward balances``: what a ledger holds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tokenward.cli.main import friendly, out, print_json
+from tokenward.core.budgets import Subject
+from tokenward.core.numbers import plain
+
+__all__ = ["register"]
+
+LedgerOption = Annotated[
+    str, typer.Option("--ledger", help="Ledger URL, e.g. sqlite:///examples/tokenward.db.")
+]
+
+
+def _subject(
+    user: str | None,
+    session: str | None,
+    project: str | None,
+    key: str | None,
+    agent: str | None,
+    task: str | None,
+) -> Subject:
+    return Subject(user=user, session=session, project=project, key=key, agent=agent, task=task)
+
+
+def events_command(
+    ledger: LedgerOption = "sqlite:///tokenward.db",
+    user: Annotated[str | None, typer.Option(help="Only this user's calls.")] = None,
+    session: Annotated[str | None, typer.Option(help="Only this session's calls.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project's calls.")] = None,
+    key: Annotated[str | None, typer.Option(help="Only this virtual key's calls.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's calls.")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task's calls.")] = None,
+    last: Annotated[int, typer.Option(help="Show the last N events.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List recorded usage events (one per call), newest last."""
+    from tokenward.ledger import open_ledger
+
+    store = open_ledger(ledger)
+    try:
+        events = store.events(subject=_subject(user, session, project, key, agent, task))[-last:]
+    finally:
+        store.close()
+    if as_json:
+        print_json([e.to_dict() for e in events])
+        return
+    table = Table(title=f"last {len(events)} usage events in {ledger}")
+    for column in ("at (UTC)", "subject", "model", "status", "input", "output", "cost USD"):
+        table.add_column(column, justify="right" if column in ("input", "output", "cost USD") else "left")
+    for e in events:
+        who = " ".join(f"{k}={v}" for k, v in e.subject.to_dict().items() if k != "tags")
+        cost = "unknown" if e.cost_usd is None else f"{e.cost_usd}" + (" ~" if e.cost_estimated else "")
+        table.add_row(
+            e.at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(who),
+            escape(e.model or ""),
+            e.status,
+            f"{e.usage.input_tokens if e.usage.input_tokens is not None else '?'}",
+            f"{e.usage.output_tokens if e.usage.output_tokens is not None else '?'}",
+            cost,
+        )
+    out.print(table)
+    out.print("~ marks a cost that rests partly on tokenward's own count", style="dim")
+
+
+def balances_command(
+    ledger: LedgerOption = "sqlite:///tokenward.db",
+    user: Annotated[str | None, typer.Option(help="The user.")] = None,
+    session: Annotated[str | None, typer.Option(help="The session.")] = None,
+    project: Annotated[str | None, typer.Option(help="The project.")] = None,
+    key: Annotated[str | None, typer.Option(help="The virtual key.")] = None,
+    agent: Annotated[str | None, typer.Option(help="The agent.")] = None,
+    task: Annotated[str | None, typer.Option(help="The task.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show every budget that applies to a subject: limit, spent, held, remaining, reset."""
+    from tokenward.ledger import open_ledger
+
+    store = open_ledger(ledger)
+    try:
+        balances = store.balances(_subject(user, session, project, key, agent, task))
+    finally:
+        store.close()
+    rows = [
+        {
+            "budget": b.budget.name,
+            "scope": b.budget.scope,
+            "subject_id": b.subject_id,
+            "meter": b.budget.meter,
+            "limit": plain(b.budget.limit),
+            "spent": plain(b.spent),
+            "held": plain(b.held),
+            "remaining": plain(b.remaining),
+            "reset_at": b.reset_at.isoformat().replace("+00:00", "Z") if b.reset_at else None,
+        }
+        for b in balances
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="budgets that apply")
+    for column in ("budget", "scope", "meter", "limit", "spent", "held", "remaining", "resets"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            escape(row["budget"]),
+            f"{row['scope']}={escape(str(row['subject_id']))}",
+            row["meter"],
+            row["limit"],
+            row["spent"],
+            row["held"],
+            row["remaining"],
+            row["reset_at"] or "never",
+        )
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the CLI."""
+    app.command("events")(friendly(events_command))
+    app.command("balances")(friendly(balances_command))
