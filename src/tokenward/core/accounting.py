@@ -59,10 +59,6 @@ def account(
     """
     reported = reported or Usage(input_source="none", output_source="none")
     usage = reported.filled(input_estimate=input_estimate, output_count=output_counted)
-    price = None
-    for name in dict.fromkeys(n for n in (model_served, model) if n):
-        price = prices.resolve(name, provider=provider, context=context)
-        if price is not None:
-            break
+    price = prices.resolve(model, provider=provider, context=context, served=model_served)
     cost = price_usage(usage, price)
     return Accounting(reported, usage, cost, meter_amounts(usage, cost), price)

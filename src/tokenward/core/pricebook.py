@@ -234,7 +234,7 @@ class PriceBook:
             else ""
         )
         self.use_genai = use_genai
-        self._cache: dict[tuple[str, str | None, PriceContext], Price | None] = {}
+        self._cache: dict[tuple[tuple[str, ...], str | None, PriceContext], Price | None] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -243,7 +243,12 @@ class PriceBook:
         return cls()
 
     def resolve(
-        self, model: str, *, provider: str | None = None, context: PriceContext | None = None
+        self,
+        model: str,
+        *,
+        provider: str | None = None,
+        context: PriceContext | None = None,
+        served: str | None = None,
     ) -> Price | None:
         """The price row for ``model``, or None when no source knows it.
 
@@ -252,17 +257,20 @@ class PriceBook:
             provider: a provider id hint (``openai``, ``anthropic``, ``google``...), e.g. the
                 upstream's kind; a provider prefix in the model id wins over it.
             context: the service tier that served the call, batch, and the instant.
+            served: the model the response names, when it differs; tried before ``model`` within
+                each source, so an override row for either name wins over genai-prices.
         """
         context = context or PriceContext()
         day = context.at.date() if context.at else None
         key_ctx = replace(context, at=datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None)
-        key = (model, provider, key_ctx)
+        names = tuple(dict.fromkeys(n for n in (served, model) if n))
+        key = (names, provider, key_ctx)
         cached = self._cache.get(key, False)
         if cached is not False:
             return cached  # type: ignore[return-value]
-        price = self._lookup_override(model, key_ctx)
+        price = next((p for p in (self._lookup_override(n, key_ctx) for n in names) if p), None)
         if price is None and self.use_genai:
-            price = self._lookup_genai(model, provider, key_ctx)
+            price = next((p for p in (self._lookup_genai(n, provider, key_ctx) for n in names) if p), None)
         with self._lock:
             self._cache[key] = price
         return price

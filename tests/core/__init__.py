@@ -1,0 +1,1 @@
+"""Unit tests of the pure core: expected values from provider documents, worked cases or by hand."""

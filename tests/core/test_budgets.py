@@ -1,0 +1,224 @@
+"""Subjects, budgets, budget specs and what a call charges to each meter."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tokenward.core.budgets import (
+    METERS,
+    SCOPES,
+    Budget,
+    Subject,
+    applicable,
+    meter_amounts,
+    parse_budget_spec,
+)
+from tokenward.core.pricing import Cost
+from tokenward.core.usage import Usage
+from tokenward.core.windows import NO_WINDOW, Window
+from tokenward.errors import ConfigError
+
+D = Decimal
+
+
+# --- parse_budget_spec --------------------------------------------------------------------------
+
+
+def test_spec_each_session_total_tokens() -> None:
+    budget = parse_budget_spec("session:total_tokens=50000")
+    assert (budget.scope, budget.meter, budget.limit, budget.subject_id) == (
+        "session",
+        "total_tokens",
+        D(50000),
+        None,
+    )
+    assert budget.window == NO_WINDOW
+    assert budget.mode == "hard"
+    assert budget.name == "session:total_tokens=50000"
+
+
+def test_spec_cost_limit_is_exact_decimal() -> None:
+    budget = parse_budget_spec("session:cost_usd=0.50")
+    assert budget.limit == D("0.5")
+    assert isinstance(budget.limit, Decimal)
+
+
+def test_spec_with_window() -> None:
+    budget = parse_budget_spec("task:cost_usd=1/day")
+    assert (budget.scope, budget.meter, budget.limit) == ("task", "cost_usd", D(1))
+    assert budget.window == Window(unit="day", time_zone="UTC")
+
+
+def test_spec_fixed_subject_with_zoned_window() -> None:
+    budget = parse_budget_spec("user=alice:cost_usd=5/month@Europe/Paris")
+    assert (budget.scope, budget.subject_id, budget.meter, budget.limit) == (
+        "user",
+        "alice",
+        "cost_usd",
+        D(5),
+    )
+    assert budget.window == Window(unit="month", time_zone="Europe/Paris")
+    assert str(budget.window) == "month@Europe/Paris"
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("", "expected SCOPE"),
+        ("session", "expected SCOPE"),
+        ("session:cost_usd", "expected SCOPE"),
+        ("session=cost_usd:5", "expected SCOPE"),
+        ("galaxy:cost_usd=1", "unknown scope 'galaxy'"),
+        ("session:tokens=50000", "unknown meter 'tokens'"),
+        ("session:Cost_USD=1", "expected SCOPE"),
+        ("session:cost_usd=-1", "non-negative"),
+        ("session:cost_usd=abc", "not a number"),
+        ("session:cost_usd=inf", "non-negative"),
+        ("session:cost_usd=1/fortnight", "unknown window"),
+        ("session:cost_usd=1/day@Mars/Olympus_Mons", "unknown time zone"),
+    ],
+)
+def test_bad_specs_are_clear_config_errors(spec: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_budget_spec(spec)
+
+
+def test_unknown_meter_error_names_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_budget_spec("session:tokens=50000")
+    for meter in METERS:
+        assert meter in str(info.value)
+
+
+# --- Budget -------------------------------------------------------------------------------------
+
+
+def test_budget_from_dict_and_back() -> None:
+    budget = Budget.from_dict(
+        {"scope": "user", "id": "alice", "meter": "cost_usd", "limit": "5.00", "window": "month@Europe/Paris"}
+    )
+    assert budget.name == "user=alice:cost_usd"
+    assert budget.subject_id == "alice"
+    again = Budget.from_dict(budget.to_dict())
+    assert again == budget
+
+
+def test_custom_meters_are_allowed_in_config() -> None:
+    budget = Budget.from_dict({"name": "tool-calls", "scope": "agent", "meter": "tool_calls", "limit": 100})
+    assert budget.meter == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"scope": "user", "meter": "cost_usd"}, "'limit' is required"),
+        ({"scope": "user", "limit": 1}, "'meter' is required"),
+        ({"scope": "user", "meter": "cost_usd", "limit": 1, "colour": "red"}, "unknown keys"),
+        ({"scope": "user", "meter": "cost_usd", "limit": 1, "mode": "loud"}, "mode"),
+        ({"scope": "user", "meter": "cost_usd", "limit": 1, "unpriced": "maybe"}, "unpriced"),
+        ({"scope": "user", "meter": "Cost", "limit": 1}, "lower-case"),
+        ({"name": "has space", "scope": "user", "meter": "cost_usd", "limit": 1}, "budget name"),
+        ({"scope": "user", "meter": "cost_usd", "limit": True}, "expected a number"),
+    ],
+)
+def test_bad_budgets_are_config_errors(data: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        Budget.from_dict(data)
+
+
+def test_limit_must_be_a_finite_decimal() -> None:
+    with pytest.raises(ConfigError):
+        Budget(name="b", scope="user", meter="cost_usd", limit=D("-0.01"))
+    with pytest.raises(ConfigError):
+        Budget(name="b", scope="user", meter="cost_usd", limit=D("NaN"))
+    with pytest.raises(ConfigError):
+        Budget(name="b", scope="user", meter="cost_usd", limit=5)  # type: ignore[arg-type]
+
+
+# --- subjects and templates ---------------------------------------------------------------------
+
+
+def test_template_applies_to_every_value_of_its_scope() -> None:
+    each_session = parse_budget_spec("session:total_tokens=50000")
+    assert each_session.applies_to(Subject(session="s-1")) == "s-1"
+    assert each_session.applies_to(Subject(session="s-2")) == "s-2"
+    assert each_session.applies_to(Subject(user="alice")) is None
+    assert each_session.applies_to(Subject(session="")) is None
+
+
+def test_fixed_budget_applies_only_to_its_subject() -> None:
+    alice = parse_budget_spec("user=alice:cost_usd=5")
+    assert alice.applies_to(Subject(user="alice")) == "alice"
+    assert alice.applies_to(Subject(user="bob")) is None
+
+
+def test_applicable_checks_every_scope() -> None:
+    # C41: key, user and team all apply to one call.
+    budgets = [
+        parse_budget_spec("user=user-fx41:cost_usd=1.00"),
+        parse_budget_spec("team=team-fx41:cost_usd=100.00"),
+        parse_budget_spec("team=other:cost_usd=1"),
+        parse_budget_spec("key:requests=10"),
+    ]
+    subject = Subject(key="key-fx41", user="user-fx41", team="team-fx41")
+    found = [(b.name, value) for b, value in applicable(budgets, subject)]
+    assert found == [
+        ("user=user-fx41:cost_usd=1.00", "user-fx41"),
+        ("team=team-fx41:cost_usd=100.00", "team-fx41"),
+        ("key:requests=10", "key-fx41"),
+    ]
+
+
+def test_subject_dict_round_trip() -> None:
+    subject = Subject(org="acme", user="alice", session="s-1", tags=(("arm", "b"), ("cc", "42")))
+    assert subject.to_dict() == {
+        "org": "acme",
+        "user": "alice",
+        "session": "s-1",
+        "tags": {"arm": "b", "cc": "42"},
+    }
+    assert Subject.from_dict(subject.to_dict()) == subject
+    assert subject.value("team") is None
+    assert subject.value("nonsense") is None
+    assert set(SCOPES) == {"org", "project", "team", "user", "key", "agent", "session", "task"}
+
+
+# --- meter_amounts ------------------------------------------------------------------------------
+
+
+def test_meter_amounts_of_a_complete_call() -> None:
+    # C04: 50,050 prompt tokens (10,000 written), 800 out; cost 0.06165.
+    usage = Usage(input_tokens=50050, cache_read_tokens=40000, cache_write_tokens=10000, output_tokens=800)
+    amounts = meter_amounts(usage, Cost(total_usd=D("0.06165")))
+    assert amounts == {
+        "requests": D(1),
+        "input_tokens": D(50050),
+        "output_tokens": D(800),
+        "total_tokens": D(50850),
+        "cache_write_tokens": D(10000),
+        "cost_usd": D("0.06165"),
+    }
+
+
+def test_meter_amounts_with_unknowns() -> None:
+    usage = Usage(output_tokens=42, input_source="none")
+    amounts = meter_amounts(usage, Cost.unknown())
+    assert "input_tokens" not in amounts  # unknown charges nothing, it is not a zero
+    assert "cost_usd" not in amounts
+    assert amounts["output_tokens"] == D(42)
+    assert amounts["total_tokens"] == D(42)
+    assert meter_amounts(Usage(input_source="none", output_source="none"))["requests"] == D(1)
+    assert "total_tokens" not in meter_amounts(Usage(input_source="none", output_source="none"))
+
+
+def test_meter_amounts_of_a_filled_call() -> None:
+    # C12: 42 reported out, 1,500 estimated in -> 1,542 for token budgets.
+    usage = Usage(output_tokens=42, input_source="none").filled(input_estimate=1500)
+    amounts = meter_amounts(usage, Cost(total_usd=D("0.0001542"), estimated=True))
+    assert (amounts["input_tokens"], amounts["total_tokens"], amounts["cost_usd"]) == (
+        D(1500),
+        D(1542),
+        D("0.0001542"),
+    )

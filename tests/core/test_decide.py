@@ -1,0 +1,295 @@
+"""Admission decisions: clamp to the tightest budget, deny with the budget named, never overspend.
+
+Expected bounds are worked out by hand: a total_tokens budget leaves ``limit - spent - held -
+input`` for output; a cost budget leaves ``(remaining * 1e6 - input_rate * input) / output_rate``,
+rounded down. Enforcement cases C41, C42, C43 and C39 give the rest.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenward.core.budgets import Budget
+from tokenward.core.decide import Balance, CallPlan, admission_check, decide, hold_amounts
+from tokenward.core.windows import Window
+from tokenward.errors import BudgetExceeded, UnpricedCall
+
+D = Decimal
+
+
+def balance(
+    name: str,
+    meter: str,
+    limit: str | int,
+    spent: str | int = 0,
+    held: str | int = 0,
+    *,
+    scope: str = "user",
+    subject_id: str = "alice",
+    mode: str = "hard",
+    unpriced: str = "deny",
+    reset_at: datetime | None = None,
+) -> Balance:
+    budget = Budget(name=name, scope=scope, meter=meter, limit=D(limit), mode=mode, unpriced=unpriced)  # type: ignore[arg-type]
+    return Balance(budget, subject_id, "", D(spent), D(held), reset_at)
+
+
+def plan(
+    input_tokens: int = 1000,
+    max_output: int = 4000,
+    *,
+    min_output: int = 1,
+    rates: tuple[str, str] | None = ("3", "15"),
+    model: str = "fixture-model",
+) -> CallPlan:
+    return CallPlan(
+        model=model,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output,
+        min_output_tokens=min_output,
+        input_rate=None if rates is None else D(rates[0]),
+        output_rate=None if rates is None else D(rates[1]),
+    )
+
+
+def test_admits_unchanged_when_every_budget_has_room() -> None:
+    decision = decide(plan(), [balance("big", "total_tokens", 1_000_000)])
+    assert decision.output_tokens == 4000
+    assert decision.clamped_by is None
+    assert decision.amounts == {
+        "input_tokens": D(1000),
+        "output_tokens": D(4000),
+        "total_tokens": D(5000),
+        "requests": D(1),
+        "cost_usd": D("0.063"),  # 1000*3 + 4000*15 = 63000 per 1M
+    }
+
+
+def test_clamps_to_the_tightest_total_tokens_budget() -> None:
+    balances = [
+        balance("loose", "total_tokens", 100_000, spent=1000),
+        balance("tight", "total_tokens", 50_000, spent=45_000, held=1000),
+    ]
+    decision = decide(plan(input_tokens=2000, max_output=4000), balances)
+    assert decision.output_tokens == 2000  # 50,000 - 45,000 - 1,000 - 2,000
+    assert decision.clamped_by == "tight"
+    assert decision.amounts["total_tokens"] == D(4000)
+
+
+def test_clamps_to_an_output_tokens_budget() -> None:
+    decision = decide(plan(max_output=4000), [balance("out", "output_tokens", 1000, spent=700, held=50)])
+    assert decision.output_tokens == 250
+    assert decision.clamped_by == "out"
+
+
+def test_cost_clamp_is_the_output_bound_that_fits_exactly() -> None:
+    # $0.01 left; input 1000 at $3/M costs $0.003; $0.007 buys 466.67 tokens at $15/M -> 466.
+    decision = decide(plan(input_tokens=1000, max_output=4000), [balance("usd", "cost_usd", "0.01")])
+    assert decision.output_tokens == 466
+    assert decision.amounts["cost_usd"] == D("0.00999")  # 3000 + 466*15 = 9990 per 1M
+    assert decision.amounts["cost_usd"] <= D("0.01")
+    assert (1000 * D(3) + 467 * D(15)) / 1_000_000 > D("0.01")  # one more token would not fit
+
+
+def test_cost_clamp_exact_fit_keeps_the_boundary() -> None:
+    # $0.0105 = 1000*3 + 500*15 per 1M exactly: the full 500 fits.
+    decision = decide(plan(input_tokens=1000, max_output=500), [balance("usd", "cost_usd", "0.0105")])
+    assert decision.output_tokens == 500
+    assert decision.clamped_by is None
+
+
+def test_denies_below_min_output_naming_the_budget() -> None:
+    reset = datetime(2025, 6, 3, tzinfo=UTC)
+    tight = balance(
+        "tight", "total_tokens", 50_000, spent=48_000, held=1_500, scope="session", reset_at=reset
+    )
+    with pytest.raises(BudgetExceeded) as info:
+        decide(plan(input_tokens=400, max_output=4000, min_output=200), [tight])
+    exc = info.value
+    # 50,000 - 48,000 - 1,500 - 400 = 100 output tokens left, below the 200 minimum
+    assert (exc.budget, exc.scope, exc.subject_id, exc.meter) == ("tight", "session", "alice", "total_tokens")
+    assert (exc.limit, exc.used, exc.held) == (D(50_000), D(48_000), D(1_500))
+    assert exc.requested == D(600)  # input 400 + the minimum output 200
+    assert exc.reset_at == reset
+    assert exc.remaining == D(500)
+    assert "tight" in str(exc) and "2025-06-03T00:00:00Z" in str(exc)
+
+
+def test_input_tokens_and_requests_budgets_deny_without_clamping() -> None:
+    decision = decide(plan(input_tokens=1000), [balance("in", "input_tokens", 1000)])
+    assert decision.output_tokens == 4000
+    with pytest.raises(BudgetExceeded) as info:
+        decide(plan(input_tokens=1001), [balance("in", "input_tokens", 1000)])
+    assert info.value.requested == D(1001)
+    with pytest.raises(BudgetExceeded) as info:
+        decide(plan(), [balance("calls", "requests", 10, spent=9, held=1)])
+    assert info.value.requested == D(1)
+
+
+def test_input_alone_over_the_cost_budget_denies() -> None:
+    with pytest.raises(BudgetExceeded) as info:
+        decide(plan(input_tokens=10_000), [balance("usd", "cost_usd", "0.02")])  # input alone is $0.03
+    assert info.value.requested == D("0.030015")  # 10000*3 + 1*15 per 1M
+
+
+def test_unpriced_model_with_hard_cost_budget_raises() -> None:
+    with pytest.raises(UnpricedCall) as info:
+        decide(plan(rates=None, model="fixture-unknown"), [balance("usd", "cost_usd", 5)])
+    assert (info.value.model, info.value.budget) == ("fixture-unknown", "usd")
+
+
+def test_unpriced_model_allowed_by_policy_holds_no_cost() -> None:
+    decision = decide(plan(rates=None), [balance("usd", "cost_usd", 5, unpriced="allow")])
+    assert decision.output_tokens == 4000
+    assert "cost_usd" not in decision.amounts
+
+
+def test_unpriced_model_under_soft_or_shadow_cost_budget_is_admitted() -> None:
+    for mode in ("soft", "shadow"):
+        decision = decide(plan(rates=None), [balance("usd", "cost_usd", 5, mode=mode)])
+        assert decision.output_tokens == 4000
+
+
+def test_unpriced_model_and_token_budgets() -> None:
+    decision = decide(plan(rates=None, input_tokens=100), [balance("tok", "total_tokens", 600)])
+    assert decision.output_tokens == 500
+
+
+def test_soft_budget_never_denies_or_clamps() -> None:
+    decision = decide(plan(), [balance("soft", "total_tokens", 10, spent=1_000_000, mode="soft")])
+    assert decision.output_tokens == 4000
+    assert decision.would_deny == ()
+
+
+def test_shadow_budget_reports_would_deny_without_enforcing() -> None:
+    balances = [
+        balance("shadow-deny", "total_tokens", 100, spent=100, mode="shadow"),
+        balance("shadow-clamp", "total_tokens", 3000, mode="shadow"),
+    ]
+    decision = decide(plan(input_tokens=1000, max_output=4000), balances)
+    assert decision.output_tokens == 4000  # a shadow budget neither denies nor clamps
+    assert decision.would_deny == ("shadow-deny",)
+    assert decision.clamped_by is None
+
+
+def test_c41_overspent_user_budget_denies_though_the_team_has_room() -> None:
+    # Reservation of $0.01: 500 in at $10/M + 500 out at $10/M.
+    request = plan(input_tokens=500, max_output=500, rates=("10", "10"))
+    assert hold_amounts(request, 500)["cost_usd"] == D("0.01")
+    user = balance("user-fx41", "cost_usd", "1.00", spent="1.20", scope="user", subject_id="user-fx41")
+    team = balance("team-fx41", "cost_usd", "100.00", spent="5.00", scope="team", subject_id="team-fx41")
+    for balances in ([user, team], [team, user]):
+        with pytest.raises(BudgetExceeded) as info:
+            decide(request, balances)
+        assert (info.value.scope, info.value.budget) == ("user", "user-fx41")
+        denial = admission_check(balances, {"cost_usd": D("0.01")})
+        assert denial is not None and denial.scope == "user"
+
+
+def test_c42_budget_from_a_template_denies_at_its_limit() -> None:
+    window = Window(unit="day", time_zone="UTC")
+    now = datetime(2025, 6, 2, 15, tzinfo=UTC)
+    budget = Budget(name="tmpl-daily-30", scope="key", meter="cost_usd", limit=D(30), window=window)
+    reset = window.reset_at(now)
+    assert reset == datetime(2025, 6, 3, tzinfo=UTC)
+    spent = Balance(budget, "key-fx42", window.key(now), D("30.00"), D(0), reset)
+    assert admission_check([spent], {"cost_usd": D("0.01")}) is not None
+    request = plan(input_tokens=500, max_output=500, rates=("10", "10"))  # $0.01
+    with pytest.raises(BudgetExceeded) as info:
+        decide(request, [spent])
+    assert info.value.reset_at == reset
+    # control: $29 spent and a $0.50 reservation fits
+    control = Balance(budget, "key-fx42", window.key(now), D("29.00"), D(0), reset)
+    assert admission_check([control], {"cost_usd": D("0.50")}) is None
+
+
+def test_c43_free_primary_admitted_paid_fallback_denied() -> None:
+    key = balance("key-fx43", "cost_usd", "1.00", spent="1.20", scope="key", subject_id="key-fx43")
+    free = plan(input_tokens=1000, max_output=500, rates=("0", "0"), model="fixture-free-primary")
+    decision = decide(free, [key])
+    assert decision.output_tokens == 500
+    assert decision.amounts["cost_usd"] == D(0)
+    assert admission_check([key], decision.amounts) is None
+    paid = plan(input_tokens=1000, max_output=500, rates=("3", "15"), model="fixture-paid-fallback")
+    assert hold_amounts(paid, 500)["cost_usd"] == D("0.0105")
+    with pytest.raises(BudgetExceeded) as info:
+        decide(paid, [key])
+    assert (info.value.scope, info.value.budget) == ("key", "key-fx43")
+    assert admission_check([key], hold_amounts(paid, 500)) is not None
+
+
+def test_free_output_with_paid_input_still_needs_room_for_the_input() -> None:
+    request = plan(input_tokens=1000, max_output=500, rates=("3", "0"))
+    assert decide(request, [balance("usd", "cost_usd", "0.003")]).output_tokens == 500
+    with pytest.raises(BudgetExceeded):
+        decide(request, [balance("usd", "cost_usd", "0.0029")])
+
+
+def test_c39_admission_check_counts_what_is_held() -> None:
+    # $5 hard budget, $4.752720 spent; four $0.0884 reservations arrive together.
+    budget = Budget(name="usd", scope="user", meter="cost_usd", limit=D("5.00"))
+    held = D(0)
+    admitted = 0
+    for _ in range(4):
+        snapshot = Balance(budget, "alice", "", D("4.752720"), held, None)
+        if admission_check([snapshot], {"cost_usd": D("0.0884")}) is None:
+            held += D("0.0884")
+            admitted += 1
+    assert admitted == 2
+    assert D("4.752720") + held == D("4.92952")
+
+
+def test_admission_check_skips_soft_shadow_and_uncharged_meters() -> None:
+    balances = [
+        balance("soft", "cost_usd", 0, spent=1, mode="soft"),
+        balance("shadow", "cost_usd", 0, spent=1, mode="shadow"),
+        balance("gpu", "gpu_seconds", 0, spent=1),
+    ]
+    assert admission_check(balances, {"cost_usd": D(1)}) is None
+
+
+def test_boundary_exactly_at_limit_is_admitted() -> None:
+    assert (
+        admission_check([balance("b", "total_tokens", 100, spent=60, held=20)], {"total_tokens": D(20)})
+        is None
+    )
+    denial = admission_check([balance("b", "total_tokens", 100, spent=60, held=20)], {"total_tokens": D(21)})
+    assert denial is not None and denial.requested == D(21)
+
+
+@settings(deadline=None)  # shared, noisy machines: no per-example time limit
+@given(
+    limit=st.integers(0, 10**6),
+    spent=st.integers(0, 10**6),
+    held=st.integers(0, 10**5),
+    input_tokens=st.integers(0, 10**5),
+    max_output=st.integers(1, 10**5),
+    in_rate=st.decimals(min_value=0, max_value=50, places=3),
+    out_rate=st.decimals(min_value=0, max_value=100, places=3),
+    meter=st.sampled_from(["total_tokens", "output_tokens", "input_tokens", "cost_usd"]),
+)
+def test_an_admitted_hold_always_passes_the_ledger_check(
+    limit: int,
+    spent: int,
+    held: int,
+    input_tokens: int,
+    max_output: int,
+    in_rate: Decimal,
+    out_rate: Decimal,
+    meter: str,
+) -> None:
+    # Promise 1: whatever decide admits, spent + held + hold stays within the hard limit.
+    scale = D("0.0001") if meter == "cost_usd" else D(1)
+    b = balance("b", meter, D(limit) * scale, spent=D(spent) * scale, held=D(held) * scale)  # type: ignore[arg-type]
+    request = CallPlan("m", input_tokens, max_output, 1, in_rate, out_rate)
+    try:
+        decision = decide(request, [b])
+    except BudgetExceeded:
+        return
+    assert 1 <= decision.output_tokens <= max_output
+    assert admission_check([b], decision.amounts) is None
