@@ -21,9 +21,9 @@ from tokenward.core.pricebook import PriceBook
 from tokenward.core.tokenizers import encoding
 from tokenward.files import load_prices
 from tokenward.gateway.config import GatewayConfig
-from tokenward.gateway.endpoints import AnthropicMessages, Endpoint, OpenAIChat
 from tokenward.gateway.relay import GatewayState, proxy
 from tokenward.guard import AsyncGuard
+from tokenward.guard.wire.endpoints import AnthropicMessages, Endpoint, OpenAIChat
 from tokenward.ledger import AsyncLedger, open_async_ledger
 
 __all__ = ["create_app"]

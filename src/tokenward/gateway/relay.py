@@ -9,11 +9,8 @@ way a call ends (completed, cut off, upstream error, client gone) it is settled 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
-from typing import Any
 
 import anyio
 import httpx
@@ -21,15 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from tokenward.core.estimate import count_tokens
-from tokenward.core.usage import Usage
 from tokenward.errors import BudgetExceeded, LedgerError, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate, subject_for
 from tokenward.gateway.config import GatewayConfig, UpstreamConfig
-from tokenward.gateway.endpoints import Endpoint, StreamState
 from tokenward.gateway.errors import GatewayError, error_response
-from tokenward.gateway.sse import format_event, parse_events
-from tokenward.guard import Admission, AsyncGuard, Outcome, plan_call
+from tokenward.guard import Admission, AsyncGuard, Outcome
+from tokenward.guard.wire.endpoints import Endpoint
+from tokenward.guard.wire.exchange import PreparedCall, StreamRelay, json_outcome, prepare, upstream_body
 from tokenward.ledger.base import new_id
 
 __all__ = ["GatewayState", "proxy"]
@@ -140,70 +135,50 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
 async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, request_id: str) -> Response:
     config = state.config
     key = authenticate(request.headers, config)
-    raw = await request.body()
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise GatewayError(400, "the request body is not valid JSON", param="body") from None
-    try:
-        endpoint.validate(body)
+        call = prepare(endpoint, await request.body())
     except ValidationError as exc:
         raise GatewayError(400, str(exc), param=exc.field) from None
     subject = subject_for(request.headers, key)
-    model = body["model"]
-    upstream = config.upstream_for(endpoint.dialect, model)
+    upstream = config.upstream_for(endpoint.dialect, call.model)
     if upstream is None:
         raise GatewayError(
             404,
-            f"no upstream is configured for model {model!r} on {endpoint.path}",
+            f"no upstream is configured for model {call.model!r} on {endpoint.path}",
             code="model_not_found",
             param="model",
         )
-
-    estimate = endpoint.estimate(body, model)
-    choices = endpoint.choices(body)
-    per_choice = endpoint.requested_max(body) or config.settings.default_max_output_tokens
-    plan = plan_call(
-        model,
-        estimate.input_tokens,
-        per_choice * choices,
-        state.guard.prices,
-        config.settings,
-        provider=upstream.provider,
-        may_write_cache=endpoint.may_write_cache(body),
-    )
+    plan = call.plan(state.guard.prices, config.settings, upstream.provider)
     admission = await state.guard.admit(
         subject, plan, request_id=request_id, endpoint=endpoint.dialect, provider=upstream.provider
     )
-    bound = max(1, admission.max_output_tokens // choices)
-    upstream_body = endpoint.with_bound(body, bound, upstream.provider)
-    headers = _upstream_headers(request.headers, upstream, endpoint.dialect)
-    call = _Call(state, endpoint, upstream, admission, estimate.encoding, headers)
-    if body.get("stream") is True:
-        return await call.stream(upstream_body, choices)
-    return await call.json(upstream_body)
+    content, wants_usage = upstream_body(call, admission, upstream.provider)
+    exchange = _Exchange(
+        state, call, upstream, admission, _upstream_headers(request.headers, upstream, endpoint.dialect)
+    )
+    if call.stream:
+        return await exchange.stream(content, wants_usage)
+    return await exchange.json(content)
 
 
-class _Call:
-    """One admitted call on its way upstream."""
+class _Exchange:
+    """One admitted call on its way upstream and back."""
 
     def __init__(
         self,
         state: GatewayState,
-        endpoint: Endpoint,
+        call: PreparedCall,
         upstream: UpstreamConfig,
         admission: Admission,
-        encoding: str,
         headers: dict[str, str],
     ) -> None:
         self.state = state
-        self.endpoint = endpoint
+        self.call = call
         self.upstream = upstream
         self.admission = admission
-        self.encoding = encoding
         self.headers = headers
         self.client = state.client(upstream)
-        self.url = upstream.url(endpoint.dialect)
+        self.url = upstream.url(call.endpoint.dialect)
         self.own = _own_headers(admission.request_id, state.version)
 
     async def _settle(self, outcome: Outcome) -> None:
@@ -211,6 +186,9 @@ class _Call:
             await self.state.guard.settle(self.admission, outcome)
         except Exception:  # never lose the caller's answer over a ledger write; the hold expires
             log.exception("could not settle request %s", self.admission.request_id)
+
+    def _headers(self, response: httpx.Response) -> dict[str, str]:
+        return _response_headers(response, self.admission.request_id, self.state.version)
 
     async def _upstream_failed(self, exc: httpx.HTTPError) -> Response:
         timed_out = isinstance(exc, httpx.TimeoutException)
@@ -221,140 +199,65 @@ class _Call:
             type="api_error",
             code="upstream_timeout" if timed_out else "upstream_error",
         )
-        return error_response(self.endpoint.dialect, error, self.own)
+        return error_response(self.call.endpoint.dialect, error, self.own)
 
     async def _error_status(self, response: httpx.Response, content: bytes) -> Response:
         await self._settle(
             Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
         )
-        return Response(
-            content,
-            response.status_code,
-            headers=_response_headers(response, self.admission.request_id, self.state.version),
-        )
+        return Response(content, response.status_code, headers=self._headers(response))
 
-    async def json(self, body: dict[str, Any]) -> Response:
+    async def json(self, content: bytes) -> Response:
         """A non-streamed call: forward, read the usage (or count the text), settle, answer."""
         try:
-            response = await self.client.post(self.url, content=json.dumps(body), headers=self.headers)
+            response = await self.client.post(self.url, content=content, headers=self.headers)
         except httpx.HTTPError as exc:
             return await self._upstream_failed(exc)
         if response.status_code >= 400:
             return await self._error_status(response, response.content)
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        usage = self.endpoint.usage(data) if isinstance(data, dict) else None
-        counted = None
-        if isinstance(data, dict) and (usage is None or usage.output_tokens is None):
-            counted = count_tokens(self.endpoint.response_text(data), self.encoding)
-        served, tier = self.endpoint.served(data) if isinstance(data, dict) else (None, None)
-        metadata = {"response_id": data.get("id")} if isinstance(data, dict) and data.get("id") else {}
-        await self._settle(Outcome(usage, counted, "ok", served, tier, metadata))
-        return Response(
-            response.content,
-            response.status_code,
-            headers=_response_headers(response, self.admission.request_id, self.state.version),
-        )
+        await self._settle(json_outcome(self.call.endpoint, response.content, self.call.estimate.encoding))
+        return Response(response.content, response.status_code, headers=self._headers(response))
 
-    async def stream(self, body: dict[str, Any], choices: int) -> Response:
+    async def stream(self, content: bytes, wants_usage: bool) -> Response:
         """A streamed call: relay events, count output, cut off at the bound, settle once."""
-        body, wants_usage = self.endpoint.prepare_stream(body)
-        request = self.client.build_request("POST", self.url, content=json.dumps(body), headers=self.headers)
+        request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             return await self._upstream_failed(exc)
         if response.status_code >= 400:
-            content = await response.aread()
+            body = await response.aread()
             await response.aclose()
-            return await self._error_status(response, content)
-        stream = StreamState(self.endpoint.reader(), wants_usage, choices)
-        headers = _response_headers(response, self.admission.request_id, self.state.version)
+            return await self._error_status(response, body)
+        headers = self._headers(response)
         headers["cache-control"] = "no-cache"
-        return _SettledStream(self._relay(response, stream), headers=headers, media_type="text/event-stream")
+        relay = StreamRelay(self.call, self.admission, wants_usage)
+        return _SettledStream(self._pump(response, relay), headers=headers, media_type="text/event-stream")
 
-    async def _relay(self, response: httpx.Response, stream: StreamState) -> AsyncIterator[bytes]:
-        """Relay, count, cut off at the bound; settle *before* the client sees the stream's end, so
-        the ledger is up to date when the client's call returns."""
-        endpoint, bound = self.endpoint, self.admission.max_output_tokens
-        status, beyond, settled = "stream_broken", 0, False
-        tail: list[bytes] = []
+    async def _pump(self, response: httpx.Response, relay: StreamRelay) -> AsyncIterator[bytes]:
+        """Pass the upstream's bytes through the relay; settle before the client sees the end."""
         try:
-            async for name, data in parse_events(response.aiter_bytes()):
-                if endpoint.is_end(name, data, None):
-                    stream.finished, tail = True, [format_event(data, name)]
-                    break
-                try:
-                    event = json.loads(data)
-                except json.JSONDecodeError:
-                    event = None
-                if not isinstance(event, dict):
-                    yield format_event(data, name)
-                    continue
-                text = stream.reader.feed(event)
-                tokens = count_tokens(text, self.encoding) if text else 0
-                if stream.counted + tokens > bound:
-                    keep = bound - stream.counted
-                    if keep > 0:
-                        yield endpoint.encode(name, endpoint.truncate(event, keep, self.encoding))
-                    beyond, stream.counted, status = tokens - max(keep, 0), bound, "cut_off"
-                    tail = endpoint.closing(
-                        stream,
-                        model=self.admission.plan.model,
-                        input_tokens=self._input_tokens(stream),
-                        reason="budget",
-                    )
-                    break
-                stream.counted += tokens
-                relayed = endpoint.relay(name, data, event, stream)
-                if endpoint.is_end(name, data, event):
-                    stream.finished, tail = True, [relayed] if relayed is not None else []
-                    break
-                if relayed is not None:
-                    yield relayed
-            if stream.finished:
-                status = "ok"
-            elif status != "cut_off":
-                tail = [endpoint.error_event("the upstream stream ended before it finished")]
-        except httpx.HTTPError as exc:
-            log.warning("upstream stream of %s broke: %s", self.admission.request_id, exc)
-            status = "stream_broken"
-            tail = [endpoint.error_event(f"the upstream stream broke: {type(exc).__name__}")]
+            try:
+                async for chunk in response.aiter_bytes():
+                    for data in relay.feed(chunk):
+                        yield data
+                    if relay.done:
+                        break
+                else:
+                    for data in relay.upstream_ended():
+                        yield data
+            except httpx.HTTPError as exc:
+                log.warning("upstream stream of %s broke: %s", self.admission.request_id, exc)
+                relay.upstream_failed(type(exc).__name__)
         except (asyncio.CancelledError, GeneratorExit):
-            status = "client_aborted"
+            relay.client_gone()
             raise
         finally:
-            if not settled:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-                    await self._settle(self._stream_outcome(stream, status, beyond))
-                    settled = True
-        for chunk in tail:
-            yield chunk
-
-    def _input_tokens(self, stream: StreamState) -> int:
-        usage = stream.reader.usage
-        if usage is not None and usage.input_tokens is not None:
-            return usage.input_tokens
-        return self.admission.plan.input_tokens
-
-    def _stream_outcome(self, stream: StreamState, status: str, beyond: int) -> Outcome:
-        usage: Usage | None = stream.reader.usage
-        if usage is not None and status != "ok":
-            # running or opening counts of an unfinished stream are not the final output
-            usage = replace(usage, output_tokens=None, reasoning_tokens=None, output_source="none")
-        metadata: dict[str, Any] = {"stream": True}
-        if stream.reader.response_id:
-            metadata["response_id"] = stream.reader.response_id
-        if stream.reader.finish_reason:
-            metadata["finish_reason"] = stream.reader.finish_reason
-        if status == "cut_off":
-            metadata["cut_off"] = "budget"
-            if beyond:
-                metadata["received_beyond_cut_tokens"] = beyond
-        return Outcome(usage, stream.counted, status, stream.reader.model, None, metadata)  # type: ignore[arg-type]
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+                await self._settle(relay.outcome())
+        for data in relay.tail:
+            yield data
 
 
 class _SettledStream(StreamingResponse):

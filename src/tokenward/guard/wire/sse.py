@@ -7,9 +7,7 @@ joined with newlines; lines starting with ``:`` are comments.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-__all__ = ["SSEEvent", "format_event", "parse_events"]
+__all__ = ["SSEEvent", "SSEParser", "format_event"]
 
 SSEEvent = tuple[str | None, str]
 """(event name or None, data)."""
@@ -30,18 +28,24 @@ def _block(block: bytes) -> SSEEvent | None:
     return (name, "\n".join(data)) if data else None
 
 
-async def parse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
-    """Events from a stream of bytes, however the bytes are split across chunks.
+class SSEParser:
+    """An incremental (sans-I/O) event-stream parser: feed it bytes as they arrive, however they
+    are split, and it returns the events completed so far.
 
-    Line ends may be ``\n``, ``\r\n`` or ``\r``; an unterminated last event is still delivered.
+    Line ends may be ``\n``, ``\r\n`` or ``\r``; :meth:`close` delivers an unterminated last event.
     """
-    buffer = b""
-    async for chunk in chunks:
-        buffer += chunk
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """The events completed by ``chunk``."""
+        buffer = self._buffer + chunk
         if b"\r" in buffer:
             keep_cr = buffer.endswith(b"\r")  # a "\r\n" may be split across chunks
             body = buffer[:-1] if keep_cr else buffer
             buffer = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if keep_cr else b"")
+        events = []
         while True:
             end = buffer.find(b"\n\n")
             if end < 0:
@@ -49,10 +53,15 @@ async def parse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             event = _block(buffer[:end])
             buffer = buffer[end + 2 :]
             if event is not None:
-                yield event
-    event = _block(buffer.replace(b"\r", b"\n"))
-    if event is not None:
-        yield event
+                events.append(event)
+        self._buffer = buffer
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """The last event, if the stream ended without its blank line."""
+        event = _block(self._buffer.replace(b"\r", b"\n"))
+        self._buffer = b""
+        return [event] if event is not None else []
 
 
 def format_event(data: str, name: str | None = None) -> bytes:

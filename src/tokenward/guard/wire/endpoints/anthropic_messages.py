@@ -18,8 +18,8 @@ from tokenward.core.dialects.anthropic_messages import AnthropicMessagesStream, 
 from tokenward.core.estimate import Estimate, estimate_anthropic_messages
 from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.core.usage import Usage
-from tokenward.gateway.endpoints.base import Endpoint, StreamState, require
-from tokenward.gateway.sse import format_event
+from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
+from tokenward.guard.wire.sse import format_event
 
 __all__ = ["AnthropicMessages"]
 

@@ -1,0 +1,234 @@
+"""One guarded HTTP exchange with an LLM API, without I/O (the gateway and the SDK pump the bytes).
+
+* :func:`prepare` reads and checks a request body and estimates its prompt;
+* :func:`upstream_body` writes the body to send once the call is admitted (the clamped output
+  bound, usage requested in streams);
+* :func:`json_outcome` reads a JSON response into an :class:`~tokenward.guard.flow.Outcome`;
+* :class:`StreamRelay` takes a streamed response's bytes as they come and returns the bytes to pass
+  on: it counts the output, and when the count reaches the bound it trims the event that crossed
+  it and ends the stream the way the provider ends a length-limited one. A stream that breaks
+  ends with the dialect's error event. The caller settles *before* sending :meth:`StreamRelay.tail`,
+  so the ledger is up to date when the client sees the end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tokenward.core.decide import CallPlan
+from tokenward.core.estimate import Estimate, count_tokens
+from tokenward.core.events import Status
+from tokenward.core.pricebook import PriceBook
+from tokenward.core.usage import Usage
+from tokenward.errors import ValidationError
+from tokenward.guard.flow import Admission, GuardSettings, Outcome, plan_call
+from tokenward.guard.wire.endpoints import Endpoint, StreamState
+from tokenward.guard.wire.sse import SSEParser, format_event
+
+__all__ = ["PreparedCall", "StreamRelay", "json_outcome", "prepare", "upstream_body"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A checked request, ready to be planned.
+
+    Attributes:
+        endpoint: the endpoint it is for.
+        body: the parsed JSON body.
+        model: the model requested.
+        estimate: the prompt estimate.
+        choices: completions asked for (OpenAI ``n``).
+        stream: whether the client asked for a stream.
+    """
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+    model: str
+    estimate: Estimate
+    choices: int
+    stream: bool
+
+    def plan(self, prices: PriceBook, settings: GuardSettings, provider: str | None) -> CallPlan:
+        """The call plan: the output bound (per choice, times the choices) and worst-case rates."""
+        per_choice = self.endpoint.requested_max(self.body) or settings.default_max_output_tokens
+        return plan_call(
+            self.model,
+            self.estimate.input_tokens,
+            per_choice * self.choices,
+            prices,
+            settings,
+            provider=provider,
+            may_write_cache=self.endpoint.may_write_cache(self.body),
+        )
+
+
+def prepare(endpoint: Endpoint, raw: bytes) -> PreparedCall:
+    """Parse, check and estimate a request body.
+
+    Raises:
+        ValidationError: the body is not JSON, or is not a valid request (the field is named).
+    """
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValidationError("the request body is not valid JSON", field="body") from None
+    endpoint.validate(body)
+    model = str(body["model"])
+    return PreparedCall(
+        endpoint=endpoint,
+        body=body,
+        model=model,
+        estimate=endpoint.estimate(body, model),
+        choices=endpoint.choices(body),
+        stream=body.get("stream") is True,
+    )
+
+
+def upstream_body(call: PreparedCall, admission: Admission, provider: str) -> tuple[bytes, bool]:
+    """The body to send upstream, and whether the client itself asked for usage in the stream."""
+    bound = max(1, admission.max_output_tokens // call.choices)
+    body = call.endpoint.with_bound(call.body, bound, provider)
+    wants_usage = False
+    if call.stream:
+        body, wants_usage = call.endpoint.prepare_stream(body)
+    return json.dumps(body).encode(), wants_usage
+
+
+def json_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
+    """What a JSON response reports: its usage, or our count of its text when usage is missing."""
+    try:
+        data = json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        return Outcome(None, None, "ok", metadata={"unreadable_response": True})
+    usage = endpoint.usage(data)
+    counted = None
+    if usage is None or usage.output_tokens is None:
+        counted = count_tokens(endpoint.response_text(data), encoding)
+    served, tier = endpoint.served(data)
+    metadata = {"response_id": data["id"]} if isinstance(data.get("id"), str) else {}
+    return Outcome(usage, counted, "ok", served, tier, metadata)
+
+
+class StreamRelay:
+    """Relays one streamed response (sans-I/O).
+
+    Args:
+        call: the prepared call.
+        admission: its admission (the output bound to cut at, the prompt estimate).
+        wants_usage: whether the client asked for usage in the stream.
+
+    Use: pass every upstream chunk to :meth:`feed` and send what it returns; stop reading once
+    :attr:`done` is set; call :meth:`upstream_ended` / :meth:`upstream_failed` /
+    :meth:`client_gone` as the case may be; settle with :meth:`outcome`; then send :attr:`tail`.
+    """
+
+    def __init__(self, call: PreparedCall, admission: Admission, wants_usage: bool) -> None:
+        self.endpoint = call.endpoint
+        self.encoding = call.estimate.encoding
+        self.model = call.model
+        self.bound = admission.max_output_tokens
+        self.input_estimate = admission.plan.input_tokens
+        self.state = StreamState(call.endpoint.reader(), wants_usage, call.choices)
+        self.parser = SSEParser()
+        self.status: Status = "stream_broken"
+        self.beyond = 0
+        self.done = False
+        self.tail: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The bytes to pass on for ``chunk`` (nothing once :attr:`done`)."""
+        out: list[bytes] = []
+        for name, data in self.parser.feed(chunk):
+            if self.done:
+                break
+            out += self._event(name, data)
+        return out
+
+    def upstream_ended(self) -> list[bytes]:
+        """The upstream closed the stream: pass on what is left; a stream that never reached its
+        end marker is broken, and ends with the dialect's error event."""
+        out: list[bytes] = []
+        for name, data in self.parser.close():
+            if self.done:
+                break
+            out += self._event(name, data)
+        if not self.done:
+            self._broken("the upstream stream ended before it finished")
+        return out
+
+    def upstream_failed(self, reason: str) -> None:
+        """Reading the upstream failed (connection lost, time-out)."""
+        if not self.done:
+            self._broken(f"the upstream stream broke: {reason}")
+
+    def client_gone(self) -> None:
+        """The client went away: nothing more is sent; the call is settled as aborted."""
+        self.done = True
+        if self.status not in ("ok", "cut_off"):
+            self.status = "client_aborted"
+        self.tail = []
+
+    def _broken(self, message: str) -> None:
+        self.done, self.status = True, "stream_broken"
+        self.tail = [self.endpoint.error_event(message)]
+
+    def _input_tokens(self) -> int:
+        usage = self.state.reader.usage
+        return (
+            usage.input_tokens
+            if usage is not None and usage.input_tokens is not None
+            else self.input_estimate
+        )
+
+    def _event(self, name: str | None, data: str) -> list[bytes]:
+        endpoint, state = self.endpoint, self.state
+        if endpoint.is_end(name, data, None):
+            self.done, self.status, state.finished = True, "ok", True
+            self.tail = [format_event(data, name)]
+            return []
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            return [format_event(data, name)]
+        text = state.reader.feed(event)
+        tokens = count_tokens(text, self.encoding) if text else 0
+        if state.counted + tokens > self.bound:
+            keep = self.bound - state.counted
+            out = [endpoint.encode(name, endpoint.truncate(event, keep, self.encoding))] if keep > 0 else []
+            self.beyond, state.counted = tokens - max(keep, 0), self.bound
+            self.done, self.status = True, "cut_off"
+            self.tail = endpoint.closing(
+                state, model=self.model, input_tokens=self._input_tokens(), reason="budget"
+            )
+            return out
+        state.counted += tokens
+        relayed = endpoint.relay(name, data, event, state)
+        if endpoint.is_end(name, data, event):
+            self.done, self.status, state.finished = True, "ok", True
+            self.tail = [relayed] if relayed is not None else []
+            return []
+        return [relayed] if relayed is not None else []
+
+    def outcome(self) -> Outcome:
+        """What to settle: the provider's usage when the stream finished, else our count."""
+        reader = self.state.reader
+        usage: Usage | None = reader.usage
+        if usage is not None and self.status != "ok":
+            # running or opening counts of an unfinished stream are not the final output
+            usage = replace(usage, output_tokens=None, reasoning_tokens=None, output_source="none")
+        metadata: dict[str, Any] = {"stream": True}
+        if reader.response_id:
+            metadata["response_id"] = reader.response_id
+        if reader.finish_reason:
+            metadata["finish_reason"] = reader.finish_reason
+        if self.status == "cut_off":
+            metadata["cut_off"] = "budget"
+            if self.beyond:
+                metadata["received_beyond_cut_tokens"] = self.beyond
+        return Outcome(usage, self.state.counted, self.status, reader.model, None, metadata)
