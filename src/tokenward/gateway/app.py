@@ -7,7 +7,7 @@ through ``httpx``; tests and the in-process fake provider inject their own trans
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import anyio
 import httpx
@@ -51,6 +51,7 @@ def create_app(
     ledger: AsyncLedger | None = None,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     on_ready: Callable[[GatewayState], None] | None = None,
+    observers: Sequence[object] = (),
 ) -> Starlette:
     """Build the gateway app.
 
@@ -60,6 +61,8 @@ def create_app(
         transports: an ``httpx`` transport per upstream name (tests); an in-process fake
             upstream (provider ``fake`` without ``base_url``) gets one automatically.
         on_ready: called with the gateway's state once started (tests reach the guard there).
+        observers: watch every admission, denial and settled event
+            (:class:`~tokenward.guard.observers.Observer`).
 
     Raises:
         ConfigError: the price-override file is invalid (raised at start-up).
@@ -73,7 +76,7 @@ def create_app(
         store = ledger or open_async_ledger(config.ledger)
         for budget in config.budgets:
             await store.put_budget(budget)
-        guard = AsyncGuard(store, prices=prices, settings=config.settings)
+        guard = AsyncGuard(store, prices=prices, settings=config.settings, observers=observers)
         clients = {}
         for upstream in config.upstreams:
             transport = (transports or {}).get(upstream.name)

@@ -6,11 +6,15 @@ and the pure core; they differ only in how they call the ledger.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tokenward.core.budgets import Subject
 from tokenward.core.decide import CallPlan
 from tokenward.core.events import UsageEvent
 from tokenward.core.pricebook import PriceBook
+from tokenward.errors import BudgetError
 from tokenward.guard.flow import Admission, GuardSettings, Outcome, build_event
+from tokenward.guard.observers import Observers
 from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tokenward.ledger.base import new_id
 
@@ -24,6 +28,8 @@ class Guard:
         ledger: a :class:`~tokenward.ledger.Ledger` or its URL.
         prices: the price book (default: the pinned genai-prices table).
         settings: output bounds, reservation lifetime.
+        observers: :class:`~tokenward.guard.observers.Observer` objects told about every
+            admission, denial and settled event.
     """
 
     def __init__(
@@ -32,10 +38,12 @@ class Guard:
         *,
         prices: PriceBook | None = None,
         settings: GuardSettings | None = None,
+        observers: Sequence[object] = (),
     ) -> None:
         self.ledger: Ledger = ledger if isinstance(ledger, Ledger) else open_ledger(ledger)
         self.prices = prices or PriceBook.default()
         self.settings = settings or GuardSettings()
+        self.observers = Observers(observers)
 
     def admit(
         self,
@@ -53,16 +61,24 @@ class Guard:
             UnpricedCall: a cost budget applies and the model has no price.
         """
         request_id = request_id or new_id("req")
-        decision, reservation = self.ledger.admit(
-            subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
-        )
-        return Admission(
+        try:
+            decision, reservation = self.ledger.admit(
+                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
+            )
+        except BudgetError as exc:
+            self.observers.deny(subject, plan, exc)
+            raise
+        admission = Admission(
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
+        self.observers.admit(admission)
+        return admission
 
     def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """Charge the real usage in place of the hold and record the event (once per request)."""
-        return self.ledger.settle(admission.reservation.id, build_event(admission, outcome, self.prices))
+        event = self.ledger.settle(admission.reservation.id, build_event(admission, outcome, self.prices))
+        self.observers.settle(event)
+        return event
 
     def release(self, admission: Admission) -> bool:
         """Drop the hold of a call that never reached a provider."""
@@ -77,10 +93,16 @@ class Guard:
         Raises:
             BudgetExceeded: the charge does not fit; nothing is charged or recorded.
         """
-        reservation = self.ledger.reserve(
-            event.subject, event.charged, ttl=self.settings.ttl, idempotency_key=event.request_id
-        )
-        return self.ledger.settle(reservation.id, event)
+        try:
+            reservation = self.ledger.reserve(
+                event.subject, event.charged, ttl=self.settings.ttl, idempotency_key=event.request_id
+            )
+        except BudgetError as exc:
+            self.observers.deny(event.subject, None, exc)
+            raise
+        stored = self.ledger.settle(reservation.id, event)
+        self.observers.settle(stored)
+        return stored
 
     def close(self) -> None:
         """Close the ledger."""
@@ -101,7 +123,9 @@ class AsyncGuard:
         *,
         prices: PriceBook | None = None,
         settings: GuardSettings | None = None,
+        observers: Sequence[object] = (),
     ) -> None:
+        self.observers = Observers(observers)
         self.ledger: AsyncLedger = (
             open_async_ledger(ledger) if ledger is None or isinstance(ledger, str) else ledger
         )
@@ -119,18 +143,26 @@ class AsyncGuard:
     ) -> Admission:
         """As :meth:`Guard.admit`."""
         request_id = request_id or new_id("req")
-        decision, reservation = await self.ledger.admit(
-            subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
-        )
-        return Admission(
+        try:
+            decision, reservation = await self.ledger.admit(
+                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
+            )
+        except BudgetError as exc:
+            self.observers.deny(subject, plan, exc)
+            raise
+        admission = Admission(
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
+        self.observers.admit(admission)
+        return admission
 
     async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """As :meth:`Guard.settle`."""
-        return await self.ledger.settle(
+        event = await self.ledger.settle(
             admission.reservation.id, build_event(admission, outcome, self.prices)
         )
+        self.observers.settle(event)
+        return event
 
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
@@ -138,10 +170,16 @@ class AsyncGuard:
 
     async def charge(self, event: UsageEvent) -> UsageEvent:
         """As :meth:`Guard.charge`."""
-        reservation = await self.ledger.reserve(
-            event.subject, event.charged, ttl=self.settings.ttl, idempotency_key=event.request_id
-        )
-        return await self.ledger.settle(reservation.id, event)
+        try:
+            reservation = await self.ledger.reserve(
+                event.subject, event.charged, ttl=self.settings.ttl, idempotency_key=event.request_id
+            )
+        except BudgetError as exc:
+            self.observers.deny(event.subject, None, exc)
+            raise
+        stored = await self.ledger.settle(reservation.id, event)
+        self.observers.settle(stored)
+        return stored
 
     async def close(self) -> None:
         """Close the ledger."""
