@@ -70,6 +70,9 @@ class CallPlan:
         max_output_tokens: the output bound asked for (or the configured default), in tokens.
         min_output_tokens: below this bound the call is not worth making: deny instead.
         input_rate / output_rate: worst-case USD per 1M tokens; None when the model is unpriced.
+        held_back: amounts by meter this call may not use (a final-answer reserve kept for the
+            agent's last call); the call is decided as if each budget of that meter had that
+            much less room.
     """
 
     model: str
@@ -78,6 +81,7 @@ class CallPlan:
     min_output_tokens: int = 1
     input_rate: Decimal | None = None
     output_rate: Decimal | None = None
+    held_back: Mapping[str, Decimal] = field(default_factory=dict)
 
     @property
     def priced(self) -> bool:
@@ -118,8 +122,8 @@ def hold_amounts(plan: CallPlan, output_tokens: int) -> dict[str, Decimal]:
 def _output_cap(balance: Balance, plan: CallPlan) -> int | None:
     """The most output tokens this budget can still pay for; -1 when it cannot pay for the
     call at all; None when the budget does not depend on the output."""
-    remaining = balance.remaining
     meter = balance.budget.meter
+    remaining = balance.remaining - plan.held_back.get(meter, Decimal(0))
     if meter == "total_tokens":
         return _floor(remaining - plan.input_tokens)
     if meter == "output_tokens":
