@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.shared import DEEPSEEK_TRACES, GEMINI_TRACES, require
+
+pytest_plugins = ["tests.support.fixtures"]
 from tokenward.replay import TraceCall, read_traces
 
 

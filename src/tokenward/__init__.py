@@ -23,7 +23,8 @@ from tokenward.errors import (
     UnpricedCall,
     ValidationError,
 )
-from tokenward.guard import AsyncGuard, Guard
+from tokenward.guard import AsyncGuard
+from tokenward.sdk import Degrade, Guard, Session
 from tokenward.ledger import open_async_ledger, open_ledger
 
 try:
@@ -39,6 +40,7 @@ __all__ = [
     "Clock",
     "ConfigError",
     "Cost",
+    "Degrade",
     "Guard",
     "LedgerError",
     "ManualClock",
@@ -46,6 +48,7 @@ __all__ = [
     "Price",
     "PriceBook",
     "Subject",
+    "Session",
     "SystemClock",
     "TokenwardError",
     "UnpricedCall",

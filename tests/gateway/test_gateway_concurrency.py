@@ -16,7 +16,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tests.gateway.conftest import KEY
+from tests.support.fixtures import KEY
 from tokenward.core.budgets import Subject
 
 LIMIT = 3000

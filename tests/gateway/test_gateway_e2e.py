@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway.conftest import KEY, Gateway
+from tests.support.fixtures import KEY, Gateway
 from tokenward.core.budgets import Subject
 
 HELLO_20 = " ".join(["hello"] * 20)

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway.conftest import KEY
+from tests.support.fixtures import KEY
 from tokenward.core.budgets import Subject
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]

@@ -9,6 +9,13 @@ prices: https://ai.google.dev/gemini-api/docs/pricing, https://docs.anthropic.co
 Cost = Σ tokens × rate ÷ 1,000,000 over the token classes, with uncached input = input − cache
 reads − cache writes, plus fees × calls actually made. A token class with a non-zero count and no
 rate makes the cost *unknown* (``Cost.total_usd is None``) and is named in ``Cost.unpriced``.
+
+Sub-classes with a rate of their own are split out of their parent class only when the price row
+has that rate: reasoning out of output (``reasoning``), audio and image tokens out of input, cache
+reads and output (``input_audio``, ``cache_read_audio``, ``output_audio``, ``input_image``,
+``cache_read_image``, ``output_image``). Without such a rate they are billed with their parent
+class, which is how the providers bill them (OpenAI bills reasoning as output; Gemini bills image
+input as input) and how genai-prices falls back from a specific unit to its ancestor.
 """
 
 from __future__ import annotations
@@ -31,8 +38,31 @@ __all__ = [
 
 MILLION = Decimal(1_000_000)
 
-RATE_KEYS = ("input", "cache_read", "cache_write", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+RATE_KEYS = (
+    "input",
+    "cache_read",
+    "cache_write",
+    "cache_write_5m",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "input_audio",
+    "cache_read_audio",
+    "output_audio",
+    "input_image",
+    "cache_read_image",
+    "output_image",
+)
 """Per-token rate keys, in USD per 1M tokens (the keys of the price-override file)."""
+
+_MODALITY_KEYS = (
+    "input_audio",
+    "cache_read_audio",
+    "output_audio",
+    "input_image",
+    "cache_read_image",
+    "output_image",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +137,7 @@ _FALLBACKS_OVERRIDE: dict[str, tuple[str, ...]] = {
     "cache_write_1h": ("cache_write_1h",),
     "output": ("output",),
     "reasoning": ("reasoning", "output"),
+    **{key: (key,) for key in _MODALITY_KEYS},
 }
 _FALLBACKS_INHERIT: dict[str, tuple[str, ...]] = {
     "input": ("input",),
@@ -116,6 +147,7 @@ _FALLBACKS_INHERIT: dict[str, tuple[str, ...]] = {
     "cache_write_1h": ("cache_write_1h", "cache_write", "input"),
     "output": ("output",),
     "reasoning": ("reasoning", "output"),
+    **{key: (key,) for key in _MODALITY_KEYS},
 }
 
 
@@ -149,23 +181,44 @@ class Cost:
         return cls(total_usd=None, unpriced=(reason,))
 
 
+def _split(price: Price, key: str, n: int | None) -> int:
+    """``n`` when the row has its own rate for ``key`` (so the class is priced apart), else 0."""
+    return n or 0 if price.rates.get(key) is not None else 0
+
+
 def _classes(usage: Usage, price: Price) -> list[tuple[str, int]]:
     """Split the usage into disjoint priced classes (name, count)."""
     assert usage.input_tokens is not None and usage.output_tokens is not None
     read = usage.cache_read_tokens or 0
     write = usage.cache_write_tokens or 0
-    classes = [("input", usage.input_tokens - read - write), ("cache_read", read)]
+    read_audio = _split(price, "cache_read_audio", usage.cache_read_audio_tokens)
+    read_image = _split(price, "cache_read_image", usage.cache_read_image_tokens)
+    audio_in = _split(
+        price, "input_audio", (usage.input_audio_tokens or 0) - (usage.cache_read_audio_tokens or 0)
+    )
+    image_in = _split(
+        price, "input_image", (usage.input_image_tokens or 0) - (usage.cache_read_image_tokens or 0)
+    )
+    text_in = usage.input_tokens - read - write - audio_in - image_in
+    if text_in < 0 or read - read_audio - read_image < 0:  # inconsistent details: bill them unsplit
+        text_in, audio_in, image_in, read_audio, read_image = usage.input_tokens - read - write, 0, 0, 0, 0
+    classes = [("input", text_in), ("cache_read", read - read_audio - read_image)]
+    classes += [("input_audio", audio_in), ("cache_read_audio", read_audio)]
+    classes += [("input_image", image_in), ("cache_read_image", read_image)]
     if usage.cache_write_1h_tokens is not None or usage.cache_write_5m_tokens is not None:
         one_hour = usage.cache_write_1h_tokens or 0
         classes += [("cache_write_5m", write - one_hour), ("cache_write_1h", one_hour)]
     else:
         classes.append(("cache_write", write))
-    reasoning = usage.reasoning_tokens or 0
-    if reasoning and price.rates.get("reasoning") is not None:
-        classes += [("output", usage.output_tokens - reasoning), ("reasoning", reasoning)]
-    else:
-        classes.append(("output", usage.output_tokens))
-    return classes
+    reasoning = _split(price, "reasoning", usage.reasoning_tokens)
+    audio_out = _split(price, "output_audio", usage.output_audio_tokens)
+    image_out = _split(price, "output_image", usage.output_image_tokens)
+    text_out = usage.output_tokens - reasoning - audio_out - image_out
+    if text_out < 0:
+        text_out, reasoning, audio_out, image_out = usage.output_tokens, 0, 0, 0
+    classes += [("output", text_out), ("reasoning", reasoning)]
+    classes += [("output_audio", audio_out), ("output_image", image_out)]
+    return [(name, n) for name, n in classes if n or name in ("input", "output")]
 
 
 def price_usage(usage: Usage, price: Price | None) -> Cost:

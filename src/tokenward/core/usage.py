@@ -7,6 +7,12 @@ Field meanings follow ``DESIGN.md`` (one vocabulary for every provider):
   split into ``cache_write_5m_tokens`` and ``cache_write_1h_tokens`` where the provider says so;
 * ``output_tokens``: every generated token, reasoning included;
 * ``reasoning_tokens``: inside ``output_tokens``;
+* ``input_audio_tokens`` / ``input_image_tokens``: the audio and image share of ``input_tokens``
+  (``cache_read_audio_tokens`` / ``cache_read_image_tokens``: their cached part, inside both the
+  modality count and ``cache_read_tokens``); ``output_audio_tokens`` / ``output_image_tokens``:
+  the audio and image share of ``output_tokens``. Reported by OpenAI (``*_tokens_details``) and
+  Gemini (``*TokensDetails`` by modality); priced apart only where the price row has a rate for
+  the modality;
 * ``web_search_calls``: server-side searches that actually ran (priced per call).
 
 ``None`` means *unknown* (the provider did not report it), never zero. A usage whose input or
@@ -34,8 +40,26 @@ COUNT_FIELDS = (
     "cache_write_5m_tokens",
     "cache_write_1h_tokens",
     "reasoning_tokens",
+    "input_audio_tokens",
+    "cache_read_audio_tokens",
+    "output_audio_tokens",
+    "input_image_tokens",
+    "cache_read_image_tokens",
+    "output_image_tokens",
     "web_search_calls",
 )
+
+_PARTS: tuple[tuple[str, str], ...] = (
+    ("input_audio_tokens", "input_tokens"),
+    ("input_image_tokens", "input_tokens"),
+    ("cache_read_audio_tokens", "input_audio_tokens"),
+    ("cache_read_image_tokens", "input_image_tokens"),
+    ("cache_read_audio_tokens", "cache_read_tokens"),
+    ("cache_read_image_tokens", "cache_read_tokens"),
+    ("output_audio_tokens", "output_tokens"),
+    ("output_image_tokens", "output_tokens"),
+)
+"""(part, whole): a modality count that must fit inside its whole when both are known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +79,12 @@ class Usage:
     cache_write_5m_tokens: int | None = None
     cache_write_1h_tokens: int | None = None
     reasoning_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    cache_read_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
+    input_image_tokens: int | None = None
+    cache_read_image_tokens: int | None = None
+    output_image_tokens: int | None = None
     web_search_calls: int | None = None
     input_source: Source = "provider"
     output_source: Source = "provider"
@@ -101,6 +131,12 @@ class Usage:
                 f"output_tokens ({self.output_tokens}) must include reasoning_tokens ({self.reasoning_tokens})",
                 field="output_tokens",
             )
+        for part, whole in _PARTS:
+            part_value, whole_value = getattr(self, part), getattr(self, whole)
+            if part_value is not None and whole_value is not None and part_value > whole_value:
+                raise ValidationError(
+                    f"{whole} ({whole_value}) must include {part} ({part_value})", field=whole
+                )
 
     @property
     def complete(self) -> bool:
@@ -139,11 +175,17 @@ class Usage:
         changes: dict[str, Any] = {}
         if self.input_tokens is None and input_estimate is not None:
             changes["input_tokens"] = max(
-                input_estimate, (self.cache_read_tokens or 0) + (self.cache_write_tokens or 0)
+                input_estimate,
+                (self.cache_read_tokens or 0) + (self.cache_write_tokens or 0),
+                (self.input_audio_tokens or 0) + (self.input_image_tokens or 0),
             )
             changes["input_source"] = "preflight_estimate"
         if self.output_tokens is None and output_count is not None:
-            changes["output_tokens"] = max(output_count, self.reasoning_tokens or 0)
+            changes["output_tokens"] = max(
+                output_count,
+                self.reasoning_tokens or 0,
+                (self.output_audio_tokens or 0) + (self.output_image_tokens or 0),
+            )
             changes["output_source"] = "counted_stream_text"
         return replace(self, **changes) if changes else self
 

@@ -1,23 +1,82 @@
 """Provider wire formats ("dialects"): usage normalisation and stream readers, one module each.
 
-``usage_from(dialect, raw)`` normalises a usage object; ``stream_reader(dialect)`` returns a
-reader that takes a stream's decoded events one by one.
+``usage_from(dialect, raw)`` normalises a usage object; ``response_facts(dialect, response)``
+reads a whole response (usage plus the served model, service tier and tool calls that ran);
+``stream_reader(dialect)`` returns a reader that takes a stream's decoded events one by one.
+
+=====================  ================================================  ============================
+dialect                usage object                                      stream
+=====================  ================================================  ============================
+openai-chat            ``usage``                                         chunks; usage in last chunk
+openai-compatible      ``usage`` (vLLM, llama.cpp, Ollama's /v1)         running totals: last wins
+openai-responses       ``usage``                                         ``response.completed`` etc.
+anthropic-messages     ``usage``                                         cumulative ``message_delta``
+gemini                 ``usageMetadata``                                 running totals: last wins
+bedrock-converse       ``usage``                                         ``metadata`` event
+ollama                 the final ``done`` object                         NDJSON; last line
+=====================  ================================================  ============================
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from tokenward.core.dialects.anthropic_messages import AnthropicMessagesStream, usage_from_anthropic
-from tokenward.core.dialects.openai_chat import OpenAIChatStream, usage_from_openai_chat
+from tokenward.core.dialects.anthropic_messages import (
+    AnthropicMessagesStream,
+    response_facts_anthropic,
+    usage_from_anthropic,
+)
+from tokenward.core.dialects.base import ResponseFacts
+from tokenward.core.dialects.bedrock_converse import (
+    BedrockConverseStream,
+    response_facts_bedrock_converse,
+    usage_from_bedrock_converse,
+)
+from tokenward.core.dialects.gemini import GeminiStream, response_facts_gemini, usage_from_gemini
+from tokenward.core.dialects.ollama import OllamaStream, response_facts_ollama, usage_from_ollama
+from tokenward.core.dialects.openai_chat import (
+    OpenAIChatStream,
+    response_facts_openai_chat,
+    usage_from_openai_chat,
+)
+from tokenward.core.dialects.openai_responses import (
+    OpenAIResponsesStream,
+    response_facts_openai_responses,
+    usage_from_openai_responses,
+)
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
 
-__all__ = ["DIALECTS", "Dialect", "StreamReader", "stream_reader", "usage_from"]
+__all__ = [
+    "DIALECTS",
+    "Dialect",
+    "ResponseFacts",
+    "StreamReader",
+    "response_facts",
+    "stream_reader",
+    "usage_from",
+]
 
-Dialect = Literal["openai-chat", "openai-compatible", "anthropic-messages"]
-DIALECTS: tuple[str, ...] = ("openai-chat", "openai-compatible", "anthropic-messages")
+Dialect = Literal[
+    "openai-chat",
+    "openai-compatible",
+    "openai-responses",
+    "anthropic-messages",
+    "gemini",
+    "bedrock-converse",
+    "ollama",
+]
+DIALECTS: tuple[str, ...] = (
+    "openai-chat",
+    "openai-compatible",
+    "openai-responses",
+    "anthropic-messages",
+    "gemini",
+    "bedrock-converse",
+    "ollama",
+)
 
 
 class StreamReader(Protocol):
@@ -37,6 +96,35 @@ class StreamReader(Protocol):
         ...
 
 
+_USAGE: dict[str, Callable[[Mapping[str, Any] | None], Usage]] = {
+    "openai-chat": usage_from_openai_chat,
+    "openai-compatible": usage_from_openai_chat,
+    "openai-responses": usage_from_openai_responses,
+    "anthropic-messages": usage_from_anthropic,
+    "gemini": usage_from_gemini,
+    "bedrock-converse": usage_from_bedrock_converse,
+    "ollama": usage_from_ollama,
+}
+_FACTS: dict[str, Callable[[Mapping[str, Any]], ResponseFacts]] = {
+    "openai-chat": response_facts_openai_chat,
+    "openai-compatible": response_facts_openai_chat,
+    "openai-responses": response_facts_openai_responses,
+    "anthropic-messages": response_facts_anthropic,
+    "gemini": response_facts_gemini,
+    "bedrock-converse": response_facts_bedrock_converse,
+    "ollama": response_facts_ollama,
+}
+_READERS: dict[str, Callable[[], StreamReader]] = {
+    "openai-chat": OpenAIChatStream,
+    "openai-compatible": OpenAIChatStream,
+    "openai-responses": OpenAIResponsesStream,
+    "anthropic-messages": AnthropicMessagesStream,
+    "gemini": GeminiStream,
+    "bedrock-converse": BedrockConverseStream,
+    "ollama": OllamaStream,
+}
+
+
 def _check(dialect: str) -> None:
     if dialect not in DIALECTS:
         raise ValidationError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}", field="dialect")
@@ -49,9 +137,19 @@ def usage_from(dialect: str, raw: Mapping[str, Any] | None) -> Usage:
         ValidationError: unknown dialect, or a malformed count.
     """
     _check(dialect)
-    if dialect == "anthropic-messages":
-        return usage_from_anthropic(raw)
-    return usage_from_openai_chat(raw)
+    return _USAGE[dialect](raw)
+
+
+def response_facts(dialect: str, response: Mapping[str, Any]) -> ResponseFacts:
+    """Read a whole response of the given dialect: usage, served model, tier, tool calls run.
+
+    Raises:
+        ValidationError: unknown dialect, a response that is not an object, or a malformed count.
+    """
+    _check(dialect)
+    if not isinstance(response, Mapping):
+        raise ValidationError("a response must be a JSON object", field="response")
+    return _FACTS[dialect](response)
 
 
 def stream_reader(dialect: str) -> StreamReader:
@@ -61,6 +159,17 @@ def stream_reader(dialect: str) -> StreamReader:
         ValidationError: unknown dialect.
     """
     _check(dialect)
-    if dialect == "anthropic-messages":
-        return AnthropicMessagesStream()
-    return OpenAIChatStream()
+    return _READERS[dialect]()
+
+
+def stream_facts(reader: StreamReader) -> ResponseFacts:
+    """The facts a finished stream told (usage, model, tier, reported cost)."""
+    cost = getattr(reader, "reported_cost_usd", None)
+    return ResponseFacts(
+        usage=reader.usage,
+        model=reader.model,
+        service_tier=getattr(reader, "service_tier", None),
+        response_id=reader.response_id,
+        finish_reason=reader.finish_reason,
+        reported_cost_usd=cost if isinstance(cost, Decimal) else None,
+    )

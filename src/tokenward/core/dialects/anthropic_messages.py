@@ -13,18 +13,34 @@ https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching#tracking-cac
 * Streaming (https://docs.anthropic.com/en/docs/build-with-claude/streaming): ``message_start``
   carries the opening usage; each ``message_delta.usage`` is *cumulative*: its fields replace the
   earlier ones, never add to them, and it may repeat or leave out the input fields.
+* ``usage.service_tier`` (``standard``, ``priority``, ``batch``) names the tier that served the call.
+* Through Amazon Bedrock's ``InvokeModelWithResponseStream``
+  (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages.html)
+  the same events arrive wrapped as ``{"chunk": {"bytes": "<base64 JSON event>"}}``, and the last
+  one adds ``amazon-bedrock-invocationMetrics`` (``inputTokenCount``, ``outputTokenCount``,
+  ``cacheReadInputTokenCount``, ``cacheWriteInputTokenCount``): used only when no
+  ``message_delta`` usage arrived.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from tokenward.core.dialects._fields import add, count
+from tokenward.core.dialects.base import ResponseFacts, normalise_tier
 from tokenward.core.usage import Usage
 
-__all__ = ["AnthropicMessagesStream", "usage_from_anthropic"]
+__all__ = [
+    "AnthropicMessagesStream",
+    "response_facts_anthropic",
+    "unwrap_bedrock_chunk",
+    "usage_from_anthropic",
+]
 
 
 def usage_from_anthropic(raw: Mapping[str, Any] | None) -> Usage:
@@ -61,6 +77,39 @@ def usage_from_anthropic(raw: Mapping[str, Any] | None) -> Usage:
     )
 
 
+def response_facts_anthropic(response: Mapping[str, Any]) -> ResponseFacts:
+    """Facts of a whole Messages response (usage, served model, tier from ``usage.service_tier``).
+
+    Raises:
+        ValidationError: on a malformed count.
+    """
+    raw = response.get("usage")
+    return ResponseFacts(
+        usage=usage_from_anthropic(raw) if isinstance(raw, Mapping) else None,
+        model=response.get("model") if isinstance(response.get("model"), str) else None,
+        service_tier=normalise_tier(raw.get("service_tier")) if isinstance(raw, Mapping) else None,
+        response_id=response.get("id") if isinstance(response.get("id"), str) else None,
+        finish_reason=response.get("stop_reason") if isinstance(response.get("stop_reason"), str) else None,
+    )
+
+
+def unwrap_bedrock_chunk(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The Anthropic event inside a Bedrock invoke-stream ``{"chunk": {"bytes": ...}}`` wrapper
+    (``bytes`` as base64 text, raw bytes, or already-decoded JSON); other events unchanged."""
+    chunk = event.get("chunk")
+    if not isinstance(chunk, Mapping) or "type" in event:
+        return event
+    payload = chunk.get("bytes")
+    if isinstance(payload, Mapping):
+        return payload
+    try:
+        data = payload if isinstance(payload, bytes) else base64.b64decode(str(payload), validate=True)
+        decoded = json.loads(data)
+    except (binascii.Error, ValueError, TypeError):
+        return event
+    return decoded if isinstance(decoded, Mapping) else event
+
+
 def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
     """Cumulative usage: every field present in ``update`` replaces the one before."""
     for key, value in update.items():
@@ -87,9 +136,20 @@ class AnthropicMessagesStream:
         self.finish_reason: str | None = None
         self.raw_usage: dict[str, Any] | None = None
         self.delta_seen = False
+        self.reported_cost_usd = None
+        self.bedrock_metrics: Mapping[str, Any] | None = None
+
+    @property
+    def service_tier(self) -> str | None:
+        """The tier named in the usage (``usage.service_tier``), normalised."""
+        return normalise_tier((self.raw_usage or {}).get("service_tier"))
 
     def feed(self, event: Mapping[str, Any]) -> str:
         """Take one event; return the generated text it carries (text, thinking, tool input)."""
+        event = unwrap_bedrock_chunk(event)
+        metrics = event.get("amazon-bedrock-invocationMetrics")
+        if isinstance(metrics, Mapping):
+            self.bedrock_metrics = metrics
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message")
@@ -132,6 +192,16 @@ class AnthropicMessagesStream:
         Only ``message_start`` having arrived means the output count is the opening one (usually
         1), not the final one: the output is then reported as unknown.
         """
+        if not self.delta_seen and self.bedrock_metrics is not None:
+            metrics = self.bedrock_metrics
+            return usage_from_anthropic(
+                {
+                    "input_tokens": metrics.get("inputTokenCount"),
+                    "output_tokens": metrics.get("outputTokenCount"),
+                    "cache_read_input_tokens": metrics.get("cacheReadInputTokenCount"),
+                    "cache_creation_input_tokens": metrics.get("cacheWriteInputTokenCount"),
+                }
+            )
         if self.raw_usage is None:
             return None
         usage = usage_from_anthropic(self.raw_usage)

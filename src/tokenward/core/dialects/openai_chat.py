@@ -17,6 +17,10 @@ Provider facts (https://platform.openai.com/docs/api-reference/chat/object, fiel
 * Rows whose ``reasoning_tokens`` exceed ``completion_tokens`` cannot have reasoning inside the
   completion: those servers (Gemini behind some proxies) report it beside the completion, as
   Gemini's native ``thoughtsTokenCount`` is, so output is completion plus reasoning.
+* ``prompt_tokens_details.audio_tokens`` and ``completion_tokens_details.audio_tokens`` are the
+  audio shares of the prompt and the completion (audio models price them apart).
+* The response's ``service_tier`` names the tier that served the call (``default``, ``flex``,
+  ``priority``), which may differ from the one requested; OpenRouter adds ``usage.cost``.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.dialects._fields import count, dig
+from tokenward.core.dialects.base import ResponseFacts, normalise_tier, reported_cost
 from tokenward.core.usage import Usage
 
-__all__ = ["OpenAIChatStream", "usage_from_openai_chat"]
+__all__ = ["OpenAIChatStream", "response_facts_openai_chat", "usage_from_openai_chat"]
 
 
 def usage_from_openai_chat(raw: Mapping[str, Any] | None) -> Usage:
@@ -51,6 +56,8 @@ def usage_from_openai_chat(raw: Mapping[str, Any] | None) -> Usage:
         cached = count(raw, "prompt_cache_hit_tokens")
     cache_write = count(raw, "prompt_tokens_details", "cache_write_tokens")
     reasoning = count(raw, "completion_tokens_details", "reasoning_tokens")
+    audio_in = count(raw, "prompt_tokens_details", "audio_tokens")
+    audio_out = count(raw, "completion_tokens_details", "audio_tokens")
 
     if prompt == 0 and ((completion or 0) > 0 or cached):
         prompt = None  # a zero-token prompt is impossible: the server left the count out
@@ -63,8 +70,35 @@ def usage_from_openai_chat(raw: Mapping[str, Any] | None) -> Usage:
         cache_read_tokens=cached,
         cache_write_tokens=cache_write,
         reasoning_tokens=reasoning,
+        input_audio_tokens=audio_in if prompt is None or (audio_in or 0) <= prompt else None,
+        output_audio_tokens=audio_out if output is None or (audio_out or 0) <= output else None,
         input_source="provider" if prompt is not None else "none",
         output_source="provider" if output is not None else "none",
+    )
+
+
+def _choices_finish(response: Mapping[str, Any]) -> str | None:
+    reason = None
+    for choice in response.get("choices") or ():
+        if isinstance(choice, Mapping) and choice.get("finish_reason"):
+            reason = str(choice["finish_reason"])
+    return reason
+
+
+def response_facts_openai_chat(response: Mapping[str, Any]) -> ResponseFacts:
+    """Facts of a whole chat-completions response (usage, served model, service tier, cost).
+
+    Raises:
+        ValidationError: on a malformed count.
+    """
+    raw = response.get("usage")
+    return ResponseFacts(
+        usage=usage_from_openai_chat(raw) if isinstance(raw, Mapping) else None,
+        model=response.get("model") if isinstance(response.get("model"), str) else None,
+        service_tier=normalise_tier(response.get("service_tier")),
+        response_id=response.get("id") if isinstance(response.get("id"), str) else None,
+        finish_reason=_choices_finish(response),
+        reported_cost_usd=reported_cost(raw),
     )
 
 
@@ -82,7 +116,13 @@ class OpenAIChatStream:
         self.model: str | None = None
         self.response_id: str | None = None
         self.finish_reason: str | None = None
+        self.service_tier: str | None = None
         self.raw_usage: Mapping[str, Any] | None = None
+
+    @property
+    def reported_cost_usd(self) -> Any:
+        """A cost the server reported in its usage (``usage.cost``), or None."""
+        return reported_cost(self.raw_usage)
 
     def feed(self, chunk: Mapping[str, Any]) -> str:
         """Take one chunk; return the generated text it carries (content, reasoning, tool-call
@@ -91,6 +131,8 @@ class OpenAIChatStream:
             self.model = chunk["model"]
         if self.response_id is None and isinstance(chunk.get("id"), str):
             self.response_id = chunk["id"]
+        tier = normalise_tier(chunk.get("service_tier"))
+        self.service_tier = tier or self.service_tier
         usage = chunk.get("usage")
         if isinstance(usage, Mapping):
             self.raw_usage = usage

@@ -14,20 +14,31 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
-from tokenward.core.decide import CallPlan
+from tokenward.core.decide import Balance, CallPlan
 from tokenward.core.estimate import Estimate, count_tokens
 from tokenward.core.events import Status
 from tokenward.core.pricebook import PriceBook
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
 from tokenward.guard.flow import Admission, GuardSettings, Outcome, plan_call
+from tokenward.guard.wire.degrade import Degrade, degrade_body, remaining_share
 from tokenward.guard.wire.endpoints import Endpoint, StreamState
 from tokenward.guard.wire.sse import SSEParser, format_event
 
-__all__ = ["PreparedCall", "StreamRelay", "json_outcome", "prepare", "upstream_body"]
+__all__ = [
+    "PreparedCall",
+    "StreamRelay",
+    "degraded",
+    "json_outcome",
+    "prepare",
+    "prepare_body",
+    "upstream_body",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,15 @@ def prepare(endpoint: Endpoint, raw: bytes) -> PreparedCall:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValidationError("the request body is not valid JSON", field="body") from None
+    return prepare_body(endpoint, body)
+
+
+def prepare_body(endpoint: Endpoint, body: Any) -> PreparedCall:
+    """Check and estimate an already parsed request body.
+
+    Raises:
+        ValidationError: the body is not a valid request (the field is named).
+    """
     endpoint.validate(body)
     model = str(body["model"])
     return PreparedCall(
@@ -84,6 +104,22 @@ def prepare(endpoint: Endpoint, raw: bytes) -> PreparedCall:
         choices=endpoint.choices(body),
         stream=body.get("stream") is True,
     )
+
+
+def degraded(
+    call: PreparedCall, balances: Iterable[Balance], policy: Degrade | None
+) -> tuple[PreparedCall, dict[str, Any]]:
+    """The call degraded by ``policy`` when the tightest hard budget has less than
+    ``policy.below`` of its limit left, and what changed (``{}`` when nothing did)."""
+    if policy is None:
+        return call, {}
+    share = remaining_share(balances)
+    if share is None or share >= Decimal(str(policy.below)):
+        return call, {}
+    body, changes = degrade_body(call.endpoint.dialect, call.body, policy)
+    if not changes:
+        return call, {}
+    return prepare_body(call.endpoint, body), changes
 
 
 def upstream_body(call: PreparedCall, admission: Admission, provider: str) -> tuple[bytes, bool]:

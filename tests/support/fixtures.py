@@ -1,4 +1,4 @@
-"""Fixtures: the fake provider and the gateway, each on a real socket."""
+"""Fixtures shared by the suites: the fake provider and the gateway, each on a real socket."""
 
 from __future__ import annotations
 

@@ -1,0 +1,95 @@
+"""Wrapping the official ``openai`` and ``anthropic`` clients.
+
+:func:`wrap` puts a guarded transport in front of the client's own HTTP transport (and of any
+transport mounted for proxies), in place: the client keeps its configuration, timeouts, retries
+and proxies. tokenward's errors are raised through the SDK as subclasses of both the tokenward
+error and the SDK's base error (``openai.OpenAIError`` / ``anthropic.AnthropicError``), which the
+SDKs pass on to the caller unchanged and never retry; ``except tokenward.BudgetExceeded`` catches
+them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, TypeVar
+
+from tokenward.errors import ConfigError
+from tokenward.sdk.transport import GatewayMemory, TransportSettings, transport_classes
+
+__all__ = ["sdk_error", "wrap_client"]
+
+C = TypeVar("C")
+
+
+@functools.cache
+def _mixed(cls: type[Exception], base: type[Exception]) -> type[Exception]:
+    return type(cls.__name__, (cls, base), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
+def sdk_error(exc: Exception, base: type[Exception]) -> Exception:
+    """``exc`` re-typed as a subclass of both its own class and ``base`` (same fields)."""
+    if isinstance(exc, base):
+        return exc
+    mixed = _mixed(type(exc), base)
+    new = mixed.__new__(mixed)
+    new.__dict__.update(exc.__dict__)
+    new.args = exc.args
+    return new
+
+
+def _sdk_base(client: Any) -> type[Exception]:
+    package = type(client).__module__.split(".")[0]
+    if package == "openai":
+        import openai
+
+        return openai.OpenAIError
+    if package == "anthropic":
+        import anthropic
+
+        return anthropic.AnthropicError
+    raise ConfigError(
+        f"tokenward can wrap openai and anthropic clients, not {type(client).__module__}.{type(client).__name__}"
+    )
+
+
+def wrap_client(
+    client: C, *, sync_guard: Any, async_guard: Any, settings: TransportSettings, gateways: GatewayMemory
+) -> C:
+    """Install guarded transports in ``client`` (in place) and return it.
+
+    Raises:
+        ConfigError: not an ``openai``/``anthropic`` client, or one without an httpx client.
+    """
+    base = _sdk_base(client)
+    http = getattr(client, "_client", None)
+    if http is None or not hasattr(http, "_transport"):
+        raise ConfigError(f"{type(client).__name__} has no httpx client tokenward knows how to guard")
+    roots = [k.__module__.split(".")[0] for k in type(http).__mro__]
+    module_name = next((root for root in roots if root in ("httpx", "httpx2")), None)
+    if module_name is None:
+        raise ConfigError(f"{type(client).__name__}'s HTTP client is not an httpx client")
+    module = importlib.import_module(module_name)
+    sync_cls, async_cls = transport_classes_for(module)
+    is_async = isinstance(http, module.AsyncClient)
+    guard = async_guard if is_async else sync_guard
+    cls = async_cls if is_async else sync_cls
+    settings = TransportSettings(
+        degrade=settings.degrade,
+        provider=settings.provider,
+        raise_as=functools.partial(sdk_error, base=base),
+        subject=settings.subject,
+    )
+    if not isinstance(http._transport, cls):
+        http._transport = cls(http._transport, guard, settings, gateways)
+    mounts = getattr(http, "_mounts", {})
+    for pattern, transport in list(mounts.items()):
+        if transport is not None and not isinstance(transport, cls):
+            mounts[pattern] = cls(transport, guard, settings, gateways)
+    return client
+
+
+@functools.cache
+def transport_classes_for(module: Any) -> tuple[type, type]:
+    """The guarded transport classes for an httpx-like module, built once."""
+    return transport_classes(module)

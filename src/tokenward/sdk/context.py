@@ -1,0 +1,92 @@
+"""Attribution contexts: whom the calls made inside a ``with`` block are charged to.
+
+The current attribution lives in a :class:`contextvars.ContextVar`, so it follows the work into
+asyncio tasks on its own (each task starts with a copy of its creator's context). Threads do not
+copy contexts in Python: run work in a thread through :func:`bind` (or
+``contextvars.copy_context().run``) to keep the attribution.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import ParamSpec, TypeVar
+
+from tokenward.core.budgets import Subject
+
+__all__ = ["Attribution", "attributed", "bind", "current"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """The attribution in force.
+
+    Attributes:
+        subject: whom calls are charged to.
+        held_back: a final-answer reserve by meter (tokens, USD) that ordinary calls may not use.
+        final: the calls being made are the final answer: they may use the reserve.
+    """
+
+    subject: Subject = field(default_factory=Subject)
+    held_back: Mapping[str, Decimal] = field(default_factory=dict)
+    final: bool = False
+
+
+_current: contextvars.ContextVar[Attribution] = contextvars.ContextVar(
+    "tokenward_attribution", default=Attribution()
+)
+
+
+def current() -> Attribution:
+    """The attribution in force here."""
+    return _current.get()
+
+
+@contextmanager
+def attributed(
+    *,
+    held_back: Mapping[str, Decimal] | None = None,
+    final: bool | None = None,
+    tags: Mapping[str, str] | None = None,
+    **scopes: str | None,
+) -> Iterator[Attribution]:
+    """Charge the calls made inside the block to a narrower subject.
+
+    Scopes not given keep their outer value; ``tags`` are added to the outer ones.
+    """
+    outer = _current.get()
+    changes = {k: v for k, v in scopes.items() if v is not None}
+    subject = replace(outer.subject, **changes)
+    if tags:
+        subject = replace(subject, tags=tuple(sorted({**dict(outer.subject.tags), **tags}.items())))
+    inner = Attribution(
+        subject=subject,
+        held_back=dict(outer.held_back) | dict(held_back or {}),
+        final=outer.final if final is None else final,
+    )
+    token = _current.set(inner)
+    try:
+        yield inner
+    finally:
+        _current.reset(token)
+
+
+def bind(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` bound to the attribution in force now, for running in another thread::
+
+    executor.submit(tokenward.sdk.bind(work), item)
+    """
+    context = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def bound(*args: P.args, **kwargs: P.kwargs) -> R:
+        return context.copy().run(fn, *args, **kwargs)  # a copy: the same context cannot run twice at once
+
+    return bound

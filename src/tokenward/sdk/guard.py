@@ -1,0 +1,315 @@
+"""``tokenward.Guard``: budgets enforced in-process, where agents run.
+
+::
+
+    guard = tokenward.Guard(ledger="sqlite:///tokenward.db", budgets=["session:total_tokens=50000"])
+    client = guard.wrap(openai.OpenAI())
+    with guard.session("s-1", user="alice", agent="researcher"):
+        client.chat.completions.create(...)          # estimated, clamped, reserved, settled
+        print(guard.budget_note())                   # a line for the agent's system prompt
+
+The same engine and ledger as the gateway (:class:`tokenward.guard.Guard`), plus wrapping of the
+official clients, attribution contexts, a final-answer reserve, degrade policies and threshold
+callbacks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from tokenward.core.budgets import Budget, Subject, parse_budget_spec
+from tokenward.core.decide import Balance
+from tokenward.core.numbers import plain
+from tokenward.core.pricebook import PriceBook
+from tokenward.errors import ConfigError
+from tokenward.guard import AsyncGuard
+from tokenward.guard import Guard as Engine
+from tokenward.guard.flow import GuardSettings
+from tokenward.guard.wire.degrade import Degrade
+from tokenward.ledger import Ledger
+from tokenward.ledger.base import ThreadedAsyncLedger
+from tokenward.sdk.clients import wrap_client
+from tokenward.sdk.context import Attribution, attributed, current
+from tokenward.sdk.thresholds import ThresholdWatcher
+from tokenward.sdk.transport import GatewayMemory, TransportSettings
+
+__all__ = ["Guard", "Session"]
+
+C = TypeVar("C")
+_SESSION_SPEC = re.compile(r"^\s*([a-z_]+)=([^/]+)(?:/(.+))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An open session (or task): its attribution and the budgets made for it.
+
+    Attributes:
+        guard: the guard it belongs to.
+        attribution: whom its calls are charged to.
+        budgets: budgets created for this session (deleted when it ends unless kept).
+    """
+
+    guard: Guard
+    attribution: Attribution
+    budgets: tuple[Budget, ...] = ()
+
+    def remaining(self) -> dict[str, Decimal]:
+        """As :meth:`Guard.remaining`, for this session."""
+        return self.guard.remaining(self.attribution.subject)
+
+    def budget_note(self) -> str:
+        """As :meth:`Guard.budget_note`, for this session."""
+        return self.guard.budget_note(self.attribution.subject)
+
+
+class Guard(Engine):
+    """Budgets for the calls an agent makes through wrapped ``openai``/``anthropic`` clients.
+
+    Args:
+        ledger: a ledger or its URL (default ``sqlite:///tokenward.db``).
+        budgets: budgets to create or replace now: :class:`~tokenward.Budget` objects or specs
+            like ``"session:total_tokens=50000"`` or ``"user=alice:cost_usd=5/day"``.
+        prices: the price book (default: the pinned genai-prices table).
+        settings: output bounds and reservation lifetime.
+        degrade: a degrade policy (cheaper model, less reasoning when budgets run low).
+        observers: watchers of every admission, denial and settled event.
+        **subject: default attribution for calls made outside any session (``user``,
+            ``project``, ``team``, ``org``, ``key``, ``agent``).
+
+    Raises:
+        ConfigError: a malformed budget spec or ledger URL.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | str | None = None,
+        *,
+        budgets: Iterable[Budget | str] = (),
+        prices: PriceBook | None = None,
+        settings: GuardSettings | None = None,
+        degrade: Degrade | None = None,
+        observers: Sequence[object] = (),
+        **subject: str,
+    ) -> None:
+        super().__init__(ledger, prices=prices, settings=settings, observers=observers)
+        self.defaults = Subject(**subject)
+        self.degrade = degrade
+        self.gateways = GatewayMemory()
+        self._aio: AsyncGuard | None = None
+        for budget in budgets:
+            self.ledger.put_budget(parse_budget_spec(budget) if isinstance(budget, str) else budget)
+
+    @property
+    def aio(self) -> AsyncGuard:
+        """The async twin, on the same ledger, prices, settings and observers."""
+        if self._aio is None:
+            self._aio = AsyncGuard(
+                ThreadedAsyncLedger(self.ledger), prices=self.prices, settings=self.settings
+            )  # type: ignore[arg-type]
+            self._aio.observers = self.observers
+        return self._aio
+
+    def subject(self, override: Subject | None = None) -> Subject:
+        """Whom a call made here is charged to: the attribution in force over the defaults."""
+        inner = override or current().subject
+        merged = {
+            scope: inner.value(scope) or self.defaults.value(scope)
+            for scope in ("org", "project", "team", "user", "key", "agent", "session", "task")
+        }
+        tags = dict(self.defaults.tags) | dict(inner.tags)
+        return Subject(**{k: v for k, v in merged.items() if v}, tags=tuple(sorted(tags.items())))
+
+    def wrap(self, client: C, *, provider: str | None = None) -> C:
+        """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` or
+        ``anthropic.Anthropic``/``AsyncAnthropic`` client (chat completions and Messages, streamed
+        or not). The client is changed in place and returned.
+
+        A denial raises :class:`~tokenward.errors.BudgetExceeded` out of the SDK call. A stream cut
+        off at its hold ends as the provider ends a length-limited one (``finish_reason:
+        "length"`` / ``stop_reason: "max_tokens"``), and its last chunk carries
+        ``tokenward={"cut_off": True, "reason": "budget"}``; a non-streamed answer whose output
+        bound a budget lowered carries ``tokenward={"clamped_by": <budget>, "max_output_tokens": n}``.
+
+        Args:
+            client: the client.
+            provider: provider kind for price lookups when the host does not tell
+                (``openai``, ``anthropic``, ``google``...).
+
+        Raises:
+            ConfigError: not a client tokenward can wrap.
+        """
+        settings = TransportSettings(degrade=self.degrade, provider=provider, subject=self.subject)
+        return wrap_client(
+            client, sync_guard=self, async_guard=self.aio, settings=settings, gateways=self.gateways
+        )
+
+    @contextmanager
+    def session(
+        self,
+        session_id: str,
+        *,
+        budget: Budget | str | Iterable[Budget | str] | None = None,
+        reserve: Mapping[str, Decimal | int | str] | None = None,
+        keep_budget: bool = False,
+        tags: Mapping[str, str] | None = None,
+        **scopes: str | None,
+    ) -> Iterator[Session]:
+        """Charge the calls made inside the block to session ``session_id``.
+
+        Args:
+            session_id: the session.
+            budget: budgets for this session alone: ``"total_tokens=50000"``,
+                ``"cost_usd=0.50/day"``, a :class:`~tokenward.Budget`, or several.
+            reserve: a final-answer reserve by meter (``{"total_tokens": 2000}``): ordinary calls
+                may not use it; calls inside :meth:`final_answer` may.
+            keep_budget: keep the session's budgets when the block ends (default: delete them;
+                their spend stays in the ledger).
+            tags: free-form tags added to the attribution.
+            **scopes: ``user``, ``agent``, ``task``, ``project``, ``team``, ``org``.
+
+        Raises:
+            ConfigError: a malformed budget spec or reserve.
+        """
+        with self._scope("session", session_id, budget, reserve, keep_budget, tags, scopes) as session:
+            yield session
+
+    @contextmanager
+    def task(
+        self,
+        task_id: str,
+        *,
+        budget: Budget | str | Iterable[Budget | str] | None = None,
+        reserve: Mapping[str, Decimal | int | str] | None = None,
+        keep_budget: bool = False,
+        tags: Mapping[str, str] | None = None,
+        **scopes: str | None,
+    ) -> Iterator[Session]:
+        """As :meth:`session`, for a task (nested in a session or not)."""
+        with self._scope("task", task_id, budget, reserve, keep_budget, tags, scopes) as session:
+            yield session
+
+    @contextmanager
+    def final_answer(self) -> Iterator[None]:
+        """Calls made inside the block may use the final-answer reserve."""
+        with attributed(final=True):
+            yield
+
+    @contextmanager
+    def _scope(
+        self,
+        scope: str,
+        value: str,
+        budget: Budget | str | Iterable[Budget | str] | None,
+        reserve: Mapping[str, Decimal | int | str] | None,
+        keep_budget: bool,
+        tags: Mapping[str, str] | None,
+        scopes: Mapping[str, str | None],
+    ) -> Iterator[Session]:
+        made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
+        for b in made:
+            self.ledger.put_budget(b)
+        held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
+        try:
+            with attributed(held_back=held, tags=tags, **{**scopes, scope: value}) as attribution:
+                yield Session(self, attribution, made)
+        finally:
+            if not keep_budget:
+                for b in made:
+                    self.ledger.delete_budget(b.name)
+
+    @staticmethod
+    def _scoped_budget(scope: str, value: str, spec: Budget | str) -> Budget:
+        if isinstance(spec, Budget):
+            return replace(spec, scope=scope, subject_id=value)
+        match = _SESSION_SPEC.match(spec)
+        if not match:
+            raise ConfigError(f"budget {spec!r}: expected METER=LIMIT[/WINDOW], e.g. total_tokens=50000")
+        meter, limit, window = match.groups()
+        name = f"{scope}={value}:{meter}"
+        return Budget.from_dict(
+            {"name": name, "scope": scope, "id": value, "meter": meter, "limit": limit, "window": window}
+        )
+
+    def balances(self, subject: Subject | None = None) -> list[Balance]:
+        """Every budget instance that applies to ``subject`` (default: the attribution in force)."""
+        return self.ledger.balances(self.subject(subject))
+
+    def remaining(self, subject: Subject | None = None) -> dict[str, Decimal]:
+        """What is left, by meter: the least room of any hard budget of that meter (tokens, USD,
+        calls), never negative; the final-answer reserve is not counted as room unless inside
+        :meth:`final_answer`."""
+        attribution = current()
+        held = {} if attribution.final else attribution.held_back
+        out: dict[str, Decimal] = {}
+        for balance in self.balances(subject):
+            if balance.budget.mode != "hard":
+                continue
+            meter = balance.budget.meter
+            room = max(Decimal(0), balance.remaining - Decimal(held.get(meter, 0)))
+            out[meter] = min(out.get(meter, room), room)
+        return out
+
+    def budget_note(self, subject: Subject | None = None) -> str:
+        """A short note on what is left, for an agent's system prompt, so it can plan within its
+        means (one sentence per budget, tightest first)."""
+        attribution = current()
+        balances = [b for b in self.balances(subject) if b.budget.mode == "hard" and b.budget.limit > 0]
+        if not balances:
+            return "No budget limits this work."
+        balances.sort(key=lambda b: b.remaining / b.budget.limit)
+        lines = []
+        for b in balances:
+            left = max(Decimal(0), b.remaining)
+            share = int(left * 100 / b.budget.limit)
+            unit = _UNITS.get(b.budget.meter, b.budget.meter)
+            if b.budget.meter == "cost_usd":
+                amount = f"${plain(left.quantize(Decimal('0.000001') if left < 1 else Decimal('0.01')))}"
+                limit = f"${plain(b.budget.limit)}"
+            else:
+                amount, limit = f"{int(left):,}", f"{int(b.budget.limit):,} {unit}"
+            reset = f", resets {b.reset_at:%Y-%m-%d %H:%M} UTC" if b.reset_at else ""
+            lines.append(f"{amount} of {limit} left for this {b.budget.scope} ({share}%{reset}).")
+        reserve = attribution.held_back
+        if reserve and not attribution.final:
+            kept = ", ".join(f"{plain(Decimal(v))} {_UNITS.get(m, m)}" for m, v in reserve.items())
+            lines.append(f"{kept} are kept for your final answer.")
+        lines.append(
+            "Plan your remaining steps to finish within this budget; when it runs low, give your best final answer."
+        )
+        return "Budget: " + " ".join(lines)
+
+    def on_threshold(
+        self,
+        callback: Callable[..., Any],
+        *,
+        thresholds: Sequence[float | Decimal | str] = ("0.5", "0.8", "1"),
+    ) -> None:
+        """Call ``callback(crossing)`` (a plain or ``async`` function) once per budget, window and
+        threshold when spend crosses a share of a budget's limit (see
+        :class:`~tokenward.sdk.thresholds.Crossing`)."""
+        watcher = next((o for o in self.observers.items if isinstance(o, ThresholdWatcher)), None)
+        if watcher is None:
+            watcher = ThresholdWatcher(self.ledger)
+            self.observers.add(watcher)
+        watcher.subscribe(callback, [Decimal(str(t)) for t in thresholds])
+
+
+_UNITS = {
+    "total_tokens": "tokens",
+    "input_tokens": "input tokens",
+    "output_tokens": "output tokens",
+    "requests": "calls",
+}
+
+
+def _as_list(budget: Budget | str | Iterable[Budget | str] | None) -> list[Budget | str]:
+    if budget is None:
+        return []
+    if isinstance(budget, (Budget, str)):
+        return [budget]
+    return list(budget)

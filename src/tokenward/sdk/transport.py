@@ -1,0 +1,456 @@
+"""Guarded HTTP transports: where a wrapped ``openai``/``anthropic`` client's calls are enforced.
+
+Both SDKs send every API call through an ``httpx`` (or ``httpx2``) transport. tokenward puts its
+own transport in front of the client's: calls to usage-producing endpoints are estimated,
+admitted (or refused with :class:`~tokenward.errors.BudgetExceeded`), sent with the clamped output
+bound, relayed (streams are cut off cleanly at the hold) and settled; every other request passes
+through untouched. One transport class serves both ``httpx`` generations, built per module.
+
+When the client's base URL is a tokenward gateway (its answers carry ``x-tokenward-gateway``),
+the transport sends the attribution as ``x-tokenward-*`` headers and leaves enforcement and
+charging to the gateway, so a call is never charged twice; a gateway's budget denial is raised as
+:class:`~tokenward.errors.BudgetExceeded` like a local one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from tokenward.core.budgets import Subject
+from tokenward.errors import BudgetExceeded, ValidationError
+from tokenward.guard import Admission, AsyncGuard, Guard, Outcome
+from tokenward.guard.wire.degrade import Degrade
+from tokenward.guard.wire.endpoints import AnthropicMessages, Endpoint, OpenAIChat
+from tokenward.guard.wire.exchange import (
+    PreparedCall,
+    StreamRelay,
+    degraded,
+    json_outcome,
+    prepare,
+    upstream_body,
+)
+from tokenward.sdk.context import current
+
+__all__ = ["GatewayMemory", "TransportSettings", "endpoint_for", "transport_classes"]
+
+log = logging.getLogger("tokenward.sdk")
+
+_ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
+    ("/chat/completions", OpenAIChat()),
+    ("/messages", AnthropicMessages()),
+)
+_KNOWN_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic"}
+_DROP_RESPONSE_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
+
+
+def endpoint_for(method: str, path: str) -> Endpoint | None:
+    """The guarded endpoint a request goes to, or None for anything else."""
+    if method.upper() != "POST":
+        return None
+    path = path.rstrip("/")
+    return next((endpoint for suffix, endpoint in _ENDPOINTS if path.endswith(suffix)), None)
+
+
+@dataclass
+class GatewayMemory:
+    """Which hosts turned out to be tokenward gateways (told by the ``x-tokenward-gateway``
+    header), so calls to them are charged by the gateway alone."""
+
+    hosts: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """What a guarded transport needs besides the guard.
+
+    Attributes:
+        degrade: the degrade policy, or None.
+        provider: the provider kind for price lookups (``openai``, ``anthropic``); by default
+            taken from the host (``api.openai.com``...).
+        raise_as: wraps a tokenward error in the SDK's own error type, so the SDK passes it to the
+            caller unchanged (see :mod:`tokenward.sdk.clients`).
+        subject: whom the call in progress is charged to (the attribution context over the
+            guard's defaults).
+    """
+
+    degrade: Degrade | None = None
+    provider: str | None = None
+    raise_as: Callable[[Exception], Exception] = field(default=lambda exc: exc)
+    subject: Callable[[], Subject] = field(default=lambda: current().subject)
+
+
+def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
+    if settings.provider:
+        return settings.provider
+    return _KNOWN_HOSTS.get(
+        host, "anthropic" if endpoint.dialect == "anthropic-messages" else "openai-compatible"
+    )
+
+
+def _attribution_headers() -> dict[str, str]:
+    subject = current().subject
+    headers = {
+        f"x-tokenward-{scope}": value
+        for scope in ("session", "agent", "task")
+        if (value := subject.value(scope))
+    }
+    if subject.user:
+        headers["x-tokenward-user"] = subject.user
+    return headers
+
+
+def _gateway_denial(status: int, content: bytes) -> BudgetExceeded | None:
+    """A gateway's 402/429 budget answer as the exception it stands for."""
+    if status not in (402, 429):
+        return None
+    try:
+        error = json.loads(content).get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    fields = error.get("budget") if isinstance(error, dict) else None
+    if not isinstance(fields, dict) or "limit" not in fields:
+        return None
+    from datetime import datetime
+
+    reset = fields.get("reset_at")
+    return BudgetExceeded(
+        budget=str(fields.get("budget")),
+        scope=str(fields.get("scope")),
+        subject_id=fields.get("subject_id"),
+        meter=str(fields.get("meter")),
+        limit=Decimal(str(fields["limit"])),
+        used=Decimal(str(fields.get("used", 0))),
+        held=Decimal(str(fields.get("held", 0))),
+        requested=Decimal(str(fields.get("requested", 0))),
+        reset_at=datetime.fromisoformat(reset.replace("Z", "+00:00")) if isinstance(reset, str) else None,
+    )
+
+
+def _annotated(content: bytes, admission: Admission, extra: dict[str, Any]) -> bytes:
+    """A JSON answer with a ``tokenward`` field when a budget clamped or degraded the call, so the
+    SDK's result object says so (``completion.tokenward``)."""
+    clamped = admission.decision.clamped_by
+    if not clamped and not extra:
+        return content
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return content
+    if not isinstance(data, dict):
+        return content
+    note: dict[str, Any] = dict(extra)
+    if clamped:
+        note |= {"clamped_by": clamped, "max_output_tokens": admission.decision.output_tokens}
+    data["tokenward"] = note
+    return json.dumps(data).encode()
+
+
+def _plan(guard: Guard | AsyncGuard, call: PreparedCall, provider: str) -> Any:
+    attribution = current()
+    plan = call.plan(guard.prices, guard.settings, provider)
+    if attribution.held_back and not attribution.final:
+        plan = replace(plan, held_back=dict(attribution.held_back))
+    return plan
+
+
+def transport_classes(module: Any) -> tuple[type, type]:
+    """(sync transport class, async transport class) for an ``httpx``-like module (``httpx`` or
+    ``httpx2``), subclassing its ``BaseTransport`` / ``AsyncBaseTransport``."""
+
+    class RelayedStream(module.SyncByteStream):  # type: ignore[misc,name-defined]
+        """The client's view of a guarded stream: relayed bytes; settled once however it ends."""
+
+        def __init__(self, response: Any, relay: StreamRelay, settle: Callable[[Outcome], None]) -> None:
+            self.response, self.relay, self._settle = response, relay, settle
+            self.settled = False
+
+        def _finish(self) -> None:
+            if not self.settled:
+                self.settled = True
+                self.response.close()
+                self._settle(self.relay.outcome())
+
+        def __iter__(self) -> Iterator[bytes]:
+            relay = self.relay
+            try:
+                try:
+                    for chunk in self.response.iter_bytes():
+                        yield from relay.feed(chunk)
+                        if relay.done:
+                            break
+                    else:
+                        yield from relay.upstream_ended()
+                except module.HTTPError as exc:
+                    relay.upstream_failed(type(exc).__name__)
+            except GeneratorExit:
+                relay.client_gone()
+                raise
+            finally:
+                self._finish()
+            yield from relay.tail
+
+        def close(self) -> None:
+            if not self.settled:
+                self.relay.client_gone()
+            self._finish()
+
+    class AsyncRelayedStream(module.AsyncByteStream):  # type: ignore[misc,name-defined]
+        """The async twin of ``RelayedStream``."""
+
+        def __init__(self, response: Any, relay: StreamRelay, settle: Callable[[Outcome], Any]) -> None:
+            self.response, self.relay, self._settle = response, relay, settle
+            self.settled = False
+
+        async def _finish(self) -> None:
+            if not self.settled:
+                self.settled = True
+                await self.response.aclose()
+                await self._settle(self.relay.outcome())
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            relay = self.relay
+            try:
+                try:
+                    async for chunk in self.response.aiter_bytes():
+                        for data in relay.feed(chunk):
+                            yield data
+                        if relay.done:
+                            break
+                    else:
+                        for data in relay.upstream_ended():
+                            yield data
+                except module.HTTPError as exc:
+                    relay.upstream_failed(type(exc).__name__)
+            except GeneratorExit:
+                relay.client_gone()
+                raise
+            finally:
+                await self._finish()
+            for data in relay.tail:
+                yield data
+
+        async def aclose(self) -> None:
+            if not self.settled:
+                self.relay.client_gone()
+            await self._finish()
+
+    def rebuilt(request: Any, content: bytes | None = None, extra: dict[str, str] | None = None) -> Any:
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+        headers += list((extra or {}).items())
+        return module.Request(
+            request.method,
+            request.url,
+            headers=headers,
+            content=request.content if content is None else content,
+            extensions=request.extensions,
+        )
+
+    def answer(response: Any, *, content: bytes | None = None, stream: Any = None) -> Any:
+        headers = [
+            (k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROP_RESPONSE_HEADERS
+        ]
+        if stream is not None:
+            return module.Response(
+                response.status_code, headers=headers, stream=stream, extensions=response.extensions
+            )
+        return module.Response(
+            response.status_code, headers=headers, content=content, extensions=response.extensions
+        )
+
+    class Base:
+        def __init__(
+            self, inner: Any, guard: Any, settings: TransportSettings, gateways: GatewayMemory
+        ) -> None:
+            self.inner, self.guard, self.settings, self.gateways = inner, guard, settings, gateways
+
+        def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall] | None:
+            endpoint = endpoint_for(request.method, request.url.path)
+            if endpoint is None or request.url.host in self.gateways.hosts:
+                return None
+            try:
+                return endpoint, prepare(endpoint, request.content)
+            except ValidationError as exc:
+                log.warning(
+                    "not guarding a request tokenward cannot read (%s); the provider will judge it", exc
+                )
+                return None
+
+        def _gateway_answer(self, request: Any, response: Any, content: bytes | None) -> Any:
+            """Note a gateway host; raise its budget denial as ours."""
+            if "x-tokenward-gateway" in response.headers:
+                self.gateways.hosts.add(request.url.host)
+            if content is not None and "x-tokenward-gateway" in response.headers:
+                denial = _gateway_denial(response.status_code, content)
+                if denial is not None:
+                    raise self.settings.raise_as(denial)
+
+    class GuardedTransport(Base, module.BaseTransport):  # type: ignore[misc,name-defined]
+        """A sync transport that enforces the guard's budgets on LLM API calls."""
+
+        def handle_request(self, request: Any) -> Any:
+            request.read()
+            prepared = self._prepare(request)
+            if prepared is None:
+                return self._passthrough(request)
+            endpoint, call = prepared
+            provider = _provider(self.settings, request.url.host, endpoint)
+            changes: dict[str, Any] = {}
+            if self.settings.degrade is not None:
+                call, changes = degraded(
+                    call, self.guard.ledger.balances(self.settings.subject()), self.settings.degrade
+                )
+            try:
+                admission = self.guard.admit(
+                    self.settings.subject(),
+                    _plan(self.guard, call, provider),
+                    endpoint=endpoint.dialect,
+                    provider=provider,
+                )
+            except Exception as exc:
+                if type(exc).__module__.startswith("tokenward"):
+                    raise self.settings.raise_as(exc) from None
+                raise
+            content, wants_usage = upstream_body(call, admission, provider)
+            extra = {"degraded": changes} if changes else {}
+            try:
+                response = self.inner.handle_request(rebuilt(request, content, _attribution_headers()))
+            except BaseException:
+                self.guard.settle(admission, Outcome(None, status="upstream_error", metadata=extra))
+                raise
+            return self._respond(request, call, admission, response, wants_usage, extra)
+
+        def _passthrough(self, request: Any) -> Any:
+            response = self.inner.handle_request(rebuilt(request, None, _attribution_headers()))
+            if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):
+                content = response.read()
+                self._gateway_answer(request, response, content)
+                return answer(response, content=content)
+            self._gateway_answer(request, response, None)
+            return response
+
+        def _respond(
+            self,
+            request: Any,
+            call: PreparedCall,
+            admission: Admission,
+            response: Any,
+            wants_usage: bool,
+            extra: dict[str, Any],
+        ) -> Any:
+            if "x-tokenward-gateway" in response.headers:
+                self.guard.release(admission)  # the gateway charges this call
+                content = response.read()
+                self._gateway_answer(request, response, content)
+                return answer(response, content=content)
+            if response.status_code >= 400:
+                content = response.read()
+                self.guard.settle(
+                    admission,
+                    Outcome(
+                        None, status="upstream_error", metadata={"http_status": response.status_code, **extra}
+                    ),
+                )
+                return answer(response, content=content)
+            if not call.stream:
+                content = response.read()
+                outcome = json_outcome(call.endpoint, content, call.estimate.encoding)
+                self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                return answer(response, content=_annotated(content, admission, extra))
+            relay = StreamRelay(call, admission, wants_usage)
+            settle = lambda outcome: self.guard.settle(
+                admission, replace(outcome, metadata={**outcome.metadata, **extra})
+            )  # noqa: E731
+            return answer(response, stream=RelayedStream(response, relay, settle))
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class AsyncGuardedTransport(Base, module.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        """The async twin of ``GuardedTransport``."""
+
+        async def handle_async_request(self, request: Any) -> Any:
+            await request.aread()
+            prepared = self._prepare(request)
+            if prepared is None:
+                return await self._passthrough(request)
+            endpoint, call = prepared
+            provider = _provider(self.settings, request.url.host, endpoint)
+            changes: dict[str, Any] = {}
+            if self.settings.degrade is not None:
+                balances = await self.guard.ledger.balances(self.settings.subject())
+                call, changes = degraded(call, balances, self.settings.degrade)
+            try:
+                admission = await self.guard.admit(
+                    self.settings.subject(),
+                    _plan(self.guard, call, provider),
+                    endpoint=endpoint.dialect,
+                    provider=provider,
+                )
+            except Exception as exc:
+                if type(exc).__module__.startswith("tokenward"):
+                    raise self.settings.raise_as(exc) from None
+                raise
+            content, wants_usage = upstream_body(call, admission, provider)
+            extra = {"degraded": changes} if changes else {}
+            try:
+                response = await self.inner.handle_async_request(
+                    rebuilt(request, content, _attribution_headers())
+                )
+            except BaseException:
+                await self.guard.settle(admission, Outcome(None, status="upstream_error", metadata=extra))
+                raise
+            return await self._respond(request, call, admission, response, wants_usage, extra)
+
+        async def _passthrough(self, request: Any) -> Any:
+            response = await self.inner.handle_async_request(rebuilt(request, None, _attribution_headers()))
+            if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):
+                content = await response.aread()
+                self._gateway_answer(request, response, content)
+                return answer(response, content=content)
+            self._gateway_answer(request, response, None)
+            return response
+
+        async def _respond(
+            self,
+            request: Any,
+            call: PreparedCall,
+            admission: Admission,
+            response: Any,
+            wants_usage: bool,
+            extra: dict[str, Any],
+        ) -> Any:
+            if "x-tokenward-gateway" in response.headers:
+                await self.guard.release(admission)
+                content = await response.aread()
+                self._gateway_answer(request, response, content)
+                return answer(response, content=content)
+            if response.status_code >= 400:
+                content = await response.aread()
+                await self.guard.settle(
+                    admission,
+                    Outcome(
+                        None, status="upstream_error", metadata={"http_status": response.status_code, **extra}
+                    ),
+                )
+                return answer(response, content=content)
+            if not call.stream:
+                content = await response.aread()
+                outcome = json_outcome(call.endpoint, content, call.estimate.encoding)
+                await self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                return answer(response, content=_annotated(content, admission, extra))
+            relay = StreamRelay(call, admission, wants_usage)
+
+            async def settle(outcome: Outcome) -> None:
+                await self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+
+            return answer(response, stream=AsyncRelayedStream(response, relay, settle))
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    return GuardedTransport, AsyncGuardedTransport

@@ -1,0 +1,228 @@
+"""The official ``openai`` and ``anthropic`` clients, wrapped by ``tokenward.Guard``, against the
+fake provider on a real socket: sync and async, streamed and not.
+
+Expected counts come from the fake provider's documented rules (replies are ``hello`` repeated,
+k words = k tokens; prompts count ``\\w+|[^\\w\\s]`` pieces plus 4 per message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+
+import tokenward
+from tests.support.fixtures import UPSTREAM_KEY
+from tokenward.core.budgets import Subject
+
+HELLO_20 = " ".join(["hello"] * 20)
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+FAKE_PROMPT = 6
+
+
+@pytest.fixture
+def guard() -> tokenward.Guard:
+    return tokenward.Guard("memory://", project="demo")
+
+
+def oai(fake, guard: tokenward.Guard) -> openai.OpenAI:
+    return guard.wrap(openai.OpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1", max_retries=0))
+
+
+def test_openai_sync_json_and_stream_are_recorded(fake, guard) -> None:
+    client = oai(fake, guard)
+    with guard.session("s-1", user="alice", agent="writer"):
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    assert reply.choices[0].message.content == HELLO_20
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == HELLO_20
+    assert all(c.usage is None for c in chunks)  # usage was requested upstream, not by this client
+    events = guard.ledger.events()
+    assert [(e.usage.input_tokens, e.usage.output_tokens) for e in events] == [(FAKE_PROMPT, 20)] * 2
+    assert all(e.usage.complete for e in events)
+    assert events[0].subject == Subject(project="demo", user="alice", agent="writer", session="s-1")
+
+
+def test_openai_async_json_and_stream(fake, guard) -> None:
+    client = guard.wrap(openai.AsyncOpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1", max_retries=0))
+
+    async def main() -> tuple[str, str]:
+        with guard.session("s-async"):
+            reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        return reply.choices[0].message.content, text
+
+    json_text, stream_text = asyncio.run(main())
+    assert json_text == stream_text == HELLO_20
+    events = guard.ledger.events(subject=Subject(session="s-async"))
+    assert len(events) == 2 and all(e.usage.output_tokens == 20 for e in events)
+
+
+def test_anthropic_sync_and_async(fake, guard) -> None:
+    sync = guard.wrap(anthropic.Anthropic(api_key=UPSTREAM_KEY, base_url=fake.url, max_retries=0))
+    aio = guard.wrap(anthropic.AsyncAnthropic(api_key=UPSTREAM_KEY, base_url=fake.url, max_retries=0))
+    with guard.session("s-claude"):
+        message = sync.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
+        with sync.messages.stream(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES) as stream:
+            streamed = "".join(stream.text_stream)
+
+        async def main() -> str:
+            reply = await aio.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
+            return reply.content[0].text
+
+        async_text = asyncio.run(main())
+    assert message.content[0].text == streamed == async_text == HELLO_20
+    events = guard.ledger.events(subject=Subject(session="s-claude"))
+    assert len(events) == 3
+    assert all((e.usage.input_tokens, e.usage.output_tokens) == (FAKE_PROMPT, 20) for e in events)
+
+
+def test_a_denial_raises_budget_exceeded_without_retries(fake) -> None:
+    guard = tokenward.Guard("memory://", budgets=["session:total_tokens=40"])
+    client = guard.wrap(openai.OpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1", max_retries=3))
+    with guard.session("s-deny"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26 tokens
+        with pytest.raises(tokenward.BudgetExceeded) as denied:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert isinstance(denied.value, openai.OpenAIError)
+    assert denied.value.budget == "session:total_tokens=40" and denied.value.limit == 40
+    assert denied.value.used == 26
+    assert len(guard.ledger.events()) == 1
+
+
+def test_anthropic_denial_is_not_wrapped_as_a_connection_error(fake) -> None:
+    guard = tokenward.Guard("memory://", budgets=["session:total_tokens=10"])
+    client = guard.wrap(anthropic.Anthropic(api_key=UPSTREAM_KEY, base_url=fake.url, max_retries=2))
+    with guard.session("s"), pytest.raises(tokenward.BudgetExceeded) as denied:
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
+    assert isinstance(denied.value, anthropic.AnthropicError)
+    assert not isinstance(denied.value, anthropic.APIConnectionError)
+
+
+def test_a_stream_cut_at_its_hold_ends_cleanly_and_says_so(fake) -> None:
+    guard = tokenward.Guard("memory://")
+    client = oai(fake, guard)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_tokens=9,
+        stream=True,
+        extra_body={"fake": {"ignore_max_tokens": True, "reply_tokens": 100}},
+    )
+    chunks = list(stream)  # no exception after the text
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == " ".join(["hello"] * 9)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-1].tokenward == {"cut_off": True, "reason": "budget"}
+    (event,) = guard.ledger.events()
+    assert event.status == "cut_off" and event.usage.output_tokens == 9
+
+
+def test_a_clamped_answer_names_the_budget(fake) -> None:
+    guard = tokenward.Guard("memory://", budgets=["session:total_tokens=30"])
+    client = oai(fake, guard)
+    with guard.session("s-clamp"):
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=100)
+    # room 30 - our prompt estimate 9 = 21 output tokens at most; the fake answers 20
+    assert reply.tokenward == {"clamped_by": "session:total_tokens=30", "max_output_tokens": 21}
+
+
+def test_final_answer_reserve(fake) -> None:
+    guard = tokenward.Guard("memory://")
+    client = oai(fake, guard)
+    with guard.session("s-final", budget="total_tokens=100", reserve={"total_tokens": 40}):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 52
+        assert guard.remaining() == {"total_tokens": 100 - 52 - 40}
+        with pytest.raises(tokenward.BudgetExceeded):  # 8 left outside the reserve: under the minimum output
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+        with guard.final_answer():
+            final = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+        assert final.choices[0].message.content == HELLO_20
+        assert "40 tokens are kept for your final answer" in guard.budget_note()
+    assert (
+        guard.ledger.get_budget("session=s-final:total_tokens") is None
+    )  # the session's budget ended with it
+
+
+def test_budget_note_and_remaining(fake) -> None:
+    guard = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=0.01/day"])
+    client = oai(fake, guard)
+    with guard.session("s-note", user="alice", budget="total_tokens=1000"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        left = guard.remaining()
+        note = guard.budget_note()
+    assert left["total_tokens"] == 1000 - 26
+    # gpt-4o-mini at $0.15 / $0.60 per 1M tokens: 6 x 0.15 + 20 x 0.60 = 12.9 micro-dollars
+    assert left["cost_usd"] == Decimal("0.01") - Decimal("0.0000129")
+    assert note.startswith("Budget: 974 of 1,000 tokens left for this session (97%).")
+    assert "$0.009987 of $0.01 left for this user (99%, resets" in note
+
+
+def test_degrade_switches_to_the_cheaper_model_when_the_budget_runs_low(fake) -> None:
+    policy = tokenward.Degrade(below="0.5", models={"gpt-4o": "gpt-4o-mini"})
+    guard = tokenward.Guard("memory://", degrade=policy)
+    client = oai(fake, guard)
+    with guard.session("s-degrade", budget="total_tokens=100"):
+        first = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
+        second = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
+        third = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
+    assert [first.model, second.model, third.model] == [
+        "gpt-4o",
+        "gpt-4o",
+        "gpt-4o-mini",
+    ]  # 48 % left at the third
+    assert third.tokenward["degraded"] == {"model": "gpt-4o-mini"}
+    assert guard.ledger.events()[-1].metadata["degraded"] == {"model": "gpt-4o-mini"}
+
+
+def test_threshold_callbacks_sync_and_async(fake) -> None:
+    guard = tokenward.Guard("memory://", budgets=["session:total_tokens=100"])
+    client = oai(fake, guard)
+    seen: list[tuple[str, str]] = []
+    guard.on_threshold(lambda c: seen.append(("sync", str(c.threshold))), thresholds=["0.5", "0.8"])
+
+    async def note(crossing) -> None:
+        seen.append(("async", str(crossing.threshold)))
+
+    guard.on_threshold(note, thresholds=["0.5"])
+    with guard.session("s-th"):
+        for _ in range(3):
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, max_tokens=20
+            )  # 26, 52, 78
+    assert seen == [("sync", "0.5"), ("async", "0.5")]
+    with guard.session("s-th"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)  # 78 + 11 = 89
+    assert seen[-1] == ("sync", "0.8") and len(seen) == 3
+
+
+def test_attribution_follows_asyncio_tasks_and_bound_threads(fake, guard) -> None:
+    import concurrent.futures
+
+    client = oai(fake, guard)
+    with guard.session("s-outer", user="alice"), guard.task("t-1"):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            pool.submit(
+                tokenward.sdk.bind(client.chat.completions.create), model="gpt-4o-mini", messages=MESSAGES
+            ).result()
+
+        aio = guard.wrap(openai.AsyncOpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1", max_retries=0))
+
+        async def main() -> None:
+            await asyncio.gather(
+                *(aio.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES) for _ in range(3))
+            )
+
+        asyncio.run(main())
+    events = guard.ledger.events()
+    assert len(events) == 4
+    assert {(e.subject.session, e.subject.task, e.subject.user) for e in events} == {
+        ("s-outer", "t-1", "alice")
+    }
