@@ -24,8 +24,8 @@ from tokenward.errors import (
     ValidationError,
 )
 from tokenward.guard import AsyncGuard
-from tokenward.sdk import Degrade, Guard, Session
 from tokenward.ledger import open_async_ledger, open_ledger
+from tokenward.sdk import Degrade, Guard, Session
 
 try:
     __version__ = version("tokenward")
@@ -47,8 +47,8 @@ __all__ = [
     "MissingDependency",
     "Price",
     "PriceBook",
-    "Subject",
     "Session",
+    "Subject",
     "SystemClock",
     "TokenwardError",
     "UnpricedCall",

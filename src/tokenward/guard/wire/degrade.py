@@ -89,8 +89,12 @@ def degrade_body(
                 out["reasoning"] = reasoning
     elif dialect == "anthropic-messages" and policy.thinking_budget_tokens is not None:
         thinking = out.get("thinking")
-        if isinstance(thinking, Mapping) and isinstance(thinking.get("budget_tokens"), int):
-            if thinking["budget_tokens"] > policy.thinking_budget_tokens:
-                out["thinking"] = {**thinking, "budget_tokens": policy.thinking_budget_tokens}
-                changes["thinking.budget_tokens"] = policy.thinking_budget_tokens
+        budget = thinking.get("budget_tokens") if isinstance(thinking, Mapping) else None
+        if (
+            isinstance(thinking, Mapping)
+            and isinstance(budget, int)
+            and budget > policy.thinking_budget_tokens
+        ):
+            out["thinking"] = {**thinking, "budget_tokens": policy.thinking_budget_tokens}
+            changes["thinking.budget_tokens"] = policy.thinking_budget_tokens
     return out, changes
