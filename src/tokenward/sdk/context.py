@@ -39,9 +39,8 @@ class Attribution:
     final: bool = False
 
 
-_current: contextvars.ContextVar[Attribution] = contextvars.ContextVar(
-    "tokenward_attribution", default=Attribution()
-)
+_NONE = Attribution()  # frozen, so safe to share as the default
+_current: contextvars.ContextVar[Attribution] = contextvars.ContextVar("tokenward_attribution", default=_NONE)
 
 
 def current() -> Attribution:

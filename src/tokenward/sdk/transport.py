@@ -362,9 +362,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
                 return answer(response, content=_annotated(content, admission, extra))
             relay = StreamRelay(call, admission, wants_usage)
-            settle = lambda outcome: self.guard.settle(
-                admission, replace(outcome, metadata={**outcome.metadata, **extra})
-            )  # noqa: E731
+
+            def settle(outcome: Outcome) -> None:
+                self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+
             return answer(response, stream=RelayedStream(response, relay, settle))
 
         def close(self) -> None:
