@@ -241,7 +241,9 @@ class _Exchange:
                 async for chunk in response.aiter_bytes():
                     for data in relay.feed(chunk):
                         yield data
-                    if relay.done:
+                    if (
+                        relay.done and relay.status != "ok"
+                    ):  # a finished stream is read to its end, so its connection is reused
                         break
                 else:
                     for data in relay.upstream_ended():

@@ -23,16 +23,20 @@ C = TypeVar("C")
 
 
 @functools.cache
-def _mixed(cls: type[Exception], base: type[Exception]) -> type[Exception]:
-    return type(cls.__name__, (cls, base), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+def _mixed(cls: type[Exception], bases: tuple[type[Exception], ...]) -> type[Exception]:
+    return type(cls.__name__, (cls, *bases), {"__module__": cls.__module__, "__doc__": cls.__doc__})
 
 
-def sdk_error(exc: Exception, base: type[Exception]) -> Exception:
-    """``exc`` re-typed as a subclass of both its own class and ``base`` (same fields)."""
-    if isinstance(exc, base):
+def sdk_error(exc: Exception, bases: tuple[type[Exception], ...]) -> Exception:
+    """``exc`` re-typed as a subclass of its own class and of every class in ``bases``, with the
+    same fields (each extra base's ``__init__`` runs first, so attributes it sets exist)."""
+    missing = tuple(base for base in bases if not isinstance(exc, base))
+    if not missing:
         return exc
-    mixed = _mixed(type(exc), base)
+    mixed = _mixed(type(exc), missing)
     new = mixed.__new__(mixed)
+    for base in missing:
+        base.__init__(new, *exc.args)
     new.__dict__.update(exc.__dict__)
     new.args = exc.args
     return new
@@ -54,7 +58,13 @@ def _sdk_base(client: Any) -> type[Exception]:
 
 
 def wrap_client(
-    client: C, *, sync_guard: Any, async_guard: Any, settings: TransportSettings, gateways: GatewayMemory
+    client: C,
+    *,
+    sync_guard: Any,
+    async_guard: Any,
+    settings: TransportSettings,
+    gateways: GatewayMemory,
+    error_bases: tuple[type[Exception], ...] = (),
 ) -> C:
     """Install guarded transports in ``client`` (in place) and return it.
 
@@ -77,7 +87,7 @@ def wrap_client(
     settings = TransportSettings(
         degrade=settings.degrade,
         provider=settings.provider,
-        raise_as=functools.partial(sdk_error, base=base),
+        raise_as=functools.partial(sdk_error, bases=(base, *error_bases)),
         subject=settings.subject,
     )
     if not isinstance(http._transport, cls):

@@ -124,7 +124,9 @@ class Guard(Engine):
         tags = dict(self.defaults.tags) | dict(inner.tags)
         return Subject(**{k: v for k, v in merged.items() if v}, tags=tuple(sorted(tags.items())))
 
-    def wrap(self, client: C, *, provider: str | None = None) -> C:
+    def wrap(
+        self, client: C, *, provider: str | None = None, error_bases: tuple[type[Exception], ...] = ()
+    ) -> C:
         """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` or
         ``anthropic.Anthropic``/``AsyncAnthropic`` client (chat completions and Messages, streamed
         or not). The client is changed in place and returned.
@@ -139,13 +141,20 @@ class Guard(Engine):
             client: the client.
             provider: provider kind for price lookups when the host does not tell
                 (``openai``, ``anthropic``, ``google``...).
+            error_bases: more exception classes tokenward's errors should also be instances of
+                (a framework's own error root, so the framework handles them as its own).
 
         Raises:
             ConfigError: not a client tokenward can wrap.
         """
         settings = TransportSettings(degrade=self.degrade, provider=provider, subject=self.subject)
         return wrap_client(
-            client, sync_guard=self, async_guard=self.aio, settings=settings, gateways=self.gateways
+            client,
+            sync_guard=self,
+            async_guard=self.aio,
+            settings=settings,
+            gateways=self.gateways,
+            error_bases=error_bases,
         )
 
     @contextmanager

@@ -181,7 +181,9 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 try:
                     for chunk in self.response.iter_bytes():
                         yield from relay.feed(chunk)
-                        if relay.done:
+                        if (
+                            relay.done and relay.status != "ok"
+                        ):  # a finished stream is read to its end, so its connection is reused
                             break
                     else:
                         yield from relay.upstream_ended()
@@ -219,7 +221,9 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     async for chunk in self.response.aiter_bytes():
                         for data in relay.feed(chunk):
                             yield data
-                        if relay.done:
+                        if (
+                            relay.done and relay.status != "ok"
+                        ):  # a finished stream is read to its end, so its connection is reused
                             break
                     else:
                         for data in relay.upstream_ended():
