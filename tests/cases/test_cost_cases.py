@@ -1,7 +1,10 @@
 """The worked ``usage-cost`` and ``stream`` cases of ``../shared/cases``, through ``tokenward cost``.
 
-Each case (and each variant in the same dialects) is fed to the real CLI with its fixture prices
-in a price-override file; the expected figures are the case's, worked out by hand.
+Each case (and each variant) is fed to the real CLI with its fixture prices in a price-override
+file, in every dialect; a case with ``response_fields`` is given as a whole response
+(``--response``: the served model, service tier and output items count), a case with
+``context.batch`` with ``--batch``, a stream case whose upstream went on after the client left with
+those events appended. The expected figures are the case's, worked out by hand.
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ from typer.testing import CliRunner
 from tests.support.shared import cases
 from tokenward.cli.main import app
 
-DIALECTS = {"openai-chat", "openai-compatible", "anthropic-messages"}
+DIALECTS = {
+    "openai-chat",
+    "openai-compatible",
+    "openai-responses",
+    "anthropic-messages",
+    "gemini",
+    "bedrock-converse",
+    "ollama",
+}
 TOKEN_FIELDS = (
     "input_tokens",
     "cache_read_tokens",
@@ -40,6 +51,8 @@ def _with_variants() -> list[tuple[str, dict[str, Any]]]:
                     merged.pop(key, None)
                 else:
                     merged[key] = value
+            if "wrong" not in v:
+                merged.pop("wrong", None)  # the case's negative control is not the variant's
             candidates.append((f"{case_id}/{v['label']}", merged))
         for label, item in candidates:
             if item.get("dialect") in DIALECTS and item.get("kind", case["kind"]) in ("usage-cost", "stream"):
@@ -61,6 +74,30 @@ def _prices_file(tmp_path: Path, case: dict[str, Any]) -> Path | None:
     return path
 
 
+def whole_response(case: dict[str, Any]) -> dict[str, Any]:
+    """The case's usage wrapped in a response of its dialect, with its ``response_fields``."""
+    dialect, raw, fields = case["dialect"], case["raw_usage"], case.get("response_fields") or {}
+    if dialect == "openai-responses":
+        base = {
+            "object": "response",
+            "model": case["model"],
+            "status": "completed",
+            "output": [],
+            "usage": raw,
+        }
+    elif dialect in ("openai-chat", "openai-compatible"):
+        base = {"object": "chat.completion", "model": case["model"], "choices": [], "usage": raw}
+    elif dialect == "anthropic-messages":
+        base = {"type": "message", "model": case["model"], "usage": raw}
+    elif dialect == "gemini":
+        base = {"usageMetadata": raw}
+    elif dialect == "bedrock-converse":
+        base = {"usage": raw}
+    else:  # ollama: the final object is the response
+        base = dict(raw)
+    return {**base, **fields}
+
+
 def run_cost(tmp_path: Path, case: dict[str, Any]) -> dict[str, Any]:
     args = ["cost", "--dialect", case["dialect"], "--model", case["model"], "--json"]
     prices = _prices_file(tmp_path, case)
@@ -68,10 +105,16 @@ def run_cost(tmp_path: Path, case: dict[str, Any]) -> dict[str, Any]:
         args += ["--prices", str(prices)]
     if "events" in case:
         events = tmp_path / "events.json"
-        events.write_text(json.dumps(case["events"]))
+        events.write_text(json.dumps(case["events"] + case.get("upstream_events_after_disconnect", [])))
         args += ["--events", str(events)]
+    elif case.get("response_fields"):
+        response = tmp_path / "response.json"
+        response.write_text(json.dumps(whole_response(case)))
+        args += ["--response", str(response)]
     else:
         args += ["--usage", json.dumps(case["raw_usage"])]
+    if (case.get("context") or {}).get("batch"):
+        args.append("--batch")
     estimate = (case.get("scenario") or {}).get("preflight_input_estimate_tokens")
     if estimate is not None:
         args += ["--input-estimate", str(estimate)]
@@ -86,7 +129,8 @@ def test_case_through_cost_cli(tmp_path: Path, label: str, case: dict[str, Any])
     expected = case["expected"]
     report = run_cost(tmp_path, case)
     # figures are the provider's, unless the case says they come from our own counts
-    filled = "input_source" in expected or "output_source" in expected
+    arrived = report["stream"] is None or report["stream"]["usage_arrived"]
+    filled = "input_source" in expected or "output_source" in expected or not arrived
     usage = report["budget_usage"] if filled else report["usage"]
     for name in TOKEN_FIELDS:
         if name in expected:
@@ -103,7 +147,13 @@ def test_case_through_cost_cli(tmp_path: Path, label: str, case: dict[str, Any])
         if name in expected:
             assert report["budget_total_tokens"] == expected[name], f"{label}: {name}"
     if "web_search_calls" in expected:
-        assert (report["usage"]["web_search_calls"] or 0) == expected["web_search_calls"]
+        assert report["usage"]["web_search_calls"] == expected["web_search_calls"], label
+    if "service_tier_priced" in expected:
+        assert report["service_tier"] == expected["service_tier_priced"], label
+    if "service_tier_source" in expected:
+        assert report["service_tier_source"] == expected["service_tier_source"], label
+    if "resolved_price_key" in expected:
+        assert report["price"]["model"] == expected["resolved_price_key"], label
     if expected.get("no_negative_counts"):
         assert all(v is None or v >= 0 for k, v in report["budget_usage"].items() if k.endswith("_tokens"))
     if (
@@ -118,4 +168,7 @@ def test_case_through_cost_cli(tmp_path: Path, label: str, case: dict[str, Any])
 def test_the_case_list_is_not_empty() -> None:
     if not cases():
         pytest.skip("../shared/cases is not available")
-    assert len(CASES) >= 15
+    # every usage-cost and stream case, in every dialect, with its variants of the same kind
+    wanted = {i for i, c in cases().items() if c["kind"] in ("usage-cost", "stream")}
+    assert {label.split("/")[0] for label, _ in CASES} == wanted
+    assert len(CASES) >= 30

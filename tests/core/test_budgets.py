@@ -222,3 +222,98 @@ def test_meter_amounts_of_a_filled_call() -> None:
         D(1542),
         D("0.0001542"),
     )
+
+
+# --- tags, templates, thresholds, actions, options ------------------------------------------------
+
+
+def test_a_tag_scope_applies_to_the_subjects_tag() -> None:
+    each_cc = Budget.from_dict({"scope": "tag:cost_center", "meter": "cost_usd", "limit": "100"})
+    assert each_cc.name == "tag:cost_center:cost_usd"
+    subject = Subject(user="alice", tags=(("cost_center", "cc-42"), ("env", "prod")))
+    assert subject.value("tag:cost_center") == "cc-42"
+    assert subject.value("tag:missing") is None
+    assert each_cc.applies_to(subject) == "cc-42"
+    assert each_cc.applies_to(Subject(user="alice")) is None
+    fixed = parse_budget_spec("tag:cost_center=cc-7:cost_usd=5/month")
+    assert (fixed.scope, fixed.subject_id) == ("tag:cost_center", "cc-7")
+    assert fixed.applies_to(subject) is None
+    with pytest.raises(ConfigError, match="unknown scope"):
+        Budget.from_dict({"scope": "tag:", "meter": "cost_usd", "limit": 1})
+
+
+def test_template_and_instance_names() -> None:
+    each_user = parse_budget_spec("user:total_tokens=200000/day")
+    assert each_user.is_template
+    assert each_user.instance_name("alice") == "user:total_tokens=200000/day[alice]"
+    alice = parse_budget_spec("user=alice:total_tokens=500000/day")
+    assert not alice.is_template and alice.instance_name("alice") == alice.name
+
+
+def test_thresholds_default_and_configured() -> None:
+    budget = Budget.from_dict({"scope": "user", "meter": "cost_usd", "limit": "10"})
+    assert budget.thresholds == (D("0.5"), D("0.8"), D("1"))
+    assert Budget.from_dict(
+        {"scope": "user", "meter": "cost_usd", "limit": 1, "thresholds": ["90%", "25%"]}
+    ).thresholds == (
+        D("0.25"),
+        D("0.9"),
+    )
+    assert Budget.from_dict(
+        {"scope": "user", "meter": "cost_usd", "limit": 1, "thresholds": [0.75, "1.2"]}
+    ).thresholds == (
+        D("0.75"),
+        D("1.2"),
+    )
+    assert (
+        Budget.from_dict({"scope": "user", "meter": "cost_usd", "limit": 1, "thresholds": []}).thresholds
+        == ()
+    )
+    with pytest.raises(ConfigError, match="write '80%'"):
+        Budget.from_dict({"scope": "user", "meter": "cost_usd", "limit": 1, "thresholds": [80]})
+    with pytest.raises(ConfigError, match="threshold"):
+        Budget.from_dict({"scope": "user", "meter": "cost_usd", "limit": 1, "thresholds": ["-5%"]})
+
+
+def test_action_week_start_and_rolling_in_from_dict() -> None:
+    budget = Budget.from_dict(
+        {
+            "scope": "session",
+            "meter": "total_tokens",
+            "limit": 50000,
+            "action": "stop",
+            "window": "week",
+            "week_start": "sunday",
+        }
+    )
+    assert (budget.action, budget.window) == ("stop", Window("week", week_start=6))
+    assert Budget.from_dict(budget.to_dict()) == budget
+    assert budget.to_dict()["window"] == "week:sunday"
+    rolling = Budget.from_dict(
+        {"scope": "key", "meter": "cost_usd", "limit": 2, "window": {"type": "rolling", "duration": "5h"}}
+    )
+    assert str(rolling.window) == "rolling:5h"
+    assert Budget.from_dict(rolling.to_dict()) == rolling
+    with pytest.raises(ConfigError, match="action"):
+        Budget.from_dict({"scope": "user", "meter": "cost_usd", "limit": 1, "action": "explode"})
+    with pytest.raises(ConfigError, match="week windows only"):
+        Budget.from_dict(
+            {"scope": "user", "meter": "cost_usd", "limit": 1, "window": "day", "week_start": "sunday"}
+        )
+
+
+def test_spec_options() -> None:
+    budget = parse_budget_spec(
+        "user:total_tokens=200000/day@Europe/Berlin;action=deny;thresholds=50%,90%;mode=soft"
+    )
+    assert budget.name == "user:total_tokens=200000/day@Europe/Berlin"
+    assert (budget.action, budget.mode, budget.thresholds) == ("deny", "soft", (D("0.5"), D("0.9")))
+    assert budget.window == Window("day", "Europe/Berlin")
+    named = parse_budget_spec("key:cost_usd=2/rolling:5h;name=key-5h")
+    assert (named.name, str(named.window)) == ("key-5h", "rolling:5h")
+    gpu = parse_budget_spec("agent:gpu_seconds=3600;custom")
+    assert (gpu.meter, gpu.limit, gpu.subject_id) == ("gpu_seconds", D(3600), None)
+    with pytest.raises(ConfigError, match="mark a custom meter with ;custom"):
+        parse_budget_spec("agent:gpu_seconds=3600")
+    with pytest.raises(ConfigError, match="unknown option"):
+        parse_budget_spec("agent:total_tokens=1;colour=red")

@@ -15,7 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenward.core.budgets import Budget
-from tokenward.core.decide import Balance, CallPlan, admission_check, decide, hold_amounts
+from tokenward.core.decide import (
+    Balance,
+    CallPlan,
+    admission_check,
+    decide,
+    hold_amounts,
+    shadow_check,
+    tightest,
+)
 from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, UnpricedCall
 
@@ -34,8 +42,11 @@ def balance(
     mode: str = "hard",
     unpriced: str = "deny",
     reset_at: datetime | None = None,
+    action: str = "clamp",
 ) -> Balance:
-    budget = Budget(name=name, scope=scope, meter=meter, limit=D(limit), mode=mode, unpriced=unpriced)  # type: ignore[arg-type]
+    budget = Budget(
+        name=name, scope=scope, meter=meter, limit=D(limit), mode=mode, unpriced=unpriced, action=action
+    )  # type: ignore[arg-type]
     return Balance(budget, subject_id, "", D(spent), D(held), reset_at)
 
 
@@ -293,3 +304,101 @@ def test_an_admitted_hold_always_passes_the_ledger_check(
         return
     assert 1 <= decision.output_tokens <= max_output
     assert admission_check([b], decision.amounts) is None
+
+
+# --- actions, meters a call cannot hold, shadow details, the tightest budget ----------------------
+
+
+def test_action_deny_refuses_instead_of_clamping() -> None:
+    # 5000 - 1000 input = 4000 output left; the call asks for 4500: a clamp budget lowers it to 4000,
+    # a deny budget refuses it, naming the 5500 tokens the call needs.
+    clamp = decide(plan(1000, 4500), [balance("b", "total_tokens", 5000)])
+    assert (clamp.output_tokens, clamp.clamped_by) == (4000, "b")
+    with pytest.raises(BudgetExceeded) as denied:
+        decide(plan(1000, 4500), [balance("b", "total_tokens", 5000, action="deny")])
+    assert (denied.value.budget, denied.value.requested) == ("b", D(5500))
+
+
+def test_a_deny_budget_is_checked_against_the_bound_other_budgets_left() -> None:
+    # "tight" (clamp) leaves 2000 output tokens; "strict" (deny) can pay for 3000: the clamped call
+    # fits it, whatever order the budgets come in.
+    tight = balance("tight", "output_tokens", 2000)
+    strict = balance("strict", "total_tokens", 4000, action="deny")
+    for balances in ([tight, strict], [strict, tight]):
+        decision = decide(plan(1000, 4000), balances)
+        assert (decision.output_tokens, decision.clamped_by) == (2000, "tight")
+    with pytest.raises(BudgetExceeded) as denied:
+        decide(plan(1000, 4000), [balance("strict", "total_tokens", 2500, action="deny"), tight])
+    assert (denied.value.budget, denied.value.requested) == ("strict", D(3000))
+
+
+@pytest.mark.parametrize("action", ["stop", "degrade"])
+def test_stop_and_degrade_clamp_like_clamp(action: str) -> None:
+    decision = decide(plan(1000, 4500), [balance("b", "total_tokens", 5000, action=action)])
+    assert (decision.output_tokens, decision.clamped_by) == (4000, "b")
+
+
+@pytest.mark.parametrize("meter", ["gpu_seconds", "tool_calls", "cache_write_tokens"])
+def test_a_meter_a_call_cannot_hold_refuses_it_once_exhausted(meter: str) -> None:
+    # Room left (3600 - 3599.5 = 0.5): admitted, nothing held on it.
+    decision = decide(plan(), [balance("compute", meter, 3600, spent="3599.5")])
+    assert decision.output_tokens == 4000 and meter not in decision.amounts
+    # Exhausted (spent + held = limit): refused, asking for nothing of it.
+    with pytest.raises(BudgetExceeded) as denied:
+        decide(plan(), [balance("compute", meter, 3600, spent=3000, held=600)])
+    assert (denied.value.budget, denied.value.meter, denied.value.requested) == ("compute", meter, D(0))
+    # Soft: never; shadow: reported.
+    decide(plan(), [balance("compute", meter, 3600, spent=3600, mode="soft")])
+    shadow = decide(plan(), [balance("compute", meter, 3600, spent=3600, mode="shadow")])
+    assert shadow.would_deny == ("compute",)
+
+
+def test_shadow_details_carry_the_figures_of_the_would_be_denial() -> None:
+    # limit 100 total tokens, 100 spent; the minimum call is 1000 input + 1 output = 1001 tokens.
+    decision = decide(
+        plan(1000, 4000), [balance("shadow-deny", "total_tokens", 100, spent=100, mode="shadow")]
+    )
+    (would,) = decision.shadow
+    assert (would.budget, would.limit, would.used, would.held, would.requested, would.mode) == (
+        "shadow-deny",
+        D(100),
+        D(100),
+        D(0),
+        D(1001),
+        "shadow",
+    )
+
+
+def test_shadow_check_on_raw_holds() -> None:
+    balances = [
+        balance("s", "cost_usd", "1.00", spent="0.90", mode="shadow"),
+        balance("h", "cost_usd", "5.00", spent="0.90"),
+    ]
+    (would,) = shadow_check(balances, {"cost_usd": D("0.20")})  # 0.90 + 0.20 > 1.00
+    assert (would.budget, would.requested) == ("s", D("0.20"))
+    assert shadow_check(balances, {"cost_usd": D("0.10")}) == []  # exactly 1.00 fits
+    assert admission_check(balances, {"cost_usd": D("0.20")}) is None  # shadow never denies
+
+
+def test_the_tightest_budget_is_the_smallest_share_left_after_the_hold() -> None:
+    # "sess": (100 - 0 - 26) / 100 = 74 % left; "day": (1000 - 0 - 26) / 1000 = 97.4 %.
+    sess = balance("sess", "total_tokens", 100)
+    day = balance("day", "total_tokens", 1000)
+    decision = decide(plan(6, 20, rates=None), [day, sess])
+    assert decision.tightest is sess
+    assert tightest([balance("soft", "total_tokens", 1, mode="soft")], {"total_tokens": D(1)}) is None
+
+
+def test_which_budgets_degrade_a_call() -> None:
+    """The share left that the degrade policy compares with ``below``: hard budgets, and soft ones
+    whose action is degrade; with ``marked_only`` (the SDK's default policy) only the latter."""
+    from tokenward.guard.wire.degrade import remaining_share
+
+    hard = balance("hard", "total_tokens", 100, spent=90)  # 10 % left
+    soft = balance("soft-degrade", "total_tokens", 100, spent=70, mode="soft", action="degrade")  # 30 %
+    marked = balance("marked", "total_tokens", 100, spent=85, action="degrade")  # 15 %
+    shadow = balance("shadow", "total_tokens", 100, spent=99, mode="shadow", action="degrade")
+    assert remaining_share([hard, soft]) == D("0.1")
+    assert remaining_share([soft, shadow]) == D("0.3")
+    assert remaining_share([hard, soft, marked], marked_only=True) == D("0.15")
+    assert remaining_share([hard], marked_only=True) is None

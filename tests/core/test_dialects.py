@@ -159,10 +159,10 @@ def test_cached_above_prompt_is_a_validation_error() -> None:
 
 def test_unknown_dialect_is_refused() -> None:
     with pytest.raises(ValidationError) as info:
-        usage_from("gemini", {})
+        usage_from("cohere-chat", {})
     assert info.value.field == "dialect"
     with pytest.raises(ValidationError):
-        stream_reader("bedrock-converse")
+        stream_reader("vertex-predict")
 
 
 # --- Anthropic Messages -------------------------------------------------------------------------

@@ -188,3 +188,119 @@ def test_every_instant_lies_in_exactly_one_window(unit: str, zone: str, at: date
     assert w.start(reset) == reset  # the next window starts where this one ends
     assert w.key(reset) != w.key(at)
     assert w.key(reset - timedelta(microseconds=1)) == w.key(at)
+
+
+# --- week start names, mapping forms --------------------------------------------------------------
+
+
+def test_week_start_by_name_in_the_string_form() -> None:
+    w = Window.parse("week:sunday@America/New_York")
+    assert (w.unit, w.week_start, w.time_zone) == ("week", 6, "America/New_York")
+    assert str(w) == "week:sunday@America/New_York"
+    assert Window.parse(str(w)) == w
+    # Wednesday 2025-06-04 10:00 in New York (EDT, UTC-4): the week began Sunday 2025-06-01 00:00 EDT.
+    assert w.start(z("2025-06-04T14:00:00Z")) == z("2025-06-01T04:00:00Z")
+    assert str(Window.parse("week:monday")) == "week"  # the default is not spelt out
+
+
+@pytest.mark.parametrize("spec", ["day:sunday", "week:funday", "week:8"])
+def test_a_start_day_only_for_weeks(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        Window.parse(spec)
+
+
+def test_window_from_a_mapping_as_the_cases_write_it() -> None:
+    # C42 / C45: {"type": "calendar", "unit": "day", "time_zone": "UTC", "reset_local_time": "00:00"}
+    w = Window.from_value(
+        {"type": "calendar", "unit": "day", "time_zone": "UTC", "reset_local_time": "00:00"}
+    )
+    assert w == Window(unit="day")
+    assert Window.from_value({"type": "calendar", "unit": "week", "week_start": "sun"}) == Window(
+        "week", week_start=6
+    )
+    assert Window.from_value("week", week_start="saturday") == Window("week", week_start=5)
+    assert Window.from_value({"type": "rolling", "duration": "5h"}) == Window.parse("rolling:5h")
+    assert Window.from_value(None) == NO_WINDOW
+    with pytest.raises(ConfigError, match="week windows only"):
+        Window.from_value("day", week_start="sunday")
+    with pytest.raises(ConfigError, match="reset_local_time"):
+        Window.from_value({"type": "calendar", "unit": "day", "reset_local_time": "06:00"})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        Window.from_value({"type": "calendar", "unit": "day", "colour": "red"})
+
+
+# --- rolling windows ------------------------------------------------------------------------------
+
+
+def test_rolling_window_buckets_and_string_form() -> None:
+    w = Window.parse("rolling:5h")
+    assert (w.unit, w.duration, w.buckets, w.bucket) == (
+        "rolling",
+        timedelta(hours=5),
+        60,
+        timedelta(minutes=5),
+    )
+    assert str(w) == "rolling:5h"
+    # 90 minutes = 5400 s: the largest divisor up to 60 is 60 (90 s buckets); 7 s: 7 buckets of 1 s.
+    assert Window.parse("rolling:90m").bucket == timedelta(seconds=90)
+    assert Window.parse("rolling:7s").buckets == 7
+    # 61 s is prime: 1 bucket of 61 s.
+    assert Window.parse("rolling:61s").buckets == 1
+    explicit = Window.parse("rolling:1h30m:45")
+    assert (explicit.buckets, explicit.bucket, str(explicit)) == (
+        45,
+        timedelta(minutes=2),
+        "rolling:1h30m:45",
+    )
+    assert Window.parse(str(explicit)) == explicit
+
+
+@pytest.mark.parametrize(
+    "spec", ["rolling", "rolling:", "rolling:0s", "rolling:5x", "rolling:1h:7", "rolling:1h:x"]
+)
+def test_bad_rolling_windows(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        Window.parse(spec)
+
+
+def test_rolling_span_and_when_spend_drops_out() -> None:
+    """rolling:1h = 60 buckets of 60 s, aligned on the epoch (so on whole minutes).
+
+    At 13:00:30 the current bucket starts 13:00:00 and the span is the 61 buckets from 12:00:00
+    to 13:00:00. Spend stored in the 12:00:00 bucket stops counting when the current bucket is
+    13:01:00, i.e. at 13:01:00: between 60 and 61 minutes after it was charged.
+    """
+    w = Window.parse("rolling:1h")
+    at = z("2025-06-02T13:00:30Z")
+    assert w.span(at) == ("r60:2025-06-02T12:00:00Z", "r60:2025-06-02T13:00:00Z")
+    assert w.key(at) == "r60:2025-06-02T13:00:00Z"
+    assert w.start(at) == z("2025-06-02T12:00:00Z")
+    assert w.reset_at(at) == z("2025-06-02T13:01:00Z")  # the next bucket boundary
+    assert w.drops_at("r60:2025-06-02T12:00:00Z") == z("2025-06-02T13:01:00Z")
+    assert Window.parse("day").drops_at("2025-06-02T00:00:00Z") is None
+    # keys sort in time order inside one span
+    keys = [w.key(at + timedelta(minutes=m)) for m in range(-70, 5)]
+    assert keys == sorted(keys)
+
+
+@settings(deadline=None)
+@given(
+    seconds=st.integers(1, 8 * 86400),
+    charged=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2027, 1, 1)),
+)
+def test_rolling_spend_counts_at_least_the_duration_and_at_most_one_bucket_more(
+    seconds: int, charged: datetime
+) -> None:
+    w = Window(unit="rolling", duration=timedelta(seconds=seconds))
+    charged = charged.replace(tzinfo=UTC)
+    key = w.key(charged)
+    first, last = w.span(charged)
+    assert first <= key <= last
+    drops = w.drops_at(key)
+    assert drops is not None
+    assert charged + w.duration <= drops <= charged + w.duration + w.bucket  # type: ignore[operator]
+    before = drops - timedelta(microseconds=1)
+    lo, hi = w.span(before)
+    assert lo <= key <= hi  # still counted just before
+    lo, hi = w.span(drops)
+    assert not lo <= key <= hi  # gone at the instant

@@ -1,9 +1,10 @@
-"""``tokenward cost``: the normalised usage and exact cost of one call, from its usage object or
-from its streamed events."""
+"""``tokenward cost``: the normalised usage and exact cost of one call, from its usage object, its
+whole response, or its streamed events."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,72 +35,117 @@ def _json_arg(value: str, what: str) -> Any:
         ) from None
 
 
+def _events(data: Any) -> list[Any]:
+    """A JSON list of events, or the lines of an NDJSON/SSE text already split into objects."""
+    if isinstance(data, dict) and isinstance(data.get("events"), list):
+        data = data["events"]
+    if not isinstance(data, list):
+        raise ValidationError("--events must hold a JSON list of the streamed events", field="events")
+    return data
+
+
 def cost_report(
     dialect: str,
     model: str,
     *,
     usage: Any = None,
     events: list[Any] | None = None,
+    response: Any = None,
     prices_file: Path | None = None,
     input_estimate: int | None = None,
+    batch: bool = False,
+    service_tier: str | None = None,
+    provider: str | None = None,
+    at: datetime | None = None,
+    unknown_model: str = "flag",
 ) -> dict[str, Any]:
     """The report ``tokenward cost --json`` prints (see the command's help).
 
+    Args:
+        dialect: one of :data:`tokenward.core.dialects.DIALECTS`.
+        model: the model requested (priced when the served model has no price).
+        usage / events / response: exactly one: the usage object, the streamed events, or the whole
+            response (its served model, service tier and output items count too).
+        prices_file: a price-override file.
+        input_estimate: our pre-flight prompt estimate (tokens), used when the provider sent none.
+        batch: the call went through a batch API (batch rates).
+        service_tier: the tier that served the call, when the response is not given.
+        provider: the provider the call went through (its override rows and trust setting).
+        at: when the call was made (prices that change over time); now by default.
+        unknown_model: ``flag`` or ``default`` (the price file's ``default`` row).
+
     Raises:
-        ValidationError: neither or both of ``usage`` and ``events``, an unknown dialect, or a
+        ValidationError: not exactly one of usage/events/response, an unknown dialect, or a
             malformed usage object.
         ConfigError: an invalid price-override file.
     """
     from tokenward.core.accounting import account
-    from tokenward.core.dialects import stream_reader, usage_from
+    from tokenward.core.dialects import response_facts, stream_facts, stream_reader, usage_from
+    from tokenward.core.dialects.base import ResponseFacts, normalise_tier
     from tokenward.core.estimate import count_tokens
+    from tokenward.core.pricebook import PriceContext
     from tokenward.core.tokenizers import encoding_for_model
     from tokenward.files import load_prices
 
-    if (usage is None) == (events is None):
-        raise ValidationError("give exactly one of --usage and --events", field="usage")
+    if sum(x is not None for x in (usage, events, response)) != 1:
+        raise ValidationError("give exactly one of --usage, --response and --events", field="usage")
     stream: dict[str, Any] | None = None
     counted = None
     if events is not None:
-        if not isinstance(events, list):
-            raise ValidationError("--events must hold a JSON list of the streamed events", field="events")
         reader = stream_reader(dialect)
         text = []
-        for i, event in enumerate(events):
+        for i, event in enumerate(_events(events)):
             if not isinstance(event, dict):
                 raise ValidationError(f"events[{i}] is not a JSON object", field="events")
             text.append(reader.feed(event))
-        reported = reader.usage
+        facts = stream_facts(reader)
         encoding, _ = encoding_for_model(model)
         counted = count_tokens("".join(text), encoding)
         stream = {
             "events": len(events),
-            "model": reader.model,
-            "finish_reason": reader.finish_reason,
+            "model": facts.model,
+            "finish_reason": facts.finish_reason,
             "counted_output_tokens": counted,
-            "usage_arrived": reported is not None,
+            "usage_arrived": facts.usage is not None,
         }
-        model_served = reader.model
+    elif response is not None:
+        if not isinstance(response, dict):
+            raise ValidationError("--response must be a JSON object (the whole response)", field="response")
+        facts = response_facts(dialect, response)
     else:
         if not isinstance(usage, dict):
             raise ValidationError(
                 "--usage must be a JSON object (the provider's usage object)", field="usage"
             )
-        reported = usage_from(dialect, usage)
-        model_served = None
+        facts = ResponseFacts(usage=usage_from(dialect, usage))
+    tier = facts.service_tier
+    tier_source = "response" if tier else None
+    if tier is None and service_tier:
+        tier, tier_source = normalise_tier(service_tier), "option"
+    if tier == "batch":
+        batch, tier = True, None
+    prices = load_prices(prices_file)
     accounting = account(
-        reported,
+        facts.usage,
         model=model,
-        prices=load_prices(prices_file),
+        prices=prices,
         input_estimate=input_estimate,
         output_counted=counted,
-        model_served=model_served,
+        provider=provider,
+        context=PriceContext(service_tier=tier, batch=batch, at=at),
+        model_served=facts.model,
+        reported_cost_usd=facts.reported_cost_usd,
+        unknown_model=unknown_model,
     )
     cost = accounting.cost
     filled = accounting.usage
     return {
         "dialect": dialect,
         "model": model,
+        "model_served": facts.model,
+        "service_tier": tier or "default",
+        "service_tier_source": tier_source or "default",
+        "batch": batch,
         "usage": accounting.reported.to_dict() | {"total_tokens": accounting.reported.total_tokens},
         "usage_complete": accounting.reported.complete,
         "budget_usage": filled.to_dict() | {"total_tokens": filled.total_tokens},
@@ -109,7 +155,10 @@ def cost_report(
         "output_source": filled.output_source,
         "cost_usd": None if cost.total_usd is None else plain(cost.total_usd),
         "cost_estimated": cost.estimated,
-        "cost_source": "token_pricing",
+        "cost_source": accounting.cost_source,
+        "reported_cost_usd": None
+        if accounting.reported_cost_usd is None
+        else plain(accounting.reported_cost_usd),
         "breakdown": {
             name: {"tokens": cost.tokens.get(name, 0), "usd": plain(usd)}
             for name, usd in cost.breakdown.items()
@@ -122,23 +171,59 @@ def cost_report(
             "model": accounting.price.model,
             "source": accounting.price.source,
             "version": accounting.price.version,
+            "provider": accounting.price.provider,
+            "estimated": accounting.price.estimated,
         },
         "stream": stream,
     }
 
 
+def _instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"--at: {value!r} is not an ISO 8601 instant", field="at") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def cost_command(
     dialect: Annotated[
-        str, typer.Option(help="Wire format: openai-chat, openai-compatible or anthropic-messages.")
+        str,
+        typer.Option(
+            help="Wire format: openai-chat, openai-compatible, openai-responses, anthropic-messages, "
+            "gemini, bedrock-converse or ollama."
+        ),
     ],
     model: Annotated[str, typer.Option(help="The model the call was made and is priced under.")],
     usage: Annotated[
-        str | None, typer.Option(help="The provider's usage object: JSON text, or @FILE.")
+        str | None,
+        typer.Option(help="The provider's usage object (Ollama: the final response): JSON text, or @FILE."),
+    ] = None,
+    response: Annotated[
+        Path | None,
+        typer.Option(
+            help="The whole response (JSON): its served model, service tier and output items count."
+        ),
     ] = None,
     events: Annotated[
         Path | None, typer.Option(help="A JSON list of the streamed events or chunks, in order.")
     ] = None,
     prices: Annotated[Path | None, typer.Option(help="Price-override file (YAML or JSON).")] = None,
+    batch: Annotated[bool, typer.Option("--batch", help="The call went through a batch API.")] = False,
+    service_tier: Annotated[
+        str | None, typer.Option(help="The tier that served the call, when no --response says it.")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="The provider the call went through (e.g. openrouter).")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="When the call was made (ISO 8601), for prices that change over time.")
+    ] = None,
+    unknown_model: Annotated[
+        str, typer.Option(help="flag (cost unknown) or default (the price file's default row).")
+    ] = "flag",
     input_estimate: Annotated[
         int | None,
         typer.Option(help="Pre-flight prompt estimate (tokens), used when the provider sent none."),
@@ -146,20 +231,32 @@ def cost_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Normalise one call's usage and price it exactly, with the breakdown by token class."""
+    if unknown_model not in ("flag", "default"):
+        raise ValidationError("--unknown-model must be flag or default", field="unknown_model")
     events_data = _json_arg(f"@{events}", "events") if events is not None else None
+    response_data = _json_arg(f"@{response}", "response") if response is not None else None
     usage_data = _json_arg(usage, "usage") if usage is not None else None
     report = cost_report(
         dialect,
         model,
         usage=usage_data,
         events=events_data,
+        response=response_data,
         prices_file=prices,
         input_estimate=input_estimate,
+        batch=batch,
+        service_tier=service_tier,
+        provider=provider,
+        at=_instant(at),
+        unknown_model=unknown_model,
     )
     if as_json:
         print_json(report)
         return
-    table = Table(title=f"{model} ({dialect})")
+    served = f", served as {report['model_served']}" if report["model_served"] not in (None, model) else ""
+    table = Table(
+        title=f"{model} ({dialect}{served}, tier {report['service_tier']}{', batch' if batch else ''})"
+    )
     table.add_column("token class")
     table.add_column("tokens", justify="right")
     table.add_column("USD", justify="right")
@@ -179,6 +276,12 @@ def cost_command(
         f"({report['output_source']}), reasoning {usage_row['reasoning_tokens']}",
         highlight=False,
     )
+    if report["reported_cost_usd"] is not None:
+        out.print(
+            f"provider-reported cost {report['reported_cost_usd']} "
+            f"({'used' if report['cost_source'] == 'provider_reported' else 'not trusted; tokens x price used'})",
+            highlight=False,
+        )
     if report["price"]:
         price = report["price"]
         out.print(f"priced as {price['model']} from {price['source']} {price['version']}", highlight=False)

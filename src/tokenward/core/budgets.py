@@ -1,9 +1,31 @@
 """Subjects, meters and budgets.
 
 A :class:`Subject` says whom a call is charged to. A :class:`Budget` limits one meter for one
-scope over a window. A budget either names one scope value (``user: alice``) or none, in which
-case it is a template: every value of the scope gets an instance of its own on first use ("each
-session: 50,000 tokens").
+scope over a window.
+
+* **Scopes**: ``org``, ``project``, ``team``, ``user``, ``key``, ``agent``, ``session``, ``task``, and
+  tags as ``tag:NAME`` (``tag:cost_center``: the subject's tag ``cost_center``). Budgets nest: a
+  call is checked and charged against *every* budget that applies to its subject, up the whole
+  hierarchy, all at once.
+* **Templates**: a budget without ``subject_id`` applies to each value of its scope separately
+  ("each user: 200,000 tokens a day"). The ledger makes an *instance* of it for a scope value on
+  first use (a balance row keyed by the template's name and the value; listed by
+  ``Ledger.instances``); a template's limit, window and thresholds apply to every instance, and
+  changing the template changes them all. A fixed budget for one value (``user=alice``) applies
+  *as well as* the template, so the tighter one decides, unless it says ``overrides: <template>``:
+  then it replaces the template's instance for that value ("each user 200k a day, alice 500k").
+* **Meters**: the built-in :data:`METERS` and custom ones (any lower-case identifier:
+  ``tool_calls``, ``gpu_seconds``), charged through the same ledger API (``charge_meter``, or a
+  usage event's ``charged``).
+* **Mode**: ``hard`` (enforced), ``soft`` (never denies; alerts, may degrade), ``shadow`` (decided
+  and recorded as would-be denials, never enforced).
+* **Action** when a hard budget cannot pay for an LLM call: ``clamp`` (default: lower the output
+  bound to what it can pay for, deny below the minimum), ``deny`` (refuse any call that does not
+  fit with its full output bound), ``degrade`` (as ``clamp``, and calls are degraded by the
+  guard's degrade policy once the budget runs low), ``stop`` (as ``clamp``; once exhausted the
+  session or task is ended for good: see ``docs/budgets.md``).
+* **Thresholds**: shares of the limit (default 50 %, 80 %, 100 %) at which the ledger records a
+  threshold event, once per budget instance, window and threshold.
 """
 
 from __future__ import annotations
@@ -20,17 +42,20 @@ from tokenward.core.windows import NO_WINDOW, Window
 from tokenward.errors import ConfigError
 
 __all__ = [
+    "ACTIONS",
+    "DEFAULT_THRESHOLDS",
     "METERS",
     "SCOPES",
     "Budget",
     "Subject",
     "applicable",
+    "is_scope",
     "meter_amounts",
     "parse_budget_spec",
 ]
 
 SCOPES: tuple[str, ...] = ("org", "project", "team", "user", "key", "agent", "session", "task")
-"""Scopes a budget can apply to, widest first."""
+"""Scopes a budget can apply to, widest first (besides tags: ``tag:NAME``)."""
 
 METERS: tuple[str, ...] = (
     "input_tokens",
@@ -42,14 +67,30 @@ METERS: tuple[str, ...] = (
 )
 """Built-in meters: tokens, USD, or calls."""
 
+ACTIONS: tuple[str, ...] = ("clamp", "deny", "degrade", "stop")
+"""What a hard budget does to a call it cannot pay for (see the module docstring)."""
+
+DEFAULT_THRESHOLDS: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
+"""Alert thresholds, as shares of the limit: 50 %, 80 %, 100 %."""
+
 Mode = Literal["hard", "soft", "shadow"]
+Action = Literal["clamp", "deny", "degrade", "stop"]
+
+_TAG_SCOPE = re.compile(r"^tag:([A-Za-z0-9_.\-]{1,64})$")
+_METER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def is_scope(scope: str) -> bool:
+    """Whether ``scope`` is one of :data:`SCOPES` or a tag scope ``tag:NAME``."""
+    return scope in SCOPES or _TAG_SCOPE.match(scope) is not None
 
 
 @dataclass(frozen=True, slots=True)
 class Subject:
     """Whom a call is charged to; every field is optional.
 
-    ``tags`` are free-form ``(name, value)`` pairs (a team's cost centre, an experiment arm).
+    ``tags`` are free-form ``(name, value)`` pairs (a team's cost centre, an experiment arm); a
+    budget of scope ``tag:NAME`` applies to the subject's value of tag ``NAME``.
     """
 
     org: str | None = None
@@ -63,8 +104,14 @@ class Subject:
     tags: tuple[tuple[str, str], ...] = ()
 
     def value(self, scope: str) -> str | None:
-        """The subject's value for ``scope`` (None when it has none)."""
-        value = getattr(self, scope, None) if scope in SCOPES else None
+        """The subject's value for ``scope`` (a tag's value for ``tag:NAME``; None when it has none)."""
+        if scope in SCOPES:
+            value = getattr(self, scope, None)
+        elif scope.startswith("tag:"):
+            name = scope[4:]
+            value = next((v for k, v in self.tags if k == name), None)
+        else:
+            return None
         return value if isinstance(value, str) and value else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,15 +140,23 @@ class Budget:
 
     Attributes:
         name: unique name, shown in denials.
-        scope: one of :data:`SCOPES`.
-        meter: one of :data:`METERS` or a custom meter name; tokens, USD or calls.
+        scope: one of :data:`SCOPES`, or ``tag:NAME``.
+        meter: one of :data:`METERS` or a custom meter name; tokens, USD, calls, or the custom
+            meter's own unit.
         limit: the limit in the meter's unit (tokens, USD, calls), exact.
-        subject_id: the scope value it applies to, or None for "each value of the scope".
-        window: when spend resets.
-        mode: ``hard`` (enforced), ``soft`` (never denies) or ``shadow`` (decides without
-            enforcing).
+        subject_id: the scope value it applies to, or None for a template ("each value of the
+            scope", an instance per value made on first use).
+        window: when spend resets (none, calendar, rolling).
+        mode: ``hard`` (enforced), ``soft`` (never denies) or ``shadow`` (decides and records
+            would-be denials without enforcing).
         unpriced: for a ``cost_usd`` budget, what to do with a call whose price is unknown:
             ``deny`` (default) or ``allow``.
+        thresholds: shares of the limit (0.8 = 80 %) at which a threshold event is recorded,
+            ascending; empty for none.
+        action: what a hard budget does to a call it cannot pay for: ``clamp``, ``deny``,
+            ``degrade`` or ``stop`` (see the module docstring).
+        overrides: the name of a template (same scope) whose instance for ``subject_id`` this
+            fixed budget replaces; None when it applies alongside every template.
     """
 
     name: str
@@ -112,15 +167,18 @@ class Budget:
     window: Window = field(default=NO_WINDOW)
     mode: Mode = "hard"
     unpriced: Literal["deny", "allow"] = "deny"
+    thresholds: tuple[Decimal, ...] = DEFAULT_THRESHOLDS
+    action: Action = "clamp"
+    overrides: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"budget name {self.name!r}: use 1-200 letters, digits and _.:@/=-")
-        if self.scope not in SCOPES:
+        if not is_scope(self.scope):
             raise ConfigError(
-                f"budget {self.name!r}: unknown scope {self.scope!r}; known: {', '.join(SCOPES)}"
+                f"budget {self.name!r}: unknown scope {self.scope!r}; known: {', '.join(SCOPES)} or tag:NAME"
             )
-        if not re.match(r"^[a-z][a-z0-9_]*$", self.meter):
+        if not _METER.match(self.meter):
             raise ConfigError(f"budget {self.name!r}: meter {self.meter!r} must be a lower-case identifier")
         if not isinstance(self.limit, Decimal) or not self.limit.is_finite() or self.limit < 0:
             raise ConfigError(
@@ -130,6 +188,32 @@ class Budget:
             raise ConfigError(f"budget {self.name!r}: mode must be hard, soft or shadow")
         if self.unpriced not in ("deny", "allow"):
             raise ConfigError(f"budget {self.name!r}: unpriced must be deny or allow")
+        if self.action not in ACTIONS:
+            raise ConfigError(f"budget {self.name!r}: action must be one of {', '.join(ACTIONS)}")
+        if self.subject_id is not None and (not isinstance(self.subject_id, str) or not self.subject_id):
+            raise ConfigError(f"budget {self.name!r}: id must be a non-empty string")
+        if self.overrides is not None and (self.subject_id is None or not _NAME.match(str(self.overrides))):
+            raise ConfigError(
+                f"budget {self.name!r}: overrides names a template and needs an id (a fixed budget)"
+            )
+        shares = []
+        for share in self.thresholds:
+            if not isinstance(share, Decimal) or not share.is_finite() or not 0 < share <= 10:
+                raise ConfigError(
+                    f"budget {self.name!r}: threshold {share!r} must be a share of the limit above 0 "
+                    "(0.8 = 80 %; at most 10)"
+                )
+            shares.append(share)
+        object.__setattr__(self, "thresholds", tuple(sorted(set(shares))))
+
+    @property
+    def is_template(self) -> bool:
+        """Whether this budget applies to each value of its scope (no ``subject_id``)."""
+        return self.subject_id is None
+
+    def instance_name(self, subject_id: str) -> str:
+        """How one instance is named in listings: ``each-user[alice]`` (a fixed budget: its name)."""
+        return f"{self.name}[{subject_id}]" if self.subject_id is None else self.name
 
     def applies_to(self, subject: Subject) -> str | None:
         """The scope value this budget charges for ``subject``, or None when it does not apply."""
@@ -141,7 +225,7 @@ class Budget:
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (limit as a decimal string)."""
+        """JSON-ready form (limit and thresholds as decimal strings, the window as its string)."""
         return {
             "name": self.name,
             "scope": self.scope,
@@ -151,19 +235,29 @@ class Budget:
             "window": str(self.window),
             "mode": self.mode,
             "unpriced": self.unpriced,
+            "thresholds": [str(t) for t in self.thresholds],
+            "action": self.action,
+            "overrides": self.overrides,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
         """Build from a config or :meth:`to_dict` mapping.
 
-        Accepted keys: ``name``, ``scope``, ``meter``, ``limit``, ``id``/``subject_id``,
-        ``window`` (``none``, ``day``, ``month@Europe/Paris``...), ``mode``, ``unpriced``.
+        Accepted keys: ``name``, ``scope`` (or ``tag:NAME``), ``meter``, ``limit``,
+        ``id``/``subject_id``, ``window`` (``none``, ``day``, ``month@Europe/Paris``,
+        ``rolling:5h``, or a mapping such as ``{type: rolling, duration: 5h}``), ``week_start``
+        (``sunday`` or 0-6, for week windows), ``mode``, ``unpriced``, ``thresholds`` (shares
+        ``[0.5, 0.9]`` or percents ``["50%", "90%"]``; ``[]`` for none), ``action``,
+        ``overrides`` (a template this fixed budget replaces for its id).
 
         Raises:
             ConfigError: a missing or invalid field (named).
         """
-        known = {"name", "scope", "meter", "limit", "id", "subject_id", "window", "mode", "unpriced"}
+        known = {
+            "name", "scope", "meter", "limit", "id", "subject_id", "window", "week_start",
+            "mode", "unpriced", "thresholds", "alerts", "action", "overrides",
+        }  # fmt: skip
         unknown = set(data) - known
         label = data.get("name", "?")
         if unknown:
@@ -174,16 +268,46 @@ class Budget:
         subject_id = data.get("subject_id", data.get("id"))
         scope, meter = str(data["scope"]), str(data["meter"])
         name = data.get("name") or f"{scope}{'=' + str(subject_id) if subject_id else ''}:{meter}"
+        try:
+            window = Window.from_value(data.get("window"), week_start=data.get("week_start"))
+        except ConfigError as exc:
+            raise ConfigError(f"budget {name!r}: {exc}") from None
+        raw_thresholds = data.get("thresholds", data.get("alerts"))
         return cls(
             name=str(name),
             scope=scope,
             meter=meter,
             limit=_amount(data["limit"], f"budget {name!r}: limit"),
             subject_id=None if subject_id is None else str(subject_id),
-            window=Window.parse(None if data.get("window") is None else str(data["window"])),
+            window=window,
             mode=str(data.get("mode", "hard")),  # type: ignore[arg-type]
             unpriced=str(data.get("unpriced", "deny")),  # type: ignore[arg-type]
+            thresholds=DEFAULT_THRESHOLDS
+            if raw_thresholds is None
+            else _thresholds(raw_thresholds, f"budget {name!r}"),
+            action=str(data.get("action", "clamp")),  # type: ignore[arg-type]
+            overrides=None if data.get("overrides") is None else str(data["overrides"]),
         )
+
+
+def _thresholds(value: Any, where: str) -> tuple[Decimal, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(";", ",").split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: thresholds must be a list of shares (0.8) or percents ('80%')")
+    out = []
+    for item in value:
+        text = str(item).strip()
+        try:
+            share = Decimal(text[:-1]) / 100 if text.endswith("%") else _amount(item, f"{where}: threshold")
+        except InvalidOperation:
+            raise ConfigError(f"{where}: threshold {item!r} is not a number") from None
+        if share > 10 and not text.endswith("%"):
+            raise ConfigError(
+                f"{where}: threshold {item!r} is a share of the limit (0.8 = 80 %); write '{item}%'"
+            )
+        out.append(share)
+    return tuple(out)
 
 
 def _amount(value: Any, where: str) -> Decimal:
@@ -199,50 +323,83 @@ def _amount(value: Any, where: str) -> Decimal:
 
 
 _SPEC = re.compile(
-    r"^\s*(?P<scope>[a-z]+)(?:=(?P<id>[^:]+))?:(?P<meter>[a-z_]+)=(?P<limit>[^/]+)(?:/(?P<window>.+))?$"
+    r"^\s*(?P<scope>tag:[A-Za-z0-9_.\-]+|[a-z]+)(?:=(?P<id>[^:;]+))?:(?P<meter>[a-z_]+)=(?P<limit>[^/;]+)"
+    r"(?:/(?P<window>[^;]+))?(?P<options>(?:;[^;]*)*)$"
 )
+_OPTIONS = {"mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides"}
 
 
 def parse_budget_spec(spec: str) -> Budget:
-    """Parse ``SCOPE[=ID]:METER=LIMIT[/WINDOW]``.
+    """Parse ``SCOPE[=ID]:METER=LIMIT[/WINDOW][;OPTION=VALUE...]``.
 
     Examples: ``session:total_tokens=50000`` (each session), ``session:cost_usd=0.50``,
-    ``task:cost_usd=1/day``, ``user=alice:cost_usd=5/month@Europe/Paris``.
+    ``task:cost_usd=1/day``, ``user=alice:cost_usd=5/month@Europe/Paris``,
+    ``user:total_tokens=200000/day@Europe/Berlin;action=deny``,
+    ``tag:cost_center=cc-42:cost_usd=500/month;mode=shadow``, ``key:cost_usd=2/rolling:5h``,
+    ``agent:gpu_seconds=3600;custom`` (a custom meter must be marked ``custom``, so a typo such as
+    ``tokens`` for ``total_tokens`` is an error rather than a budget that never charges anything).
+    Options: ``mode``, ``action``, ``thresholds`` (``50%,90%``), ``unpriced``, ``week_start``,
+    ``name``, and the flag ``custom``. The budget is named by the spec without its options unless
+    ``name`` says otherwise.
 
     Raises:
-        ConfigError: the spec does not parse, or names an unknown scope, meter or window.
+        ConfigError: the spec does not parse, or names an unknown scope, meter, window or option.
     """
     match = _SPEC.match(spec)
     if not match:
         raise ConfigError(
-            f"budget spec {spec!r}: expected SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. session:cost_usd=0.50 "
-            "or task:total_tokens=200000/day"
+            f"budget spec {spec!r}: expected SCOPE[=ID]:METER=LIMIT[/WINDOW][;OPTION=VALUE], e.g. "
+            "session:cost_usd=0.50 or task:total_tokens=200000/day"
         )
-    if match["meter"] not in METERS:
+    options: dict[str, str] = {}
+    custom = False
+    for option in (o.strip() for o in match["options"].split(";")):
+        if not option:
+            continue
+        if option == "custom":
+            custom = True
+            continue
+        key, eq, value = option.partition("=")
+        if not eq or key.strip() not in _OPTIONS:
+            raise ConfigError(
+                f"budget spec {spec!r}: unknown option {option!r}; known: {', '.join(sorted(_OPTIONS))}, custom"
+            )
+        options[key.strip()] = value.strip()
+    if match["meter"] not in METERS and not custom:
         # A typo (``tokens`` for ``total_tokens``) would make a budget that never charges anything.
         raise ConfigError(
-            f"budget spec {spec!r}: unknown meter {match['meter']!r}; known: {', '.join(METERS)}"
+            f"budget spec {spec!r}: unknown meter {match['meter']!r}; known: {', '.join(METERS)} "
+            "(mark a custom meter with ;custom)"
         )
-    return Budget.from_dict(
-        {
-            "name": spec.strip(),
-            "scope": match["scope"],
-            "id": match["id"],
-            "meter": match["meter"],
-            "limit": match["limit"],
-            "window": match["window"],
-        }
-    )
+    data: dict[str, Any] = {
+        "name": options.pop("name", None) or spec.strip().partition(";")[0].strip(),
+        "scope": match["scope"],
+        "id": match["id"],
+        "meter": match["meter"],
+        "limit": match["limit"],
+        "window": match["window"],
+        **options,
+    }
+    return Budget.from_dict(data)
 
 
 def applicable(budgets: Iterable[Budget], subject: Subject) -> list[tuple[Budget, str]]:
-    """Every budget that applies to ``subject``, with the scope value it charges."""
+    """Every budget that applies to ``subject``, with the scope value it charges.
+
+    A template's instance is left out where a fixed budget of the same scope for that value
+    ``overrides`` it.
+    """
     out = []
+    replaced = set()
     for budget in budgets:
         value = budget.applies_to(subject)
         if value is not None:
             out.append((budget, value))
-    return out
+            if budget.overrides is not None:
+                replaced.add((budget.overrides, budget.scope, value))
+    if not replaced:
+        return out
+    return [(b, v) for b, v in out if not (b.subject_id is None and (b.name, b.scope, v) in replaced)]
 
 
 def meter_amounts(usage: Usage, cost: Cost | None = None, *, requests: int = 1) -> dict[str, Decimal]:

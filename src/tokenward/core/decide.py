@@ -2,34 +2,65 @@
 
 Pure functions over a snapshot of balances. The ledger checks the hold again atomically when it
 reserves, so a decision made on a stale snapshot can only be refused, never overspend.
+
+What each hard budget does to an LLM call (:func:`decide`), by its meter:
+
+* ``total_tokens`` / ``output_tokens`` / ``cost_usd``: the output bound is lowered to what the
+  budget can still pay for (``action: clamp``, ``degrade`` or ``stop``), or the call is refused when
+  it does not fit with the bound it has (``action: deny``); below ``min_output_tokens`` it is
+  refused whatever the action;
+* ``input_tokens`` / ``requests``: refused when the prompt (or one more call) does not fit;
+* meters a call cannot hold ahead (``cache_write_tokens`` and custom meters such as
+  ``gpu_seconds``): refused once the budget is exhausted (spent plus held at or above its limit),
+  so a spent compute budget also stops the LLM calls of its subject until its window resets.
+  Charging a custom meter itself (``Ledger.charge_meter``) is checked like any hold.
+
+Soft budgets never refuse; shadow budgets are decided the same way and their would-be denials
+reported in :attr:`Decision.shadow` (the ledger records them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from tokenward.core.budgets import Budget
+from tokenward.core.numbers import plain
 from tokenward.core.pricing import MILLION
 from tokenward.errors import BudgetExceeded, UnpricedCall
 
-__all__ = ["Balance", "CallPlan", "Decision", "admission_check", "decide", "decision_of", "hold_amounts"]
+__all__ = [
+    "Balance",
+    "CallPlan",
+    "Decision",
+    "admission_check",
+    "decide",
+    "decision_of",
+    "hold_amounts",
+    "shadow_check",
+    "tightest",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Balance:
     """One budget instance in its current window.
 
+    A template's instance (``budget.subject_id`` is None) is named ``template[value]``
+    (:attr:`instance`); a fixed budget is its own one instance.
+
     Attributes:
         budget: the budget.
         subject_id: the scope value charged (``"alice"``, ``"s-1"``).
-        window_key: the window's storage key (its UTC start, or ``""``).
+        window_key: the window's storage key (its UTC start, or ``""``; for a rolling window the
+            key of the current bucket).
         spent: settled charges in this window, in the meter's unit.
         held: amounts reserved by calls in flight.
-        reset_at: when the window ends (UTC), or None.
+        reset_at: when the window ends (UTC), or None; for a rolling window, when its oldest
+            spend stops counting (None when nothing is spent).
     """
 
     budget: Budget
@@ -43,6 +74,32 @@ class Balance:
     def remaining(self) -> Decimal:
         """``limit - spent - held``; negative after an overage."""
         return self.budget.limit - self.spent - self.held
+
+    @property
+    def instance(self) -> str:
+        """``each-user[alice]`` for an instance of a template, else the budget's name."""
+        return self.budget.instance_name(self.subject_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: amounts as decimal strings, instants as ISO 8601 UTC."""
+        budget = self.budget
+        return {
+            "budget": budget.name,
+            "instance": self.instance,
+            "template": budget.is_template,
+            "scope": budget.scope,
+            "subject_id": self.subject_id,
+            "meter": budget.meter,
+            "mode": budget.mode,
+            "action": budget.action,
+            "window": str(budget.window),
+            "window_key": self.window_key,
+            "limit": plain(budget.limit),
+            "spent": plain(self.spent),
+            "held": plain(self.held),
+            "remaining": plain(self.remaining),
+            "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
+        }
 
     def exceeded(self, requested: Decimal) -> BudgetExceeded:
         """The denial for a call that needed ``requested`` of this budget."""
@@ -98,12 +155,18 @@ class Decision:
         amounts: the hold, by meter (tokens, USD, calls).
         clamped_by: the budget that lowered the bound, if any.
         would_deny: shadow budgets that would have denied the call.
+        tightest: the hard budget with the smallest share of its limit left after this hold
+            (for rate-limit style headers), as it stood before the hold; None without hard budgets.
+        shadow: the denials those shadow budgets would have raised (budget, limit, used, held,
+            requested), in the order of ``would_deny``; the ledger records them.
     """
 
     output_tokens: int
     amounts: Mapping[str, Decimal]
     clamped_by: str | None = None
     would_deny: tuple[str, ...] = field(default=())
+    tightest: Balance | None = None
+    shadow: tuple[BudgetExceeded, ...] = field(default=())
 
 
 def hold_amounts(plan: CallPlan, output_tokens: int) -> dict[str, Decimal]:
@@ -143,28 +206,34 @@ def _output_cap(balance: Balance, plan: CallPlan) -> int | None:
         if plan.output_rate == 0:
             return None
         return _floor(left / plan.output_rate)
-    return None  # cache_write_tokens and custom meters are not charged ahead of a call
+    # cache_write_tokens and custom meters are not held ahead of a call: an exhausted budget on
+    # one refuses the call, any room left admits it.
+    return None if remaining > 0 else -1
 
 
 def _floor(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR)) if value >= 0 else -1
 
 
-def decide(plan: CallPlan, balances: Iterable[Balance]) -> Decision:
+def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
     """Admit, clamp or deny a call against every applicable budget.
 
-    The output bound is lowered to what the tightest hard budget can still pay for; when even
-    ``min_output_tokens`` no longer fits, the call is denied naming that budget. Soft budgets never
-    deny; shadow budgets are only reported in ``would_deny``.
+    The output bound is lowered to what the tightest hard budget whose action is ``clamp``,
+    ``degrade`` or ``stop`` can still pay for; when even ``min_output_tokens`` no longer fits, the
+    call is denied naming that budget. Then every hard budget whose action is ``deny`` must pay for
+    the call with the bound so reached, or it denies. Soft budgets never deny; shadow budgets are
+    only reported (``would_deny``, ``shadow``).
 
     Raises:
-        BudgetExceeded: a hard budget cannot pay for the call with the minimum output.
+        BudgetExceeded: a hard budget cannot pay for the call with the minimum output (or, for
+            ``action: deny``, with its output bound).
         UnpricedCall: a hard cost budget applies, the model is unpriced, and the budget's policy
             is ``deny``.
     """
     bound = plan.max_output_tokens
     clamped_by: str | None = None
-    would_deny: list[str] = []
+    shadow: list[BudgetExceeded] = []
+    strict: list[tuple[Balance, int]] = []
     for balance in balances:
         budget = balance.budget
         if budget.mode == "soft":
@@ -174,17 +243,51 @@ def decide(plan: CallPlan, balances: Iterable[Balance]) -> Decision:
                 raise UnpricedCall(plan.model, budget.name)
             continue
         cap = _output_cap(balance, plan)
-        if cap is None or cap >= bound:
+        if cap is None:
+            continue
+        if budget.action == "deny" and cap >= plan.min_output_tokens:
+            strict.append((balance, cap))
+            continue
+        if cap >= bound:
             continue
         if cap < plan.min_output_tokens:
-            if budget.mode == "shadow":
-                would_deny.append(budget.name)
-                continue
             need = hold_amounts(plan, plan.min_output_tokens).get(budget.meter, Decimal(0))
+            if budget.mode == "shadow":
+                shadow.append(balance.exceeded(need))
+                continue
             raise balance.exceeded(need)
         if budget.mode == "hard":
             bound, clamped_by = cap, budget.name
-    return Decision(bound, hold_amounts(plan, bound), clamped_by, tuple(would_deny))
+    for balance, cap in strict:
+        if cap < bound:
+            need = hold_amounts(plan, bound).get(balance.budget.meter, Decimal(0))
+            if balance.budget.mode == "shadow":
+                shadow.append(balance.exceeded(need))
+                continue
+            raise balance.exceeded(need)
+    amounts = hold_amounts(plan, bound)
+    return Decision(
+        bound,
+        amounts,
+        clamped_by,
+        tuple(e.budget for e in shadow),
+        tightest(balances, amounts),
+        tuple(shadow),
+    )
+
+
+def tightest(balances: Iterable[Balance], amounts: Mapping[str, Decimal]) -> Balance | None:
+    """The hard budget with the smallest share of its limit left once ``amounts`` are held (as it
+    stood before the hold), or None without hard budgets of a positive limit."""
+    best: tuple[Decimal, Balance] | None = None
+    for balance in balances:
+        limit = balance.budget.limit
+        if balance.budget.mode != "hard" or limit <= 0:
+            continue
+        share = (balance.remaining - amounts.get(balance.budget.meter, Decimal(0))) / limit
+        if best is None or share < best[0]:
+            best = (share, balance)
+    return None if best is None else best[1]
 
 
 def admission_check(balances: Iterable[Balance], amounts: Mapping[str, Decimal]) -> BudgetExceeded | None:
@@ -202,6 +305,19 @@ def admission_check(balances: Iterable[Balance], amounts: Mapping[str, Decimal])
         if balance.spent + balance.held + amount > balance.budget.limit:
             return balance.exceeded(amount)
     return None
+
+
+def shadow_check(balances: Iterable[Balance], amounts: Mapping[str, Decimal]) -> list[BudgetExceeded]:
+    """The denials shadow budgets would raise for the hold ``amounts`` (the check of
+    :func:`admission_check`, applied to shadow budgets instead of hard ones)."""
+    out = []
+    for balance in balances:
+        if balance.budget.mode != "shadow":
+            continue
+        amount = amounts.get(balance.budget.meter)
+        if amount and balance.spent + balance.held + amount > balance.budget.limit:
+            out.append(balance.exceeded(amount))
+    return out
 
 
 def decision_of(reservation: Any) -> Decision:

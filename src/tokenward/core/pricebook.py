@@ -37,7 +37,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -82,6 +82,10 @@ PER_TOKEN_SANITY_BOUND_USD = Decimal("0.01")
 """No real model costs more than one US cent per token; a row above it is a unit mistake
 (a per-million price typed as per-token) and is refused when the table is loaded."""
 
+_BEDROCK_ID = re.compile(
+    r"^(?:(?:us|eu|apac|jp|au|ca|global|us-gov)\.)?"
+    r"(?:anthropic|meta|mistral|amazon|cohere|ai21|deepseek|openai|qwen|writer|twelvelabs)\.[a-z0-9]"
+)
 _DATE_SUFFIX = re.compile(r"(?:[-@](?:20\d{2}-\d{2}-\d{2}|20\d{6}))$")
 
 
@@ -437,7 +441,8 @@ class PriceBook:
         self, names: tuple[str, ...], provider: str | None, context: PriceContext
     ) -> Price | None:
         sections: list[tuple[str | None, dict[str, _OverrideRow]]] = []
-        for hint in dict.fromkeys(h for h in (provider, *(provider_prefix(n) for n in names)) if h):
+        prefixes = [part.lower() for n in names for part in n.lstrip("@").split("/")[:-1]]
+        for hint in dict.fromkeys(h for h in (provider, *prefixes) if h):
             rows = self._provider_rows.get(hint.lower())
             if rows:
                 sections.append((hint.lower(), rows))
@@ -480,7 +485,8 @@ class PriceBook:
         from genai_prices.data_snapshot import get_snapshot
 
         snapshot = get_snapshot()
-        hints = [h for h in (provider_prefix(model), provider) if h] + [None]
+        bedrock = "aws" if _BEDROCK_ID.match(model.lower()) else None  # anthropic.claude-...-v1:0
+        hints = [h for h in (provider_prefix(model), provider, bedrock) if h] + [None]
         found = None
         for candidate in model_candidates(model):
             for hint in dict.fromkeys(hints):
