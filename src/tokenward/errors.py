@@ -10,6 +10,8 @@ Every error tokenward raises on purpose derives from :class:`TokenwardError`::
     │                            a malformed request body (names the offending field)
     ├── BudgetError              a call may not run because of a budget
     │   ├── BudgetExceeded       a hard budget cannot pay for the call (structured fields)
+    │   │   └── Stopped          the call's session or task was ended for good by a budget
+    │   │                        whose action is ``stop``
     │   └── UnpricedCall         a cost budget applies but the call's price is unknown
     └── LedgerError              the ledger store failed (driver errors are translated here)
 
@@ -31,6 +33,7 @@ __all__ = [
     "ConfigError",
     "LedgerError",
     "MissingDependency",
+    "Stopped",
     "TokenwardError",
     "UnpricedCall",
     "ValidationError",
@@ -140,6 +143,40 @@ class BudgetExceeded(BudgetError):
             "held": plain(self.held),
             "requested": plain(self.requested),
             "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
+        }
+
+
+class Stopped(BudgetExceeded):
+    """The call's session or task was ended for good by a budget whose action is ``stop``.
+
+    Later calls of that session or task are refused even if the budget is raised. The inherited
+    fields describe the budget as it was when it stopped the work (``used`` is its spend then,
+    ``requested`` 0, ``reset_at`` None: it never resets).
+
+    Attributes:
+        stopped_scope: ``session`` or ``task``.
+        stopped_id: the session or task id.
+        stopped_at: when it was stopped (UTC).
+    """
+
+    def __init__(self, *, stopped_scope: str, stopped_id: str, stopped_at: datetime, **fields: Any) -> None:
+        self.stopped_scope = stopped_scope
+        self.stopped_id = stopped_id
+        self.stopped_at = stopped_at
+        super().__init__(**fields)
+        at = stopped_at.isoformat().replace("+00:00", "Z")
+        self.args = (
+            f"{stopped_scope} {stopped_id!r} was stopped for good at {at} by budget {self.budget!r}",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`BudgetExceeded.to_dict`, plus ``stopped`` (scope, id, at)."""
+        return super().to_dict() | {
+            "stopped": {
+                "scope": self.stopped_scope,
+                "id": self.stopped_id,
+                "at": self.stopped_at.isoformat().replace("+00:00", "Z"),
+            }
         }
 
 

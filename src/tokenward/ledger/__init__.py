@@ -17,14 +17,31 @@ from urllib.parse import urlsplit
 from tokenward.clock import Clock
 from tokenward.errors import ConfigError
 from tokenward.ledger.base import DEFAULT_TTL, AsyncLedger, Hold, Ledger, Reservation, ThreadedAsyncLedger
+from tokenward.ledger.records import (
+    Adjustment,
+    AuditEntry,
+    BudgetInstance,
+    KeyRecord,
+    ShadowDenial,
+    StopMarker,
+    ThresholdEvent,
+)
 
 __all__ = [
     "DEFAULT_LEDGER_URL",
     "DEFAULT_TTL",
+    "Adjustment",
     "AsyncLedger",
+    "AuditEntry",
+    "BudgetInstance",
     "Hold",
+    "KeyRecord",
     "Ledger",
     "Reservation",
+    "ShadowDenial",
+    "StopMarker",
+    "ThreadedAsyncLedger",
+    "ThresholdEvent",
     "open_async_ledger",
     "open_ledger",
 ]
@@ -69,4 +86,4 @@ def open_ledger(url: str | None = None, *, clock: Clock | None = None) -> Ledger
 
 def open_async_ledger(url: str | None = None, *, clock: Clock | None = None) -> AsyncLedger:
     """The async twin of :func:`open_ledger` (embedded backends run in worker threads)."""
-    return ThreadedAsyncLedger(open_ledger(url, clock=clock))  # type: ignore[return-value]
+    return ThreadedAsyncLedger(open_ledger(url, clock=clock))

@@ -1,18 +1,31 @@
-"""The ledger contract: budgets, balances, reservations and the append-only usage events.
+"""The ledger contract: budgets, balances, reservations, the append-only usage events, and the
+records around them.
 
 Every backend implements :class:`Ledger` (sync); :class:`AsyncLedger` is the async twin with the
-same names. The contract (tested once for every backend in ``tests/ledger``):
+same names (:class:`ThreadedAsyncLedger` provides it for the embedded backends). The contract
+(tested once for every backend in ``tests/ledger``):
 
 * ``reserve`` holds an amount on *every* applicable budget at once, or on none: it raises
   :class:`~tokenward.errors.BudgetExceeded` naming the first hard budget that cannot take it.
   The check and the hold are one atomic step of the store itself (across threads and processes).
-  Expired reservations are reaped first, so a crashed caller never leaks a hold.
+  Expired reservations are reaped first, so a crashed caller never leaks a hold. ``admit`` is
+  ``reserve`` with the decision (clamp, deny) made on the same balances.
 * ``settle`` replaces a reservation's hold with the real charge and appends the usage event;
   it is idempotent by ``request_id`` (a second settle of the same request changes nothing). A
   charge above the hold is recorded as overage, never dropped. Settling a reservation that
-  expired meanwhile still charges (the call happened).
+  expired meanwhile still charges (the call happened). ``charge_meter`` charges meters directly
+  (custom ones included) and records a usage event the same way.
 * ``release`` drops a hold without charging (the call never reached a provider).
-* usage events are never updated or deleted.
+* usage events, threshold events, shadow denials, stop markers, adjustments and audit entries
+  are never updated or deleted.
+* a charge that brings a budget instance's spend in a window to one of its thresholds records a
+  :class:`~tokenward.ledger.records.ThresholdEvent` in the same transaction, once per budget,
+  instance, window and threshold.
+* a hard budget whose action is ``stop`` ends the session or task it refuses (or whose spend it
+  brings to its limit) for good: a :class:`~tokenward.ledger.records.StopMarker` is stored and
+  every later admission of that session or task raises :class:`~tokenward.errors.Stopped`.
+* ``adjust`` records a manual credit, refund or correction as an entry of its own.
+* virtual keys and the audit log (:mod:`tokenward.ledger.admin`) are stored with the rest.
 """
 
 from __future__ import annotations
@@ -27,8 +40,18 @@ from typing import Any, Protocol, runtime_checkable
 
 from tokenward.clock import Clock
 from tokenward.core.budgets import Budget, Subject
+from tokenward.core.calibration import EstimateStats
 from tokenward.core.decide import Balance, CallPlan, Decision
 from tokenward.core.events import UsageEvent
+from tokenward.ledger.records import (
+    Adjustment,
+    AuditEntry,
+    BudgetInstance,
+    KeyRecord,
+    ShadowDenial,
+    StopMarker,
+    ThresholdEvent,
+)
 
 __all__ = [
     "DEFAULT_TTL",
@@ -180,6 +203,133 @@ class Ledger(Protocol):
         """Usage events in time order, filtered by the scopes set in ``subject`` and by time."""
         ...
 
+    def record_estimate(self, model: str, estimated: int, actual: int) -> None:
+        """Add one prompt-estimate observation for ``model`` (tokens estimated before the call,
+        tokens the provider reported after it) to the model's calibration aggregates."""
+        ...
+
+    def estimate_stats(self, model: str) -> EstimateStats | None:
+        """The calibration aggregates of ``model``, or None when nothing was observed."""
+        ...
+
+    def budget_balances(self, name: str, at: datetime | None = None) -> list[Balance]:
+        """Every instance of budget ``name`` in the window containing ``at`` (one for a fixed
+        budget, one per instance made so far for a template)."""
+        ...
+
+    def instances(self, budget: str) -> list[BudgetInstance]:
+        """The instances template ``budget`` has made so far, oldest first."""
+        ...
+
+    def charge_meter(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        request_id: str | None = None,
+        at: datetime | None = None,
+        enforce: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageEvent:
+        """Charge meters directly (custom ones such as ``gpu_seconds`` included) and record a
+        usage event, once per ``request_id``.
+
+        Raises:
+            BudgetExceeded: with ``enforce``, a hard budget cannot take the charge.
+        """
+        ...
+
+    def adjust(
+        self,
+        target: Subject | str,
+        amounts: Mapping[str, Decimal],
+        *,
+        reason: str,
+        actor: str,
+        subject_id: str | None = None,
+        at: datetime | None = None,
+        adjustment_id: str | None = None,
+    ) -> Adjustment:
+        """Record a manual credit, refund or correction (signed amounts) against every budget
+        applying to a subject, or one budget instance; never an edit of past events."""
+        ...
+
+    def adjustments(
+        self,
+        *,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Adjustment]:
+        """Adjustments in the order they were made, filtered by subject, budget and time."""
+        ...
+
+    def threshold_events(self, after: int | None = None, limit: int | None = 100) -> list[ThresholdEvent]:
+        """Threshold events with an id above ``after``, oldest first, at most ``limit``."""
+        ...
+
+    def shadow_denials(
+        self, after: int | None = None, limit: int | None = 100, *, budget: str | None = None
+    ) -> list[ShadowDenial]:
+        """Would-be denials of shadow budgets with an id above ``after``, oldest first."""
+        ...
+
+    def stops(self) -> list[StopMarker]:
+        """Every session and task ended by a ``stop`` budget."""
+        ...
+
+    def stop_of(self, subject: Subject) -> StopMarker | None:
+        """The marker that ended ``subject``'s session or task, or None."""
+        ...
+
+    def put_key(self, record: KeyRecord) -> KeyRecord:
+        """Create or replace a virtual key by id (its digest must be unique)."""
+        ...
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        """A virtual key by id, in any state."""
+        ...
+
+    def key_by_hash(
+        self, sha256_hex: str, *, at: datetime | None = None, include_inactive: bool = False
+    ) -> KeyRecord | None:
+        """The active key with this SHA-256 (hex), or None."""
+        ...
+
+    def keys(self, project: str | None = None) -> list[KeyRecord]:
+        """Every key, optionally of one project, oldest first."""
+        ...
+
+    def revoke_key(self, key_id: str, at: datetime | None = None) -> bool:
+        """Revoke a key; returns whether it changed."""
+        ...
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        *,
+        project: str | None = None,
+    ) -> AuditEntry:
+        """Append an audit entry (who, what, to what, before and after), stamped now."""
+        ...
+
+    def audit_log(
+        self,
+        *,
+        since: datetime | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+        project: str | None = None,
+    ) -> list[AuditEntry]:
+        """Audit entries oldest first, filtered by time, id and project."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -226,6 +376,73 @@ class AsyncLedger(Protocol):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> Sequence[UsageEvent]: ...
+    async def record_estimate(self, model: str, estimated: int, actual: int) -> None: ...
+    async def estimate_stats(self, model: str) -> EstimateStats | None: ...
+    async def budget_balances(self, name: str, at: datetime | None = None) -> list[Balance]: ...
+    async def instances(self, budget: str) -> list[BudgetInstance]: ...
+    async def charge_meter(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        request_id: str | None = None,
+        at: datetime | None = None,
+        enforce: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageEvent: ...
+    async def adjust(
+        self,
+        target: Subject | str,
+        amounts: Mapping[str, Decimal],
+        *,
+        reason: str,
+        actor: str,
+        subject_id: str | None = None,
+        at: datetime | None = None,
+        adjustment_id: str | None = None,
+    ) -> Adjustment: ...
+    async def adjustments(
+        self,
+        *,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Adjustment]: ...
+    async def threshold_events(
+        self, after: int | None = None, limit: int | None = 100
+    ) -> list[ThresholdEvent]: ...
+    async def shadow_denials(
+        self, after: int | None = None, limit: int | None = 100, *, budget: str | None = None
+    ) -> list[ShadowDenial]: ...
+    async def stops(self) -> list[StopMarker]: ...
+    async def stop_of(self, subject: Subject) -> StopMarker | None: ...
+    async def put_key(self, record: KeyRecord) -> KeyRecord: ...
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+    async def key_by_hash(
+        self, sha256_hex: str, *, at: datetime | None = None, include_inactive: bool = False
+    ) -> KeyRecord | None: ...
+    async def keys(self, project: str | None = None) -> list[KeyRecord]: ...
+    async def revoke_key(self, key_id: str, at: datetime | None = None) -> bool: ...
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+        *,
+        project: str | None = None,
+    ) -> AuditEntry: ...
+    async def audit_log(
+        self,
+        *,
+        since: datetime | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+        project: str | None = None,
+    ) -> list[AuditEntry]: ...
     async def close(self) -> None: ...
 
 

@@ -1,13 +1,15 @@
 """``memory://``: the ledger in this process's memory (tests, replays, one-off runs).
 
 Its transaction is a process-wide lock, which is the whole store here. Nothing survives the
-process.
+process. The logic never writes before a step can still fail, so the lock needs no rollback.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -15,25 +17,24 @@ from decimal import Decimal
 
 from tokenward.clock import Clock
 from tokenward.core.budgets import Budget, Subject
+from tokenward.core.calibration import EstimateStats
 from tokenward.core.events import UsageEvent
+from tokenward.core.numbers import plain
+from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.base import Reservation
+from tokenward.ledger.records import (
+    Adjustment,
+    AuditEntry,
+    BudgetInstance,
+    KeyRecord,
+    ShadowDenial,
+    StopMarker,
+    ThresholdEvent,
+)
+from tokenward.ledger.rows import Rows, Snapshot, Span, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
 
-__all__ = ["MemoryLedger"]
-
-
-def subject_matches(event_subject: Subject, wanted: Subject | None) -> bool:
-    """Whether every scope and tag set in ``wanted`` has the same value in ``event_subject``."""
-    if wanted is None:
-        return True
-    for scope, value in wanted.to_dict().items():
-        if scope == "tags":
-            tags = dict(event_subject.tags)
-            if any(tags.get(k) != v for k, v in value.items()):
-                return False
-        elif event_subject.value(scope) != value:
-            return False
-    return True
+__all__ = ["MemoryLedger", "subject_matches"]
 
 
 class MemoryLedger(TransactionalLedger):
@@ -49,20 +50,31 @@ class MemoryLedger(TransactionalLedger):
         self.url = url
         self._lock = threading.RLock()
         self._budgets: dict[str, Budget] = {}
-        self._rows: dict[tuple[str, str, str], tuple[Decimal, Decimal]] = {}
+        self._rows: dict[tuple[str, str], dict[str, tuple[Decimal, Decimal]]] = {}
         self._reservations: dict[str, Reservation] = {}
         self._by_key: dict[str, str] = {}
         self._active: set[str] = set()
         self._events: list[UsageEvent] = []
         self._by_request: dict[str, UsageEvent] = {}
+        self._estimates: dict[str, EstimateStats] = {}
+        self._thresholds: list[ThresholdEvent] = []
+        self._threshold_keys: set[tuple[str, str, str, str]] = set()
+        self._shadow: list[ShadowDenial] = []
+        self._stops: dict[tuple[str, str], StopMarker] = {}
+        self._adjustments: list[Adjustment] = []
+        self._instances: dict[tuple[str, str], BudgetInstance] = {}
+        self._keys: dict[str, KeyRecord] = {}
+        self._audit: list[AuditEntry] = []
+        self._ids = itertools.count(1)
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[None]:
         with self._lock:
             yield
 
-    def _load_budgets(self) -> list[Budget]:
-        return list(self._budgets.values())
+    # -- budgets, stops --------------------------------------------------------------------------
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(list(self._budgets.values()), dict(self._stops))
 
     def _store_budget(self, budget: Budget) -> None:
         self._budgets[budget.name] = budget
@@ -70,14 +82,29 @@ class MemoryLedger(TransactionalLedger):
     def _remove_budget(self, name: str) -> bool:
         return self._budgets.pop(name, None) is not None
 
-    def _balance(self, budget: str, subject_id: str, window_key: str) -> tuple[Decimal, Decimal]:
-        return self._rows.get((budget, subject_id, window_key), (Decimal(0), Decimal(0)))
+    def _store_stops(self, markers: Sequence[StopMarker]) -> None:
+        for marker in markers:
+            self._stops.setdefault((marker.scope, marker.subject_id), marker)
 
-    def _adjust(self, budget: str, subject_id: str, window_key: str, spent: Decimal, held: Decimal) -> None:
-        key = (budget, subject_id, window_key)
-        old_spent, old_held = self._rows.get(key, (Decimal(0), Decimal(0)))
-        self._rows[key] = (old_spent + spent, old_held + held)
+    # -- balance rows ----------------------------------------------------------------------------
+    def _read_rows(self, spans: Sequence[Span]) -> Rows:
+        out: Rows = {}
+        for budget, subject_id, first, last in spans:
+            rows = self._rows.get((budget, subject_id), {})
+            if first == last:
+                if first in rows:
+                    out[(budget, subject_id, first)] = rows[first]
+                continue
+            for key, value in rows.items():
+                if first <= key <= last:
+                    out[(budget, subject_id, key)] = value
+        return out
 
+    def _write_rows(self, rows: Rows) -> None:
+        for (budget, subject_id, key), value in rows.items():
+            self._rows.setdefault((budget, subject_id), {})[key] = value
+
+    # -- reservations ----------------------------------------------------------------------------
     def _get_reservation(self, reservation_id: str) -> Reservation | None:
         return self._reservations.get(reservation_id)
 
@@ -85,35 +112,127 @@ class MemoryLedger(TransactionalLedger):
         found = self._by_key.get(key)
         return None if found is None else self._reservations[found]
 
-    def _put_reservation(self, reservation: Reservation) -> None:
+    def _put_reservation(self, reservation: Reservation) -> bool:
+        if reservation.idempotency_key is not None and reservation.idempotency_key in self._by_key:
+            return False
         self._reservations[reservation.id] = reservation
         self._active.add(reservation.id)
         if reservation.idempotency_key is not None:
             self._by_key[reservation.idempotency_key] = reservation.id
+        return True
 
     def _set_state(self, reservation_id: str, state: str) -> None:
         self._reservations[reservation_id] = replace(self._reservations[reservation_id], state=state)
         if state != "active":
             self._active.discard(reservation_id)
 
-    def _expired(self, now: datetime) -> list[Reservation]:
-        return [self._reservations[i] for i in self._active if self._reservations[i].expires_at <= now]
+    def _expire(self, now: datetime) -> list[Reservation]:
+        expired = [self._reservations[i] for i in self._active if self._reservations[i].expires_at <= now]
+        for reservation in expired:
+            self._set_state(reservation.id, "expired")
+        return expired
 
+    # -- events ----------------------------------------------------------------------------------
     def _get_event(self, request_id: str) -> UsageEvent | None:
         return self._by_request.get(request_id)
 
-    def _insert_event(self, event: UsageEvent) -> None:
-        self._events.append(event)
+    def _insert_event(self, event: UsageEvent) -> bool:
+        if event.request_id in self._by_request:
+            return False
+        # Kept in time order (insertion order among equal instants), as the SQLite index reads.
+        index = (
+            bisect.bisect_right([e.at for e in self._events], event.at)
+            if self._events and event.at < self._events[-1].at
+            else len(self._events)
+        )
+        self._events.insert(index, event)
         self._by_request[event.request_id] = event
+        return True
 
     def _query_events(
         self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None
     ) -> list[UsageEvent]:
         out = [
             e
-            for e in sorted(self._events, key=lambda e: e.at)
+            for e in self._events
             if subject_matches(e.subject, subject)
             and (since is None or e.at >= since)
             and (until is None or e.at < until)
+        ]
+        return out[:limit] if limit is not None else out
+
+    # -- records ---------------------------------------------------------------------------------
+    def _insert_threshold(self, event: ThresholdEvent) -> bool:
+        key = (event.budget, event.subject_id, event.window_key, plain(event.threshold))
+        if key in self._threshold_keys:
+            return False
+        self._threshold_keys.add(key)
+        self._thresholds.append(replace(event, id=next(self._ids)))
+        return True
+
+    def _query_thresholds(self, after: int | None, limit: int | None) -> list[ThresholdEvent]:
+        out = [e for e in self._thresholds if after is None or e.id > after]
+        return out[:limit] if limit is not None else out
+
+    def _insert_shadow(self, denials: Sequence[ShadowDenial]) -> None:
+        self._shadow.extend(replace(d, id=next(self._ids)) for d in denials)
+
+    def _query_shadow(self, after: int | None, limit: int | None, budget: str | None) -> list[ShadowDenial]:
+        out = [
+            d
+            for d in self._shadow
+            if (after is None or d.id > after) and (budget is None or d.budget == budget)
+        ]
+        return out[:limit] if limit is not None else out
+
+    def _insert_adjustment(self, adjustment: Adjustment) -> Adjustment:
+        stored = adjustment.with_seq(next(self._ids))
+        self._adjustments.append(stored)
+        return stored
+
+    def _get_adjustment(self, adjustment_id: str) -> Adjustment | None:
+        return next((a for a in self._adjustments if a.id == adjustment_id), None)
+
+    def _query_adjustments(self, since: datetime | None, until: datetime | None) -> list[Adjustment]:
+        return [
+            a
+            for a in self._adjustments
+            if (since is None or a.at >= since) and (until is None or a.at < until)
+        ]
+
+    def _store_instances(self, instances: Sequence[BudgetInstance]) -> None:
+        for instance in instances:
+            self._instances.setdefault((instance.budget, instance.subject_id), instance)
+
+    def _query_instances(self, budget: str) -> list[BudgetInstance]:
+        return [i for (name, _), i in self._instances.items() if name == budget]
+
+    def _estimate_stats(self, model: str) -> EstimateStats | None:
+        return self._estimates.get(model)
+
+    def _store_estimate_stats(self, stats: EstimateStats) -> None:
+        self._estimates[stats.model] = stats
+
+    # -- keys and audit --------------------------------------------------------------------------
+    def _key_index(self) -> KeyIndex:
+        return KeyIndex.of(list(self._keys.values()))
+
+    def _store_key(self, record: KeyRecord) -> None:
+        self._keys[record.id] = record
+
+    def _insert_audit(self, entry: AuditEntry) -> AuditEntry:
+        stored = replace(entry, id=next(self._ids))
+        self._audit.append(stored)
+        return stored
+
+    def _query_audit(
+        self, since: datetime | None, after: int | None, limit: int | None, project: str | None
+    ) -> list[AuditEntry]:
+        out = [
+            e
+            for e in self._audit
+            if (since is None or e.at >= since)
+            and (after is None or e.id > after)
+            and (project is None or e.project == project)
         ]
         return out[:limit] if limit is not None else out

@@ -7,8 +7,11 @@ check-then-hold, so concurrent reservations from any number of threads and proce
 file are serialised by SQLite itself. Readers (balances, reports) never block writers.
 
 Money and amounts are stored as decimal strings and computed with ``Decimal`` inside the
-transaction, so they stay exact. The schema is versioned (``PRAGMA user_version``) and migrated on
-open. Usage events are append-only: triggers refuse UPDATE and DELETE on them.
+transaction, so they stay exact. Balance rows are read with one statement and written with one
+statement per step. Budgets, stop markers and keys are cached in the process and re-read only when
+their revision counter in ``meta`` moves (one statement per step checks the counters). The schema
+is versioned (``PRAGMA user_version``) and migrated on open (:mod:`.sqlite_schema`). Usage events
+and the other records are append-only: triggers refuse UPDATE and DELETE on them.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,46 +34,15 @@ from tokenward.core.budgets import SCOPES, Budget, Subject
 from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError
 from tokenward.ledger.base import Hold, Reservation
-from tokenward.ledger.memory import subject_matches
+from tokenward.ledger.records import StopMarker
+from tokenward.ledger.rows import Rows, Snapshot, Span, subject_matches
+from tokenward.ledger.sqlite_records import SQLiteRecords, ts
+from tokenward.ledger.sqlite_schema import _MIGRATIONS, SCHEMA_VERSION, split_statements
 from tokenward.ledger.transactional import TransactionalLedger
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger", "path_from_url"]
 
-_MIGRATIONS: list[str] = [
-    # 1: budgets, balances, reservations, append-only usage events
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    INSERT INTO meta (key, value) VALUES ('budgets_rev', '0');
-    CREATE TABLE budgets (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
-    CREATE TABLE balances (
-        budget TEXT NOT NULL, subject_id TEXT NOT NULL, window_key TEXT NOT NULL,
-        spent TEXT NOT NULL DEFAULT '0', held TEXT NOT NULL DEFAULT '0',
-        PRIMARY KEY (budget, subject_id, window_key)
-    ) WITHOUT ROWID;
-    CREATE TABLE reservations (
-        id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
-        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, data TEXT NOT NULL
-    );
-    CREATE INDEX reservations_active ON reservations (expires_at) WHERE state = 'active';
-    CREATE TABLE usage_events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        request_id TEXT NOT NULL UNIQUE,
-        at TEXT NOT NULL,
-        org TEXT, project TEXT, team TEXT, user TEXT, key TEXT, agent TEXT, session TEXT, task TEXT,
-        model TEXT, status TEXT NOT NULL,
-        input_tokens INTEGER, output_tokens INTEGER, cost_usd TEXT,
-        data TEXT NOT NULL
-    );
-    CREATE INDEX usage_events_at ON usage_events (at);
-    CREATE INDEX usage_events_session ON usage_events (session, at);
-    CREATE INDEX usage_events_user ON usage_events (user, at);
-    CREATE TRIGGER usage_events_no_update BEFORE UPDATE ON usage_events
-        BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
-    CREATE TRIGGER usage_events_no_delete BEFORE DELETE ON usage_events
-        BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
-    """,
-]
-SCHEMA_VERSION = len(_MIGRATIONS)
+_CHUNK = 400  # balance rows per statement (SQLite allows 32766 parameters)
 
 
 def path_from_url(url: str) -> Path:
@@ -87,10 +60,6 @@ def path_from_url(url: str) -> Path:
     if not path:
         raise ConfigError(f"{url!r} names no file; e.g. sqlite:///tokenward.db")
     return Path(path)
-
-
-def _ts(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _reservation_to_json(r: Reservation) -> str:
@@ -121,7 +90,7 @@ def _reservation_from_row(row: sqlite3.Row) -> Reservation:
     )
 
 
-class SQLiteLedger(TransactionalLedger):
+class SQLiteLedger(SQLiteRecords, TransactionalLedger):
     """The SQLite ledger.
 
     Args:
@@ -135,7 +104,7 @@ class SQLiteLedger(TransactionalLedger):
     """
 
     def __init__(self, url: str, *, clock: Clock | None = None, timeout: float = 30.0) -> None:
-        super().__init__(clock)
+        TransactionalLedger.__init__(self, clock)
         self.url = url
         self.path = path_from_url(url)
         self.timeout = timeout
@@ -143,6 +112,8 @@ class SQLiteLedger(TransactionalLedger):
         self._connections: list[sqlite3.Connection] = []
         self._conn_lock = threading.Lock()
         self._budget_cache: tuple[str, list[Budget]] | None = None
+        self._stop_cache: tuple[str, dict[tuple[str, str], StopMarker]] | None = None
+        self._key_cache = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -195,9 +166,15 @@ class SQLiteLedger(TransactionalLedger):
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise LedgerError(f"SQLite ledger {self.path}: commit failed: {exc}") from exc
 
-    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _single_read(self) -> AbstractContextManager[None]:
+        """One autocommit read (a statement is atomic on its own): no BEGIN/COMMIT round trip."""
+        return contextlib.nullcontext()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._conn().execute(sql, params)
         except sqlite3.Error as exc:
@@ -212,7 +189,7 @@ class SQLiteLedger(TransactionalLedger):
                     "upgrade tokenward"
                 )
             for number in range(version, SCHEMA_VERSION):
-                for statement in _split(_MIGRATIONS[number]):
+                for statement in split_statements(_MIGRATIONS[number]):
                     self._execute(statement)
                 self._execute(f"PRAGMA user_version={number + 1}")
 
@@ -225,47 +202,70 @@ class SQLiteLedger(TransactionalLedger):
             self._connections.clear()
         self._local = threading.local()
 
-    # -- primitives -----------------------------------------------------------------------------
-    def _load_budgets(self) -> list[Budget]:
-        rev = self._execute("SELECT value FROM meta WHERE key = 'budgets_rev'").fetchone()[0]
-        cached = self._budget_cache
-        if cached is not None and cached[0] == rev:
-            return cached[1]
-        rows = self._execute("SELECT spec FROM budgets").fetchall()
-        budgets = [Budget.from_dict(json.loads(row["spec"])) for row in rows]
-        self._budget_cache = (rev, budgets)
-        return budgets
-
-    def _bump_budgets(self) -> None:
-        self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'budgets_rev'")
+    # -- budgets and stops -------------------------------------------------------------------------
+    def _snapshot(self) -> Snapshot:
+        revs = dict(
+            self._execute("SELECT key, value FROM meta WHERE key IN ('budgets_rev', 'stops_rev')").fetchall()
+        )
+        budgets = self._budget_cache
+        if budgets is None or budgets[0] != revs["budgets_rev"]:
+            rows = self._execute("SELECT spec FROM budgets").fetchall()
+            budgets = (revs["budgets_rev"], [Budget.from_dict(json.loads(row["spec"])) for row in rows])
+            self._budget_cache = budgets
+        stops = self._stop_cache
+        if stops is None or stops[0] != revs["stops_rev"]:
+            stops = (revs["stops_rev"], self._load_stops())
+            self._stop_cache = stops
+        return Snapshot(budgets[1], stops[1])
 
     def _store_budget(self, budget: Budget) -> None:
         self._execute(
             "INSERT INTO budgets (name, spec) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
             (budget.name, json.dumps(budget.to_dict())),
         )
-        self._bump_budgets()
+        self._bump("budgets_rev")
 
     def _remove_budget(self, name: str) -> bool:
         removed = self._execute("DELETE FROM budgets WHERE name = ?", (name,)).rowcount > 0
-        self._bump_budgets()
+        self._bump("budgets_rev")
         return removed
 
-    def _balance(self, budget: str, subject_id: str, window_key: str) -> tuple[Decimal, Decimal]:
-        row = self._execute(
-            "SELECT spent, held FROM balances WHERE budget = ? AND subject_id = ? AND window_key = ?",
-            (budget, subject_id, window_key),
-        ).fetchone()
-        return (Decimal(row["spent"]), Decimal(row["held"])) if row else (Decimal(0), Decimal(0))
+    # -- balance rows ------------------------------------------------------------------------------
+    def _read_rows(self, spans: Sequence[Span]) -> Rows:
+        out: Rows = {}
+        unique = list(dict.fromkeys(spans))
+        for start in range(0, len(unique), _CHUNK):
+            terms, params = [], []
+            for budget, subject_id, first, last in unique[start : start + _CHUNK]:
+                if first == last:
+                    terms.append("(budget = ? AND subject_id = ? AND window_key = ?)")
+                    params += [budget, subject_id, first]
+                else:
+                    terms.append("(budget = ? AND subject_id = ? AND window_key BETWEEN ? AND ?)")
+                    params += [budget, subject_id, first, last]
+            rows = self._execute(
+                f"SELECT budget, subject_id, window_key, spent, held FROM balances WHERE {' OR '.join(terms)}",
+                params,
+            )
+            for budget, subject_id, key, spent, held in rows:
+                out[(budget, subject_id, key)] = (Decimal(spent), Decimal(held))
+        return out
 
-    def _adjust(self, budget: str, subject_id: str, window_key: str, spent: Decimal, held: Decimal) -> None:
-        old_spent, old_held = self._balance(budget, subject_id, window_key)
-        self._execute(
-            "INSERT INTO balances (budget, subject_id, window_key, spent, held) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (budget, subject_id, window_key) DO UPDATE SET spent = excluded.spent, held = excluded.held",
-            (budget, subject_id, window_key, str(old_spent + spent), str(old_held + held)),
-        )
+    def _write_rows(self, rows: Rows) -> None:
+        items = list(rows.items())
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            params: list[Any] = []
+            for (budget, subject_id, key), (spent, held) in chunk:
+                params += [budget, subject_id, key, str(spent), str(held)]
+            self._execute(
+                "INSERT INTO balances (budget, subject_id, window_key, spent, held) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (budget, subject_id, window_key) DO UPDATE SET spent = excluded.spent, held = excluded.held",
+                params,
+            )
 
+    # -- reservations ------------------------------------------------------------------------------
     def _get_reservation(self, reservation_id: str) -> Reservation | None:
         row = self._execute("SELECT * FROM reservations WHERE id = ?", (reservation_id,)).fetchone()
         return _reservation_from_row(row) if row else None
@@ -274,41 +274,45 @@ class SQLiteLedger(TransactionalLedger):
         row = self._execute("SELECT * FROM reservations WHERE idempotency_key = ?", (key,)).fetchone()
         return _reservation_from_row(row) if row else None
 
-    def _put_reservation(self, reservation: Reservation) -> None:
-        self._execute(
-            "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+    def _put_reservation(self, reservation: Reservation) -> bool:
+        cursor = self._execute(
+            "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
             (
                 reservation.id,
                 reservation.idempotency_key,
                 reservation.state,
-                _ts(reservation.created_at),
-                _ts(reservation.expires_at),
+                ts(reservation.created_at),
+                ts(reservation.expires_at),
                 _reservation_to_json(reservation),
             ),
         )
+        return cursor.rowcount > 0
 
     def _set_state(self, reservation_id: str, state: str) -> None:
         self._execute("UPDATE reservations SET state = ? WHERE id = ?", (state, reservation_id))
 
-    def _expired(self, now: datetime) -> list[Reservation]:
+    def _expire(self, now: datetime) -> list[Reservation]:
         rows = self._execute(
-            "SELECT * FROM reservations WHERE state = 'active' AND expires_at <= ?", (_ts(now),)
+            "UPDATE reservations SET state = 'expired' WHERE state = 'active' AND expires_at <= ? RETURNING *",
+            (ts(now),),
         ).fetchall()
-        return [_reservation_from_row(row) for row in rows]
+        return [replace(_reservation_from_row(row), state="active") for row in rows]
 
+    # -- usage events ------------------------------------------------------------------------------
     def _get_event(self, request_id: str) -> UsageEvent | None:
         row = self._execute("SELECT data FROM usage_events WHERE request_id = ?", (request_id,)).fetchone()
         return UsageEvent.from_dict(json.loads(row["data"])) if row else None
 
-    def _insert_event(self, event: UsageEvent) -> None:
+    def _insert_event(self, event: UsageEvent) -> bool:
         subject = event.subject
-        self._execute(
+        cursor = self._execute(
             "INSERT INTO usage_events (request_id, at, org, project, team, user, key, agent, session, task, "
             "model, status, input_tokens, output_tokens, cost_usd, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
-                _ts(event.at),
+                ts(event.at),
                 *(subject.value(scope) for scope in SCOPES),
                 event.model,
                 event.status,
@@ -318,6 +322,7 @@ class SQLiteLedger(TransactionalLedger):
                 event.to_json(),
             ),
         )
+        return cursor.rowcount > 0
 
     def _query_events(
         self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None
@@ -330,29 +335,18 @@ class SQLiteLedger(TransactionalLedger):
                 params.append(value)
         if since is not None:
             clauses.append("at >= ?")
-            params.append(_ts(since))
+            params.append(ts(since))
         if until is not None:
             clauses.append("at < ?")
-            params.append(_ts(until))
+            params.append(ts(until))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._execute(
-            f"SELECT data FROM usage_events {where} ORDER BY at, seq", tuple(params)
-        ).fetchall()
+        tagged = subject is not None and bool(subject.tags)
+        if limit is not None and not tagged:
+            where += f" ORDER BY at, seq LIMIT {int(limit)}"
+        else:
+            where += " ORDER BY at, seq"
+        rows = self._execute(f"SELECT data FROM usage_events {where}", tuple(params)).fetchall()
         events = [UsageEvent.from_dict(json.loads(row["data"])) for row in rows]
-        if subject is not None and subject.tags:
+        if tagged:
             events = [e for e in events if subject_matches(e.subject, subject)]
         return events[:limit] if limit is not None else events
-
-
-def _split(script: str) -> list[str]:
-    """Statements of a migration script (triggers keep their inner semicolons)."""
-    statements, current = [], []
-    for line in script.strip().splitlines():
-        current.append(line)
-        text = "\n".join(current).strip()
-        if text.endswith(";") and sqlite3.complete_statement(text):
-            statements.append(text)
-            current = []
-    if "\n".join(current).strip():
-        statements.append("\n".join(current))
-    return statements

@@ -1,297 +1,276 @@
 """The ledger contract, written once over a transactional store.
 
-:class:`TransactionalLedger` holds the whole reserve / settle / release / reap logic. A backend
-supplies a transaction (a process lock for ``memory://``, ``BEGIN IMMEDIATE`` for SQLite) and a
-handful of primitive reads and writes that run inside it; every contract step is one
-transaction, so the check and the hold are atomic wherever the store's transaction is.
+:class:`TransactionalLedger` is what the ``memory://`` and ``sqlite://`` backends subclass: the
+steps of :mod:`.steps` (budgets, balances, reserve, admit, settle, release, reap, events) plus
+direct meter charges, manual adjustments, and the queries of the records the steps write
+(threshold events, shadow denials, stop markers), calibration aggregates, and virtual keys and the
+audit log (:mod:`.admin`). A backend supplies only the primitives of :mod:`.primitives`.
 """
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokenward.clock import Clock, SystemClock, utc
-from tokenward.core.budgets import Budget, Subject, applicable
-from tokenward.core.decide import Balance, CallPlan, Decision, admission_check, decide, decision_of
+from tokenward.clock import utc
+from tokenward.core.budgets import SCOPES, Subject, applicable, is_scope
+from tokenward.core.calibration import EstimateStats, calibration_key
+from tokenward.core.decide import admission_check
 from tokenward.core.events import UsageEvent
-from tokenward.errors import ValidationError
-from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
+from tokenward.core.usage import Usage
+from tokenward.errors import BudgetError, ValidationError
+from tokenward.ledger.base import new_id
+from tokenward.ledger.records import Adjustment, ShadowDenial, StopMarker, ThresholdEvent
+from tokenward.ledger.rows import check_amounts, page, stop_of, stopped_error, subject_matches
+from tokenward.ledger.steps import LedgerSteps
 
 __all__ = ["TransactionalLedger"]
 
-ZERO = Decimal(0)
 
+class TransactionalLedger(LedgerSteps):
+    """The whole ledger contract over a backend's primitives."""
 
-class TransactionalLedger(abc.ABC):
-    """Base class: the contract over primitives that run inside ``_transaction()``."""
-
-    url: str
-
-    def __init__(self, clock: Clock | None = None) -> None:
-        self.clock: Clock = clock or SystemClock()
-
-    # -- primitives a backend provides ----------------------------------------------------------
-    @abc.abstractmethod
-    def _transaction(self, write: bool = True) -> AbstractContextManager[None]:
-        """A transaction; with ``write=True`` it excludes every other writer until it ends."""
-
-    @abc.abstractmethod
-    def _load_budgets(self) -> list[Budget]: ...
-
-    @abc.abstractmethod
-    def _store_budget(self, budget: Budget) -> None: ...
-
-    @abc.abstractmethod
-    def _remove_budget(self, name: str) -> bool: ...
-
-    @abc.abstractmethod
-    def _balance(self, budget: str, subject_id: str, window_key: str) -> tuple[Decimal, Decimal]:
-        """(spent, held) of one budget instance; zeros when it has none yet."""
-
-    @abc.abstractmethod
-    def _adjust(self, budget: str, subject_id: str, window_key: str, spent: Decimal, held: Decimal) -> None:
-        """Add the deltas to one budget instance's spent and held."""
-
-    @abc.abstractmethod
-    def _get_reservation(self, reservation_id: str) -> Reservation | None: ...
-
-    @abc.abstractmethod
-    def _find_idempotent(self, key: str) -> Reservation | None: ...
-
-    @abc.abstractmethod
-    def _put_reservation(self, reservation: Reservation) -> None: ...
-
-    @abc.abstractmethod
-    def _set_state(self, reservation_id: str, state: str) -> None: ...
-
-    @abc.abstractmethod
-    def _expired(self, now: datetime) -> list[Reservation]:
-        """Active reservations whose ``expires_at`` is at or before ``now``."""
-
-    @abc.abstractmethod
-    def _get_event(self, request_id: str) -> UsageEvent | None: ...
-
-    @abc.abstractmethod
-    def _insert_event(self, event: UsageEvent) -> None: ...
-
-    @abc.abstractmethod
-    def _query_events(
-        self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None
-    ) -> list[UsageEvent]: ...
-
-    def close(self) -> None:  # noqa: B027 - a hook; the memory store has nothing to release
-        """Release connections (nothing to do by default)."""
-
-    # -- the contract ------------------------------------------------------------------------------
-    def put_budget(self, budget: Budget) -> None:
-        """Create or replace a budget by name; its balances are kept."""
-        with self._transaction():
-            self._store_budget(budget)
-
-    def get_budget(self, name: str) -> Budget | None:
-        """The budget called ``name``, or None."""
-        with self._transaction(write=False):
-            return next((b for b in self._load_budgets() if b.name == name), None)
-
-    def delete_budget(self, name: str) -> bool:
-        """Delete a budget; returns whether it existed. Its events stay."""
-        with self._transaction():
-            return self._remove_budget(name)
-
-    def budgets(self) -> list[Budget]:
-        """Every budget, sorted by name."""
-        with self._transaction(write=False):
-            return sorted(self._load_budgets(), key=lambda b: b.name)
-
-    def _balances(self, subject: Subject, at: datetime) -> list[Balance]:
-        pairs = sorted(applicable(self._load_budgets(), subject), key=lambda p: (p[0].name, p[1]))
-        out = []
-        for budget, subject_id in pairs:
-            key = budget.window.key(at)
-            spent, held = self._balance(budget.name, subject_id, key)
-            out.append(Balance(budget, subject_id, key, spent, held, budget.window.reset_at(at)))
-        return out
-
-    def balances(self, subject: Subject, at: datetime | None = None) -> list[Balance]:
-        """Every budget instance applying to ``subject`` in the window containing ``at`` (now)."""
-        with self._transaction(write=False):
-            return self._balances(subject, utc(at) if at else self.clock.now())
-
-    def _reap(self, now: datetime) -> int:
-        expired = self._expired(now)
-        for reservation in expired:
-            for hold in reservation.holds:
-                self._adjust(hold.budget, hold.subject_id, hold.window_key, ZERO, -hold.amount)
-            self._set_state(reservation.id, "expired")
-        return len(expired)
-
-    def reap(self) -> int:
-        """Expire reservations past their time to live, releasing their holds; returns how many."""
-        with self._transaction():
-            return self._reap(self.clock.now())
-
-    def _hold(
+    def charge_meter(
         self,
         subject: Subject,
-        balances: list[Balance],
         amounts: Mapping[str, Decimal],
-        now: datetime,
-        ttl: timedelta,
-        idempotency_key: str | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> Reservation:
-        holds = tuple(
-            Hold(b.budget.name, b.subject_id, b.window_key, b.budget.meter, amounts[b.budget.meter])
-            for b in balances
-            if b.budget.meter in amounts
-        )
-        for hold in holds:
-            self._adjust(hold.budget, hold.subject_id, hold.window_key, ZERO, hold.amount)
-        reservation = Reservation(
-            id=new_id(),
+        *,
+        request_id: str | None = None,
+        at: datetime | None = None,
+        enforce: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageEvent:
+        """Charge meters directly (custom ones such as ``tool_calls`` or ``gpu_seconds``, or any
+        built-in one) and record it as a usage event (``endpoint`` ``"meter"``, no token usage).
+
+        With ``enforce`` (default) the charge is admitted like a hold first: it must fit every
+        hard budget of its meters, and a stopped session or task refuses it.
+
+        Args:
+            subject: whom to charge.
+            amounts: by meter, non-negative (GPU-seconds, calls, tokens, USD...).
+            request_id: idempotency key (one event per id); a fresh one by default.
+            at: the instant whose windows are charged (default now).
+            enforce: refuse a charge that does not fit (False records it regardless, as an
+                overage would be).
+            metadata: kept on the event.
+
+        Returns:
+            The stored event (the earlier one for a repeated ``request_id``).
+
+        Raises:
+            BudgetExceeded: a hard budget cannot take the charge; nothing is charged.
+            Stopped: the subject's session or task was ended by a ``stop`` budget.
+            ValidationError: a bad amount.
+        """
+        check_amounts(amounts, "charge amounts")
+        now = self.clock.now()
+        at = utc(at) if at else now
+        event = UsageEvent(
+            request_id=request_id or new_id("chg"),
+            at=at,
             subject=subject,
-            amounts=dict(amounts),
-            holds=holds,
-            created_at=now,
-            expires_at=now + ttl,
-            idempotency_key=idempotency_key,
+            usage=Usage(),
+            endpoint="meter",
+            cost_usd=amounts.get("cost_usd"),
+            charged=dict(amounts),
             metadata=dict(metadata or {}),
         )
-        self._put_reservation(reservation)
-        return reservation
-
-    def reserve(
-        self,
-        subject: Subject,
-        amounts: Mapping[str, Decimal],
-        *,
-        ttl: timedelta = DEFAULT_TTL,
-        idempotency_key: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Reservation:
-        """Hold ``amounts`` (by meter) on every applicable budget, all or nothing.
-
-        Raises:
-            BudgetExceeded: the first hard budget that cannot take the hold; nothing is held.
-        """
-        now = self.clock.now()
-        with self._transaction():
-            self._reap(now)
-            if idempotency_key is not None:
-                earlier = self._find_idempotent(idempotency_key)
-                if earlier is not None:
-                    return earlier
-            balances = self._balances(subject, now)
-            denial = admission_check(balances, amounts)
-            if denial is not None:
-                raise denial
-            return self._hold(subject, balances, amounts, now, ttl, idempotency_key, metadata)
-
-    def admit(
-        self,
-        subject: Subject,
-        plan: CallPlan,
-        *,
-        ttl: timedelta = DEFAULT_TTL,
-        idempotency_key: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> tuple[Decision, Reservation]:
-        """Decide (clamp or deny, :func:`~tokenward.core.decide.decide`) and reserve, in one
-        transaction: the decision is made on the balances the hold is taken against.
-
-        Raises:
-            BudgetExceeded: a hard budget cannot pay even for the plan's minimum output.
-            UnpricedCall: a hard cost budget applies and the model is unpriced.
-        """
-        now = self.clock.now()
-        with self._transaction():
-            self._reap(now)
-            if idempotency_key is not None:
-                earlier = self._find_idempotent(idempotency_key)
-                if earlier is not None:
-                    return decision_of(earlier), earlier
-            balances = self._balances(subject, now)
-            decision = decide(plan, balances)
-            return decision, self._hold(
-                subject, balances, decision.amounts, now, ttl, idempotency_key, metadata
-            )
-
-    def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent:
-        """Replace the hold with ``event.charged`` and append ``event``, once per request id."""
-        with self._transaction():
+        denial: BudgetError | None = None
+        with self._write():
             existing = self._get_event(event.request_id)
             if existing is not None:
                 return existing
-            reservation = self._get_reservation(reservation_id) if reservation_id else None
-            at = event.at
-            deltas: dict[tuple[str, str, str], list[Decimal]] = {}
-            if reservation is not None:
-                at = reservation.created_at
-                if reservation.state == "active":
-                    for hold in reservation.holds:
-                        deltas.setdefault((hold.budget, hold.subject_id, hold.window_key), [ZERO, ZERO])[
-                            1
-                        ] -= hold.amount
-                self._set_state(reservation.id, "settled")
-                event = event.with_reservation(reservation.id, reservation.amounts)
-            for budget, subject_id in applicable(self._load_budgets(), event.subject):
-                amount = event.charged.get(budget.meter)
-                if amount:
-                    deltas.setdefault((budget.name, subject_id, budget.window.key(at)), [ZERO, ZERO])[0] += (
-                        amount
+            snapshot = self._snapshot()
+            if enforce:
+                self._reap(now)
+                marker = stop_of(snapshot.stops, subject)
+                balances = [] if marker else self._state(snapshot, subject, at)[0]
+                denial = stopped_error(marker) if marker else admission_check(balances, amounts)
+                if denial is not None:
+                    self._refuse(denial, balances, subject, now, snapshot, event.request_id)
+            if denial is None:
+                self._insert_event(event)
+                self._apply(
+                    snapshot,
+                    applicable(snapshot.budgets, subject),
+                    amounts,
+                    at,
+                    now,
+                    subject=subject,
+                    request_id=event.request_id,
+                )
+                return event
+        raise denial
+
+    def adjust(
+        self,
+        target: Subject | str,
+        amounts: Mapping[str, Decimal],
+        *,
+        reason: str,
+        actor: str,
+        subject_id: str | None = None,
+        at: datetime | None = None,
+        adjustment_id: str | None = None,
+    ) -> Adjustment:
+        """Record a manual adjustment (credit, refund, correction) as an entry of its own.
+
+        Past usage events are never changed: the adjustment moves the spend of the windows at
+        ``at`` by ``amounts`` and is listed by :meth:`adjustments`.
+
+        Args:
+            target: a :class:`Subject` (every budget that applies to it), or a budget's name
+                (that budget only; a template also needs ``subject_id``).
+            amounts: by meter, signed: negative for a credit or refund, positive for a charge
+                that was missed.
+            reason: why (required).
+            actor: who (required).
+            subject_id: the instance of a template ``target``.
+            at: the instant whose windows are adjusted (default now).
+            adjustment_id: idempotency key; a repeated id returns the first adjustment.
+
+        Raises:
+            ValidationError: no reason or actor, a bad amount, an unknown budget, or a template
+                without ``subject_id``.
+        """
+        for meter, amount in amounts.items():
+            if (
+                isinstance(amount, bool)
+                or not isinstance(amount, Decimal | int)
+                or (isinstance(amount, Decimal) and not amount.is_finite())
+            ):
+                raise ValidationError(
+                    f"adjustment: {meter} must be a finite Decimal, got {amount!r}", field=meter
+                )
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("an adjustment needs a reason", field="reason")
+        if not isinstance(actor, str) or not actor.strip():
+            raise ValidationError("an adjustment needs an actor", field="actor")
+        now = self.clock.now()
+        window_at = utc(at) if at else now
+        signed = {m: Decimal(a) for m, a in amounts.items()}
+        with self._write():
+            if adjustment_id is not None:
+                existing = self._get_adjustment(adjustment_id)
+                if existing is not None:
+                    return existing
+            snapshot = self._snapshot()
+            budget_name: str | None = None
+            if isinstance(target, Subject):
+                subject, targets = target, applicable(snapshot.budgets, target)
+            else:
+                budget = next((b for b in snapshot.budgets if b.name == target), None)
+                if budget is None:
+                    raise ValidationError(f"no budget named {target!r}", field="target")
+                value = budget.subject_id or subject_id
+                if value is None or (budget.subject_id and subject_id and subject_id != budget.subject_id):
+                    raise ValidationError(
+                        f"budget {target!r} is a template: name the instance with subject_id"
+                        if value is None
+                        else f"budget {target!r} applies to {budget.subject_id!r}, not {subject_id!r}",
+                        field="subject_id",
                     )
-            for (budget_name, subject_id, window_key), (spent, held) in deltas.items():
-                if spent or held:
-                    self._adjust(budget_name, subject_id, window_key, spent, held)
-            self._insert_event(event)
-            return event
+                budget_name, targets = budget.name, [(budget, value)]
+                subject = _subject_of(budget.scope, value)
+            applied = tuple(
+                (b.name, sid, b.window.key(window_at), b.meter, signed[b.meter])
+                for b, sid in targets
+                if signed.get(b.meter)
+            )
+            adjustment = self._insert_adjustment(
+                Adjustment(
+                    id=adjustment_id or new_id("adj"),
+                    seq=0,
+                    at=now,
+                    window_at=window_at,
+                    actor=actor.strip(),
+                    reason=reason.strip(),
+                    amounts=signed,
+                    subject=subject,
+                    budget=budget_name,
+                    subject_id=targets[0][1] if budget_name else None,
+                    applied=applied,
+                )
+            )
+            self._apply(snapshot, targets, signed, window_at, now, subject=subject, request_id=adjustment.id)
+            return adjustment
 
-    def release(self, reservation_id: str) -> bool:
-        """Drop an active hold without charging; returns whether anything was released."""
-        with self._transaction():
-            reservation = self._get_reservation(reservation_id)
-            if reservation is None or reservation.state != "active":
-                return False
-            for hold in reservation.holds:
-                self._adjust(hold.budget, hold.subject_id, hold.window_key, ZERO, -hold.amount)
-            self._set_state(reservation_id, "released")
-            return True
-
-    def reservation(self, reservation_id: str) -> Reservation | None:
-        """A reservation by id, in any state."""
-        with self._transaction(write=False):
-            return self._get_reservation(reservation_id)
-
-    def events(
+    def adjustments(
         self,
         *,
         subject: Subject | None = None,
+        budget: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
-    ) -> list[UsageEvent]:
-        """Usage events in time order, filtered by the scopes set in ``subject`` and by time."""
+    ) -> list[Adjustment]:
+        """Adjustments in the order they were made, filtered by the scopes set in ``subject``,
+        by the budget they changed, and by when they were made (``since`` inclusive, ``until``
+        exclusive)."""
         since = utc(since) if since is not None else None
         until = utc(until) if until is not None else None
+        limit = page(None, limit)[1]
         with self._transaction(write=False):
-            return self._query_events(subject, since, until, limit)
+            found = self._query_adjustments(since, until)
+        out = [
+            a
+            for a in found
+            if (subject is None or (a.subject is not None and subject_matches(a.subject, subject)))
+            and (budget is None or a.budget == budget or any(row[0] == budget for row in a.applied))
+        ]
+        return out[:limit] if limit is not None else out
+
+    # -- records ---------------------------------------------------------------------------------
+    def threshold_events(self, after: int | None = None, limit: int | None = 100) -> list[ThresholdEvent]:
+        """Threshold events with an id above ``after`` (all without it), oldest first, at most
+        ``limit`` (None: all). A consumer remembers the last id it handled and asks for those
+        after it."""
+        after, limit = page(after, limit)
+        with self._transaction(write=False):
+            return self._query_thresholds(after, limit)
+
+    def shadow_denials(
+        self, after: int | None = None, limit: int | None = 100, *, budget: str | None = None
+    ) -> list[ShadowDenial]:
+        """Would-be denials of shadow budgets with an id above ``after``, oldest first, at most
+        ``limit``, optionally of one budget."""
+        after, limit = page(after, limit)
+        with self._transaction(write=False):
+            return self._query_shadow(after, limit, budget)
+
+    def stops(self) -> list[StopMarker]:
+        """Every session and task ended by a ``stop`` budget, oldest first."""
+        with self._transaction(write=False):
+            return sorted(self._snapshot().stops.values(), key=lambda m: (m.at, m.scope, m.subject_id))
+
+    def stop_of(self, subject: Subject) -> StopMarker | None:
+        """The marker that ended ``subject``'s session or task, or None."""
+        with self._transaction(write=False):
+            return stop_of(self._snapshot().stops, subject)
+
+    def record_estimate(self, model: str, estimated: int, actual: int) -> None:
+        """Add one ``(estimated, actual)`` prompt observation to ``model``'s calibration
+        aggregates (kept under :func:`~tokenward.core.calibration.calibration_key`), atomically."""
+        key = calibration_key(model)
+        with self._write():
+            current = self._estimate_stats(key) or EstimateStats(key)
+            updated = current.add(int(estimated), int(actual))
+            if updated is not current:
+                self._store_estimate_stats(updated)
+
+    def estimate_stats(self, model: str) -> EstimateStats | None:
+        """``model``'s calibration aggregates, or None when nothing was observed."""
+        with self._transaction(write=False):
+            return self._estimate_stats(calibration_key(model))
 
 
-def _check_amounts(amounts: Mapping[str, Decimal], what: str) -> None:
-    """Refuse amounts that would corrupt balances: a negative hold would lift a hard cap.
-
-    Raises:
-        ValidationError: an amount that is not a finite, non-negative Decimal (or int).
-    """
-    for meter, amount in amounts.items():
-        if isinstance(amount, bool) or not isinstance(amount, Decimal | int):
-            raise ValidationError(f"{what}: {meter} must be a Decimal, got {amount!r}", field=meter)
-        if (isinstance(amount, Decimal) and not amount.is_finite()) or amount < 0:
-            raise ValidationError(
-                f"{what}: {meter} must be finite and non-negative, got {amount}", field=meter
-            )
+def _subject_of(scope: str, value: str) -> Subject:
+    """The subject a budget instance stands for (``user`` ``alice`` -> ``Subject(user="alice")``)."""
+    if scope in SCOPES:
+        return Subject(**{scope: value})  # type: ignore[arg-type]
+    if is_scope(scope):
+        return Subject(tags=((scope[4:], value),))
+    return Subject()

@@ -1,0 +1,209 @@
+"""The SQLite ledger's primitives for records: threshold events, shadow denials, stop markers,
+adjustments, template instances, estimator calibration, virtual keys and the audit log.
+
+Mixed into :class:`~tokenward.ledger.sqlite.SQLiteLedger`; every method runs inside the caller's
+transaction through ``self._execute``. Records are stored as JSON text next to the columns their
+queries filter on.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tokenward.core.calibration import EstimateStats
+from tokenward.core.numbers import plain
+from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.records import (
+    Adjustment,
+    AuditEntry,
+    BudgetInstance,
+    KeyRecord,
+    ShadowDenial,
+    StopMarker,
+    ThresholdEvent,
+    parse_iso,
+)
+
+__all__ = ["SQLiteRecords", "ts"]
+
+
+def ts(at: datetime) -> str:
+    """A UTC instant as stored: fixed width, so text order is time order."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _limit(sql: str, params: list[Any], limit: int | None) -> tuple[str, list[Any]]:
+    return (f"{sql} LIMIT ?", [*params, int(limit)]) if limit is not None else (sql, params)
+
+
+class SQLiteRecords:
+    """Record primitives over ``self._execute`` (see the module docstring)."""
+
+    _key_cache: tuple[str, KeyIndex] | None = None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _bump(self, name: str) -> None:
+        self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (name,))
+
+    # -- threshold events and shadow denials --------------------------------------------------
+    def _insert_threshold(self, event: ThresholdEvent) -> bool:
+        data = event.to_dict()
+        del data["id"]
+        cursor = self._execute(
+            "INSERT INTO threshold_events (budget, subject_id, window_key, threshold, at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (
+                event.budget,
+                event.subject_id,
+                event.window_key,
+                plain(event.threshold),
+                ts(event.at),
+                json.dumps(data),
+            ),
+        )
+        return cursor.rowcount > 0
+
+    def _query_thresholds(self, after: int | None, limit: int | None) -> list[ThresholdEvent]:
+        sql, params = _limit(
+            "SELECT id, data FROM threshold_events WHERE id > ? ORDER BY id", [after or 0], limit
+        )
+        return [
+            ThresholdEvent.from_dict({**json.loads(r["data"]), "id": r["id"]})
+            for r in self._execute(sql, params)
+        ]
+
+    def _insert_shadow(self, denials: Sequence[ShadowDenial]) -> None:
+        for denial in denials:
+            data = denial.to_dict()
+            del data["id"]
+            self._execute(
+                "INSERT INTO shadow_denials (budget, at, data) VALUES (?, ?, ?)",
+                (denial.budget, ts(denial.at), json.dumps(data)),
+            )
+
+    def _query_shadow(self, after: int | None, limit: int | None, budget: str | None) -> list[ShadowDenial]:
+        where = "id > ?"
+        params: list[Any] = [after or 0]
+        if budget is not None:
+            where, params = f"budget = ? AND {where}", [budget, *params]
+        sql, params = _limit(f"SELECT id, data FROM shadow_denials WHERE {where} ORDER BY id", params, limit)
+        return [
+            ShadowDenial.from_dict({**json.loads(r["data"]), "id": r["id"]})
+            for r in self._execute(sql, params)
+        ]
+
+    # -- stops, adjustments, instances ----------------------------------------------------------
+    def _store_stops(self, markers: Sequence[StopMarker]) -> None:
+        for marker in markers:
+            self._execute(
+                "INSERT INTO stops (scope, subject_id, at, data) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (marker.scope, marker.subject_id, ts(marker.at), json.dumps(marker.to_dict())),
+            )
+        self._bump("stops_rev")
+
+    def _load_stops(self) -> dict[tuple[str, str], StopMarker]:
+        rows = self._execute("SELECT data FROM stops").fetchall()
+        markers = [StopMarker.from_dict(json.loads(r["data"])) for r in rows]
+        return {(m.scope, m.subject_id): m for m in markers}
+
+    def _insert_adjustment(self, adjustment: Adjustment) -> Adjustment:
+        data = adjustment.to_dict()
+        row = self._execute(
+            "INSERT INTO adjustments (id, at, data) VALUES (?, ?, ?) RETURNING seq",
+            (adjustment.id, ts(adjustment.at), json.dumps(data)),
+        ).fetchone()
+        return adjustment.with_seq(int(row[0]))
+
+    def _get_adjustment(self, adjustment_id: str) -> Adjustment | None:
+        row = self._execute("SELECT seq, data FROM adjustments WHERE id = ?", (adjustment_id,)).fetchone()
+        return Adjustment.from_dict({**json.loads(row["data"]), "seq": row["seq"]}) if row else None
+
+    def _query_adjustments(self, since: datetime | None, until: datetime | None) -> list[Adjustment]:
+        clauses, params = ["1"], []
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(ts(since))
+        if until is not None:
+            clauses.append("at < ?")
+            params.append(ts(until))
+        rows = self._execute(
+            f"SELECT seq, data FROM adjustments WHERE {' AND '.join(clauses)} ORDER BY seq", params
+        )
+        return [Adjustment.from_dict({**json.loads(r["data"]), "seq": r["seq"]}) for r in rows]
+
+    def _store_instances(self, instances: Sequence[BudgetInstance]) -> None:
+        for instance in instances:
+            self._execute(
+                "INSERT INTO budget_instances (budget, subject_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (instance.budget, instance.subject_id, ts(instance.created_at)),
+            )
+
+    def _query_instances(self, budget: str) -> list[BudgetInstance]:
+        rows = self._execute(
+            "SELECT subject_id, created_at FROM budget_instances WHERE budget = ?", (budget,)
+        ).fetchall()
+        return [BudgetInstance(budget, r["subject_id"], parse_iso(r["created_at"])) for r in rows]  # type: ignore[arg-type]
+
+    # -- estimator calibration ------------------------------------------------------------------
+    def _estimate_stats(self, model: str) -> EstimateStats | None:
+        row = self._execute("SELECT data FROM estimate_stats WHERE model = ?", (model,)).fetchone()
+        return EstimateStats.from_dict(json.loads(row["data"])) if row else None
+
+    def _store_estimate_stats(self, stats: EstimateStats) -> None:
+        self._execute(
+            "INSERT INTO estimate_stats (model, data) VALUES (?, ?) "
+            "ON CONFLICT (model) DO UPDATE SET data = excluded.data",
+            (stats.model, json.dumps(stats.to_dict())),
+        )
+
+    # -- keys and audit --------------------------------------------------------------------------
+    def _key_index(self) -> KeyIndex:
+        rev = self._execute("SELECT value FROM meta WHERE key = 'keys_rev'").fetchone()[0]
+        cached = self._key_cache
+        if cached is not None and cached[0] == rev:
+            return cached[1]
+        rows = self._execute("SELECT data FROM keys").fetchall()
+        index = KeyIndex.of([KeyRecord.from_dict(json.loads(r["data"])) for r in rows])
+        self._key_cache = (rev, index)
+        return index
+
+    def _store_key(self, record: KeyRecord) -> None:
+        self._execute(
+            "INSERT INTO keys (id, key_sha256, project, data) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+            "SET key_sha256 = excluded.key_sha256, project = excluded.project, data = excluded.data",
+            (record.id, record.key_sha256, record.project, json.dumps(record.to_dict())),
+        )
+        self._bump("keys_rev")
+
+    def _insert_audit(self, entry: AuditEntry) -> AuditEntry:
+        data = entry.to_dict()
+        del data["id"]
+        row = self._execute(
+            "INSERT INTO audit_log (at, project, data) VALUES (?, ?, ?) RETURNING id",
+            (ts(entry.at), entry.project, json.dumps(data)),
+        ).fetchone()
+        return AuditEntry.from_dict({**data, "id": row[0]})
+
+    def _query_audit(
+        self, since: datetime | None, after: int | None, limit: int | None, project: str | None
+    ) -> list[AuditEntry]:
+        clauses = ["id > ?"]
+        params: list[Any] = [after or 0]
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(ts(since))
+        if project is not None:
+            clauses.append("project = ?")
+            params.append(project)
+        sql, params = _limit(
+            f"SELECT id, data FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY id", params, limit
+        )
+        return [
+            AuditEntry.from_dict({**json.loads(r["data"]), "id": r["id"]}) for r in self._execute(sql, params)
+        ]

@@ -1,0 +1,125 @@
+"""The SQLite ledger's schema: versioned migrations, applied in order on open.
+
+``PRAGMA user_version`` holds how many of :data:`_MIGRATIONS` a file has had; opening applies the
+rest in one write transaction. A migration is only ever appended, never edited. Append-only
+tables (usage events, threshold events, shadow denials, stop markers, adjustments, the audit log)
+refuse UPDATE and DELETE with triggers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["SCHEMA_VERSION", "split_statements"]
+
+
+def _append_only(table: str, what: str) -> str:
+    return f"""
+    CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{what} are append-only'); END;
+    CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{what} are append-only'); END;
+    """
+
+
+_MIGRATIONS: list[str] = [
+    # 1: budgets, balances, reservations, append-only usage events
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('budgets_rev', '0');
+    CREATE TABLE budgets (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
+    CREATE TABLE balances (
+        budget TEXT NOT NULL, subject_id TEXT NOT NULL, window_key TEXT NOT NULL,
+        spent TEXT NOT NULL DEFAULT '0', held TEXT NOT NULL DEFAULT '0',
+        PRIMARY KEY (budget, subject_id, window_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE reservations (
+        id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, data TEXT NOT NULL
+    );
+    CREATE INDEX reservations_active ON reservations (expires_at) WHERE state = 'active';
+    CREATE TABLE usage_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        org TEXT, project TEXT, team TEXT, user TEXT, key TEXT, agent TEXT, session TEXT, task TEXT,
+        model TEXT, status TEXT NOT NULL,
+        input_tokens INTEGER, output_tokens INTEGER, cost_usd TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX usage_events_at ON usage_events (at);
+    CREATE INDEX usage_events_session ON usage_events (session, at);
+    CREATE INDEX usage_events_user ON usage_events (user, at);
+    CREATE TRIGGER usage_events_no_update BEFORE UPDATE ON usage_events
+        BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+    CREATE TRIGGER usage_events_no_delete BEFORE DELETE ON usage_events
+        BEGIN SELECT RAISE(ABORT, 'usage events are append-only'); END;
+    """,
+    # 2: per-model calibration aggregates of the prompt estimator
+    """
+    CREATE TABLE estimate_stats (model TEXT PRIMARY KEY, data TEXT NOT NULL);
+    """,
+    # 3: threshold events, shadow denials, stop markers, adjustments, template instances
+    """
+    INSERT INTO meta (key, value) VALUES ('stops_rev', '0');
+    CREATE TABLE threshold_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        budget TEXT NOT NULL, subject_id TEXT NOT NULL, window_key TEXT NOT NULL,
+        threshold TEXT NOT NULL, at TEXT NOT NULL, data TEXT NOT NULL,
+        UNIQUE (budget, subject_id, window_key, threshold)
+    );
+    CREATE TABLE shadow_denials (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, budget TEXT NOT NULL, at TEXT NOT NULL, data TEXT NOT NULL
+    );
+    CREATE INDEX shadow_denials_budget ON shadow_denials (budget, id);
+    CREATE TABLE stops (
+        scope TEXT NOT NULL, subject_id TEXT NOT NULL, at TEXT NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (scope, subject_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE adjustments (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, at TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX adjustments_at ON adjustments (at);
+    CREATE TABLE budget_instances (
+        budget TEXT NOT NULL, subject_id TEXT NOT NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (budget, subject_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO budget_instances (budget, subject_id, created_at)
+        SELECT DISTINCT b.budget, b.subject_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+        FROM balances b JOIN budgets g ON g.name = b.budget
+        WHERE json_extract(g.spec, '$.subject_id') IS NULL;
+    """
+    + _append_only("threshold_events", "threshold events")
+    + _append_only("shadow_denials", "shadow denials")
+    + _append_only("stops", "stop markers")
+    + _append_only("adjustments", "adjustments"),
+    # 4: virtual keys and the audit log (the gateway's admin API)
+    """
+    INSERT INTO meta (key, value) VALUES ('keys_rev', '0');
+    CREATE TABLE keys (
+        id TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE, project TEXT, data TEXT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, project TEXT, data TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_at ON audit_log (at);
+    CREATE INDEX audit_log_project ON audit_log (project, id);
+    """
+    + _append_only("audit_log", "audit entries"),
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def split_statements(script: str) -> list[str]:
+    """Statements of a migration script (triggers keep their inner semicolons)."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current))
+    return statements
