@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import anthropic
@@ -27,90 +24,12 @@ import httpx
 import httpx2
 import openai
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
+from tests.fake.helpers import HELLO_WORLD, SYSTEM, TWENTY, running, sse, sse_json
 from tokenward.core.tokenizers import encoding
 from tokenward.errors import ConfigError
 from tokenward.fake import FakeSettings, FakeStreamCut, create_app, reply_text
 from tokenward.fake.streaming import QuietStreamCuts
-
-HELLO_WORLD: Any = [{"role": "user", "content": "Hello, world!"}]  # 4 pieces + 4 = 8 prompt tokens
-SYSTEM = "Be nice."  # 3 pieces
-TWENTY = "hello" + " hello" * 19
-
-
-# ---------------------------------------------------------------- helpers
-
-
-@contextmanager
-def running(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free port in a background thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the fake provider did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def sse(text: str) -> list[tuple[str | None, str]]:
-    """Split an SSE body into (event name, data) pairs."""
-    events = []
-    for block in text.split("\n\n"):
-        if not block.strip():
-            continue
-        name, data = None, []
-        for line in block.split("\n"):
-            field, _, value = line.partition(": ")
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
-        events.append((name, "\n".join(data)))
-    return events
-
-
-def sse_json(text: str) -> list[dict[str, Any]]:
-    return [json.loads(data) for _, data in sse(text) if data != "[DONE]"]
-
-
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    with running(create_app()) as base:
-        yield base
-
-
-@pytest.fixture
-def oai(url: str) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(api_key="test-key", base_url=f"{url}/v1", max_retries=0)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def ant(url: str) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(api_key="test-key", base_url=url, max_retries=0)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def raw(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=10) as client:
-        yield client
 
 
 def chat(raw: httpx.Client, **body: Any) -> httpx.Response:
@@ -1006,7 +925,7 @@ def test_healthz_and_models(oai: openai.OpenAI, ant: anthropic.Anthropic, raw: h
 
 
 def test_unknown_v1_path_is_provider_shaped_404(raw: httpx.Client) -> None:
-    response = raw.post("/v1/responses", json={})
+    response = raw.post("/v1/audio/speech", json={})
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
 

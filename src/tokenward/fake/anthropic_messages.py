@@ -14,6 +14,11 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming):
   ``cache_creation`` splits the write by lifetime (all of it is reported as 5-minute writes);
 * ``max_tokens`` is required (at least 1); ``stop_reason`` is ``max_tokens`` when it cut the
   reply, else ``end_turn``;
+* a tool call (option ``tool_call``, see :mod:`tokenward.fake.tools`): ``content`` holds one
+  ``tool_use`` block (``id``, ``name``, ``input``) and ``stop_reason`` is ``tool_use``
+  (``max_tokens`` when cut, the block's ``input`` then ``{}``); streamed as
+  ``content_block_start`` with the block and ``input: {}``, then ``content_block_delta`` events
+  with ``input_json_delta`` pieces of the arguments' JSON text (``chunk_tokens`` pieces each);
 * errors: ``{"type": "error", "error": {"type", "message"}}``.
 """
 
@@ -25,13 +30,28 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 
 from tokenward.errors import ValidationError
-from tokenward.fake._validate import json_type, optional_bool, optional_int, optional_list, required_str
-from tokenward.fake.counting import MESSAGE_OVERHEAD, count_pieces, json_pieces, reply_chunks, reply_text
+from tokenward.fake._validate import (
+    json_type,
+    optional_bool,
+    optional_int,
+    optional_list,
+    optional_object,
+    required_str,
+)
+from tokenward.fake.counting import (
+    MESSAGE_OVERHEAD,
+    count_pieces,
+    json_pieces,
+    piece_chunks,
+    reply_chunks,
+    reply_text,
+)
 from tokenward.fake.options import FakeOptions
 from tokenward.fake.reply import plan_reply, reported
 from tokenward.fake.streaming import sse_event, sse_response
+from tokenward.fake.tools import plan_tool_call, serial, tools_offered
 
-__all__ = ["MessagesRequest", "error_response", "parse_request", "replay", "respond"]
+__all__ = ["MessagesRequest", "count_prompt", "error_response", "parse_request", "replay", "respond"]
 
 _ERRORS = {
     400: "invalid_request_error",
@@ -56,12 +76,14 @@ class MessagesRequest:
         stream: whether an SSE stream was asked for.
         max_tokens: the output bound in tokens.
         prompt_tokens: the fake's prompt count (see :mod:`tokenward.fake.counting`).
+        tools_offered: ``tools`` is non-empty and ``tool_choice`` is not ``{"type": "none"}``.
     """
 
     model: str
     stream: bool
     max_tokens: int
     prompt_tokens: int
+    tools_offered: bool = False
 
 
 def error_response(
@@ -99,16 +121,12 @@ def _content_pieces(content: Any, where: str) -> int:
     return total
 
 
-def parse_request(body: dict[str, Any]) -> MessagesRequest:
-    """Validate a Messages body (``fake`` key already removed) and count its prompt.
+def count_prompt(body: dict[str, Any]) -> int:
+    """Validate the prompt part of a Messages body (``system``, ``messages``, ``tools``) and count it.
 
     Raises:
         ValidationError: a missing or mistyped field (``field`` names it).
     """
-    model = required_str(body, "model", "model: Field required")
-    max_tokens = optional_int(body, "max_tokens", 1)
-    if max_tokens is None:
-        raise ValidationError("max_tokens: Field required", field="max_tokens")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValidationError("messages: at least one message is required", field="messages")
@@ -127,8 +145,28 @@ def parse_request(body: dict[str, Any]) -> MessagesRequest:
         if not isinstance(tool, dict):
             raise ValidationError(f"tools.{index}: Input should be an object", field="tools")
         prompt += json_pieces(tool)
-    stream = bool(optional_bool(body, "stream"))
-    return MessagesRequest(model=model, stream=stream, max_tokens=max_tokens, prompt_tokens=prompt)
+    return prompt
+
+
+def parse_request(body: dict[str, Any]) -> MessagesRequest:
+    """Validate a Messages body (``fake`` key already removed) and count its prompt.
+
+    Raises:
+        ValidationError: a missing or mistyped field (``field`` names it).
+    """
+    model = required_str(body, "model", "model: Field required")
+    max_tokens = optional_int(body, "max_tokens", 1)
+    if max_tokens is None:
+        raise ValidationError("max_tokens: Field required", field="max_tokens")
+    prompt = count_prompt(body)
+    choice = optional_object(body, "tool_choice") or {}
+    return MessagesRequest(
+        model=model,
+        stream=bool(optional_bool(body, "stream")),
+        max_tokens=max_tokens,
+        prompt_tokens=prompt,
+        tools_offered=tools_offered(body.get("tools"), choice.get("type") == "none"),
+    )
 
 
 def _usage(counts: dict[str, int] | None, options: FakeOptions) -> dict[str, Any] | None:
@@ -144,8 +182,34 @@ def _usage(counts: dict[str, int] | None, options: FakeOptions) -> dict[str, Any
     return usage
 
 
+def _content(
+    request: MessagesRequest, options: FakeOptions, response_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], int, bool]:
+    """The one content block, its streamed deltas, the output tokens and whether it was cut."""
+    if options.tool_call is not None and request.tools_offered:
+        call = plan_tool_call(options, request.max_tokens)
+        block = {"type": "tool_use", "id": f"toolu_fake_{serial(response_id)}", "name": call.name}
+        deltas = [
+            {"type": "input_json_delta", "partial_json": piece}
+            for piece in piece_chunks(call.arguments, options.chunk_tokens)
+        ]
+        return {**block, "input": call.input}, deltas, call.output_tokens, call.truncated
+    reply = plan_reply(options, request.max_tokens, reasoning=options.reasoning_tokens)
+    deltas = [
+        {"type": "text_delta", "text": piece}
+        for piece in reply_chunks(reply.text_tokens, options.chunk_tokens)
+    ]
+    block = {"type": "text", "text": reply_text(reply.text_tokens)}
+    return block, deltas, reply.output_tokens, reply.truncated
+
+
+def _opening(block: dict[str, Any]) -> dict[str, Any]:
+    """The block as ``content_block_start`` announces it: no text, no input yet."""
+    return {**block, "input": {}} if block["type"] == "tool_use" else {**block, "text": ""}
+
+
 def respond(request: MessagesRequest, options: FakeOptions, response_id: str) -> Response:
-    """The reply to a validated request, as JSON or as an SSE stream.
+    """The reply to a validated request (text, or a tool call), as JSON or as an SSE stream.
 
     Raises:
         ValidationError: ``cache_read_tokens`` plus ``cache_write_tokens`` larger than the prompt.
@@ -157,8 +221,8 @@ def respond(request: MessagesRequest, options: FakeOptions, response_id: str) ->
             f"{request.prompt_tokens} tokens",
             field="cache_read_tokens",
         )
-    reply = plan_reply(options, request.max_tokens, reasoning=options.reasoning_tokens)
-    stop_reason = "max_tokens" if reply.truncated else "end_turn"
+    block, deltas, output, truncated = _content(request, options, response_id)
+    stop_reason = "max_tokens" if truncated else ("tool_use" if block["type"] == "tool_use" else "end_turn")
     true_counts = {"input": request.prompt_tokens - read - write, "read": read, "write": write}
     headers = {"request-id": f"req_{response_id}"}
     message: dict[str, Any] = {
@@ -166,11 +230,11 @@ def respond(request: MessagesRequest, options: FakeOptions, response_id: str) ->
         "type": "message",
         "role": "assistant",
         "model": request.model,
-        "content": [{"type": "text", "text": reply_text(reply.text_tokens)}],
+        "content": [block],
         "stop_reason": stop_reason,
         "stop_sequence": None,
     }
-    final_usage = _usage(reported(options.usage, {**true_counts, "output": reply.output_tokens}), options)
+    final_usage = _usage(reported(options.usage, {**true_counts, "output": output}), options)
     if not request.stream:
         if final_usage is not None:
             message["usage"] = final_usage
@@ -182,21 +246,18 @@ def respond(request: MessagesRequest, options: FakeOptions, response_id: str) ->
         start["usage"] = start_usage
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": start},
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_start", "index": 0, "content_block": _opening(block)},
         {"type": "ping"},
     ]
-    for piece in reply_chunks(reply.text_tokens, options.chunk_tokens):
-        events.append(
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
-        )
+    events += [{"type": "content_block_delta", "index": 0, "delta": delta} for delta in deltas]
     events.append({"type": "content_block_stop", "index": 0})
-    delta: dict[str, Any] = {
+    ending: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": stop_reason, "stop_sequence": None},
     }
     if final_usage is not None:
-        delta["usage"] = {"output_tokens": final_usage["output_tokens"]}
-    events += [delta, {"type": "message_stop"}]
+        ending["usage"] = {"output_tokens": final_usage["output_tokens"]}
+    events += [ending, {"type": "message_stop"}]
     return sse_response([sse_event(event) for event in events], options, headers)
 
 

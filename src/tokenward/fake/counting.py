@@ -18,17 +18,29 @@ over all the text in the request, plus 4 per message. The text is:
 * each tool definition in ``tools``, as its JSON text (``json.dumps(tool, ensure_ascii=False)``;
   separators do not matter since whitespace is not counted).
 
-Images, audio, documents and other non-text parts count nothing. Example: one user message
+The other endpoints apply the same rule to their own fields (Responses input items and
+``instructions``, completion prompts, embedding inputs, Gemini contents and
+``systemInstruction``); each endpoint's module lists what it counts. Images, audio, documents
+and other non-text parts count nothing. Example: one user message
 ``"Hello, world!"`` is ``Hello`` ``,`` ``world`` ``!`` = 4 pieces, plus 4: 8 prompt tokens.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
 
-__all__ = ["MESSAGE_OVERHEAD", "count_pieces", "json_pieces", "reply_chunks", "reply_text"]
+__all__ = [
+    "MESSAGE_OVERHEAD",
+    "count_pieces",
+    "first_pieces",
+    "json_pieces",
+    "piece_chunks",
+    "reply_chunks",
+    "reply_text",
+]
 
 MESSAGE_OVERHEAD = 4
 """Prompt tokens added per message, on top of its text."""
@@ -58,3 +70,30 @@ def reply_chunks(tokens: int, per_chunk: int) -> list[str]:
     """
     words = ["hello" if i == 0 else " hello" for i in range(tokens)]
     return ["".join(words[i : i + per_chunk]) for i in range(0, tokens, per_chunk)]
+
+
+def first_pieces(text: str, pieces: int) -> str:
+    """``text`` up to the end of its ``pieces``-th piece ("" for 0; all of it when it has fewer)."""
+    if pieces <= 0:
+        return ""
+    end = 0
+    for index, match in enumerate(_PIECE.finditer(text)):
+        if index == pieces:
+            return text[:end]
+        end = match.end()
+    return text
+
+
+def piece_chunks(text: str, per_chunk: int) -> list[str]:
+    """``text`` cut into streamed pieces of ``per_chunk`` pieces each.
+
+    Each cut falls right after a piece, so whitespace goes with the piece that follows it (as
+    ``" hello"`` does in :func:`reply_chunks`) and trailing whitespace with the last chunk;
+    joined, the chunks give ``text`` back. A text of no pieces (empty or blank) gives no chunks.
+    """
+    ends = [match.end() for match in _PIECE.finditer(text)]
+    if not ends:
+        return []
+    cuts = ends[per_chunk - 1 : len(ends) - 1 : per_chunk]
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]

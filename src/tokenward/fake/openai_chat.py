@@ -11,6 +11,11 @@ https://platform.openai.com/docs/api-reference/chat-streaming):
   ``total_tokens``. In a stream, usage comes only with ``stream_options.include_usage``: a last
   chunk with ``choices: []``, every earlier chunk then carrying ``"usage": null``;
 * the output bound is ``max_completion_tokens``, else ``max_tokens``; 0 or absent means none;
+* a tool call (option ``tool_call``, see :mod:`tokenward.fake.tools`): ``message.content`` null
+  and ``message.tool_calls`` holding one ``function`` call, ``finish_reason: "tool_calls"``
+  (``"length"`` when cut); streamed as a first delta with the role and the call's ``index``,
+  ``id``, ``type`` and ``function.name`` (``arguments: ""``), then deltas carrying only
+  ``function.arguments`` pieces (``chunk_tokens`` pieces each), then the finish chunk;
 * errors: ``{"error": {"message", "type", "param", "code"}}``.
 """
 
@@ -30,12 +35,20 @@ from tokenward.fake._validate import (
     optional_object,
     required_str,
 )
-from tokenward.fake.counting import MESSAGE_OVERHEAD, count_pieces, json_pieces, reply_chunks, reply_text
+from tokenward.fake.counting import (
+    MESSAGE_OVERHEAD,
+    count_pieces,
+    json_pieces,
+    piece_chunks,
+    reply_chunks,
+    reply_text,
+)
 from tokenward.fake.options import FakeOptions
 from tokenward.fake.reply import Reply, plan_reply, reported
 from tokenward.fake.streaming import sse_data, sse_response
+from tokenward.fake.tools import ToolReply, plan_tool_call, serial, tools_offered
 
-__all__ = ["ChatRequest", "error_response", "parse_request", "replay", "respond"]
+__all__ = ["ChatRequest", "error_response", "openai_usage", "parse_request", "replay", "respond"]
 
 _FINGERPRINT = "fp_tokenward_fake"
 _ERRORS = {
@@ -57,6 +70,7 @@ class ChatRequest:
         include_usage: ``stream_options.include_usage``.
         bound: the output bound in tokens (None: no bound).
         prompt_tokens: the fake's prompt count (see :mod:`tokenward.fake.counting`).
+        tools_offered: ``tools`` is non-empty and ``tool_choice`` is not ``"none"``.
     """
 
     model: str
@@ -64,6 +78,7 @@ class ChatRequest:
     include_usage: bool
     bound: int | None
     prompt_tokens: int
+    tools_offered: bool = False
 
 
 def error_response(
@@ -130,7 +145,8 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
             raise ValidationError(f"{where}: expected an object with a string 'role'", field=where)
         prompt += MESSAGE_OVERHEAD + _content_pieces(message.get("content"), where)
         prompt += _tool_call_pieces(message.get("tool_calls"), where)
-    for index, tool in enumerate(optional_list(body, "tools") or []):
+    tools = optional_list(body, "tools")
+    for index, tool in enumerate(tools or []):
         if not isinstance(tool, dict):
             raise ValidationError(f"tools[{index}]: expected an object", field="tools")
         prompt += json_pieces(tool)
@@ -148,16 +164,18 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         include_usage=bool(include_usage),
         bound=bound,
         prompt_tokens=prompt,
+        tools_offered=tools_offered(tools, body.get("tool_choice") == "none"),
     )
 
 
-def _usage(
-    request: ChatRequest, options: FakeOptions, completion: int, reasoning: int
+def openai_usage(
+    prompt_tokens: int, options: FakeOptions, completion: int, reasoning: int
 ) -> dict[str, Any] | None:
+    """Chat and legacy-completions ``usage`` as the ``usage`` option reports it (None: omitted)."""
     counts = reported(
         options.usage,
         {
-            "prompt": request.prompt_tokens,
+            "prompt": prompt_tokens,
             "completion": completion,
             "cached": options.cache_read_tokens,
             "reasoning": reasoning,
@@ -175,44 +193,75 @@ def _usage(
     }
 
 
-def _plan(request: ChatRequest, options: FakeOptions) -> Reply:
+def _check_cache(request: ChatRequest, options: FakeOptions) -> None:
     if options.cache_read_tokens > request.prompt_tokens:
         raise ValidationError(
             f"fake option 'cache_read_tokens' ({options.cache_read_tokens}) exceeds the prompt's "
             f"{request.prompt_tokens} tokens",
             field="cache_read_tokens",
         )
-    return plan_reply(options, request.bound, reasoning=options.reasoning_tokens)
+
+
+_Delta = tuple[dict[str, Any], int]  # a delta and the visible output tokens sent once it is
+
+
+def _text_reply(request: ChatRequest, options: FakeOptions) -> tuple[Reply, dict[str, Any], list[_Delta]]:
+    reply = plan_reply(options, request.bound, reasoning=options.reasoning_tokens)
+    message = {"role": "assistant", "content": reply_text(reply.text_tokens), "refusal": None}
+    deltas: list[_Delta] = [({"role": "assistant", "content": "", "refusal": None}, 0)]
+    sent = 0
+    for piece in reply_chunks(reply.text_tokens, options.chunk_tokens):
+        sent += count_pieces(piece)
+        deltas.append(({"content": piece}, sent))
+    return reply, message, deltas
+
+
+def _tool_reply(
+    request: ChatRequest, options: FakeOptions, response_id: str
+) -> tuple[ToolReply, dict[str, Any], list[_Delta]]:
+    call = plan_tool_call(options, request.bound)
+    call_id = f"call_fake_{serial(response_id)}"
+    function = {"name": call.name, "arguments": call.arguments}
+    message = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+    }
+    opening = {"index": 0, "id": call_id, "type": "function", "function": {**function, "arguments": ""}}
+    deltas: list[_Delta] = [
+        ({"role": "assistant", "content": None, "refusal": None, "tool_calls": [opening]}, call.name_tokens)
+    ]
+    sent = call.name_tokens
+    for piece in piece_chunks(call.arguments, options.chunk_tokens):
+        sent += count_pieces(piece)
+        deltas.append(({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, sent))
+    return call, message, deltas
 
 
 def respond(request: ChatRequest, options: FakeOptions, response_id: str, created: int) -> Response:
-    """The reply to a validated request, as JSON or as an SSE stream.
+    """The reply to a validated request (text, or a tool call), as JSON or as an SSE stream.
 
     Raises:
         ValidationError: ``cache_read_tokens`` larger than the prompt.
     """
-    reply = _plan(request, options)
-    finish = "length" if reply.truncated else "stop"
+    _check_cache(request, options)
+    reply: Reply | ToolReply
+    if options.tool_call is not None and request.tools_offered:
+        reply, message, deltas = _tool_reply(request, options, response_id)
+        finish = "length" if reply.truncated else "tool_calls"
+    else:
+        reply, message, deltas = _text_reply(request, options)
+        finish = "length" if reply.truncated else "stop"
     headers = {"x-request-id": f"req_{response_id}"}
-    usage = _usage(request, options, reply.output_tokens, reply.reasoning_tokens)
+    usage = openai_usage(request.prompt_tokens, options, reply.output_tokens, reply.reasoning_tokens)
     if not request.stream:
         body: dict[str, Any] = {
             "id": response_id,
             "object": "chat.completion",
             "created": created,
             "model": request.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": reply_text(reply.text_tokens),
-                        "refusal": None,
-                    },
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "system_fingerprint": _FINGERPRINT,
         }
         if usage is not None:
@@ -220,25 +269,19 @@ def respond(request: ChatRequest, options: FakeOptions, response_id: str, create
         return JSONResponse(body, headers=headers)
 
     base = {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": request.model}
-    deltas: list[tuple[dict[str, Any], str | None, int]] = [
-        ({"role": "assistant", "content": "", "refusal": None}, None, 0)
-    ]
-    sent = 0
-    for piece in reply_chunks(reply.text_tokens, options.chunk_tokens):
-        sent += count_pieces(piece)
-        deltas.append(({"content": piece}, None, sent))
-    deltas.append(({}, finish, sent))
-
+    steps: list[tuple[dict[str, Any], str | None, int]] = [
+        (delta, None, visible) for delta, visible in deltas
+    ] + [({}, finish, deltas[-1][1])]
     events = []
-    for delta, finish_reason, visible in deltas:
+    for delta, finish_reason, visible in steps:
         chunk: dict[str, Any] = {
             **base,
             "system_fingerprint": _FINGERPRINT,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
         }
         if options.usage != "omit" and options.running_usage:
-            chunk["usage"] = _usage(
-                request, options, reply.reasoning_tokens + visible, reply.reasoning_tokens
+            chunk["usage"] = openai_usage(
+                request.prompt_tokens, options, reply.reasoning_tokens + visible, reply.reasoning_tokens
             )
         elif options.usage != "omit" and request.include_usage:
             chunk["usage"] = None

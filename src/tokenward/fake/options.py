@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 from tokenward.errors import ConfigError, ValidationError
 
-__all__ = ["OPTION_HEADER", "OPTION_KEY", "USAGE_MODES", "FakeOptions", "FakeSettings", "resolve_options"]
+__all__ = [
+    "OPTION_HEADER",
+    "OPTION_KEY",
+    "USAGE_MODES",
+    "FakeOptions",
+    "FakeSettings",
+    "ToolCall",
+    "resolve_options",
+]
 
 OPTION_KEY = "fake"
 """Request body key that carries per-request options."""
@@ -39,6 +47,8 @@ class FakeSettings:
         api_key: when set, provider endpoints require ``Authorization: Bearer <key>`` or
             ``x-api-key: <key>`` and answer 401 otherwise.
         max_recorded: how many received requests ``GET /_fake/requests`` keeps (oldest dropped).
+        embedding_dimensions: length of the vectors of ``/v1/embeddings`` when the request does not
+            ask for ``dimensions``.
 
     Raises:
         ConfigError: a negative count or delay, ``chunk_tokens`` or ``max_recorded`` below 1.
@@ -50,6 +60,7 @@ class FakeSettings:
     chunk_delay_ms: float = 0
     api_key: str | None = None
     max_recorded: int = 1000
+    embedding_dimensions: int = 1536
 
     def __post_init__(self) -> None:
         minimums = {
@@ -58,16 +69,33 @@ class FakeSettings:
             "latency_ms": 0,
             "chunk_delay_ms": 0,
             "max_recorded": 1,
+            "embedding_dimensions": 1,
         }
         for name, low in minimums.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
                 raise ConfigError(f"FakeSettings.{name} must be a number >= {low}, got {value!r}")
-        for name in ("reply_tokens", "chunk_tokens", "max_recorded"):
+        for name in ("reply_tokens", "chunk_tokens", "max_recorded", "embedding_dimensions"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"FakeSettings.{name} must be a whole number, got {getattr(self, name)!r}")
         if self.api_key is not None and not self.api_key:
             raise ConfigError("FakeSettings.api_key must be None (no auth) or a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The ``tool_call`` option: the call the fake makes when the request offers tools.
+
+    Attributes:
+        name: the function name (sent as is; it need not be one of the offered tools).
+        arguments: the arguments' JSON text, as OpenAI sends it: the option's string verbatim, or
+            its object as compact JSON (``separators=(",", ":")``, non-ASCII kept).
+        input: the arguments as an object, as Anthropic sends it.
+    """
+
+    name: str
+    arguments: str
+    input: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +119,7 @@ class FakeOptions:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    tool_call: ToolCall | None = None
 
 
 def _whole(name: str, value: Any, low: int = 0) -> int:
@@ -138,6 +167,27 @@ def _status(name: str, value: Any) -> int:
     return value
 
 
+def _tool_call(name: str, value: Any) -> ToolCall:
+    shape = 'fake option \'tool_call\' must be {"name": "<function>", "arguments": <object or its JSON text>}'
+    if not isinstance(value, dict) or set(value) - {"name", "arguments"}:
+        raise ValidationError(f"{shape}, got {value!r}", field=name)
+    function, arguments = value.get("name"), value.get("arguments", {})
+    if not isinstance(function, str) or not function:
+        raise ValidationError(f"{shape}: 'name' must be a non-empty string", field=name)
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValidationError(f"{shape}: 'arguments' text must be a JSON object", field=name)
+        return ToolCall(function, arguments, parsed)
+    if not isinstance(arguments, dict):
+        raise ValidationError(f"{shape}: 'arguments' must be an object or its JSON text", field=name)
+    text = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
+    return ToolCall(function, text, arguments)
+
+
 _PARSERS: dict[str, Any] = {
     "reply_tokens": _whole,
     "chunk_tokens": lambda name, value: _whole(name, value, 1),
@@ -153,6 +203,7 @@ _PARSERS: dict[str, Any] = {
     "cache_read_tokens": _whole,
     "cache_write_tokens": _whole,
     "reasoning_tokens": _whole,
+    "tool_call": _tool_call,
 }
 OPTION_NAMES = tuple(_PARSERS)
 

@@ -3,19 +3,33 @@
 Routes:
 
 * ``POST /v1/chat/completions``: OpenAI Chat Completions (:mod:`tokenward.fake.openai_chat`);
+* ``POST /v1/responses``: OpenAI Responses (:mod:`tokenward.fake.openai_responses`);
+* ``POST /v1/completions``: OpenAI legacy Completions (:mod:`tokenward.fake.openai_completions`);
+* ``POST /v1/embeddings``: OpenAI Embeddings (:mod:`tokenward.fake.openai_embeddings`);
 * ``POST /v1/messages``: Anthropic Messages (:mod:`tokenward.fake.anthropic_messages`);
+* ``POST /v1/messages/count_tokens``: Anthropic token counting
+  (:mod:`tokenward.fake.anthropic_count_tokens`);
+* ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent`` (the same under
+  ``/v1/models/``, where google-genai 3 sends them): Gemini (:mod:`tokenward.fake.gemini`);
 * ``GET /v1/models``: a few fake model ids, OpenAI-shaped (Anthropic-shaped when the request
   carries ``anthropic-version``, as the Anthropic SDK's requests do);
-* any other ``/v1/...`` path: 404 in the provider's error shape;
+* any other ``/v1/...`` or ``/v1beta/...`` path: 404 in the provider's error shape (Google's
+  under ``/v1beta/`` and for ``/v1/models/<model>:<method>``, Anthropic's under
+  ``/v1/messages`` or with ``anthropic-version``, else OpenAI's);
 * ``GET /healthz``: ``{"status": "ok"}``;
 * ``GET /_fake/requests``: the requests received on ``/v1/...``, oldest first, as
   ``{"path", "headers", "body"}`` (headers lower-cased, credential values replaced by
   ``"<redacted>"``; the body as parsed JSON without the ``fake`` key, or the raw text when it was
   not JSON, or None when empty); ``DELETE /_fake/requests`` forgets them.
 
-Order of checks on a provider call: record, authenticate (401), parse JSON (400), resolve the
-options and validate the body (400), wait ``latency_ms``, then answer: the ``status`` error, the
-replayed ``events``, or the reply.
+Authentication, when ``FakeSettings.api_key`` is set: OpenAI and Anthropic endpoints accept
+``Authorization: Bearer <key>`` or ``x-api-key: <key>`` (else 401); Gemini ones accept
+``x-goog-api-key: <key>`` or ``?key=<key>`` and answer as Google does otherwise (no key: 403
+``PERMISSION_DENIED``; a wrong one: 400 ``INVALID_ARGUMENT`` "API key not valid").
+
+Order of checks on a provider call: record, authenticate, parse JSON (400), resolve the options
+and validate the body (400), wait ``latency_ms``, then answer: the ``status`` error, the replayed
+``events``, or the reply.
 """
 
 from __future__ import annotations
@@ -26,8 +40,8 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import uvicorn
@@ -37,7 +51,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenward.errors import ValidationError
-from tokenward.fake import anthropic_messages, openai_chat
+from tokenward.fake import (
+    anthropic_count_tokens,
+    anthropic_messages,
+    gemini,
+    openai_chat,
+    openai_completions,
+    openai_embeddings,
+    openai_responses,
+)
 from tokenward.fake.options import OPTION_HEADER, OPTION_KEY, FakeOptions, FakeSettings, resolve_options
 from tokenward.fake.streaming import QuietStreamCuts, pause
 
@@ -46,57 +68,125 @@ __all__ = ["MODEL_IDS", "create_app", "serve"]
 MODEL_IDS = ("fake-gpt", "fake-gpt-mini", "fake-claude")
 """Model ids listed by ``GET /v1/models`` (any model id is accepted by the endpoints)."""
 
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"}
+)
+_ANY = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _MODELS_CREATED = 1735689600  # 2025-01-01T00:00:00Z, fixed so that listings are deterministic
+_OPENAI_BAD_JSON = "We could not parse the JSON body of your request. The body must be a JSON object."
+_OPENAI_BAD_KEY = "Incorrect API key provided. You can find your API key at your fake provider's settings."
+_GEMINI_NO_KEY = (
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API."
+)
+
+
+def _bearer_or_x_api_key(error: Callable[..., Response], message: str) -> Callable[..., Response | None]:
+    """The OpenAI and Anthropic check: ``Authorization: Bearer <key>`` or ``x-api-key: <key>``."""
+
+    def check(request: Request, key: str | None) -> Response | None:
+        if key is None:
+            return None
+        bearer = request.headers.get("authorization", "").encode()
+        api_key = request.headers.get("x-api-key", "").encode()
+        good = secrets.compare_digest(bearer, f"Bearer {key}".encode()) | secrets.compare_digest(
+            api_key, key.encode()
+        )
+        return None if good else error(401, message)
+
+    return check
+
+
+def _google_key(request: Request, key: str | None) -> Response | None:
+    """The Gemini check: ``x-goog-api-key: <key>`` or ``?key=<key>``; Google's answers otherwise."""
+    if key is None:
+        return None
+    given = request.headers.get("x-goog-api-key", request.query_params.get("key"))
+    if given is None:
+        return gemini.error_response(403, _GEMINI_NO_KEY)
+    if not secrets.compare_digest(given.encode(), key.encode()):
+        return gemini.error_response(400, "API key not valid. Please pass a valid API key.")
+    return None
+
+
+def _no_stream(path: str) -> Callable[[FakeOptions, str], Response]:
+    def replay(options: FakeOptions, response_id: str) -> Response:
+        raise ValidationError(f"fake option 'events' does not apply to {path}", field="events")
+
+    return replay
 
 
 @dataclass(frozen=True, slots=True)
-class _Dialect:
+class _Endpoint:
     error: Callable[..., Response]
     parse: Callable[[dict[str, Any]], Any]
     respond: Callable[[Any, FakeOptions, str], Response]
     replay: Callable[[FakeOptions, str], Response]
     id_format: str
-    request_id_header: str
     bad_json: str
-    bad_key: str
+    check_key: Callable[[Request, str | None], Response | None]
+    request_id_header: str | None = "x-request-id"
 
 
-_OPENAI = _Dialect(
+_OPENAI_CHECK = _bearer_or_x_api_key(openai_chat.error_response, _OPENAI_BAD_KEY)
+_CHAT = _Endpoint(
     error=openai_chat.error_response,
     parse=openai_chat.parse_request,
     respond=lambda call, options, rid: openai_chat.respond(call, options, rid, int(time.time())),
     replay=openai_chat.replay,
     id_format="chatcmpl-fake-{:06d}",
-    request_id_header="x-request-id",
-    bad_json="We could not parse the JSON body of your request. The body must be a JSON object.",
-    bad_key="Incorrect API key provided. You can find your API key at your fake provider's settings.",
+    bad_json=_OPENAI_BAD_JSON,
+    check_key=_OPENAI_CHECK,
 )
-_ANTHROPIC = _Dialect(
+_COMPLETIONS = replace(
+    _CHAT,
+    parse=openai_completions.parse_request,
+    respond=lambda call, options, rid: openai_completions.respond(call, options, rid, int(time.time())),
+    id_format="cmpl-fake-{:06d}",
+)
+_RESPONSES = replace(
+    _CHAT,
+    parse=openai_responses.parse_request,
+    respond=openai_responses.respond,
+    replay=openai_responses.replay,
+    id_format="resp_fake_{:06d}",
+)
+_MESSAGES = _Endpoint(
     error=anthropic_messages.error_response,
     parse=anthropic_messages.parse_request,
     respond=anthropic_messages.respond,
     replay=anthropic_messages.replay,
     id_format="msg_fake_{:06d}",
-    request_id_header="request-id",
     bad_json="The request body is not valid JSON: it must be a JSON object.",
-    bad_key="invalid x-api-key",
+    check_key=_bearer_or_x_api_key(anthropic_messages.error_response, "invalid x-api-key"),
+    request_id_header="request-id",
+)
+_COUNT_TOKENS = replace(
+    _MESSAGES,
+    parse=anthropic_count_tokens.parse_request,
+    respond=anthropic_count_tokens.respond,
+    replay=_no_stream("/v1/messages/count_tokens"),
+    id_format="count_fake_{:06d}",
+)
+_GEMINI = _Endpoint(
+    error=gemini.error_response,
+    parse=lambda body: None,  # replaced per request: the model and method come from the path
+    respond=gemini.respond,
+    replay=gemini.replay,
+    id_format="gemini_fake_{:06d}",
+    bad_json="Invalid JSON payload received. The body must be a JSON object.",
+    check_key=_google_key,
+    request_id_header=None,
 )
 
 
-def _dialect_of(request: Request) -> _Dialect:
-    anthropic = request.url.path.startswith("/v1/messages") or "anthropic-version" in request.headers
-    return _ANTHROPIC if anthropic else _OPENAI
-
-
-def _authorised(request: Request, key: str | None) -> bool:
-    if key is None:
-        return True
-    bearer = request.headers.get("authorization", "").encode()
-    api_key = request.headers.get("x-api-key", "").encode()
-    return secrets.compare_digest(bearer, f"Bearer {key}".encode()) | secrets.compare_digest(
-        api_key, key.encode()
-    )
+def _endpoint_of(request: Request) -> _Endpoint:
+    """The endpoint whose error shape an unknown path gets."""
+    path = request.url.path
+    if path.startswith("/v1beta/") or (path.startswith("/v1/models/") and ":" in path):
+        return _GEMINI
+    anthropic = path.startswith("/v1/messages") or "anthropic-version" in request.headers
+    return _MESSAGES if anthropic else _CHAT
 
 
 def _reject_constant(name: str) -> None:
@@ -149,49 +239,69 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         }
         received.append({"path": request.url.path, "headers": headers, "body": body})
 
-    async def provider_call(request: Request, dialect: _Dialect) -> Response:
+    embeddings_endpoint = replace(
+        _CHAT,
+        parse=openai_embeddings.parse_request,
+        respond=lambda call, options, rid: openai_embeddings.respond(
+            call, options, rid, settings.embedding_dimensions
+        ),
+        replay=_no_stream("/v1/embeddings"),
+        id_format="emb-fake-{:06d}",
+    )
+
+    async def provider_call(request: Request, endpoint: _Endpoint) -> Response:
         body, parsed = _parse_json(await request.body())
         fake = body.pop(OPTION_KEY, None) if isinstance(body, dict) else None
         record(request, body)
-        if not _authorised(request, settings.api_key):
-            return dialect.error(401, dialect.bad_key)
+        refusal = endpoint.check_key(request, settings.api_key)
+        if refusal is not None:
+            return refusal
         if not parsed or not isinstance(body, dict):
-            return dialect.error(400, dialect.bad_json)
+            return endpoint.error(400, endpoint.bad_json)
         try:
             options = resolve_options(fake, request.headers.get(OPTION_HEADER), settings)
-            call = dialect.parse(body)
+            call = endpoint.parse(body)
         except ValidationError as err:
-            return dialect.error(400, str(err), err.field)
+            return endpoint.error(400, str(err), err.field)
         await pause(options.latency_ms)
-        response_id = dialect.id_format.format(next(counter))
+        response_id = endpoint.id_format.format(next(counter))
         if options.status is not None:
             message = f"fake provider: status {options.status} requested by the 'status' option"
-            return dialect.error(
-                options.status, message, None, {dialect.request_id_header: f"req_{response_id}"}
+            header = endpoint.request_id_header
+            return endpoint.error(
+                options.status, message, None, {header: f"req_{response_id}"} if header else None
             )
-        if options.events is not None:
-            return dialect.replay(options, response_id)
         try:
-            return dialect.respond(call, options, response_id)
+            if options.events is not None:
+                return endpoint.replay(options, response_id)
+            return endpoint.respond(call, options, response_id)
         except ValidationError as err:
-            return dialect.error(400, str(err), err.field)
+            return endpoint.error(400, str(err), err.field)
 
-    async def chat_completions(request: Request) -> Response:
-        return await provider_call(request, _OPENAI)
+    def route(endpoint: _Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            return await provider_call(request, endpoint)
 
-    async def messages(request: Request) -> Response:
-        return await provider_call(request, _ANTHROPIC)
+        return handle
+
+    async def gemini_call(request: Request) -> Response:
+        model, _, method = request.path_params["target"].partition(":")
+        if not model or method not in gemini.METHODS:
+            return await unknown(request)
+        alt = request.query_params.get("alt")
+        endpoint = replace(_GEMINI, parse=lambda body: gemini.parse_request(body, model, method, alt))
+        return await provider_call(request, endpoint)
 
     async def models(request: Request) -> Response:
         record(request, None)
-        if not _authorised(request, settings.api_key):
-            return _dialect_of(request).error(401, _dialect_of(request).bad_key)
-        return _models(request)
+        refusal = _endpoint_of(request).check_key(request, settings.api_key)
+        return refusal if refusal is not None else _models(request)
 
     async def unknown(request: Request) -> Response:
         body, _ = _parse_json(await request.body())
         record(request, body)
-        return _dialect_of(request).error(404, f"Invalid URL ({request.method} {request.url.path})")
+        message = f"Invalid URL ({request.method} {request.url.path})"
+        return _endpoint_of(request).error(404, message)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -206,10 +316,17 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/_fake/requests", requests, methods=["GET", "DELETE"]),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/chat/completions", route(_CHAT), methods=["POST"]),
+            Route("/v1/completions", route(_COMPLETIONS), methods=["POST"]),
+            Route("/v1/responses", route(_RESPONSES), methods=["POST"]),
+            Route("/v1/embeddings", route(embeddings_endpoint), methods=["POST"]),
+            Route("/v1/messages", route(_MESSAGES), methods=["POST"]),
+            Route("/v1/messages/count_tokens", route(_COUNT_TOKENS), methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/{rest:path}", unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/v1beta/models/{target}", gemini_call, methods=["POST"]),
+            Route("/v1/models/{target}", gemini_call, methods=["POST"]),
+            Route("/v1/{rest:path}", unknown, methods=[*_ANY]),
+            Route("/v1beta/{rest:path}", unknown, methods=[*_ANY]),
         ]
     )
     app.state.received = received

@@ -62,9 +62,12 @@ async def pause(milliseconds: float) -> None:
 
 
 def sse_response(
-    events: Sequence[bytes], options: FakeOptions, headers: Mapping[str, str]
+    events: Sequence[bytes],
+    options: FakeOptions,
+    headers: Mapping[str, str],
+    media_type: str = "text/event-stream",
 ) -> StreamingResponse:
-    """A ``text/event-stream`` response that sends ``events`` one by one.
+    """A streamed response (``text/event-stream`` unless told) that sends ``events`` one by one.
 
     Waits ``options.chunk_delay_ms`` between two events. With ``options.break_after_chunks`` set to
     ``n``, raises :class:`FakeStreamCut` once ``n`` events are sent (a stream of at most ``n``
@@ -79,6 +82,4 @@ def sse_response(
                 await pause(options.chunk_delay_ms)
             yield event
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"cache-control": "no-cache", **headers}
-    )
+    return StreamingResponse(body(), media_type=media_type, headers={"cache-control": "no-cache", **headers})
