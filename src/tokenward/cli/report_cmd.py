@@ -1,0 +1,507 @@
+"""``tokenward report ...``: spend reports over a ledger's usage events.
+
+Every subcommand reads the ledger read-only (a SQLite file row by row, so any size works), takes
+the period as ``--since``/``--until`` (ISO date or instant, UTC unless it says otherwise) or
+``--last 7d``, and writes a table, CSV, JSON or Parquet (``--format``, ``--output``). Long scans
+show a progress bar on a terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tokenward.cli.main import err, friendly, out
+from tokenward.core.budgets import SCOPES, Subject
+from tokenward.errors import ConfigError
+
+__all__ = ["parse_instant", "register"]
+
+report_app = typer.Typer(
+    name="report",
+    help="Spend reports over a ledger: chargeback, sessions, SLOs, efficiency, A/B, utilisation, anomalies, charts.",
+    no_args_is_help=True,
+)
+
+LedgerOption = Annotated[str, typer.Option("--ledger", help="Ledger URL, e.g. sqlite:///tokenward.db.")]
+SinceOption = Annotated[
+    str | None, typer.Option(help="From this date or instant (inclusive), e.g. 2025-11-18.")
+]
+UntilOption = Annotated[str | None, typer.Option(help="Up to this date or instant (exclusive).")]
+LastOption = Annotated[str | None, typer.Option(help="The last period before now: 30m, 24h, 7d, 4w.")]
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where", help="Only calls with SCOPE=VALUE or tag:NAME=VALUE (repeatable), e.g. user=alice."
+    ),
+]
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+]
+DEFAULT_LEDGER = "sqlite:///tokenward.db"
+
+
+def parse_instant(text: str, *, end: bool = False) -> datetime:
+    """A date (``2025-11-18``: its midnight, UTC) or an ISO 8601 instant (naive means UTC).
+
+    Raises:
+        ConfigError: the text is neither.
+    """
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{text!r} is not a date or instant; use e.g. 2025-11-18 or 2025-11-18T22:00:00Z"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+
+
+def _period(
+    since: str | None, until: str | None, last: str | None
+) -> tuple[datetime | None, datetime | None]:
+    if last is not None:
+        if since is not None:
+            raise ConfigError("use either --last or --since, not both")
+        match = _DURATION.match(last)
+        if not match:
+            raise ConfigError(f"--last {last!r}: use a number and m, h, d or w, e.g. 7d")
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match[2]]
+        now = datetime.now(UTC)
+        return now - timedelta(**{unit: int(match[1])}), None
+    return (None if since is None else parse_instant(since), None if until is None else parse_instant(until))
+
+
+def _where(values: list[str] | None) -> Subject | None:
+    if not values:
+        return None
+    scopes: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    for value in values:
+        name, sep, wanted = value.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ConfigError(f"--where {value!r}: use SCOPE=VALUE or tag:NAME=VALUE")
+        if name.startswith("tag:"):
+            tags[name[4:]] = wanted
+        elif name in SCOPES:
+            scopes[name] = wanted
+        else:
+            raise ConfigError(f"--where {value!r}: {name!r} is not one of {', '.join(SCOPES)} or tag:NAME")
+    return Subject(**scopes, tags=tuple(sorted(tags.items())))
+
+
+def _rows(
+    ledger: str,
+    since: datetime | None,
+    until: datetime | None,
+    where: Subject | None,
+    need: set[str] | frozenset[str],
+) -> Iterator[Any]:
+    """Rows, with a progress bar on stderr when it is a terminal."""
+    from tokenward.observe.rows import open_rows
+
+    source = open_rows(ledger)
+    try:
+        if not sys.stderr.isatty():
+            yield from source.scan(since=since, until=until, where=where, need=need)
+            return
+        total = source.count(since=since, until=until, where=where)
+        columns = (TextColumn("reading usage events"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("scan", total=total)
+            yield from source.scan(
+                since=since,
+                until=until,
+                where=where,
+                need=need,
+                progress=lambda n: bar.update(task, completed=n),
+            )
+    finally:
+        source.close()
+
+
+def _write(table: Any, fmt: str, output: Path | None) -> None:
+    from tokenward.observe.reports.output import write_table
+
+    write_table(table, fmt, output)
+    if output is not None:
+        err.print(f"wrote {output}", highlight=False)
+
+
+@report_app.command("chargeback")
+@friendly
+def chargeback_command(
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--by",
+            "-b",
+            help="Group by: a scope (user, project, team, ...), model, provider, status, "
+            "tag:NAME, or a period (day, week, month, hour, day@Europe/Paris). Repeatable.",
+        ),
+    ] = None,
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    last: LastOption = None,
+    where: WhereOption = None,
+    top: Annotated[int | None, typer.Option(help="Only the N most expensive lines.")] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Chargeback/showback: calls, tokens and exact cost per user, team, tag, model or period."""
+    from tokenward.observe.reports.chargeback import chargeback, dimension, fields_for
+
+    dims = by or ["user"]
+    for name in dims:
+        dimension(name)  # fail before reading anything
+    start, end = _period(since, until, last)
+    need = fields_for(dims) | {"cache_read_tokens", "reasoning_tokens"}
+    report = chargeback(_rows(ledger, start, end, _where(where), need), dims, since=start, until=end, top=top)
+    _write(report.table(title=f"chargeback by {', '.join(dims)}"), fmt, output)
+
+
+@report_app.command("sessions")
+@friendly
+def sessions_command(
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    session: Annotated[str | None, typer.Option(help="Show this session step by step.")] = None,
+    tasks: Annotated[bool, typer.Option("--tasks", help="Per task instead of per session.")] = False,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    last: LastOption = None,
+    where: WhereOption = None,
+    top: Annotated[int | None, typer.Option(help="Only the N most expensive.")] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Session costing: per session (with cost per resolved task), per step, or per task."""
+    from tokenward.observe.reports.sessions import (
+        SESSION_FIELDS,
+        session_costs,
+        session_steps,
+        sessions_table,
+        steps_table,
+        task_costs,
+        tasks_table,
+    )
+
+    start, end = _period(since, until, last)
+    filt = _where(where)
+    if session is not None:
+        filt = Subject(**{**({} if filt is None else filt.to_dict()), "session": session})
+        steps = session_steps(_rows(ledger, start, end, filt, SESSION_FIELDS), session)
+        if not steps:
+            raise ConfigError(f"no calls of session {session!r} in {ledger}")
+        _write(steps_table(session, steps), fmt, output)
+        return
+    sessions = session_costs(_rows(ledger, start, end, filt, SESSION_FIELDS))
+    _write(
+        tasks_table(task_costs(sessions.values()), top=top) if tasks else sessions_table(sessions, top=top),
+        fmt,
+        output,
+    )
+
+
+@report_app.command("slo")
+@friendly
+def slo_command(
+    slo: Annotated[
+        list[str] | None,
+        typer.Option("--slo", help='An objective, e.g. "95% of sessions under 2,000 tokens and 10 s".'),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML/JSON file with a `slos:` list.")] = None,
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    last: LastOption = None,
+    where: WhereOption = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Service-level objectives on tokens, cost and duration, with their compliance."""
+    from tokenward.files import load_mapping
+    from tokenward.observe.reports.sessions import SESSION_FIELDS, session_costs
+    from tokenward.observe.reports.slo import SLO, evaluate, parse_slo, slo_table
+
+    slos = [parse_slo(text) for text in slo or []]
+    if config is not None:
+        data, _ = load_mapping(config)
+        items = data.get("slos")
+        if not isinstance(items, list):
+            raise ConfigError(f"{config}: expected a `slos:` list")
+        slos += [SLO.from_config(item, i) for i, item in enumerate(items)]
+    if not slos:
+        raise ConfigError(
+            'give an objective with --slo "95% of sessions under 2,000 tokens and 10 s" or --config'
+        )
+    start, end = _period(since, until, last)
+    rows = (
+        list(_rows(ledger, start, end, _where(where), SESSION_FIELDS))
+        if any(s.per == "call" for s in slos)
+        else None
+    )
+    source = rows if rows is not None else _rows(ledger, start, end, _where(where), SESSION_FIELDS)
+    sessions = session_costs(source)
+    _write(slo_table(evaluate(slos, sessions.values(), rows)), fmt, output)
+
+
+@report_app.command("efficiency")
+@friendly
+def efficiency_command(
+    by: Annotated[
+        list[str] | None, typer.Option("--by", "-b", help="Group by a dimension (model, user, tag:NAME...).")
+    ] = None,
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    last: LastOption = None,
+    where: WhereOption = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Token efficiency: cached share, context per output token, reasoning, tool overhead, tokens per resolved task."""
+    from tokenward.observe.reports.chargeback import dimension, fields_for
+    from tokenward.observe.reports.efficiency import EFFICIENCY_FIELDS, efficiency, efficiency_table
+
+    dims = by or []
+    for name in dims:
+        dimension(name)
+    start, end = _period(since, until, last)
+    groups, total = efficiency(
+        _rows(ledger, start, end, _where(where), EFFICIENCY_FIELDS | fields_for(dims)), dims
+    )
+    _write(efficiency_table(groups, total, dims), fmt, output)
+
+
+@report_app.command("ab")
+@friendly
+def ab_command(
+    by: Annotated[str, typer.Option("--by", "-b", help="The arm: tag:NAME, model, agent, ...")],
+    budget: Annotated[
+        str | None,
+        typer.Option(help="An equal per-session budget for every arm, METER=LIMIT, e.g. cost_usd=0.50."),
+    ] = None,
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    last: LastOption = None,
+    where: WhereOption = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Compare variants (A/B by tag or any dimension), optionally under the same per-session budget."""
+    from tokenward.observe.reports.ab import ab_table, ab_test
+    from tokenward.observe.reports.chargeback import dimension, fields_for
+
+    dimension(by)
+    meter, limit = None, None
+    if budget is not None:
+        meter, sep, amount = budget.partition("=")
+        if not sep:
+            raise ConfigError(f"--budget {budget!r}: use METER=LIMIT, e.g. cost_usd=0.50")
+        try:
+            limit = Decimal(amount.strip().lstrip("$").replace(",", ""))
+        except ArithmeticError:
+            raise ConfigError(f"--budget {budget!r}: {amount!r} is not a number") from None
+        meter = meter.strip()
+    start, end = _period(since, until, last)
+    need = fields_for([by]) | {"resolved"}
+    arms = ab_test(_rows(ledger, start, end, _where(where), need), by, meter=meter, limit=limit)
+    _write(ab_table(arms, by), fmt, output)
+
+
+def _now(at: str | None) -> datetime:
+    return datetime.now(UTC) if at is None else parse_instant(at)
+
+
+@report_app.command("utilisation")
+@friendly
+def utilisation_command(
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    at: Annotated[
+        str | None, typer.Option(help="Report the windows containing this instant (default now).")
+    ] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Budget utilisation in each budget's current window, with the projection to its end."""
+    from tokenward.observe.reports.utilisation import UTILISATION_FIELDS, utilisation, utilisation_table
+
+    now = _now(at)
+    lines = _utilisation(ledger, now, UTILISATION_FIELDS, utilisation)
+    _write(utilisation_table(lines), fmt, output)
+
+
+def _utilisation(ledger: str, now: datetime, need: frozenset[str], compute: Callable[..., Any]) -> Any:
+    from tokenward.ledger import open_ledger
+
+    store = open_ledger(ledger)
+    try:
+        budgets = store.budgets()
+    finally:
+        store.close()
+    starts = [s for b in budgets if (s := b.window.start(now)) is not None]
+    since = None if any(b.window.start(now) is None for b in budgets) or not starts else min(starts)
+    return compute(_rows(ledger, since, None, None, need), budgets, now)
+
+
+@report_app.command("anomalies")
+@friendly
+def anomalies_command(
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    kind: Annotated[str | None, typer.Option(help="Only loop, spike or context_growth findings.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    last: LastOption = None,
+    where: WhereOption = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Scan recorded sessions for runaway loops, spikes and ever-growing context."""
+    from tokenward.observe.anomalies import Call, scan_sessions
+    from tokenward.observe.reports.output import Table
+
+    if kind is not None and kind not in ("loop", "spike", "context_growth"):
+        raise ConfigError(f"--kind {kind!r}: use loop, spike or context_growth")
+    start, end = _period(since, until, last)
+
+    def calls() -> Iterator[Call]:
+        for r in _rows(ledger, start, end, _where(where), {"cache_read_tokens", "step"}):
+            scopes = tuple(
+                (s, v) for s in ("user", "key", "project", "team", "org") if (v := r.value(s)) is not None
+            )
+            yield Call(
+                r.session,
+                r.at,
+                r.model,
+                r.input_tokens,
+                r.output_tokens,
+                r.cache_read_tokens,
+                r.step,
+                r.request_id,
+                None,
+                scopes,
+            )
+
+    findings = [f for f in scan_sessions(calls()) if kind is None or f.kind == kind]
+    table = Table(
+        "anomalies",
+        ["kind", "scope", "subject_id", "at", "step", "message"],
+        [(f.kind, f.scope, f.subject_id, f.at, f.step, f.message) for f in findings],
+        [f"{len(findings):,} findings; thresholds and their reasons: docs/observing.md"],
+        {"findings": [f.to_dict() for f in findings]},
+    )
+    _write(table, fmt, output)
+
+
+@report_app.command("burn")
+@friendly
+def burn_command(
+    scope: Annotated[str, typer.Option(help="Scope to rank: user, project, session, ...")] = "user",
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    at: Annotated[str | None, typer.Option(help="The instant (default: the last recorded call).")] = None,
+    minutes: Annotated[int, typer.Option(help="Smoothing time constant, in minutes.")] = 10,
+    top: Annotated[int, typer.Option(help="How many to show.")] = 10,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+) -> None:
+    """Smoothed burn rates (tokens/min, USD/hour) of the fastest-spending scope values."""
+    from tokenward.observe.burnrate import BurnRates
+    from tokenward.observe.reports.output import Table
+
+    if scope not in SCOPES:
+        raise ConfigError(f"--scope {scope!r}: use one of {', '.join(SCOPES)}")
+    tau = timedelta(minutes=minutes)
+    until = None if at is None else parse_instant(at)
+    rates = BurnRates(tau, scopes=(scope,))
+    last_at: datetime | None = None
+    from tokenward.core.events import UsageEvent
+    from tokenward.core.usage import Usage
+
+    for r in _rows(ledger, None if until is None else until - tau * 10, until, None, set()):
+        rates.add(
+            UsageEvent(
+                r.request_id, r.at, r.subject(), Usage(r.input_tokens, r.output_tokens), cost_usd=r.cost_usd
+            )
+        )
+        last_at = r.at
+    now = until or last_at or datetime.now(UTC)
+    ranked = rates.top(scope, now, top)
+    table = Table(
+        f"burn rate by {scope} at {now.isoformat().replace('+00:00', 'Z')} (smoothed over ~{minutes} min)",
+        [scope, "tokens_per_minute", "usd_per_hour", "requests_per_minute"],
+        [
+            (
+                b.subject_id,
+                b.tokens_per_minute.quantize(Decimal("0.01")),
+                b.usd_per_hour.quantize(Decimal("0.000001")),
+                b.requests_per_minute.quantize(Decimal("0.01")),
+            )
+            for b in ranked
+        ],
+    )
+    _write(table, fmt, output)
+
+
+@report_app.command("chart")
+@friendly
+def chart_command(
+    kind: Annotated[str, typer.Argument(help="spend (over time), top (spenders) or utilisation.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The image: a .png or .svg file.")],
+    by: Annotated[
+        list[str] | None, typer.Option("--by", "-b", help="spend: series (user...); top: who (default user).")
+    ] = None,
+    every: Annotated[
+        str, typer.Option(help="spend: the period of each point (hour, day, week, month).")
+    ] = "day",
+    ledger: LedgerOption = DEFAULT_LEDGER,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    last: LastOption = None,
+    where: WhereOption = None,
+    top: Annotated[int, typer.Option(help="top/utilisation: how many bars.")] = 15,
+    at: Annotated[str | None, typer.Option(help="utilisation: the instant (default now).")] = None,
+) -> None:
+    """Charts as PNG or SVG: spend over time, top spenders, budget utilisation."""
+    from tokenward.observe import charts
+    from tokenward.observe.reports.chargeback import chargeback, dimension, fields_for
+    from tokenward.observe.reports.utilisation import UTILISATION_FIELDS, utilisation
+
+    start, end = _period(since, until, last)
+    if kind == "spend":
+        dims = [every, *(by or [])]
+        for name in dims:
+            dimension(name)
+        report = chargeback(_rows(ledger, start, end, _where(where), fields_for(dims)), dims)
+        path = charts.spend_over_time_chart(report, output)
+    elif kind == "top":
+        dims = by or ["user"]
+        for name in dims:
+            dimension(name)
+        report = chargeback(_rows(ledger, start, end, _where(where), fields_for(dims)), dims)
+        path = charts.top_spenders_chart(report, output, n=top)
+    elif kind == "utilisation":
+        lines = _utilisation(ledger, _now(at), UTILISATION_FIELDS, utilisation)
+        path = charts.budget_utilisation_chart(lines, output, n=top)
+    else:
+        raise ConfigError(f"unknown chart {kind!r}; use spend, top or utilisation")
+    out.print(f"wrote {path}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tokenward report ...`` to the CLI."""
+    app.add_typer(report_app, name="report")

@@ -1,0 +1,123 @@
+"""Prometheus series served by the gateway at /metrics, parsed with prometheus_client's parser."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.observe.helpers import T0, event, memory_guard
+from tests.support.servers import serving
+from tokenward.core.budgets import Budget
+from tokenward.gateway import GatewayConfig, create_app
+from tokenward.observe import Prometheus
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_series_from_guard_calls() -> None:
+    prom = Prometheus(background=False)
+    guard, _ = memory_guard(prom)
+    prom.ledger = guard.ledger
+    guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(1000)))
+    guard.charge(event("r1", T0, input_tokens=300, output_tokens=100, cost="0.25", cached=200))
+    samples = _samples(prom.exposition().decode())
+    assert _value(samples, "tokenward_spend_usd_total", model="gpt-4o-mini", provider="openai") == 0.25
+    assert _value(samples, "tokenward_tokens_total", model="gpt-4o-mini", type="cache_read") == 200
+    labels = {
+        "budget": "s-cap",
+        "scope": "session",
+        "subject_id": "s-1",
+        "meter": "total_tokens",
+        "window": "none",
+    }
+    assert _value(samples, "tokenward_budget_spent", **labels) == 400
+    assert _value(samples, "tokenward_budget_remaining", **labels) == 600
+    assert _value(samples, "tokenward_budget_utilisation_ratio", **labels) == 0.4
+
+
+def test_budget_series_are_bounded() -> None:
+    prom = Prometheus(background=False, max_budget_series=3)
+    guard, _ = memory_guard(prom)
+    prom.ledger = guard.ledger
+    guard.ledger.put_budget(Budget("each-session", "session", "total_tokens", Decimal(10_000)))
+    for i in range(10):
+        guard.charge(event(f"r{i}", T0, session=f"s-{i}"))
+    families = {f.name: f for f in text_string_to_metric_families(prom.exposition().decode())}
+    assert {s.labels["subject_id"] for s in families["tokenward_budget_spent"].samples} == {
+        "s-7",
+        "s-8",
+        "s-9",
+    }
+
+
+@pytest.mark.slow
+def test_gateway_serves_metrics_for_spend_denials_holds_and_cutoffs(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = GatewayConfig.from_mapping(
+        {
+            "ledger": ledger,
+            "upstreams": [{"name": "fake", "provider": "fake"}],
+            "keys": [{"key": "tw-k", "name": "k", "user": "alice", "project": "demo"}],
+            "budgets": [{"name": "per-session", "scope": "session", "meter": "total_tokens", "limit": 200}],
+        }
+    )
+    prom = Prometheus(ledger)
+    with serving(create_app(config, observers=[prom], metrics=prom.asgi_app())) as server:
+        headers = {"authorization": "Bearer tw-k", "x-tokenward-session": "s-1"}
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+            stream = {
+                **body,
+                "stream": True,
+                "max_tokens": 5,
+                "fake": {"reply_tokens": 40, "ignore_max_tokens": True},
+            }
+            assert client.post("/v1/chat/completions", json=stream, headers=headers).status_code == 200
+            big = {**body, "messages": [{"role": "user", "content": "hello " * 400}]}
+            assert client.post("/v1/chat/completions", json=big, headers=headers).status_code == 402
+            prom.flush()
+            response = client.get("/metrics")
+    prom.close()
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = _samples(response.text)
+    assert _value(samples, "tokenward_calls_total", model="gpt-4o-mini", status="ok") == 1
+    assert _value(samples, "tokenward_cutoffs_total", model="gpt-4o-mini") == 1
+    assert _value(samples, "tokenward_holds_total", model="gpt-4o-mini") == 2
+    assert (
+        _value(
+            samples, "tokenward_denials_total", budget="per-session", scope="session", meter="total_tokens"
+        )
+        == 1
+    )
+    spend = [v for (name, labels), v in samples.items() if name == "tokenward_spend_usd_total"]
+    assert spend and sum(spend) > 0  # labelled with the event's provider
+    labels = {
+        "budget": "per-session",
+        "scope": "session",
+        "subject_id": "s-1",
+        "meter": "total_tokens",
+        "window": "none",
+    }
+    spent = _value(samples, "tokenward_budget_spent", **labels)
+    assert 0 < spent <= 200
+    assert _value(samples, "tokenward_budget_remaining", **labels) == 200 - spent
+    assert _value(samples, "tokenward_budget_held", **labels) == 0
+    assert _value(samples, "tokenward_budget_limit", **labels) == 200
