@@ -1,15 +1,19 @@
 """Gateway overhead: the fake provider called directly against the same fake through the gateway
-(budgets on, SQLite ledger), in one run, interleaved, with ratios.
+(budgets on, SQLite ledger), in one run, interleaved, at 1, 50 and 200 concurrent clients,
+streamed and not; then the gateway's memory after many requests.
 
-    python bench/gateway.py [--requests 300] [--concurrency 1 16]
+    python bench/gateway.py [--requests 400] [--concurrency 1 50 200] [--memory-requests 100000]
+
+Each client sends its requests one after the other; the figures are the median of the rounds.
+"Highest sustained requests per second" is the throughput at the highest concurrency measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -23,46 +27,55 @@ BODY = {
 }
 
 
-def _one(client: httpx.Client, url: str, stream: bool, headers: dict[str, str]) -> float:
+async def _one(client: httpx.AsyncClient, url: str, stream: bool, headers: dict[str, str]) -> float:
     body = {**BODY, "stream": stream}
     start = time.perf_counter()
     if stream:
-        with client.stream("POST", url, json=body, headers=headers) as response:
+        async with client.stream("POST", url, json=body, headers=headers) as response:
             response.raise_for_status()
-            for _ in response.iter_bytes():
+            async for _ in response.aiter_bytes():
                 pass
     else:
-        client.post(url, json=body, headers=headers).raise_for_status()
+        (await client.post(url, json=body, headers=headers)).raise_for_status()
     return time.perf_counter() - start
+
+
+async def _load(
+    url: str, headers: dict[str, str], requests: int, concurrency: int, stream: bool
+) -> dict[str, float]:
+    latencies: list[float] = []
+    per_client = max(1, requests // concurrency)
+    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            for _ in range(per_client):
+                latencies.append(await _one(client, url, stream, headers))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return summary(latencies, time.perf_counter() - start)
 
 
 def load(
     url: str, headers: dict[str, str], requests: int, concurrency: int, stream: bool
 ) -> dict[str, float]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-    per_worker = requests // concurrency
+    return asyncio.run(_load(url, headers, requests, concurrency, stream))
 
-    def worker() -> None:
-        with httpx.Client(timeout=60) as client:
-            mine = [_one(client, url, stream, headers) for _ in range(per_worker)]
-        with lock:
-            latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summary(latencies, time.perf_counter() - start)
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50, 200])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-requests", type=int, default=100_000)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tw-bench-"))
@@ -105,9 +118,10 @@ def main() -> None:
         "warning",
     ]
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    memory: dict[str, float] = {}
     with (
         process(fake_args, f"http://127.0.0.1:{fake_port}/healthz", work / "fake.log"),
-        process(gw_args, f"http://127.0.0.1:{gw_port}/healthz", work / "gateway.log"),
+        process(gw_args, f"http://127.0.0.1:{gw_port}/healthz", work / "gateway.log") as gateway,
     ):
         targets = {
             "direct": (f"http://127.0.0.1:{fake_port}/v1/chat/completions", {}),
@@ -117,20 +131,29 @@ def main() -> None:
             ),
         }
         for url, headers in targets.values():  # warm up both
-            load(url, headers, 40, 4, False)
+            load(url, headers, 100, 10, False)
         for stream in (False, True):
             for concurrency in args.concurrency:
                 key = f"{'stream' if stream else 'json'} c={concurrency}"
                 results[key] = {"direct": [], "gateway": []}
+                requests = max(args.requests, concurrency * 2)
                 for _ in range(args.rounds):  # interleaved, so both see the same machine
                     for name, (url, headers) in targets.items():
-                        results[key][name].append(load(url, headers, args.requests, concurrency, stream))
+                        results[key][name].append(load(url, headers, requests, concurrency, stream))
+        if args.memory_requests:
+            url, headers = targets["gateway"]
+            memory["rss_before_mb"] = rss_mb(gateway.pid)
+            start = time.perf_counter()
+            load(url, headers, args.memory_requests, 50, False)
+            memory["seconds"] = time.perf_counter() - start
+            memory["rss_after_mb"] = rss_mb(gateway.pid)
+            memory["requests"] = args.memory_requests
 
     print(
         f"{'mode':<14}{'direct p50':>12}{'gw p50':>10}{'added p50':>11}{'direct p99':>12}{'gw p99':>10}"
         f"{'direct rps':>12}{'gw rps':>10}{'rps ratio':>11}"
     )
-    table = {}
+    table: dict[str, object] = {}
     for key, runs in results.items():
         best = {name: {m: sorted(r[m] for r in rs)[len(rs) // 2] for m in rs[0]} for name, rs in runs.items()}
         d, g = best["direct"], best["gateway"]
@@ -145,9 +168,13 @@ def main() -> None:
             f"{key:<14}{d['p50_ms']:>10.2f}ms{g['p50_ms']:>8.2f}ms{g['p50_ms'] - d['p50_ms']:>9.2f}ms"
             f"{d['p99_ms']:>10.2f}ms{g['p99_ms']:>8.2f}ms{d['rps']:>12.0f}{g['rps']:>10.0f}{g['rps'] / d['rps']:>11.2f}"
         )
-    print(
-        f"(median of {args.rounds} interleaved rounds of {args.requests} requests; results in {save('gateway', table)})"
-    )
+    if memory:
+        table["memory"] = memory
+        print(
+            f"gateway RSS {memory['rss_before_mb']:.0f} MB before and {memory['rss_after_mb']:.0f} MB after "
+            f"{memory['requests']:,} more requests ({memory['requests'] / memory['seconds']:.0f} req/s at 50 clients)"
+        )
+    print(f"(median of {args.rounds} interleaved rounds; results in {save('gateway', table)})")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.shared import DEEPSEEK_TRACES, GEMINI_TRACES, require
+from tokenward.replay import TraceCall, read_traces
 
 pytest_plugins = ["tests.support.fixtures"]
-from tokenward.replay import TraceCall, read_traces
 
 
 @pytest.fixture(scope="session")

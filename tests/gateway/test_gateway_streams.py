@@ -94,7 +94,7 @@ def test_a_broken_stream_is_settled_from_our_count(start_gateway) -> None:
 
 def test_a_client_that_goes_away_is_still_settled_once(start_gateway) -> None:
     budget = {"name": "s", "scope": "session", "meter": "total_tokens", "limit": 10_000}
-    gateway = start_gateway(budgets=[budget])
+    gateway = start_gateway(budgets=[budget], disconnect_grace_seconds=0)  # settle from our count at once
     body = {
         "model": "gpt-4o-mini",
         "messages": MESSAGES,

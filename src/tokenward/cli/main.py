@@ -77,6 +77,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+    log_format: Annotated[
+        str, typer.Option(help="text, or json (one object per line, with request ids).")
+    ] = "text",
 ) -> None:
     """Run the gateway: an OpenAI- and Anthropic-compatible proxy that enforces budgets."""
     import dataclasses
@@ -104,7 +107,19 @@ def serve(
         f"upstreams: {', '.join(f'{u.name} ({u.provider})' for u in cfg.upstreams)}",
         highlight=False,
     )
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    from tokenward.gateway.logs import configure_logging
+
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"--log-format must be text or json, got {log_format!r}")
+    configure_logging(log_format, log_level)
+    uvicorn.run(
+        create_app(cfg, config_path=path),
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,  # keep our handlers (JSON lines when asked)
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command("fake-provider")
@@ -139,11 +154,25 @@ def fake_provider(
 
 
 def _register() -> None:
-    from tokenward.cli import cost_cmd, ledger_cmd, replay_cmd
+    from tokenward.cli import (
+        admin_cmd,
+        cost_cmd,
+        estimate_cmd,
+        import_cmd,
+        ledger_cmd,
+        replay_cmd,
+        report_cmd,
+        reprice_cmd,
+    )
 
     cost_cmd.register(app)
     replay_cmd.register(app)
     ledger_cmd.register(app)
+    estimate_cmd.register(app)
+    reprice_cmd.register(app)
+    report_cmd.register(app)
+    import_cmd.register(app)
+    admin_cmd.register(app)
 
 
 _register()

@@ -3,46 +3,88 @@
 Precedence (highest first):
 
 1. the key's own subject (``org``, ``project``, ``team``, ``user``, and the key's name as ``key``);
-2. ``x-tokenward-user``, only for keys with ``allow_user_override`` (else 403);
+2. for keys with ``allow_user_override`` only: the ``x-tokenward-user`` header, else the body's
+   end user (OpenAI ``user``, Anthropic ``metadata.user_id``); another key naming a different
+   user in the header gets 403, and a body's user does not change whom it charges;
 3. ``x-tokenward-session``, ``x-tokenward-agent``, ``x-tokenward-task`` add finer attribution,
    which a key cannot use to escape its own user or project budgets.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from tokenward.core.budgets import Subject
 from tokenward.gateway.config import GatewayConfig, KeyConfig
 from tokenward.gateway.errors import GatewayError
 
-__all__ = ["authenticate", "subject_for"]
+__all__ = ["authenticate", "authenticate_any", "body_user", "presented_key", "subject_for"]
 
 _VALUE = re.compile(r"^[\w.:@/\-]{1,200}$")
 
 
-def authenticate(headers: Mapping[str, str], config: GatewayConfig) -> KeyConfig:
-    """The virtual key presented as ``Authorization: Bearer <key>`` or ``x-api-key: <key>``.
+def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
+    """The key a request presents: ``Authorization: Bearer <key>``, ``x-api-key: <key>``
+    (Anthropic's header), or ``x-goog-api-key: <key>`` / ``?key=<key>`` (Gemini's)."""
+    presented = headers.get("x-api-key", "").strip() or headers.get("x-goog-api-key", "").strip()
+    auth = headers.get("authorization", "")
+    if not presented and auth[:7].lower() == "bearer ":
+        presented = auth[7:].strip()
+    if not presented and query is not None:
+        presented = query.get("key", "").strip()
+    return presented or None
+
+
+def _missing() -> GatewayError:
+    return GatewayError(
+        401,
+        "no tokenward key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+        type="authentication_error",
+        code="missing_api_key",
+    )
+
+
+def authenticate(
+    headers: Mapping[str, str], config: GatewayConfig, query: Mapping[str, str] | None = None
+) -> KeyConfig:
+    """The virtual key a request presents, among the config's keys.
 
     Raises:
         GatewayError: 401 when no key, or an unknown one, is presented.
     """
-    presented = headers.get("x-api-key", "").strip()
-    auth = headers.get("authorization", "")
-    if not presented and auth[:7].lower() == "bearer ":
-        presented = auth[7:].strip()
-    if not presented:
-        raise GatewayError(
-            401,
-            "no tokenward key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
-            type="authentication_error",
-            code="missing_api_key",
-        )
+    presented = presented_key(headers, query)
+    if presented is None:
+        raise _missing()
     key = config.key_for(presented)
     if key is None:
         raise GatewayError(401, "unknown tokenward key", type="authentication_error", code="invalid_api_key")
     return key
+
+
+async def authenticate_any(
+    headers: Mapping[str, str], config: GatewayConfig, ledger: Any, query: Mapping[str, str] | None = None
+) -> KeyConfig:
+    """The virtual key a request presents: one of the config's, else one created through the
+    admin API (kept in the ledger by digest, refused once revoked or expired).
+
+    Raises:
+        GatewayError: 401 when no key, or an unknown, revoked or expired one, is presented.
+    """
+    presented = presented_key(headers, query)
+    if presented is None:
+        raise _missing()
+    key = config.key_for(presented)
+    if key is not None:
+        return key
+    digest = hashlib.sha256(presented.encode()).hexdigest()
+    record = await ledger.key_by_hash(digest)
+    if record is None:
+        raise GatewayError(401, "unknown tokenward key", type="authentication_error", code="invalid_api_key")
+    scopes = {s: v for s, v in record.subject.to_dict().items() if s in ("org", "project", "team", "user")}
+    return KeyConfig(record.name, digest, scopes, record.allow_user_override)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -54,14 +96,31 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def subject_for(headers: Mapping[str, str], key: KeyConfig) -> Subject:
+def body_user(body: Mapping[str, Any]) -> str | None:
+    """The end user a request body names: OpenAI's ``user`` field, or Anthropic's
+    ``metadata.user_id``."""
+    user = body.get("user")
+    if not isinstance(user, str):
+        metadata = body.get("metadata")
+        user = metadata.get("user_id") if isinstance(metadata, Mapping) else None
+    return user if isinstance(user, str) and _VALUE.match(user) else None
+
+
+def subject_for(headers: Mapping[str, str], key: KeyConfig, body: Mapping[str, Any] | None = None) -> Subject:
     """The subject of one request.
 
+    A key with ``allow_user_override`` charges the user named by ``x-tokenward-user``, else by the
+    body (``user`` / ``metadata.user_id``); any other key charges its own user, and a body's user
+    is ignored (it stays in the event's metadata as the end user).
+
     Raises:
-        GatewayError: 403 when the key may not name another user; 400 on a malformed header.
+        GatewayError: 403 when the key may not name another user in the header; 400 on a
+            malformed header.
     """
     scopes = dict(key.subject)
     user = _header(headers, "x-tokenward-user")
+    if user is None and key.allow_user_override and body is not None:
+        user = body_user(body)
     if user is not None and user != scopes.get("user"):
         if not key.allow_user_override:
             raise GatewayError(

@@ -9,6 +9,7 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
       max_output_tokens: 1024            # the output bound when a request sets none
       min_output_tokens: 16              # a budget that cannot pay for this much denies
       reservation_ttl_seconds: 600
+      unknown_model: flag                # flag | default (the price file's default row) | deny
     upstreams:                           # tried in order; the first whose models match serves
       - name: local-fake
         provider: fake                   # fake | openai | anthropic | openai-compatible
@@ -40,17 +41,37 @@ from typing import Any
 from tokenward.core.budgets import Budget
 from tokenward.errors import ConfigError
 from tokenward.files import load_mapping
+from tokenward.gateway.observing import ObserveConfig, parse_observe
 from tokenward.guard import GuardSettings
 
-__all__ = ["PROVIDERS", "GatewayConfig", "KeyConfig", "UpstreamConfig"]
+__all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig"]
 
-PROVIDERS = {
-    # provider kind -> (default base URL, {dialect: path appended to the base URL})
-    "openai": ("https://api.openai.com/v1", {"openai-chat": "/chat/completions"}),
-    "openai-compatible": ("", {"openai-chat": "/chat/completions"}),
-    "anthropic": ("https://api.anthropic.com", {"anthropic-messages": "/v1/messages"}),
-    "fake": ("", {"openai-chat": "/v1/chat/completions", "anthropic-messages": "/v1/messages"}),
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    """What a kind of upstream speaks.
+
+    Attributes:
+        default_base: its base URL unless configured (OpenAI's includes ``/v1``).
+        families: the API families it serves (``openai``, ``anthropic``, ``gemini``).
+        openai_prefix: prepended to OpenAI-family paths when the base URL has no ``/v1``.
+    """
+
+    default_base: str
+    families: frozenset[str]
+    openai_prefix: str = ""
+
+
+PROVIDERS: dict[str, ProviderKind] = {
+    "openai": ProviderKind("https://api.openai.com/v1", frozenset({"openai"})),
+    "openai-compatible": ProviderKind("", frozenset({"openai"})),
+    "anthropic": ProviderKind("https://api.anthropic.com", frozenset({"anthropic"})),
+    "gemini": ProviderKind("https://generativelanguage.googleapis.com", frozenset({"gemini"})),
+    "fake": ProviderKind("", frozenset({"openai", "anthropic", "gemini"}), "/v1"),
 }
+
+
+_FAMILY_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +80,7 @@ class UpstreamConfig:
 
     Attributes:
         name: label used in logs and events.
-        provider: ``fake``, ``openai``, ``anthropic`` or ``openai-compatible``.
+        provider: ``fake``, ``openai``, ``anthropic``, ``gemini`` or ``openai-compatible``.
         base_url: where it listens (the provider's default when omitted; ``None`` for an
             in-process fake).
         api_key_env: the environment variable holding the provider key (never logged).
@@ -72,16 +93,25 @@ class UpstreamConfig:
     api_key_env: str | None = None
     models: tuple[str, ...] = ("*",)
 
-    def serves(self, dialect: str, model: str) -> bool:
-        """Whether this upstream speaks ``dialect`` and serves ``model``."""
-        return dialect in PROVIDERS[self.provider][1] and any(
+    def serves(self, family: str, model: str) -> bool:
+        """Whether this upstream speaks the API ``family`` and serves ``model``."""
+        return family in PROVIDERS[self.provider].families and any(
             fnmatch.fnmatchcase(model, p) for p in self.models
         )
 
-    def url(self, dialect: str) -> str:
-        """The full URL of the dialect's endpoint on this upstream."""
+    def url(self, family: str, path: str) -> str:
+        """The full URL of ``path`` (relative to the family's base) on this upstream."""
         base = (self.base_url or "http://fake.invalid").rstrip("/")
-        return base + PROVIDERS[self.provider][1][dialect]
+        prefix = PROVIDERS[self.provider].openai_prefix if family == "openai" else ""
+        return base + prefix + path
+
+    def pricing_provider(self, family: str) -> str:
+        """The provider whose prices apply to calls of ``family`` here: the upstream's own kind,
+        or for the fake provider the family's real provider (``openai``, ``anthropic``,
+        ``google``), so its calls are priced like the real ones."""
+        if self.provider == "fake":
+            return _FAMILY_PROVIDERS[family]
+        return "google" if self.provider == "gemini" else self.provider
 
     def api_key(self) -> str | None:
         """The provider key from the environment, or None."""
@@ -106,6 +136,22 @@ class KeyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminKeyConfig:
+    """A key for the admin API.
+
+    Attributes:
+        name: who it is (written to the audit log as the actor).
+        key_sha256: SHA-256 hex digest of the key.
+        project: None for a full administrator; a project name for one who sees and changes only
+            that project's budgets, keys, events and balances.
+    """
+
+    name: str
+    key_sha256: str
+    project: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The validated gateway configuration (see the module docstring for the file's shape)."""
 
@@ -117,10 +163,28 @@ class GatewayConfig:
     denial_status: int = 402
     settings: GuardSettings = field(default_factory=GuardSettings)
     source: str = "<memory>"
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    admin_keys: tuple[AdminKeyConfig, ...] = ()
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+    retry_horizon_seconds: int = 60
+    disconnect_grace_seconds: float = 5.0
 
-    def upstream_for(self, dialect: str, model: str) -> UpstreamConfig | None:
-        """The first upstream that speaks ``dialect`` and serves ``model``."""
-        return next((u for u in self.upstreams if u.serves(dialect, model)), None)
+    def upstream_for(self, family: str, model: str) -> UpstreamConfig | None:
+        """The first upstream that speaks ``family`` and serves ``model``."""
+        return next((u for u in self.upstreams if u.serves(family, model)), None)
+
+    def attempts(self, family: str, model: str) -> list[tuple[str, UpstreamConfig]]:
+        """Where to send a call, in order: every upstream serving ``model``, then those serving
+        each of its configured fallback models. Each attempt is admitted on its own."""
+        out = [(model, u) for u in self.upstreams if u.serves(family, model)]
+        for fallback in self.fallbacks.get(model, ()):
+            out += [(fallback, u) for u in self.upstreams if u.serves(family, fallback)]
+        return out
+
+    def admin_key_for(self, presented: str) -> AdminKeyConfig | None:
+        """The admin key matching ``presented``, compared by SHA-256 digest."""
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        return next((k for k in self.admin_keys if k.key_sha256 == digest), None)
 
     def key_for(self, presented: str) -> KeyConfig | None:
         """The virtual key matching ``presented``, compared by SHA-256 digest."""
@@ -149,7 +213,20 @@ class GatewayConfig:
         Raises:
             ConfigError: a missing or invalid field.
         """
-        known = {"ledger", "prices", "denial_status", "defaults", "upstreams", "keys", "budgets"}
+        known = {
+            "ledger",
+            "prices",
+            "denial_status",
+            "defaults",
+            "upstreams",
+            "keys",
+            "budgets",
+            "fallbacks",
+            "admin_keys",
+            "observe",
+            "retry_horizon_seconds",
+            "disconnect_grace_seconds",
+        }
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -183,7 +260,29 @@ class GatewayConfig:
             denial_status=int(status),
             settings=_settings(data.get("defaults") or {}),
             source=source,
+            fallbacks=_fallbacks(data.get("fallbacks")),
+            admin_keys=tuple(_admin_key(i, k) for i, k in enumerate(_list(data, "admin_keys"))),
+            observe=parse_observe(data.get("observe"), base_dir),
+            retry_horizon_seconds=_number(data, "retry_horizon_seconds", 60, int),
+            disconnect_grace_seconds=_number(data, "disconnect_grace_seconds", 5.0, float),
         )
+
+
+def _fallbacks(raw: Any) -> dict[str, tuple[str, ...]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(v, list) and all(isinstance(m, str) and m for m in v) for v in raw.values()
+    ):
+        raise ConfigError("fallbacks must map a model name to a list of model names to try next")
+    return {str(k): tuple(v) for k, v in raw.items()}
+
+
+def _number(data: Mapping[str, Any], name: str, default: Any, kind: type) -> Any:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+    return kind(value)
 
 
 def _list(data: Mapping[str, Any], name: str, *, required: bool = False) -> list[Any]:
@@ -209,7 +308,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     provider = str(raw.get("provider", ""))
     if provider not in PROVIDERS:
         raise ConfigError(f"{where}.provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
-    base_url = raw.get("base_url") or PROVIDERS[provider][0] or None
+    base_url = raw.get("base_url") or PROVIDERS[provider].default_base or None
     if base_url is None and provider != "fake":
         raise ConfigError(f"{where}.base_url is required for provider {provider!r}")
     if base_url is not None and not str(base_url).startswith(("http://", "https://")):
@@ -235,15 +334,29 @@ def _key(i: int, raw: Any) -> KeyConfig:
     known = {"key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override"}
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
-    if raw.get("key"):
-        digest = hashlib.sha256(str(raw["key"]).encode()).hexdigest()
-    elif raw.get("key_sha256"):
-        digest = str(raw["key_sha256"]).lower()
-    else:
-        raise ConfigError(f"{where}: needs 'key' or 'key_sha256'")
+    digest = _digest(raw, where)
     name = str(raw.get("name") or f"key-{digest[:8]}")
     subject = {s: str(raw[s]) for s in ("org", "project", "team", "user") if raw.get(s)}
     return KeyConfig(name, digest, subject, bool(raw.get("allow_user_override", False)))
+
+
+def _digest(raw: Mapping[str, Any], where: str) -> str:
+    if raw.get("key"):
+        return hashlib.sha256(str(raw["key"]).encode()).hexdigest()
+    if raw.get("key_sha256"):
+        return str(raw["key_sha256"]).lower()
+    raise ConfigError(f"{where}: needs 'key' or 'key_sha256'")
+
+
+def _admin_key(i: int, raw: Any) -> AdminKeyConfig:
+    where = f"admin_keys[{i}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    known = {"key", "key_sha256", "name", "project"}
+    if set(raw) - known:
+        raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
+    digest = _digest(raw, where)
+    return AdminKeyConfig(str(raw.get("name") or f"admin-{digest[:8]}"), digest, raw.get("project"))
 
 
 def _budget(i: int, raw: Any) -> Budget:
@@ -258,11 +371,14 @@ def _budget(i: int, raw: Any) -> Budget:
 def _settings(raw: Any) -> GuardSettings:
     if not isinstance(raw, Mapping):
         raise ConfigError("defaults: expected a mapping")
-    known = {"max_output_tokens", "min_output_tokens", "reservation_ttl_seconds"}
+    known = {"max_output_tokens", "min_output_tokens", "reservation_ttl_seconds", "unknown_model"}
     if set(raw) - known:
         raise ConfigError(f"defaults: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
+    unknown_model = raw.get("unknown_model", "flag")
+    if unknown_model not in ("flag", "default", "deny"):
+        raise ConfigError(f"defaults.unknown_model must be flag, default or deny, got {unknown_model!r}")
     values = {}
-    for name in known:
+    for name in known - {"unknown_model"}:
         if name in raw:
             value = raw[name]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -275,4 +391,5 @@ def _settings(raw: Any) -> GuardSettings:
         ttl=timedelta(seconds=values["reservation_ttl_seconds"])
         if "reservation_ttl_seconds" in values
         else base.ttl,
+        unknown_model=unknown_model,
     )

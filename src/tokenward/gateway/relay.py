@@ -4,13 +4,23 @@ Streams are relayed event by event while their output is counted; when the count
 output bound the reservation was made for, the stream is ended the way the provider ends one that
 hit its own bound (see each endpoint's ``closing``), never by dropping the connection. Whatever
 way a call ends (completed, cut off, upstream error, client gone) it is settled exactly once.
+
+When an upstream fails before answering (connection error, time-out, 429 or 5xx), the next
+attempt is tried: another upstream serving the model, then the configured fallback models; each
+attempt is admitted against the budgets on its own, so a paid fallback behind a free primary is
+checked before it is called.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal
+from typing import Any
 
 import anyio
 import httpx
@@ -18,16 +28,27 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from tokenward.core.decide import Decision
+from tokenward.core.events import UsageEvent
+from tokenward.core.numbers import plain
 from tokenward.errors import BudgetExceeded, LedgerError, UnpricedCall, ValidationError
-from tokenward.gateway.auth import authenticate, subject_for
-from tokenward.gateway.config import GatewayConfig, UpstreamConfig
+from tokenward.gateway.auth import authenticate, authenticate_any, body_user, subject_for
+from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
+from tokenward.gateway.logs import log_call
 from tokenward.guard import Admission, AsyncGuard, Outcome
 from tokenward.guard.wire.endpoints import Endpoint
-from tokenward.guard.wire.exchange import PreparedCall, StreamRelay, json_outcome, prepare, upstream_body
+from tokenward.guard.wire.exchange import (
+    PreparedCall,
+    StreamRelay,
+    json_outcome,
+    prepare,
+    prepare_body,
+    upstream_body,
+)
 from tokenward.ledger.base import new_id
 
-__all__ = ["GatewayState", "proxy"]
+__all__ = ["GatewayState", "passthrough", "proxy"]
 
 log = logging.getLogger("tokenward.gateway")
 
@@ -44,14 +65,17 @@ _HOP_BY_HOP = {
     "proxy-connection",
     "authorization",
     "x-api-key",
+    "x-goog-api-key",
     "cookie",
     "accept-encoding",
     "content-encoding",
 }
+_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 529}
 
 
 class GatewayState:
-    """Everything a request handler needs: config, guard, and one HTTP client per upstream."""
+    """Everything a request handler needs: config, guard, one HTTP client per upstream, and the
+    count of calls still to settle (the gateway waits for them before it exits)."""
 
     def __init__(
         self, config: GatewayConfig, guard: AsyncGuard, clients: Mapping[str, httpx.AsyncClient], version: str
@@ -60,13 +84,34 @@ class GatewayState:
         self.guard = guard
         self.clients = dict(clients)
         self.version = version
+        self.unsettled = 0
+        self._settled = asyncio.Event()
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
         """The HTTP client for an upstream."""
         return self.clients[upstream.name]
 
+    def opened(self) -> None:
+        """A call was admitted and must be settled."""
+        self.unsettled += 1
+        self._settled.clear()
 
-def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, dialect: str) -> dict[str, str]:
+    def closed(self) -> None:
+        """A call was settled (or released)."""
+        self.unsettled -= 1
+        if self.unsettled <= 0:
+            self._settled.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for every admitted call to settle; returns how many are
+        still open."""
+        if self.unsettled > 0:
+            with anyio.move_on_after(timeout):
+                await self._settled.wait()
+        return self.unsettled
+
+
+def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, family: str) -> dict[str, str]:
     out = {
         k: v
         for k, v in incoming.items()
@@ -74,22 +119,25 @@ def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, dia
     }
     out["content-type"] = "application/json"
     key = upstream.api_key()
-    if dialect == "anthropic-messages":
+    if family == "anthropic":
         out.setdefault("anthropic-version", "2023-06-01")
         if key:
             out["x-api-key"] = key
+    elif family == "gemini":
+        if key:
+            out["x-goog-api-key"] = key
     elif key:
         out["authorization"] = f"Bearer {key}"
     return out
 
 
-def _response_headers(upstream: httpx.Response, request_id: str, version: str) -> dict[str, str]:
+def _response_headers(upstream: httpx.Response, own: Mapping[str, str]) -> dict[str, str]:
     out = {
         k: v
         for k, v in upstream.headers.items()
         if k.lower() not in _HOP_BY_HOP and k.lower() != "set-cookie"
     }
-    out.update(_own_headers(request_id, version))
+    out.update(own)
     return out
 
 
@@ -97,17 +145,59 @@ def _own_headers(request_id: str, version: str) -> dict[str, str]:
     return {"x-tokenward-request-id": request_id, "x-tokenward-gateway": f"tokenward/{version}"}
 
 
-def _denial(exc: BudgetExceeded | UnpricedCall, status: int) -> GatewayError:
+def _seconds_until(at: Any, now: Any) -> int | None:
+    return None if at is None else max(0, math.ceil((at - now).total_seconds()))
+
+
+def _budget_headers(decision: Decision, event: UsageEvent | None, now: Any) -> dict[str, str]:
+    """``x-ratelimit-*``-style headers for the tightest hard budget: its limit, what remains after
+    this call (its real charge once settled, else its hold), and when it resets (seconds)."""
+    balance = decision.tightest
+    if balance is None:
+        return {}
+    meter = balance.budget.meter
+    used = (event.charged if event is not None else decision.amounts).get(meter, Decimal(0))
+    headers = {
+        "x-tokenward-budget": balance.budget.name,
+        "x-tokenward-budget-meter": meter,
+        "x-ratelimit-limit": plain(balance.budget.limit),
+        "x-ratelimit-remaining": plain(max(Decimal(0), balance.remaining - used)),
+    }
+    reset = _seconds_until(balance.reset_at, now)
+    if reset is not None:
+        headers["x-ratelimit-reset"] = str(reset)
+    return headers
+
+
+def _denial(exc: BudgetExceeded | UnpricedCall, config: GatewayConfig, now: Any) -> GatewayError:
     if isinstance(exc, UnpricedCall):
         return GatewayError(
-            status,
+            config.denial_status,
             str(exc),
             type="budget_exceeded",
             code="unpriced_model",
             extra={"budget": {"budget": exc.budget, "model": exc.model}},
         )
+    headers = {
+        "x-tokenward-budget": exc.budget,
+        "x-tokenward-budget-meter": exc.meter,
+        "x-ratelimit-limit": plain(exc.limit),
+        "x-ratelimit-remaining": plain(exc.remaining),
+    }
+    status = config.denial_status
+    reset = _seconds_until(exc.reset_at, now)
+    if reset is not None:
+        headers["x-ratelimit-reset"] = str(reset)
+        if reset <= config.retry_horizon_seconds:
+            status = 429  # the window resets soon: worth retrying
+            headers["retry-after"] = str(max(1, reset))
     return GatewayError(
-        status, str(exc), type="budget_exceeded", code="budget_exceeded", extra={"budget": exc.to_dict()}
+        status,
+        str(exc),
+        type="budget_exceeded",
+        code="budget_exceeded",
+        extra={"budget": exc.to_dict()},
+        headers=headers,
     )
 
 
@@ -120,7 +210,10 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
     except GatewayError as exc:
         return error_response(endpoint.dialect, exc, own)
     except (BudgetExceeded, UnpricedCall) as exc:
-        return error_response(endpoint.dialect, _denial(exc, state.config.denial_status), own)
+        denial = _denial(exc, state.config, state.guard.ledger.clock.now())
+        fields = {"request_id": request_id, "status": "denied", "http_status": denial.status, **denial.extra}
+        log.info("%s denied: %s", request_id, exc, extra={"fields": fields})
+        return error_response(endpoint.dialect, denial, own)
     except LedgerError as exc:
         log.error("ledger unavailable: %s", exc)
         error = GatewayError(
@@ -132,37 +225,75 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
         return error_response(endpoint.dialect, error, own)
 
 
-async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, request_id: str) -> Response:
-    config = state.config
-    key = authenticate(request.headers, config)
+async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
+    raw = await request.body()
     try:
-        call = prepare(endpoint, await request.body())
+        if endpoint.family == "gemini":  # the model and streaming are in the URL
+            import json
+
+            body = json.loads(raw)
+            target = request.path_params.get("target", "")
+            model, _, method = target.rpartition(":")
+            if method not in ("generateContent", "streamGenerateContent") or not model:
+                raise GatewayError(404, f"unknown Gemini method {target!r}", code="not_found")
+            stream = method == "streamGenerateContent"
+            if stream and request.query_params.get("alt") != "sse":
+                raise GatewayError(400, "streamGenerateContent is served as server-sent events: add ?alt=sse")
+            if isinstance(body, dict):
+                body = {**body, "model": model, "stream": stream}
+            return prepare_body(endpoint, body)
+        return prepare(endpoint, raw)
     except ValidationError as exc:
         raise GatewayError(400, str(exc), param=exc.field) from None
-    subject = subject_for(request.headers, key)
-    upstream = config.upstream_for(endpoint.dialect, call.model)
-    if upstream is None:
+    except ValueError:
+        raise GatewayError(400, "the request body is not valid JSON", param="body") from None
+
+
+async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, request_id: str) -> Response:
+    config = state.config
+    key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
+    call = await _body(request, endpoint)
+    subject = subject_for(request.headers, key, call.body)
+    attempts = config.attempts(endpoint.family, call.model)
+    if not attempts:
         raise GatewayError(
             404,
             f"no upstream is configured for model {call.model!r} on {endpoint.path}",
             code="model_not_found",
             param="model",
         )
-    plan = call.plan(state.guard.prices, config.settings, upstream.provider)
-    admission = await state.guard.admit(
-        subject, plan, request_id=request_id, endpoint=endpoint.dialect, provider=upstream.provider
-    )
-    content, wants_usage = upstream_body(call, admission, upstream.provider)
-    exchange = _Exchange(
-        state, call, upstream, admission, _upstream_headers(request.headers, upstream, endpoint.dialect)
-    )
-    if call.stream:
-        return await exchange.stream(content, wants_usage)
-    return await exchange.json(content)
+    end_user = body_user(call.body)
+    for index, (model, upstream) in enumerate(attempts):
+        attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
+        provider = upstream.pricing_provider(endpoint.family)
+        plan = attempt.plan(state.guard.prices, config.settings, provider)
+        admission = await state.guard.admit(
+            subject,
+            plan,
+            request_id=request_id if index == 0 else f"{request_id}-{index + 1}",
+            endpoint=endpoint.dialect,
+            provider=provider,
+        )
+        state.opened()
+        content, wants_usage = upstream_body(attempt, admission, upstream.provider)
+        metadata: dict[str, Any] = {"upstream": upstream.name}
+        if end_user is not None and end_user != subject.user:
+            metadata["end_user"] = end_user
+        if index:
+            metadata["fallback_of"] = call.model
+        exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
+        last = index + 1 == len(attempts)
+        response = await (
+            exchange.stream(content, wants_usage, last) if attempt.stream else exchange.json(content, last)
+        )
+        if response is not None:
+            return response
+        log.warning("upstream %s failed for %s; trying the next attempt", upstream.name, request_id)
+    raise AssertionError("the last attempt always answers")  # pragma: no cover
 
 
 class _Exchange:
-    """One admitted call on its way upstream and back."""
+    """One admitted attempt on its way upstream and back."""
 
     def __init__(
         self,
@@ -170,29 +301,53 @@ class _Exchange:
         call: PreparedCall,
         upstream: UpstreamConfig,
         admission: Admission,
-        headers: dict[str, str],
+        request: Request,
+        metadata: dict[str, Any],
     ) -> None:
         self.state = state
         self.call = call
         self.upstream = upstream
         self.admission = admission
-        self.headers = headers
+        self.request = request
+        self.metadata = metadata
+        self.headers = _upstream_headers(request.headers, upstream, call.endpoint.family)
         self.client = state.client(upstream)
-        self.url = upstream.url(call.endpoint.dialect)
+        self.url = upstream.url(call.endpoint.family, call.endpoint.upstream_path(call.body))
         self.own = _own_headers(admission.request_id, state.version)
+        self.settled = False
+        self.started = time.monotonic()
 
-    async def _settle(self, outcome: Outcome) -> None:
+    async def _settle(self, outcome: Outcome) -> UsageEvent | None:
+        if self.settled:
+            return None
+        self.settled = True
+        outcome = Outcome(
+            outcome.usage,
+            outcome.output_counted,
+            outcome.status,
+            outcome.model_served,
+            outcome.service_tier,
+            {**self.metadata, **outcome.metadata},
+        )
         try:
-            await self.state.guard.settle(self.admission, outcome)
+            event = await self.state.guard.settle(self.admission, outcome)
         except Exception:  # never lose the caller's answer over a ledger write; the hold expires
             log.exception("could not settle request %s", self.admission.request_id)
+            return None
+        finally:
+            self.state.closed()
+        log_call(event, self.started)
+        return event
 
-    def _headers(self, response: httpx.Response) -> dict[str, str]:
-        return _response_headers(response, self.admission.request_id, self.state.version)
+    def _headers(self, event: UsageEvent | None) -> dict[str, str]:
+        now = self.state.guard.ledger.clock.now()
+        return {**self.own, **_budget_headers(self.admission.decision, event, now)}
 
-    async def _upstream_failed(self, exc: httpx.HTTPError) -> Response:
+    async def _failed(self, exc: httpx.HTTPError, last: bool) -> Response | None:
         timed_out = isinstance(exc, httpx.TimeoutException)
         await self._settle(Outcome(None, status="upstream_error", metadata={"error": type(exc).__name__}))
+        if not last:
+            return None
         error = GatewayError(
             504 if timed_out else 502,
             f"upstream {self.upstream.name!r} {'timed out' if timed_out else 'failed'}: {type(exc).__name__}",
@@ -201,65 +356,158 @@ class _Exchange:
         )
         return error_response(self.call.endpoint.dialect, error, self.own)
 
-    async def _error_status(self, response: httpx.Response, content: bytes) -> Response:
+    async def _error_status(self, response: httpx.Response, content: bytes, last: bool) -> Response | None:
         await self._settle(
             Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
         )
-        return Response(content, response.status_code, headers=self._headers(response))
+        if not last and response.status_code in _RETRYABLE_STATUS:
+            return None
+        return Response(
+            content, response.status_code, headers=_response_headers(response, self._headers(None))
+        )
 
-    async def json(self, content: bytes) -> Response:
-        """A non-streamed call: forward, read the usage (or count the text), settle, answer."""
+    async def json(self, content: bytes, last: bool) -> Response | None:
+        """A non-streamed call: forward, read the usage (or count the text), settle, answer.
+        None when it failed in a way the next attempt may fix."""
         try:
             response = await self.client.post(self.url, content=content, headers=self.headers)
         except httpx.HTTPError as exc:
-            return await self._upstream_failed(exc)
+            return await self._failed(exc, last)
         if response.status_code >= 400:
-            return await self._error_status(response, response.content)
-        await self._settle(json_outcome(self.call.endpoint, response.content, self.call.estimate.encoding))
-        return Response(response.content, response.status_code, headers=self._headers(response))
+            return await self._error_status(response, response.content, last)
+        event = await self._settle(
+            json_outcome(self.call.endpoint, response.content, self.call.estimate.encoding)
+        )
+        return Response(
+            response.content, response.status_code, headers=_response_headers(response, self._headers(event))
+        )
 
-    async def stream(self, content: bytes, wants_usage: bool) -> Response:
+    async def stream(self, content: bytes, wants_usage: bool, last: bool) -> Response | None:
         """A streamed call: relay events, count output, cut off at the bound, settle once."""
         request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            return await self._upstream_failed(exc)
+            return await self._failed(exc, last)
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
-            return await self._error_status(response, body)
-        headers = self._headers(response)
+            return await self._error_status(response, body, last)
+        headers = _response_headers(response, self._headers(None))
         headers["cache-control"] = "no-cache"
         relay = StreamRelay(self.call, self.admission, wants_usage)
         return _SettledStream(self._pump(response, relay), headers=headers, media_type="text/event-stream")
 
     async def _pump(self, response: httpx.Response, relay: StreamRelay) -> AsyncIterator[bytes]:
-        """Pass the upstream's bytes through the relay; settle before the client sees the end."""
+        """Pass the upstream's bytes through the relay; settle before the client sees the end.
+
+        The upstream is read by a task of its own into a small queue, so a client that goes away
+        (which cancels this generator) does not cut the upstream read: for the grace period the
+        gateway keeps reading, so the real usage can still arrive, then settles with what is known.
+        """
+        upstream = _UpstreamReader(response)
         try:
             try:
-                async for chunk in response.aiter_bytes():
+                while True:
+                    chunk = await upstream.next()
+                    if chunk is None:
+                        for data in relay.upstream_ended():
+                            yield data
+                        break
                     for data in relay.feed(chunk):
                         yield data
                     if (
                         relay.done and relay.status != "ok"
-                    ):  # a finished stream is read to its end, so its connection is reused
+                    ):  # a finished stream is read to its end (connection reuse)
                         break
-                else:
-                    for data in relay.upstream_ended():
-                        yield data
             except httpx.HTTPError as exc:
                 log.warning("upstream stream of %s broke: %s", self.admission.request_id, exc)
                 relay.upstream_failed(type(exc).__name__)
         except (asyncio.CancelledError, GeneratorExit):
             relay.client_gone()
+            with anyio.CancelScope(shield=True):
+                await self._grace(upstream, relay)
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await response.aclose()
+                await upstream.close()
                 await self._settle(relay.outcome())
         for data in relay.tail:
             yield data
+
+    async def _grace(self, upstream: _UpstreamReader, relay: StreamRelay) -> None:
+        grace = self.state.config.disconnect_grace_seconds
+        if grace <= 0:
+            return
+        with anyio.move_on_after(grace):
+            try:
+                while (chunk := await upstream.next()) is not None:
+                    if relay.observe(chunk):
+                        return
+            except httpx.HTTPError:
+                return
+
+
+class _UpstreamReader:
+    """Reads an upstream response body in a task of its own, through a small queue."""
+
+    def __init__(self, response: httpx.Response, depth: int = 32) -> None:
+        self.response = response
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for chunk in self.response.aiter_bytes():
+                await self.queue.put(chunk)
+            await self.queue.put(None)
+        except httpx.HTTPError as exc:
+            await self.queue.put(exc)
+
+    async def next(self) -> bytes | None:
+        """The next chunk, or None at the end.
+
+        Raises:
+            httpx.HTTPError: reading the upstream failed.
+        """
+        item = await self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        """Stop reading and close the upstream response."""
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        await self.response.aclose()
+
+
+async def passthrough(request: Request, family: str, path: str, state: GatewayState) -> Response:
+    """Forward an uncharged request (token counting, the model list) to the family's first
+    upstream, after checking the caller's key."""
+    dialect = "anthropic-messages" if family == "anthropic" else "openai-chat"
+    own = _own_headers(request.headers.get("x-request-id") or new_id("req"), state.version)
+    try:
+        authenticate(request.headers, state.config, request.query_params)
+        upstream = next((u for u in state.config.upstreams if family in PROVIDERS[u.provider].families), None)
+        if upstream is None:
+            raise GatewayError(404, f"no {family} upstream is configured", code="not_found")
+        client = state.client(upstream)
+        headers = _upstream_headers(request.headers, upstream, family)
+        url = upstream.url(family, path)
+        if request.method == "GET":
+            response = await client.get(url, headers=headers)
+        else:
+            response = await client.post(url, content=await request.body(), headers=headers)
+    except GatewayError as exc:
+        return error_response(dialect, exc, own)
+    except httpx.HTTPError as exc:
+        return error_response(
+            dialect, GatewayError(502, f"upstream failed: {type(exc).__name__}", type="api_error"), own
+        )
+    return Response(response.content, response.status_code, headers=_response_headers(response, own))
 
 
 class _SettledStream(StreamingResponse):

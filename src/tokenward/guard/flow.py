@@ -7,22 +7,34 @@ count when none arrived) into the one usage event to settle.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from tokenward.core.accounting import account
 from tokenward.core.budgets import Subject
+from tokenward.core.calibration import Calibration, EstimateStats, calibration_key, correction
 from tokenward.core.decide import CallPlan, Decision
+from tokenward.core.estimate import model_family
 from tokenward.core.events import Status, UsageEvent
 from tokenward.core.pricebook import PriceBook, PriceContext
 from tokenward.core.pricing import reservation_rates
 from tokenward.core.usage import Usage
 from tokenward.ledger.base import DEFAULT_TTL, Reservation
 
-__all__ = ["Admission", "GuardSettings", "Outcome", "build_event", "plan_call"]
+__all__ = [
+    "Admission",
+    "CalibrationCache",
+    "GuardSettings",
+    "Outcome",
+    "build_event",
+    "calibrated_plan",
+    "observation",
+    "plan_call",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,10 @@ class GuardSettings:
     default_max_output_tokens: int = 4096
     min_output_tokens: int = 16
     ttl: timedelta = DEFAULT_TTL
+    unknown_model: str = "flag"
+    """What to do with a model no price source knows: ``flag`` (cost unknown, recorded as
+    unpriced), ``default`` (the price book's conservative ``default`` row, marked estimated) or
+    ``deny`` (refuse the call before it is made); see :meth:`PriceBook.priced`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +79,9 @@ class Admission:
     at: datetime
     endpoint: str | None = None
     provider: str | None = None
+    estimated_input_tokens: int | None = None
+    """The prompt estimate before calibration (what calibration observations are recorded
+    against); None when it equals ``plan.input_tokens``."""
 
     @property
     def max_output_tokens(self) -> int:
@@ -112,22 +131,26 @@ def plan_call(
         provider: the upstream's provider kind, a hint for price lookup.
         may_write_cache: the request may write a prompt cache (priced at the write rate).
     """
-    price = prices.resolve(model, provider=provider)
+    price = prices.priced(model, policy=settings.unknown_model, provider=provider)
     input_rate, output_rate = (
         reservation_rates(price, input_tokens, may_write_cache=may_write_cache) if price else (None, None)
     )
     bound = max_output_tokens if max_output_tokens is not None else settings.default_max_output_tokens
+    if bound == 0 and price is not None and output_rate is None:
+        output_rate = Decimal(0)  # nothing is generated (embeddings): an output rate is not needed
     return CallPlan(
         model=model,
         input_tokens=input_tokens,
         max_output_tokens=bound,
-        min_output_tokens=max(1, min(settings.min_output_tokens, bound)),
+        min_output_tokens=min(settings.min_output_tokens, bound),
         input_rate=input_rate,
         output_rate=output_rate,
     )
 
 
-def build_event(admission: Admission, outcome: Outcome, prices: PriceBook) -> UsageEvent:
+def build_event(
+    admission: Admission, outcome: Outcome, prices: PriceBook, *, unknown_model: str = "flag"
+) -> UsageEvent:
     """The usage event for a finished call.
 
     Unknown counts are filled in from our own figures (the prompt estimate; the count of the
@@ -158,6 +181,7 @@ def build_event(admission: Admission, outcome: Outcome, prices: PriceBook) -> Us
         provider=admission.provider,
         context=PriceContext(service_tier=outcome.service_tier, at=admission.at),
         model_served=outcome.model_served,
+        unknown_model="flag" if unknown_model == "deny" else unknown_model,
     )
     cost, price, model = accounting.cost, accounting.price, admission.plan.model
     metadata = dict(outcome.metadata)
@@ -165,6 +189,8 @@ def build_event(admission: Admission, outcome: Outcome, prices: PriceBook) -> Us
         metadata["model_served"] = outcome.model_served
     if cost.unpriced:
         metadata["unpriced"] = list(cost.unpriced)
+    if outcome.service_tier:
+        metadata["service_tier"] = outcome.service_tier  # what reprice prices it under again
     if admission.decision.clamped_by:
         metadata["clamped_by"] = admission.decision.clamped_by
         metadata["max_output_tokens"] = admission.decision.output_tokens
@@ -184,3 +210,56 @@ def build_event(admission: Admission, outcome: Outcome, prices: PriceBook) -> Us
         charged=accounting.charged,
         metadata=metadata,
     )
+
+
+class CalibrationCache:
+    """Per-model estimate calibration read from the ledger, kept for ``ttl_seconds``.
+
+    Only models without an exact offline tokenizer are calibrated (OpenAI models are counted
+    exactly); ledgers without calibration storage leave plans unchanged.
+    """
+
+    def __init__(self, ttl_seconds: float = 30.0) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._entries: dict[str, tuple[float, Calibration]] = {}
+
+    @staticmethod
+    def wanted(model: str) -> bool:
+        """Whether ``model``'s estimates are approximate, hence calibrated."""
+        return model_family(model) != "openai"
+
+    def cached(self, model: str) -> Calibration | None:
+        """The calibration still fresh in the cache, or None."""
+        entry = self._entries.get(calibration_key(model))
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def store(self, model: str, stats: EstimateStats | None) -> Calibration:
+        """Cache the calibration learnt from ``stats``."""
+        learnt = correction(stats)
+        self._entries[calibration_key(model)] = (time.monotonic() + self.ttl_seconds, learnt)
+        return learnt
+
+    def forget(self, model: str) -> None:
+        """Drop ``model``'s cached calibration, so the next plan reads the ledger's stats again
+        (after a call whose prompt exceeded what was held for it: the raised correction applies
+        at once, not after the cache's time to live)."""
+        self._entries.pop(calibration_key(model), None)
+
+
+def calibrated_plan(plan: CallPlan, calibration: Calibration | None) -> CallPlan:
+    """``plan`` with its prompt estimate corrected by ``calibration`` (unchanged without one)."""
+    if calibration is None or not calibration.applied:
+        return plan
+    return replace(plan, input_tokens=calibration.apply(plan.input_tokens))
+
+
+def observation(admission: Admission, outcome: Outcome) -> tuple[str, int, int] | None:
+    """``(model, estimated, actual)`` to feed calibration after a settled call, when the provider
+    reported the prompt; None otherwise."""
+    usage = outcome.usage
+    if usage is None or usage.input_tokens is None or usage.input_source != "provider":
+        return None
+    estimated = admission.estimated_input_tokens or admission.plan.input_tokens
+    if estimated <= 0:
+        return None
+    return admission.plan.model, estimated, usage.input_tokens

@@ -6,19 +6,42 @@ and the pure core; they differ only in how they call the ledger.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
 
 from tokenward.core.budgets import Subject
+from tokenward.core.calibration import Calibration
 from tokenward.core.decide import CallPlan
 from tokenward.core.events import UsageEvent
 from tokenward.core.pricebook import PriceBook
-from tokenward.errors import BudgetError
-from tokenward.guard.flow import Admission, GuardSettings, Outcome, build_event
+from tokenward.errors import BudgetError, ConfigError
+from tokenward.guard.flow import (
+    Admission,
+    CalibrationCache,
+    GuardSettings,
+    Outcome,
+    build_event,
+    calibrated_plan,
+    observation,
+)
 from tokenward.guard.observers import Observers
 from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tokenward.ledger.base import new_id
 
 __all__ = ["AsyncGuard", "Guard"]
+
+log = logging.getLogger("tokenward.guard")
+
+
+def _check_settings(settings: GuardSettings, prices: PriceBook) -> None:
+    """Refuse an unknown-model policy the price book cannot serve, when the guard is built."""
+    if settings.unknown_model not in ("flag", "default", "deny"):
+        raise ConfigError(f"unknown_model must be flag, default or deny, got {settings.unknown_model!r}")
+    if settings.unknown_model == "default" and prices.default_price is None:
+        raise ConfigError("unknown_model: default needs a 'default' row in the price-override file")
 
 
 class Guard:
@@ -44,6 +67,8 @@ class Guard:
         self.prices = prices or PriceBook.default()
         self.settings = settings or GuardSettings()
         self.observers = Observers(observers)
+        _check_settings(self.settings, self.prices)
+        self.calibration = CalibrationCache()
 
     def admit(
         self,
@@ -61,6 +86,8 @@ class Guard:
             UnpricedCall: a cost budget applies and the model has no price.
         """
         request_id = request_id or new_id("req")
+        estimated = plan.input_tokens
+        plan = calibrated_plan(plan, self._calibration(plan.model))
         try:
             decision, reservation = self.ledger.admit(
                 subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
@@ -71,14 +98,34 @@ class Guard:
         admission = Admission(
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
+        admission = replace(admission, estimated_input_tokens=estimated)
         self.observers.admit(admission)
         return admission
 
     def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """Charge the real usage in place of the hold and record the event (once per request)."""
-        event = self.ledger.settle(admission.reservation.id, build_event(admission, outcome, self.prices))
+        event = self.ledger.settle(
+            admission.reservation.id,
+            build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
+        )
         self.observers.settle(event)
+        seen = observation(admission, outcome)
+        if seen is not None and hasattr(self.ledger, "record_estimate"):
+            try:
+                self.ledger.record_estimate(*seen)
+            except Exception:  # calibration is best effort; the call is settled
+                log.exception("could not record the estimate observation of %s", admission.request_id)
+            if seen[2] > admission.plan.input_tokens:  # held too little for the prompt: learn now
+                self.calibration.forget(seen[0])
         return event
+
+    def _calibration(self, model: str) -> Calibration | None:
+        if not self.calibration.wanted(model) or not hasattr(self.ledger, "estimate_stats"):
+            return None
+        cached = self.calibration.cached(model)
+        if cached is not None:
+            return cached
+        return self.calibration.store(model, self.ledger.estimate_stats(model))
 
     def release(self, admission: Admission) -> bool:
         """Drop the hold of a call that never reached a provider."""
@@ -101,6 +148,29 @@ class Guard:
             self.observers.deny(event.subject, None, exc)
             raise
         stored = self.ledger.settle(reservation.id, event)
+        self.observers.settle(stored)
+        return stored
+
+    def charge_meter(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        request_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageEvent:
+        """Charge meters directly, custom ones included (``{"gpu_seconds": Decimal("12.5")}``,
+        ``{"tool_calls": Decimal(1)}``), through :meth:`Ledger.charge_meter`: admitted against every
+        hard budget of those meters, recorded as one usage event per ``request_id``.
+
+        Raises:
+            BudgetExceeded: the charge does not fit; nothing is charged or recorded.
+        """
+        try:
+            stored = self.ledger.charge_meter(subject, amounts, request_id=request_id, metadata=metadata)
+        except BudgetError as exc:
+            self.observers.deny(subject, None, exc)
+            raise
         self.observers.settle(stored)
         return stored
 
@@ -131,6 +201,8 @@ class AsyncGuard:
         )
         self.prices = prices or PriceBook.default()
         self.settings = settings or GuardSettings()
+        _check_settings(self.settings, self.prices)
+        self.calibration = CalibrationCache()
 
     async def admit(
         self,
@@ -143,6 +215,8 @@ class AsyncGuard:
     ) -> Admission:
         """As :meth:`Guard.admit`."""
         request_id = request_id or new_id("req")
+        estimated = plan.input_tokens
+        plan = calibrated_plan(plan, await self._calibration(plan.model))
         try:
             decision, reservation = await self.ledger.admit(
                 subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
@@ -153,16 +227,34 @@ class AsyncGuard:
         admission = Admission(
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
+        admission = replace(admission, estimated_input_tokens=estimated)
         self.observers.admit(admission)
         return admission
 
     async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """As :meth:`Guard.settle`."""
         event = await self.ledger.settle(
-            admission.reservation.id, build_event(admission, outcome, self.prices)
+            admission.reservation.id,
+            build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
         )
         self.observers.settle(event)
+        seen = observation(admission, outcome)
+        if seen is not None and hasattr(self.ledger, "record_estimate"):
+            try:
+                await self.ledger.record_estimate(*seen)
+            except Exception:  # calibration is best effort; the call is settled
+                log.exception("could not record the estimate observation of %s", admission.request_id)
+            if seen[2] > admission.plan.input_tokens:  # held too little for the prompt: learn now
+                self.calibration.forget(seen[0])
         return event
+
+    async def _calibration(self, model: str) -> Calibration | None:
+        if not self.calibration.wanted(model) or not hasattr(self.ledger, "estimate_stats"):
+            return None
+        cached = self.calibration.cached(model)
+        if cached is not None:
+            return cached
+        return self.calibration.store(model, await self.ledger.estimate_stats(model))
 
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
@@ -178,6 +270,25 @@ class AsyncGuard:
             self.observers.deny(event.subject, None, exc)
             raise
         stored = await self.ledger.settle(reservation.id, event)
+        self.observers.settle(stored)
+        return stored
+
+    async def charge_meter(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        request_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageEvent:
+        """As :meth:`Guard.charge_meter`."""
+        try:
+            stored = await self.ledger.charge_meter(
+                subject, amounts, request_id=request_id, metadata=metadata
+            )
+        except BudgetError as exc:
+            self.observers.deny(subject, None, exc)
+            raise
         self.observers.settle(stored)
         return stored
 

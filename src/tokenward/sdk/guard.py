@@ -76,7 +76,8 @@ class Guard(Engine):
             like ``"session:total_tokens=50000"`` or ``"user=alice:cost_usd=5/day"``.
         prices: the price book (default: the pinned genai-prices table).
         settings: output bounds and reservation lifetime.
-        degrade: a degrade policy (cheaper model, less reasoning when budgets run low).
+        degrade: a degrade policy (cheaper model, less reasoning when budgets run low); without
+            one, budgets whose action is ``degrade`` still degrade calls with the default policy.
         observers: watchers of every admission, denial and settled event.
         **subject: default attribution for calls made outside any session (``user``,
             ``project``, ``team``, ``org``, ``key``, ``agent``).
@@ -110,7 +111,7 @@ class Guard(Engine):
         if self._aio is None:
             self._aio = AsyncGuard(
                 ThreadedAsyncLedger(self.ledger), prices=self.prices, settings=self.settings
-            )  # type: ignore[arg-type]
+            )
             self._aio.observers = self.observers
         return self._aio
 
@@ -147,7 +148,10 @@ class Guard(Engine):
         Raises:
             ConfigError: not a client tokenward can wrap.
         """
-        settings = TransportSettings(degrade=self.degrade, provider=provider, subject=self.subject)
+        # Without a policy of its own the guard still degrades calls for budgets whose action is
+        # ``degrade`` (with the default policy: less reasoning below 20 % left).
+        policy = self.degrade if self.degrade is not None else Degrade(marked_only=True)
+        settings = TransportSettings(degrade=policy, provider=provider, subject=self.subject)
         return wrap_client(
             client,
             sync_guard=self,

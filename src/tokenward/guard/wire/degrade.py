@@ -33,12 +33,16 @@ class Degrade:
         models: cheaper stand-ins by model id (``{"gpt-5": "gpt-5-mini"}``).
         reasoning_effort: the OpenAI reasoning effort to lower to (never raises it).
         thinking_budget_tokens: the most Anthropic extended-thinking tokens to allow, in tokens.
+        marked_only: only budgets whose action is ``degrade`` count (the policy the SDK applies
+            when none is configured); otherwise every hard budget counts, plus soft budgets whose
+            action is ``degrade``.
     """
 
     below: Decimal | float | str = Decimal("0.2")
     models: Mapping[str, str] = field(default_factory=dict)
     reasoning_effort: str | None = "low"
     thinking_budget_tokens: int | None = 1024
+    marked_only: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "below", Decimal(str(self.below)))
@@ -48,12 +52,17 @@ class Degrade:
             raise ConfigError(f"degrade.reasoning_effort must be one of {', '.join(_EFFORTS)}")
 
 
-def remaining_share(balances: Iterable[Balance]) -> Decimal | None:
-    """The smallest share of its limit that any hard budget has left (None without hard budgets)."""
+def remaining_share(balances: Iterable[Balance], *, marked_only: bool = False) -> Decimal | None:
+    """The smallest share of its limit that any budget which can degrade has left (None without
+    one): every hard budget, and soft budgets whose action is ``degrade``; with ``marked_only``,
+    only budgets whose action is ``degrade``. Shadow budgets never degrade a call."""
     shares = [
         max(Decimal(0), b.remaining) / b.budget.limit
         for b in balances
-        if b.budget.mode == "hard" and b.budget.limit > 0 and b.budget.meter not in ("requests",)
+        if b.budget.limit > 0
+        and b.budget.meter not in ("requests",)
+        and b.budget.mode != "shadow"
+        and (b.budget.action == "degrade" or (b.budget.mode == "hard" and not marked_only))
     ]
     return min(shares) if shares else None
 

@@ -63,7 +63,7 @@ class PreparedCall:
 
     def plan(self, prices: PriceBook, settings: GuardSettings, provider: str | None) -> CallPlan:
         """The call plan: the output bound (per choice, times the choices) and worst-case rates."""
-        per_choice = self.endpoint.requested_max(self.body) or settings.default_max_output_tokens
+        per_choice = self.endpoint.output_bound(self.body, settings.default_max_output_tokens)
         return plan_call(
             self.model,
             self.estimate.input_tokens,
@@ -113,7 +113,7 @@ def degraded(
     ``policy.below`` of its limit left, and what changed (``{}`` when nothing did)."""
     if policy is None:
         return call, {}
-    share = remaining_share(balances)
+    share = remaining_share(balances, marked_only=policy.marked_only)
     if share is None or share >= Decimal(str(policy.below)):
         return call, {}
     body, changes = degrade_body(call.endpoint.dialect, call.body, policy)
@@ -124,7 +124,7 @@ def degraded(
 
 def upstream_body(call: PreparedCall, admission: Admission, provider: str) -> tuple[bytes, bool]:
     """The body to send upstream, and whether the client itself asked for usage in the stream."""
-    bound = max(1, admission.max_output_tokens // call.choices)
+    bound = max(1, admission.max_output_tokens // call.choices)  # 0 means "no bound" to many servers
     body = call.endpoint.with_bound(call.body, bound, provider)
     wants_usage = False
     if call.stream:
@@ -208,6 +208,26 @@ class StreamRelay:
             self.status = "client_aborted"
         self.tail = []
 
+    def observe(self, chunk: bytes) -> bool:
+        """After the client went away: read on for the provider's final usage, relaying nothing
+        (output still generated counts: the provider bills it). True once the stream's end arrived."""
+        for name, data in self.parser.feed(chunk):
+            if self.endpoint.is_end(name, data, None):
+                self.state.finished = True
+                return True
+            try:
+                event = json.loads(data)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            text = self.state.reader.feed(event)
+            self.state.counted += count_tokens(text, self.encoding) if text else 0
+            if self.endpoint.is_end(name, data, event):
+                self.state.finished = True
+                return True
+        return False
+
     def _broken(self, message: str) -> None:
         self.done, self.status = True, "stream_broken"
         self.tail = [self.endpoint.error_event(message)]
@@ -255,7 +275,8 @@ class StreamRelay:
         """What to settle: the provider's usage when the stream finished, else our count."""
         reader = self.state.reader
         usage: Usage | None = reader.usage
-        if usage is not None and self.status != "ok":
+        final_usage_arrived = self.status == "client_aborted" and self.state.finished
+        if usage is not None and self.status != "ok" and not final_usage_arrived:
             # running or opening counts of an unfinished stream are not the final output
             usage = replace(usage, output_tokens=None, reasoning_tokens=None, output_source="none")
         metadata: dict[str, Any] = {"stream": True}
@@ -263,8 +284,13 @@ class StreamRelay:
             metadata["response_id"] = reader.response_id
         if reader.finish_reason:
             metadata["finish_reason"] = reader.finish_reason
+        if self.status == "client_aborted":
+            metadata["cost_basis"] = (
+                "provider_usage" if final_usage_arrived and usage is not None else "aborted_estimated"
+            )
         if self.status == "cut_off":
             metadata["cut_off"] = "budget"
             if self.beyond:
                 metadata["received_beyond_cut_tokens"] = self.beyond
-        return Outcome(usage, self.state.counted, self.status, reader.model, None, metadata)
+        tier = getattr(reader, "service_tier", None)
+        return Outcome(usage, self.state.counted, self.status, reader.model, tier, metadata)

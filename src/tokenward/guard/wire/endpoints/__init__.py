@@ -2,6 +2,18 @@
 
 from tokenward.guard.wire.endpoints.anthropic_messages import AnthropicMessages
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState
+from tokenward.guard.wire.endpoints.gemini import Gemini
 from tokenward.guard.wire.endpoints.openai_chat import OpenAIChat
+from tokenward.guard.wire.endpoints.openai_responses import OpenAIResponses
+from tokenward.guard.wire.endpoints.openai_text import OpenAICompletions, OpenAIEmbeddings
 
-__all__ = ["AnthropicMessages", "Endpoint", "OpenAIChat", "StreamState"]
+__all__ = [
+    "AnthropicMessages",
+    "Endpoint",
+    "Gemini",
+    "OpenAIChat",
+    "OpenAICompletions",
+    "OpenAIEmbeddings",
+    "OpenAIResponses",
+    "StreamState",
+]

@@ -13,11 +13,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tokenward.core.dialects import StreamReader
-from tokenward.core.dialects.anthropic_messages import AnthropicMessagesStream, usage_from_anthropic
 from tokenward.core.estimate import Estimate, estimate_anthropic_messages
 from tokenward.core.tokenizers import encoding as get_encoding
-from tokenward.core.usage import Usage
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
 from tokenward.guard.wire.sse import format_event
 
@@ -30,6 +27,7 @@ class AnthropicMessages(Endpoint):
     """The Anthropic Messages endpoint."""
 
     dialect = "anthropic-messages"
+    family = "anthropic"
     path = "/v1/messages"
 
     def validate(self, body: Any) -> None:
@@ -80,11 +78,6 @@ class AnthropicMessages(Endpoint):
         """Anthropic streams always carry usage; nothing to change."""
         return body, True
 
-    def usage(self, response: Mapping[str, Any]) -> Usage | None:
-        """The response's ``usage``, normalised, or None."""
-        raw = response.get("usage")
-        return usage_from_anthropic(raw) if isinstance(raw, Mapping) else None
-
     def response_text(self, response: Mapping[str, Any]) -> str:
         """Text, thinking and tool input of every content block."""
         pieces: list[str] = []
@@ -97,10 +90,6 @@ class AnthropicMessages(Endpoint):
             if block.get("input") is not None:
                 pieces.append(json.dumps(block["input"]))
         return "".join(pieces)
-
-    def reader(self) -> StreamReader:
-        """A Messages stream reader."""
-        return AnthropicMessagesStream()
 
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
         """``message_stop`` ends the stream."""

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from tokenward.core.dialects import StreamReader
+from tokenward.core.dialects import StreamReader, response_facts, stream_reader
 from tokenward.core.estimate import Estimate
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
@@ -42,10 +42,29 @@ class StreamState:
 
 
 class Endpoint(abc.ABC):
-    """One proxied endpoint."""
+    """One proxied endpoint.
+
+    Attributes:
+        dialect: the usage dialect of its responses (:mod:`tokenward.core.dialects`).
+        family: the API family whose upstreams serve it: ``openai``, ``anthropic`` or ``gemini``.
+        path: where the gateway serves it.
+        charged: whether calls to it are budgeted (token counting, for one, is free).
+    """
 
     dialect: str
+    family: str
     path: str
+    charged: bool = True
+
+    def upstream_path(self, body: Mapping[str, Any]) -> str:
+        """The path to call on an upstream, relative to the family's base URL (OpenAI bases end
+        in ``/v1``; Anthropic and Gemini bases do not)."""
+        return self.path.removeprefix("/v1") if self.family == "openai" else self.path
+
+    def output_bound(self, body: Mapping[str, Any], default: int) -> int:
+        """The output bound per choice: the one requested, else ``default`` (tokens)."""
+        requested = self.requested_max(body)
+        return requested if requested is not None else default
 
     @abc.abstractmethod
     def validate(self, body: Any) -> None:
@@ -79,9 +98,9 @@ class Endpoint(abc.ABC):
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """(body to send upstream, whether the client itself asked for usage in the stream)."""
 
-    @abc.abstractmethod
     def usage(self, response: Mapping[str, Any]) -> Usage | None:
         """The provider's usage in a JSON response, or None."""
+        return response_facts(self.dialect, response).usage
 
     @abc.abstractmethod
     def response_text(self, response: Mapping[str, Any]) -> str:
@@ -89,13 +108,12 @@ class Endpoint(abc.ABC):
 
     def served(self, response: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(model served, service tier) as the response states them."""
-        model = response.get("model")
-        tier = response.get("service_tier")
-        return (model if isinstance(model, str) else None, tier if isinstance(tier, str) else None)
+        facts = response_facts(self.dialect, response)
+        return facts.model, facts.service_tier
 
-    @abc.abstractmethod
     def reader(self) -> StreamReader:
-        """A fresh stream reader."""
+        """A fresh stream reader for the dialect."""
+        return stream_reader(self.dialect)
 
     @abc.abstractmethod
     def relay(

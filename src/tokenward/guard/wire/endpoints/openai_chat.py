@@ -13,11 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tokenward.core.dialects import StreamReader
-from tokenward.core.dialects.openai_chat import OpenAIChatStream, usage_from_openai_chat
 from tokenward.core.estimate import Estimate, estimate_openai_chat
 from tokenward.core.tokenizers import encoding as get_encoding
-from tokenward.core.usage import Usage
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
 from tokenward.guard.wire.sse import format_event
 
@@ -39,6 +36,7 @@ class OpenAIChat(Endpoint):
     """The OpenAI chat-completions endpoint."""
 
     dialect = "openai-chat"
+    family = "openai"
     path = "/v1/chat/completions"
 
     def validate(self, body: Any) -> None:
@@ -101,11 +99,6 @@ class OpenAIChat(Endpoint):
         options["include_usage"] = True
         return {**body, "stream_options": options}, wanted
 
-    def usage(self, response: Mapping[str, Any]) -> Usage | None:
-        """The response's ``usage``, normalised, or None."""
-        raw = response.get("usage")
-        return usage_from_openai_chat(raw) if isinstance(raw, Mapping) else None
-
     def response_text(self, response: Mapping[str, Any]) -> str:
         """Every choice's message text, reasoning and tool-call arguments."""
         pieces: list[str] = []
@@ -119,10 +112,6 @@ class OpenAIChat(Endpoint):
                 if isinstance(function, Mapping):
                     pieces += [function[k] for k in ("name", "arguments") if isinstance(function.get(k), str)]
         return "".join(pieces)
-
-    def reader(self) -> StreamReader:
-        """A chat-completions stream reader."""
-        return OpenAIChatStream()
 
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
         """``data: [DONE]`` ends the stream."""

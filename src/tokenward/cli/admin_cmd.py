@@ -1,0 +1,216 @@
+"""``tokenward budgets ...`` and ``tokenward keys ...``: manage a running gateway through its
+admin API (the gateway sees changes at once).
+
+The gateway's URL comes from ``--gateway`` or ``TOKENWARD_GATEWAY`` (default
+``http://127.0.0.1:8080``), the admin key from ``--admin-key`` or ``TOKENWARD_ADMIN_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tokenward.cli.main import friendly, out, print_json
+from tokenward.errors import ConfigError, TokenwardError
+
+__all__ = ["register"]
+
+budgets_app = typer.Typer(help="Budgets on a running gateway (admin API).", no_args_is_help=True)
+keys_app = typer.Typer(help="Virtual keys on a running gateway (admin API).", no_args_is_help=True)
+
+GatewayOption = Annotated[
+    str | None,
+    typer.Option("--gateway", help="Gateway URL (default: $TOKENWARD_GATEWAY or http://127.0.0.1:8080)."),
+]
+AdminKeyOption = Annotated[
+    str | None, typer.Option("--admin-key", help="Admin key (default: $TOKENWARD_ADMIN_KEY).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class AdminAPIError(TokenwardError):
+    """The admin API refused the request (its message is shown)."""
+
+
+def _call(method: str, path: str, gateway: str | None, admin_key: str | None, body: Any = None) -> Any:
+    url = (gateway or os.environ.get("TOKENWARD_GATEWAY") or "http://127.0.0.1:8080").rstrip("/")
+    key = admin_key or os.environ.get("TOKENWARD_ADMIN_KEY")
+    if not key:
+        raise ConfigError("no admin key: pass --admin-key or set TOKENWARD_ADMIN_KEY")
+    try:
+        response = httpx.request(
+            method, url + path, json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the gateway at {url}: {exc}") from None
+    if response.status_code == 204:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        raise AdminAPIError(f"{url}{path} answered {response.status_code} without JSON") from None
+    if response.status_code >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        raise AdminAPIError(f"{response.status_code}: {error.get('message', data)}")
+    return data
+
+
+@budgets_app.command("list")
+@friendly
+def budgets_list(
+    gateway: GatewayOption = None, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+) -> None:
+    """List the budgets."""
+    data = _call("GET", "/admin/budgets", gateway, admin_key)
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title="budgets")
+    for column in ("name", "scope", "meter", "limit", "window", "mode", "action"):
+        table.add_column(column)
+    for b in data["budgets"]:
+        scope = b["scope"] + (f"={b['subject_id']}" if b.get("subject_id") else " (each)")
+        table.add_row(
+            *(
+                escape(str(x))
+                for x in (
+                    b["name"],
+                    scope,
+                    b["meter"],
+                    b["limit"],
+                    b["window"],
+                    b["mode"],
+                    b.get("action", ""),
+                )
+            )
+        )
+    out.print(table)
+
+
+@budgets_app.command("set")
+@friendly
+def budgets_set(
+    spec: Annotated[
+        str, typer.Argument(help="SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. user=alice:cost_usd=5/day.")
+    ],
+    name: Annotated[str | None, typer.Option(help="The budget's name (default: the spec).")] = None,
+    mode: Annotated[str, typer.Option(help="hard, soft or shadow.")] = "hard",
+    gateway: GatewayOption = None,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create or replace a budget."""
+    from tokenward.core.budgets import parse_budget_spec
+
+    budget = parse_budget_spec(spec).to_dict()
+    budget["name"] = name or budget["name"]
+    budget["mode"] = mode
+    data = _call("POST", "/admin/budgets", gateway, admin_key, budget)
+    if as_json:
+        print_json(data)
+    else:
+        out.print(
+            f"budget {escape(data['name'])} set: {escape(data['scope'])} {data['meter']} limit {data['limit']}"
+        )
+
+
+@budgets_app.command("delete")
+@friendly
+def budgets_delete(
+    name: Annotated[str, typer.Argument(help="The budget's name.")],
+    gateway: GatewayOption = None,
+    admin_key: AdminKeyOption = None,
+) -> None:
+    """Delete a budget (its spend and events stay in the ledger)."""
+    _call("DELETE", f"/admin/budgets/{name}", gateway, admin_key)
+    out.print(f"budget {escape(name)} deleted")
+
+
+@keys_app.command("create")
+@friendly
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The key's name (its calls are charged to key=<name>).")],
+    user: Annotated[str | None, typer.Option(help="The user it charges.")] = None,
+    project: Annotated[str | None, typer.Option(help="The project it charges.")] = None,
+    team: Annotated[str | None, typer.Option(help="The team it charges.")] = None,
+    org: Annotated[str | None, typer.Option(help="The org it charges.")] = None,
+    allow_user_override: Annotated[bool, typer.Option(help="May name another user per request.")] = False,
+    expires_at: Annotated[
+        str | None, typer.Option(help="ISO 8601 instant after which it stops working.")
+    ] = None,
+    gateway: GatewayOption = None,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a virtual key. The key is shown once: store it now."""
+    body: dict[str, Any] = {"name": name, "allow_user_override": allow_user_override}
+    for field, value in (
+        ("user", user),
+        ("project", project),
+        ("team", team),
+        ("org", org),
+        ("expires_at", expires_at),
+    ):
+        if value is not None:
+            body[field] = value
+    data = _call("POST", "/admin/keys", gateway, admin_key, body)
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"key {escape(data['id'])} ({escape(data['name'])}) created. It is shown once; store it now:")
+    out.print(data["key"], highlight=False, markup=False)
+
+
+@keys_app.command("list")
+@friendly
+def keys_list(
+    gateway: GatewayOption = None, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+) -> None:
+    """List virtual keys (never the keys themselves)."""
+    data = _call("GET", "/admin/keys", gateway, admin_key)
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title="virtual keys")
+    for column in ("id", "name", "prefix", "subject", "created", "expires", "revoked"):
+        table.add_column(column)
+    for k in data["keys"]:
+        subject = " ".join(f"{a}={b}" for a, b in (k.get("subject") or {}).items() if a != "tags")
+        table.add_row(
+            *(
+                escape(str(x or ""))
+                for x in (
+                    k["id"],
+                    k["name"],
+                    k.get("prefix"),
+                    subject,
+                    k.get("created_at"),
+                    k.get("expires_at"),
+                    k.get("revoked_at"),
+                )
+            )
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+@friendly
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id.")],
+    gateway: GatewayOption = None,
+    admin_key: AdminKeyOption = None,
+) -> None:
+    """Revoke a virtual key (refused from the next request on)."""
+    data = _call("DELETE", f"/admin/keys/{key_id}", gateway, admin_key)
+    out.print(f"key {escape(data['id'])} revoked at {data['revoked_at']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command groups to the CLI."""
+    app.add_typer(budgets_app, name="budgets")
+    app.add_typer(keys_app, name="keys")

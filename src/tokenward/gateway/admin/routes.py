@@ -1,0 +1,359 @@
+"""The admin API: budgets, virtual keys, balances, usage events, adjustments, the audit log.
+
+Every route needs an admin key (``Authorization: Bearer <key>`` or ``x-admin-key``) from the
+config's ``admin_keys``. A project-scoped admin key sees and changes only its project: budgets
+of scope ``project`` with its id, keys owned by the project, and the events, balances and
+adjustments of subjects in it. Every change is written to the audit log (who, what, when, before
+and after). Changes go to the ledger, which every replica reads, so they apply at once. The
+OpenAPI document is served at ``/admin/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tokenward.core.budgets import SCOPES, Budget, Subject
+from tokenward.errors import ConfigError, TokenwardError, ValidationError
+from tokenward.gateway.admin.openapi import openapi
+from tokenward.gateway.auth import presented_key
+from tokenward.gateway.config import AdminKeyConfig
+from tokenward.ledger.base import new_id
+from tokenward.ledger.records import KeyRecord
+
+__all__ = ["admin_routes"]
+
+Handler = Callable[[Request, AdminKeyConfig], Awaitable[Response]]
+
+
+class AdminError(Exception):
+    """An admin API error answer."""
+
+    def __init__(
+        self, status: int, message: str, *, code: str = "invalid_request", param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+def _error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": "admin_error", "code": code, "param": param}}
+    return JSONResponse(body, status_code=status)
+
+
+def _guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        state = request.app.state.gateway
+        presented = request.headers.get("x-admin-key") or presented_key(request.headers)
+        admin = state.config.admin_key_for(presented) if presented else None
+        if admin is None:
+            return _error(401, "an admin key is required (Authorization: Bearer <admin key>)", "unauthorized")
+        try:
+            return await handler(request, admin)
+        except AdminError as exc:
+            return _error(exc.status, exc.message, exc.code, exc.param)
+        except (ValidationError, ConfigError) as exc:
+            return _error(400, str(exc), "invalid_request", getattr(exc, "field", None))
+        except TokenwardError as exc:
+            return _error(503, f"the ledger failed: {exc}", "ledger_unavailable")
+
+    return endpoint
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise AdminError(400, "the request body is not valid JSON", param="body") from None
+    if not isinstance(body, dict):
+        raise AdminError(400, "the request body must be a JSON object", param="body")
+    return body
+
+
+def _ledger(request: Request) -> Any:
+    return request.app.state.gateway.guard.ledger
+
+
+def _owns(admin: AdminKeyConfig, budget: Budget) -> bool:
+    return admin.project is None or (budget.scope == "project" and budget.subject_id == admin.project)
+
+
+def _subject_from_query(request: Request, admin: AdminKeyConfig) -> Subject:
+    values = {scope: request.query_params.get(scope) for scope in SCOPES}
+    if admin.project is not None:
+        if values.get("project") not in (None, admin.project):
+            raise AdminError(403, f"this admin key manages project {admin.project!r} only", code="forbidden")
+        values["project"] = admin.project
+    return Subject(**{k: v for k, v in values.items() if v})
+
+
+def _instant(request: Request, name: str) -> datetime | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise AdminError(400, f"{name} must be an ISO 8601 instant", param=name) from None
+
+
+def _limit(request: Request) -> int:
+    value = request.query_params.get("limit", "100")
+    if not value.isdigit() or not 1 <= int(value) <= 10000:
+        raise AdminError(400, "limit must be a whole number from 1 to 10000", param="limit")
+    return int(value)
+
+
+# -- budgets -----------------------------------------------------------------------------------
+async def list_budgets(request: Request, admin: AdminKeyConfig) -> Response:
+    budgets = [b for b in await _ledger(request).budgets() if _owns(admin, b)]
+    return JSONResponse({"budgets": [b.to_dict() for b in budgets]})
+
+
+async def put_budget(request: Request, admin: AdminKeyConfig) -> Response:
+    budget = Budget.from_dict(await _json(request))
+    if not _owns(admin, budget):
+        raise AdminError(
+            403, f"this admin key manages budgets of scope project={admin.project} only", code="forbidden"
+        )
+    ledger = _ledger(request)
+    before = await ledger.get_budget(budget.name)
+    if before is not None and not _owns(admin, before):
+        raise AdminError(403, f"budget {budget.name!r} belongs to another project", code="forbidden")
+    await ledger.put_budget(budget)
+    await ledger.audit(
+        admin.name,
+        "budget.put",
+        budget.name,
+        before.to_dict() if before else None,
+        budget.to_dict(),
+        project=admin.project,
+    )
+    return JSONResponse(budget.to_dict(), status_code=200 if before else 201)
+
+
+async def get_budget(request: Request, admin: AdminKeyConfig) -> Response:
+    budget = await _ledger(request).get_budget(request.path_params["name"])
+    if budget is None or not _owns(admin, budget):
+        raise AdminError(404, f"no budget named {request.path_params['name']!r}", code="not_found")
+    return JSONResponse(budget.to_dict())
+
+
+async def delete_budget(request: Request, admin: AdminKeyConfig) -> Response:
+    ledger = _ledger(request)
+    name = request.path_params["name"]
+    budget = await ledger.get_budget(name)
+    if budget is None or not _owns(admin, budget):
+        raise AdminError(404, f"no budget named {name!r}", code="not_found")
+    await ledger.delete_budget(name)
+    await ledger.audit(admin.name, "budget.delete", name, budget.to_dict(), None, project=admin.project)
+    return Response(status_code=204)
+
+
+# -- keys --------------------------------------------------------------------------------------
+def _key_view(record: KeyRecord) -> dict[str, Any]:
+    view = record.to_dict()
+    view.pop("key_sha256", None)
+    return view
+
+
+async def list_keys(request: Request, admin: AdminKeyConfig) -> Response:
+    records = await _ledger(request).keys(project=admin.project)
+    return JSONResponse({"keys": [_key_view(r) for r in records]})
+
+
+async def create_key(request: Request, admin: AdminKeyConfig) -> Response:
+    body = await _json(request)
+    known = {"name", "user", "team", "org", "project", "allow_user_override", "expires_at"}
+    unknown = set(body) - known
+    if unknown:
+        raise AdminError(
+            400, f"unknown fields {sorted(unknown)}; known: {sorted(known)}", param=sorted(unknown)[0]
+        )
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise AdminError(400, "name is required", param="name")
+    project = body.get("project") if admin.project is None else admin.project
+    if admin.project is not None and body.get("project") not in (None, admin.project):
+        raise AdminError(
+            403, f"this admin key creates keys for project {admin.project!r} only", code="forbidden"
+        )
+    scopes = {s: body.get(s) for s in ("user", "team", "org")}
+    for scope, value in scopes.items():
+        if value is not None and not isinstance(value, str):
+            raise AdminError(400, f"{scope} must be a string", param=scope)
+    if project is not None and not isinstance(project, str):
+        raise AdminError(400, "project must be a string", param="project")
+    override = body.get("allow_user_override", False)
+    if not isinstance(override, bool):
+        raise AdminError(400, "allow_user_override must be true or false", param="allow_user_override")
+    expires = body.get("expires_at")
+    if expires is not None:
+        try:
+            expires = datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
+        except ValueError:
+            raise AdminError(400, "expires_at must be an ISO 8601 instant", param="expires_at") from None
+    secret = "tw-" + secrets.token_urlsafe(32)
+    subject = Subject(project=project, **{k: v for k, v in scopes.items() if v})
+    record = KeyRecord(
+        id=new_id("key"),
+        name=name.strip(),
+        key_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+        subject=subject,
+        allow_user_override=override,
+        expires_at=expires,
+        project=project,
+        prefix=secret[:7],
+    )
+    ledger = _ledger(request)
+    stored = await ledger.put_key(record)
+    await ledger.audit(admin.name, "key.create", stored.id, None, _key_view(stored), project=stored.project)
+    return JSONResponse({**_key_view(stored), "key": secret}, status_code=201)
+
+
+async def revoke_key(request: Request, admin: AdminKeyConfig) -> Response:
+    ledger = _ledger(request)
+    record = await ledger.get_key(request.path_params["key_id"])
+    if record is None or (admin.project is not None and record.project != admin.project):
+        raise AdminError(404, f"no key {request.path_params['key_id']!r}", code="not_found")
+    changed = await ledger.revoke_key(record.id)
+    after = await ledger.get_key(record.id)
+    if changed:
+        await ledger.audit(
+            admin.name, "key.revoke", record.id, _key_view(record), _key_view(after), project=record.project
+        )
+    return JSONResponse(_key_view(after))
+
+
+# -- balances, events, adjustments, audit ---------------------------------------------------------
+async def balances(request: Request, admin: AdminKeyConfig) -> Response:
+    subject = _subject_from_query(request, admin)
+    rows = await _ledger(request).balances(subject)
+    return JSONResponse(
+        {
+            "subject": subject.to_dict(),
+            "balances": [
+                {
+                    **b.budget.to_dict(),
+                    "subject_id": b.subject_id,
+                    "window_key": b.window_key,
+                    "spent": str(b.spent),
+                    "held": str(b.held),
+                    "remaining": str(b.remaining),
+                    "reset_at": b.reset_at.isoformat().replace("+00:00", "Z") if b.reset_at else None,
+                }
+                for b in rows
+                if _owns(admin, b.budget) or admin.project is not None
+            ],
+        }
+    )
+
+
+async def events(request: Request, admin: AdminKeyConfig) -> Response:
+    subject = _subject_from_query(request, admin)
+    found = await _ledger(request).events(
+        subject=subject,
+        since=_instant(request, "since"),
+        until=_instant(request, "until"),
+        limit=_limit(request),
+    )
+    return JSONResponse({"events": [e.to_dict() for e in found]})
+
+
+async def adjust(request: Request, admin: AdminKeyConfig) -> Response:
+    body = await _json(request)
+    amounts_raw = body.get("amounts")
+    if not isinstance(amounts_raw, dict) or not amounts_raw:
+        raise AdminError(400, "amounts must map meters to signed amounts", param="amounts")
+    amounts = {}
+    for meter, value in amounts_raw.items():
+        try:
+            amounts[str(meter)] = Decimal(str(value))
+        except (InvalidOperation, ValueError):
+            raise AdminError(400, f"amounts.{meter} must be a number", param="amounts") from None
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise AdminError(400, "reason is required", param="reason")
+    ledger = _ledger(request)
+    if isinstance(body.get("budget"), str):
+        budget = await ledger.get_budget(body["budget"])
+        if budget is None or not _owns(admin, budget):
+            raise AdminError(404, f"no budget named {body['budget']!r}", code="not_found")
+        target: Any = budget.name
+    elif isinstance(body.get("subject"), dict):
+        target = Subject.from_dict(body["subject"])
+        if admin.project is not None and target.project != admin.project:
+            raise AdminError(403, f"this admin key adjusts project {admin.project!r} only", code="forbidden")
+    else:
+        raise AdminError(400, "name a budget (budget) or a subject (subject)", param="budget")
+    subject_id = body.get("subject_id")
+    adjustment = await ledger.adjust(
+        target,
+        amounts,
+        reason=reason,
+        actor=admin.name,
+        subject_id=subject_id if isinstance(subject_id, str) else None,
+        adjustment_id=body.get("id") if isinstance(body.get("id"), str) else None,
+    )
+    view = adjustment.to_dict()
+    await ledger.audit(admin.name, "adjustment", adjustment.id, None, view, project=admin.project)
+    return JSONResponse(view, status_code=201)
+
+
+async def audit_log(request: Request, admin: AdminKeyConfig) -> Response:
+    after = request.query_params.get("after")
+    if after is not None and not after.isdigit():
+        raise AdminError(400, "after must be an entry id", param="after")
+    entries = await _ledger(request).audit_log(
+        since=_instant(request, "since"),
+        after=int(after) if after else None,
+        limit=_limit(request),
+        project=admin.project,
+    )
+    return JSONResponse({"entries": [e.to_dict() for e in entries]})
+
+
+async def reload(request: Request, admin: AdminKeyConfig) -> Response:
+    state = request.app.state.gateway
+    if admin.project is not None:
+        raise AdminError(403, "only a full admin key may reload the configuration", code="forbidden")
+    path = getattr(request.app.state, "config_path", None)
+    if path is None:
+        raise AdminError(409, "this gateway was not started from a config file", code="no_config_file")
+    from tokenward.gateway.app import reload_config
+
+    config = await reload_config(state, path)
+    await state.guard.ledger.audit(admin.name, "config.reload", str(path), None, {"source": config.source})
+    return JSONResponse({"reloaded": str(path)})
+
+
+async def openapi_document(request: Request) -> Response:
+    return JSONResponse(openapi())
+
+
+def admin_routes() -> list[Route]:
+    """The admin API's routes (mounted under ``/admin``)."""
+    return [
+        Route("/admin/openapi.json", openapi_document, methods=["GET"]),
+        Route("/admin/budgets", _guarded(list_budgets), methods=["GET"]),
+        Route("/admin/budgets", _guarded(put_budget), methods=["POST"]),
+        Route("/admin/budgets/{name:path}", _guarded(get_budget), methods=["GET"]),
+        Route("/admin/budgets/{name:path}", _guarded(delete_budget), methods=["DELETE"]),
+        Route("/admin/keys", _guarded(list_keys), methods=["GET"]),
+        Route("/admin/keys", _guarded(create_key), methods=["POST"]),
+        Route("/admin/keys/{key_id}", _guarded(revoke_key), methods=["DELETE"]),
+        Route("/admin/balances", _guarded(balances), methods=["GET"]),
+        Route("/admin/events", _guarded(events), methods=["GET"]),
+        Route("/admin/adjustments", _guarded(adjust), methods=["POST"]),
+        Route("/admin/audit", _guarded(audit_log), methods=["GET"]),
+        Route("/admin/reload", _guarded(reload), methods=["POST"]),
+    ]

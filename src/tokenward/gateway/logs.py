@@ -1,0 +1,82 @@
+"""Structured logs: one JSON object per line, with the request id on every call's line.
+
+``tokenward serve --log-format json`` installs :class:`JSONFormatter` on the root logger. Each
+settled call is logged on ``tokenward.calls`` with its request id, subject, model, status,
+tokens, cost and duration; fields given in ``extra={"fields": {...}}`` become top-level keys.
+Upstream credentials never reach a log line (the gateway never puts them in a record).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tokenward.core.events import UsageEvent
+from tokenward.core.numbers import plain
+
+__all__ = ["JSONFormatter", "call_fields", "configure_logging", "log_call"]
+
+calls = logging.getLogger("tokenward.calls")
+
+
+class JSONFormatter(logging.Formatter):
+    """Formats records as single-line JSON: ``ts``, ``level``, ``logger``, ``message`` and the
+    record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            data.update(fields)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str, separators=(",", ":"))
+
+
+def configure_logging(fmt: str = "text", level: str = "info") -> None:
+    """Log to stderr as ``text`` or ``json`` at ``level``."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def call_fields(event: UsageEvent, started: float, http_status: int | None = None) -> dict[str, Any]:
+    """The fields of a call's log line (tokens, USD, milliseconds)."""
+    fields: dict[str, Any] = {
+        "request_id": event.request_id,
+        "status": event.status,
+        "endpoint": event.endpoint,
+        "model": event.model,
+        "subject": event.subject.to_dict(),
+        "input_tokens": event.usage.input_tokens,
+        "output_tokens": event.usage.output_tokens,
+        "cost_usd": None if event.cost_usd is None else plain(event.cost_usd),
+        "cost_estimated": event.cost_estimated,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+    if http_status is not None:
+        fields["http_status"] = http_status
+    for key in ("upstream", "cut_off", "clamped_by", "fallback_of"):
+        if key in event.metadata:
+            fields[key] = event.metadata[key]
+    return fields
+
+
+def log_call(event: UsageEvent, started: float) -> None:
+    """Log one settled call on ``tokenward.calls``."""
+    fields = call_fields(event, started, event.metadata.get("http_status"))
+    calls.info("%s %s %s", event.request_id, event.status, event.model, extra={"fields": fields})

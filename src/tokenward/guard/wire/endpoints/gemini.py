@@ -1,0 +1,148 @@
+"""Gemini ``models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``.
+
+Request facts (https://ai.google.dev/api/generate-content): ``contents``, ``systemInstruction``,
+``tools``, and the output bound ``generationConfig.maxOutputTokens``; the model and whether to
+stream are in the URL, so the gateway puts them in the body as ``model`` and ``stream`` before
+checking it, and they are taken out again before it is sent. Streams (``alt=sse``) are plain
+``data:`` lines of ``GenerateContentResponse`` objects carrying running usage totals; the last one
+has a ``finishReason`` (``MAX_TOKENS`` when the bound cut the reply).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tokenward.core.estimate import Estimate, estimate_gemini
+from tokenward.core.tokenizers import encoding as get_encoding
+from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
+from tokenward.guard.wire.sse import format_event
+
+__all__ = ["Gemini"]
+
+
+def _config(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    config = body.get("generationConfig", body.get("generation_config"))
+    return config if isinstance(config, Mapping) else {}
+
+
+class Gemini(Endpoint):
+    """The Gemini generateContent endpoints."""
+
+    dialect = "gemini"
+    family = "gemini"
+    path = "/v1beta/models/{target}"
+
+    def validate(self, body: Any) -> None:
+        """Refuse a malformed body (names the field)."""
+        require(isinstance(body, dict), "the request body must be a JSON object", "body")
+        require(isinstance(body.get("model"), str) and bool(body["model"]), "the URL names no model", "model")
+        contents = body.get("contents")
+        require(
+            isinstance(contents, list) and bool(contents), "contents must be a non-empty list", "contents"
+        )
+        bound = _config(body).get("maxOutputTokens", _config(body).get("max_output_tokens"))
+        require(
+            bound is None or (isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1),
+            "generationConfig.maxOutputTokens must be a positive integer",
+            "generationConfig.maxOutputTokens",
+        )
+
+    def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
+        """The prompt estimate (``o200k_base`` times the safety factor: Gemini's tokenizer is not
+        available offline)."""
+        return estimate_gemini(body, model)
+
+    def requested_max(self, body: Mapping[str, Any]) -> int | None:
+        """``generationConfig.maxOutputTokens``."""
+        config = _config(body)
+        value = config.get("maxOutputTokens", config.get("max_output_tokens"))
+        return value if isinstance(value, int) else None
+
+    def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
+        """The body as Gemini wants it: ``maxOutputTokens`` set, our ``model``/``stream`` keys gone."""
+        out = {k: v for k, v in body.items() if k not in ("model", "stream", "generation_config")}
+        out["generationConfig"] = {**_config(body), "maxOutputTokens": bound}
+        out["generationConfig"].pop("max_output_tokens", None)
+        return out
+
+    def upstream_path(self, body: Mapping[str, Any]) -> str:
+        """``/v1beta/models/{model}:generateContent`` or ``:streamGenerateContent?alt=sse``."""
+        method = "streamGenerateContent?alt=sse" if body.get("stream") is True else "generateContent"
+        return f"/v1beta/models/{body['model']}:{method}"
+
+    def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Gemini streams always carry usage."""
+        return body, True
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        """The text and function-call arguments of every candidate."""
+        pieces: list[str] = []
+        for candidate in response.get("candidates") or ():
+            content = candidate.get("content") if isinstance(candidate, Mapping) else None
+            for part in (content or {}).get("parts") or ():
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    pieces.append(part["text"])
+                elif isinstance(part, Mapping) and isinstance(part.get("functionCall"), Mapping):
+                    pieces.append(json.dumps(part["functionCall"]))
+        return "".join(pieces)
+
+    def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
+        """The chunk whose candidate has a ``finishReason`` is the last."""
+        for candidate in (event or {}).get("candidates") or ():
+            if isinstance(candidate, Mapping) and candidate.get("finishReason"):
+                return True
+        return False
+
+    def relay(
+        self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
+    ) -> bytes | None:
+        """Pass every chunk on."""
+        return format_event(data)
+
+    def truncate(self, event: Mapping[str, Any], keep_tokens: int, encoding: str) -> Mapping[str, Any]:
+        """Keep the first ``keep_tokens`` tokens of the chunk's text."""
+        enc = get_encoding(encoding)
+        left = keep_tokens
+        candidates = []
+        for candidate in event.get("candidates") or ():
+            content = dict(candidate.get("content") or {})
+            parts = []
+            for part in content.get("parts") or ():
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    tokens = enc.encode_ordinary(part["text"])
+                    part = {**part, "text": enc.decode(tokens[: max(left, 0)])}
+                    left -= len(tokens)
+                parts.append(part)
+            content["parts"] = parts
+            candidates.append({**candidate, "content": content})
+        return {**event, "candidates": candidates}
+
+    def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
+        """``data: <json>``."""
+        return format_event(json.dumps(event, separators=(",", ":")))
+
+    def error_event(self, message: str) -> bytes:
+        """``data: {"error": {...}}`` in Google's error shape."""
+        return self.encode(None, {"error": {"code": 502, "message": message, "status": "UNAVAILABLE"}})
+
+    def closing(self, state: StreamState, *, model: str, input_tokens: int, reason: str) -> list[bytes]:
+        """A last chunk with ``finishReason: "MAX_TOKENS"`` and our counts as its usage."""
+        chunk = {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": ""}]},
+                    "finishReason": "MAX_TOKENS",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": input_tokens,
+                "candidatesTokenCount": state.counted,
+                "totalTokenCount": input_tokens + state.counted,
+            },
+            "modelVersion": state.reader.model or model,
+            "tokenward": {"cut_off": True, "reason": reason},
+        }
+        return [self.encode(None, chunk)]

@@ -1,0 +1,142 @@
+"""``POST /v1/responses`` (OpenAI Responses).
+
+Request facts (https://platform.openai.com/docs/api-reference/responses/create): ``input`` is a
+string or a list of items, ``instructions`` a system prompt, ``max_output_tokens`` the output
+bound (reasoning included). Streams (https://platform.openai.com/docs/api-reference/responses-streaming)
+carry usage only in the terminal ``response.completed`` / ``response.incomplete`` /
+``response.failed`` event, and have no ``[DONE]``; a reply cut by its bound ends with
+``response.incomplete`` whose ``incomplete_details.reason`` is ``max_output_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tokenward.core.estimate import Estimate, estimate_openai_responses
+from tokenward.core.tokenizers import encoding as get_encoding
+from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
+from tokenward.guard.wire.sse import format_event
+
+__all__ = ["OpenAIResponses"]
+
+_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+_DELTAS = (
+    "response.output_text.delta",
+    "response.reasoning_text.delta",
+    "response.function_call_arguments.delta",
+)
+
+
+class OpenAIResponses(Endpoint):
+    """The OpenAI Responses endpoint."""
+
+    dialect = "openai-responses"
+    family = "openai"
+    path = "/v1/responses"
+
+    def validate(self, body: Any) -> None:
+        """Refuse a malformed body (names the field)."""
+        require(isinstance(body, dict), "the request body must be a JSON object", "body")
+        require(
+            isinstance(body.get("model"), str) and bool(body["model"]),
+            "model must be a non-empty string",
+            "model",
+        )
+        value = body.get("input")
+        require(
+            isinstance(value, str | list) and bool(value), "input must be a non-empty string or list", "input"
+        )
+        bound = body.get("max_output_tokens")
+        require(
+            bound is None or (isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1),
+            "max_output_tokens must be a positive integer",
+            "max_output_tokens",
+        )
+        require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
+
+    def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
+        """The prompt estimate (input items, instructions, tools)."""
+        return estimate_openai_responses(body, model)
+
+    def requested_max(self, body: Mapping[str, Any]) -> int | None:
+        """``max_output_tokens``."""
+        value = body.get("max_output_tokens")
+        return value if isinstance(value, int) else None
+
+    def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
+        """``max_output_tokens`` set to ``bound``."""
+        return {**body, "max_output_tokens": bound}
+
+    def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Responses streams always end with the usage; nothing to change."""
+        return body, True
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        """Text, reasoning summaries and function-call arguments of every output item."""
+        pieces: list[str] = []
+        for item in response.get("output") or ():
+            if not isinstance(item, Mapping):
+                continue
+            for part in item.get("content") or item.get("summary") or ():
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    pieces.append(part["text"])
+            for key in ("arguments", "name"):
+                if isinstance(item.get(key), str):
+                    pieces.append(item[key])
+        return "".join(pieces)
+
+    def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
+        """A terminal event ends the stream."""
+        return (event or {}).get("type") in _TERMINAL
+
+    def relay(
+        self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
+    ) -> bytes | None:
+        """Pass every event on (with its ``event:`` name)."""
+        kind = event.get("type")
+        return format_event(data, name or (kind if isinstance(kind, str) else None))
+
+    def truncate(self, event: Mapping[str, Any], keep_tokens: int, encoding: str) -> Mapping[str, Any]:
+        """Keep the first ``keep_tokens`` tokens of a delta event's text."""
+        if event.get("type") not in _DELTAS or not isinstance(event.get("delta"), str):
+            return event
+        enc = get_encoding(encoding)
+        return {**event, "delta": enc.decode(enc.encode_ordinary(event["delta"])[: max(keep_tokens, 0)])}
+
+    def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
+        """``event: <type>`` and ``data: <json>``."""
+        kind = event.get("type")
+        return format_event(
+            json.dumps(event, separators=(",", ":")), name or (kind if isinstance(kind, str) else None)
+        )
+
+    def error_event(self, message: str) -> bytes:
+        """An ``error`` event (``type``, ``code``, ``message``), which the OpenAI SDK raises."""
+        return self.encode(
+            None, {"type": "error", "code": "stream_broken", "message": message, "param": None}
+        )
+
+    def closing(self, state: StreamState, *, model: str, input_tokens: int, reason: str) -> list[bytes]:
+        """``response.incomplete`` (reason ``max_output_tokens``) with our counts as its usage."""
+        reader = state.reader
+        response = {
+            "id": reader.response_id or "resp_tokenward",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": reader.model or model,
+            "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"},
+            "output": [],
+            "usage": {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": state.counted,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + state.counted,
+            },
+            "tokenward": {"cut_off": True, "reason": reason},
+        }
+        return [self.encode(None, {"type": "response.incomplete", "response": response})]

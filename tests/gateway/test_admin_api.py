@@ -1,0 +1,170 @@
+"""The admin API and the CLI's budget and key commands against a running gateway."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from tests.support.fixtures import KEY
+from tokenward.cli.main import app
+
+ADMIN = "tw-admin-root"
+PROJECT_ADMIN = "tw-admin-demo"
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+ADMIN_KEYS = [
+    {"key": ADMIN, "name": "root"},
+    {"key": PROJECT_ADMIN, "name": "demo-admin", "project": "demo"},
+]
+
+
+def admin(gateway, method: str, path: str, key: str = ADMIN, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{gateway.url}{path}", headers={"authorization": f"Bearer {key}"}, **kwargs)
+
+
+def chat(gateway, key: str = KEY, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20},
+        headers={"authorization": f"Bearer {key}", **headers},
+    )
+
+
+def test_admin_routes_need_an_admin_key(start_gateway) -> None:
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    assert httpx.get(f"{gateway.url}/admin/budgets").status_code == 401
+    assert (
+        admin(gateway, "GET", "/admin/budgets", key=KEY).status_code == 401
+    )  # a virtual key is no admin key
+    assert admin(gateway, "GET", "/admin/openapi.json").json()["openapi"].startswith("3.")
+
+
+def test_a_budget_created_through_the_api_applies_at_once_and_is_audited(start_gateway) -> None:
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    assert chat(gateway, **{"x-tokenward-session": "s-a"}).status_code == 200
+    created = admin(
+        gateway,
+        "POST",
+        "/admin/budgets",
+        json={"name": "tight", "scope": "session", "meter": "total_tokens", "limit": 30},
+    )
+    assert created.status_code == 201
+    assert chat(gateway, **{"x-tokenward-session": "s-a"}).status_code == 200  # 26 of 30... the 2nd call
+    denied = chat(gateway, **{"x-tokenward-session": "s-a"})
+    assert denied.status_code == 402 and denied.json()["error"]["budget"]["budget"] == "tight"
+    credit = admin(
+        gateway,
+        "POST",
+        "/admin/adjustments",
+        json={
+            "budget": "tight",
+            "subject_id": "s-a",
+            "amounts": {"total_tokens": "-26"},
+            "reason": "goodwill",
+        },
+    )
+    assert credit.status_code == 201
+    assert chat(gateway, **{"x-tokenward-session": "s-a"}).status_code == 200  # the credit made room
+    balances = admin(gateway, "GET", "/admin/balances", params={"session": "s-a"}).json()["balances"]
+    assert [b["spent"] for b in balances if b["name"] == "tight"] == ["26"]  # 26 + 26 - 26
+    entries = admin(gateway, "GET", "/admin/audit").json()["entries"]
+    assert [e["action"] for e in entries] == ["budget.put", "adjustment"]
+    assert (
+        entries[0]["actor"] == "root"
+        and entries[0]["before"] is None
+        and entries[0]["after"]["limit"] == "30"
+    )
+    assert admin(gateway, "DELETE", "/admin/budgets/tight").status_code == 204
+    assert admin(gateway, "GET", "/admin/budgets/tight").status_code == 404
+
+
+def test_keys_are_shown_once_work_at_once_and_revoke(start_gateway) -> None:
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    created = admin(
+        gateway, "POST", "/admin/keys", json={"name": "ci-bot", "user": "robot", "project": "demo"}
+    )
+    assert created.status_code == 201
+    secret, key_id = created.json()["key"], created.json()["id"]
+    assert all(
+        "key" not in k and "key_sha256" not in k for k in admin(gateway, "GET", "/admin/keys").json()["keys"]
+    )
+    assert chat(gateway, key=secret).status_code == 200
+    assert gateway.observer().events()[-1].subject.user == "robot"
+    revoked = admin(gateway, "DELETE", f"/admin/keys/{key_id}")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert chat(gateway, key=secret).status_code == 401
+    audit = [e["action"] for e in admin(gateway, "GET", "/admin/audit").json()["entries"]]
+    assert audit == ["key.create", "key.revoke"]
+    assert secret not in json.dumps(admin(gateway, "GET", "/admin/audit").json())
+
+
+def test_a_project_admin_sees_and_changes_only_its_project(start_gateway) -> None:
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    admin(
+        gateway,
+        "POST",
+        "/admin/budgets",
+        json={"name": "org-wide", "scope": "org", "id": "acme", "meter": "cost_usd", "limit": 100},
+    )
+    mine = {"name": "demo-usd", "scope": "project", "id": "demo", "meter": "cost_usd", "limit": 10}
+    assert admin(gateway, "POST", "/admin/budgets", key=PROJECT_ADMIN, json=mine).status_code == 201
+    other = {"name": "x", "scope": "user", "id": "alice", "meter": "cost_usd", "limit": 1}
+    assert admin(gateway, "POST", "/admin/budgets", key=PROJECT_ADMIN, json=other).status_code == 403
+    names = [b["name"] for b in admin(gateway, "GET", "/admin/budgets", key=PROJECT_ADMIN).json()["budgets"]]
+    assert names == ["demo-usd"]
+    assert admin(gateway, "DELETE", "/admin/budgets/org-wide", key=PROJECT_ADMIN).status_code == 404
+    assert (
+        admin(
+            gateway, "POST", "/admin/keys", key=PROJECT_ADMIN, json={"name": "k", "project": "other"}
+        ).status_code
+        == 403
+    )
+    made = admin(gateway, "POST", "/admin/keys", key=PROJECT_ADMIN, json={"name": "k2"}).json()
+    assert made["project"] == "demo"
+    chat(gateway)  # alice, project demo
+    chat(gateway, key="tw-admin-key")  # ops, no project
+    events = admin(gateway, "GET", "/admin/events", key=PROJECT_ADMIN).json()["events"]
+    assert [e["subject"].get("project") for e in events] == ["demo"]
+    assert (
+        admin(gateway, "GET", "/admin/events", key=PROJECT_ADMIN, params={"project": "other"}).status_code
+        == 403
+    )
+
+
+def test_malformed_admin_requests_get_400(start_gateway) -> None:
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    for body in (
+        b"{nope",
+        b"[]",
+        json.dumps({"scope": "session"}).encode(),
+        json.dumps({"scope": "galaxy", "meter": "x", "limit": 1}).encode(),
+    ):
+        response = admin(gateway, "POST", "/admin/budgets", content=body)
+        assert response.status_code == 400, body
+        assert response.json()["error"]["message"]
+    assert admin(gateway, "GET", "/admin/events", params={"limit": "lots"}).status_code == 400
+    assert (
+        admin(gateway, "POST", "/admin/adjustments", json={"amounts": {}, "reason": "x"}).status_code == 400
+    )
+
+
+def test_cli_budget_and_key_commands_through_the_api(start_gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    monkeypatch.setenv("TOKENWARD_GATEWAY", gateway.url)
+    monkeypatch.setenv("TOKENWARD_ADMIN_KEY", ADMIN)
+    runner = CliRunner()
+    result = runner.invoke(app, ["budgets", "set", "user=alice:total_tokens=30", "--name", "alice-cap"])
+    assert result.exit_code == 0, result.output
+    assert chat(gateway).status_code == 200
+    assert chat(gateway).status_code == 402  # the gateway saw the CLI's budget at once
+    listed = json.loads(runner.invoke(app, ["budgets", "list", "--json"]).stdout)
+    assert [b["name"] for b in listed["budgets"]] == ["alice-cap"]
+    made = json.loads(runner.invoke(app, ["keys", "create", "bot", "--user", "robot", "--json"]).stdout)
+    assert chat(gateway, key=made["key"]).status_code == 200
+    assert runner.invoke(app, ["keys", "revoke", made["id"]]).exit_code == 0
+    assert chat(gateway, key=made["key"]).status_code == 401
+    assert runner.invoke(app, ["budgets", "delete", "alice-cap"]).exit_code == 0
+    bad = runner.invoke(app, ["budgets", "delete", "nope"])
+    assert bad.exit_code == 2 and "404" in bad.output and "Traceback" not in bad.output

@@ -1,0 +1,121 @@
+"""``tokenward serve`` as a real process: SIGHUP reloads the config, SIGTERM lets open streams
+finish and settles them before the process exits, and the log lines are JSON with request ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import free_port
+from tokenward.core.budgets import Subject
+from tokenward.ledger.sqlite import SQLiteLedger
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path: Path, fake_url: str, keys: list[dict]) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "ledger": "sqlite:///ledger.db",
+                "upstreams": [
+                    {
+                        "name": "fake",
+                        "provider": "fake",
+                        "base_url": fake_url,
+                        "api_key_env": "FAKE_UPSTREAM_KEY",
+                    }
+                ],
+                "keys": keys,
+                "budgets": [{"name": "sess", "scope": "session", "meter": "total_tokens", "limit": 100000}],
+            }
+        )
+    )
+    return path
+
+
+def _serve(config: Path, port: int, log: Path) -> subprocess.Popen:
+    args = [
+        sys.executable,
+        "-m",
+        "tokenward.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--log-format",
+        "json",
+    ]
+    proc = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"gateway did not start: {log.read_text()}")
+
+
+def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -> None:
+    config = _config(tmp_path, fake.url, [{"key": "tw-one", "name": "one", "user": "alice"}])
+    port, log = free_port(), tmp_path / "gateway.log"
+    proc = _serve(config, port, log)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+    try:
+        assert httpx.post(url, json=body, headers={"authorization": "Bearer tw-two"}).status_code == 401
+        _config(tmp_path, fake.url, [{"key": "tw-two", "name": "two", "user": "bob"}])
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while httpx.post(url, json=body, headers={"authorization": "Bearer tw-two"}).status_code != 200:
+            assert time.monotonic() < deadline, "the reloaded key was never accepted"
+            time.sleep(0.1)
+
+        # a slow stream (about 2 s) is open when SIGTERM arrives
+        stream_body = {
+            **body,
+            "stream": True,
+            "fake": {"reply_tokens": 100, "chunk_tokens": 5, "chunk_delay_ms": 100},
+        }
+        received: list[str] = []
+
+        def read() -> None:
+            headers = {"authorization": "Bearer tw-two", "x-tokenward-session": "s-term"}
+            with httpx.stream("POST", url, json=stream_body, headers=headers, timeout=30) as response:
+                received.extend(response.iter_lines())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        reader.join(timeout=30)
+        assert proc.wait(timeout=40) in (
+            0,
+            -signal.SIGTERM,
+        )  # uvicorn re-raises the signal once it has shut down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "data: [DONE]" in received  # the open stream finished
+    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    events = ledger.events(subject=Subject(session="s-term"))
+    assert len(events) == 1 and events[0].status == "ok" and events[0].usage.output_tokens == 100
+    (balance,) = ledger.balances(Subject(session="s-term"))
+    assert balance.held == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    calls = [line for line in lines if line.get("logger") == "tokenward.calls"]
+    assert calls and all(line["request_id"].startswith("req_") for line in calls)
+    assert "sk-upstream-secret" not in log.read_text()
