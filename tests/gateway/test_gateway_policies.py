@@ -179,3 +179,36 @@ def test_c31_a_client_that_hangs_up_is_settled_with_the_real_usage_when_it_arriv
         assert (event.usage.input_tokens, event.usage.output_tokens) == (6, 60) and event.usage.complete
     else:
         assert 0 < event.usage.output_tokens < 60 and event.usage.output_source == "counted_stream_text"
+
+
+def test_degrade_policy_switches_models_when_a_budget_runs_low(start_gateway) -> None:
+    gateway = start_gateway(
+        budgets=[{"name": "sess", "scope": "session", "meter": "total_tokens", "limit": 100}],
+        degrade={"below": "0.5", "models": {"gpt-4o": "gpt-4o-mini"}},
+    )
+    client = openai.OpenAI(
+        api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0, default_headers={"x-tokenward-session": "d"}
+    )
+    models = [client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20).model for _ in range(3)]
+    assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]  # 48 of 100 left before the third call
+    events = gateway.observer().events()
+    assert events[-1].model == "gpt-4o-mini" and events[-1].metadata["degraded"] == {"model": "gpt-4o-mini"}
+    (balance,) = gateway.observer().balances(Subject(session="d"))
+    assert balance.held == 0 and balance.spent == 26 * 3
+
+
+def test_a_call_the_budget_refuses_is_rescued_by_the_cheaper_model(start_gateway) -> None:
+    # gpt-4o at $2.50/$10 per 1M: 9 prompt + 16 output tokens need $0.0001825 > $0.0001;
+    # gpt-4o-mini at $0.15/$0.60: 9 + 20 need $0.00001335
+    gateway = start_gateway(
+        budgets=[{"name": "usd", "scope": "session", "meter": "cost_usd", "limit": "0.0001"}],
+        degrade={"models": {"gpt-4o": "gpt-4o-mini"}},
+    )
+    reply = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 20},
+        headers={"authorization": f"Bearer {KEY}", "x-tokenward-session": "r"},
+    )
+    assert reply.status_code == 200 and reply.json()["model"] == "gpt-4o-mini"
+    (event,) = gateway.observer().events()
+    assert event.metadata["degraded"] == {"model": "gpt-4o-mini"}

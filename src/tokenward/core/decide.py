@@ -157,6 +157,8 @@ class Decision:
         would_deny: shadow budgets that would have denied the call.
         tightest: the hard budget with the smallest share of its limit left after this hold
             (for rate-limit style headers), as it stood before the hold; None without hard budgets.
+        balances: the balances the decision was made on (before the hold), so a caller can apply a
+            degrade policy without reading the ledger again.
         shadow: the denials those shadow budgets would have raised (budget, limit, used, held,
             requested), in the order of ``would_deny``; the ledger records them.
     """
@@ -167,6 +169,7 @@ class Decision:
     would_deny: tuple[str, ...] = field(default=())
     tightest: Balance | None = None
     shadow: tuple[BudgetExceeded, ...] = field(default=())
+    balances: tuple[Balance, ...] = field(default=())
 
 
 def hold_amounts(plan: CallPlan, output_tokens: int) -> dict[str, Decimal]:
@@ -273,6 +276,7 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
         tuple(e.budget for e in shadow),
         tightest(balances, amounts),
         tuple(shadow),
+        tuple(balances),
     )
 
 

@@ -43,6 +43,7 @@ from tokenward.errors import ConfigError
 from tokenward.files import load_mapping
 from tokenward.gateway.observing import ObserveConfig, parse_observe
 from tokenward.guard import GuardSettings
+from tokenward.guard.wire.degrade import Degrade
 
 __all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig"]
 
@@ -166,6 +167,7 @@ class GatewayConfig:
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     admin_keys: tuple[AdminKeyConfig, ...] = ()
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    degrade: Degrade = field(default_factory=lambda: Degrade(marked_only=True))
     retry_horizon_seconds: int = 60
     disconnect_grace_seconds: float = 5.0
 
@@ -224,6 +226,7 @@ class GatewayConfig:
             "fallbacks",
             "admin_keys",
             "observe",
+            "degrade",
             "retry_horizon_seconds",
             "disconnect_grace_seconds",
         }
@@ -263,9 +266,33 @@ class GatewayConfig:
             fallbacks=_fallbacks(data.get("fallbacks")),
             admin_keys=tuple(_admin_key(i, k) for i, k in enumerate(_list(data, "admin_keys"))),
             observe=parse_observe(data.get("observe"), base_dir),
+            degrade=_degrade(data.get("degrade")),
             retry_horizon_seconds=_number(data, "retry_horizon_seconds", 60, int),
             disconnect_grace_seconds=_number(data, "disconnect_grace_seconds", 5.0, float),
         )
+
+
+def _degrade(raw: Any) -> Degrade:
+    if raw is None:
+        return Degrade(marked_only=True)  # only budgets whose action is "degrade"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            "degrade: expected a mapping (below, models, reasoning_effort, thinking_budget_tokens)"
+        )
+    known = {"below", "models", "reasoning_effort", "thinking_budget_tokens"}
+    if set(raw) - known:
+        raise ConfigError(f"degrade: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
+    models = raw.get("models") or {}
+    if not isinstance(models, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in models.items()
+    ):
+        raise ConfigError("degrade.models must map a model to its cheaper stand-in")
+    return Degrade(
+        below=raw.get("below", "0.2"),
+        models=dict(models),
+        reasoning_effort=raw.get("reasoning_effort", "low"),
+        thinking_budget_tokens=raw.get("thinking_budget_tokens", 1024),
+    )
 
 
 def _fallbacks(raw: Any) -> dict[str, tuple[str, ...]]:

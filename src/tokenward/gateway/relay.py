@@ -266,13 +266,12 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
     for index, (model, upstream) in enumerate(attempts):
         attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
         provider = upstream.pricing_provider(endpoint.family)
-        plan = attempt.plan(state.guard.prices, config.settings, provider)
-        admission = await state.guard.admit(
+        attempt, admission, changes = await state.guard.admit_call(
             subject,
-            plan,
+            attempt,
+            provider,
             request_id=request_id if index == 0 else f"{request_id}-{index + 1}",
-            endpoint=endpoint.dialect,
-            provider=provider,
+            degrade=config.degrade,
         )
         state.opened()
         content, wants_usage = upstream_body(attempt, admission, upstream.provider)
@@ -281,6 +280,8 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
             metadata["end_user"] = end_user
         if index:
             metadata["fallback_of"] = call.model
+        if changes:
+            metadata["degraded"] = changes
         exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
         last = index + 1 == len(attempts)
         response = await (

@@ -28,6 +28,8 @@ from tokenward.guard.flow import (
     observation,
 )
 from tokenward.guard.observers import Observers
+from tokenward.guard.wire.degrade import Degrade, degrade_body
+from tokenward.guard.wire.exchange import PreparedCall, degraded, prepare_body
 from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tokenward.ledger.base import new_id
 
@@ -42,6 +44,20 @@ def _check_settings(settings: GuardSettings, prices: PriceBook) -> None:
         raise ConfigError(f"unknown_model must be flag, default or deny, got {settings.unknown_model!r}")
     if settings.unknown_model == "default" and prices.default_price is None:
         raise ConfigError("unknown_model: default needs a 'default' row in the price-override file")
+
+
+def call_plan(call: PreparedCall, guard: Any, provider: str, held_back: Mapping[str, Decimal] | None) -> CallPlan:
+    """A prepared call's plan, with a final-answer reserve held back when given."""
+    plan = call.plan(guard.prices, guard.settings, provider)
+    return replace(plan, held_back=dict(held_back)) if held_back else plan
+
+
+def degraded_on_denial(call: PreparedCall, policy: Degrade | None) -> tuple[PreparedCall, dict[str, Any]]:
+    """The call degraded after the budgets refused it (explicit policies only)."""
+    if policy is None or policy.marked_only:
+        return call, {}
+    body, changes = degrade_body(call.endpoint.dialect, call.body, policy)
+    return (prepare_body(call.endpoint, body), changes) if changes else (call, {})
 
 
 class Guard:
@@ -130,6 +146,54 @@ class Guard:
     def release(self, admission: Admission) -> bool:
         """Drop the hold of a call that never reached a provider."""
         return self.ledger.release(admission.reservation.id)
+
+    def admit_call(
+        self,
+        subject: Subject,
+        call: PreparedCall,
+        provider: str,
+        *,
+        request_id: str | None = None,
+        degrade: Degrade | None = None,
+        held_back: Mapping[str, Decimal] | None = None,
+    ) -> tuple[PreparedCall, Admission, dict[str, Any]]:
+        """Plan and admit a prepared API call, applying ``degrade`` when a budget runs low.
+
+        The degrade check reads the balances the admission was decided on (no second read);
+        when it changes the call (a cheaper model, less reasoning) the first hold is released and
+        the degraded call admitted in its place. A call the budgets refuse outright is tried once
+        degraded (explicit policies only) before the denial is raised.
+
+        Returns:
+            (the call as it will be sent, its admission, what degrading changed or ``{}``).
+
+        Raises:
+            BudgetExceeded, UnpricedCall: as :meth:`admit`.
+        """
+        request_id = request_id or new_id("req")
+        try:
+            admission = self.admit(
+                subject, call_plan(call, self, provider, held_back), request_id=request_id,
+                endpoint=call.endpoint.dialect, provider=provider,
+            )  # fmt: skip
+        except BudgetError:
+            rescued, changes = degraded_on_denial(call, degrade)
+            if not changes:
+                raise
+            admission = self.admit(
+                subject, call_plan(rescued, self, provider, held_back), request_id=f"{request_id}:degraded",
+                endpoint=call.endpoint.dialect, provider=provider,
+            )  # fmt: skip
+            return rescued, admission, changes
+        cheaper, changes = degraded(call, admission.decision.balances, degrade)
+        if not changes:
+            return call, admission, {}
+        self.release(admission)
+        admission = self.admit(
+            subject, call_plan(cheaper, self, provider, held_back), request_id=f"{request_id}:degraded",
+            endpoint=call.endpoint.dialect, provider=provider,
+        )  # fmt: skip
+        return cheaper, admission, changes
 
     def charge(self, event: UsageEvent) -> UsageEvent:
         """Charge a call whose usage is already known (a recorded call, a custom meter).
@@ -259,6 +323,42 @@ class AsyncGuard:
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
         return await self.ledger.release(admission.reservation.id)
+
+    async def admit_call(
+        self,
+        subject: Subject,
+        call: PreparedCall,
+        provider: str,
+        *,
+        request_id: str | None = None,
+        degrade: Degrade | None = None,
+        held_back: Mapping[str, Decimal] | None = None,
+    ) -> tuple[PreparedCall, Admission, dict[str, Any]]:
+        """As :meth:`Guard.admit_call`."""
+        request_id = request_id or new_id("req")
+        try:
+            admission = await self.admit(
+                subject, call_plan(call, self, provider, held_back), request_id=request_id,
+                endpoint=call.endpoint.dialect, provider=provider,
+            )  # fmt: skip
+        except BudgetError:
+            rescued, changes = degraded_on_denial(call, degrade)
+            if not changes:
+                raise
+            admission = await self.admit(
+                subject, call_plan(rescued, self, provider, held_back), request_id=f"{request_id}:degraded",
+                endpoint=call.endpoint.dialect, provider=provider,
+            )  # fmt: skip
+            return rescued, admission, changes
+        cheaper, changes = degraded(call, admission.decision.balances, degrade)
+        if not changes:
+            return call, admission, {}
+        await self.release(admission)
+        admission = await self.admit(
+            subject, call_plan(cheaper, self, provider, held_back), request_id=f"{request_id}:degraded",
+            endpoint=call.endpoint.dialect, provider=provider,
+        )  # fmt: skip
+        return cheaper, admission, changes
 
     async def charge(self, event: UsageEvent) -> UsageEvent:
         """As :meth:`Guard.charge`."""

@@ -23,13 +23,12 @@ from typing import Any
 
 from tokenward.core.budgets import Subject
 from tokenward.errors import BudgetExceeded, ValidationError
-from tokenward.guard import Admission, AsyncGuard, Guard, Outcome
+from tokenward.guard import Admission, Outcome
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints import AnthropicMessages, Endpoint, OpenAIChat
 from tokenward.guard.wire.exchange import (
     PreparedCall,
     StreamRelay,
-    degraded,
     json_outcome,
     prepare,
     upstream_body,
@@ -150,12 +149,10 @@ def _annotated(content: bytes, admission: Admission, extra: dict[str, Any]) -> b
     return json.dumps(data).encode()
 
 
-def _plan(guard: Guard | AsyncGuard, call: PreparedCall, provider: str) -> Any:
+def _held_back() -> dict[str, Decimal] | None:
+    """The final-answer reserve in force, unless the call is the final answer."""
     attribution = current()
-    plan = call.plan(guard.prices, guard.settings, provider)
-    if attribution.held_back and not attribution.final:
-        plan = replace(plan, held_back=dict(attribution.held_back))
-    return plan
+    return None if attribution.final or not attribution.held_back else dict(attribution.held_back)
 
 
 def transport_classes(module: Any) -> tuple[type, type]:
@@ -303,17 +300,13 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 return self._passthrough(request)
             endpoint, call = prepared
             provider = _provider(self.settings, request.url.host, endpoint)
-            changes: dict[str, Any] = {}
-            if self.settings.degrade is not None:
-                call, changes = degraded(
-                    call, self.guard.ledger.balances(self.settings.subject()), self.settings.degrade
-                )
             try:
-                admission = self.guard.admit(
+                call, admission, changes = self.guard.admit_call(
                     self.settings.subject(),
-                    _plan(self.guard, call, provider),
-                    endpoint=endpoint.dialect,
-                    provider=provider,
+                    call,
+                    provider,
+                    degrade=self.settings.degrade,
+                    held_back=_held_back(),
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):
@@ -385,16 +378,13 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 return await self._passthrough(request)
             endpoint, call = prepared
             provider = _provider(self.settings, request.url.host, endpoint)
-            changes: dict[str, Any] = {}
-            if self.settings.degrade is not None:
-                balances = await self.guard.ledger.balances(self.settings.subject())
-                call, changes = degraded(call, balances, self.settings.degrade)
             try:
-                admission = await self.guard.admit(
+                call, admission, changes = await self.guard.admit_call(
                     self.settings.subject(),
-                    _plan(self.guard, call, provider),
-                    endpoint=endpoint.dialect,
-                    provider=provider,
+                    call,
+                    provider,
+                    degrade=self.settings.degrade,
+                    held_back=_held_back(),
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):

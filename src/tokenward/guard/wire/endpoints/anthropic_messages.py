@@ -15,7 +15,14 @@ from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_anthropic_messages
 from tokenward.core.tokenizers import encoding as get_encoding
-from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
+from tokenward.guard.wire.endpoints.base import (
+    Endpoint,
+    StreamState,
+    require_messages,
+    require_object_with_model,
+    require_positive_int,
+    require_stream_flag,
+)
 from tokenward.guard.wire.sse import format_event
 
 __all__ = ["AnthropicMessages"]
@@ -32,29 +39,10 @@ class AnthropicMessages(Endpoint):
 
     def validate(self, body: Any) -> None:
         """Refuse a malformed body (names the field)."""
-        require(isinstance(body, dict), "the request body must be a JSON object", "body")
-        require(
-            isinstance(body.get("model"), str) and bool(body["model"]),
-            "model must be a non-empty string",
-            "model",
-        )
-        messages = body.get("messages")
-        require(
-            isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages"
-        )
-        for i, message in enumerate(messages):
-            require(
-                isinstance(message, dict) and isinstance(message.get("role"), str),
-                f"messages[{i}] must be an object with a role",
-                "messages",
-            )
-        bound = body.get("max_tokens")
-        require(
-            isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1,
-            "max_tokens is required and must be a positive integer",
-            "max_tokens",
-        )
-        require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
+        require_object_with_model(body)
+        require_messages(body)
+        require_positive_int(body, "max_tokens", required=True)
+        require_stream_flag(body)
 
     def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
         """The prompt estimate (``o200k_base`` times the safety factor: Claude's tokenizer is not

@@ -20,6 +20,43 @@ def require(condition: bool, message: str, field: str) -> None:
         raise ValidationError(message, field=field)
 
 
+def require_object_with_model(body: Any) -> None:
+    """The body is a JSON object naming a model."""
+    require(isinstance(body, dict), "the request body must be a JSON object", "body")
+    require(
+        isinstance(body.get("model"), str) and bool(body["model"]),
+        "model must be a non-empty string",
+        "model",
+    )
+
+
+def require_messages(body: Any) -> None:
+    """``messages`` is a non-empty list of objects with a role."""
+    messages = body.get("messages")
+    require(isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages")
+    for i, message in enumerate(messages):
+        require(
+            isinstance(message, dict) and isinstance(message.get("role"), str),
+            f"messages[{i}] must be an object with a role",
+            "messages",
+        )
+
+
+def require_positive_int(body: Any, name: str, *, required: bool = False) -> None:
+    """``body[name]`` is a positive whole number (or absent, unless ``required``)."""
+    value = body.get(name)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if required:
+        require(ok, f"{name} is required and must be a positive integer", name)
+    else:
+        require(value is None or ok, f"{name} must be a positive integer", name)
+
+
+def require_stream_flag(body: Any) -> None:
+    """``stream`` is absent or a boolean."""
+    require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
+
+
 class StreamState:
     """What the relay knows about a stream in flight.
 

@@ -15,21 +15,20 @@ from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_openai_chat
 from tokenward.core.tokenizers import encoding as get_encoding
-from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
+from tokenward.guard.wire.endpoints.base import (
+    Endpoint,
+    StreamState,
+    require,
+    require_messages,
+    require_object_with_model,
+    require_positive_int,
+    require_stream_flag,
+)
 from tokenward.guard.wire.sse import format_event
 
 __all__ = ["OpenAIChat"]
 
 _TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
-
-
-def _positive_int(body: Mapping[str, Any], name: str) -> None:
-    value = body.get(name)
-    require(
-        value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
-        f"{name} must be a positive integer",
-        name,
-    )
 
 
 class OpenAIChat(Endpoint):
@@ -41,25 +40,11 @@ class OpenAIChat(Endpoint):
 
     def validate(self, body: Any) -> None:
         """Refuse a malformed body (names the field)."""
-        require(isinstance(body, dict), "the request body must be a JSON object", "body")
-        require(
-            isinstance(body.get("model"), str) and bool(body["model"]),
-            "model must be a non-empty string",
-            "model",
-        )
-        messages = body.get("messages")
-        require(
-            isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages"
-        )
-        for i, message in enumerate(messages):
-            require(
-                isinstance(message, dict) and isinstance(message.get("role"), str),
-                f"messages[{i}] must be an object with a role",
-                "messages",
-            )
+        require_object_with_model(body)
+        require_messages(body)
         for name in ("max_tokens", "max_completion_tokens", "n"):
-            _positive_int(body, name)
-        require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
+            require_positive_int(body, name)
+        require_stream_flag(body)
         options = body.get("stream_options")
         require(
             options is None or isinstance(options, dict), "stream_options must be an object", "stream_options"

@@ -17,7 +17,14 @@ from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_openai_responses
 from tokenward.core.tokenizers import encoding as get_encoding
-from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
+from tokenward.guard.wire.endpoints.base import (
+    Endpoint,
+    StreamState,
+    require,
+    require_object_with_model,
+    require_positive_int,
+    require_stream_flag,
+)
 from tokenward.guard.wire.sse import format_event
 
 __all__ = ["OpenAIResponses"]
@@ -39,23 +46,13 @@ class OpenAIResponses(Endpoint):
 
     def validate(self, body: Any) -> None:
         """Refuse a malformed body (names the field)."""
-        require(isinstance(body, dict), "the request body must be a JSON object", "body")
-        require(
-            isinstance(body.get("model"), str) and bool(body["model"]),
-            "model must be a non-empty string",
-            "model",
-        )
+        require_object_with_model(body)
         value = body.get("input")
         require(
             isinstance(value, str | list) and bool(value), "input must be a non-empty string or list", "input"
         )
-        bound = body.get("max_output_tokens")
-        require(
-            bound is None or (isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1),
-            "max_output_tokens must be a positive integer",
-            "max_output_tokens",
-        )
-        require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
+        require_positive_int(body, "max_output_tokens")
+        require_stream_flag(body)
 
     def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
         """The prompt estimate (input items, instructions, tools)."""

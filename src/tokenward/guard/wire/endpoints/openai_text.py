@@ -15,7 +15,11 @@ from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_text_inputs
 from tokenward.core.usage import Usage
-from tokenward.guard.wire.endpoints.base import require
+from tokenward.guard.wire.endpoints.base import (
+    require,
+    require_positive_int,
+    require_stream_flag,
+)
 from tokenward.guard.wire.endpoints.openai_chat import OpenAIChat
 
 __all__ = ["OpenAICompletions", "OpenAIEmbeddings"]
@@ -47,13 +51,8 @@ class OpenAICompletions(OpenAIChat):
         """Refuse a malformed body (names the field)."""
         _check_text_input(body, "prompt")
         for name in ("max_tokens", "n"):
-            value = body.get(name)
-            require(
-                value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
-                f"{name} must be a positive integer",
-                name,
-            )
-        require(isinstance(body.get("stream", False), bool), "stream must be true or false", "stream")
+            require_positive_int(body, name)
+        require_stream_flag(body)
 
     def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
         """The prompt's tokens, no framing."""
