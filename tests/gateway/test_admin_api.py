@@ -131,6 +131,21 @@ def test_a_project_admin_sees_and_changes_only_its_project(start_gateway) -> Non
         admin(gateway, "GET", "/admin/events", key=PROJECT_ADMIN, params={"project": "other"}).status_code
         == 403
     )
+    # Balances: the project's own budgets only, not the org's or a user's that also apply.
+    seen = admin(
+        gateway, "GET", "/admin/balances", key=PROJECT_ADMIN, params={"org": "acme", "user": "alice"}
+    )
+    assert [b["name"] for b in seen.json()["balances"]] == ["demo-usd"]
+    # Adjustments: by the name of an owned budget; a subject would reach the org's budget too.
+    credit = {"amounts": {"cost_usd": "-1"}, "reason": "goodwill"}
+    by_subject = {**credit, "subject": {"project": "demo", "org": "acme"}}
+    assert admin(gateway, "POST", "/admin/adjustments", key=PROJECT_ADMIN, json=by_subject).status_code == 403
+    by_other_name = {**credit, "budget": "org-wide"}
+    assert (
+        admin(gateway, "POST", "/admin/adjustments", key=PROJECT_ADMIN, json=by_other_name).status_code == 404
+    )
+    by_name = {**credit, "budget": "demo-usd", "subject_id": "demo"}
+    assert admin(gateway, "POST", "/admin/adjustments", key=PROJECT_ADMIN, json=by_name).status_code == 201
 
 
 def test_malformed_admin_requests_get_400(start_gateway) -> None:
@@ -168,3 +183,57 @@ def test_cli_budget_and_key_commands_through_the_api(start_gateway, monkeypatch:
     assert runner.invoke(app, ["budgets", "delete", "alice-cap"]).exit_code == 0
     bad = runner.invoke(app, ["budgets", "delete", "nope"])
     assert bad.exit_code == 2 and "404" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_config_file_owns_the_budgets_it_wrote(tmp_path, fake) -> None:
+    """A budget removed from the file goes at the next reload (and restart); one created through
+    the admin API stays, though the file never named it."""
+    import yaml
+
+    from tests.support.servers import serving
+    from tokenward.gateway import GatewayConfig, create_app
+
+    path = tmp_path / "tokenward.yaml"
+
+    def write(budgets: list[dict]) -> None:
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                    "upstreams": [
+                        {
+                            "name": "fake",
+                            "provider": "fake",
+                            "base_url": fake.url,
+                            "api_key_env": "FAKE_UPSTREAM_KEY",
+                        }
+                    ],
+                    "keys": [{"key": KEY, "name": "k", "user": "alice"}],
+                    "admin_keys": [{"key": ADMIN, "name": "root"}],
+                    "budgets": budgets,
+                }
+            )
+        )
+
+    tiny = {"name": "tiny", "scope": "user", "id": "alice", "meter": "total_tokens", "limit": 10}
+    roomy = {"name": "roomy", "scope": "user", "id": "alice", "meter": "total_tokens", "limit": 100000}
+    write([tiny, roomy])
+    with serving(create_app(GatewayConfig.load(path), config_path=path)) as server:
+        gateway = type("G", (), {"url": server.url})()
+        assert chat(gateway).status_code == 402  # tiny
+        made = {"name": "by-api", "scope": "org", "id": "acme", "meter": "cost_usd", "limit": 5}
+        assert admin(gateway, "POST", "/admin/budgets", json=made).status_code == 201
+        write([roomy])
+        assert admin(gateway, "POST", "/admin/reload").status_code == 200
+        assert chat(gateway).status_code == 200
+        names = [b["name"] for b in admin(gateway, "GET", "/admin/budgets").json()["budgets"]]
+        assert sorted(names) == ["by-api", "roomy"]
+        entries = admin(gateway, "GET", "/admin/audit").json()["entries"]
+        assert ("(config file)", "budget.delete", "tiny") in {
+            (e["actor"], e["action"], e["target"]) for e in entries
+        }
+    write([])  # a restart on an emptied file: the file's budget goes, the API's stays
+    with serving(create_app(GatewayConfig.load(path), config_path=path)) as server:
+        gateway = type("G", (), {"url": server.url})()
+        names = [b["name"] for b in admin(gateway, "GET", "/admin/budgets").json()["budgets"]]
+        assert names == ["by-api"]

@@ -122,3 +122,33 @@ def test_gemini_key_in_the_query_and_unknown_method(start_gateway) -> None:
     assert ok.status_code == 200
     unknown = httpx.post(f"{gateway.url}/v1beta/models/gemini-2.5-flash:embedSomething?key={KEY}", json=body)
     assert unknown.status_code == 404
+    assert unknown.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_gemini_errors_come_in_the_google_shape(start_gateway) -> None:
+    """Google's error model (https://ai.google.dev/gemini-api/docs/troubleshooting):
+    ``error.code`` is the HTTP status, ``error.status`` its google.rpc.Code name."""
+    budget = {"name": "tiny", "scope": "user", "meter": "total_tokens", "limit": 5}
+    gateway = start_gateway(budgets=[budget])
+    url = f"{gateway.url}/v1beta/models/gemini-2.5-flash:generateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    cases = [
+        (httpx.post(url, json=body, headers={"x-goog-api-key": KEY}), 402, "RESOURCE_EXHAUSTED"),
+        (httpx.post(url, json=body, headers={"x-goog-api-key": "wrong"}), 401, "UNAUTHENTICATED"),
+        (httpx.post(url, json={"contents": []}, headers={"x-goog-api-key": KEY}), 400, "INVALID_ARGUMENT"),
+    ]
+    for answer, status, name in cases:
+        error = answer.json()["error"]
+        assert (answer.status_code, error["code"], error["status"]) == (status, status, name)
+        assert error["message"] and answer.headers["x-tokenward-request-id"].startswith("req_")
+    assert cases[0][0].json()["error"]["budget"]["budget"] == "tiny"
+
+
+def test_unknown_routes_and_methods_answer_json(start_gateway) -> None:
+    gateway = start_gateway()
+    missing = httpx.post(f"{gateway.url}/v1/no/such/thing", json={})
+    wrong_method = httpx.get(f"{gateway.url}/v1/chat/completions")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    assert (wrong_method.status_code, wrong_method.json()["error"]["code"]) == (405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"
+    assert all(r.headers["x-tokenward-request-id"].startswith("req_") for r in (missing, wrong_method))

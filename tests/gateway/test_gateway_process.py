@@ -84,6 +84,9 @@ def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -
             assert time.monotonic() < deadline, "the reloaded key was never accepted"
             time.sleep(0.1)
 
+        gemini = f"http://127.0.0.1:{port}/v1beta/models/gemini-2.0-flash:generateContent?key=tw-two"
+        assert httpx.post(gemini, json={"contents": [{"parts": [{"text": "hi"}]}]}).status_code == 200
+
         # a slow stream (about 2 s) is open when SIGTERM arrives
         stream_body = {
             **body,
@@ -119,3 +122,6 @@ def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -
     calls = [line for line in lines if line.get("logger") == "tokenward.calls"]
     assert calls and all(line["request_id"].startswith("req_") for line in calls)
     assert "sk-upstream-secret" not in log.read_text()
+    access = [line["message"] for line in lines if line.get("logger") == "uvicorn.access"]
+    assert any("generateContent?key=*** " in line for line in access)  # the virtual key is masked
+    assert "tw-two" not in log.read_text()

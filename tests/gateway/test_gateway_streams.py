@@ -114,3 +114,57 @@ def test_a_client_that_goes_away_is_still_settled_once(start_gateway) -> None:
     assert 0 < event.usage.output_tokens < 400
     (balance,) = gateway.observer().balances(Subject(session="gone"))
     assert balance.held == 0 and balance.spent == event.charged["total_tokens"]
+
+
+def test_the_in_process_fake_streams_chunk_by_chunk(tmp_path) -> None:
+    """An upstream ``provider: fake`` without ``base_url`` (the README's example) streams as a
+    real provider does: the first chunk reaches the client while the rest are still coming."""
+    from tests.support.servers import serving
+    from tokenward.gateway import GatewayConfig, create_app
+
+    config = GatewayConfig.from_mapping(
+        {
+            "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "upstreams": [{"name": "fake", "provider": "fake"}],
+            "keys": [{"key": KEY, "name": "k", "user": "alice"}],
+        }
+    )
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": MESSAGES,
+        "stream": True,
+        "fake": {"reply_tokens": 2, "chunk_tokens": 1, "chunk_delay_ms": 1000},
+    }
+    with serving(create_app(config)) as gateway:
+        started = time.monotonic()
+        headers = {"authorization": f"Bearer {KEY}"}
+        with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers) as response:
+            lines = response.iter_lines()
+            first = next(line for line in lines if '"content":"hello"' in line)
+            first_at = time.monotonic() - started
+            rest = list(lines)
+        ended_at = time.monotonic() - started
+    assert "data: [DONE]" in rest
+    # events 1 s apart: a buffered relay would hand the first one over only at the very end
+    assert ended_at - first_at >= 1.5
+
+
+def test_a_stream_given_to_a_call_that_did_not_ask_for_one_is_still_metered(start_gateway) -> None:
+    """Some OpenAI-compatible servers stream whatever was asked: the client gets the stream as
+    sent, and the call is charged from the stream's own usage chunk."""
+    gateway = start_gateway()
+    chunk = {"id": "c-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini"}
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "hello hello"}, "finish_reason": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**chunk, "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": 30, "total_tokens": 38}},
+    ]
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 100, "fake": {"events": events}}
+    answer = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+    )
+    assert answer.status_code == 200 and answer.text.startswith("data: ")
+    (event,) = wait_for_events(gateway, 1)
+    assert (event.usage.input_tokens, event.usage.output_tokens) == (8, 30)
+    assert event.usage.output_source == "provider" and event.metadata["stream_answer"] is True
+    assert event.charged["total_tokens"] == 38

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 import tokenward
-from tests.support.fixtures import KEY
+from tests.support.fixtures import KEY, UPSTREAM_KEY
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
@@ -41,3 +41,25 @@ def test_a_gateway_denial_is_raised_as_budget_exceeded(start_gateway) -> None:
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
     assert denied.value.budget == "per-session" and denied.value.limit == 30 and denied.value.used == 26
     assert len(gateway.observer().events()) == 1
+
+
+def test_the_gateway_is_remembered_by_host_and_port(start_gateway, fake) -> None:
+    """A gateway and a provider on the same host: only calls to the gateway's port are left to it."""
+    gateway = start_gateway()
+    guard = tokenward.Guard("memory://")
+    via_gateway = guard.wrap(openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0))
+    direct = guard.wrap(openai.OpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1", max_retries=0))
+    via_gateway.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    direct.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    via_gateway.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(guard.ledger.events()) == 1  # the direct call, charged here
+    assert len(gateway.observer().events()) == 2
+
+
+def test_the_guards_default_attribution_reaches_the_gateway(start_gateway) -> None:
+    gateway = start_gateway()
+    guard = tokenward.Guard("memory://", agent="indexer", task="nightly")
+    client = guard.wrap(openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # outside any session
+    (event,) = gateway.observer().events()
+    assert (event.subject.agent, event.subject.task, event.subject.user) == ("indexer", "nightly", "alice")

@@ -226,3 +226,34 @@ def test_attribution_follows_asyncio_tasks_and_bound_threads(fake, guard) -> Non
     assert {(e.subject.session, e.subject.task, e.subject.user) for e in events} == {
         ("s-outer", "t-1", "alice")
     }
+
+
+def test_responses_completions_and_embeddings_are_guarded(fake, guard) -> None:
+    """Every usage-producing endpoint the ``openai`` client offers is metered, not only chat."""
+    client = oai(fake, guard)
+    with guard.session("s-endpoints"):
+        reply = client.responses.create(model="gpt-4o-mini", input="Say hello")
+        streamed = list(client.responses.create(model="gpt-4o-mini", input="Say hello", stream=True))
+        text = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hello")
+        vectors = client.embeddings.create(model="text-embedding-3-small", input="Say hello")
+    assert reply.output_text == HELLO_20 and streamed[-1].type == "response.completed"
+    assert text.choices[0].text == " ".join(["hello"] * 16)  # legacy completions: max_tokens 16
+    assert len(vectors.data[0].embedding) == 1536
+    events = guard.ledger.events()
+    # Fake counts: a Responses input item is 4 + its pieces; completion prompts and embedding
+    # inputs are their pieces alone ("Say", "hello").
+    assert [(e.endpoint, e.usage.input_tokens, e.usage.output_tokens) for e in events] == [
+        ("openai-responses", 6, 20),
+        ("openai-responses", 6, 20),
+        ("openai-chat", 2, 16),  # the legacy endpoints share chat's usage dialect
+        ("openai-chat", 2, 0),
+    ]
+    assert all(e.subject.session == "s-endpoints" for e in events)
+
+
+def test_a_responses_call_is_refused_when_the_budget_is_spent(fake) -> None:
+    guard = tokenward.Guard("memory://", budgets=["session:total_tokens=20"])
+    client = oai(fake, guard)
+    with guard.session("s-spent"), pytest.raises(tokenward.BudgetExceeded):
+        client.responses.create(model="gpt-4o-mini", input="Say hello", max_output_tokens=40)
+    assert guard.ledger.events() == []

@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -27,9 +28,11 @@ from tokenward.core.tokenizers import encoding
 from tokenward.errors import ConfigError
 from tokenward.files import load_prices
 from tokenward.gateway.admin import admin_routes
-from tokenward.gateway.config import GatewayConfig
+from tokenward.gateway.config import GatewayConfig, UpstreamConfig
+from tokenward.gateway.config_budgets import sync_config_budgets
+from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.observing import Observing
-from tokenward.gateway.relay import GatewayState, passthrough, proxy
+from tokenward.gateway.relay import GatewayState, own_headers, passthrough, proxy
 from tokenward.guard import AsyncGuard
 from tokenward.guard.wire.endpoints import (
     AnthropicMessages,
@@ -41,6 +44,7 @@ from tokenward.guard.wire.endpoints import (
     OpenAIResponses,
 )
 from tokenward.ledger import AsyncLedger, open_async_ledger
+from tokenward.ledger.base import new_id
 
 __all__ = ["create_app"]
 
@@ -57,10 +61,39 @@ def _warm_up(prices: PriceBook) -> None:
     prices.resolve("gpt-4o-mini")
 
 
-def _fake_transport() -> httpx.AsyncBaseTransport:
-    from tokenward.fake import create_app as create_fake
+class _ClientFactory:
+    """Builds the HTTP client of each upstream: the test transport given for it, else, for an
+    in-process fake (``provider: fake`` without ``base_url``), the fake on a loopback socket
+    (started on first use, stopped with the gateway), else a plain pooled client."""
 
-    return httpx.ASGITransport(app=create_fake())
+    def __init__(self, transports: Mapping[str, httpx.AsyncBaseTransport] | None) -> None:
+        self.transports = dict(transports or {})
+        self.fake: Any = None
+
+    def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
+        transport = self.transports.get(upstream.name)
+        if transport is None and upstream.provider == "fake" and upstream.base_url is None:
+            if self.fake is None:
+                from tokenward.fake.background import BackgroundFake
+
+                self.fake = BackgroundFake().start()
+            transport = self.fake.transport(_LIMITS)
+        return httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS, transport=transport)
+
+    def reuse(
+        self, upstreams: Sequence[UpstreamConfig], before: GatewayConfig, old: Mapping[str, httpx.AsyncClient]
+    ) -> dict[str, httpx.AsyncClient]:
+        """A client per upstream, keeping the old one of each upstream that did not change."""
+        clients = {}
+        for upstream in upstreams:
+            previous = next((u for u in before.upstreams if u.name == upstream.name), None)
+            keep = previous == upstream and upstream.name in old
+            clients[upstream.name] = old[upstream.name] if keep else self.client(upstream)
+        return clients
+
+    def close(self) -> None:
+        if self.fake is not None:
+            self.fake.stop()
 
 
 class _Endpoint:
@@ -73,30 +106,18 @@ class _Endpoint:
         await self.app(scope, receive, send)
 
 
-async def reload_config(
-    state: GatewayState, path: Path, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
-) -> GatewayConfig:
+async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     """Read the config file again and use it from the next request on: keys, budgets (written to
-    the ledger), upstreams (new clients), defaults and policies. The ledger and the price file
+    the ledger; those the file wrote before and no longer names are deleted), upstreams (new clients), defaults and policies. The ledger and the price file
     stay as they were started.
 
     Raises:
         ConfigError: the file is invalid (the running config is kept).
     """
     config = GatewayConfig.load(path)
-    for budget in config.budgets:
-        await state.guard.ledger.put_budget(budget)
+    await sync_config_budgets(state.guard.ledger, config.budgets)
     old = state.clients
-    clients = {}
-    for upstream in config.upstreams:
-        previous = next((u for u in state.config.upstreams if u.name == upstream.name), None)
-        if previous == upstream and upstream.name in old:
-            clients[upstream.name] = old[upstream.name]
-            continue
-        transport = (transports or {}).get(upstream.name)
-        if transport is None and upstream.provider == "fake" and upstream.base_url is None:
-            transport = _fake_transport()
-        clients[upstream.name] = httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS, transport=transport)
+    clients = state.factory.reuse(config.upstreams, state.config, old)
     state.clients, state.config = clients, config
     state.guard.settings = config.settings
     for name, client in old.items():
@@ -106,16 +127,14 @@ async def reload_config(
     return config
 
 
-def _reload_on_sighup(
-    state: GatewayState, path: Path, transports: Mapping[str, httpx.AsyncBaseTransport] | None
-) -> None:
+def _reload_on_sighup(state: GatewayState, path: Path) -> None:
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
     def reload() -> None:
         async def run() -> None:
             try:
-                await reload_config(state, path, transports)
+                await reload_config(state, path)
             except ConfigError as exc:
                 log.error("configuration not reloaded: %s", exc)
 
@@ -170,21 +189,17 @@ def create_app(
         prices = load_prices(config.prices)
         await anyio.to_thread.run_sync(_warm_up, prices)
         store = ledger or open_async_ledger(config.ledger)
-        for budget in config.budgets:
-            await store.put_budget(budget)
+        await sync_config_budgets(store, config.budgets)
         watchers = observing.start(store)
         guard = AsyncGuard(store, prices=prices, settings=config.settings, observers=[*observers, *watchers])
-        clients = {}
-        for upstream in config.upstreams:
-            transport = (transports or {}).get(upstream.name)
-            if transport is None and upstream.provider == "fake" and upstream.base_url is None:
-                transport = _fake_transport()
-            clients[upstream.name] = httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS, transport=transport)
+        factory = _ClientFactory(transports)
+        clients = {upstream.name: factory.client(upstream) for upstream in config.upstreams}
         state = GatewayState(config, guard, clients, tokenward.__version__)
+        state.factory = factory
         app.state.gateway = state
         app.state.config_path = Path(config_path) if config_path is not None else None
         if config_path is not None:
-            _reload_on_sighup(state, Path(config_path), transports)
+            _reload_on_sighup(state, Path(config_path))
         if on_ready is not None:
             on_ready(state)
         try:
@@ -197,6 +212,7 @@ def create_app(
                 log.error("%d calls were still unsettled at shutdown; their holds will expire", left)
             for client in state.clients.values():
                 await client.aclose()
+            factory.close()
             observing.close()
             if ledger is None:
                 await store.close()
@@ -229,4 +245,20 @@ def create_app(
         metrics = observing.prometheus.asgi_app()
     extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics), methods=["GET"])]
     routes = [*proxied, *admin_routes(), Route("/healthz", healthz), *extra]
-    return Starlette(routes=routes, lifespan=lifespan)
+    handlers = {404: _http_error, 405: _http_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths (404) and methods (405) answered as JSON errors with a request id, in the
+    Gemini shape under ``/v1beta`` and the OpenAI one elsewhere."""
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        error = GatewayError(
+            405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed"
+        )
+    else:
+        error = GatewayError(404, f"no such route: {request.method} {request.url.path}", code="not_found")
+    dialect = "gemini" if request.url.path.startswith("/v1beta/") else "openai-chat"
+    headers = {**own_headers(new_id("req"), tokenward.__version__), **(getattr(exc, "headers", None) or {})}
+    return error_response(dialect, error, headers)

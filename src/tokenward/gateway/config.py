@@ -32,6 +32,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -375,6 +376,9 @@ def _digest(raw: Mapping[str, Any], where: str) -> str:
     raise ConfigError(f"{where}: needs 'key' or 'key_sha256'")
 
 
+_ACTOR = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
 def _admin_key(i: int, raw: Any) -> AdminKeyConfig:
     where = f"admin_keys[{i}]"
     if not isinstance(raw, Mapping):
@@ -383,7 +387,10 @@ def _admin_key(i: int, raw: Any) -> AdminKeyConfig:
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     digest = _digest(raw, where)
-    return AdminKeyConfig(str(raw.get("name") or f"admin-{digest[:8]}"), digest, raw.get("project"))
+    name = str(raw.get("name") or f"admin-{digest[:8]}")
+    if not _ACTOR.match(name):
+        raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-' (it is the audit actor)")
+    return AdminKeyConfig(name, digest, raw.get("project"))
 
 
 def _budget(i: int, raw: Any) -> Budget:

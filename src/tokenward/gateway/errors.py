@@ -2,7 +2,10 @@
 
 OpenAI (https://platform.openai.com/docs/guides/error-codes): ``{"error": {"message", "type",
 "param", "code"}}``. Anthropic (https://docs.anthropic.com/en/api/errors): ``{"type": "error",
-"error": {"type", "message"}}``. A budget denial adds the structured fields of
+"error": {"type", "message"}}``. Gemini (https://ai.google.dev/gemini-api/docs/troubleshooting,
+the Google API error model): ``{"error": {"code": <HTTP status>, "message", "status":
+"INVALID_ARGUMENT"..., "details": [{"@type": ".../google.rpc.ErrorInfo", "reason", "domain"}]}}``.
+A budget denial adds the structured fields of
 :class:`~tokenward.errors.BudgetExceeded` under ``error.budget``.
 """
 
@@ -24,6 +27,26 @@ _ANTHROPIC_TYPES = {
     502: "api_error",
     503: "overloaded_error",
     504: "api_error",
+}
+
+
+# google.rpc.Code names by HTTP status (https://cloud.google.com/apis/design/errors#handling_errors).
+_GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
@@ -62,6 +85,21 @@ def error_response(dialect: str, error: GatewayError, headers: dict[str, str] | 
             inner["code"] = error.code
         inner.update(error.extra)
         body: dict[str, Any] = {"type": "error", "error": inner}
+    elif dialect == "gemini":
+        inner = {
+            "code": error.status,
+            "message": error.message,
+            "status": _GOOGLE_STATUSES.get(error.status, "UNKNOWN"),
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": (error.code or error.type).upper(),
+                    "domain": "tokenward",
+                }
+            ],
+        }
+        inner.update(error.extra)
+        body = {"error": inner}
     else:
         inner = {"message": error.message, "type": error.type, "param": error.param, "code": error.code}
         inner.update(error.extra)

@@ -3,13 +3,15 @@
 ``tokenward serve --log-format json`` installs :class:`JSONFormatter` on the root logger. Each
 settled call is logged on ``tokenward.calls`` with its request id, subject, model, status,
 tokens, cost and duration; fields given in ``extra={"fields": {...}}`` become top-level keys.
-Upstream credentials never reach a log line (the gateway never puts them in a record).
+Upstream credentials never reach a log line (the gateway never puts them in a record), and a
+key passed in the query string (Gemini's ``?key=``) is masked in uvicorn's access lines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from tokenward.core.events import UsageEvent
 from tokenward.core.numbers import plain
 
-__all__ = ["JSONFormatter", "call_fields", "configure_logging", "log_call"]
+__all__ = ["JSONFormatter", "MaskQueryKeys", "call_fields", "configure_logging", "log_call"]
 
 calls = logging.getLogger("tokenward.calls")
 
@@ -42,8 +44,27 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, default=str, separators=(",", ":"))
 
 
+_QUERY_KEY = re.compile(r"([?&](?:key|api_key|api-key)=)[^&\s]*", re.IGNORECASE)
+
+
+class MaskQueryKeys(logging.Filter):
+    """Masks ``key=`` (and ``api_key=``) query values in uvicorn's access lines, whose third
+    argument is the request's path with its query string: Gemini clients send their key there
+    (https://ai.google.dev/api/generate-content, ``?key=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's path argument; never drops a record."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], _QUERY_KEY.sub(r"\1***", args[2]), *args[3:])
+        return True
+
+
 def configure_logging(fmt: str = "text", level: str = "info") -> None:
-    """Log to stderr as ``text`` or ``json`` at ``level``."""
+    """Log to stderr as ``text`` or ``json`` at ``level``; keys in access lines are masked."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, MaskQueryKeys) for f in access.filters):
+        access.addFilter(MaskQueryKeys())
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JSONFormatter())

@@ -32,7 +32,7 @@ from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
 from tokenward.core.numbers import plain
 from tokenward.errors import BudgetExceeded, LedgerError, UnpricedCall, ValidationError
-from tokenward.gateway.auth import authenticate, authenticate_any, body_user, subject_for
+from tokenward.gateway.auth import authenticate_any, body_user, subject_for
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
@@ -48,7 +48,7 @@ from tokenward.guard.wire.exchange import (
 )
 from tokenward.ledger.base import new_id
 
-__all__ = ["GatewayState", "passthrough", "proxy"]
+__all__ = ["GatewayState", "own_headers", "passthrough", "proxy"]
 
 log = logging.getLogger("tokenward.gateway")
 
@@ -86,6 +86,7 @@ class GatewayState:
         self.version = version
         self.unsettled = 0
         self._settled = asyncio.Event()
+        self.factory: Any = None  # builds upstream clients again on a config reload (app.py)
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
         """The HTTP client for an upstream."""
@@ -111,9 +112,11 @@ class GatewayState:
         return self.unsettled
 
 
-def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, family: str) -> dict[str, str]:
-    out = {
-        k: v
+def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, family: str) -> dict[str, Any]:
+    # header values go on as the bytes they came in (ASGI decodes them as latin-1), so a value
+    # outside ASCII is forwarded unchanged rather than failing to encode
+    out: dict[str, Any] = {
+        k: v.encode("latin-1", errors="replace")
         for k, v in incoming.items()
         if k.lower() not in _HOP_BY_HOP and not k.lower().startswith("x-tokenward-")
     }
@@ -141,7 +144,8 @@ def _response_headers(upstream: httpx.Response, own: Mapping[str, str]) -> dict[
     return out
 
 
-def _own_headers(request_id: str, version: str) -> dict[str, str]:
+def own_headers(request_id: str, version: str) -> dict[str, str]:
+    """The headers the gateway puts on every answer: its request id and its own version."""
     return {"x-tokenward-request-id": request_id, "x-tokenward-gateway": f"tokenward/{version}"}
 
 
@@ -203,8 +207,8 @@ def _denial(exc: BudgetExceeded | UnpricedCall, config: GatewayConfig, now: Any)
 
 async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Response:
     """Handle one call to ``endpoint``; every failure becomes an answer in the dialect's shape."""
-    request_id = request.headers.get("x-request-id") or new_id("req")
-    own = _own_headers(request_id, state.version)
+    request_id = new_id("req")  # never the client's own id: it is the ledger's idempotency key
+    own = own_headers(request_id, state.version)
     try:
         return await _proxy(request, endpoint, state, request_id)
     except GatewayError as exc:
@@ -278,6 +282,9 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         metadata: dict[str, Any] = {"upstream": upstream.name}
         if end_user is not None and end_user != subject.user:
             metadata["end_user"] = end_user
+        client_id = request.headers.get("x-request-id")
+        if client_id:
+            metadata["client_request_id"] = client_id[:200]
         if index:
             metadata["fallback_of"] = call.model
         if changes:
@@ -314,7 +321,7 @@ class _Exchange:
         self.headers = _upstream_headers(request.headers, upstream, call.endpoint.family)
         self.client = state.client(upstream)
         self.url = upstream.url(call.endpoint.family, call.endpoint.upstream_path(call.body))
-        self.own = _own_headers(admission.request_id, state.version)
+        self.own = own_headers(admission.request_id, state.version)
         self.settled = False
         self.started = time.monotonic()
 
@@ -367,6 +374,17 @@ class _Exchange:
             content, response.status_code, headers=_response_headers(response, self._headers(None))
         )
 
+    async def interrupted(self) -> None:
+        """The call was cut short after admission (shutdown, a client gone before the answer, an
+        unexpected error): settle it from what is known, charging the full output bound since the
+        upstream may have generated all of it."""
+        with anyio.CancelScope(shield=True):
+            await self._settle(
+                Outcome(
+                    None, self.admission.max_output_tokens, "client_aborted", metadata={"interrupted": True}
+                )
+            )
+
     async def json(self, content: bytes, last: bool) -> Response | None:
         """A non-streamed call: forward, read the usage (or count the text), settle, answer.
         None when it failed in a way the next attempt may fix."""
@@ -374,6 +392,9 @@ class _Exchange:
             response = await self.client.post(self.url, content=content, headers=self.headers)
         except httpx.HTTPError as exc:
             return await self._failed(exc, last)
+        except BaseException:
+            await self.interrupted()
+            raise
         if response.status_code >= 400:
             return await self._error_status(response, response.content, last)
         event = await self._settle(
@@ -385,15 +406,26 @@ class _Exchange:
 
     async def stream(self, content: bytes, wants_usage: bool, last: bool) -> Response | None:
         """A streamed call: relay events, count output, cut off at the bound, settle once."""
-        request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
         try:
+            request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             return await self._failed(exc, last)
+        except BaseException:
+            await self.interrupted()
+            raise
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
             return await self._error_status(response, body, last)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            # the upstream answered a stream request with one JSON object: pass it on as such
+            body = await response.aread()
+            await response.aclose()
+            event = await self._settle(json_outcome(self.call.endpoint, body, self.call.estimate.encoding))
+            return Response(
+                body, response.status_code, headers=_response_headers(response, self._headers(event))
+            )
         headers = _response_headers(response, self._headers(None))
         headers["cache-control"] = "no-cache"
         relay = StreamRelay(self.call, self.admission, wants_usage)
@@ -488,10 +520,10 @@ class _UpstreamReader:
 async def passthrough(request: Request, family: str, path: str, state: GatewayState) -> Response:
     """Forward an uncharged request (token counting, the model list) to the family's first
     upstream, after checking the caller's key."""
-    dialect = "anthropic-messages" if family == "anthropic" else "openai-chat"
-    own = _own_headers(request.headers.get("x-request-id") or new_id("req"), state.version)
+    dialect = {"anthropic": "anthropic-messages", "gemini": "gemini"}.get(family, "openai-chat")
+    own = own_headers(new_id("req"), state.version)
     try:
-        authenticate(request.headers, state.config, request.query_params)
+        await authenticate_any(request.headers, state.config, state.guard.ledger, request.query_params)
         upstream = next((u for u in state.config.upstreams if family in PROVIDERS[u.provider].families), None)
         if upstream is None:
             raise GatewayError(404, f"no {family} upstream is configured", code="not_found")

@@ -46,7 +46,9 @@ def _check_settings(settings: GuardSettings, prices: PriceBook) -> None:
         raise ConfigError("unknown_model: default needs a 'default' row in the price-override file")
 
 
-def call_plan(call: PreparedCall, guard: Any, provider: str, held_back: Mapping[str, Decimal] | None) -> CallPlan:
+def call_plan(
+    call: PreparedCall, guard: Any, provider: str, held_back: Mapping[str, Decimal] | None
+) -> CallPlan:
     """A prepared call's plan, with a final-answer reserve held back when given."""
     plan = call.plan(guard.prices, guard.settings, provider)
     return replace(plan, held_back=dict(held_back)) if held_back else plan

@@ -25,7 +25,14 @@ from tokenward.core.budgets import Subject
 from tokenward.errors import BudgetExceeded, ValidationError
 from tokenward.guard import Admission, Outcome
 from tokenward.guard.wire.degrade import Degrade
-from tokenward.guard.wire.endpoints import AnthropicMessages, Endpoint, OpenAIChat
+from tokenward.guard.wire.endpoints import (
+    AnthropicMessages,
+    Endpoint,
+    OpenAIChat,
+    OpenAICompletions,
+    OpenAIEmbeddings,
+    OpenAIResponses,
+)
 from tokenward.guard.wire.exchange import (
     PreparedCall,
     StreamRelay,
@@ -39,8 +46,12 @@ __all__ = ["GatewayMemory", "TransportSettings", "endpoint_for", "transport_clas
 
 log = logging.getLogger("tokenward.sdk")
 
+# Path suffixes, most specific first: "/chat/completions" must win over "/completions".
 _ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
     ("/chat/completions", OpenAIChat()),
+    ("/responses", OpenAIResponses()),
+    ("/completions", OpenAICompletions()),
+    ("/embeddings", OpenAIEmbeddings()),
     ("/messages", AnthropicMessages()),
 )
 _KNOWN_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic"}
@@ -57,10 +68,18 @@ def endpoint_for(method: str, path: str) -> Endpoint | None:
 
 @dataclass
 class GatewayMemory:
-    """Which hosts turned out to be tokenward gateways (told by the ``x-tokenward-gateway``
-    header), so calls to them are charged by the gateway alone."""
+    """Which servers (``host:port``) turned out to be tokenward gateways (told by the
+    ``x-tokenward-gateway`` header), so calls to them are charged by the gateway alone. Keyed by
+    host and port: a gateway on ``localhost:8787`` says nothing about a provider on
+    ``localhost:8000``."""
 
     hosts: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def key(url: Any) -> str:
+        """The ``host:port`` a request URL goes to (the scheme's default port when none)."""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return f"{url.host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +110,8 @@ def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str
     )
 
 
-def _attribution_headers() -> dict[str, str]:
-    subject = current().subject
+def _attribution_headers(subject: Subject) -> dict[str, str]:
+    """The ``x-tokenward-*`` headers a gateway reads the attribution from."""
     headers = {
         f"x-tokenward-{scope}": value
         for scope in ("session", "agent", "task")
@@ -271,7 +290,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
 
         def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall] | None:
             endpoint = endpoint_for(request.method, request.url.path)
-            if endpoint is None or request.url.host in self.gateways.hosts:
+            if endpoint is None or GatewayMemory.key(request.url) in self.gateways.hosts:
                 return None
             try:
                 return endpoint, prepare(endpoint, request.content)
@@ -281,10 +300,26 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 )
                 return None
 
+        def _settle(self, admission: Admission, outcome: Outcome) -> None:
+            """Settle a call that has been answered. A ledger failure here is logged, not raised:
+            the caller has its answer (raising would invite a retry that pays twice) and the
+            reservation stays held until it expires, so the budget is never under-counted."""
+            try:
+                self.guard.settle(admission, outcome)
+            except Exception:
+                log.exception("could not settle call %s; its reservation stays held", admission.request_id)
+
+        async def _asettle(self, admission: Admission, outcome: Outcome) -> None:
+            """The async twin of :meth:`_settle`."""
+            try:
+                await self.guard.settle(admission, outcome)
+            except Exception:
+                log.exception("could not settle call %s; its reservation stays held", admission.request_id)
+
         def _gateway_answer(self, request: Any, response: Any, content: bytes | None) -> Any:
             """Note a gateway host; raise its budget denial as ours."""
             if "x-tokenward-gateway" in response.headers:
-                self.gateways.hosts.add(request.url.host)
+                self.gateways.hosts.add(GatewayMemory.key(request.url))
             if content is not None and "x-tokenward-gateway" in response.headers:
                 denial = _gateway_denial(response.status_code, content)
                 if denial is not None:
@@ -300,9 +335,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 return self._passthrough(request)
             endpoint, call = prepared
             provider = _provider(self.settings, request.url.host, endpoint)
+            subject = self.settings.subject()
             try:
                 call, admission, changes = self.guard.admit_call(
-                    self.settings.subject(),
+                    subject,
                     call,
                     provider,
                     degrade=self.settings.degrade,
@@ -315,14 +351,15 @@ def transport_classes(module: Any) -> tuple[type, type]:
             content, wants_usage = upstream_body(call, admission, provider)
             extra = {"degraded": changes} if changes else {}
             try:
-                response = self.inner.handle_request(rebuilt(request, content, _attribution_headers()))
+                response = self.inner.handle_request(rebuilt(request, content, _attribution_headers(subject)))
             except BaseException:
-                self.guard.settle(admission, Outcome(None, status="upstream_error", metadata=extra))
+                self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
             return self._respond(request, call, admission, response, wants_usage, extra)
 
         def _passthrough(self, request: Any) -> Any:
-            response = self.inner.handle_request(rebuilt(request, None, _attribution_headers()))
+            headers = _attribution_headers(self.settings.subject())
+            response = self.inner.handle_request(rebuilt(request, None, headers))
             if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):
                 content = response.read()
                 self._gateway_answer(request, response, content)
@@ -344,24 +381,23 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 content = response.read()
                 self._gateway_answer(request, response, content)
                 return answer(response, content=content)
-            if response.status_code >= 400:
-                content = response.read()
-                self.guard.settle(
-                    admission,
-                    Outcome(
-                        None, status="upstream_error", metadata={"http_status": response.status_code, **extra}
-                    ),
-                )
-                return answer(response, content=content)
-            if not call.stream:
-                content = response.read()
+            if response.status_code >= 400 or not call.stream:
+                try:
+                    content = response.read()
+                except BaseException:  # the body broke off: what was sent is still owed
+                    self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
+                    raise
+                if response.status_code >= 400:
+                    status = {"http_status": response.status_code, **extra}
+                    self._settle(admission, Outcome(None, status="upstream_error", metadata=status))
+                    return answer(response, content=content)
                 outcome = json_outcome(call.endpoint, content, call.estimate.encoding)
-                self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                self._settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
                 return answer(response, content=_annotated(content, admission, extra))
             relay = StreamRelay(call, admission, wants_usage)
 
             def settle(outcome: Outcome) -> None:
-                self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                self._settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
 
             return answer(response, stream=RelayedStream(response, relay, settle))
 
@@ -378,9 +414,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 return await self._passthrough(request)
             endpoint, call = prepared
             provider = _provider(self.settings, request.url.host, endpoint)
+            subject = self.settings.subject()
             try:
                 call, admission, changes = await self.guard.admit_call(
-                    self.settings.subject(),
+                    subject,
                     call,
                     provider,
                     degrade=self.settings.degrade,
@@ -394,15 +431,16 @@ def transport_classes(module: Any) -> tuple[type, type]:
             extra = {"degraded": changes} if changes else {}
             try:
                 response = await self.inner.handle_async_request(
-                    rebuilt(request, content, _attribution_headers())
+                    rebuilt(request, content, _attribution_headers(subject))
                 )
             except BaseException:
-                await self.guard.settle(admission, Outcome(None, status="upstream_error", metadata=extra))
+                await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
             return await self._respond(request, call, admission, response, wants_usage, extra)
 
         async def _passthrough(self, request: Any) -> Any:
-            response = await self.inner.handle_async_request(rebuilt(request, None, _attribution_headers()))
+            headers = _attribution_headers(self.settings.subject())
+            response = await self.inner.handle_async_request(rebuilt(request, None, headers))
             if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):
                 content = await response.aread()
                 self._gateway_answer(request, response, content)
@@ -424,24 +462,23 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 content = await response.aread()
                 self._gateway_answer(request, response, content)
                 return answer(response, content=content)
-            if response.status_code >= 400:
-                content = await response.aread()
-                await self.guard.settle(
-                    admission,
-                    Outcome(
-                        None, status="upstream_error", metadata={"http_status": response.status_code, **extra}
-                    ),
-                )
-                return answer(response, content=content)
-            if not call.stream:
-                content = await response.aread()
+            if response.status_code >= 400 or not call.stream:
+                try:
+                    content = await response.aread()
+                except BaseException:  # the body broke off: what was sent is still owed
+                    await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
+                    raise
+                if response.status_code >= 400:
+                    status = {"http_status": response.status_code, **extra}
+                    await self._asettle(admission, Outcome(None, status="upstream_error", metadata=status))
+                    return answer(response, content=content)
                 outcome = json_outcome(call.endpoint, content, call.estimate.encoding)
-                await self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                await self._asettle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
                 return answer(response, content=_annotated(content, admission, extra))
             relay = StreamRelay(call, admission, wants_usage)
 
             async def settle(outcome: Outcome) -> None:
-                await self.guard.settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                await self._asettle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
 
             return answer(response, stream=AsyncRelayedStream(response, relay, settle))
 

@@ -252,7 +252,7 @@ async def balances(request: Request, admin: AdminKeyConfig) -> Response:
                     "reset_at": b.reset_at.isoformat().replace("+00:00", "Z") if b.reset_at else None,
                 }
                 for b in rows
-                if _owns(admin, b.budget) or admin.project is not None
+                if _owns(admin, b.budget)
             ],
         }
     )
@@ -290,9 +290,15 @@ async def adjust(request: Request, admin: AdminKeyConfig) -> Response:
             raise AdminError(404, f"no budget named {body['budget']!r}", code="not_found")
         target: Any = budget.name
     elif isinstance(body.get("subject"), dict):
+        if admin.project is not None:
+            # A subject reaches every budget that applies to it (user, org...), most of which a
+            # project admin does not own: it adjusts its project's budgets by name only.
+            raise AdminError(
+                403,
+                f"this admin key adjusts the budgets of project {admin.project!r} by name (budget) only",
+                code="forbidden",
+            )
         target = Subject.from_dict(body["subject"])
-        if admin.project is not None and target.project != admin.project:
-            raise AdminError(403, f"this admin key adjusts project {admin.project!r} only", code="forbidden")
     else:
         raise AdminError(400, "name a budget (budget) or a subject (subject)", param="budget")
     subject_id = body.get("subject_id")

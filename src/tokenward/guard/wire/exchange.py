@@ -64,7 +64,7 @@ class PreparedCall:
     def plan(self, prices: PriceBook, settings: GuardSettings, provider: str | None) -> CallPlan:
         """The call plan: the output bound (per choice, times the choices) and worst-case rates."""
         per_choice = self.endpoint.output_bound(self.body, settings.default_max_output_tokens)
-        return plan_call(
+        plan = plan_call(
             self.model,
             self.estimate.input_tokens,
             per_choice * self.choices,
@@ -73,6 +73,10 @@ class PreparedCall:
             provider=provider,
             may_write_cache=self.endpoint.may_write_cache(self.body),
         )
+        if self.choices > 1:  # every choice needs its minimum: a clamp must leave each at least that much
+            per_choice_min = min(settings.min_output_tokens, per_choice) if per_choice else 0
+            plan = replace(plan, min_output_tokens=max(per_choice_min, 1 if per_choice else 0) * self.choices)
+        return plan
 
 
 def prepare(endpoint: Endpoint, raw: bytes) -> PreparedCall:
@@ -85,6 +89,8 @@ def prepare(endpoint: Endpoint, raw: bytes) -> PreparedCall:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValidationError("the request body is not valid JSON", field="body") from None
+    except RecursionError:
+        raise ValidationError("the request body is nested too deeply", field="body") from None
     return prepare_body(endpoint, body)
 
 
@@ -96,6 +102,12 @@ def prepare_body(endpoint: Endpoint, body: Any) -> PreparedCall:
     """
     endpoint.validate(body)
     model = str(body["model"])
+    try:
+        model.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "model must be valid Unicode text (no lone surrogates)", field="model"
+        ) from None
     return PreparedCall(
         endpoint=endpoint,
         body=body,
@@ -139,6 +151,8 @@ def json_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict):
+        if content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):
+            return _sse_outcome(endpoint, content, encoding)
         return Outcome(None, None, "ok", metadata={"unreadable_response": True})
     usage = endpoint.usage(data)
     counted = None
@@ -147,6 +161,31 @@ def json_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
     served, tier = endpoint.served(data)
     metadata = {"response_id": data["id"]} if isinstance(data.get("id"), str) else {}
     return Outcome(usage, counted, "ok", served, tier, metadata)
+
+
+def _sse_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
+    """A whole SSE stream given as the answer to a call that did not ask to stream (some
+    OpenAI-compatible servers do): its usage, or our count of its text when it has none."""
+    reader, counted = endpoint.reader(), 0
+    parser = SSEParser()
+    for _name, data in [*parser.feed(content), *parser.close()]:
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            text = reader.feed(event)
+            counted += count_tokens(text, encoding) if text else 0
+    metadata: dict[str, Any] = {"stream_answer": True}
+    if reader.response_id:
+        metadata["response_id"] = reader.response_id
+    usage = reader.usage
+    return Outcome(
+        usage,
+        None if usage is not None and usage.output_tokens is not None else counted,
+        "ok",
+        metadata=metadata,
+    )
 
 
 class StreamRelay:

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_anthropic_messages
-from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
+    head,
     require_messages,
     require_object_with_model,
     require_positive_int,
@@ -28,6 +28,7 @@ from tokenward.guard.wire.sse import format_event
 __all__ = ["AnthropicMessages"]
 
 _TEXT_KEYS = ("text", "thinking", "partial_json")
+_MIN_THINKING = 1024  # the smallest thinking budget Anthropic accepts
 
 
 class AnthropicMessages(Endpoint):
@@ -55,8 +56,24 @@ class AnthropicMessages(Endpoint):
         return value if isinstance(value, int) else None
 
     def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
-        """``max_tokens`` set to ``bound``."""
-        return {**body, "max_tokens": bound}
+        """``max_tokens`` set to ``bound``. Extended thinking must stay below ``max_tokens`` and at
+        least 1,024 tokens (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking),
+        so a clamped bound lowers ``thinking.budget_tokens`` to fit, or turns thinking off when the
+        bound leaves no room for it."""
+        out = {**body, "max_tokens": bound}
+        thinking = body.get("thinking")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        if (
+            isinstance(thinking, dict)
+            and thinking.get("type") == "enabled"
+            and isinstance(budget, int)
+            and budget >= bound
+        ):
+            if bound > _MIN_THINKING:
+                out["thinking"] = {**thinking, "budget_tokens": max(_MIN_THINKING, bound // 2)}
+            else:
+                out["thinking"] = {"type": "disabled"}
+        return out
 
     def may_write_cache(self, body: Mapping[str, Any]) -> bool:
         """True when any ``cache_control`` marker appears in the request."""
@@ -99,11 +116,10 @@ class AnthropicMessages(Endpoint):
         delta = event.get("delta")
         if not isinstance(delta, Mapping):
             return event
-        enc = get_encoding(encoding)
         out = dict(delta)
         for key in _TEXT_KEYS:
             if isinstance(out.get(key), str):
-                out[key] = enc.decode(enc.encode_ordinary(out[key])[: max(keep_tokens, 0)])
+                out[key], _ = head(out[key], keep_tokens, encoding)
         return {**event, "delta": out}
 
     def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:

@@ -8,10 +8,23 @@ from typing import Any
 
 from tokenward.core.dialects import StreamReader, response_facts, stream_reader
 from tokenward.core.estimate import Estimate
+from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
 
 __all__ = ["Endpoint", "StreamState", "require"]
+
+
+def head(text: str, budget: int, encoding: str) -> tuple[str, int]:
+    """The longest start of ``text`` that is at most ``budget`` tokens and whole UTF-8 (a
+    character split between tokens is left out rather than sent as U+FFFD), and the tokens it
+    takes from the budget: all of ``text``'s when it fits, else the whole budget."""
+    enc = get_encoding(encoding)
+    tokens = enc.encode_ordinary(text)
+    if len(tokens) <= budget:
+        return text, len(tokens)
+    keep = max(budget, 0)
+    return enc.decode_bytes(tokens[:keep]).decode("utf-8", errors="ignore"), keep
 
 
 def require(condition: bool, message: str, field: str) -> None:

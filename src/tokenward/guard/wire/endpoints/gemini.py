@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_gemini
-from tokenward.core.tokenizers import encoding as get_encoding
-from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, require
+from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, head, require
 from tokenward.guard.wire.sse import format_event
 
 __all__ = ["Gemini"]
@@ -67,6 +66,12 @@ class Gemini(Endpoint):
         out["generationConfig"].pop("max_output_tokens", None)
         return out
 
+    def choices(self, body: Mapping[str, Any]) -> int:
+        """``generationConfig.candidateCount`` (1 by default): each candidate may use the bound."""
+        config = _config(body)
+        count = config.get("candidateCount", config.get("candidate_count", 1))
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else 1
+
     def upstream_path(self, body: Mapping[str, Any]) -> str:
         """``/v1beta/models/{model}:generateContent`` or ``:streamGenerateContent?alt=sse``."""
         method = "streamGenerateContent?alt=sse" if body.get("stream") is True else "generateContent"
@@ -103,7 +108,6 @@ class Gemini(Endpoint):
 
     def truncate(self, event: Mapping[str, Any], keep_tokens: int, encoding: str) -> Mapping[str, Any]:
         """Keep the first ``keep_tokens`` tokens of the chunk's text."""
-        enc = get_encoding(encoding)
         left = keep_tokens
         candidates = []
         for candidate in event.get("candidates") or ():
@@ -111,9 +115,9 @@ class Gemini(Endpoint):
             parts = []
             for part in content.get("parts") or ():
                 if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    tokens = enc.encode_ordinary(part["text"])
-                    part = {**part, "text": enc.decode(tokens[: max(left, 0)])}
-                    left -= len(tokens)
+                    text, used = head(part["text"], left, encoding)
+                    part = {**part, "text": text}
+                    left -= used
                 parts.append(part)
             content["parts"] = parts
             candidates.append({**candidate, "content": content})

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_openai_chat
-from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
+    head,
     require,
     require_messages,
     require_object_with_model,
@@ -115,7 +115,6 @@ class OpenAIChat(Endpoint):
 
     def truncate(self, event: Mapping[str, Any], keep_tokens: int, encoding: str) -> Mapping[str, Any]:
         """Keep the first ``keep_tokens`` tokens of the chunk's text, field by field."""
-        enc = get_encoding(encoding)
         left = keep_tokens
         choices = []
         for choice in event.get("choices") or ():
@@ -123,17 +122,15 @@ class OpenAIChat(Endpoint):
             for key in _TEXT_KEYS:
                 text = delta.get(key)
                 if isinstance(text, str):
-                    tokens = enc.encode_ordinary(text)
-                    delta[key] = enc.decode(tokens[: max(left, 0)])
-                    left -= min(len(tokens), max(left, 0))
+                    delta[key], used = head(text, left, encoding)
+                    left -= used
             calls = []
             for call in delta.get("tool_calls") or ():
                 call = dict(call)
                 function = dict(call.get("function") or {})
                 if isinstance(function.get("arguments"), str):
-                    tokens = enc.encode_ordinary(function["arguments"])
-                    function["arguments"] = enc.decode(tokens[: max(left, 0)])
-                    left -= min(len(tokens), max(left, 0))
+                    function["arguments"], used = head(function["arguments"], left, encoding)
+                    left -= used
                 call["function"] = function
                 calls.append(call)
             if calls:

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_openai_responses
-from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
+    head,
     require,
     require_object_with_model,
     require_positive_int,
@@ -52,6 +52,12 @@ class OpenAIResponses(Endpoint):
             isinstance(value, str | list) and bool(value), "input must be a non-empty string or list", "input"
         )
         require_positive_int(body, "max_output_tokens")
+        require(
+            body.get("background") in (None, False),
+            "background responses are not supported through tokenward: their usage arrives after the call "
+            "returns, so their cost could not be held or settled",
+            "background",
+        )
         require_stream_flag(body)
 
     def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
@@ -100,8 +106,7 @@ class OpenAIResponses(Endpoint):
         """Keep the first ``keep_tokens`` tokens of a delta event's text."""
         if event.get("type") not in _DELTAS or not isinstance(event.get("delta"), str):
             return event
-        enc = get_encoding(encoding)
-        return {**event, "delta": enc.decode(enc.encode_ordinary(event["delta"])[: max(keep_tokens, 0)])}
+        return {**event, "delta": head(event["delta"], keep_tokens, encoding)[0]}
 
     def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
         """``event: <type>`` and ``data: <json>``."""

@@ -16,6 +16,7 @@ from typing import Any
 from tokenward.core.estimate import Estimate, estimate_text_inputs
 from tokenward.core.usage import Usage
 from tokenward.guard.wire.endpoints.base import (
+    head,
     require,
     require_positive_int,
     require_stream_flag,
@@ -50,7 +51,7 @@ class OpenAICompletions(OpenAIChat):
     def validate(self, body: Any) -> None:
         """Refuse a malformed body (names the field)."""
         _check_text_input(body, "prompt")
-        for name in ("max_tokens", "n"):
+        for name in ("max_tokens", "n", "best_of"):
             require_positive_int(body, name)
         require_stream_flag(body)
 
@@ -62,6 +63,15 @@ class OpenAICompletions(OpenAIChat):
         """``max_tokens``."""
         value = body.get("max_tokens")
         return value if isinstance(value, int) else None
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        """The completions generated: ``best_of`` when larger than ``n`` (all are billed)."""
+        counts = [
+            v
+            for v in (body.get("n", 1), body.get("best_of", 1))
+            if isinstance(v, int) and not isinstance(v, bool)
+        ]
+        return max([1, *counts])
 
     def output_bound(self, body: Mapping[str, Any], default: int) -> int:
         """``max_tokens``, else the API's own default of 16."""
@@ -82,16 +92,14 @@ class OpenAICompletions(OpenAIChat):
 
     def truncate(self, event: Mapping[str, Any], keep_tokens: int, encoding: str) -> Mapping[str, Any]:
         """Keep the first ``keep_tokens`` tokens of the chunk's text."""
-        from tokenward.core.tokenizers import encoding as get_encoding
-
-        enc = get_encoding(encoding)
+        left = keep_tokens
         choices = []
         for choice in event.get("choices") or ():
             text = choice.get("text") if isinstance(choice, Mapping) else None
             if isinstance(text, str):
-                tokens = enc.encode_ordinary(text)
-                choice = {**choice, "text": enc.decode(tokens[: max(keep_tokens, 0)]), "finish_reason": None}
-                keep_tokens -= len(tokens)
+                kept, used = head(text, left, encoding)
+                choice = {**choice, "text": kept, "finish_reason": None}
+                left -= used
             choices.append(choice)
         return {**event, "choices": choices}
 
@@ -117,6 +125,10 @@ class OpenAIEmbeddings(OpenAICompletions):
     def output_bound(self, body: Mapping[str, Any], default: int) -> int:
         """No output."""
         return 0
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        """One embedding request."""
+        return 1
 
     def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
         """The body unchanged (there is no output to bound)."""
