@@ -189,7 +189,10 @@ def test_degrade_policy_switches_models_when_a_budget_runs_low(start_gateway) ->
     client = openai.OpenAI(
         api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0, default_headers={"x-tokenward-session": "d"}
     )
-    models = [client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20).model for _ in range(3)]
+    models = [
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20).model
+        for _ in range(3)
+    ]
     assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]  # 48 of 100 left before the third call
     events = gateway.observer().events()
     assert events[-1].model == "gpt-4o-mini" and events[-1].metadata["degraded"] == {"model": "gpt-4o-mini"}

@@ -1,0 +1,135 @@
+"""Requests that try the gateway's edges: several choices per call, odd bodies and headers, a
+client's own request id, keys made through the admin API on uncharged routes. Each is either
+refused with a clear 400/402 or served and settled exactly once."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+
+from tests.support.fixtures import KEY
+from tokenward.core.budgets import Subject
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+# Room for the prompt and one choice's minimum output (16 tokens, the default
+# min_output_tokens), not for three: "Say hello" in a chat frame estimates at about 10 tokens.
+TIGHT = {"name": "tight", "scope": "user", "meter": "total_tokens", "limit": 45}
+
+
+def post(gateway, path: str, body: object, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}{path}", json=body, headers={"authorization": f"Bearer {KEY}", **headers}
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "one", "three"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20},
+            {"n": 3},
+        ),
+        (
+            "/v1/completions",
+            {"model": "gpt-3.5-turbo-instruct", "prompt": "Say hello", "max_tokens": 20},
+            {"best_of": 3},
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            {
+                "contents": [{"role": "user", "parts": [{"text": "Say hello"}]}],
+                "generationConfig": {"maxOutputTokens": 20},
+            },
+            {"generationConfig": {"maxOutputTokens": 20, "candidateCount": 3}},
+        ),
+    ],
+)
+def test_every_choice_keeps_its_minimum_output_under_a_clamp(start_gateway, path, one, three) -> None:
+    """n / best_of / candidateCount choices each may use the output bound and are all billed:
+    a clamp that would leave each choice less than the minimum refuses the call instead. (Three
+    choices would be clamped to about 35 tokens in all, 11 each; one choice fits unclamped.)"""
+    gateway = start_gateway(budgets=[TIGHT])
+    many = post(gateway, path, {**one, **three})
+    assert many.status_code == 402, many.text
+    single = post(gateway, path, one)
+    assert single.status_code == 200, single.text
+    (event,) = gateway.observer().events()
+    assert event.usage.output_tokens == 20 and "clamped_by" not in event.metadata
+
+
+def test_malformed_bodies_are_refused_with_400_and_nothing_is_held(start_gateway) -> None:
+    gateway = start_gateway(budgets=[TIGHT])
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    deep = b'{"model": "gpt-4o-mini", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    lone_surrogate = json.dumps({"model": "gpt-4o-mini-\ud800", "messages": MESSAGES}).encode()
+    background = {"model": "gpt-4o-mini", "input": "Say hello", "background": True}
+    answers = [
+        httpx.post(f"{gateway.url}/v1/chat/completions", content=deep, headers=headers),
+        httpx.post(f"{gateway.url}/v1/chat/completions", content=lone_surrogate, headers=headers),
+        post(gateway, "/v1/responses", background),
+    ]
+    assert [a.status_code for a in answers] == [400, 400, 400]
+    assert [a.json()["error"]["param"] for a in answers] == ["body", "model", "background"]
+    assert gateway.observer().events() == []
+    assert all(b.held == 0 for b in gateway.observer().balances(Subject(user="alice")))
+    assert gateway.state.unsettled == 0
+
+
+def test_each_call_gets_its_own_request_id_and_keeps_the_clients(start_gateway) -> None:
+    """A client's ``x-request-id`` is not the idempotency key (a reused one would drop a call's
+    event): it is kept as ``client_request_id``."""
+    gateway = start_gateway()
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    answers = [post(gateway, "/v1/chat/completions", body, **{"x-request-id": "retry-7"}) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    events = gateway.observer().events()
+    assert len(events) == 2 and len({e.request_id for e in events}) == 2
+    assert {e.request_id for e in events} == {a.headers["x-tokenward-request-id"] for a in answers}
+    assert [e.metadata["client_request_id"] for e in events] == ["retry-7", "retry-7"]
+
+
+def test_a_header_outside_ascii_is_forwarded_and_the_call_settled(start_gateway) -> None:
+    """HTTP allows obs-text bytes in header values (RFC 9110 5.5), e.g. ``x-title: Café`` in
+    Latin-1; the gateway passes them on as the bytes they came in."""
+    gateway = start_gateway()
+    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES}).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+        + f"Authorization: Bearer {KEY}\r\n".encode()
+        + b"Content-Type: application/json\r\nX-Title: Caf\xe9\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    with socket.create_connection(("127.0.0.1", gateway.server.port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    (event,) = gateway.observer().events()
+    assert event.status == "ok" and event.usage.output_tokens == 20
+    assert gateway.state.unsettled == 0
+
+
+def test_a_key_made_through_the_admin_api_works_on_uncharged_routes(start_gateway) -> None:
+    gateway = start_gateway(admin_keys=[{"key": "tw-root", "name": "root"}])
+    made = httpx.post(
+        f"{gateway.url}/admin/keys",
+        json={"name": "ci", "user": "robot"},
+        headers={"authorization": "Bearer tw-root"},
+    ).json()["key"]
+    headers = {"x-api-key": made, "anthropic-version": "2023-06-01"}
+    counted = httpx.post(
+        f"{gateway.url}/v1/messages/count_tokens",
+        json={"model": "claude-sonnet-4-5", "messages": MESSAGES},
+        headers=headers,
+    )
+    assert counted.status_code == 200 and counted.json()["input_tokens"] == 6  # fake: 4 + 2 pieces
+    models = httpx.get(f"{gateway.url}/v1/models", headers={"authorization": f"Bearer {made}"})
+    assert models.status_code == 200
+    refused = httpx.get(f"{gateway.url}/v1/models", headers={"authorization": "Bearer tw-nobody"})
+    assert refused.status_code == 401
