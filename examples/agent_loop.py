@@ -6,6 +6,7 @@ before each step the agent reads what is left (``guard.remaining()``, ``guard.bu
 and when only its final-answer reserve is left it stops calling tools and writes its answer with
 the reserve (``guard.final_answer()``).
 
+    pip install -e '.[examples]'      # once: tokenward and the OpenAI client
     python examples/agent_loop.py
 """
 

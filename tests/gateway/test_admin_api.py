@@ -237,3 +237,14 @@ def test_the_config_file_owns_the_budgets_it_wrote(tmp_path, fake) -> None:
         gateway = type("G", (), {"url": server.url})()
         names = [b["name"] for b in admin(gateway, "GET", "/admin/budgets").json()["budgets"]]
         assert names == ["by-api"]
+
+
+def test_instants_outside_utcs_range_are_a_400(start_gateway) -> None:
+    """``0001-01-01T00:00:00+00:01`` is a valid ISO 8601 instant that falls before year 1 in UTC."""
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    for params in ({"since": "0001-01-01T00:00:00+00:01"}, {"until": "9999-12-31T23:59:59-00:01"}):
+        answer = admin(gateway, "GET", "/admin/events", params=params)
+        assert (
+            answer.status_code == 400 and "cannot be represented in UTC" in answer.json()["error"]["message"]
+        )
+    assert admin(gateway, "GET", "/admin/events", params={"since": "yesterday"}).status_code == 400

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import os
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tokenward.cli.main import friendly, out, print_json
+from tokenward.cli.common import Command, Group, friendly, out, print_json
 from tokenward.errors import ConfigError, TokenwardError
 
 __all__ = ["register"]
 
-budgets_app = typer.Typer(help="Budgets on a running gateway (admin API).", no_args_is_help=True)
-keys_app = typer.Typer(help="Virtual keys on a running gateway (admin API).", no_args_is_help=True)
+budgets_app = typer.Typer(cls=Group, help="Budgets on a running gateway (admin API).", no_args_is_help=True)
+keys_app = typer.Typer(cls=Group, help="Virtual keys on a running gateway (admin API).", no_args_is_help=True)
 
 GatewayOption = Annotated[
     str | None,
@@ -50,6 +51,13 @@ def _call(method: str, path: str, gateway: str | None, admin_key: str | None, bo
         raise ConfigError(f"cannot reach the gateway at {url}: {exc}") from None
     if response.status_code == 204:
         return None
+    if response.status_code == 401:
+        # A key was sent (none is caught above), so the gateway's "an admin key is required"
+        # means this one is not in its admin_keys.
+        raise AdminAPIError(
+            f"401: the admin key was refused by {url} (TOKENWARD_ADMIN_KEY / --admin-key); "
+            "check it against the gateway config's admin_keys"
+        )
     try:
         data = response.json()
     except ValueError:
@@ -60,7 +68,7 @@ def _call(method: str, path: str, gateway: str | None, admin_key: str | None, bo
     return data
 
 
-@budgets_app.command("list")
+@budgets_app.command("list", cls=Command)
 @friendly
 def budgets_list(
     gateway: GatewayOption = None, admin_key: AdminKeyOption = None, as_json: JsonOption = False
@@ -72,7 +80,8 @@ def budgets_list(
         return
     table = Table(title="budgets")
     for column in ("name", "scope", "meter", "limit", "window", "mode", "action"):
-        table.add_column(column)
+        # Nothing is cut (values fold); the name, which `budgets delete` takes, stays on one line.
+        table.add_column(column, no_wrap=column == "name", overflow="fold")
     for b in data["budgets"]:
         scope = b["scope"] + (f"={b['subject_id']}" if b.get("subject_id") else " (each)")
         table.add_row(
@@ -92,11 +101,12 @@ def budgets_list(
     out.print(table)
 
 
-@budgets_app.command("set")
+@budgets_app.command("set", cls=Command)
 @friendly
 def budgets_set(
     spec: Annotated[
-        str, typer.Argument(help="SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. user=alice:cost_usd=5/day.")
+        str,
+        typer.Argument(help=escape("SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. user=alice:cost_usd=5/day.")),
     ],
     name: Annotated[str | None, typer.Option(help="The budget's name (default: the spec).")] = None,
     mode: Annotated[str, typer.Option(help="hard, soft or shadow.")] = "hard",
@@ -119,7 +129,7 @@ def budgets_set(
         )
 
 
-@budgets_app.command("delete")
+@budgets_app.command("delete", cls=Command)
 @friendly
 def budgets_delete(
     name: Annotated[str, typer.Argument(help="The budget's name.")],
@@ -127,11 +137,11 @@ def budgets_delete(
     admin_key: AdminKeyOption = None,
 ) -> None:
     """Delete a budget (its spend and events stay in the ledger)."""
-    _call("DELETE", f"/admin/budgets/{name}", gateway, admin_key)
+    _call("DELETE", f"/admin/budgets/{quote(name, safe='')}", gateway, admin_key)
     out.print(f"budget {escape(name)} deleted")
 
 
-@keys_app.command("create")
+@keys_app.command("create", cls=Command)
 @friendly
 def keys_create(
     name: Annotated[str, typer.Argument(help="The key's name (its calls are charged to key=<name>).")],
@@ -139,7 +149,10 @@ def keys_create(
     project: Annotated[str | None, typer.Option(help="The project it charges.")] = None,
     team: Annotated[str | None, typer.Option(help="The team it charges.")] = None,
     org: Annotated[str | None, typer.Option(help="The org it charges.")] = None,
-    allow_user_override: Annotated[bool, typer.Option(help="May name another user per request.")] = False,
+    allow_user_override: Annotated[
+        bool,
+        typer.Option("--allow-user-override", help="May name another user per request (x-tokenward-user)."),
+    ] = False,
     expires_at: Annotated[
         str | None, typer.Option(help="ISO 8601 instant after which it stops working.")
     ] = None,
@@ -166,7 +179,7 @@ def keys_create(
     out.print(data["key"], highlight=False, markup=False)
 
 
-@keys_app.command("list")
+@keys_app.command("list", cls=Command)
 @friendly
 def keys_list(
     gateway: GatewayOption = None, admin_key: AdminKeyOption = None, as_json: JsonOption = False
@@ -178,7 +191,8 @@ def keys_list(
         return
     table = Table(title="virtual keys")
     for column in ("id", "name", "prefix", "subject", "created", "expires", "revoked"):
-        table.add_column(column)
+        # Nothing is cut (values fold); the id, which `keys revoke` takes, stays on one line.
+        table.add_column(column, no_wrap=column == "id", overflow="fold")
     for k in data["keys"]:
         subject = " ".join(f"{a}={b}" for a, b in (k.get("subject") or {}).items() if a != "tags")
         table.add_row(
@@ -196,9 +210,10 @@ def keys_list(
             )
         )
     out.print(table)
+    out.print("keys defined in the config file are not listed", style="dim", highlight=False)
 
 
-@keys_app.command("revoke")
+@keys_app.command("revoke", cls=Command)
 @friendly
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id.")],
@@ -206,7 +221,7 @@ def keys_revoke(
     admin_key: AdminKeyOption = None,
 ) -> None:
     """Revoke a virtual key (refused from the next request on)."""
-    data = _call("DELETE", f"/admin/keys/{key_id}", gateway, admin_key)
+    data = _call("DELETE", f"/admin/keys/{quote(key_id, safe='')}", gateway, admin_key)
     out.print(f"key {escape(data['id'])} revoked at {data['revoked_at']}")
 
 

@@ -4,14 +4,14 @@ whole response, or its streamed events."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from tokenward.cli.main import friendly, out, print_json
+from tokenward.cli.common import Command, friendly, out, print_json
 from tokenward.core.numbers import plain
 from tokenward.errors import ValidationError
 
@@ -179,13 +179,14 @@ def cost_report(
 
 
 def _instant(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"--at: {value!r} is not an ISO 8601 instant", field="at") from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    from tokenward.clock import parse_instant
+
+    return None if value is None else parse_instant(value, field="--at")
+
+
+def _count(value: int | None) -> str:
+    """A token count for people: ``None`` is a count the provider did not report (unknown, not 0)."""
+    return "not reported" if value is None else f"{value:,}"
 
 
 def cost_command(
@@ -271,9 +272,11 @@ def cost_command(
     out.print(table)
     usage_row = report["budget_usage"]
     out.print(
-        f"input {usage_row['input_tokens']} ({report['input_source']}), cached {usage_row['cache_read_tokens']}, "
-        f"cache writes {usage_row['cache_write_tokens']}, output {usage_row['output_tokens']} "
-        f"({report['output_source']}), reasoning {usage_row['reasoning_tokens']}",
+        f"input {_count(usage_row['input_tokens'])} ({report['input_source']}), "
+        f"cached {_count(usage_row['cache_read_tokens'])}, "
+        f"cache writes {_count(usage_row['cache_write_tokens'])}, "
+        f"output {_count(usage_row['output_tokens'])} ({report['output_source']}), "
+        f"reasoning {_count(usage_row['reasoning_tokens'])}",
         highlight=False,
     )
     if report["reported_cost_usd"] is not None:
@@ -289,4 +292,4 @@ def cost_command(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the CLI."""
-    app.command("cost")(friendly(cost_command))
+    app.command("cost", cls=Command)(friendly(cost_command))

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenward.cli.main import friendly, out, print_json
+from tokenward.cli.common import Command, friendly, out, print_json
 from tokenward.core.numbers import plain
 from tokenward.errors import ValidationError
 
@@ -61,9 +61,9 @@ def estimate_report(
     calibration: dict[str, Any] | None = None
     tokens = estimate.input_tokens
     if ledger is not None:
-        from tokenward.ledger import open_ledger
+        from tokenward.cli.ledgers import open_existing_ledger
 
-        store = open_ledger(ledger)
+        store = open_existing_ledger(ledger)
         try:
             stats = store.estimate_stats(model)
         finally:
@@ -181,4 +181,4 @@ def estimate_command(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the CLI."""
-    app.command("estimate")(friendly(estimate_command))
+    app.command("estimate", cls=Command)(friendly(estimate_command))

@@ -20,6 +20,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tokenward.cli.common import Command, err, friendly, out, print_json
+from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV
 from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError
 
@@ -108,8 +110,8 @@ def import_command(
         list[Path], typer.Argument(help="Recorded calls, one JSON object per line (several files allowed).")
     ],
     ledger: Annotated[
-        str, typer.Option(help="Ledger URL to write the usage events to.")
-    ] = "sqlite:///tokenward.db",
+        str, typer.Option(envvar=LEDGER_ENV, help="Ledger URL to write the usage events to.")
+    ] = DEFAULT_LEDGER,
     prices: Annotated[Path | None, typer.Option(help="Price-override file (YAML or JSON).")] = None,
     tag: Annotated[
         list[str] | None,
@@ -118,8 +120,6 @@ def import_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the totals as JSON.")] = False,
 ) -> None:
     """Import recorded calls as usage events (idempotent), so `tokenward report` works on them."""
-    from tokenward.cli.main import err, out, print_json
-
     tags = _tags(tag)
     if sys.stderr.isatty() and not as_json:
         columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -157,6 +157,4 @@ def import_command(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the CLI."""
-    from tokenward.cli.main import friendly
-
-    app.command("import")(friendly(import_command))
+    app.command("import", cls=Command)(friendly(import_command))

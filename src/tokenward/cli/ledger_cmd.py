@@ -8,14 +8,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tokenward.cli.main import friendly, out, print_json
+from tokenward.cli.common import Command, friendly, out, print_json
+from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, open_existing_ledger
 from tokenward.core.budgets import Subject
 from tokenward.core.numbers import plain
 
 __all__ = ["register"]
 
 LedgerOption = Annotated[
-    str, typer.Option("--ledger", help="Ledger URL, e.g. sqlite:///examples/tokenward.db.")
+    str,
+    typer.Option("--ledger", envvar=LEDGER_ENV, help="Ledger URL, e.g. sqlite:///examples/tokenward.db."),
 ]
 
 
@@ -31,7 +33,7 @@ def _subject(
 
 
 def events_command(
-    ledger: LedgerOption = "sqlite:///tokenward.db",
+    ledger: LedgerOption = DEFAULT_LEDGER,
     user: Annotated[str | None, typer.Option(help="Only this user's calls.")] = None,
     session: Annotated[str | None, typer.Option(help="Only this session's calls.")] = None,
     project: Annotated[str | None, typer.Option(help="Only this project's calls.")] = None,
@@ -39,12 +41,10 @@ def events_command(
     agent: Annotated[str | None, typer.Option(help="Only this agent's calls.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task's calls.")] = None,
     last: Annotated[int, typer.Option(help="Show the last N events.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the events as a JSON array.")] = False,
 ) -> None:
     """List recorded usage events (one per call), newest last."""
-    from tokenward.ledger import open_ledger
-
-    store = open_ledger(ledger)
+    store = open_existing_ledger(ledger)
     try:
         events = store.events(subject=_subject(user, session, project, key, agent, task))[-last:]
     finally:
@@ -54,7 +54,10 @@ def events_command(
         return
     table = Table(title=f"last {len(events)} usage events in {ledger}")
     for column in ("at (UTC)", "subject", "model", "status", "input", "output", "cost USD"):
-        table.add_column(column, justify="right" if column in ("input", "output", "cost USD") else "left")
+        # Nothing is cut: long subjects and models fold onto more lines.
+        table.add_column(
+            column, justify="right" if column in ("input", "output", "cost USD") else "left", overflow="fold"
+        )
     for e in events:
         who = " ".join(f"{k}={v}" for k, v in e.subject.to_dict().items() if k != "tags")
         cost = "unknown" if e.cost_usd is None else f"{e.cost_usd}" + (" ~" if e.cost_estimated else "")
@@ -72,7 +75,7 @@ def events_command(
 
 
 def balances_command(
-    ledger: LedgerOption = "sqlite:///tokenward.db",
+    ledger: LedgerOption = DEFAULT_LEDGER,
     user: Annotated[str | None, typer.Option(help="The user.")] = None,
     session: Annotated[str | None, typer.Option(help="The session.")] = None,
     project: Annotated[str | None, typer.Option(help="The project.")] = None,
@@ -82,9 +85,7 @@ def balances_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show every budget that applies to a subject: limit, spent, held, remaining, reset."""
-    from tokenward.ledger import open_ledger
-
-    store = open_ledger(ledger)
+    store = open_existing_ledger(ledger)
     try:
         balances = store.balances(_subject(user, session, project, key, agent, task))
     finally:
@@ -108,10 +109,11 @@ def balances_command(
         return
     table = Table(title="budgets that apply")
     for column in ("budget", "scope", "meter", "limit", "spent", "held", "remaining", "resets"):
-        table.add_column(column)
+        # Nothing is cut (values fold); the budget's name stays on one line.
+        table.add_column(column, no_wrap=column == "budget", overflow="fold")
     for row in rows:
         table.add_row(
-            escape(row["budget"]),
+            escape(str(row["budget"])),
             f"{row['scope']}={escape(str(row['subject_id']))}",
             row["meter"],
             row["limit"],
@@ -125,5 +127,5 @@ def balances_command(
 
 def register(app: typer.Typer) -> None:
     """Add the commands to the CLI."""
-    app.command("events")(friendly(events_command))
-    app.command("balances")(friendly(balances_command))
+    app.command("events", cls=Command)(friendly(events_command))
+    app.command("balances", cls=Command)(friendly(balances_command))

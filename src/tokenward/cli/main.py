@@ -6,65 +6,49 @@ line on stderr with exit status 2, never as a stack trace.
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from tokenward.errors import TokenwardError
+from tokenward.cli.common import Command, Group, err, friendly, out, print_json
 
-__all__ = ["app", "main"]
+__all__ = ["Command", "Group", "app", "err", "friendly", "main", "out", "print_json"]
 
 app = typer.Typer(
     name="tokenward",
+    cls=Group,
     help="Token budgets for AI agents: meter, price and cap every LLM call.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def friendly(func: F) -> F:
-    """Turn tokenward's own errors into a one-line message and exit status 2."""
+def _show_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TokenwardError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def print_json(data: Any) -> None:
-    """Write JSON to stdout (no colour, so other tools can read it)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    try:
+        number = version("tokenward")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        number = "unknown (not installed)"
+    out.print(f"tokenward {number}", highlight=False)
+    raise typer.Exit()
 
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", is_eager=True, callback=_show_version),
+    ] = False,
 ) -> None:
-    if version:
-        import tokenward
-
-        out.print(f"tokenward {tokenward.__version__}")
-        raise typer.Exit()
+    """Token budgets for AI agents: meter, price and cap every LLM call."""
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly
 def serve(
     config: Annotated[
@@ -106,6 +90,8 @@ def serve(
         f"tokenward gateway on http://{host}:{port} - ledger {cfg.ledger or DEFAULT_LEDGER_URL} - "
         f"upstreams: {', '.join(f'{u.name} ({u.provider})' for u in cfg.upstreams)}",
         highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     from tokenward.gateway.logs import configure_logging
 
@@ -122,7 +108,15 @@ def serve(
     )
 
 
-@app.command("fake-provider")
+FAKE_ENDPOINTS = (
+    "OpenAI: /v1/chat/completions, /v1/responses, /v1/completions, /v1/embeddings, /v1/models; "
+    "Anthropic: /v1/messages, /v1/messages/count_tokens; "
+    "Gemini: /v1beta/models/{model}:generateContent and :streamGenerateContent"
+)
+"""What ``tokenward fake-provider`` serves (its start-up line); see :mod:`tokenward.fake`."""
+
+
+@app.command("fake-provider", cls=Command)
 @friendly
 def fake_provider(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -133,12 +127,20 @@ def fake_provider(
     chunk_delay_ms: Annotated[float, typer.Option(help="Delay between streamed chunks, in ms.")] = 0.0,
     require_key: Annotated[str | None, typer.Option(help="Only accept requests carrying this key.")] = None,
 ) -> None:
-    """Run a fake LLM provider (OpenAI chat and Anthropic Messages wire formats) for offline tests."""
+    """Run a deterministic fake LLM provider, for testing agents and gateways offline.
+
+    Serves OpenAI chat, Responses, completions and embeddings, Anthropic messages and count_tokens, Gemini.
+
+    JSON and SSE streams, each with its provider's usage; per-request options make it misbehave.
+    """
     from tokenward.fake import FakeSettings
     from tokenward.fake import serve as serve_fake
 
     err.print(
-        f"fake provider on http://{host}:{port} (OpenAI: /v1/chat/completions, Anthropic: /v1/messages)"
+        f"fake provider on http://{host}:{port} - {FAKE_ENDPOINTS}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     serve_fake(
         host,

@@ -5,15 +5,19 @@ from __future__ import annotations
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tokenward.cli.main import err, friendly, out, print_json
+from tokenward.cli.common import Command, err, friendly, out, print_json
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from tokenward.replay.run import ReplayReport
+
+__all__ = ["cut_sessions_table", "register"]
 
 
 def replay_command(
@@ -23,15 +27,32 @@ def replay_command(
         typer.Option(
             "--budget",
             "-b",
-            help="SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. session:cost_usd=0.50 or task:total_tokens=200000/day. Repeatable.",
+            help=escape(
+                "SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. session:cost_usd=0.50 or "
+                "task:total_tokens=200000/day. Repeatable."
+            ),
         ),
     ] = None,
     ledger: Annotated[str, typer.Option(help="Ledger URL to replay into.")] = "memory://",
     prices: Annotated[Path | None, typer.Option(help="Price-override file (YAML or JSON).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            help="Also list the N costliest sessions a budget cut: calls, cost, where it was cut, "
+            "and what the cut saved.",
+            min=1,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the full report as JSON (every session, with its cut).")
+    ] = False,
 ) -> None:
-    """Replay recorded calls through the guard: costs from tokens and prices, and the sessions
-    each budget would have cut, with what that would have saved."""
+    """Replay recorded calls through budgets: what each budget would have cut, and saved.
+
+    Costs come from the recorded tokens and the prices (the recorded cost is only compared against).
+
+    --top N lists the costliest sessions the budgets cut; --json gives every session.
+    """
     from tokenward.core.budgets import parse_budget_spec
     from tokenward.files import load_prices
     from tokenward.replay import read_traces, replay
@@ -75,8 +96,41 @@ def replay_command(
         )
         table.add_row("cost the cuts save", f"${Decimal(totals['saved_cost_usd']):,.6f}")
     out.print(table)
+    if top is not None:
+        cut = cut_sessions_table(report, top)
+        if cut is None:
+            out.print("no session was cut" if budgets else "no session was cut: give a --budget", style="dim")
+        else:
+            out.print(cut)
+
+
+def cut_sessions_table(report: ReplayReport, top: int) -> Table | None:
+    """The ``top`` costliest sessions a budget cut (cost from tokens, then what the cut saved,
+    then the session id, for a stable order), or None when no session was cut."""
+    cut = [s for s in report.sessions.values() if s.cut is not None]
+    if not cut:
+        return None
+    cut.sort(key=lambda s: (-s.cost_usd, -(s.cut.saved_cost_usd if s.cut else 0), s.session_id))
+    table = Table(title=f"the {min(top, len(cut)):,} costliest of {len(cut):,} sessions cut")
+    table.add_column("session", no_wrap=True, overflow="fold")
+    table.add_column("resolved")
+    for column in ("calls", "cost", "cut at step", "by budget", "saved"):
+        table.add_column(column, justify="left" if column == "by budget" else "right")
+    for session in cut[:top]:
+        assert session.cut is not None
+        resolved = {True: "yes", False: "no", None: "unknown"}[session.resolved]
+        table.add_row(
+            escape(session.session_id),
+            resolved,
+            f"{session.calls:,}",
+            f"${session.cost_usd:,.6f}",
+            f"{session.cut.step:,}",
+            escape(session.cut.budget),
+            f"${session.cut.saved_cost_usd:,.6f}",
+        )
+    return table
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the CLI."""
-    app.command("replay")(friendly(replay_command))
+    app.command("replay", cls=Command)(friendly(replay_command))

@@ -19,7 +19,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tokenward.cli.main import err, friendly, out
+from tokenward.cli.common import Command, Group, err, friendly, out
+from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, open_existing_ledger
+from tokenward.clock import parse_instant  # re-exported: the dates every report option reads
 from tokenward.core.budgets import SCOPES, Subject
 from tokenward.errors import ConfigError
 
@@ -27,11 +29,14 @@ __all__ = ["parse_instant", "register"]
 
 report_app = typer.Typer(
     name="report",
+    cls=Group,
     help="Spend reports over a ledger: chargeback, sessions, SLOs, efficiency, A/B, utilisation, anomalies, charts.",
     no_args_is_help=True,
 )
 
-LedgerOption = Annotated[str, typer.Option("--ledger", help="Ledger URL, e.g. sqlite:///tokenward.db.")]
+LedgerOption = Annotated[
+    str, typer.Option("--ledger", envvar=LEDGER_ENV, help="Ledger URL, e.g. sqlite:///tokenward.db.")
+]
 SinceOption = Annotated[
     str | None, typer.Option(help="From this date or instant (inclusive), e.g. 2025-11-18.")
 ]
@@ -47,23 +52,6 @@ FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, csv, j
 OutputOption = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
 ]
-DEFAULT_LEDGER = "sqlite:///tokenward.db"
-
-
-def parse_instant(text: str, *, end: bool = False) -> datetime:
-    """A date (``2025-11-18``: its midnight, UTC) or an ISO 8601 instant (naive means UTC).
-
-    Raises:
-        ConfigError: the text is neither.
-    """
-    value = text.strip()
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(
-            f"{text!r} is not a date or instant; use e.g. 2025-11-18 or 2025-11-18T22:00:00Z"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
@@ -80,8 +68,14 @@ def _period(
             raise ConfigError(f"--last {last!r}: use a number and m, h, d or w, e.g. 7d")
         unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match[2]]
         now = datetime.now(UTC)
-        return now - timedelta(**{unit: int(match[1])}), None
-    return (None if since is None else parse_instant(since), None if until is None else parse_instant(until))
+        try:
+            return now - timedelta(**{unit: int(match[1])}), None
+        except OverflowError:
+            raise ConfigError(f"--last {last!r} reaches back before the year 1") from None
+    return (
+        None if since is None else parse_instant(since, field="--since"),
+        None if until is None else parse_instant(until, field="--until"),
+    )
 
 
 def _where(values: list[str] | None) -> Subject | None:
@@ -141,7 +135,7 @@ def _write(table: Any, fmt: str, output: Path | None) -> None:
         err.print(f"wrote {output}", highlight=False)
 
 
-@report_app.command("chargeback")
+@report_app.command("chargeback", cls=Command)
 @friendly
 def chargeback_command(
     by: Annotated[
@@ -174,7 +168,7 @@ def chargeback_command(
     _write(report.table(title=f"chargeback by {', '.join(dims)}"), fmt, output)
 
 
-@report_app.command("sessions")
+@report_app.command("sessions", cls=Command)
 @friendly
 def sessions_command(
     ledger: LedgerOption = DEFAULT_LEDGER,
@@ -216,7 +210,7 @@ def sessions_command(
     )
 
 
-@report_app.command("slo")
+@report_app.command("slo", cls=Command)
 @friendly
 def slo_command(
     slo: Annotated[
@@ -259,7 +253,7 @@ def slo_command(
     _write(slo_table(evaluate(slos, sessions.values(), rows)), fmt, output)
 
 
-@report_app.command("efficiency")
+@report_app.command("efficiency", cls=Command)
 @friendly
 def efficiency_command(
     by: Annotated[
@@ -287,7 +281,7 @@ def efficiency_command(
     _write(efficiency_table(groups, total, dims), fmt, output)
 
 
-@report_app.command("ab")
+@report_app.command("ab", cls=Command)
 @friendly
 def ab_command(
     by: Annotated[str, typer.Option("--by", "-b", help="The arm: tag:NAME, model, agent, ...")],
@@ -325,10 +319,10 @@ def ab_command(
 
 
 def _now(at: str | None) -> datetime:
-    return datetime.now(UTC) if at is None else parse_instant(at)
+    return datetime.now(UTC) if at is None else parse_instant(at, field="--at")
 
 
-@report_app.command("utilisation")
+@report_app.command("utilisation", cls=Command)
 @friendly
 def utilisation_command(
     ledger: LedgerOption = DEFAULT_LEDGER,
@@ -347,9 +341,7 @@ def utilisation_command(
 
 
 def _utilisation(ledger: str, now: datetime, need: frozenset[str], compute: Callable[..., Any]) -> Any:
-    from tokenward.ledger import open_ledger
-
-    store = open_ledger(ledger)
+    store = open_existing_ledger(ledger)
     try:
         budgets = store.budgets()
     finally:
@@ -359,7 +351,7 @@ def _utilisation(ledger: str, now: datetime, need: frozenset[str], compute: Call
     return compute(_rows(ledger, since, None, None, need), budgets, now)
 
 
-@report_app.command("anomalies")
+@report_app.command("anomalies", cls=Command)
 @friendly
 def anomalies_command(
     ledger: LedgerOption = DEFAULT_LEDGER,
@@ -408,7 +400,7 @@ def anomalies_command(
     _write(table, fmt, output)
 
 
-@report_app.command("burn")
+@report_app.command("burn", cls=Command)
 @friendly
 def burn_command(
     scope: Annotated[str, typer.Option(help="Scope to rank: user, project, session, ...")] = "user",
@@ -426,7 +418,7 @@ def burn_command(
     if scope not in SCOPES:
         raise ConfigError(f"--scope {scope!r}: use one of {', '.join(SCOPES)}")
     tau = timedelta(minutes=minutes)
-    until = None if at is None else parse_instant(at)
+    until = None if at is None else parse_instant(at, field="--at")
     rates = BurnRates(tau, scopes=(scope,))
     last_at: datetime | None = None
     from tokenward.core.events import UsageEvent
@@ -457,7 +449,7 @@ def burn_command(
     _write(table, fmt, output)
 
 
-@report_app.command("chart")
+@report_app.command("chart", cls=Command)
 @friendly
 def chart_command(
     kind: Annotated[str, typer.Argument(help="spend (over time), top (spenders) or utilisation.")],
@@ -496,6 +488,16 @@ def chart_command(
         path = charts.top_spenders_chart(report, output, n=top)
     elif kind == "utilisation":
         lines = _utilisation(ledger, _now(at), UTILISATION_FIELDS, utilisation)
+        if not any(line.ratio is not None for line in lines):
+            # An empty plot would look like a chart of idle budgets: say so and write nothing.
+            err.print(
+                f"no budgets to chart: no budget in {ledger} has spend in its current window; "
+                f"{output} was not written",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
         path = charts.budget_utilisation_chart(lines, output, n=top)
     else:
         raise ConfigError(f"unknown chart {kind!r}; use spend, top or utilisation")

@@ -8,7 +8,7 @@ recorded usage, model (and served model), service tier and instant with the curr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,12 +16,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tokenward.cli.main import friendly, out, print_json
+from tokenward.cli.common import Command, friendly, out, print_json
+from tokenward.cli.ledgers import LEDGER_ENV, open_existing_ledger
+from tokenward.clock import parse_instant
 from tokenward.core.events import UsageEvent
 from tokenward.core.numbers import plain
 from tokenward.core.pricebook import PriceBook, PriceContext
 from tokenward.core.pricing import price_usage
-from tokenward.errors import ValidationError
 
 __all__ = ["register", "reprice_event", "reprice_report"]
 
@@ -29,7 +30,8 @@ ZERO = Decimal(0)
 
 
 def reprice_event(event: UsageEvent, prices: PriceBook) -> dict[str, Any] | None:
-    """One event priced again: old and new cost and price source; None when it has no usage."""
+    """One event priced again: old and new cost and price source, and whom it was charged to
+    (``subject``, for an adjustment); None when it has no usage."""
     usage = event.usage
     if usage.input_tokens is None and usage.output_tokens is None:
         return None
@@ -43,6 +45,7 @@ def reprice_event(event: UsageEvent, prices: PriceBook) -> dict[str, Any] | None
     return {
         "request_id": event.request_id,
         "at": event.at.isoformat().replace("+00:00", "Z"),
+        "subject": event.subject.to_dict(),
         "model": event.model,
         "old_cost_usd": None if old is None else plain(old),
         "new_cost_usd": None if new is None else plain(new),
@@ -68,10 +71,9 @@ def reprice_report(
         ConfigError / LedgerError: a bad price file or ledger URL.
     """
     from tokenward.files import load_prices
-    from tokenward.ledger import open_ledger
 
     prices = load_prices(prices_file)
-    store = open_ledger(ledger)
+    store = open_existing_ledger(ledger)
     try:
         events = store.events(since=since, until=until)
     finally:
@@ -93,17 +95,14 @@ def reprice_report(
 
 
 def _instant(value: str | None, what: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"--{what}: {value!r} is not an ISO 8601 date or instant", field=what) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return None if value is None else parse_instant(value, field=f"--{what}")
 
 
 def reprice_command(
-    ledger: Annotated[str, typer.Option(help="Ledger URL holding the usage events (sqlite:///...).")],
+    ledger: Annotated[
+        str,
+        typer.Option(envvar=LEDGER_ENV, help="Ledger URL holding the usage events (sqlite:///...)."),
+    ],
     prices: Annotated[
         Path | None, typer.Option(help="Price-override file (YAML or JSON) to price with.")
     ] = None,
@@ -124,7 +123,13 @@ def reprice_command(
     rows = [r for r in report["rows"] if show_all or r["changed"]]
     table = Table(title=f"repriced {report['events']:,} events, {report['changed']:,} changed")
     for column in ("request", "at", "model", "old USD", "new USD", "diff", "old price", "new price"):
-        table.add_column(column, justify="right" if "USD" in column or column == "diff" else "left")
+        # Nothing is cut (values fold); the request id stays on one line.
+        table.add_column(
+            column,
+            justify="right" if "USD" in column or column == "diff" else "left",
+            no_wrap=column == "request",
+            overflow="fold",
+        )
     for r in rows:
         new_price = r["new_price"] or {}
         table.add_row(
@@ -147,4 +152,4 @@ def reprice_command(
 
 def register(app: typer.Typer) -> None:
     """Add the command to the CLI."""
-    app.command("reprice")(friendly(reprice_command))
+    app.command("reprice", cls=Command)(friendly(reprice_command))

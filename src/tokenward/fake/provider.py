@@ -338,8 +338,8 @@ def serve(host: str = "127.0.0.1", port: int = 9100, settings: FakeSettings | No
     """Run the fake provider with uvicorn until interrupted (``tokenward fake-provider``).
 
     The deliberate cuts of ``break_after_chunks`` are logged as one info line, not a traceback.
-    Point the OpenAI SDK at ``http://<host>:<port>/v1`` and the Anthropic SDK at
-    ``http://<host>:<port>``.
+    Point the OpenAI SDK at ``http://<host>:<port>/v1``, and the Anthropic SDK and google-genai at
+    ``http://<host>:<port>``; the endpoints are listed in :mod:`tokenward.fake`.
     """
     config = uvicorn.Config(create_app(settings), host=host, port=port)  # configures uvicorn's loggers
     logging.getLogger("uvicorn.error").addFilter(QuietStreamCuts())

@@ -47,7 +47,8 @@ def _save(fig: Any, output: str | Path) -> Path:
 
 
 def _label(key: Sequence[str | None]) -> str:
-    return " / ".join("(none)" if k is None else str(k) for k in key) or "(all)"
+    # A call without a value for a dimension (no user, say) reads "unknown", as in the report tables.
+    return " / ".join("unknown" if k is None else str(k) for k in key) or "(all)"
 
 
 def _instants(labels: list[str]) -> list[datetime] | None:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tokenward.clock import parse_instant
 from tokenward.core.budgets import SCOPES, Budget, Subject
 from tokenward.errors import ConfigError, TokenwardError, ValidationError
 from tokenward.gateway.admin.openapi import openapi
@@ -101,9 +102,9 @@ def _instant(request: Request, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise AdminError(400, f"{name} must be an ISO 8601 instant", param=name) from None
+        return parse_instant(value, field=name)
+    except ValidationError as exc:
+        raise AdminError(400, str(exc), param=name) from None
 
 
 def _limit(request: Request) -> int:

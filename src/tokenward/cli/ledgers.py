@@ -1,0 +1,38 @@
+"""How the commands name and open a ledger.
+
+Commands that read a ledger take ``--ledger URL`` or, when it is not given, the ``TOKENWARD_LEDGER``
+environment variable, else ``sqlite:///tokenward.db``. Those that only read it refuse a SQLite
+file that does not exist, as ``tokenward report`` does, instead of creating an empty one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenward.ledger.base import Ledger
+
+__all__ = ["DEFAULT_LEDGER", "LEDGER_ENV", "open_existing_ledger"]
+
+LEDGER_ENV = "TOKENWARD_LEDGER"
+"""The environment variable naming the ledger URL of the commands that read one."""
+
+DEFAULT_LEDGER = "sqlite:///tokenward.db"
+"""The ledger of those commands when neither ``--ledger`` nor ``TOKENWARD_LEDGER`` names one."""
+
+
+def open_existing_ledger(url: str) -> Ledger:
+    """Open a ledger for a command that only reads it: a SQLite file that does not exist is
+    refused (opening it would create an empty one, directories included, and a mistyped path
+    would look like an empty ledger), with the check and message of ``tokenward report``.
+
+    Raises:
+        ConfigError: a malformed URL, or a SQLite file that does not exist.
+        LedgerError: the store cannot be opened.
+    """
+    from tokenward.ledger import open_ledger
+    from tokenward.observe.rows import open_rows
+
+    if url.startswith("sqlite:"):
+        open_rows(url).close()  # the reports' check, which opens nothing: "no such ledger file"
+    return open_ledger(url)

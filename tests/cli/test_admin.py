@@ -1,0 +1,75 @@
+"""``tokenward keys ...`` and ``tokenward budgets ...`` against a running gateway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tokenward.cli.main import app
+
+runner = CliRunner()
+ADMIN = "tw-admin-secret"
+
+
+@pytest.fixture
+def gateway(start_gateway: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A gateway whose admin key is given in plain (``key:``), found through the environment."""
+    started = start_gateway(admin_keys=[{"key": ADMIN, "name": "ops"}])
+    monkeypatch.setenv("TOKENWARD_GATEWAY", started.url)
+    monkeypatch.setenv("TOKENWARD_ADMIN_KEY", ADMIN)
+    return started
+
+
+def test_keys_list_shows_whole_ids(gateway: Any) -> None:
+    made = runner.invoke(app, ["keys", "create", "a-bot-with-a-long-name", "--user", "robot", "--json"])
+    assert made.exit_code == 0, made.output
+    key_id = json.loads(made.stdout)["id"]
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert key_id in listed.output and "a-bot-with-a-long-name" in listed.output
+    assert "…" not in listed.output
+    assert "keys defined in the config file are not listed" in listed.output
+    # The id as listed is what revoke takes.
+    assert runner.invoke(app, ["keys", "revoke", key_id]).exit_code == 0
+
+
+def test_budgets_list_shows_whole_names(gateway: Any) -> None:
+    name = "a-budget-name-that-is-long-enough-to-be-cut-at-eighty-columns"
+    made = runner.invoke(app, ["budgets", "set", "user=alice:total_tokens=30/day", "--name", name])
+    assert made.exit_code == 0, made.output
+    listed = runner.invoke(app, ["budgets", "list"])
+    assert name in listed.output and "…" not in listed.output
+
+
+def test_a_wrong_admin_key_is_named(gateway: Any) -> None:
+    result = runner.invoke(app, ["keys", "list", "--admin-key", "not-the-key"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "the admin key was refused" in text and "TOKENWARD_ADMIN_KEY / --admin-key" in text
+    assert "is required" not in text
+
+
+def test_no_admin_key_at_all(gateway: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKENWARD_ADMIN_KEY")
+    result = runner.invoke(app, ["keys", "list"])
+    assert result.exit_code == 2 and "no admin key" in result.output
+
+
+def test_a_paused_session_is_resumed_with_budgets_delete(gateway: Any) -> None:
+    from tokenward.observe.actions import control_budget_name, is_paused, pause_session
+
+    store = gateway.observer()
+    try:
+        pause_session(store, "run/s-1")
+        name = control_budget_name("run/s-1")
+        listed = runner.invoke(app, ["budgets", "list"])
+        assert name in listed.output, listed.output
+        deleted = runner.invoke(app, ["budgets", "delete", name])
+        assert deleted.exit_code == 0, deleted.output
+        assert is_paused(store, "run/s-1") is None
+    finally:
+        store.close()
