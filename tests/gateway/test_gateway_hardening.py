@@ -133,3 +133,40 @@ def test_a_key_made_through_the_admin_api_works_on_uncharged_routes(start_gatewa
     assert models.status_code == 200
     refused = httpx.get(f"{gateway.url}/v1/models", headers={"authorization": "Bearer tw-nobody"})
     assert refused.status_code == 401
+
+
+def test_an_answer_that_cannot_be_read_is_charged_its_whole_hold(tmp_path) -> None:
+    """A 200 whose body is neither JSON nor a stream says nothing about the output: the call is
+    charged the output it was allowed, so a hard budget still cannot be overspent."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from tests.support.servers import serving
+    from tokenward.gateway import GatewayConfig, create_app
+
+    async def garbled(request):
+        return PlainTextResponse("<html>upstream proxy says hi</html>")
+
+    upstream = Starlette(routes=[Route("/v1/chat/completions", garbled, methods=["POST"])])
+    with serving(upstream) as server:
+        config = GatewayConfig.from_mapping(
+            {
+                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                "upstreams": [
+                    {"name": "odd", "provider": "openai-compatible", "base_url": f"{server.url}/v1"}
+                ],
+                "keys": [{"key": KEY, "name": "k", "user": "alice"}],
+            }
+        )
+        with serving(create_app(config)) as gateway:
+            body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 50}
+            answer = httpx.post(
+                f"{gateway.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+            )
+    assert answer.status_code == 200 and answer.text.startswith("<html>")
+    from tokenward.ledger.sqlite import SQLiteLedger
+
+    (event,) = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}").events()
+    assert event.usage.output_tokens == 50 and event.metadata["cost_basis"] == "held_output"
+    assert event.charged["output_tokens"] == 50 and event.cost_usd is not None and event.cost_estimated

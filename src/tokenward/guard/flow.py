@@ -172,19 +172,24 @@ def build_event(
             charged={},
             metadata=dict(outcome.metadata),
         )
+    output_counted, metadata = outcome.output_counted, dict(outcome.metadata)
+    if outcome.usage is None and output_counted is None:
+        # an answer we could not read at all: charge the whole output it was allowed (the
+        # worst case the admission held), never nothing
+        output_counted = admission.max_output_tokens
+        metadata["cost_basis"] = "held_output"
     accounting = account(
         outcome.usage,
         model=admission.plan.model,
         prices=prices,
         input_estimate=admission.plan.input_tokens,
-        output_counted=outcome.output_counted,
+        output_counted=output_counted,
         provider=admission.provider,
         context=PriceContext(service_tier=outcome.service_tier, at=admission.at),
         model_served=outcome.model_served,
         unknown_model="flag" if unknown_model == "deny" else unknown_model,
     )
     cost, price, model = accounting.cost, accounting.price, admission.plan.model
-    metadata = dict(outcome.metadata)
     if outcome.model_served and outcome.model_served != model:
         metadata["model_served"] = outcome.model_served
     if cost.unpriced:
