@@ -14,8 +14,10 @@ Every error tokenward raises on purpose derives from :class:`TokenwardError`::
     │   │                        whose action is ``stop``
     │   └── UnpricedCall         a cost budget applies but the call's price is unknown
     └── LedgerError              the ledger store failed (driver errors are translated here)
+        └── StoreUnavailable     the store cannot be reached (down, restarting, too slow); a
+                                 budget that fails closed refuses the call with it (gateway: 503)
 
-Driver errors (``sqlite3``, ``httpx``) are translated at the ledger and gateway boundaries, so
+Driver errors (``sqlite3``, ``redis``, ``psycopg``, ``httpx``) are translated at the ledger and gateway boundaries, so
 callers only ever need to catch :class:`TokenwardError` or one of its subclasses.
 """
 
@@ -34,6 +36,7 @@ __all__ = [
     "LedgerError",
     "MissingDependency",
     "Stopped",
+    "StoreUnavailable",
     "TokenwardError",
     "UnpricedCall",
     "ValidationError",
@@ -201,3 +204,20 @@ class UnpricedCall(BudgetError):
 
 class LedgerError(TokenwardError):
     """The ledger store failed; the original driver error is chained as ``__cause__``."""
+
+
+class StoreUnavailable(LedgerError):
+    """The ledger's store (Redis, PostgreSQL) cannot be reached: down, restarting, or slower than
+    its time-out.
+
+    Raised by an admission when a hard budget that applies to the call fails closed
+    (``on_store_failure: closed``, the default); the gateway answers 503 ``ledger_unavailable``.
+
+    Attributes:
+        budgets: the names of the budgets that refused the call by failing closed (empty when the
+            failure came before the budgets could be known).
+    """
+
+    def __init__(self, message: str, *, budgets: tuple[str, ...] = ()) -> None:
+        self.budgets = budgets
+        super().__init__(message)

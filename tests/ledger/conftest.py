@@ -56,6 +56,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) 
     backend = Backend(spec, spec.make_url(tmp_path), clock)
     yield backend
     backend.close()
+    spec.cleanup(backend.url)
 
 
 @pytest.fixture

@@ -26,6 +26,10 @@ scope over a window.
   session or task is ended for good: see ``docs/budgets.md``).
 * **Thresholds**: shares of the limit (default 50 %, 80 %, 100 %) at which the ledger records a
   threshold event, once per budget instance, window and threshold.
+* **Store failure** (``on_store_failure``): what a hard budget does to a call while the ledger's
+  store (Redis, PostgreSQL) is unreachable: ``closed`` (default: refuse it, the gateway answers
+  503) or ``open`` (admit it unchecked; its usage is spooled locally and charged when the store
+  returns). See ``docs/deploy.md``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "METERS",
     "SCOPES",
+    "STORE_FAILURE_POLICIES",
     "Budget",
     "Subject",
     "applicable",
@@ -69,6 +74,9 @@ METERS: tuple[str, ...] = (
 
 ACTIONS: tuple[str, ...] = ("clamp", "deny", "degrade", "stop")
 """What a hard budget does to a call it cannot pay for (see the module docstring)."""
+
+STORE_FAILURE_POLICIES: tuple[str, ...] = ("closed", "open")
+"""What a hard budget does while the ledger's store is unreachable (see the module docstring)."""
 
 DEFAULT_THRESHOLDS: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
 """Alert thresholds, as shares of the limit: 50 %, 80 %, 100 %."""
@@ -157,6 +165,8 @@ class Budget:
             ``degrade`` or ``stop`` (see the module docstring).
         overrides: the name of a template (same scope) whose instance for ``subject_id`` this
             fixed budget replaces; None when it applies alongside every template.
+        on_store_failure: while the ledger's store is unreachable, ``closed`` (default: refuse
+            calls this hard budget applies to) or ``open`` (admit them unchecked, charge later).
     """
 
     name: str
@@ -170,6 +180,7 @@ class Budget:
     thresholds: tuple[Decimal, ...] = DEFAULT_THRESHOLDS
     action: Action = "clamp"
     overrides: str | None = None
+    on_store_failure: Literal["closed", "open"] = "closed"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -190,6 +201,10 @@ class Budget:
             raise ConfigError(f"budget {self.name!r}: unpriced must be deny or allow")
         if self.action not in ACTIONS:
             raise ConfigError(f"budget {self.name!r}: action must be one of {', '.join(ACTIONS)}")
+        if self.on_store_failure not in STORE_FAILURE_POLICIES:
+            raise ConfigError(
+                f"budget {self.name!r}: on_store_failure must be closed or open, got {self.on_store_failure!r}"
+            )
         if self.subject_id is not None and (not isinstance(self.subject_id, str) or not self.subject_id):
             raise ConfigError(f"budget {self.name!r}: id must be a non-empty string")
         if self.overrides is not None and (self.subject_id is None or not _NAME.match(str(self.overrides))):
@@ -238,6 +253,7 @@ class Budget:
             "thresholds": [str(t) for t in self.thresholds],
             "action": self.action,
             "overrides": self.overrides,
+            "on_store_failure": self.on_store_failure,
         }
 
     @classmethod
@@ -249,14 +265,15 @@ class Budget:
         ``rolling:5h``, or a mapping such as ``{type: rolling, duration: 5h}``), ``week_start``
         (``sunday`` or 0-6, for week windows), ``mode``, ``unpriced``, ``thresholds`` (shares
         ``[0.5, 0.9]`` or percents ``["50%", "90%"]``; ``[]`` for none), ``action``,
-        ``overrides`` (a template this fixed budget replaces for its id).
+        ``overrides`` (a template this fixed budget replaces for its id), ``on_store_failure``
+        (``closed`` or ``open``).
 
         Raises:
             ConfigError: a missing or invalid field (named).
         """
         known = {
             "name", "scope", "meter", "limit", "id", "subject_id", "window", "week_start",
-            "mode", "unpriced", "thresholds", "alerts", "action", "overrides",
+            "mode", "unpriced", "thresholds", "alerts", "action", "overrides", "on_store_failure",
         }  # fmt: skip
         unknown = set(data) - known
         label = data.get("name", "?")
@@ -287,6 +304,7 @@ class Budget:
             else _thresholds(raw_thresholds, f"budget {name!r}"),
             action=str(data.get("action", "clamp")),  # type: ignore[arg-type]
             overrides=None if data.get("overrides") is None else str(data["overrides"]),
+            on_store_failure=str(data.get("on_store_failure") or "closed"),  # type: ignore[arg-type]
         )
 
 
@@ -326,7 +344,7 @@ _SPEC = re.compile(
     r"^\s*(?P<scope>tag:[A-Za-z0-9_.\-]+|[a-z]+)(?:=(?P<id>[^:;]+))?:(?P<meter>[a-z_]+)=(?P<limit>[^/;]+)"
     r"(?:/(?P<window>[^;]+))?(?P<options>(?:;[^;]*)*)$"
 )
-_OPTIONS = {"mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides"}
+_OPTIONS = {"mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides", "on_store_failure"}
 
 
 def parse_budget_spec(spec: str) -> Budget:

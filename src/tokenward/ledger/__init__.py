@@ -4,7 +4,11 @@
 
 * ``memory://``: in this process only;
 * ``sqlite:///path/to/ledger.db``: the embedded default (``sqlite:///tokenward.db``, in the
-  working directory, when nothing is configured).
+  working directory, when nothing is configured);
+* ``postgresql://user@host:port/db[?schema=NAME]``: the whole ledger in PostgreSQL
+  (:mod:`.postgres`; extra ``postgres``);
+* ``redis://host:port/db?events=URL``: holds and balances in Redis, usage events and records in the
+  durable store ``URL`` names (:mod:`.redis`; extra ``redis``).
 
 An unknown scheme is a :class:`~tokenward.errors.ConfigError` naming the known ones.
 """
@@ -62,9 +66,25 @@ def _sqlite(url: str, clock: Clock | None) -> Ledger:
     return SQLiteLedger(url, clock=clock)
 
 
+def _postgres(url: str, clock: Clock | None) -> Ledger:
+    from tokenward.ledger.postgres import PostgresLedger
+
+    return PostgresLedger(url, clock=clock)
+
+
+def _redis(url: str, clock: Clock | None) -> Ledger:
+    from tokenward.ledger.redis import RedisLedger
+
+    return RedisLedger(url, clock=clock)
+
+
 _BACKENDS: dict[str, Callable[[str, Clock | None], Ledger]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+    "redis": _redis,
+    "rediss": _redis,
 }
 
 

@@ -1,0 +1,356 @@
+"""``postgresql://user@host:port/db[?schema=NAME]``: the whole ledger in PostgreSQL alone.
+
+URL form: a libpq connection URI (``postgresql://`` or ``postgres://``; password, ``sslmode`` and
+other libpq parameters as usual), plus parameters of tokenward's own, removed before connecting:
+
+* ``schema``: where the ledger's tables live (default ``tokenward``; created when missing), so one
+  database can hold several ledgers;
+* ``timeout``: seconds a statement may take before the store counts as unavailable (default 10);
+* ``connect_timeout``: seconds to wait for a connection (default 5; libpq's own parameter);
+* ``spool``: the local spool file used while PostgreSQL is unreachable (default
+  ``~/.local/state/tokenward/spool-<hash of the URL>.db``).
+
+Every contract method is one transaction (``READ COMMITTED``), written once in
+:mod:`.transactional` over the primitives here. The check-then-hold is made safe across any
+number of processes and replicas by *locking the budget instances first*: before a write
+transaction reads balance rows it takes a transaction-level advisory lock per ``(budget,
+subject_id)`` it touches, in one fixed order (sorted by lock key), and holds them to its commit;
+reservations being settled, released or reaped are locked row by row (``FOR UPDATE``, the reaper
+skipping rows others hold), so a hold is never released twice. The rare deadlock a transaction
+touching instances in two phases can still meet (a reap before an admission) is detected by
+PostgreSQL and the whole step is retried. Money is ``NUMERIC``: exact. Migrations are applied on
+open (:mod:`.postgres_schema`). Driver errors become :class:`~tokenward.errors.LedgerError`, and
+:class:`~tokenward.errors.StoreUnavailable` when the server cannot be reached or is too slow.
+
+While PostgreSQL is unreachable, admissions follow each budget's ``on_store_failure`` policy
+(:mod:`.failover`), and settlements and releases go to the local spool (:mod:`.spool`), replayed
+in order when the server returns (a request id is stored once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from tokenward.clock import Clock
+from tokenward.core.budgets import Budget, Subject
+from tokenward.core.decide import CallPlan, Decision, decide
+from tokenward.core.events import UsageEvent
+from tokenward.core.usage import Usage
+from tokenward.errors import BudgetError, LedgerError, StoreUnavailable
+from tokenward.ledger.base import DEFAULT_TTL, Reservation, new_id
+from tokenward.ledger.failover import (
+    StoreFailure,
+    StoreHealth,
+    Worker,
+    admit_unchecked,
+    open_reservation,
+    redact,
+)
+from tokenward.ledger.postgres_store import PgSettings, PostgresStore, Retry, lock_key, parse_pg_url
+from tokenward.ledger.records import KeyRecord
+from tokenward.ledger.spool import Spool
+
+__all__ = ["PgSettings", "PostgresLedger", "lock_key", "parse_pg_url"]
+
+log = logging.getLogger("tokenward.ledger")
+
+_RETRIES = 8
+T = TypeVar("T")
+
+
+class PostgresLedger(PostgresStore):
+    """The PostgreSQL ledger (one connection per thread).
+
+    Args:
+        url: ``postgresql://user@host:port/db[?schema=NAME&timeout=S&spool=PATH]``.
+        clock: where time comes from.
+
+    Raises:
+        ConfigError: a malformed URL.
+        StoreUnavailable: the server cannot be reached to migrate the schema.
+        LedgerError: the schema is newer than this tokenward, or cannot be migrated.
+    """
+
+    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+        self.health = StoreHealth(redact(url), record=self._record_alert)
+        self._spool: Spool | None = None
+        self._spool_lock = threading.Lock()
+        self._replayer: Worker | None = None
+        self._closed = False
+        super().__init__(url, clock=clock)
+        if self.settings.spool.exists():  # entries a previous process could not replay
+            self._start_replayer()
+
+    def _retrying(self, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a write step, again from the start when PostgreSQL broke a deadlock by aborting it."""
+        for attempt in range(_RETRIES):
+            try:
+                result = step(*args, **kwargs)
+            except Retry:
+                if (
+                    attempt + 1 == _RETRIES or self._local.depth
+                ):  # inside a caller's transaction: its to retry
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+                continue
+            if self.health.down:
+                self.health.recovered(self.clock.now())
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def put_budget(self, budget: Budget) -> None:
+        self._retrying(super().put_budget, budget)
+
+    def delete_budget(self, name: str) -> bool:
+        return self._retrying(super().delete_budget, name)
+
+    def reap(self) -> int:
+        return self._retrying(super().reap)
+
+    def adjust(self, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(super().adjust, *args, **kwargs)
+
+    def record_estimate(self, model: str, estimated: int, actual: int) -> None:
+        """As the contract; while PostgreSQL is unreachable the observation is spooled."""
+        try:
+            self._retrying(super().record_estimate, model, estimated, actual)
+        except StoreUnavailable as exc:
+            payload = {"model": model, "estimated": int(estimated), "actual": int(actual)}
+            self._spool_write("estimate", payload, "estimate", exc, None)
+
+    def put_key(self, record: Any) -> Any:
+        return self._retrying(super().put_key, record)
+
+    def revoke_key(self, key_id: str, at: datetime | None = None) -> bool:
+        return self._retrying(super().revoke_key, key_id, at)
+
+    def audit(self, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(super().audit, *args, **kwargs)
+
+    def key_by_hash(
+        self, sha256_hex: str, *, at: datetime | None = None, include_inactive: bool = False
+    ) -> KeyRecord | None:
+        """As the contract; while PostgreSQL is unreachable, from the keys this process read last
+        (a key cannot be changed meanwhile), so calls of budgets that fail open still get in."""
+        try:
+            return super().key_by_hash(sha256_hex, at=at, include_inactive=include_inactive)
+        except StoreUnavailable:
+            cached = self._key_cache
+            if cached is None:
+                raise
+        record = cached[1].by_hash.get(sha256_hex.lower())
+        if record is None or include_inactive:
+            return record
+        return record if record.active(at or self.clock.now()) else None
+
+    def reserve(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """As the contract; while PostgreSQL is unreachable, by the budgets' store-failure policy.
+
+        Raises:
+            BudgetExceeded: a hard budget cannot take the hold.
+            StoreUnavailable: the server is unreachable and a hard budget fails closed.
+        """
+        try:
+            return self._retrying(
+                super().reserve, subject, amounts, ttl=ttl, idempotency_key=idempotency_key, metadata=metadata
+            )
+        except StoreUnavailable as exc:
+            self._admit_unchecked("reserve", subject, exc)
+            return open_reservation(subject, amounts, self.clock.now(), ttl, idempotency_key, metadata)
+
+    def admit(
+        self,
+        subject: Subject,
+        plan: CallPlan,
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[Decision, Reservation]:
+        """As the contract; while PostgreSQL is unreachable, by the budgets' store-failure policy
+        (an admission that fails open is not clamped: no balance can be read).
+
+        Raises:
+            BudgetExceeded / UnpricedCall: as the contract.
+            StoreUnavailable: the server is unreachable and a hard budget fails closed.
+        """
+        try:
+            return self._retrying(
+                super().admit, subject, plan, ttl=ttl, idempotency_key=idempotency_key, metadata=metadata
+            )
+        except StoreUnavailable as exc:
+            self._admit_unchecked("admit", subject, exc)
+            decision = decide(plan, [])
+            return decision, open_reservation(
+                subject, decision.amounts, self.clock.now(), ttl, idempotency_key, metadata
+            )
+
+    def charge_meter(
+        self,
+        subject: Subject,
+        amounts: Mapping[str, Decimal],
+        *,
+        request_id: str | None = None,
+        at: datetime | None = None,
+        enforce: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageEvent:
+        """As the contract; while PostgreSQL is unreachable the charge is admitted by the
+        store-failure policy (when ``enforce``) and spooled.
+
+        Raises:
+            BudgetExceeded: with ``enforce``, a hard budget cannot take the charge.
+            StoreUnavailable: the server is unreachable and a hard budget fails closed.
+        """
+        kwargs = {"request_id": request_id, "at": at, "enforce": enforce, "metadata": metadata}
+        try:
+            return self._retrying(super().charge_meter, subject, amounts, **kwargs)
+        except StoreUnavailable as exc:
+            if enforce:
+                self._admit_unchecked("charge", subject, exc)
+            event = UsageEvent(
+                request_id=request_id or new_id("chg"),
+                at=at or self.clock.now(),
+                subject=subject,
+                usage=Usage(),
+                endpoint="meter",
+                cost_usd=amounts.get("cost_usd"),
+                charged=dict(amounts),
+                metadata=dict(metadata or {}),
+            )
+            self._spool_write(
+                "settle", {"reservation_id": None, "event": event.to_dict()}, "charge", exc, subject
+            )
+            return event
+
+    def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent:
+        """As the contract; while PostgreSQL is unreachable the event is kept in the local spool
+        and settled when the server returns (so nothing that happened is lost)."""
+        try:
+            return self._retrying(super().settle, reservation_id, event)
+        except StoreUnavailable as exc:
+            payload = {"reservation_id": reservation_id, "event": event.to_dict()}
+            self._spool_write("settle", payload, "settle", exc, event.subject)
+            return event
+
+    def release(self, reservation_id: str) -> bool:
+        """As the contract; while PostgreSQL is unreachable the release is spooled and replayed
+        (returns False: nothing is known to be released yet)."""
+        if reservation_id.startswith("res_open_"):
+            return False
+        try:
+            return self._retrying(super().release, reservation_id)
+        except StoreUnavailable as exc:
+            self._spool_write("release", {"reservation_id": reservation_id}, "release", exc, None)
+            return False
+
+    def _admit_unchecked(self, operation: str, subject: Subject, exc: StoreUnavailable) -> None:
+        """Refuse (raise) unless every hard budget applying to ``subject`` fails open."""
+        admit_unchecked(
+            self.health,
+            operation,
+            subject,
+            exc,
+            self._budget_cache[1] if self._budget_cache is not None else None,
+            self._stop_cache[1] if self._stop_cache is not None else {},
+            self.clock.now(),
+        )
+
+    def _open_spool(self) -> Spool:
+        with self._spool_lock:
+            if self._spool is None:
+                self._spool = Spool(self.settings.spool)
+            return self._spool
+
+    def _spool_write(
+        self, kind: str, payload: dict[str, Any], operation: str, exc: Exception, subject: Subject | None
+    ) -> None:
+        self._open_spool().append(kind, payload)
+        self.health.failed(
+            StoreFailure(self.clock.now(), self.health.store, operation, "spooled", str(exc), (), subject)
+        )
+        self._start_replayer()
+
+    def _record_alert(self, action: str, details: dict[str, Any]) -> None:
+        self._open_spool().append("audit", {"action": action, "details": details})
+        self._start_replayer()
+
+    def _start_replayer(self) -> None:
+        with self._spool_lock:
+            if self._replayer is None and not self._closed:
+                self._replayer = Worker("tokenward-pg-spool", self._replay_step, interval=0.5)
+        self._replayer.wake()  # type: ignore[union-attr]
+
+    def _replay_step(self) -> bool:
+        """Replay the oldest spooled entries; True when some were replayed (more may wait)."""
+        spool = self._open_spool()
+        entries = spool.claim(100)
+        if not entries:
+            return False
+        done: list[int] = []
+        try:
+            for entry in entries:
+                payload = entry.payload
+                if entry.kind == "settle":
+                    event = UsageEvent.from_dict(payload["event"])
+                    self._retrying(super().settle, payload["reservation_id"], event)
+                elif entry.kind == "release":
+                    self._retrying(super().release, payload["reservation_id"])
+                elif entry.kind == "estimate":
+                    self._retrying(
+                        super().record_estimate, payload["model"], payload["estimated"], payload["actual"]
+                    )
+                elif entry.kind == "audit":
+                    details = payload["details"]
+                    self._retrying(
+                        super().audit, "tokenward", payload["action"], self.health.store, after=details
+                    )
+                done.append(entry.id)
+        except (LedgerError, BudgetError) as exc:
+            spool.done(done)
+            spool.retry([e.id for e in entries if e.id not in done], str(exc))
+            return False
+        spool.done(done)
+        self.health.recovered(self.clock.now())
+        return True
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Replay the spool now; returns how many entries are still waiting after ``timeout``
+        seconds (0: everything reached PostgreSQL)."""
+        if not self.settings.spool.exists():
+            return 0
+        spool = self._open_spool()
+        deadline = time.monotonic() + timeout
+        while spool.pending() and time.monotonic() < deadline:
+            if not self._replay_step():
+                time.sleep(0.05)
+        return spool.pending()
+
+    def close(self) -> None:
+        """Stop the replayer (replaying what it can first) and close every connection (entries
+        still in the spool are replayed by the next process that opens it)."""
+        self._closed = True
+        if self._replayer is not None:
+            self._replayer.stop()
+            with contextlib.suppress(LedgerError):
+                self._replay_step()
+        with self._spool_lock:
+            if self._spool is not None:
+                self._spool.close()
+                self._spool = None
+        super().close()

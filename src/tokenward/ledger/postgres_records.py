@@ -1,0 +1,211 @@
+"""The PostgreSQL ledger's primitives for records: threshold events, shadow denials, stop markers,
+adjustments, template instances, estimator calibration, virtual keys and the audit log.
+
+Mixed into :class:`~tokenward.ledger.postgres.PostgresLedger`; every method runs inside the
+caller's transaction through ``self._execute``. Numbered records (threshold events, shadow
+denials, adjustments, audit entries) are inserted under a transaction-level advisory lock of their
+table, so their ids become visible in increasing order (a consumer resuming with ``after=id``
+never skips one that committed late).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tokenward.core.calibration import EstimateStats
+from tokenward.core.numbers import plain
+from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.records import (
+    Adjustment,
+    AuditEntry,
+    BudgetInstance,
+    KeyRecord,
+    ShadowDenial,
+    StopMarker,
+    ThresholdEvent,
+)
+
+__all__ = ["PostgresRecords", "dumps"]
+
+
+def dumps(data: Any) -> str:
+    """JSON text for a ``jsonb`` parameter."""
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _limit(sql: str, params: list[Any], limit: int | None) -> tuple[str, list[Any]]:
+    return (f"{sql} LIMIT %s", [*params, int(limit)]) if limit is not None else (sql, params)
+
+
+class PostgresRecords:
+    """Record primitives over ``self._execute`` (see the module docstring)."""
+
+    _key_cache: tuple[int, KeyIndex] | None = None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _sequence_lock(self, name: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _bump(self, name: str) -> None:
+        self._execute("UPDATE meta SET value = value + 1 WHERE key = %s", (name,))
+
+    # -- threshold events and shadow denials --------------------------------------------------
+    def _insert_threshold(self, event: ThresholdEvent) -> bool:
+        data = event.to_dict()
+        del data["id"]
+        self._sequence_lock("threshold_events")
+        cursor = self._execute(
+            "INSERT INTO threshold_events (budget, subject_id, window_key, threshold, at, data) "
+            "VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
+            (event.budget, event.subject_id, event.window_key, plain(event.threshold), event.at, dumps(data)),
+        )
+        return bool(cursor.rowcount > 0)
+
+    def _query_thresholds(self, after: int | None, limit: int | None) -> list[ThresholdEvent]:
+        sql, params = _limit(
+            "SELECT id, data FROM threshold_events WHERE id > %s ORDER BY id", [after or 0], limit
+        )
+        return [ThresholdEvent.from_dict({**r[1], "id": r[0]}) for r in self._execute(sql, params).fetchall()]
+
+    def _insert_shadow(self, denials: Sequence[ShadowDenial]) -> None:
+        if not denials:
+            return
+        self._sequence_lock("shadow_denials")
+        for denial in denials:
+            data = denial.to_dict()
+            del data["id"]
+            self._execute(
+                "INSERT INTO shadow_denials (budget, at, data) VALUES (%s, %s, %s::jsonb)",
+                (denial.budget, denial.at, dumps(data)),
+            )
+
+    def _query_shadow(self, after: int | None, limit: int | None, budget: str | None) -> list[ShadowDenial]:
+        where = "id > %s"
+        params: list[Any] = [after or 0]
+        if budget is not None:
+            where, params = f"budget = %s AND {where}", [budget, *params]
+        sql, params = _limit(f"SELECT id, data FROM shadow_denials WHERE {where} ORDER BY id", params, limit)
+        return [ShadowDenial.from_dict({**r[1], "id": r[0]}) for r in self._execute(sql, params).fetchall()]
+
+    # -- stops, adjustments, instances ----------------------------------------------------------
+    def _store_stops(self, markers: Sequence[StopMarker]) -> None:
+        for marker in sorted(markers, key=lambda m: (m.scope, m.subject_id)):  # one fixed order
+            self._execute(
+                "INSERT INTO stops (scope, subject_id, at, data) VALUES (%s, %s, %s, %s::jsonb) "
+                "ON CONFLICT DO NOTHING",
+                (marker.scope, marker.subject_id, marker.at, dumps(marker.to_dict())),
+            )
+        self._bump("stops_rev")
+
+    def _load_stops(self) -> dict[tuple[str, str], StopMarker]:
+        rows = self._execute("SELECT data FROM stops").fetchall()
+        markers = [StopMarker.from_dict(r[0]) for r in rows]
+        return {(m.scope, m.subject_id): m for m in markers}
+
+    def _insert_adjustment(self, adjustment: Adjustment) -> Adjustment:
+        self._sequence_lock("adjustments")
+        row = self._execute(
+            "INSERT INTO adjustments (id, at, data) VALUES (%s, %s, %s::jsonb) RETURNING seq",
+            (adjustment.id, adjustment.at, dumps(adjustment.to_dict())),
+        ).fetchone()
+        return adjustment.with_seq(int(row[0]))
+
+    def _get_adjustment(self, adjustment_id: str) -> Adjustment | None:
+        row = self._execute("SELECT seq, data FROM adjustments WHERE id = %s", (adjustment_id,)).fetchone()
+        return Adjustment.from_dict({**row[1], "seq": row[0]}) if row else None
+
+    def _query_adjustments(self, since: datetime | None, until: datetime | None) -> list[Adjustment]:
+        clauses, params = ["TRUE"], []
+        if since is not None:
+            clauses.append("at >= %s")
+            params.append(since)
+        if until is not None:
+            clauses.append("at < %s")
+            params.append(until)
+        rows = self._execute(
+            f"SELECT seq, data FROM adjustments WHERE {' AND '.join(clauses)} ORDER BY seq", params
+        ).fetchall()
+        return [Adjustment.from_dict({**r[1], "seq": r[0]}) for r in rows]
+
+    def _store_instances(self, instances: Sequence[BudgetInstance]) -> None:
+        if not instances:
+            return
+        ordered = sorted(instances, key=lambda i: (i.budget, i.subject_id))
+        self._execute(
+            "INSERT INTO budget_instances (budget, subject_id, created_at) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING",
+            (
+                [i.budget for i in ordered],
+                [i.subject_id for i in ordered],
+                [i.created_at for i in ordered],
+            ),
+        )
+
+    def _query_instances(self, budget: str) -> list[BudgetInstance]:
+        rows = self._execute(
+            "SELECT subject_id, created_at FROM budget_instances WHERE budget = %s", (budget,)
+        ).fetchall()
+        return [BudgetInstance(budget, r[0], r[1]) for r in rows]
+
+    # -- estimator calibration ------------------------------------------------------------------
+    def _estimate_stats(self, model: str) -> EstimateStats | None:
+        row = self._execute("SELECT data FROM estimate_stats WHERE model = %s", (model,)).fetchone()
+        return EstimateStats.from_dict(row[0]) if row else None
+
+    def _store_estimate_stats(self, stats: EstimateStats) -> None:
+        self._execute(
+            "INSERT INTO estimate_stats (model, data) VALUES (%s, %s::jsonb) "
+            "ON CONFLICT (model) DO UPDATE SET data = excluded.data",
+            (stats.model, dumps(stats.to_dict())),
+        )
+
+    # -- keys and audit --------------------------------------------------------------------------
+    def _key_index(self) -> KeyIndex:
+        rev = self._execute("SELECT value FROM meta WHERE key = 'keys_rev'").fetchone()[0]
+        cached = self._key_cache
+        if cached is not None and cached[0] == rev:
+            return cached[1]
+        rows = self._execute("SELECT data FROM keys").fetchall()
+        index = KeyIndex.of([KeyRecord.from_dict(r[0]) for r in rows])
+        self._key_cache = (rev, index)
+        return index
+
+    def _store_key(self, record: KeyRecord) -> None:
+        self._execute(
+            "INSERT INTO keys (id, key_sha256, project, data) VALUES (%s, %s, %s, %s::jsonb) "
+            "ON CONFLICT (id) DO UPDATE SET key_sha256 = excluded.key_sha256, project = excluded.project, "
+            "data = excluded.data",
+            (record.id, record.key_sha256, record.project, dumps(record.to_dict())),
+        )
+        self._bump("keys_rev")
+
+    def _insert_audit(self, entry: AuditEntry) -> AuditEntry:
+        data = entry.to_dict()
+        del data["id"]
+        self._sequence_lock("audit_log")
+        row = self._execute(
+            "INSERT INTO audit_log (at, project, data) VALUES (%s, %s, %s::jsonb) RETURNING id",
+            (entry.at, entry.project, dumps(data)),
+        ).fetchone()
+        return AuditEntry.from_dict({**data, "id": row[0]})
+
+    def _query_audit(
+        self, since: datetime | None, after: int | None, limit: int | None, project: str | None
+    ) -> list[AuditEntry]:
+        clauses = ["id > %s"]
+        params: list[Any] = [after or 0]
+        if since is not None:
+            clauses.append("at >= %s")
+            params.append(since)
+        if project is not None:
+            clauses.append("project = %s")
+            params.append(project)
+        sql, params = _limit(
+            f"SELECT id, data FROM audit_log WHERE {' AND '.join(clauses)} ORDER BY id", params, limit
+        )
+        return [AuditEntry.from_dict({**r[1], "id": r[0]}) for r in self._execute(sql, params).fetchall()]

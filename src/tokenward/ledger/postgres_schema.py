@@ -1,0 +1,101 @@
+"""The PostgreSQL ledger's schema: versioned migrations, applied in order on open.
+
+The ledger lives in one schema (``?schema=NAME`` in the URL, ``tokenward`` by default), created
+when missing. ``tokenward_migrations`` lists the migrations a schema has had; opening applies the
+rest, each in its own transaction, under an advisory lock so that replicas starting together do
+not race. A migration is only ever appended, never edited.
+
+Money and amounts are ``NUMERIC`` (exact, unbounded); instants ``timestamptz`` (UTC); records
+``jsonb`` next to the columns their queries filter on. Append-only tables (usage events,
+threshold events, shadow denials, stop markers, adjustments, the audit log) refuse UPDATE, DELETE
+and TRUNCATE with triggers.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+
+def _append_only(table: str, what: str) -> str:
+    return f"""
+    CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION tokenward_append_only('{what}');
+    CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+        FOR EACH STATEMENT EXECUTE FUNCTION tokenward_append_only('{what}');
+    """
+
+
+MIGRATIONS: list[str] = [
+    # 1: the whole ledger contract (budgets, balances, reservations, usage events, calibration,
+    #    threshold events, shadow denials, stop markers, adjustments, template instances, virtual
+    #    keys, the audit log)
+    """
+    CREATE FUNCTION tokenward_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION '% are append-only', TG_ARGV[0] USING ERRCODE = 'restrict_violation';
+    END $$;
+    CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('budgets_rev', 0), ('stops_rev', 0), ('keys_rev', 0);
+    CREATE TABLE budgets (name text PRIMARY KEY, spec jsonb NOT NULL);
+    CREATE TABLE balances (
+        budget text NOT NULL, subject_id text NOT NULL, window_key text NOT NULL,
+        spent numeric NOT NULL DEFAULT 0, held numeric NOT NULL DEFAULT 0,
+        PRIMARY KEY (budget, subject_id, window_key)
+    );
+    CREATE TABLE reservations (
+        id text PRIMARY KEY, idempotency_key text UNIQUE, state text NOT NULL,
+        created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, data jsonb NOT NULL
+    );
+    CREATE INDEX reservations_active ON reservations (expires_at) WHERE state = 'active';
+    CREATE TABLE usage_events (
+        seq bigserial PRIMARY KEY,
+        request_id text NOT NULL UNIQUE,
+        at timestamptz NOT NULL,
+        org text, project text, team text, "user" text, "key" text, agent text, session text, task text,
+        model text, status text NOT NULL,
+        input_tokens bigint, output_tokens bigint, cost_usd numeric,
+        data jsonb NOT NULL
+    );
+    CREATE INDEX usage_events_at ON usage_events (at, seq);
+    CREATE INDEX usage_events_session ON usage_events (session, at);
+    CREATE INDEX usage_events_user ON usage_events ("user", at);
+    CREATE TABLE estimate_stats (model text PRIMARY KEY, data jsonb NOT NULL);
+    CREATE TABLE threshold_events (
+        id bigserial PRIMARY KEY,
+        budget text NOT NULL, subject_id text NOT NULL, window_key text NOT NULL,
+        threshold text NOT NULL, at timestamptz NOT NULL, data jsonb NOT NULL,
+        UNIQUE (budget, subject_id, window_key, threshold)
+    );
+    CREATE TABLE shadow_denials (
+        id bigserial PRIMARY KEY, budget text NOT NULL, at timestamptz NOT NULL, data jsonb NOT NULL
+    );
+    CREATE INDEX shadow_denials_budget ON shadow_denials (budget, id);
+    CREATE TABLE stops (
+        scope text NOT NULL, subject_id text NOT NULL, at timestamptz NOT NULL, data jsonb NOT NULL,
+        PRIMARY KEY (scope, subject_id)
+    );
+    CREATE TABLE adjustments (
+        seq bigserial PRIMARY KEY, id text NOT NULL UNIQUE, at timestamptz NOT NULL, data jsonb NOT NULL
+    );
+    CREATE INDEX adjustments_at ON adjustments (at);
+    CREATE TABLE budget_instances (
+        budget text NOT NULL, subject_id text NOT NULL, created_at timestamptz NOT NULL,
+        PRIMARY KEY (budget, subject_id)
+    );
+    CREATE TABLE keys (
+        id text PRIMARY KEY, key_sha256 text NOT NULL UNIQUE, project text, data jsonb NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id bigserial PRIMARY KEY, at timestamptz NOT NULL, project text, data jsonb NOT NULL
+    );
+    CREATE INDEX audit_log_at ON audit_log (at);
+    CREATE INDEX audit_log_project ON audit_log (project, id);
+    """
+    + _append_only("usage_events", "usage events")
+    + _append_only("threshold_events", "threshold events")
+    + _append_only("shadow_denials", "shadow denials")
+    + _append_only("stops", "stop markers")
+    + _append_only("adjustments", "adjustments")
+    + _append_only("audit_log", "audit entries"),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
