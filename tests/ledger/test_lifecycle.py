@@ -9,7 +9,7 @@ import pytest
 from tests.ledger.helpers import ALICE, BOB, T0, D, cost_budget, event, spend, spent_held, usd
 from tokenward.clock import ManualClock
 from tokenward.core.budgets import Budget, Subject
-from tokenward.errors import BudgetExceeded
+from tokenward.errors import BudgetExceeded, ValidationError
 from tokenward.ledger import Ledger
 
 
@@ -174,6 +174,64 @@ def test_reap_releases_reservations_past_their_ttl(alice10: Ledger, clock: Manua
     assert alice10.reap() == 1
     assert alice10.reap() == 0
     assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("0"))
+
+
+def test_extend_keeps_a_long_call_held_past_its_first_ttl(alice10: Ledger, clock: ManualClock) -> None:
+    long = alice10.reserve(ALICE, usd("6"), ttl=timedelta(seconds=30))
+    clock.advance(20)
+    assert alice10.extend(long.id, timedelta(seconds=30)) is True  # now expires at T0 + 50 s
+    assert alice10.reservation(long.id).expires_at == T0 + timedelta(seconds=50)  # type: ignore[union-attr]
+
+    clock.advance(20)  # 40 s in: past the first ttl, inside the extended one
+    assert alice10.reap() == 0
+    with pytest.raises(BudgetExceeded):
+        alice10.reserve(ALICE, usd("5"))  # the 6 are still held: 4 left
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("6"))
+
+    clock.advance(10)  # exactly at the extended expiry
+    assert alice10.reap() == 1
+    assert alice10.reservation(long.id).state == "expired"  # type: ignore[union-attr]
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("0"))
+
+
+def test_extend_never_shortens_a_reservation(alice10: Ledger, clock: ManualClock) -> None:
+    reservation = alice10.reserve(ALICE, usd("2"), ttl=timedelta(seconds=600))
+    assert alice10.extend(reservation.id, timedelta(seconds=5)) is True
+    assert alice10.reservation(reservation.id).expires_at == T0 + timedelta(seconds=600)  # type: ignore[union-attr]
+    clock.advance(10)
+    assert alice10.reap() == 0
+
+
+def test_extend_refuses_what_is_not_active(alice10: Ledger, clock: ManualClock) -> None:
+    settled = alice10.reserve(ALICE, usd("1"))
+    alice10.settle(settled.id, event(ALICE, usd("1"), at=T0))
+    released = alice10.reserve(ALICE, usd("1"))
+    alice10.release(released.id)
+    lapsed = alice10.reserve(ALICE, usd("1"), ttl=timedelta(seconds=30))
+    clock.advance(30)  # at its expiry, not reaped yet: too late to extend
+
+    ttl = timedelta(seconds=60)
+    assert [alice10.extend(r.id, ttl) for r in (settled, released, lapsed)] == [False, False, False]
+    assert alice10.extend("res_unknown", ttl) is False
+    assert alice10.reap() == 1  # the lapsed one expires as it would have
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("1"), D("0"))
+
+
+@pytest.mark.parametrize("ttl", [timedelta(0), timedelta(seconds=-1), 30])
+def test_extend_rejects_a_ttl_that_is_not_a_positive_timedelta(alice10: Ledger, ttl: object) -> None:
+    reservation = alice10.reserve(ALICE, usd("1"))
+    with pytest.raises(ValidationError):
+        alice10.extend(reservation.id, ttl)  # type: ignore[arg-type]
+
+
+def test_a_settle_after_extend_charges_once(alice10: Ledger, clock: ManualClock) -> None:
+    reservation = alice10.reserve(ALICE, usd("4"), ttl=timedelta(seconds=30))
+    clock.advance(25)
+    alice10.extend(reservation.id, timedelta(seconds=30))
+    clock.advance(25)
+    alice10.settle(reservation.id, event(ALICE, usd("3"), at=T0))
+    assert alice10.reap() == 0
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("3"), D("0"))
 
 
 def test_the_next_reserve_reaps_expired_holds_first(alice10: Ledger, clock: ManualClock) -> None:

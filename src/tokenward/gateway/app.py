@@ -214,6 +214,7 @@ def create_app(
                 await client.aclose()
             factory.close()
             observing.close()
+            guard.renewer.close()
             if ledger is None:
                 await store.close()
 

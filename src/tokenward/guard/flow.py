@@ -57,7 +57,7 @@ class GuardSettings:
     ``deny`` (refuse the call before it is made); see :meth:`PriceBook.priced`."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Admission:
     """An admitted call: its plan, the decision and the reservation that backs it.
 

@@ -6,9 +6,11 @@ and the pure core; they differ only in how they call the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,10 +30,11 @@ from tokenward.guard.flow import (
     observation,
 )
 from tokenward.guard.observers import Observers
+from tokenward.guard.renewal import Renewer
 from tokenward.guard.wire.degrade import Degrade, degrade_body
 from tokenward.guard.wire.exchange import PreparedCall, degraded, prepare_body
 from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
-from tokenward.ledger.base import new_id
+from tokenward.ledger.base import ThreadedAsyncLedger, new_id
 
 __all__ = ["AsyncGuard", "Guard"]
 
@@ -87,6 +90,8 @@ class Guard:
         self.observers = Observers(observers)
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
+        self.renewer = Renewer(self.ledger.extend, self.settings.ttl)
+        """Extends the reservations of calls that outlast a third of ``settings.ttl``."""
 
     def admit(
         self,
@@ -117,11 +122,16 @@ class Guard:
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
         admission = replace(admission, estimated_input_tokens=estimated)
+        self._watch(admission)
         self.observers.admit(admission)
         return admission
 
+    def _watch(self, admission: Admission) -> None:
+        self.renewer.watch(admission.reservation.id, admission)
+
     def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """Charge the real usage in place of the hold and record the event (once per request)."""
+        self.renewer.done(admission.reservation.id)
         event = self.ledger.settle(
             admission.reservation.id,
             build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
@@ -147,6 +157,7 @@ class Guard:
 
     def release(self, admission: Admission) -> bool:
         """Drop the hold of a call that never reached a provider."""
+        self.renewer.done(admission.reservation.id)
         return self.ledger.release(admission.reservation.id)
 
     def admit_call(
@@ -241,7 +252,8 @@ class Guard:
         return stored
 
     def close(self) -> None:
-        """Close the ledger."""
+        """Stop renewing holds and close the ledger."""
+        self.renewer.close()
         self.ledger.close()
 
 
@@ -269,6 +281,18 @@ class AsyncGuard:
         self.settings = settings or GuardSettings()
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
+        self.renewer = Renewer(self._sync_extend, self.settings.ttl)
+        """Extends the reservations of calls that outlast a third of ``settings.ttl``."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _sync_extend(self, reservation_id: str, ttl: timedelta) -> bool:
+        """The ledger's ``extend``, called from the renewer's thread."""
+        if isinstance(self.ledger, ThreadedAsyncLedger):
+            return self.ledger.sync.extend(reservation_id, ttl)
+        if self._loop is None:  # pragma: no cover - watch() runs on the loop first
+            return False
+        future = asyncio.run_coroutine_threadsafe(self.ledger.extend(reservation_id, ttl), self._loop)
+        return future.result(timeout=max(ttl.total_seconds(), 1.0))
 
     async def admit(
         self,
@@ -294,11 +318,18 @@ class AsyncGuard:
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
         admission = replace(admission, estimated_input_tokens=estimated)
+        self._watch(admission)
         self.observers.admit(admission)
         return admission
 
+    def _watch(self, admission: Admission) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self.renewer.watch(admission.reservation.id, admission)
+
     async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """As :meth:`Guard.settle`."""
+        self.renewer.done(admission.reservation.id)
         event = await self.ledger.settle(
             admission.reservation.id,
             build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
@@ -324,6 +355,7 @@ class AsyncGuard:
 
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
+        self.renewer.done(admission.reservation.id)
         return await self.ledger.release(admission.reservation.id)
 
     async def admit_call(
@@ -395,5 +427,6 @@ class AsyncGuard:
         return stored
 
     async def close(self) -> None:
-        """Close the ledger."""
+        """Stop renewing holds and close the ledger."""
+        self.renewer.close()
         await self.ledger.close()

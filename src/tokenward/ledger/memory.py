@@ -126,6 +126,11 @@ class MemoryLedger(TransactionalLedger):
         if state != "active":
             self._active.discard(reservation_id)
 
+    def _set_expiry(self, reservation_id: str, expires_at: datetime) -> None:
+        self._reservations[reservation_id] = replace(
+            self._reservations[reservation_id], expires_at=expires_at
+        )
+
     def _expire(self, now: datetime) -> list[Reservation]:
         expired = [self._reservations[i] for i in self._active if self._reservations[i].expires_at <= now]
         for reservation in expired:

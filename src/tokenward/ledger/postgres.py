@@ -259,6 +259,16 @@ class PostgresLedger(PostgresStore):
             self._spool_write("release", {"reservation_id": reservation_id}, "release", exc, None)
             return False
 
+    def extend(self, reservation_id: str, ttl: timedelta) -> bool:
+        """As the contract.
+
+        Raises:
+            StoreUnavailable: PostgreSQL cannot be reached (the hold keeps its expiry; try again).
+        """
+        if reservation_id.startswith("res_open_"):
+            return False
+        return bool(self._retrying(super().extend, reservation_id, ttl))
+
     def _admit_unchecked(self, operation: str, subject: Subject, exc: StoreUnavailable) -> None:
         """Refuse (raise) unless every hard budget applying to ``subject`` fails open."""
         admit_unchecked(

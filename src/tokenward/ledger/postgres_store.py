@@ -385,6 +385,13 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
     def _set_state(self, reservation_id: str, state: str) -> None:
         self._execute("UPDATE reservations SET state = %s WHERE id = %s", (state, reservation_id))
 
+    def _set_expiry(self, reservation_id: str, expires_at: datetime) -> None:
+        self._execute(
+            "UPDATE reservations SET expires_at = %s, data = jsonb_set(data, '{expires_at}', to_jsonb(%s::text))"
+            " WHERE id = %s",
+            (expires_at, expires_at.isoformat(), reservation_id),
+        )
+
     def _expire(self, now: datetime) -> list[Reservation]:
         expired: list[Reservation] = []
         while True:

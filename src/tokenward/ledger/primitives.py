@@ -82,6 +82,10 @@ class Primitives(AdminRecords, abc.ABC):
     def _set_state(self, reservation_id: str, state: str) -> None: ...
 
     @abc.abstractmethod
+    def _set_expiry(self, reservation_id: str, expires_at: datetime) -> None:
+        """Set an active reservation's ``expires_at``."""
+
+    @abc.abstractmethod
     def _expire(self, now: datetime) -> list[Reservation]:
         """Mark active reservations whose ``expires_at`` is at or before ``now`` expired; return
         them as they were (active)."""

@@ -80,6 +80,7 @@ from tokenward.errors import (
     ConfigError,
     LedgerError,
     StoreUnavailable,
+    ValidationError,
 )
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
@@ -92,7 +93,7 @@ from tokenward.ledger.failover import (
 from tokenward.ledger.records import (
     iso,
 )
-from tokenward.ledger.redis_lua import HOLD, KEY_NAMES, READ, REAP, REBUILD, RELEASE, SETTLE, STOP
+from tokenward.ledger.redis_lua import EXTEND, HOLD, KEY_NAMES, READ, REAP, REBUILD, RELEASE, SETTLE, STOP
 from tokenward.ledger.redis_records import RedisRecords
 from tokenward.ledger.redis_state import (
     ATTEMPTS,
@@ -157,6 +158,7 @@ class RedisLedger(RedisRecords):
                 ("settle", SETTLE),
                 ("release", RELEASE),
                 ("reap", REAP),
+                ("extend", EXTEND),
                 ("stop", STOP),
                 ("rebuild", REBUILD),
             )
@@ -543,6 +545,23 @@ class RedisLedger(RedisRecords):
             self._failed("release", "spooled", exc, None)
             return False
         self._forget(reservation_id)
+        return int(answer[1]) == 1
+
+    def extend(self, reservation_id: str, ttl: timedelta) -> bool:
+        """As the contract.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached (the hold keeps its expiry; try again).
+        """
+        if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+            raise ValidationError(f"ttl must be a positive timedelta, got {ttl!r}")
+        if reservation_id.startswith("res_open_"):
+            return False
+        now = self.clock.now()
+        until = now + ttl
+        answer = self._retry_again(
+            lambda: self._script("extend", None, reservation_id, micros(until), until.isoformat(), now=now)
+        )
         return int(answer[1]) == 1
 
     def reap(self) -> int:

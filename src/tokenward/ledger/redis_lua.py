@@ -23,7 +23,7 @@ says what happened:
 
 from __future__ import annotations
 
-__all__ = ["HOLD", "KEY_NAMES", "READ", "REAP", "REBUILD", "RELEASE", "SCALE", "SETTLE", "STOP"]
+__all__ = ["EXTEND", "HOLD", "KEY_NAMES", "READ", "REAP", "REBUILD", "RELEASE", "SCALE", "SETTLE", "STOP"]
 
 SCALE = 18
 """Sub-units per unit, as a power of ten: amounts are held in Redis as integers of 10^-18."""
@@ -322,6 +322,25 @@ local rid = arg()
 if redis.call('HGET', K_RST, rid) ~= 'active' then return {'OK', 0} end
 drop_holds(rid)
 finish(rid, 'released')
+return {'OK', 1}
+"""
+)
+
+EXTEND = (
+    _PRELUDE
+    + r"""
+-- ARGV[5]: reservation id, ARGV[6]: its new expiry (microseconds), ARGV[7]: the same as ISO text.
+-- Pushes an active reservation's expiry later (never earlier); answers OK and 1, or OK and 0 when
+-- it is not active or already past its expiry (the reaper may release it any moment).
+local rid, at, text = arg(), tonumber(arg()), arg()
+if redis.call('HGET', K_RST, rid) ~= 'active' then return {'OK', 0} end
+local current = redis.call('ZSCORE', K_EXP, rid)
+if not current or tonumber(current) <= NOW then return {'OK', 0} end
+if at > tonumber(current) then
+    redis.call('ZADD', K_EXP, at, rid)
+    local data = string.gsub(redis.call('HGET', K_RES, rid), '"expires_at":"[^"]*"', '"expires_at":"' .. text .. '"', 1)
+    redis.call('HSET', K_RES, rid, data)
+end
 return {'OK', 1}
 """
 )

@@ -292,6 +292,12 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
     def _set_state(self, reservation_id: str, state: str) -> None:
         self._execute("UPDATE reservations SET state = ? WHERE id = ?", (state, reservation_id))
 
+    def _set_expiry(self, reservation_id: str, expires_at: datetime) -> None:
+        self._execute(
+            "UPDATE reservations SET expires_at = ?, data = json_set(data, '$.expires_at', ?) WHERE id = ?",
+            (ts(expires_at), expires_at.isoformat(), reservation_id),
+        )
+
     def _expire(self, now: datetime) -> list[Reservation]:
         rows = self._execute(
             "UPDATE reservations SET state = 'expired' WHERE state = 'active' AND expires_at <= ? RETURNING *",

@@ -28,7 +28,7 @@ from tokenward.core.decide import (
 )
 from tokenward.core.events import UsageEvent
 from tokenward.core.numbers import plain
-from tokenward.errors import BudgetError, BudgetExceeded, Stopped
+from tokenward.errors import BudgetError, BudgetExceeded, Stopped, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
 from tokenward.ledger.primitives import Primitives
 from tokenward.ledger.records import BudgetInstance, ShadowDenial, StopMarker, ThresholdEvent
@@ -497,6 +497,19 @@ class LedgerSteps(Primitives):
                 return False
             self._release(reservation.holds)
             self._set_state(reservation_id, "released")
+            return True
+
+    def extend(self, reservation_id: str, ttl: timedelta) -> bool:
+        """As :meth:`tokenward.ledger.Ledger.extend`."""
+        if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+            raise ValidationError(f"ttl must be a positive timedelta, got {ttl!r}")
+        now = self.clock.now()
+        with self._write():
+            reservation = self._get_reservation(reservation_id)
+            if reservation is None or reservation.state != "active" or reservation.expires_at <= now:
+                return False
+            if now + ttl > reservation.expires_at:
+                self._set_expiry(reservation_id, now + ttl)
             return True
 
     def reservation(self, reservation_id: str) -> Reservation | None:

@@ -115,6 +115,12 @@ class Guard(Engine):
             self._aio.observers = self.observers
         return self._aio
 
+    def close(self) -> None:
+        """Stop renewing holds (of the sync guard and its async twin) and close the ledger."""
+        if self._aio is not None:
+            self._aio.renewer.close()
+        super().close()
+
     def subject(self, override: Subject | None = None) -> Subject:
         """Whom a call made here is charged to: the attribution in force over the defaults."""
         inner = override or current().subject
