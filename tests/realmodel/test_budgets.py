@@ -119,7 +119,7 @@ def test_a_stream_is_cut_off_cleanly_when_its_hold_is_spent(real_gateway, model_
     assert event.usage.output_tokens <= room
     measure("stream at its hold", model_server.kind, room=room, status=event.status)
     if event.status != "cut_off" and model_server.kind != "llama-cpp-python":
-        # not observed on this server here (it needs AVX-512): it may have reached its own bound
+        # not observed on this server here (it needs AVX-512 and AVX-VNNI): it may have reached its own bound
         # (the clamped one the gateway sent) first, and ended the stream with "length" itself
         assert event.status == "ok"
         return
