@@ -48,13 +48,19 @@ async def _load(
     limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
 
+        failed = 0
+
         async def worker() -> None:
+            nonlocal failed
             for _ in range(per_client):
-                latencies.append(await _one(client, url, stream, headers))
+                try:
+                    latencies.append(await _one(client, url, stream, headers))
+                except httpx.HTTPError:  # counted and reported, not a crash of the whole run
+                    failed += 1
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return summary(latencies, time.perf_counter() - start)
+        return {**summary(latencies, time.perf_counter() - start), "failed": failed}
 
 
 def load(
@@ -144,7 +150,7 @@ def main() -> None:
             url, headers = targets["gateway"]
             memory["rss_before_mb"] = rss_mb(gateway.pid)
             start = time.perf_counter()
-            load(url, headers, args.memory_requests, 50, False)
+            memory["failed"] = load(url, headers, args.memory_requests, 50, False)["failed"]
             memory["seconds"] = time.perf_counter() - start
             memory["rss_after_mb"] = rss_mb(gateway.pid)
             memory["requests"] = args.memory_requests
@@ -174,6 +180,8 @@ def main() -> None:
             f"gateway RSS {memory['rss_before_mb']:.0f} MB before and {memory['rss_after_mb']:.0f} MB after "
             f"{memory['requests']:,} more requests ({memory['requests'] / memory['seconds']:.0f} req/s at 50 clients)"
         )
+    failures = {k: {n: sum(r["failed"] for r in rs) for n, rs in runs.items()} for k, runs in results.items()}
+    print(f"failed requests (transport errors), by mode and target: {failures}")
     print(f"(median of {args.rounds} interleaved rounds; results in {save('gateway', table)})")
 
 

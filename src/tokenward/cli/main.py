@@ -105,6 +105,9 @@ def serve(
         log_level=log_level,
         log_config=None,  # keep our handlers (JSON lines when asked)
         timeout_graceful_shutdown=30,
+        # Longer than clients' own idle expiry (httpx: 5 s, the same as uvicorn's default), so the
+        # server never closes a kept-alive connection just as a client sends on it (a ReadError).
+        timeout_keep_alive=75,
     )
 
 

@@ -341,6 +341,8 @@ def serve(host: str = "127.0.0.1", port: int = 9100, settings: FakeSettings | No
     Point the OpenAI SDK at ``http://<host>:<port>/v1``, and the Anthropic SDK and google-genai at
     ``http://<host>:<port>``; the endpoints are listed in :mod:`tokenward.fake`.
     """
-    config = uvicorn.Config(create_app(settings), host=host, port=port)  # configures uvicorn's loggers
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, timeout_keep_alive=75
+    )  # configures uvicorn's loggers
     logging.getLogger("uvicorn.error").addFilter(QuietStreamCuts())
     uvicorn.Server(config).run()

@@ -51,7 +51,10 @@ __all__ = ["create_app"]
 log = logging.getLogger("tokenward.gateway")
 
 _TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=60.0)
-_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=4.0)
+"""Idle upstream connections are dropped after 4 s: before the 5 s after which uvicorn-based
+upstreams (vLLM, llama-cpp-python, our fake) close them, so a call is never sent on a connection
+the upstream is closing at that moment."""
 
 
 def _warm_up(prices: PriceBook) -> None:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from tokenward.errors import LedgerError
+
 __all__ = ["Renewer"]
 
 log = logging.getLogger("tokenward.guard")
@@ -107,8 +109,11 @@ class Renewer:
             for rid in due:
                 try:
                     kept = self._extend(rid, self.ttl)
-                except Exception:  # the store is down or slow: try again at the next interval
-                    log.warning("could not extend reservation %s", rid, exc_info=True)
+                except LedgerError as exc:  # the store is down or slow: try again at the next interval
+                    log.warning("could not extend reservation %s: %s", rid, exc)
+                    continue
+                except Exception:
+                    log.exception("could not extend reservation %s", rid)
                     continue
                 if kept:
                     self.renewed += 1
