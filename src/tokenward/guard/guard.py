@@ -323,8 +323,7 @@ class AsyncGuard:
         return admission
 
     def _watch(self, admission: Admission) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()  # the loop of the latest call (asyncio.run makes new ones)
         self.renewer.watch(admission.reservation.id, admission)
 
     async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:

@@ -48,6 +48,7 @@ from tokenward.ledger.rows import (
     Rows,
     balance_of,
     page,
+    shadow_denials,
     stop_of,
     stop_targets,
 )
@@ -132,26 +133,8 @@ class RedisRecords(RedisState):
         request_id: str | None,
         reservation_id: str,
     ) -> None:
-        keys = {(b.budget.name, b.subject_id): b.window_key for b in balances}
         denials = [
-            ShadowDenial(
-                id=0,
-                at=now,
-                budget=e.budget,
-                scope=e.scope,
-                subject_id=e.subject_id,
-                meter=e.meter,
-                window_key=keys.get((e.budget, e.subject_id or ""), ""),
-                limit=e.limit,
-                used=e.used,
-                held=e.held,
-                requested=e.requested,
-                reset_at=e.reset_at,
-                request_id=request_id,
-                reservation_id=reservation_id,
-                subject=subject,
-            ).to_dict()
-            for e in shadow
+            d.to_dict() for d in shadow_denials(shadow, balances, subject, now, request_id, reservation_id)
         ]
         self.spool.append("shadow", {"denials": denials})
         self._wake()

@@ -8,15 +8,15 @@ Backends read and write rows in batches; everything else here is arithmetic on w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from tokenward.core.budgets import Budget, Subject
 from tokenward.core.decide import Balance
-from tokenward.errors import Stopped, ValidationError
-from tokenward.ledger.records import StopMarker
+from tokenward.errors import BudgetExceeded, Stopped, ValidationError
+from tokenward.ledger.records import ShadowDenial, StopMarker
 
 __all__ = [
     "ZERO",
@@ -29,6 +29,7 @@ __all__ = [
     "crossed",
     "merge",
     "page",
+    "shadow_denials",
     "span_of",
     "stop_of",
     "stop_targets",
@@ -203,3 +204,36 @@ def page(after: int | None, limit: int | None) -> tuple[int | None, int | None]:
     if after is not None:
         after = None if after < 1 else min(after, _MAX_ID)
     return after, None if limit is None else min(limit, _MAX_ID)
+
+
+def shadow_denials(
+    shadow: Sequence[BudgetExceeded],
+    balances: Sequence[Balance],
+    subject: Subject,
+    now: datetime,
+    request_id: str | None,
+    reservation_id: str | None,
+) -> list[ShadowDenial]:
+    """The records of the shadow budgets an admission would have been refused by (ids 0: the
+    store numbers them), each in the window its balance was read in."""
+    keys = {(b.budget.name, b.subject_id): b.window_key for b in balances}
+    return [
+        ShadowDenial(
+            id=0,
+            at=now,
+            budget=e.budget,
+            scope=e.scope,
+            subject_id=e.subject_id,
+            meter=e.meter,
+            window_key=keys.get((e.budget, e.subject_id or ""), ""),
+            limit=e.limit,
+            used=e.used,
+            held=e.held,
+            requested=e.requested,
+            reset_at=e.reset_at,
+            request_id=request_id,
+            reservation_id=reservation_id,
+            subject=subject,
+        )
+        for e in shadow
+    ]

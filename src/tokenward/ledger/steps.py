@@ -31,7 +31,7 @@ from tokenward.core.numbers import plain
 from tokenward.errors import BudgetError, BudgetExceeded, Stopped, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
 from tokenward.ledger.primitives import Primitives
-from tokenward.ledger.records import BudgetInstance, ShadowDenial, StopMarker, ThresholdEvent
+from tokenward.ledger.records import BudgetInstance, StopMarker, ThresholdEvent
 from tokenward.ledger.rows import (
     ZERO,
     Rows,
@@ -42,6 +42,7 @@ from tokenward.ledger.rows import (
     crossed,
     merge,
     page,
+    shadow_denials,
     span_of,
     stop_of,
     stop_targets,
@@ -232,29 +233,7 @@ class LedgerSteps(Primitives):
         request_id: str | None,
         reservation_id: str | None,
     ) -> None:
-        keys = {(b.budget.name, b.subject_id): b.window_key for b in balances}
-        self._insert_shadow(
-            [
-                ShadowDenial(
-                    id=0,
-                    at=now,
-                    budget=e.budget,
-                    scope=e.scope,
-                    subject_id=e.subject_id,
-                    meter=e.meter,
-                    window_key=keys.get((e.budget, e.subject_id or ""), ""),
-                    limit=e.limit,
-                    used=e.used,
-                    held=e.held,
-                    requested=e.requested,
-                    reset_at=e.reset_at,
-                    request_id=request_id,
-                    reservation_id=reservation_id,
-                    subject=subject,
-                )
-                for e in shadow
-            ]
-        )
+        self._insert_shadow(shadow_denials(shadow, balances, subject, now, request_id, reservation_id))
 
     def _note_instances(self, pairs: Sequence[tuple[Budget, str]], now: datetime) -> None:
         known = self._known_instances
