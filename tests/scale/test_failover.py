@@ -160,3 +160,53 @@ def test_reservations_of_a_dead_replica_expire(kind: str, tmp_path: Path) -> Non
             server.remove()
         else:
             server.stop()
+
+
+@pytest.mark.postgres
+def test_after_a_postgres_restart_every_thread_reconnects_and_unknown_keys_are_not_refused(
+    tmp_path: Path,
+) -> None:
+    """Connections that died while idle (the server restarted) are replaced at their next
+    statement, on every thread, so the first calls after a restart succeed; and while the server
+    is down, a key this process never read is an outage (StoreUnavailable, a 503), not a 401."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokenward.ledger.records import KeyRecord
+
+    if postgres_bin() is None:
+        pytest.skip("initdb/pg_ctl not found")
+    server = PrivatePostgres()
+    server.start()
+    ledger = open_ledger(f"{server.url}?schema=tw_r&timeout=2&spool={tmp_path / 'spool.db'}")
+    try:
+        _budgets(ledger)
+        known = ledger.put_key(KeyRecord(id="known", name="known", key_sha256="a" * 64, subject=CLOSED))
+        assert ledger.key_by_hash("a" * 64) == known  # read (and cached) before the outage
+
+        pool = ThreadPoolExecutor(4)  # the same four threads before and after the restart
+        barrier = threading.Barrier(4)
+
+        def one() -> BaseException | None:
+            barrier.wait(10)  # all four at once: four threads, four connections
+            try:
+                ledger.balances(CLOSED)
+            except BaseException as exc:
+                return exc
+            return None
+
+        def on_threads() -> list[BaseException | None]:
+            return [f.result() for f in [pool.submit(one) for _ in range(4)]]
+
+        assert on_threads() == [None] * 4  # four threads, four connections
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            ledger.key_by_hash("b" * 64)  # made elsewhere meanwhile, perhaps: not known absent
+        assert ledger.key_by_hash("a" * 64) == known  # read before: served from memory
+        server.start(same_port=True)
+        assert on_threads() == [None] * 4  # no thread's first statement fails on its dead connection
+        assert ledger.key_by_hash("b" * 64) is None  # the server answers: truly absent
+        pool.shutdown()
+    finally:
+        ledger.close()
+        server.remove()

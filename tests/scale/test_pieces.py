@@ -12,7 +12,7 @@ from tests.ledger.backends import BACKENDS, drop_redis_prefix, fresh_redis_url, 
 from tests.ledger.helpers import ALICE, cost_budget
 from tokenward.errors import BudgetExceeded, ConfigError
 from tokenward.ledger import open_ledger
-from tokenward.ledger.failover import redact
+from tokenward.ledger.failover import masked, redact
 from tokenward.ledger.postgres import parse_pg_url
 from tokenward.ledger.redis import parse_redis_url
 from tokenward.ledger.redis_units import field, from_units, to_units, unfield
@@ -44,7 +44,12 @@ def test_redis_url_names_its_events_store_last_verbatim() -> None:
         ("redis://h/0?colour=red&events=sqlite:///e.db", "unknown parameters"),
         ("redis://h/0?prefix={x}&events=sqlite:///e.db", "braces"),
         ("redis://h/0?retention=soon&events=sqlite:///e.db", "duration"),
-        ("postgresql://h/db?schema=drop;table", "plain identifier"),
+        ("redis://h/0?prefix=&events=sqlite:///e.db", "non-empty"),
+        ("redis://h/0?timeout=-1&events=sqlite:///e.db", "positive number of seconds"),
+        ("redis://h/0?timeout=0&events=sqlite:///e.db", "positive number of seconds"),
+        ("redis://h/0?cluster=yes&events=sqlite:///e.db", "cluster must be true or false"),
+        ("postgresql://h/db?schema=drop;table", "plain lower-case identifier"),
+        ("postgresql://h/db?schema=Acme", "plain lower-case identifier"),
         ("postgresql://h/db?timeout=-1", "positive"),
     ],
 )
@@ -63,6 +68,13 @@ def test_postgres_url_keeps_libpq_parameters_and_takes_out_its_own() -> None:
 def test_logged_urls_have_no_password() -> None:
     assert redact("postgresql://tw:secret@db:5433/ledger?sslmode=require") == "postgresql://tw@db:5433/ledger"
     assert redact("redis://:secret@cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_the_serve_banner_masks_every_password_and_keeps_the_rest() -> None:
+    url = "redis://:s3cret@cache:6379/0?prefix=tw&events=postgresql://tw:p%40ss@db/ledger?schema=x"
+    assert masked(url) == "redis://:***@cache:6379/0?prefix=tw&events=postgresql://tw:***@db/ledger?schema=x"
+    assert masked("sqlite:///tokenward.db") == "sqlite:///tokenward.db"
+    assert masked("postgresql://tw@db/ledger") == "postgresql://tw@db/ledger"
 
 
 # -- sub-units -------------------------------------------------------------------------------------
@@ -155,3 +167,13 @@ def test_entries_claimed_by_a_process_that_died_are_claimed_again_at_once(tmp_pa
     )
     assert out.stdout.strip() == "claimed", out.stderr
     assert [e.payload["n"] for e in spool.claim()] == [1]  # its claimer is gone: no 30 s wait
+
+
+@pytest.mark.redis
+def test_cluster_true_against_a_plain_redis_is_a_config_error(tmp_path: Path) -> None:
+    from tests.ledger.backends import BACKENDS, REDIS_URL, require_available
+
+    require_available(BACKENDS["redis"])
+    url = f"{REDIS_URL}?prefix=tw_cl&cluster=true&spool={tmp_path / 's.db'}&events=sqlite:///{tmp_path / 'e.db'}"
+    with pytest.raises(ConfigError, match="not a cluster"):
+        open_ledger(url)

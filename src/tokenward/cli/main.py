@@ -85,9 +85,10 @@ def serve(
 
     load_prices(cfg.prices)  # fail now, not at the first request
     from tokenward.ledger import DEFAULT_LEDGER_URL
+    from tokenward.ledger.failover import masked
 
     err.print(
-        f"tokenward gateway on http://{host}:{port} - ledger {cfg.ledger or DEFAULT_LEDGER_URL} - "
+        f"tokenward gateway on http://{host}:{port} - ledger {masked(cfg.ledger or DEFAULT_LEDGER_URL)} - "
         f"upstreams: {', '.join(f'{u.name} ({u.provider})' for u in cfg.upstreams)}",
         highlight=False,
         markup=False,

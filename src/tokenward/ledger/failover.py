@@ -21,6 +21,7 @@ summary at most once a minute), told to the callbacks registered with
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "Worker",
     "admit_unchecked",
     "failing_closed",
+    "masked",
     "open_reservation",
     "redact",
 ]
@@ -59,6 +61,15 @@ def redact(url: str) -> str:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username}@{host}" if parts.username else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_PASSWORD = re.compile(r"(://[^:/@?#]*):[^@/?#]*@")
+
+
+def masked(url: str) -> str:
+    """``url`` with every password in it (its own, and one in a nested ``events=`` URL) shown as
+    ``***``, the rest kept (for banners and listings)."""
+    return _PASSWORD.sub(r"\1:***@", url)
 
 
 def failing_closed(budgets: Sequence[Budget] | None, subject: Subject) -> tuple[str, ...] | None:

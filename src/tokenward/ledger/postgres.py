@@ -138,15 +138,22 @@ class PostgresLedger(PostgresStore):
         self, sha256_hex: str, *, at: datetime | None = None, include_inactive: bool = False
     ) -> KeyRecord | None:
         """As the contract; while PostgreSQL is unreachable, from the keys this process read last
-        (a key cannot be changed meanwhile), so calls of budgets that fail open still get in."""
+        (a key cannot be changed meanwhile), so calls of budgets that fail open still get in.
+
+        Raises:
+            StoreUnavailable: PostgreSQL is unreachable and this process has not read the key
+                (it may have been made since: unknown is not the same as absent).
+        """
         try:
             return super().key_by_hash(sha256_hex, at=at, include_inactive=include_inactive)
         except StoreUnavailable:
             cached = self._key_cache
             if cached is None:
                 raise
-        record = cached[1].by_hash.get(sha256_hex.lower())
-        if record is None or include_inactive:
+            record = cached[1].by_hash.get(sha256_hex.lower())
+            if record is None:
+                raise
+        if include_inactive:
             return record
         return record if record.active(at or self.clock.now()) else None
 

@@ -52,7 +52,7 @@ __all__ = ["PgSettings", "PostgresStore", "Retry", "lock_key", "parse_pg_url"]
 
 log = logging.getLogger("tokenward.ledger")
 
-_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # lower case: PostgreSQL folds unquoted names
 _OWN_PARAMS = {"schema", "timeout", "spool"}
 _RETRIES = 8
 T = TypeVar("T")
@@ -84,7 +84,7 @@ def parse_pg_url(url: str) -> PgSettings:
     schema = own.get("schema") or "tokenward"
     if not _SCHEMA_NAME.match(schema):
         raise ConfigError(
-            f"{redact(url)!r}: schema {schema!r} must be a plain identifier (letters, digits, _)"
+            f"{redact(url)!r}: schema {schema!r} must be a plain lower-case identifier (a-z, 0-9, _)"
         )
     connect_timeout = dict(rest).get("connect_timeout")
     if connect_timeout is None:
@@ -211,7 +211,19 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
         return LedgerError(f"{where}: {exc}")
 
     def _execute(self, sql: str, params: Sequence[Any] | None = ()) -> Any:
+        """Run one statement on this thread's connection. Outside a transaction, a read or a
+        ``BEGIN`` that finds its connection dead (the server restarted while it was idle) runs
+        once more on a new connection: nothing was done on the dead one."""
         conn = self._conn()
+        try:
+            return conn.execute(sql, params or None)
+        except psycopg.Error as exc:
+            error = self._translate(exc, conn)
+            if not (isinstance(error, StoreUnavailable) and conn.broken and self._local.depth == 0):
+                raise error from exc
+            if not sql.lstrip().upper().startswith(("SELECT", "BEGIN")):
+                raise error from exc
+        conn = self._conn()  # a fresh connection; a second failure is the store's
         try:
             return conn.execute(sql, params or None)
         except psycopg.Error as exc:
@@ -230,10 +242,7 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
                 local.depth -= 1
             return
         begin = "BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-        try:
-            self._execute(begin)
-        except StoreUnavailable:  # a connection that died while idle (a restarted server): once more
-            self._execute(begin)
+        self._execute(begin)  # on a connection that died while idle, once more on a new one
         conn = self._local.conn
         local.depth, local.write = 1, write
         local.locks, local.sequences = set(), set()

@@ -133,18 +133,23 @@ def parse_redis_url(url: str) -> RedisSettings:
     unknown = set(own) - {"prefix", "spool", "timeout", "retention", "cluster", "reap_every"}
     if unknown:
         raise ConfigError(f"{redact(url)!r}: unknown parameters {sorted(unknown)}")
-    prefix = own.get("prefix") or "tokenward"
-    if any(c in prefix for c in "{}") or not prefix.isprintable():
-        raise ConfigError(f"{redact(url)!r}: prefix {prefix!r} may not contain braces")
+    prefix = own.get("prefix", "tokenward")
+    if not prefix or any(c in prefix for c in "{}") or not prefix.isprintable():
+        raise ConfigError(f"{redact(url)!r}: prefix {prefix!r} must be non-empty, printable, without braces")
+    cluster_flag = (own.get("cluster") or "false").lower()
+    if cluster_flag not in ("true", "false"):
+        raise ConfigError(f"{redact(url)!r}: cluster must be true or false, got {own['cluster']!r}")
     try:
         timeout = float(own.get("timeout") or 2)
+        if not timeout > 0 or timeout == float("inf"):
+            raise ValueError(f"timeout must be a positive number of seconds, got {own.get('timeout')!r}")
         retention = parse_duration(own.get("retention") or "7d")
         reap = own.get("reap_every") or "10s"
         reap_every = 0.0 if reap.strip() == "0" else parse_duration(reap).total_seconds()
     except (ValueError, ConfigError) as exc:
         raise ConfigError(f"{redact(url)!r}: {exc}") from None
     spool = Path(own["spool"]) if own.get("spool") else default_spool_path(url)
-    cluster = (own.get("cluster") or "false").lower() in ("1", "true", "yes")
+    cluster = cluster_flag == "true"
     redis_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return RedisSettings(redis_url, events, prefix, spool, timeout, retention, cluster, reap_every)
 
@@ -255,7 +260,11 @@ class RedisState:
 
                 return RedisCluster.from_url(s.redis_url, **options)
             return redis_lib.Redis.from_url(s.redis_url, health_check_interval=30, **options)
-        except redis_errors.RedisError as exc:
+        except (redis_errors.RedisError, redis_errors.RedisClusterException) as exc:
+            if "cluster support disabled" in str(exc) or "Cluster mode is not enabled" in str(exc):
+                raise ConfigError(
+                    f"Redis ledger {redact(s.redis_url)}: cluster=true, but this Redis is not a cluster"
+                ) from None
             raise StoreUnavailable(f"Redis ledger {redact(s.redis_url)}: cannot connect: {exc}") from exc
 
     def _translate(self, exc: Exception) -> LedgerError:
