@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import threading
 import time
 from datetime import timedelta
@@ -52,6 +53,55 @@ def test_a_running_call_keeps_its_hold_past_the_ttl(tmp_path: Path) -> None:
     renewed = guard.renewer.renewed
     time.sleep(0.5)
     assert guard.renewer.renewed == renewed  # released: no longer renewed
+    guard.close()
+
+
+def test_a_ttl_lowered_after_start_is_the_one_renewed(tmp_path: Path) -> None:
+    """A gateway reload replaces the guard's settings: calls admitted after it hold for the new
+    time to live, and are renewed each third of it (not of the old one)."""
+    guard = _guard(tmp_path, ttl=600)
+    guard.settings = GuardSettings(ttl=timedelta(seconds=0.6))
+    admission = guard.admit(ALICE, _plan(50))
+    time.sleep(1.5)
+    assert guard.ledger.reap() == 0
+    assert guard.ledger.reservation(admission.reservation.id).state == "active"  # type: ignore[union-attr]
+    guard.close()
+
+
+def test_an_idempotent_readmission_does_not_disturb_renewals(tmp_path: Path) -> None:
+    guard = _guard(tmp_path, ttl=0.6)
+    first = guard.admit(ALICE, _plan(20), request_id="req-a")
+    second = guard.admit(ALICE, _plan(20), request_id="req-b")
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # a client retrying the first call with its request id
+        again = guard.admit(ALICE, _plan(20), request_id="req-a")
+        assert again.reservation.id == first.reservation.id
+        time.sleep(0.15)
+    assert guard.ledger.reap() == 0
+    states = [guard.ledger.reservation(a.reservation.id).state for a in (first, second)]  # type: ignore[union-attr]
+    assert states == ["active", "active"]
+    guard.close()
+
+
+def test_a_forked_child_renews_its_own_calls() -> None:
+    """A guard used before ``os.fork()`` (gunicorn --preload, multiprocessing's fork): the child
+    starts its own renewer instead of trusting the parent's thread, which does not exist there."""
+    guard = Guard("memory://", settings=GuardSettings(ttl=timedelta(seconds=0.6)))
+    guard.ledger.put_budget(Budget("alice-tokens", "user", "total_tokens", Decimal(100), subject_id="alice"))
+    guard.release(guard.admit(ALICE, _plan(10)))  # the renewer thread exists in the parent
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status
+        code = 1
+        try:
+            admission = guard.admit(ALICE, _plan(50))
+            time.sleep(1.5)
+            reaped = guard.ledger.reap()
+            state = guard.ledger.reservation(admission.reservation.id).state  # type: ignore[union-attr]
+            code = 0 if (reaped, state) == (0, "active") else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     guard.close()
 
 

@@ -210,3 +210,38 @@ def test_after_a_postgres_restart_every_thread_reconnects_and_unknown_keys_are_n
     finally:
         ledger.close()
         server.remove()
+
+
+@pytest.mark.redis
+def test_while_redis_hangs_calls_are_refused_at_once_not_each_after_the_timeout(tmp_path: Path) -> None:
+    """Once an outage is known, one call at a time probes the store; the others are refused at
+    once. Without that, each call on a hung Redis waits out the time-out (1 s here), and a
+    gateway's few worker threads are all held waiting."""
+    server = PrivateRedis(tmp_path / "redis", persistent=False)
+    server.start()
+    url = f"{server.url}?prefix=tw_h&timeout=1&spool={tmp_path / 's.db'}&events=sqlite:///{tmp_path / 'e.db'}"
+    ledger = open_ledger(url)
+    try:
+        _budgets(ledger)
+        ledger.reserve(CLOSED, usd("1"))
+        sleeper = server.slow(4)
+        time.sleep(0.2)
+        with pytest.raises(StoreUnavailable):
+            ledger.reserve(CLOSED, usd("1"))  # waits out the time-out: now the outage is known
+        start = time.monotonic()
+        for _ in range(10):
+            with pytest.raises(StoreUnavailable, match="fails closed"):
+                ledger.reserve(CLOSED, usd("1"))
+        assert time.monotonic() - start < 5  # each waiting 1 s would take 10 s
+        sleeper.wait(10)
+        deadline = time.monotonic() + 5
+        while True:  # back to normal within a probe or two
+            try:
+                ledger.reserve(CLOSED, usd("1"))
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "never recovered"
+                time.sleep(0.1)
+    finally:
+        ledger.close()
+        server.stop()

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
 from tokenward.core.numbers import plain
-from tokenward.errors import BudgetExceeded, LedgerError, UnpricedCall, ValidationError
+from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
@@ -219,7 +219,7 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
         log.info("%s denied: %s", request_id, exc, extra={"fields": fields})
         return error_response(endpoint.dialect, denial, own)
     except LedgerError as exc:
-        log.error("ledger unavailable: %s", exc)
+        _log_unavailable(exc)
         error = GatewayError(
             503,
             "the budget ledger is unavailable; the call was not made",
@@ -227,6 +227,26 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
             code="ledger_unavailable",
         )
         return error_response(endpoint.dialect, error, own)
+
+
+_unavailable_log = {"next": 0.0, "quiet": 0}
+
+
+def _log_unavailable(exc: LedgerError) -> None:
+    """Log a call refused because the ledger failed: an outage of a service-backed store
+    (:class:`StoreUnavailable`) at most once a minute, with how many refusals were not logged
+    (the ledger alerts the outage itself); any other ledger failure every time."""
+    if not isinstance(exc, StoreUnavailable):
+        log.error("ledger unavailable: %s", exc)
+        return
+    now = time.monotonic()
+    if now < _unavailable_log["next"]:
+        _unavailable_log["quiet"] += 1
+        return
+    quiet, _unavailable_log["quiet"], _unavailable_log["next"] = _unavailable_log["quiet"], 0, now + 60.0
+    log.error(
+        "ledger unavailable: %s%s", exc, f" ({quiet} more refusals in the last minute)" if quiet else ""
+    )
 
 
 async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:

@@ -65,6 +65,11 @@ def degraded_on_denial(call: PreparedCall, policy: Degrade | None) -> tuple[Prep
     return (prepare_body(call.endpoint, body), changes) if changes else (call, {})
 
 
+def _ttl_of(admission: Admission) -> timedelta:
+    """The time to live the call's reservation was made with (renewals keep it)."""
+    return admission.reservation.expires_at - admission.reservation.created_at
+
+
 class Guard:
     """Enforces budgets around calls, synchronously.
 
@@ -90,7 +95,7 @@ class Guard:
         self.observers = Observers(observers)
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
-        self.renewer = Renewer(self.ledger.extend, self.settings.ttl)
+        self.renewer = Renewer(lambda rid, ttl, _: self.ledger.extend(rid, ttl))
         """Extends the reservations of calls that outlast a third of ``settings.ttl``."""
 
     def admit(
@@ -127,7 +132,7 @@ class Guard:
         return admission
 
     def _watch(self, admission: Admission) -> None:
-        self.renewer.watch(admission.reservation.id, admission)
+        self.renewer.watch(admission.reservation.id, _ttl_of(admission), admission)
 
     def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """Charge the real usage in place of the hold and record the event (once per request)."""
@@ -281,18 +286,20 @@ class AsyncGuard:
         self.settings = settings or GuardSettings()
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
-        self.renewer = Renewer(self._sync_extend, self.settings.ttl)
+        self.renewer = Renewer(self._sync_extend)
         """Extends the reservations of calls that outlast a third of ``settings.ttl``."""
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _sync_extend(self, reservation_id: str, ttl: timedelta) -> bool:
-        """The ledger's ``extend``, called from the renewer's thread."""
+    def _sync_extend(
+        self, reservation_id: str, ttl: timedelta, loop: asyncio.AbstractEventLoop | None
+    ) -> bool:
+        """The ledger's ``extend``, called from the renewer's thread: directly on the sync ledger
+        under a :class:`ThreadedAsyncLedger`, else on the event loop that admitted the call."""
         if isinstance(self.ledger, ThreadedAsyncLedger):
             return self.ledger.sync.extend(reservation_id, ttl)
-        if self._loop is None:  # pragma: no cover - watch() runs on the loop first
+        if loop is None or loop.is_closed():
             return False
-        future = asyncio.run_coroutine_threadsafe(self.ledger.extend(reservation_id, ttl), self._loop)
-        return future.result(timeout=max(ttl.total_seconds(), 1.0))
+        future = asyncio.run_coroutine_threadsafe(self.ledger.extend(reservation_id, ttl), loop)
+        return bool(future.result(timeout=max(ttl.total_seconds(), 1.0)))
 
     async def admit(
         self,
@@ -323,8 +330,8 @@ class AsyncGuard:
         return admission
 
     def _watch(self, admission: Admission) -> None:
-        self._loop = asyncio.get_running_loop()  # the loop of the latest call (asyncio.run makes new ones)
-        self.renewer.watch(admission.reservation.id, admission)
+        loop = None if isinstance(self.ledger, ThreadedAsyncLedger) else asyncio.get_running_loop()
+        self.renewer.watch(admission.reservation.id, _ttl_of(admission), admission, loop)
 
     async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """As :meth:`Guard.settle`."""

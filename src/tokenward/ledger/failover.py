@@ -24,7 +24,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -47,6 +48,8 @@ __all__ = [
     "open_reservation",
     "redact",
 ]
+
+_PROBE_GAP = 0.2  # seconds between two probes of a store that is down
 
 log = logging.getLogger("tokenward.ledger")
 
@@ -206,6 +209,33 @@ class StoreHealth:
     _listeners: list[Callable[[StoreFailure], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _logged_at: float = 0.0
+    _probing: bool = False
+    _next_probe: float = 0.0
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Around one call to the store. While an outage is known, only one call at a time (and
+        not more often than every 0.2 s) goes to the store to probe it; the others fail at once
+        with :class:`StoreUnavailable` instead of each waiting out the store's time-out (a store
+        that hangs would otherwise hold every worker thread for that long).
+
+        Raises:
+            StoreUnavailable: an outage is in progress and another call is probing.
+        """
+        if self.down_since is None:
+            yield
+            return
+        with self._lock:
+            now = time.monotonic()
+            if self._probing or now < self._next_probe:
+                raise StoreUnavailable(f"ledger store {self.store} unreachable (an outage is in progress)")
+            self._probing = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._probing = False
+                self._next_probe = time.monotonic() + _PROBE_GAP
 
     def subscribe(self, callback: Callable[[StoreFailure], None]) -> None:
         """Call ``callback(failure)`` for every call handled while the store is down (keep it

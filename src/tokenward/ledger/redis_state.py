@@ -277,7 +277,8 @@ class RedisState:
     def _redis(self, call: Callable[[], Any]) -> Any:
         """Run one Redis command or pipeline, translating driver errors."""
         try:
-            result = call()
+            with self.health.attempt():
+                result = call()
         except (redis_errors.RedisError, OSError) as exc:
             raise self._translate(exc) from exc
         if self.health.down:
