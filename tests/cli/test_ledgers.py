@@ -88,3 +88,27 @@ def test_the_ledger_can_come_from_the_environment(ledger: str, monkeypatch: pyte
     # --ledger still wins over the environment.
     other = runner.invoke(app, ["events", "--ledger", "sqlite:///does-not-exist.db"])
     assert other.exit_code == 2 and "does-not-exist.db" in other.output
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:6379/0?timeout=0&events=sqlite:///e.db", "timeout must be a positive"),
+        ("postgresql://postgres@127.0.0.1/test?schema=Upper", "lower-case identifier"),
+        ("mysql://h/db", "unknown ledger"),
+    ],
+)
+def test_serve_refuses_a_bad_ledger_url_in_one_line_before_starting(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    """Checked when the ledger is opened, before the server starts (not as a traceback from its
+    start-up)."""
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "keys: [{key: tw-k, name: k, user: u}]\nupstreams: [{name: fake, provider: fake, base_url: 'http://127.0.0.1:9'}]\n"
+    )
+    result = runner.invoke(app, ["serve", "--config", str(config), "--ledger", url, "--port", "9"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output.lower() and "Traceback" not in result.output
+    assert "tokenward gateway on" in result.output  # the banner, then the one-line error
+    assert len(result.output.strip().splitlines()) == 2, result.output

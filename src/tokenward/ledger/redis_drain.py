@@ -20,6 +20,7 @@ lock; a SQLite store's write transaction is exclusive already.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from tokenward.ledger.redis import RedisLedger
 
 __all__ = ["adjust", "drain_step", "housekeeping", "rebuild"]
+
+_quiet = {"until": 0.0}  # when the next outage warning of the drainer may be logged
 
 log = logging.getLogger("tokenward.ledger")
 
@@ -63,8 +66,17 @@ def drain_step(ledger: RedisLedger) -> bool:
         _drain(ledger, entries)
     except LedgerError as exc:
         ledger.spool.retry([e.id for e in entries], str(exc))
-        level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
-        log.log(level, "could not move %d spooled entries to the ledger's stores: %s", len(entries), exc)
+        if not isinstance(exc, StoreUnavailable):
+            log.error("could not move %d spooled entries to the ledger's stores: %s", len(entries), exc)
+        elif (now := time.monotonic()) >= _quiet[
+            "until"
+        ]:  # an outage: the ledger alerts it; once a minute here
+            _quiet["until"] = now + 60.0
+            log.warning(
+                "could not move %d spooled entries to the ledger's stores (they wait in the spool): %s",
+                len(entries),
+                exc,
+            )
         return False
     ledger.spool.done([e.id for e in entries])
     return True
