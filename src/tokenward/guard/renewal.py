@@ -91,7 +91,12 @@ class Renewer:
     def done(self, reservation_id: str) -> None:
         """The call was settled or released: stop renewing its reservation."""
         with self._cond:
-            self._calls.pop(reservation_id, None)
+            if (
+                self._calls.pop(reservation_id, None) is not None
+                and not self._calls
+                and self._wake_at > time.monotonic() + _IDLE_EXIT
+            ):  # nothing left, and the thread sleeps longer than an idle wait: start that now
+                self._cond.notify()
 
     def close(self) -> None:
         """Stop the thread (reservations still watched keep their current expiry)."""
