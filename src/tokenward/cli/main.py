@@ -94,17 +94,17 @@ def serve(
         markup=False,
         soft_wrap=True,
     )
-    from tokenward.gateway.logs import configure_logging
-
-    if log_format not in ("text", "json"):
-        raise ConfigError(f"--log-format must be text or json, got {log_format!r}")
-    configure_logging(log_format, log_level)
     from tokenward.ledger import open_ledger
 
     # A bad URL or an unreachable store is a one-line error here, not a traceback from the
     # server's start-up. The app opens (and at shutdown closes) its own: uvicorn ends the process
     # with the signal that stopped it, so nothing after uvicorn.run() may be relied on.
     open_ledger(cfg.ledger).close()
+    from tokenward.gateway.logs import configure_logging
+
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"--log-format must be text or json, got {log_format!r}")
+    configure_logging(log_format, log_level)
     uvicorn.run(
         create_app(cfg, config_path=path),
         host=host,
