@@ -27,7 +27,6 @@ from tokenward.errors import (
     BudgetError,
     BudgetExceeded,
     LedgerError,
-    Stopped,
     StoreUnavailable,
 )
 from tokenward.ledger.admin import KeyIndex
@@ -48,6 +47,7 @@ from tokenward.ledger.rows import (
     Rows,
     balance_of,
     page,
+    refusing_balance,
     shadow_denials,
     stop_of,
     stop_targets,
@@ -77,12 +77,7 @@ class RedisRecords(RedisState):
         request_id: str | None,
     ) -> None:
         """A hard ``stop`` budget that refused a call ends its session or task."""
-        if not isinstance(denial, BudgetExceeded) or isinstance(denial, Stopped):
-            return
-        balance = next(
-            (b for b in balances if b.budget.name == denial.budget and b.subject_id == denial.subject_id),
-            None,
-        )
+        balance = refusing_balance(denial, balances)
         if balance is not None:
             self._stop(balance.budget, balance.subject_id, balance.spent, subject, now, view, request_id)
 

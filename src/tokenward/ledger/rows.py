@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from tokenward.core.budgets import Budget, Subject
 from tokenward.core.decide import Balance
-from tokenward.errors import BudgetExceeded, Stopped, ValidationError
+from tokenward.errors import BudgetError, BudgetExceeded, Stopped, ValidationError
 from tokenward.ledger.records import ShadowDenial, StopMarker
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "crossed",
     "merge",
     "page",
+    "refusing_balance",
     "shadow_denials",
     "span_of",
     "stop_of",
@@ -237,3 +238,14 @@ def shadow_denials(
         )
         for e in shadow
     ]
+
+
+def refusing_balance(denial: BudgetError, balances: Sequence[Balance]) -> Balance | None:
+    """The balance of the hard budget that refused a call (a ``stop`` budget ends the session
+    or task it belongs to), or None when the denial is not such a refusal (an unpriced call, or
+    the refusal of a call whose work was already stopped)."""
+    if not isinstance(denial, BudgetExceeded) or isinstance(denial, Stopped):
+        return None
+    return next(
+        (b for b in balances if b.budget.name == denial.budget and b.subject_id == denial.subject_id), None
+    )

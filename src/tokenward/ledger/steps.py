@@ -28,7 +28,7 @@ from tokenward.core.decide import (
 )
 from tokenward.core.events import UsageEvent
 from tokenward.core.numbers import plain
-from tokenward.errors import BudgetError, BudgetExceeded, Stopped, ValidationError
+from tokenward.errors import BudgetError, BudgetExceeded, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
 from tokenward.ledger.primitives import Primitives
 from tokenward.ledger.records import BudgetInstance, StopMarker, ThresholdEvent
@@ -42,6 +42,7 @@ from tokenward.ledger.rows import (
     crossed,
     merge,
     page,
+    refusing_balance,
     shadow_denials,
     span_of,
     stop_of,
@@ -145,12 +146,7 @@ class LedgerSteps(Primitives):
         request_id: str | None,
     ) -> None:
         """Side effects of a denial: a hard ``stop`` budget that refused ends the work for good."""
-        if not isinstance(denial, BudgetExceeded) or isinstance(denial, Stopped):
-            return
-        balance = next(
-            (b for b in balances if b.budget.name == denial.budget and b.subject_id == denial.subject_id),
-            None,
-        )
+        balance = refusing_balance(denial, balances)
         if balance is not None:
             self._stop(balance, balance.spent, subject, now, snapshot, request_id)
 
