@@ -49,7 +49,8 @@ __all__ = [
     "redact",
 ]
 
-_PROBE_GAP = 0.2  # seconds between two probes of a store that is down
+_PROBE_GAP = 0.2  # seconds between two probes of a store that hangs
+_SLOW_FAILURE = 0.25  # seconds: a failure that took this long means the store hangs
 
 log = logging.getLogger("tokenward.ledger")
 
@@ -211,31 +212,41 @@ class StoreHealth:
     _logged_at: float = 0.0
     _probing: bool = False
     _next_probe: float = 0.0
+    _hanging: bool = False
 
     @contextmanager
     def attempt(self) -> Iterator[None]:
-        """Around one call to the store. While an outage is known, only one call at a time (and
-        not more often than every 0.2 s) goes to the store to probe it; the others fail at once
-        with :class:`StoreUnavailable` instead of each waiting out the store's time-out (a store
-        that hangs would otherwise hold every worker thread for that long).
+        """Around one call to the store. While an outage is known and the store fails slowly (it
+        hangs, so each call waits out the time-out), only one call at a time, and not more often
+        than every 0.2 s, goes to the store to probe it; the others fail at once with
+        :class:`StoreUnavailable` instead of each holding a worker thread for the time-out. A
+        store that refuses at once (down, restarting) is simply tried by every call.
 
         Raises:
-            StoreUnavailable: an outage is in progress and another call is probing.
+            StoreUnavailable: the store hangs and another call is probing it.
         """
-        if self.down_since is None:
-            yield
-            return
-        with self._lock:
-            now = time.monotonic()
-            if self._probing or now < self._next_probe:
-                raise StoreUnavailable(f"ledger store {self.store} unreachable (an outage is in progress)")
-            self._probing = True
+        gated = self._hanging and self.down_since is not None
+        if gated:
+            with self._lock:
+                now = time.monotonic()
+                if self._probing or now < self._next_probe:
+                    raise StoreUnavailable(
+                        f"ledger store {self.store} unreachable (it hangs; an outage is in progress)"
+                    )
+                self._probing = True
+        start = time.monotonic()
         try:
             yield
+        except BaseException:
+            self._hanging = time.monotonic() - start >= _SLOW_FAILURE
+            raise
+        else:
+            self._hanging = False
         finally:
-            with self._lock:
-                self._probing = False
-                self._next_probe = time.monotonic() + _PROBE_GAP
+            if gated:
+                with self._lock:
+                    self._probing = False
+                    self._next_probe = time.monotonic() + _PROBE_GAP
 
     def subscribe(self, callback: Callable[[StoreFailure], None]) -> None:
         """Call ``callback(failure)`` for every call handled while the store is down (keep it
