@@ -134,45 +134,6 @@ def test_cookbook_example_matches_the_api_count(model: str, api_count: int) -> N
     assert estimate_openai_chat({"messages": COOKBOOK_MESSAGES}, model).input_tokens == api_count
 
 
-COOKBOOK_TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_current_weather",
-            "description": "Get the current weather in a given location",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "location": {
-                        "type": "string",
-                        "description": "The city and state, e.g. San Francisco, CA",
-                    },
-                    "unit": {
-                        "type": "string",
-                        "description": "The unit of temperature to return",
-                        "enum": ["celsius", "fahrenheit"],
-                    },
-                },
-                "required": ["location"],
-            },
-        },
-    }
-]
-COOKBOOK_TOOL_MESSAGES = [
-    {
-        "role": "system",
-        "content": "You are a helpful assistant that can answer to questions about the weather.",
-    },
-    {"role": "user", "content": "What's the weather like in San Francisco?"},
-]
-
-
-@pytest.mark.parametrize(("model", "api_count"), [("gpt-4", 105), ("gpt-4o", 101)])
-def test_tool_definitions_never_under_count_the_api(model: str, api_count: int) -> None:
-    body = {"messages": COOKBOOK_TOOL_MESSAGES, "tools": COOKBOOK_TOOLS}
-    assert estimate_openai_chat(body, model).input_tokens >= api_count
-
-
 def test_framing_per_message_name_and_priming() -> None:
     def est(messages: list[dict[str, Any]]) -> int:
         return estimate_openai_chat({"model": "gpt-4o", "messages": messages}).input_tokens

@@ -47,6 +47,7 @@ from tokenward.guard.wire.exchange import (
     upstream_body,
 )
 from tokenward.ledger.base import new_id
+from tokenward.throttle import Throttle
 
 __all__ = ["GatewayState", "own_headers", "passthrough", "proxy"]
 
@@ -229,24 +230,18 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
         return error_response(endpoint.dialect, error, own)
 
 
-_unavailable_log = {"next": 0.0, "quiet": 0}
+_outage_log = Throttle()
 
 
 def _log_unavailable(exc: LedgerError) -> None:
     """Log a call refused because the ledger failed: an outage of a service-backed store
     (:class:`StoreUnavailable`) at most once a minute, with how many refusals were not logged
     (the ledger alerts the outage itself); any other ledger failure every time."""
-    if not isinstance(exc, StoreUnavailable):
-        log.error("ledger unavailable: %s", exc)
-        return
-    now = time.monotonic()
-    if now < _unavailable_log["next"]:
-        _unavailable_log["quiet"] += 1
-        return
-    quiet, _unavailable_log["quiet"], _unavailable_log["next"] = _unavailable_log["quiet"], 0, now + 60.0
-    log.error(
-        "ledger unavailable: %s%s", exc, f" ({quiet} more refusals in the last minute)" if quiet else ""
-    )
+    held = _outage_log.due() if isinstance(exc, StoreUnavailable) else 0
+    if held is not None:
+        log.error(
+            "ledger unavailable: %s%s", exc, f" ({held} more refusals since the last line)" if held else ""
+        )
 
 
 async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:

@@ -96,7 +96,7 @@ class Guard:
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
         self.renewer = Renewer(lambda rid, ttl, _: self.ledger.extend(rid, ttl))
-        """Extends the reservations of calls that outlast a third of ``settings.ttl``."""
+        """Extends the reservations of running calls each third of their time to live."""
 
     def admit(
         self,
@@ -287,7 +287,7 @@ class AsyncGuard:
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
         self.renewer = Renewer(self._sync_extend)
-        """Extends the reservations of calls that outlast a third of ``settings.ttl``."""
+        """Extends the reservations of running calls each third of their time to live."""
 
     def _sync_extend(
         self, reservation_id: str, ttl: timedelta, loop: asyncio.AbstractEventLoop | None

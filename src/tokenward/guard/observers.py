@@ -8,7 +8,6 @@ anything slow); an observer that raises is logged and never breaks the call.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -17,10 +16,9 @@ from tokenward.core.decide import CallPlan
 from tokenward.core.events import UsageEvent
 from tokenward.errors import BudgetError, LedgerError
 from tokenward.guard.flow import Admission
+from tokenward.throttle import Throttle
 
 __all__ = ["Observer", "Observers"]
-
-_QUIET_SECONDS = 60.0
 
 log = logging.getLogger("tokenward.observers")
 
@@ -44,7 +42,7 @@ class Observers:
 
     def __init__(self, observers: Sequence[object] = ()) -> None:
         self.items: list[object] = list(observers)
-        self._quiet_until: dict[tuple[int, str], float] = {}  # (observer, hook) -> monotonic time
+        self._failures = Throttle()  # ledger failures, by (observer, hook)
 
     def add(self, observer: object) -> None:
         """Watch with one more observer."""
@@ -58,9 +56,7 @@ class Observers:
             try:
                 hook(*args)
             except LedgerError as exc:  # the store is down: the ledger alerts that; say it once a minute
-                key, now = (id(observer), method), time.monotonic()
-                if now >= self._quiet_until.get(key, 0.0):
-                    self._quiet_until[key] = now + _QUIET_SECONDS
+                if self._failures.due((id(observer), method)) is not None:
                     log.warning("observer %r failed in %s (the ledger): %s", observer, method, exc)
             except Exception:
                 log.exception("observer %r failed in %s", observer, method)

@@ -107,6 +107,34 @@ class Reservation:
     state: str = "active"
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def body(self) -> dict[str, Any]:
+        """What a store keeps of it beside its id, key and state (JSON-ready; amounts as strings)."""
+        return {
+            "subject": self.subject.to_dict(),
+            "amounts": {k: str(v) for k, v in self.amounts.items()},
+            "holds": [[h.budget, h.subject_id, h.window_key, h.meter, str(h.amount)] for h in self.holds],
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_body(
+        cls, body: Mapping[str, Any], *, id: str, idempotency_key: str | None, state: str
+    ) -> Reservation:
+        """The reservation a store kept as :meth:`body` with its id, key and state."""
+        return cls(
+            id=id,
+            subject=Subject.from_dict(body["subject"]),
+            amounts={k: Decimal(v) for k, v in body["amounts"].items()},
+            holds=tuple(Hold(b, s, w, m, Decimal(a)) for b, s, w, m, a in body["holds"]),
+            created_at=datetime.fromisoformat(body["created_at"]),
+            expires_at=datetime.fromisoformat(body["expires_at"]),
+            idempotency_key=idempotency_key,
+            state=state,
+            metadata=body.get("metadata") or {},
+        )
+
 
 @runtime_checkable
 class Ledger(Protocol):

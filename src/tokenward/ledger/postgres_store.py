@@ -22,7 +22,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,10 +30,8 @@ from tokenward.clock import Clock
 from tokenward.core.budgets import SCOPES, Budget, Subject
 from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError, MissingDependency, StoreUnavailable
-from tokenward.ledger.base import Hold, Reservation
-from tokenward.ledger.failover import (
-    redact,
-)
+from tokenward.ledger.base import Reservation
+from tokenward.ledger.failover import redact
 from tokenward.ledger.postgres_records import PostgresRecords, dumps
 from tokenward.ledger.postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from tokenward.ledger.records import StopMarker
@@ -112,31 +109,11 @@ class Retry(LedgerError):
 
 
 def _reservation_data(r: Reservation) -> str:
-    return dumps(
-        {
-            "subject": r.subject.to_dict(),
-            "amounts": {k: str(v) for k, v in r.amounts.items()},
-            "holds": [[h.budget, h.subject_id, h.window_key, h.meter, str(h.amount)] for h in r.holds],
-            "created_at": r.created_at.isoformat(),
-            "expires_at": r.expires_at.isoformat(),
-            "metadata": dict(r.metadata),
-        }
-    )
+    return dumps(r.body())
 
 
 def _reservation_from_row(row: Sequence[Any]) -> Reservation:
-    rid, key, state, data = row[0], row[1], row[2], row[3]
-    return Reservation(
-        id=rid,
-        subject=Subject.from_dict(data["subject"]),
-        amounts={k: Decimal(v) for k, v in data["amounts"].items()},
-        holds=tuple(Hold(b, s, w, m, Decimal(a)) for b, s, w, m, a in data["holds"]),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        expires_at=datetime.fromisoformat(data["expires_at"]),
-        idempotency_key=key,
-        state=state,
-        metadata=data.get("metadata") or {},
-    )
+    return Reservation.from_body(row[3], id=row[0], idempotency_key=row[1], state=row[2])
 
 
 class _Local(threading.local):

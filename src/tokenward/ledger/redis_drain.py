@@ -20,7 +20,6 @@ lock; a SQLite store's write transaction is exclusive already.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -36,13 +35,14 @@ from tokenward.ledger.redis_units import field, to_units
 from tokenward.ledger.rows import ZERO, Rows, Snapshot, Span, span_of, window_spent
 from tokenward.ledger.spool import SpoolEntry
 from tokenward.ledger.transactional import TransactionalLedger
+from tokenward.throttle import Throttle
 
 if TYPE_CHECKING:
     from tokenward.ledger.redis import RedisLedger
 
 __all__ = ["adjust", "drain_step", "housekeeping", "rebuild"]
 
-_quiet = {"until": 0.0}  # when the next outage warning of the drainer may be logged
+_outage_log = Throttle()
 
 log = logging.getLogger("tokenward.ledger")
 
@@ -68,10 +68,7 @@ def drain_step(ledger: RedisLedger) -> bool:
         ledger.spool.retry([e.id for e in entries], str(exc))
         if not isinstance(exc, StoreUnavailable):
             log.error("could not move %d spooled entries to the ledger's stores: %s", len(entries), exc)
-        elif (now := time.monotonic()) >= _quiet[
-            "until"
-        ]:  # an outage: the ledger alerts it; once a minute here
-            _quiet["until"] = now + 60.0
+        elif _outage_log.due() is not None:  # an outage: the ledger alerts it; once a minute here
             log.warning(
                 "could not move %d spooled entries to the ledger's stores (they wait in the spool): %s",
                 len(entries),

@@ -33,7 +33,7 @@ from tokenward.errors import (
     StoreUnavailable,
 )
 from tokenward.ledger.admin import KeyIndex
-from tokenward.ledger.base import Hold, Reservation
+from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import (
     StoreFailure,
     StoreHealth,
@@ -160,33 +160,15 @@ def micros(at: datetime) -> int:
 
 
 def reservation_json(r: Reservation) -> str:
-    return json.dumps(
-        {
-            "id": r.id,
-            "subject": r.subject.to_dict(),
-            "amounts": {k: str(v) for k, v in r.amounts.items()},
-            "holds": [[h.budget, h.subject_id, h.window_key, h.meter, str(h.amount)] for h in r.holds],
-            "created_at": r.created_at.isoformat(),
-            "expires_at": r.expires_at.isoformat(),
-            "idempotency_key": r.idempotency_key,
-            "metadata": dict(r.metadata),
-        },
-        separators=(",", ":"),
-    )
+    """The reservation as Redis keeps it (compact: the ``EXTEND`` script rewrites its
+    ``"expires_at":"..."`` in place)."""
+    return json.dumps({"id": r.id, **r.body(), "idempotency_key": r.idempotency_key}, separators=(",", ":"))
 
 
 def reservation_of(text: str, state: str) -> Reservation:
     data = json.loads(text)
-    return Reservation(
-        id=data["id"],
-        subject=Subject.from_dict(data["subject"]),
-        amounts={k: Decimal(v) for k, v in data["amounts"].items()},
-        holds=tuple(Hold(b, s, w, m, Decimal(a)) for b, s, w, m, a in data["holds"]),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        expires_at=datetime.fromisoformat(data["expires_at"]),
-        idempotency_key=data.get("idempotency_key"),
-        state=state or "active",
-        metadata=data.get("metadata") or {},
+    return Reservation.from_body(
+        data, id=data["id"], idempotency_key=data.get("idempotency_key"), state=state or "active"
     )
 
 

@@ -33,7 +33,7 @@ from tokenward.clock import Clock
 from tokenward.core.budgets import SCOPES, Budget, Subject
 from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError
-from tokenward.ledger.base import Hold, Reservation
+from tokenward.ledger.base import Reservation
 from tokenward.ledger.records import StopMarker
 from tokenward.ledger.rows import Rows, Snapshot, Span, subject_matches
 from tokenward.ledger.sqlite_records import SQLiteRecords, ts
@@ -63,30 +63,12 @@ def path_from_url(url: str) -> Path:
 
 
 def _reservation_to_json(r: Reservation) -> str:
-    return json.dumps(
-        {
-            "subject": r.subject.to_dict(),
-            "amounts": {k: str(v) for k, v in r.amounts.items()},
-            "holds": [[h.budget, h.subject_id, h.window_key, h.meter, str(h.amount)] for h in r.holds],
-            "created_at": r.created_at.isoformat(),
-            "expires_at": r.expires_at.isoformat(),
-            "metadata": dict(r.metadata),
-        }
-    )
+    return json.dumps(r.body())
 
 
 def _reservation_from_row(row: sqlite3.Row) -> Reservation:
-    data = json.loads(row["data"])
-    return Reservation(
-        id=row["id"],
-        subject=Subject.from_dict(data["subject"]),
-        amounts={k: Decimal(v) for k, v in data["amounts"].items()},
-        holds=tuple(Hold(b, s, w, m, Decimal(a)) for b, s, w, m, a in data["holds"]),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        expires_at=datetime.fromisoformat(data["expires_at"]),
-        idempotency_key=row["idempotency_key"],
-        state=row["state"],
-        metadata=data.get("metadata") or {},
+    return Reservation.from_body(
+        json.loads(row["data"]), id=row["id"], idempotency_key=row["idempotency_key"], state=row["state"]
     )
 
 
