@@ -112,7 +112,7 @@ def test_a_file_that_is_not_a_database_is_a_ledger_error(tmp_path: Path) -> None
 
 def test_a_version_2_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     """A file written before threshold events, keys and template instances existed."""
-    from tokenward.ledger.sqlite_schema import _MIGRATIONS, split_statements
+    from tokenward.ledger.sqlite.schema import _MIGRATIONS, split_statements
 
     path = tmp_path / "old.db"
     raw = _raw(path)

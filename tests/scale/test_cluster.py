@@ -25,7 +25,7 @@ from tests.scale.services import RedisClusterNodes
 from tokenward.clock import ManualClock
 from tokenward.core.budgets import Subject
 from tokenward.ledger import open_ledger
-from tokenward.ledger.redis_lua import KEY_NAMES
+from tokenward.ledger.redis.lua import KEY_NAMES
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

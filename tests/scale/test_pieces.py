@@ -15,7 +15,7 @@ from tokenward.ledger import open_ledger
 from tokenward.ledger.failover import masked, redact
 from tokenward.ledger.postgres import parse_pg_url
 from tokenward.ledger.redis import parse_redis_url
-from tokenward.ledger.redis_units import field, from_units, to_units, unfield
+from tokenward.ledger.redis.units import field, from_units, to_units, unfield
 from tokenward.ledger.spool import Spool
 
 

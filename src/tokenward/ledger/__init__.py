@@ -11,6 +11,11 @@
   durable store ``URL`` names (:mod:`.redis`; extra ``redis``).
 
 An unknown scheme is a :class:`~tokenward.errors.ConfigError` naming the known ones.
+
+This package holds the contract and what the backends share (:mod:`.base`, :mod:`.records`,
+:mod:`.rows`, :mod:`.steps`, :mod:`.primitives`, :mod:`.transactional`, :mod:`.failover`,
+:mod:`.admin`, :mod:`.spool`); each backend (:mod:`.memory`, :mod:`.sqlite`, :mod:`.postgres`,
+:mod:`.redis`) imports those and never another backend. Only this registry knows them all.
 """
 
 from __future__ import annotations

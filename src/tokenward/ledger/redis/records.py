@@ -40,9 +40,9 @@ from tokenward.ledger.records import (
     ThresholdEvent,
     iso,
 )
-from tokenward.ledger.redis_state import ATTEMPTS, Again, RedisState, View, span_keys
-from tokenward.ledger.redis_units import field as row_field
-from tokenward.ledger.redis_units import from_units
+from tokenward.ledger.redis.state import ATTEMPTS, Again, RedisState, View, span_keys
+from tokenward.ledger.redis.units import field as row_field
+from tokenward.ledger.redis.units import from_units
 from tokenward.ledger.rows import (
     Rows,
     balance_of,
@@ -54,7 +54,7 @@ from tokenward.ledger.rows import (
 )
 
 if TYPE_CHECKING:
-    from tokenward.ledger.redis import RedisLedger
+    from tokenward.ledger.redis.ledger import RedisLedger
 
 __all__ = ["RedisRecords"]
 
@@ -172,7 +172,7 @@ class RedisRecords(RedisState):
         raise LedgerError("Redis ledger: the budgets keep changing")  # pragma: no cover
 
     def _drain_step(self) -> bool:
-        from tokenward.ledger.redis_drain import drain_step, housekeeping
+        from tokenward.ledger.redis.drain import drain_step, housekeeping
 
         every = min(10.0, self.settings.reap_every or 10.0)
         if time.monotonic() - self._last_refresh > every:
@@ -266,7 +266,7 @@ class RedisRecords(RedisState):
             ValidationError: as the contract.
             StoreUnavailable: Redis or the durable store is unreachable (nothing is recorded).
         """
-        from tokenward.ledger.redis_drain import adjust
+        from tokenward.ledger.redis.drain import adjust
 
         return adjust(
             cast("RedisLedger", self),

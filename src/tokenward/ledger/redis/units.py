@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from tokenward.ledger.redis_lua import SCALE
+from tokenward.ledger.redis.lua import SCALE
 
 __all__ = ["field", "from_units", "to_units", "unfield"]
 

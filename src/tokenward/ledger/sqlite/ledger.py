@@ -10,7 +10,7 @@ Money and amounts are stored as decimal strings and computed with ``Decimal`` in
 transaction, so they stay exact. Balance rows are read with one statement and written with one
 statement per step. Budgets, stop markers and keys are cached in the process and re-read only when
 their revision counter in ``meta`` moves (one statement per step checks the counters). The schema
-is versioned (``PRAGMA user_version``) and migrated on open (:mod:`.sqlite_schema`). Usage events
+is versioned (``PRAGMA user_version``) and migrated on open (:mod:`.schema`). Usage events
 and the other records are append-only: triggers refuse UPDATE and DELETE on them.
 """
 
@@ -36,8 +36,8 @@ from tokenward.errors import ConfigError, LedgerError
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.records import StopMarker
 from tokenward.ledger.rows import Rows, Snapshot, Span, subject_matches
-from tokenward.ledger.sqlite_records import SQLiteRecords, ts
-from tokenward.ledger.sqlite_schema import _MIGRATIONS, SCHEMA_VERSION, split_statements
+from tokenward.ledger.sqlite.records import SQLiteRecords, ts
+from tokenward.ledger.sqlite.schema import _MIGRATIONS, SCHEMA_VERSION, split_statements
 from tokenward.ledger.transactional import TransactionalLedger
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger", "path_from_url"]

@@ -1,7 +1,7 @@
 """The PostgreSQL ledger's primitives for records: threshold events, shadow denials, stop markers,
 adjustments, template instances, estimator calibration, virtual keys and the audit log.
 
-Mixed into :class:`~tokenward.ledger.postgres.PostgresLedger`; every method runs inside the
+Mixed into :class:`~tokenward.ledger.postgres.ledger.PostgresLedger`; every method runs inside the
 caller's transaction through ``self._execute``. Numbered records (threshold events, shadow
 denials, adjustments, audit entries) are inserted under a transaction-level advisory lock of their
 table, so their ids become visible in increasing order (a consumer resuming with ``after=id``

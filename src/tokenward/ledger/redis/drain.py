@@ -31,14 +31,14 @@ from tokenward.core.decide import Balance
 from tokenward.core.events import UsageEvent
 from tokenward.errors import LedgerError, StoreUnavailable
 from tokenward.ledger.records import Adjustment, BudgetInstance, ShadowDenial, StopMarker, parse_iso
-from tokenward.ledger.redis_units import field, to_units
+from tokenward.ledger.redis.units import field, to_units
 from tokenward.ledger.rows import ZERO, Rows, Snapshot, Span, span_of, window_spent
 from tokenward.ledger.spool import SpoolEntry
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.throttle import Throttle
 
 if TYPE_CHECKING:
-    from tokenward.ledger.redis import RedisLedger
+    from tokenward.ledger.redis.ledger import RedisLedger
 
 __all__ = ["adjust", "drain_step", "housekeeping", "rebuild"]
 

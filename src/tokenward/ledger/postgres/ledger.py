@@ -11,20 +11,21 @@ other libpq parameters as usual), plus parameters of tokenward's own, removed be
   ``~/.local/state/tokenward/spool-<hash of the URL>.db``).
 
 Every contract method is one transaction (``READ COMMITTED``), written once in
-:mod:`.transactional` over the primitives here. The check-then-hold is made safe across any
-number of processes and replicas by *locking the budget instances first*: before a write
+:mod:`tokenward.ledger.transactional` over the primitives here. The check-then-hold is made safe
+across any number of processes and replicas by *locking the budget instances first*: before a write
 transaction reads balance rows it takes a transaction-level advisory lock per ``(budget,
 subject_id)`` it touches, in one fixed order (sorted by lock key), and holds them to its commit;
 reservations being settled, released or reaped are locked row by row (``FOR UPDATE``, the reaper
 skipping rows others hold), so a hold is never released twice. The rare deadlock a transaction
 touching instances in two phases can still meet (a reap before an admission) is detected by
 PostgreSQL and the whole step is retried. Money is ``NUMERIC``: exact. Migrations are applied on
-open (:mod:`.postgres_schema`). Driver errors become :class:`~tokenward.errors.LedgerError`, and
+open (:mod:`.schema`). Driver errors become :class:`~tokenward.errors.LedgerError`, and
 :class:`~tokenward.errors.StoreUnavailable` when the server cannot be reached or is too slow.
 
 While PostgreSQL is unreachable, admissions follow each budget's ``on_store_failure`` policy
-(:mod:`.failover`), and settlements and releases go to the local spool (:mod:`.spool`), replayed
-in order when the server returns (a request id is stored once).
+(:mod:`tokenward.ledger.failover`), and settlements and releases go to the local spool
+(:mod:`tokenward.ledger.spool`), replayed in order when the server returns (a request id is stored
+once).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from tokenward.ledger.failover import (
     open_reservation,
     redact,
 )
-from tokenward.ledger.postgres_store import PgSettings, PostgresStore, Retry, lock_key, parse_pg_url
+from tokenward.ledger.postgres.store import PgSettings, PostgresStore, Retry, lock_key, parse_pg_url
 from tokenward.ledger.records import KeyRecord
 from tokenward.ledger.spool import Spool
 

@@ -2,7 +2,7 @@
 
 Every script touches the same eleven keys (:data:`KEY_NAMES`), all named ``{PREFIX}:<name>``: the
 ``{PREFIX}`` hash tag puts them in one hash slot, so a script is atomic over all of them on a
-single server and on Redis Cluster alike (see :mod:`.redis` for why one slot per ledger).
+single server and on Redis Cluster alike (see :mod:`.ledger` for why one slot per ledger).
 
 Amounts are integers of fixed sub-units (10^-18 of the meter's unit: tokens, USD, calls), written
 as decimal strings and added and compared exactly by the small arbitrary-precision arithmetic
@@ -14,7 +14,7 @@ follows the same clock as every other backend. Every script answers a list whose
 says what happened:
 
 * ``NOGEN``: the ledger's state is missing (a first start, or a Redis that lost its data): the
-  caller rebuilds it from the durable store (:func:`tokenward.ledger.redis_drain.rebuild`) and
+  caller rebuilds it from the durable store (:func:`tokenward.ledger.redis.drain.rebuild`) and
   runs the script again;
 * ``STALE``: the budgets or stop markers changed since the caller read them (the current
   revisions follow): the caller reloads them and runs the script again;

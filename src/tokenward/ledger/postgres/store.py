@@ -1,8 +1,8 @@
 """The PostgreSQL ledger's primitives: connections, transactions, locks, migrations, balance rows,
-reservations and usage events (records are in :mod:`.postgres_records`).
+reservations and usage events (records are in :mod:`.records`).
 
 :class:`PostgresStore` is everything :class:`~tokenward.ledger.transactional.TransactionalLedger`
-needs from PostgreSQL; :class:`~tokenward.ledger.postgres.PostgresLedger` adds the retries and the
+needs from PostgreSQL; :class:`~tokenward.ledger.postgres.ledger.PostgresLedger` adds the retries and the
 store-failure policy. One connection per thread (autocommit, explicit ``BEGIN``/``COMMIT``); a
 write transaction locks the budget instances it reads with transaction-level advisory locks in
 sorted key order; reservations being finished are locked row by row. Driver errors are translated
@@ -32,8 +32,8 @@ from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError, MissingDependency, StoreUnavailable
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import redact
-from tokenward.ledger.postgres_records import PostgresRecords, dumps
-from tokenward.ledger.postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from tokenward.ledger.postgres.records import PostgresRecords, dumps
+from tokenward.ledger.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from tokenward.ledger.records import StopMarker
 from tokenward.ledger.rows import Rows, Snapshot, Span
 from tokenward.ledger.spool import default_spool_path

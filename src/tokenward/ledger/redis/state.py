@@ -1,7 +1,7 @@
 """The Redis ledger's plumbing: its URL, its connection and scripts, and what each process caches.
 
-:class:`RedisState` is the base of :class:`~tokenward.ledger.redis.RedisLedger`: it runs the
-scripts of :mod:`.redis_lua` (translating driver errors into
+:class:`RedisState` is the base of :class:`~tokenward.ledger.redis.ledger.RedisLedger`: it runs the
+scripts of :mod:`.lua` (translating driver errors into
 :class:`~tokenward.errors.LedgerError` and :class:`~tokenward.errors.StoreUnavailable` at this one
 boundary), keeps the budgets and stop markers cached by the revision counters Redis holds (a
 script refuses to run on a stale copy: ``STALE``), rebuilds a lost state (``NOGEN``), lays out the
@@ -44,8 +44,8 @@ from tokenward.ledger.failover import (
 from tokenward.ledger.records import (
     StopMarker,
 )
-from tokenward.ledger.redis_units import field as row_field
-from tokenward.ledger.redis_units import from_units, to_units
+from tokenward.ledger.redis.units import field as row_field
+from tokenward.ledger.redis.units import from_units, to_units
 from tokenward.ledger.rows import (
     Rows,
     balance_of,
@@ -62,7 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
     raise MissingDependency("redis", "redis") from exc
 
 if TYPE_CHECKING:
-    from tokenward.ledger.redis import RedisLedger
+    from tokenward.ledger.redis.ledger import RedisLedger
 
 __all__ = [
     "ATTEMPTS",
@@ -293,7 +293,7 @@ class RedisState:
         return list(answer)
 
     def _rebuild(self) -> None:
-        from tokenward.ledger.redis_drain import rebuild
+        from tokenward.ledger.redis.drain import rebuild
 
         rebuild(cast("RedisLedger", self))
         self._view_cache = None

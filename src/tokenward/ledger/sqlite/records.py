@@ -1,7 +1,7 @@
 """The SQLite ledger's primitives for records: threshold events, shadow denials, stop markers,
 adjustments, template instances, estimator calibration, virtual keys and the audit log.
 
-Mixed into :class:`~tokenward.ledger.sqlite.SQLiteLedger`; every method runs inside the caller's
+Mixed into :class:`~tokenward.ledger.sqlite.ledger.SQLiteLedger`; every method runs inside the caller's
 transaction through ``self._execute``. Records are stored as JSON text next to the columns their
 queries filter on.
 """

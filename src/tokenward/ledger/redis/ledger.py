@@ -16,7 +16,7 @@ expiries of reservations past their time to live, default ``10s``; ``0``: only a
 ``reap()``), ``cluster`` (``true`` for Redis Cluster).
 
 **Where things live.** Redis holds what admission needs, updated only by atomic server-side
-scripts (:mod:`.redis_lua`): balance rows (spent and held, integers of 10^-18 units), reservations
+scripts (:mod:`.lua`): balance rows (spent and held, integers of 10^-18 units), reservations
 with their expiry, idempotency keys, the request ids already settled (with their events), and stop
 markers. Budgets, virtual keys, the audit log, adjustments, threshold events, shadow denials,
 template instances, calibration and the usage events themselves live in the *durable store*
@@ -25,9 +25,9 @@ named by ``events=``, a complete tokenward ledger (``postgresql://``, shared by 
 ``settle``, ``release``) never waits on the durable store: budgets and keys are cached in each
 process and reloaded when a revision counter in Redis moves.
 
-**Usage events.** ``settle`` appends the event to the replica's local spool (:mod:`.spool`,
-SQLite on local disk) *before* it charges Redis, so a call that was charged is never lost, even if
-the process dies right after. A drainer thread moves spooled events to the durable store in
+**Usage events.** ``settle`` appends the event to the replica's local spool
+(:mod:`tokenward.ledger.spool`, SQLite on local disk) *before* it charges Redis, so a call that was
+charged is never lost, even if the process dies right after. A drainer thread moves spooled events to the durable store in
 batches (normally within milliseconds); while that store is slow or down they wait in the spool
 and are replayed, in order, when it returns. Each request id is stored once: Redis refuses a
 second settlement of it, and the store's unique request id refuses a second copy. The durable
@@ -52,7 +52,7 @@ given ledgers of their own (another ``prefix``). A shard runs tens of thousands 
 second, far above the rate of LLM calls of any gateway fleet.
 
 **Faults.** While Redis is unreachable (or slower than ``timeout``), an admission follows each
-budget's ``on_store_failure`` (:mod:`.failover`): refused with
+budget's ``on_store_failure`` (:mod:`tokenward.ledger.failover`): refused with
 :class:`~tokenward.errors.StoreUnavailable` (503 at the gateway) or admitted unchecked; settlements
 and releases go to the spool and are applied when Redis returns. A replica that dies leaves its
 reservations to expire: any admission (or ``reap``) releases holds past their time to live.
@@ -93,9 +93,9 @@ from tokenward.ledger.failover import (
 from tokenward.ledger.records import (
     iso,
 )
-from tokenward.ledger.redis_lua import EXTEND, HOLD, KEY_NAMES, READ, REAP, REBUILD, RELEASE, SETTLE, STOP
-from tokenward.ledger.redis_records import RedisRecords
-from tokenward.ledger.redis_state import (
+from tokenward.ledger.redis.lua import EXTEND, HOLD, KEY_NAMES, READ, REAP, REBUILD, RELEASE, SETTLE, STOP
+from tokenward.ledger.redis.records import RedisRecords
+from tokenward.ledger.redis.state import (
     ATTEMPTS,
     Again,
     Lost,
@@ -106,8 +106,8 @@ from tokenward.ledger.redis_state import (
     reservation_json,
     reservation_of,
 )
-from tokenward.ledger.redis_units import field as row_field
-from tokenward.ledger.redis_units import from_units, to_units
+from tokenward.ledger.redis.units import field as row_field
+from tokenward.ledger.redis.units import from_units, to_units
 from tokenward.ledger.rows import (
     check_amounts,
     stop_of,
