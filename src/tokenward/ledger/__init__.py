@@ -80,7 +80,7 @@ def _postgres(url: str, clock: Clock | None) -> Ledger:
 def _redis(url: str, clock: Clock | None) -> Ledger:
     from tokenward.ledger.redis import RedisLedger
 
-    return RedisLedger(url, clock=clock)
+    return RedisLedger(url, open_store=open_ledger, clock=clock)
 
 
 _BACKENDS: dict[str, Callable[[str, Clock | None], Ledger]] = {

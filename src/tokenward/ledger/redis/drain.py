@@ -15,32 +15,35 @@ spend is the truth for every *drained* event. Two things can touch both sides:
 So an event is either in the store when a rebuild copies it (counted there) or inserted after (and
 charged to Redis by the drainer then), never both. A PostgreSQL store takes the lock as an advisory
 lock; a SQLite store's write transaction is exclusive already.
+
+These functions are given the ledger they work for as a :class:`DrainedLedger` (what they use of
+it); the ledger calls them, never the other way round.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from tokenward.clock import Clock
 from tokenward.core.budgets import Subject, applicable
 from tokenward.core.decide import Balance
 from tokenward.core.events import UsageEvent
 from tokenward.errors import LedgerError, StoreUnavailable
+from tokenward.ledger.base import Reservation
 from tokenward.ledger.records import Adjustment, BudgetInstance, ShadowDenial, StopMarker, parse_iso
+from tokenward.ledger.redis.state import RedisSettings, View
 from tokenward.ledger.redis.units import field, to_units
 from tokenward.ledger.rows import ZERO, Rows, Snapshot, Span, span_of, window_spent
-from tokenward.ledger.spool import SpoolEntry
+from tokenward.ledger.spool import Spool, SpoolEntry
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.throttle import Throttle
 
-if TYPE_CHECKING:
-    from tokenward.ledger.redis.ledger import RedisLedger
-
-__all__ = ["adjust", "drain_step", "housekeeping", "rebuild"]
+__all__ = ["DrainedLedger", "adjust", "drain_step", "housekeeping", "rebuild"]
 
 _outage_log = Throttle()
 
@@ -50,13 +53,59 @@ _BATCH = 200
 _ORDER = {"settle": 0, "charge": 0, "estimate": 2}
 
 
-def _store_lock(ledger: RedisLedger, *, shared: bool) -> None:
+class DrainedLedger(Protocol):
+    """What the functions here use of the Redis ledger they work for
+    (:class:`~tokenward.ledger.redis.ledger.RedisLedger` passes itself): its stores, its Redis
+    connection and scripts, and the steps it runs on them."""
+
+    settings: RedisSettings
+    store: TransactionalLedger
+    spool: Spool
+    clock: Clock
+    client: Any
+    _keys: list[str]
+    _scripts: dict[str, Any]
+    _applied: dict[int, str]
+    _view_cache: View | None
+
+    def _redis(self, call: Callable[[], Any]) -> Any: ...
+
+    def _script(
+        self, name: str, view: View | None, *args: Any, now: datetime | None = None, rebuild: bool = True
+    ) -> list[Any]: ...
+
+    def _retry_again(self, step: Callable[[], list[Any]]) -> list[Any]: ...
+
+    def _view(self, rebuild: bool = True) -> View: ...
+
+    def _charge(
+        self,
+        reservation_id: str | None,
+        event: UsageEvent,
+        at: datetime,
+        *,
+        enforce: bool = False,
+        replay: bool = False,
+    ) -> tuple[str, Any]: ...
+
+    def _settled(self, request_id: str) -> UsageEvent | None: ...
+
+    def _apply_rows(self, key: str, record: Mapping[str, Any], charges: Sequence[Any]) -> bool: ...
+
+    def _bump(self, name: str) -> None: ...
+
+    def reservation(self, reservation_id: str) -> Reservation | None: ...
+
+    def reap(self) -> int: ...
+
+
+def _store_lock(ledger: DrainedLedger, *, shared: bool) -> None:
     lock = getattr(ledger.store, "_store_lock", None)
     if lock is not None:
         lock(f"redis:{ledger.settings.prefix}", shared=shared)
 
 
-def drain_step(ledger: RedisLedger) -> bool:
+def drain_step(ledger: DrainedLedger) -> bool:
     """Move one batch of spooled entries to Redis and the durable store; True when it moved one
     (more may wait). A batch that fails stays in the spool for a later try."""
     entries = ledger.spool.claim(_BATCH)
@@ -79,7 +128,7 @@ def drain_step(ledger: RedisLedger) -> bool:
     return True
 
 
-def _drain(ledger: RedisLedger, entries: list[SpoolEntry]) -> None:
+def _drain(ledger: DrainedLedger, entries: list[SpoolEntry]) -> None:
     for entry in entries:
         if entry.kind == "release":  # Redis only; idempotent
             rid = entry.payload["rid"]
@@ -140,7 +189,7 @@ def lock_events(entries: list[SpoolEntry]) -> bool:
 
 
 def _drain_event(
-    ledger: RedisLedger, kind: str, payload: Mapping[str, Any], *, charged: bool = False
+    ledger: DrainedLedger, kind: str, payload: Mapping[str, Any], *, charged: bool = False
 ) -> tuple[UsageEvent, datetime] | None:
     """Store one spooled event; returns it and the instant whose windows it charges when it is new
     to the store (its charge is then applied by :func:`_apply_batch`). ``charged``: this process
@@ -208,7 +257,7 @@ def _apply_batch(
     store._write_rows(changed)
 
 
-def rebuild(ledger: RedisLedger) -> bool:
+def rebuild(ledger: DrainedLedger) -> bool:
     """Build a lost Redis state from the durable store: the spend of every budget instance in its
     current window (the rolling windows' buckets), and the stop markers. Returns whether this call
     built it (False: it existed, another replica built it first).
@@ -271,7 +320,7 @@ def _revision_base() -> int:
 
 
 def adjust(
-    ledger: RedisLedger,
+    ledger: DrainedLedger,
     target: Subject | str,
     amounts: Mapping[str, Decimal],
     *,
@@ -307,7 +356,7 @@ def adjust(
         return adjustment
 
 
-def housekeeping(ledger: RedisLedger) -> None:
+def housekeeping(ledger: DrainedLedger) -> None:
     """Every ``reap_every`` seconds (10 by default; 0: never), from the drainer: expire the holds of
     reservations past their time to live even when no call comes (a replica that died leaves its
     own behind; the next admission would expire them anyway), and make sure every replica uses the

@@ -64,11 +64,12 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from tokenward.clock import Clock, SystemClock, utc
 from tokenward.core.budgets import Budget, Subject
@@ -83,7 +84,7 @@ from tokenward.errors import (
     ValidationError,
 )
 from tokenward.ledger.admin import KeyIndex
-from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
+from tokenward.ledger.base import DEFAULT_TTL, Hold, Ledger, Reservation, new_id
 from tokenward.ledger.failover import (
     StoreHealth,
     Worker,
@@ -91,8 +92,11 @@ from tokenward.ledger.failover import (
     redact,
 )
 from tokenward.ledger.records import (
+    Adjustment,
     iso,
 )
+from tokenward.ledger.redis.drain import adjust as adjust_both
+from tokenward.ledger.redis.drain import drain_step, housekeeping, rebuild
 from tokenward.ledger.redis.lua import EXTEND, HOLD, KEY_NAMES, READ, REAP, REBUILD, RELEASE, SETTLE, STOP
 from tokenward.ledger.redis.records import RedisRecords
 from tokenward.ledger.redis.state import (
@@ -116,11 +120,17 @@ from tokenward.ledger.rows import (
 from tokenward.ledger.spool import Spool
 from tokenward.ledger.transactional import TransactionalLedger
 
-__all__ = ["RedisLedger", "RedisSettings", "parse_redis_url"]
+__all__ = ["RedisLedger", "RedisSettings", "StoreOpener", "parse_redis_url"]
 
 log = logging.getLogger("tokenward.ledger")
 
 _MINE = 50_000  # reservations this process made, remembered for their settlement
+
+
+class StoreOpener(Protocol):
+    """Opens a ledger by its URL: the registry's :func:`tokenward.ledger.open_ledger`."""
+
+    def __call__(self, url: str, *, clock: Clock) -> Ledger: ...
 
 
 class RedisLedger(RedisRecords):
@@ -128,6 +138,8 @@ class RedisLedger(RedisRecords):
 
     Args:
         url: ``redis://host:port/db?...&events=URL``.
+        open_store: opens the durable store ``events=`` names (the registry passes
+            :func:`tokenward.ledger.open_ledger`: a backend never imports another).
         clock: where time comes from (every replica's clocks should agree within a second:
             expiry and windows follow them).
 
@@ -136,13 +148,11 @@ class RedisLedger(RedisRecords):
         LedgerError: the durable store or the spool cannot be opened.
     """
 
-    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, url: str, *, open_store: StoreOpener, clock: Clock | None = None) -> None:
         self.url = url
         self.clock: Clock = clock or SystemClock()
         self.settings = parse_redis_url(url)
-        from tokenward.ledger import open_ledger
-
-        store = open_ledger(self.settings.events_url, clock=self.clock)
+        store = open_store(self.settings.events_url, clock=self.clock)
         if not isinstance(store, TransactionalLedger):  # pragma: no cover - parse_redis_url checks
             raise ConfigError("events= must name a SQLite or PostgreSQL ledger")
         self.store: TransactionalLedger = store
@@ -187,6 +197,17 @@ class RedisLedger(RedisRecords):
 
     def _existing(self, answer: Sequence[Any]) -> Reservation:
         return reservation_of(str(answer[2]), str(answer[3]))
+
+    def _rebuild(self) -> None:
+        rebuild(self)
+        self._view_cache = None
+
+    def _drain_step(self) -> bool:
+        every = min(10.0, self.settings.reap_every or 10.0)
+        if time.monotonic() - self._last_refresh > every:
+            self._last_refresh = time.monotonic()
+            housekeeping(self)
+        return drain_step(self)
 
     def _admission(
         self,
@@ -572,6 +593,34 @@ class RedisLedger(RedisRecords):
             total += count
             if count < 1000:
                 return total
+
+    def adjust(
+        self,
+        target: Subject | str,
+        amounts: Mapping[str, Decimal],
+        *,
+        reason: str,
+        actor: str,
+        subject_id: str | None = None,
+        at: datetime | None = None,
+        adjustment_id: str | None = None,
+    ) -> Adjustment:
+        """Record a manual adjustment in the durable store and apply it to the Redis balances.
+
+        Raises:
+            ValidationError: as the contract.
+            StoreUnavailable: Redis or the durable store is unreachable (nothing is recorded).
+        """
+        return adjust_both(
+            self,
+            target,
+            amounts,
+            reason=reason,
+            actor=actor,
+            subject_id=subject_id,
+            at=at,
+            adjustment_id=adjustment_id,
+        )
 
     def close(self) -> None:
         """Stop the drainer (moving what it can to the durable store first, for up to 5 s) and

@@ -13,10 +13,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from tokenward.clock import utc
 from tokenward.core.budgets import Budget, Subject
@@ -52,9 +52,6 @@ from tokenward.ledger.rows import (
     stop_of,
     stop_targets,
 )
-
-if TYPE_CHECKING:
-    from tokenward.ledger.redis.ledger import RedisLedger
 
 __all__ = ["RedisRecords"]
 
@@ -172,13 +169,9 @@ class RedisRecords(RedisState):
         raise LedgerError("Redis ledger: the budgets keep changing")  # pragma: no cover
 
     def _drain_step(self) -> bool:
-        from tokenward.ledger.redis.drain import drain_step, housekeeping
-
-        every = min(10.0, self.settings.reap_every or 10.0)
-        if time.monotonic() - self._last_refresh > every:
-            self._last_refresh = time.monotonic()
-            housekeeping(cast("RedisLedger", self))
-        return drain_step(cast("RedisLedger", self))
+        """Move one batch of the spool to the durable store; True when it moved one (the ledger
+        does it, with :func:`.drain.drain_step`)."""
+        raise NotImplementedError
 
     def flush(self, timeout: float = 30.0) -> int:
         """Move everything spooled to the durable store now; returns how many entries still wait
@@ -248,36 +241,6 @@ class RedisRecords(RedisState):
         except LedgerError as exc:
             log.warning("calibration of %s unavailable: %s", model, exc)
             return None
-
-    def adjust(
-        self,
-        target: Subject | str,
-        amounts: Mapping[str, Decimal],
-        *,
-        reason: str,
-        actor: str,
-        subject_id: str | None = None,
-        at: datetime | None = None,
-        adjustment_id: str | None = None,
-    ) -> Adjustment:
-        """Record a manual adjustment in the durable store and apply it to the Redis balances.
-
-        Raises:
-            ValidationError: as the contract.
-            StoreUnavailable: Redis or the durable store is unreachable (nothing is recorded).
-        """
-        from tokenward.ledger.redis.drain import adjust
-
-        return adjust(
-            cast("RedisLedger", self),
-            target,
-            amounts,
-            reason=reason,
-            actor=actor,
-            subject_id=subject_id,
-            at=at,
-            adjustment_id=adjustment_id,
-        )
 
     def adjustments(
         self,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from tokenward.clock import Clock, utc
@@ -60,9 +60,6 @@ try:
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra only
     raise MissingDependency("redis", "redis") from exc
-
-if TYPE_CHECKING:
-    from tokenward.ledger.redis.ledger import RedisLedger
 
 __all__ = [
     "ATTEMPTS",
@@ -293,10 +290,9 @@ class RedisState:
         return list(answer)
 
     def _rebuild(self) -> None:
-        from tokenward.ledger.redis.drain import rebuild
-
-        rebuild(cast("RedisLedger", self))
-        self._view_cache = None
+        """Build a lost Redis state again from the durable store (the ledger does it, with
+        :func:`.drain.rebuild`)."""
+        raise NotImplementedError
 
     def _wake(self) -> None:
         self._drainer.wake()
