@@ -248,7 +248,7 @@ def create_app(
     if metrics is None and observing.prometheus is not None:
         metrics = observing.prometheus.asgi_app()
     extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics), methods=["GET"])]
-    routes = [*proxied, *admin_routes(), Route("/healthz", healthz), *extra]
+    routes = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
     handlers = {404: _http_error, 405: _http_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -27,13 +28,16 @@ from tokenward.core.budgets import SCOPES, Budget, Subject
 from tokenward.errors import ConfigError, TokenwardError, ValidationError
 from tokenward.gateway.admin.openapi import openapi
 from tokenward.gateway.auth import presented_key
-from tokenward.gateway.config import AdminKeyConfig
+from tokenward.gateway.config import AdminKeyConfig, GatewayConfig
+from tokenward.gateway.relay import GatewayState
 from tokenward.ledger.base import new_id
 from tokenward.ledger.records import KeyRecord
 
 __all__ = ["admin_routes"]
 
 Handler = Callable[[Request, AdminKeyConfig], Awaitable[Response]]
+Reload = Callable[[GatewayState, Path], Awaitable[GatewayConfig]]
+"""Reads the config file again and uses it from the next request on (the app's ``reload_config``)."""
 
 
 class AdminError(Exception):
@@ -329,26 +333,29 @@ async def audit_log(request: Request, admin: AdminKeyConfig) -> Response:
     return JSONResponse({"entries": [e.to_dict() for e in entries]})
 
 
-async def reload(request: Request, admin: AdminKeyConfig) -> Response:
-    state = request.app.state.gateway
-    if admin.project is not None:
-        raise AdminError(403, "only a full admin key may reload the configuration", code="forbidden")
-    path = getattr(request.app.state, "config_path", None)
-    if path is None:
-        raise AdminError(409, "this gateway was not started from a config file", code="no_config_file")
-    from tokenward.gateway.app import reload_config
+def _reload(reload_config: Reload) -> Handler:
+    async def reload(request: Request, admin: AdminKeyConfig) -> Response:
+        state = request.app.state.gateway
+        if admin.project is not None:
+            raise AdminError(403, "only a full admin key may reload the configuration", code="forbidden")
+        path = getattr(request.app.state, "config_path", None)
+        if path is None:
+            raise AdminError(409, "this gateway was not started from a config file", code="no_config_file")
+        config = await reload_config(state, path)
+        await state.guard.ledger.audit(
+            admin.name, "config.reload", str(path), None, {"source": config.source}
+        )
+        return JSONResponse({"reloaded": str(path)})
 
-    config = await reload_config(state, path)
-    await state.guard.ledger.audit(admin.name, "config.reload", str(path), None, {"source": config.source})
-    return JSONResponse({"reloaded": str(path)})
+    return reload
 
 
 async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi())
 
 
-def admin_routes() -> list[Route]:
-    """The admin API's routes (mounted under ``/admin``)."""
+def admin_routes(reload_config: Reload) -> list[Route]:
+    """The admin API's routes (mounted under ``/admin``); ``POST /admin/reload`` runs ``reload_config``."""
     return [
         Route("/admin/openapi.json", openapi_document, methods=["GET"]),
         Route("/admin/budgets", _guarded(list_budgets), methods=["GET"]),
@@ -362,5 +369,5 @@ def admin_routes() -> list[Route]:
         Route("/admin/events", _guarded(events), methods=["GET"]),
         Route("/admin/adjustments", _guarded(adjust), methods=["POST"]),
         Route("/admin/audit", _guarded(audit_log), methods=["GET"]),
-        Route("/admin/reload", _guarded(reload), methods=["POST"]),
+        Route("/admin/reload", _guarded(_reload(reload_config)), methods=["POST"]),
     ]

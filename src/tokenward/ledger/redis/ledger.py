@@ -27,13 +27,13 @@ process and reloaded when a revision counter in Redis moves.
 
 **Usage events.** ``settle`` appends the event to the replica's local spool
 (:mod:`tokenward.ledger.spool`, SQLite on local disk) *before* it charges Redis, so a call that was
-charged is never lost, even if the process dies right after. A drainer thread moves spooled events to the durable store in
-batches (normally within milliseconds); while that store is slow or down they wait in the spool
-and are replayed, in order, when it returns. Each request id is stored once: Redis refuses a
-second settlement of it, and the store's unique request id refuses a second copy. The durable
-store charges its own balance rows from the events it receives (there, thresholds and stop markers
-are recorded once per budget, window and threshold), so it always holds the true spend of every
-drained event.
+charged is never lost, even if the process dies right after. A drainer thread moves spooled events
+to the durable store in batches (normally within milliseconds); while that store is slow or down
+they wait in the spool and are replayed, in order, when it returns. Each request id is stored once:
+Redis refuses a second settlement of it, and the store's unique request id refuses a second copy.
+The durable store charges its own balance rows from the events it receives (there, thresholds and
+stop markers are recorded once per budget, window and threshold), so it always holds the true spend
+of every drained event.
 
 **Losing Redis.** If Redis comes back empty (restarted without persistence, failed over to a
 replica that lagged), the first script to notice (its generation key is gone) rebuilds the state
