@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokenward.core.numbers import plain
+from tokenward.numbers import plain
 
 __all__ = [
     "BudgetError",

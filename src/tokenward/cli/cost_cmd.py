@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from tokenward.cli.common import Command, friendly, out, print_json
-from tokenward.core.numbers import plain
 from tokenward.errors import ValidationError
+from tokenward.numbers import plain
 
 __all__ = ["cost_report", "register"]
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from tokenward.cli.common import Command, friendly, out, print_json
-from tokenward.core.numbers import plain
 from tokenward.errors import ValidationError
+from tokenward.numbers import plain
 
 __all__ = ["estimate_report", "output_bound", "register"]
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from tokenward.cli.common import Command, friendly, out, print_json
 from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, open_existing_ledger
 from tokenward.core.budgets import Subject
-from tokenward.core.numbers import plain
+from tokenward.numbers import plain
 
 __all__ = ["register"]
 

@@ -20,9 +20,9 @@ from tokenward.cli.common import Command, friendly, out, print_json
 from tokenward.cli.ledgers import LEDGER_ENV, open_existing_ledger
 from tokenward.clock import parse_instant
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
 from tokenward.core.pricebook import PriceBook, PriceContext
 from tokenward.core.pricing import price_usage
+from tokenward.numbers import plain
 
 __all__ = ["register", "reprice_event", "reprice_report"]
 

@@ -28,9 +28,9 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from tokenward.core.budgets import Budget
-from tokenward.core.numbers import plain
 from tokenward.core.pricing import MILLION
 from tokenward.errors import BudgetExceeded, UnpricedCall
+from tokenward.numbers import plain
 
 __all__ = [
     "Balance",

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from tokenward.clock import utc
 from tokenward.core.budgets import Subject
-from tokenward.core.numbers import plain
 from tokenward.core.usage import Usage
+from tokenward.numbers import plain
 
 __all__ = ["STATUSES", "Status", "UsageEvent"]
 

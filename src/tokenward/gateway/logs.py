@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
+from tokenward.numbers import plain
 
 __all__ = ["JSONFormatter", "MaskQueryKeys", "call_fields", "configure_logging", "log_call"]
 

@@ -30,7 +30,6 @@ from starlette.types import Receive, Scope, Send
 
 from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
@@ -47,6 +46,7 @@ from tokenward.guard.wire.exchange import (
     upstream_body,
 )
 from tokenward.ledger.base import new_id
+from tokenward.numbers import plain
 from tokenward.throttle import Throttle
 
 __all__ = ["GatewayState", "own_headers", "passthrough", "proxy"]

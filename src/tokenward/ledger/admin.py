@@ -19,10 +19,10 @@ from decimal import Decimal
 from typing import Any
 
 from tokenward.clock import Clock, utc
-from tokenward.core.numbers import plain
 from tokenward.errors import ValidationError
 from tokenward.ledger.records import AuditEntry, KeyRecord
 from tokenward.ledger.rows import page
+from tokenward.numbers import plain
 
 __all__ = ["AdminRecords", "KeyIndex"]
 

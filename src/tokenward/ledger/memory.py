@@ -19,7 +19,6 @@ from tokenward.clock import Clock
 from tokenward.core.budgets import Budget, Subject
 from tokenward.core.calibration import EstimateStats
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.records import (
@@ -33,6 +32,7 @@ from tokenward.ledger.records import (
 )
 from tokenward.ledger.rows import Rows, Snapshot, Span, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
+from tokenward.numbers import plain
 
 __all__ = ["MemoryLedger", "subject_matches"]
 

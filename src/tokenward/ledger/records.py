@@ -23,8 +23,8 @@ from typing import Any
 
 from tokenward.clock import utc
 from tokenward.core.budgets import Subject
-from tokenward.core.numbers import plain
 from tokenward.errors import ValidationError
+from tokenward.numbers import plain
 
 __all__ = [
     "Adjustment",

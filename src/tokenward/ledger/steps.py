@@ -27,7 +27,6 @@ from tokenward.core.decide import (
     shadow_check,
 )
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
 from tokenward.errors import BudgetError, BudgetExceeded, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
 from tokenward.ledger.primitives import Primitives
@@ -50,6 +49,7 @@ from tokenward.ledger.rows import (
     stopped_error,
     window_spent,
 )
+from tokenward.numbers import plain
 
 __all__ = ["LedgerSteps"]
 

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from tokenward.clock import utc
 from tokenward.core.decide import Balance
-from tokenward.core.numbers import plain
 from tokenward.errors import ConfigError
+from tokenward.numbers import plain
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

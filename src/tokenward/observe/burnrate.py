@@ -24,7 +24,7 @@ from tokenward.clock import utc
 from tokenward.core.budgets import SCOPES
 from tokenward.core.decide import Balance
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
+from tokenward.numbers import plain
 from tokenward.observe.forecast import exhaustion_at
 
 __all__ = ["BurnRate", "BurnRates", "DecayedRate"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from tokenward.clock import utc
 from tokenward.core.budgets import Budget
-from tokenward.core.numbers import plain
+from tokenward.numbers import plain
 
 __all__ = ["Forecast", "exhaustion_at", "forecast_window"]
 

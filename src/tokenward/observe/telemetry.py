@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 from tokenward.core.budgets import SCOPES, Subject
 from tokenward.core.decide import CallPlan
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
 from tokenward.errors import BudgetError, BudgetExceeded, MissingDependency
+from tokenward.numbers import plain
 
 if TYPE_CHECKING:
     from tokenward.guard.flow import Admission

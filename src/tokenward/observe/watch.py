@@ -39,9 +39,9 @@ from tokenward.clock import Clock, SystemClock, utc
 from tokenward.core.budgets import Subject
 from tokenward.core.decide import Balance, CallPlan
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
 from tokenward.errors import BudgetError, BudgetExceeded
 from tokenward.ledger import Ledger, open_ledger
+from tokenward.numbers import plain
 from tokenward.observe._worker import Worker
 from tokenward.observe.alerts import (
     DEFAULT_THRESHOLDS,

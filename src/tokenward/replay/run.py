@@ -20,13 +20,13 @@ from tokenward.core.accounting import account
 from tokenward.core.budgets import Budget, Subject
 from tokenward.core.dialects import usage_from
 from tokenward.core.events import UsageEvent
-from tokenward.core.numbers import plain
 from tokenward.core.pricebook import PriceBook, PriceContext
 from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
 from tokenward.errors import BudgetExceeded, ValidationError
 from tokenward.guard import Guard
 from tokenward.ledger import Ledger, open_ledger
+from tokenward.numbers import plain
 from tokenward.replay.traces import TraceCall
 
 __all__ = ["CallResult", "Cut", "ReplayReport", "SessionReport", "replay"]

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 from tokenward.core.budgets import Budget, Subject, parse_budget_spec
 from tokenward.core.decide import Balance
-from tokenward.core.numbers import plain
 from tokenward.core.pricebook import PriceBook
 from tokenward.errors import ConfigError
 from tokenward.guard import AsyncGuard
@@ -33,6 +32,7 @@ from tokenward.guard.flow import GuardSettings
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.ledger import Ledger
 from tokenward.ledger.base import ThreadedAsyncLedger
+from tokenward.numbers import plain
 from tokenward.sdk.clients import wrap_client
 from tokenward.sdk.context import Attribution, attributed, current
 from tokenward.sdk.thresholds import ThresholdWatcher

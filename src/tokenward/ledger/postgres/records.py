@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from tokenward.core.calibration import EstimateStats
-from tokenward.core.numbers import plain
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.records import (
     Adjustment,
@@ -27,6 +26,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
+from tokenward.numbers import plain
 
 __all__ = ["PostgresRecords", "dumps"]
 

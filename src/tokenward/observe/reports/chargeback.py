@@ -25,9 +25,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tokenward.core.budgets import SCOPES
-from tokenward.core.numbers import plain
 from tokenward.core.windows import Window
 from tokenward.errors import ConfigError
+from tokenward.numbers import plain
 from tokenward.observe.reports.output import Table
 from tokenward.observe.rows import Row
 

@@ -20,8 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from tokenward.core.numbers import plain
 from tokenward.errors import ConfigError, MissingDependency
+from tokenward.numbers import plain
 
 __all__ = ["FORMATS", "Table", "to_jsonable", "write_table"]
 

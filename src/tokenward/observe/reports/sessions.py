@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokenward.core.numbers import plain
+from tokenward.numbers import plain
 from tokenward.observe.reports.output import Table
 from tokenward.observe.rows import Row
 

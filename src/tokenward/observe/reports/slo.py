@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from tokenward.core.numbers import plain
 from tokenward.errors import ConfigError
+from tokenward.numbers import plain
 from tokenward.observe.reports.output import Table
 from tokenward.observe.reports.sessions import SessionCost
 from tokenward.observe.rows import Row

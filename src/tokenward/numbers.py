@@ -1,4 +1,4 @@
-"""Writing exact amounts for people and JSON."""
+"""Writing exact amounts for people and JSON (a leaf: the exception tree and the core use it)."""
 
 from __future__ import annotations
 
