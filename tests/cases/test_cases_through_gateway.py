@@ -18,26 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cases.test_cost_cases import whole_response
+from tests.cases.test_cost_cases import TOKEN_FIELDS as CASE_TOKEN_FIELDS
+from tests.cases.test_cost_cases import case_prices_file, whole_response
 from tests.support.fixtures import KEY, Gateway
 from tests.support.shared import case, cases, variant
 from tokenward.core.budgets import Subject
 
 D = Decimal
 NEW = ("N01", "N02", "N03", "N04", "N06", "N07", "N08")
-TOKEN_FIELDS = (
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-    "output_image_tokens",
-    "web_search_calls",
-)
+TOKEN_FIELDS = (*CASE_TOKEN_FIELDS, "web_search_calls")
 
 
 def _labelled() -> list[tuple[str, str, str | None]]:
@@ -52,15 +41,6 @@ def _labelled() -> list[tuple[str, str, str | None]]:
 
 
 LABELLED = _labelled()
-
-
-def _prices(tmp_path: Path, item: dict[str, Any]) -> Path:
-    row = dict(item["prices_per_million"])
-    if item.get("per_call_fees_usd"):
-        row["fees"] = item["per_call_fees_usd"]
-    path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"models": {item.get("price_table_key") or item["model"]: row}}))
-    return path
 
 
 def _request(item: dict[str, Any], stream: bool) -> tuple[str, dict[str, Any], dict[str, str]]:
@@ -113,7 +93,7 @@ def test_new_case_through_the_gateway(
         pytest.fail(f"{label}: nothing to replay")
     if "events" in item:
         item.pop("raw_usage", None)
-    gateway = start_gateway(prices=str(_prices(tmp_path, item)))
+    gateway = start_gateway(prices=str(case_prices_file(tmp_path, item)))
     event = _replayed(gateway, item)
     expected = item["expected"]
     for name in TOKEN_FIELDS:

@@ -68,7 +68,8 @@ def _with_variants() -> list[tuple[str, dict[str, Any]]]:
 CASES = _with_variants()
 
 
-def _prices_file(tmp_path: Path, case: dict[str, Any]) -> Path | None:
+def case_prices_file(tmp_path: Path, case: dict[str, Any]) -> Path | None:
+    """The case's fixture prices (and per-call fees) as a price-override file, or None."""
     if "prices_per_million" not in case:
         return None
     row = dict(case["prices_per_million"])
@@ -105,7 +106,7 @@ def whole_response(case: dict[str, Any]) -> dict[str, Any]:
 
 def run_cost(tmp_path: Path, case: dict[str, Any]) -> dict[str, Any]:
     args = ["cost", "--dialect", case["dialect"], "--model", case["model"], "--json"]
-    prices = _prices_file(tmp_path, case)
+    prices = case_prices_file(tmp_path, case)
     if prices is not None:
         args += ["--prices", str(prices)]
     if "events" in case:

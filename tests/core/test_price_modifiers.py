@@ -15,6 +15,19 @@ from typing import Any
 
 import pytest
 
+from tests.support.provider_facts import (
+    CHAT_USAGE,
+    N04_FAST_US_USD,
+    N04_FAST_USD,
+    N04_STANDARD_USD,
+    N04_USAGE,
+    OPUS,
+    RESPONSES_USAGE,
+    TERRA,
+    UNSPLIT,
+    WRITES_AS_INPUT_USD,
+    WRITES_USD,
+)
 from tokenward.core.accounting import account
 from tokenward.core.dialects import response_facts, stream_facts, stream_reader, usage_facts, usage_from
 from tokenward.core.modifiers import (
@@ -32,27 +45,6 @@ AT = datetime(2026, 12, 7, 12, tzinfo=UTC)
 
 # --- 1. OpenAI cache writes ------------------------------------------------------------------------
 
-TERRA = {"input": "2.50", "cache_read": "0.25", "cache_write": "3.125", "output": "15"}
-"""A GPT-5.6-style row: writes at 1.25x input (2.50 x 1.25 = 3.125), reads at 0.1x."""
-
-CHAT_USAGE = {
-    "prompt_tokens": 10000,
-    "completion_tokens": 500,
-    "total_tokens": 10500,
-    "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 6000},
-}
-RESPONSES_USAGE = {
-    "input_tokens": 10000,
-    "input_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 6000},
-    "output_tokens": 500,
-    "total_tokens": 10500,
-}
-# uncached 10000 - 2000 - 6000 = 2000 x 2.50 = 5000; reads 2000 x 0.25 = 500;
-# writes 6000 x 3.125 = 18750; output 500 x 15 = 7500; 31750 per 1M
-OPENAI_WRITES_USD = D("0.03175")
-# the fault: writes billed as input, 8000 x 2.50 + 500 + 7500 = 28000 per 1M
-OPENAI_WRITES_AS_INPUT_USD = D("0.028")
-
 
 def book(**models: dict[str, Any]) -> PriceBook:
     return PriceBook({"models": models}, use_genai=False)
@@ -65,7 +57,7 @@ def test_openai_cache_writes_are_read_and_priced_at_the_write_rate(dialect: str,
     usage = usage_from(dialect, raw)
     assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (10000, 2000, 6000)
     cost = account(usage, model="gpt-5.6-terra", prices=book(**{"gpt-5.6-terra": TERRA})).cost
-    assert cost.total_usd == OPENAI_WRITES_USD != OPENAI_WRITES_AS_INPUT_USD
+    assert cost.total_usd == WRITES_USD != WRITES_AS_INPUT_USD
     assert cost.breakdown["cache_write"] == D("0.01875") and not cost.estimated
 
 
@@ -90,7 +82,7 @@ def test_openai_cache_writes_in_streams() -> None:
     for reader in (chat, responses):
         facts = stream_facts(reader)
         assert facts.usage is not None and facts.usage.cache_write_tokens == 6000
-        assert account(facts.usage, model="gpt-5.6-terra", prices=prices).cost.total_usd == OPENAI_WRITES_USD
+        assert account(facts.usage, model="gpt-5.6-terra", prices=prices).cost.total_usd == WRITES_USD
 
 
 def test_an_unknown_write_rate_leaves_the_write_unpriced_never_input_or_zero() -> None:
@@ -120,38 +112,6 @@ def test_openai_cache_writes_with_the_pinned_gpt_5_6_row() -> None:
 
 
 # --- 2. Anthropic speed and inference geography ----------------------------------------------------
-
-OPUS = {
-    "input": "5",
-    "cache_read": "0.50",
-    "cache_write_5m": "6.25",
-    "cache_write_1h": "10",
-    "output": "25",
-    "speed": {
-        "fast": {
-            "input": "10",
-            "cache_read": "1.00",
-            "cache_write_5m": "12.50",
-            "cache_write_1h": "20",
-            "output": "50",
-        }
-    },
-}
-"""N04's row: Opus 4.8, fast mode 2x with the caching multipliers on top."""
-
-N04_USAGE = {
-    "input_tokens": 12,
-    "cache_creation_input_tokens": 44667,
-    "cache_creation": {"ephemeral_5m_input_tokens": 44667, "ephemeral_1h_input_tokens": 0},
-    "cache_read_input_tokens": 0,
-    "output_tokens": 850,
-    "service_tier": "standard",
-    "speed": "fast",
-}
-# fast: 12 x 10 + 44667 x 12.50 + 850 x 50 = 120 + 558337.5 + 42500 = 600957.5 per 1M
-N04_FAST_USD = D("0.6009575")
-# standard: 12 x 5 + 44667 x 6.25 + 850 x 25 = 60 + 279168.75 + 21250 = 300478.75 per 1M
-N04_STANDARD_USD = D("0.30047875")
 
 
 def cost_of(
@@ -202,7 +162,7 @@ def test_us_only_inference_is_1_1x_on_every_token_class() -> None:
     us_standard = {**N04_USAGE, "speed": "standard", "inference_geo": "us"}
     assert cost_of(us_standard, prices).total_usd == D("0.330526625")
     # fast x 1.1: 12 x 11 + 44667 x 13.75 + 850 x 55 = 132 + 614171.25 + 46750 = 661053.25
-    assert cost_of({**N04_USAGE, "inference_geo": "us"}, prices).total_usd == D("0.66105325")
+    assert cost_of({**N04_USAGE, "inference_geo": "us"}, prices).total_usd == N04_FAST_US_USD
     # a global call is unchanged
     assert cost_of({**N04_USAGE, "inference_geo": "global"}, prices).total_usd == N04_FAST_USD
 
@@ -316,13 +276,6 @@ def test_a_hold_for_a_speed_the_row_cannot_price_is_unpriced() -> None:
 
 
 # --- 4. Cache writes without the lifetime split --------------------------------------------------
-
-UNSPLIT = {
-    "input_tokens": 100,
-    "cache_creation_input_tokens": 1000,
-    "cache_read_input_tokens": 0,
-    "output_tokens": 10,
-}
 
 
 @pytest.mark.parametrize(

@@ -21,28 +21,23 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support.fixtures import KEY, Gateway
+from tests.support.provider_facts import (
+    CHAT_USAGE,
+    FIVE_MIN_USD,
+    N04_FAST_US_USD,
+    N04_USAGE,
+    ONE_HOUR_USD,
+    OPUS,
+    RESPONSES_USAGE,
+    TERRA,
+    UNSPLIT,
+    WRITES_USD,
+)
 from tokenward.cli.main import app
 
 D = Decimal
 SAY_HELLO = [{"role": "user", "content": "Say hello"}]
 
-TERRA = {"input": "2.50", "cache_read": "0.25", "cache_write": "3.125", "output": "15"}
-OPUS = {
-    "input": "5",
-    "cache_read": "0.50",
-    "cache_write_5m": "6.25",
-    "cache_write_1h": "10",
-    "output": "25",
-    "speed": {
-        "fast": {
-            "input": "10",
-            "cache_read": "1.00",
-            "cache_write_5m": "12.50",
-            "cache_write_1h": "20",
-            "output": "50",
-        }
-    },
-}
 PRICES = {
     "gpt-5.6-terra": TERRA,
     "claude-opus-4-8": OPUS,
@@ -88,21 +83,6 @@ def cost_cli(prices_file: Path, tmp_path: Path, *args: str, **files: Any) -> dic
 
 # --- 1. OpenAI cache writes ------------------------------------------------------------------------
 
-CHAT_USAGE = {
-    "prompt_tokens": 10000,
-    "completion_tokens": 500,
-    "total_tokens": 10500,
-    "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 6000},
-}
-RESPONSES_USAGE = {
-    "input_tokens": 10000,
-    "input_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 6000},
-    "output_tokens": 500,
-    "total_tokens": 10500,
-}
-# (10000 - 2000 - 6000) x 2.50 + 2000 x 0.25 + 6000 x 3.125 + 500 x 15
-# = 5000 + 500 + 18750 + 7500 = 31750 per 1M
-WRITES_USD = D("0.03175")
 CHAT_COMPLETION = {
     "id": "chatcmpl-w",
     "object": "chat.completion",
@@ -191,23 +171,13 @@ def test_fast_mode_and_us_only_inference_through_the_gateway(gateway: Gateway) -
     assert (metadata["speed"], metadata["inference_geo"]) == ("fast", "us")
 
 
-N04_USAGE = {
-    "input_tokens": 12,
-    "cache_creation_input_tokens": 44667,
-    "cache_creation": {"ephemeral_5m_input_tokens": 44667, "ephemeral_1h_input_tokens": 0},
-    "cache_read_input_tokens": 0,
-    "output_tokens": 850,
-    "service_tier": "standard",
-    "speed": "fast",
-    "inference_geo": "us",
-}
-# fast x 1.1 (US-only): 12 x 11 + 44667 x 13.75 + 850 x 55 = 132 + 614171.25 + 46750 = 661053.25 per 1M
-FAST_US_USD = D("0.66105325")
+N04_US_USAGE = {**N04_USAGE, "inference_geo": "us"}
+FAST_US_USD = N04_FAST_US_USD
 N04_MESSAGE = {"id": "msg_f", "type": "message", "role": "assistant", "model": "claude-opus-4-8",
-               "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "usage": N04_USAGE}  # fmt: skip
+               "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "usage": N04_US_USAGE}  # fmt: skip
 N04_EVENTS = [
     {"type": "message_start", "message": {**N04_MESSAGE, "content": [], "stop_reason": None,
-                                          "usage": {**N04_USAGE, "output_tokens": 1}}},
+                                          "usage": {**N04_US_USAGE, "output_tokens": 1}}},
     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
     {"type": "content_block_stop", "index": 0},
@@ -221,7 +191,7 @@ N04_EVENTS = [
 def test_speed_and_geo_cost_cli(prices_file: Path, tmp_path: Path) -> None:
     args = ["--dialect", "anthropic-messages", "--model", "claude-opus-4-8"]
     reports = [
-        cost_cli(prices_file, tmp_path, *args, "--usage", json.dumps(N04_USAGE)),
+        cost_cli(prices_file, tmp_path, *args, "--usage", json.dumps(N04_US_USAGE)),
         cost_cli(prices_file, tmp_path, *args, response=N04_MESSAGE),
         cost_cli(prices_file, tmp_path, *args, events=N04_EVENTS),
     ]
@@ -319,12 +289,6 @@ def test_holds_reflect_fast_mode_geo_and_cache_writes(start_gateway, prices_file
 
 # --- 4. Cache writes without the lifetime split ----------------------------------------------------
 
-UNSPLIT = {
-    "input_tokens": 100,
-    "cache_creation_input_tokens": 1000,
-    "cache_read_input_tokens": 0,
-    "output_tokens": 10,
-}
 UNSPLIT_MESSAGE = {"id": "msg_u", "type": "message", "role": "assistant", "model": "claude-opus-4-8",
                    "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "usage": UNSPLIT}  # fmt: skip
 UNSPLIT_EVENTS = [
@@ -336,10 +300,6 @@ UNSPLIT_EVENTS = [
     {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 10}},
     {"type": "message_stop"},
 ]
-# 1 hour: 100 x 5 + 1000 x 10 + 10 x 25 = 500 + 10000 + 250 = 10750 per 1M
-ONE_HOUR_USD = D("0.01075")
-# 5 minutes: 100 x 5 + 1000 x 6.25 + 10 x 25 = 500 + 6250 + 250 = 7000 per 1M
-FIVE_MIN_USD = D("0.007")
 
 
 def test_unsplit_writes_cost_cli(prices_file: Path, tmp_path: Path) -> None:

@@ -15,27 +15,12 @@ import pytest
 
 import tokenward
 from tests.support.fixtures import UPSTREAM_KEY
+from tests.support.provider_facts import OPUS, TERRA
 from tokenward.core.pricebook import PriceBook
 
 D = Decimal
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-PRICES = PriceBook(
-    {
-        "models": {
-            "claude-opus-4-8": {
-                "input": "5",
-                "cache_read": "0.50",
-                "cache_write_5m": "6.25",
-                "cache_write_1h": "10",
-                "output": "25",
-                "speed": {"fast": {"input": "10", "cache_read": "1", "cache_write_5m": "12.5",
-                                   "cache_write_1h": "20", "output": "50"}},
-            },
-            "gpt-5.6-terra": {"input": "2.50", "cache_read": "0.25", "cache_write": "3.125", "output": "15"},
-        }
-    },
-    use_genai=False,
-)  # fmt: skip
+PRICES = PriceBook({"models": {"claude-opus-4-8": OPUS, "gpt-5.6-terra": TERRA}}, use_genai=False)
 
 
 def test_fast_us_only_calls_through_the_wrapped_anthropic_client(fake) -> None:
