@@ -394,3 +394,16 @@ def test_grounding_fees_cost_cli_and_gateway(
     events = gateway.observer().events()
     assert [e.cost_usd for e in events] == [expected] * 2
     assert all(e.usage.web_search_calls == 2 for e in events)
+
+
+def test_estimate_cli_worst_case_follows_the_request(prices_file: Path, tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    body = {"model": "claude-opus-4-8", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}
+    worst = []
+    for extra in ({}, {"speed": "fast"}, {"speed": "fast", "inference_geo": "us"}):
+        request.write_text(json.dumps({**body, **extra}))
+        result = CliRunner().invoke(app, ["estimate", str(request), "--prices", str(prices_file), "--json"])
+        assert result.exit_code == 0, result.output
+        worst.append(D(json.loads(result.stdout)["worst_case_cost_usd"]))
+    # the gateway's holds above: 6 x 5 + 16 x 25; 6 x 10 + 16 x 50; 6 x 11 + 16 x 55 (per 1M)
+    assert worst == [D("0.00043"), D("0.00086"), D("0.000946")]
