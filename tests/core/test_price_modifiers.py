@@ -146,6 +146,7 @@ def test_fast_mode_on_a_row_without_fast_rates_is_unpriced_never_standard() -> N
     plain_row = {k: v for k, v in OPUS.items() if k != "speed"}
     cost = cost_of(N04_USAGE, book(**{"claude-opus-4-8": plain_row}))
     assert cost.total_usd is None and "speed:fast" in cost.unpriced
+    assert cost.breakdown == {}  # no standard-rate figures passed off as a partial fast cost
     # genai-prices has no fast rates for Opus 4.7 either
     assert "speed:fast" in cost_of(N04_USAGE, PriceBook.default(), model="claude-opus-4-7").unpriced
 

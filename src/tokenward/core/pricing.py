@@ -309,6 +309,8 @@ def price_usage(usage: Usage, price: Price | None, *, cache_write_ttl: str | Non
         tokens["fee:request"] = 1
         breakdown["fee:request"] = price.fees["request"]
     estimated = price.estimated or not usage.complete or bool(assumed)
+    if price.unpriced:  # the rates are not the ones the call ran at: no figure, not even a partial one
+        breakdown = {}
     if unpriced:
         return Cost(None, breakdown, tokens, tuple(unpriced), estimated, price, tier, assumed)
     total = sum(breakdown.values(), Decimal(0))
