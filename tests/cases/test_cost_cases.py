@@ -33,8 +33,13 @@ TOKEN_FIELDS = (
     "input_tokens",
     "cache_read_tokens",
     "cache_write_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "output_image_tokens",
 )
 
 
@@ -63,7 +68,8 @@ def _with_variants() -> list[tuple[str, dict[str, Any]]]:
 CASES = _with_variants()
 
 
-def _prices_file(tmp_path: Path, case: dict[str, Any]) -> Path | None:
+def case_prices_file(tmp_path: Path, case: dict[str, Any]) -> Path | None:
+    """The case's fixture prices (and per-call fees) as a price-override file, or None."""
     if "prices_per_million" not in case:
         return None
     row = dict(case["prices_per_million"])
@@ -100,7 +106,7 @@ def whole_response(case: dict[str, Any]) -> dict[str, Any]:
 
 def run_cost(tmp_path: Path, case: dict[str, Any]) -> dict[str, Any]:
     args = ["cost", "--dialect", case["dialect"], "--model", case["model"], "--json"]
-    prices = _prices_file(tmp_path, case)
+    prices = case_prices_file(tmp_path, case)
     if prices is not None:
         args += ["--prices", str(prices)]
     if "events" in case:
@@ -115,7 +121,8 @@ def run_cost(tmp_path: Path, case: dict[str, Any]) -> dict[str, Any]:
         args += ["--usage", json.dumps(case["raw_usage"])]
     if (case.get("context") or {}).get("batch"):
         args.append("--batch")
-    estimate = (case.get("scenario") or {}).get("preflight_input_estimate_tokens")
+    scenario = case.get("scenario") or {}
+    estimate = scenario.get("preflight_input_estimate_tokens", scenario.get("input_estimate_tokens"))
     if estimate is not None:
         args += ["--input-estimate", str(estimate)]
     result = CliRunner().invoke(app, args)
@@ -143,6 +150,13 @@ def test_case_through_cost_cli(tmp_path: Path, label: str, case: dict[str, Any])
             assert report[name] == expected[name], f"{label}: {name}"
     if "budget_input_tokens" in expected:
         assert report["budget_input_tokens"] == expected["budget_input_tokens"]
+    if "output_tokens_for_budgets" in expected:
+        assert report["budget_usage"]["output_tokens"] == expected["output_tokens_for_budgets"], label
+    if "speed" in expected:
+        assert report["speed"] == expected["speed"], label
+    if "billable_search_units" in expected:
+        fee = report["breakdown"].get("fee:web_search", {"tokens": 0})
+        assert fee["tokens"] == expected["billable_search_units"], label
     for name in ("budget_total_tokens", "total_tokens_for_budgets"):
         if name in expected:
             assert report["budget_total_tokens"] == expected[name], f"{label}: {name}"

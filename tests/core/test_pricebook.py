@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tokenward.core.pricebook import PriceBook, PriceContext, model_candidates
-from tokenward.core.pricing import Tiered
+from tokenward.core.pricing import Tiered, price_usage
 from tokenward.core.usage import Usage
 from tokenward.errors import ConfigError
 
@@ -335,12 +335,16 @@ def test_genai_batch_halves_gpt_4o() -> None:
     assert (rate(price, "input"), rate(price, "output")) == (D("1.25"), D(5))
 
 
-def test_genai_rows_inherit_missing_cache_rates_from_input() -> None:
-    # genai-prices rows leave a rate out when it equals the parent class (cache -> input).
+def test_genai_rows_inherit_missing_rates_but_never_price_a_cache_write_as_input() -> None:
+    # genai-prices rows leave a rate out when it equals the parent class (reasoning -> output), but
+    # a cache write is never the input rate: GPT-5.6 bills it at 1.25x input, and a row without a
+    # write rate (gpt-4o, written before writes were billed) cannot price one.
     price = PriceBook.default().resolve("gpt-4o", context=AT)
     assert price is not None and price.inherit
-    assert rate(price, "cache_write") == D("2.5")
     assert rate(price, "reasoning") == D(10)
+    assert rate(price, "cache_write") is None
+    cost = price_usage(Usage(input_tokens=2000, cache_write_tokens=1500, output_tokens=1), price)
+    assert cost.total_usd is None and cost.unpriced == ("cache_write",)
 
 
 def test_resolve_is_cached_per_context() -> None:

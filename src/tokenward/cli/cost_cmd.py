@@ -58,6 +58,7 @@ def cost_report(
     provider: str | None = None,
     at: datetime | None = None,
     unknown_model: str = "flag",
+    cache_write_ttl: str | None = None,
 ) -> dict[str, Any]:
     """The report ``tokenward cost --json`` prints (see the command's help).
 
@@ -73,6 +74,9 @@ def cost_report(
         provider: the provider the call went through (its override rows and trust setting).
         at: when the call was made (prices that change over time); now by default.
         unknown_model: ``flag`` or ``default`` (the price file's ``default`` row).
+        cache_write_ttl: the cache-write lifetime the request asked for (``5m``, ``1h``), for
+            writes the usage reports without their split; unknown (priced at 5 minutes, marked
+            estimated) when None.
 
     Raises:
         ValidationError: not exactly one of usage/events/response, an unknown dialect, or a
@@ -80,9 +84,10 @@ def cost_report(
         ConfigError: an invalid price-override file.
     """
     from tokenward.core.accounting import account
-    from tokenward.core.dialects import response_facts, stream_facts, stream_reader, usage_from
-    from tokenward.core.dialects.base import ResponseFacts, normalise_tier
+    from tokenward.core.dialects import response_facts, stream_facts, stream_reader, usage_facts
+    from tokenward.core.dialects.base import normalise_tier
     from tokenward.core.estimate import count_tokens
+    from tokenward.core.modifiers import cache_ttl
     from tokenward.core.pricebook import PriceContext
     from tokenward.core.tokenizers import encoding_for_model
     from tokenward.files import load_prices
@@ -117,7 +122,8 @@ def cost_report(
             raise ValidationError(
                 "--usage must be a JSON object (the provider's usage object)", field="usage"
             )
-        facts = ResponseFacts(usage=usage_from(dialect, usage))
+        facts = usage_facts(dialect, usage)
+    ttl = None if cache_write_ttl is None else cache_ttl(cache_write_ttl, "cache_write_ttl")
     tier = facts.service_tier
     tier_source = "response" if tier else None
     if tier is None and service_tier:
@@ -132,7 +138,14 @@ def cost_report(
         input_estimate=input_estimate,
         output_counted=counted,
         provider=provider,
-        context=PriceContext(service_tier=tier, batch=batch, at=at),
+        context=PriceContext(
+            service_tier=tier,
+            batch=batch,
+            at=at,
+            speed=facts.speed,
+            inference_geo=facts.inference_geo,
+            cache_write_ttl=ttl,
+        ),
         model_served=facts.model,
         reported_cost_usd=facts.reported_cost_usd,
         unknown_model=unknown_model,
@@ -146,6 +159,9 @@ def cost_report(
         "service_tier": tier or "default",
         "service_tier_source": tier_source or "default",
         "batch": batch,
+        "speed": facts.speed or "standard",
+        "inference_geo": facts.inference_geo,
+        "cache_write_ttl": ttl,
         "usage": accounting.reported.to_dict() | {"total_tokens": accounting.reported.total_tokens},
         "usage_complete": accounting.reported.complete,
         "budget_usage": filled.to_dict() | {"total_tokens": filled.total_tokens},
@@ -164,6 +180,7 @@ def cost_report(
             for name, usd in cost.breakdown.items()
         },
         "unpriced": list(cost.unpriced),
+        "assumed": list(cost.assumed),
         "tier_above_input_tokens": cost.tier,
         "price": None
         if accounting.price is None
@@ -173,6 +190,7 @@ def cost_report(
             "version": accounting.price.version,
             "provider": accounting.price.provider,
             "estimated": accounting.price.estimated,
+            "modifiers": dict(accounting.price.modifiers),
         },
         "stream": stream,
     }
@@ -229,6 +247,13 @@ def cost_command(
         int | None,
         typer.Option(help="Pre-flight prompt estimate (tokens), used when the provider sent none."),
     ] = None,
+    cache_write_ttl: Annotated[
+        str | None,
+        typer.Option(
+            help="Cache-write lifetime the request asked for (5m or 1h), for writes reported "
+            "without their split; unknown: priced at 5m and marked estimated."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Normalise one call's usage and price it exactly, with the breakdown by token class."""
@@ -250,14 +275,20 @@ def cost_command(
         provider=provider,
         at=_instant(at),
         unknown_model=unknown_model,
+        cache_write_ttl=cache_write_ttl,
     )
     if as_json:
         print_json(report)
         return
     served = f", served as {report['model_served']}" if report["model_served"] not in (None, model) else ""
-    table = Table(
-        title=f"{model} ({dialect}{served}, tier {report['service_tier']}{', batch' if batch else ''})"
+    extras = "".join(
+        [
+            ", batch" if batch else "",
+            f", speed {report['speed']}" if report["speed"] != "standard" else "",
+            f", inference {report['inference_geo']}" if report["inference_geo"] else "",
+        ]
     )
+    table = Table(title=f"{model} ({dialect}{served}, tier {report['service_tier']}{extras})")
     table.add_column("token class")
     table.add_column("tokens", justify="right")
     table.add_column("USD", justify="right")
@@ -270,6 +301,8 @@ def cost_command(
         "[bold]total[/]", "", f"[bold]{total}[/]" + (" (estimated)" if report["cost_estimated"] else "")
     )
     out.print(table)
+    for assumption in report["assumed"]:
+        out.print(f"assumed: {assumption}", highlight=False)
     usage_row = report["budget_usage"]
     out.print(
         f"input {_count(usage_row['input_tokens'])} ({report['input_source']}), "

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tokenward.cli.common import Command, friendly, out, print_json
+from tokenward.core.modifiers import RequestFacts
 from tokenward.errors import ValidationError
 from tokenward.numbers import plain
 
@@ -43,7 +44,9 @@ def estimate_report(
     """The report ``tokenward estimate --json`` prints.
 
     The estimate is corrected by the model's calibration when ``ledger`` holds observations of it
-    (models without an exact offline tokenizer only).
+    (models without an exact offline tokenizer only). The worst-case cost is at the rates the
+    gateway would hold the request at: the speed, inference geography and cache writes it asks
+    for (``held_for``).
 
     Raises:
         ValidationError: a body that is not a JSON object, or an unknown dialect.
@@ -51,7 +54,8 @@ def estimate_report(
     """
     from tokenward.core.calibration import calibration_key, correction
     from tokenward.core.estimate import detect_dialect, estimate_request, model_family
-    from tokenward.core.pricing import MILLION, reservation_rates
+    from tokenward.core.pricebook import hold_rates
+    from tokenward.core.pricing import MILLION
     from tokenward.files import load_prices
 
     if not isinstance(body, dict):
@@ -87,12 +91,11 @@ def estimate_report(
             else None,
         }
     bound = output_bound(body)
-    price = load_prices(prices_file).resolve(model)
+    request = _request_facts(dialect, body)
+    price, in_rate, out_rate = hold_rates(load_prices(prices_file), model, tokens, request)
     worst: str | None = None
-    if price is not None and bound is not None:
-        in_rate, out_rate = reservation_rates(price, tokens)
-        if in_rate is not None and out_rate is not None:
-            worst = plain((Decimal(tokens) * in_rate + Decimal(bound) * out_rate) / MILLION)
+    if price is not None and bound is not None and in_rate is not None and out_rate is not None:
+        worst = plain((Decimal(tokens) * in_rate + Decimal(bound) * out_rate) / MILLION)
     return {
         "model": model,
         "dialect": dialect,
@@ -109,10 +112,31 @@ def estimate_report(
         "calibration": calibration,
         "max_output_tokens": bound,
         "worst_case_cost_usd": worst,
+        "held_for": {
+            "speed": request.speed,
+            "inference_geo": request.inference_geo,
+            "may_write_cache": request.may_write_cache,
+            "cache_write_ttl": request.cache_write_ttl,
+        },
         "price": None
         if price is None
         else {"model": price.model, "source": price.source, "version": price.version},
     }
+
+
+def _request_facts(dialect: str, body: dict[str, Any]) -> RequestFacts:
+    """What the request asks for that changes its rates, read as the gateway reads it."""
+    from tokenward.guard.wire.endpoints import AnthropicMessages, Gemini, OpenAIChat, OpenAIResponses
+
+    endpoints = {
+        "openai-chat": OpenAIChat(),
+        "openai-compatible": OpenAIChat(),
+        "openai-responses": OpenAIResponses(),
+        "anthropic-messages": AnthropicMessages(),
+        "gemini": Gemini(),
+    }
+    endpoint = endpoints.get(dialect)
+    return RequestFacts() if endpoint is None else endpoint.request_facts(body)
 
 
 def estimate_command(

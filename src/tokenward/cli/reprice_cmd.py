@@ -2,7 +2,8 @@
 old against new.
 
 Usage events are append-only: nothing recorded is changed. Each event is priced again from its
-recorded usage, model (and served model), service tier and instant with the current price book
+recorded usage, model (and served model), service tier, speed, inference geography, requested
+cache-write lifetime and instant with the current price book
 (``--prices``), and the differences are reported with the price source and version each side used.
 """
 
@@ -37,10 +38,21 @@ def reprice_event(event: UsageEvent, prices: PriceBook) -> dict[str, Any] | None
         return None
     metadata = event.metadata or {}
     served = metadata.get("model_served") if isinstance(metadata.get("model_served"), str) else None
-    tier = metadata.get("service_tier") if isinstance(metadata.get("service_tier"), str) else None
-    context = PriceContext(service_tier=tier, batch=bool(metadata.get("batch")), at=event.at)
+
+    def text(key: str) -> str | None:
+        value = metadata.get(key)
+        return value if isinstance(value, str) else None
+
+    context = PriceContext(
+        service_tier=text("service_tier"),
+        batch=bool(metadata.get("batch")),
+        at=event.at,
+        speed=text("speed"),
+        inference_geo=text("inference_geo"),
+        cache_write_ttl=text("cache_write_ttl"),
+    )
     price = prices.resolve(event.model or "", provider=event.provider, context=context, served=served)
-    cost = price_usage(usage, price)
+    cost = price_usage(usage, price, cache_write_ttl=context.cache_write_ttl)
     old, new = event.cost_usd, cost.total_usd
     return {
         "request_id": event.request_id,

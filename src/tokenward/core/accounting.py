@@ -72,7 +72,8 @@ def account(
         input_estimate: our pre-flight prompt estimate, used when the provider sent no prompt count.
         output_counted: our count of the output, used when the provider sent no output count.
         provider: provider hint for price lookup (its override rows, its trust setting).
-        context: service tier served, batch and instant for price lookup.
+        context: service tier, speed and inference geography served, batch, the cache-write
+            lifetime the request asked for, and the instant, for price lookup.
         model_served: the model the response names; priced first.
         reported_cost_usd: a cost the provider reported (USD); used only when the book trusts the
             provider's figure and it is above zero.
@@ -88,7 +89,7 @@ def account(
     price = prices.priced(
         model, policy=unknown_model, provider=provider, context=context, served=model_served
     )
-    token_cost = price_usage(usage, price)
+    token_cost = price_usage(usage, price, cache_write_ttl=context.cache_write_ttl if context else None)
     cost, source = token_cost, "token_pricing"
     if reported_cost_usd is not None and reported_cost_usd > 0 and prices.trusts_reported_cost(provider):
         cost = Cost(
@@ -97,6 +98,7 @@ def account(
             tokens=dict(token_cost.tokens),
             price=price,
             tier=token_cost.tier,
+            assumed=token_cost.assumed,
         )
         source = "provider_reported"
     return Accounting(

@@ -28,6 +28,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from tokenward.core.budgets import Budget
+from tokenward.core.modifiers import RequestFacts
 from tokenward.core.pricing import MILLION
 from tokenward.errors import BudgetExceeded, UnpricedCall
 from tokenward.numbers import plain
@@ -130,6 +131,9 @@ class CallPlan:
         held_back: amounts by meter this call may not use (a final-answer reserve kept for the
             agent's last call); the call is decided as if each budget of that meter had that
             much less room.
+        request: what the request asks for that changes its rates (speed, inference geography,
+            cache writes and their lifetime): the rates above were chosen for it, and the
+            settled call is priced with its cache-write lifetime.
     """
 
     model: str
@@ -139,6 +143,7 @@ class CallPlan:
     input_rate: Decimal | None = None
     output_rate: Decimal | None = None
     held_back: Mapping[str, Decimal] = field(default_factory=dict)
+    request: RequestFacts = field(default_factory=RequestFacts)
 
     @property
     def priced(self) -> bool:

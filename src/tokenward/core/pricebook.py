@@ -22,6 +22,14 @@ The override file (YAML or JSON)::
         models: {deepseek/deepseek-chat: {input: 0.28, cache_read: 0.028, output: 0.42}}
     default: {input: 15, output: 75} # the conservative stand-in for unknown models (policy "default")
 
+Row keys besides the rates: ``tiers``, ``service_tiers: {flex: {...}}``, ``batch: {...}``,
+``fees``, ``speed: {fast: {...rates}}`` (the rates of a speed: they replace the row's rates, and a
+class the speed does not list is unpriced at that speed, never billed at the standard rate) and
+``inference_geo_multiplier: {us: 1.1}`` (a multiplier on every token rate when the response
+reports that geography). Without ``inference_geo_multiplier``, Claude rows take Anthropic's
+documented 1.1x for ``us`` (:func:`~tokenward.core.modifiers.builtin_geo_multiplier`), and a
+geography no rule knows leaves the cost unknown.
+
 Lookup order for a call: the provider's own rows (the call's provider, then the provider named in
 the model id's prefix), then ``models``, then genai-prices; within each, every name candidate.
 
@@ -39,10 +47,19 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from tokenward.core.pricing import MILLION, RATE_KEYS, Cost, Price, Rate, Tiered, price_usage
+from tokenward.core.modifiers import RequestFacts, normalise_geo, normalise_speed
+from tokenward.core.price_rows import (
+    PER_TOKEN_SANITY_BOUND_USD,
+    OverrideRow,
+    modified_rates,
+    parse_flag,
+    parse_models,
+    parse_row,
+)
+from tokenward.core.pricing import Cost, Price, Rate, Tiered, price_usage, reservation_rates
 from tokenward.core.usage import Usage
 from tokenward.errors import ConfigError, UnpricedCall
 
@@ -52,6 +69,9 @@ __all__ = [
     "PriceBook",
     "PriceContext",
     "UnknownModel",
+    "canonical_model",
+    "hold_context",
+    "hold_rates",
     "model_candidates",
 ]
 
@@ -77,10 +97,6 @@ class UnknownModel(UnpricedCall):
             "add it to the price-override file or set defaults.unknown_model to flag or default",
         )
 
-
-PER_TOKEN_SANITY_BOUND_USD = Decimal("0.01")
-"""No real model costs more than one US cent per token; a row above it is a unit mistake
-(a per-million price typed as per-token) and is refused when the table is loaded."""
 
 _BEDROCK_ID = re.compile(
     r"^(?:(?:us|eu|apac|jp|au|ca|global|us-gov)\.)?"
@@ -108,6 +124,19 @@ def model_candidates(model: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def canonical_model(model: str) -> str:
+    """One name per model, by the price resolution rule: the id without surrounding space, without
+    its provider prefix (``google/``, ``@google/``, ``openrouter/google/``), lower-cased.
+
+    ``"google/gemini-3-pro-preview"`` and ``"Gemini-3-Pro-Preview"`` both give
+    ``"gemini-3-pro-preview"``. A trailing date is kept: a dated snapshot can have a price of its
+    own (``gpt-4o-2024-05-13``). Reports group by this name; usage events keep the id the client
+    or provider wrote.
+    """
+    bare = model.strip().lstrip("@").rsplit("/", 1)[-1]
+    return (bare or model.strip()).lower()
+
+
 def provider_prefix(model: str) -> str | None:
     """The provider named in front of a model id (``"google"`` for ``"@google/gemini-3-pro"``)."""
     parts = model.lstrip("@").split("/")
@@ -125,115 +154,26 @@ class PriceContext:
             ``default``); the tier requested is never used.
         batch: the call went through a batch API.
         at: when the call was made (prices that change over time are looked up at this instant).
+        speed: the speed the response says served the call (Anthropic ``usage.speed``:
+            ``"fast"``, ``"standard"``); for a hold, the speed the request asks for.
+        inference_geo: where the response says inference ran (Anthropic
+            ``usage.inference_geo``: ``"us"``, ``"global"``); for a hold, the geography asked for.
+        cache_write_ttl: the cache-write lifetime the request asked for (``"5m"``, ``"1h"``), or
+            None when unknown; prices writes reported without their lifetime split.
     """
 
     service_tier: str | None = None
     batch: bool = False
     at: datetime | None = None
+    speed: str | None = None
+    inference_geo: str | None = None
+    cache_write_ttl: str | None = None
 
-
-def _decimal(value: Any, where: str) -> Decimal:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a price, got {value!r}")
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise ConfigError(f"{where}: {value!r} is not a number") from None
-    if not number.is_finite() or number < 0:
-        raise ConfigError(f"{where}: a price must be a finite, non-negative number, got {value!r}")
-    return number
-
-
-def _per_million(value: Any, unit: str, where: str) -> Decimal:
-    number = _decimal(value, where)
-    if unit == "usd_per_token":
-        if number > PER_TOKEN_SANITY_BOUND_USD:
-            raise ConfigError(
-                f"{where}: {number} USD per token is above the {PER_TOKEN_SANITY_BOUND_USD} USD sanity "
-                "bound; is this a price per million tokens? Use unit: usd_per_million"
-            )
-        return number * MILLION
-    if unit != "usd_per_million":
-        raise ConfigError(f"{where}: unknown unit {unit!r}; use usd_per_million or usd_per_token")
-    if number > PER_TOKEN_SANITY_BOUND_USD * MILLION:
-        raise ConfigError(
-            f"{where}: {number} USD per million tokens is above the sanity bound of "
-            f"{PER_TOKEN_SANITY_BOUND_USD * MILLION}; check the unit"
-        )
-    return number
-
-
-_ROW_KEYS = {*RATE_KEYS, "tiers", "service_tiers", "batch", "fees", "per_call_fees_usd", "unit"}
-
-
-def _rates(row: Mapping[str, Any], unit: str, where: str) -> dict[str, Decimal]:
-    return {
-        key: _per_million(row[key], unit, f"{where}.{key}") for key in RATE_KEYS if row.get(key) is not None
-    }
-
-
-def _tiered(base: dict[str, Decimal], tiers: Any, unit: str, where: str) -> dict[str, Rate]:
-    if tiers is None:
-        return dict(base)
-    if not isinstance(tiers, list):
-        raise ConfigError(f"{where}.tiers: expected a list of {{above_input_tokens: N, ...rates}}")
-    parsed: list[tuple[int, dict[str, Decimal]]] = []
-    for i, tier in enumerate(tiers):
-        if not isinstance(tier, Mapping) or not isinstance(tier.get("above_input_tokens"), int):
-            raise ConfigError(f"{where}.tiers[{i}]: needs an integer above_input_tokens")
-        parsed.append((tier["above_input_tokens"], _rates(tier, unit, f"{where}.tiers[{i}]")))
-    parsed.sort(key=lambda t: t[0])
-    out: dict[str, Rate] = {}
-    for key in RATE_KEYS:
-        if key not in base:
-            if any(key in rates for _, rates in parsed):
-                raise ConfigError(f"{where}.tiers: {key} has tier rates but no base rate")
-            continue
-        steps: list[tuple[int, Decimal]] = []
-        current = base[key]
-        for threshold, rates in parsed:
-            current = rates.get(key, base[key])
-            steps.append((threshold, current))
-        out[key] = Tiered(base[key], tuple(steps)) if steps else base[key]
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class _OverrideRow:
-    rates: dict[str, Rate]
-    fees: dict[str, Decimal]
-    service_tiers: dict[str, dict[str, Rate]]
-    batch: dict[str, Rate] | None
-
-
-def _parse_row(model: str, row: Any, default_unit: str) -> _OverrideRow:
-    where = f"models.{model}"
-    if not isinstance(row, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of rates")
-    unknown = set(row) - _ROW_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(_ROW_KEYS)}")
-    unit = str(row.get("unit", default_unit))
-    rates = _tiered(_rates(row, unit, where), row.get("tiers"), unit, where)
-    fees_raw = row.get("fees", row.get("per_call_fees_usd")) or {}
-    if not isinstance(fees_raw, Mapping):
-        raise ConfigError(f"{where}.fees: expected {{tool: USD per call}}")
-    fees = {str(k): _decimal(v, f"{where}.fees.{k}") for k, v in fees_raw.items()}
-    tiers_raw = row.get("service_tiers") or {}
-    if not isinstance(tiers_raw, Mapping):
-        raise ConfigError(f"{where}.service_tiers: expected {{tier: rates}}")
-    service_tiers = {
-        str(name): _tiered(_rates(v, unit, f"{where}.service_tiers.{name}"), v.get("tiers"), unit, where)
-        for name, v in tiers_raw.items()
-        if isinstance(v, Mapping)
-    }
-    batch_raw = row.get("batch")
-    batch = (
-        _tiered(_rates(batch_raw, unit, f"{where}.batch"), batch_raw.get("tiers"), unit, where)
-        if isinstance(batch_raw, Mapping)
-        else None
-    )
-    return _OverrideRow(rates, fees, service_tiers, batch)
+    @property
+    def fast(self) -> str | None:
+        """The speed to price, when it is not the standard one (None for standard or unknown)."""
+        speed = normalise_speed(self.speed)
+        return None if speed in (None, "standard") else speed
 
 
 _GENAI_KEYS = {
@@ -277,12 +217,6 @@ def _active_index(info: Any, at: datetime) -> int:
     return 0
 
 
-def _parse_models(models: Any, unit: str, where: str) -> dict[str, _OverrideRow]:
-    if not isinstance(models, Mapping):
-        raise ConfigError(f"{where}: 'models' must map model names to rates")
-    return {str(name).lower(): _parse_row(str(name), row, unit) for name, row in models.items()}
-
-
 _TOP_KEYS = {"models", "unit", "providers", "default", "trust_reported_cost"}
 _MISSING = object()
 
@@ -308,11 +242,11 @@ class PriceBook:
         if unknown:
             raise ConfigError(f"price overrides: unknown keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
         unit = str(data.get("unit", "usd_per_million"))
-        self._rows = _parse_models(data.get("models") or {}, unit, "price overrides")
+        self._rows = parse_models(data.get("models") or {}, unit, "price overrides")
         self._trust: dict[str | None, bool] = {
-            None: _flag(data.get("trust_reported_cost"), "trust_reported_cost")
+            None: parse_flag(data.get("trust_reported_cost"), "trust_reported_cost")
         }
-        self._provider_rows: dict[str, dict[str, _OverrideRow]] = {}
+        self._provider_rows: dict[str, dict[str, OverrideRow]] = {}
         providers = data.get("providers") or {}
         if not isinstance(providers, Mapping):
             raise ConfigError("price overrides: 'providers' must map provider names to {models: ...}")
@@ -321,11 +255,11 @@ class PriceBook:
             if not isinstance(section, Mapping) or set(section) - {"models", "unit", "trust_reported_cost"}:
                 raise ConfigError(f"{where}: expected {{models: {{...}}, unit, trust_reported_cost}}")
             key = str(name).lower()
-            self._provider_rows[key] = _parse_models(
+            self._provider_rows[key] = parse_models(
                 section.get("models") or {}, str(section.get("unit", unit)), where
             )
             if "trust_reported_cost" in section:
-                self._trust[key] = _flag(section["trust_reported_cost"], f"{where}.trust_reported_cost")
+                self._trust[key] = parse_flag(section["trust_reported_cost"], f"{where}.trust_reported_cost")
         default = data.get("default")
         self.version = version or (
             hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -335,7 +269,7 @@ class PriceBook:
         self.default_price: Price | None = None
         """The conservative stand-in row for unknown models (``default`` in the file), or None."""
         if default is not None:
-            row = _parse_row("default", default, unit)
+            row = parse_row("default", default, unit)
             if not row.rates.get("input") or not row.rates.get("output"):
                 raise ConfigError("price overrides: default needs at least input and output rates")
             self.default_price = Price(
@@ -384,7 +318,14 @@ class PriceBook:
         """
         context = context or PriceContext()
         names = tuple(dict.fromkeys(n for n in (served, model) if n))
-        key = (names, provider, context.service_tier, context.batch)
+        key = (
+            names,
+            provider,
+            context.service_tier,
+            context.batch,
+            context.fast,
+            normalise_geo(context.inference_geo),
+        )
         price = self._cache.get(key, _MISSING)
         if price is _MISSING:
             price = self._lookup_overrides(names, provider, context)
@@ -435,12 +376,13 @@ class PriceBook:
         self, usage: Usage, model: str, *, provider: str | None = None, context: PriceContext | None = None
     ) -> Cost:
         """Price ``usage`` for ``model``: :meth:`resolve` then :func:`price_usage`."""
-        return price_usage(usage, self.resolve(model, provider=provider, context=context))
+        price = self.resolve(model, provider=provider, context=context)
+        return price_usage(usage, price, cache_write_ttl=context.cache_write_ttl if context else None)
 
     def _lookup_overrides(
         self, names: tuple[str, ...], provider: str | None, context: PriceContext
     ) -> Price | None:
-        sections: list[tuple[str | None, dict[str, _OverrideRow]]] = []
+        sections: list[tuple[str | None, dict[str, OverrideRow]]] = []
         prefixes = [part.lower() for n in names for part in n.lstrip("@").split("/")[:-1]]
         for hint in dict.fromkeys(h for h in (provider, *prefixes) if h):
             rows = self._provider_rows.get(hint.lower())
@@ -455,17 +397,25 @@ class PriceBook:
         return None
 
     def _lookup_override(
-        self, rows: Mapping[str, _OverrideRow], model: str, context: PriceContext, section: str | None
+        self, rows: Mapping[str, OverrideRow], model: str, context: PriceContext, section: str | None
     ) -> Price | None:
         for candidate in model_candidates(model):
             row = rows.get(candidate.lower())
             if row is None:
                 continue
-            rates = dict(row.rates)
+            rates: dict[str, Rate] = dict(row.rates)
             if context.batch and row.batch is not None:
                 rates.update(row.batch)
             if context.service_tier and context.service_tier in row.service_tiers:
                 rates.update(row.service_tiers[context.service_tier])
+            rates, unpriced, modifiers = modified_rates(
+                candidate,
+                rates,
+                row.speeds,
+                row.geo_multipliers,
+                speed=context.fast,
+                geo=normalise_geo(context.inference_geo),
+            )
             return Price(
                 model=candidate,
                 source="override",
@@ -473,6 +423,8 @@ class PriceBook:
                 rates=rates,
                 fees=row.fees,
                 provider=section,
+                unpriced=unpriced,
+                modifiers=modifiers,
             )
         return None
 
@@ -514,6 +466,8 @@ class PriceBook:
             _active_index(info, at),
             context.service_tier,
             context.batch,
+            context.fast,
+            normalise_geo(context.inference_geo),
         )
         cached = self._cache.get(key, _MISSING)
         if cached is not _MISSING:
@@ -523,6 +477,11 @@ class PriceBook:
             price_context["service_tier"] = context.service_tier
         if context.batch:
             price_context["processing"] = "batch"
+        fast = context.fast
+        speeds: dict[str, dict[str, Rate]] = {}
+        if fast is not None and _has_variant(info, "speed", fast, at):
+            price_context["speed"] = fast
+            speeds[fast] = {}  # filled below from the fast variant's resolved prices
         model_price = info.get_prices(at, price_context or None)
         rates: dict[str, Rate] = {}
         fees: dict[str, Decimal] = {}
@@ -537,6 +496,11 @@ class PriceBook:
                 fees["request"] = Decimal(value) / 1000
         price: Price | None = None
         if "input" in rates or "output" in rates:  # else not token-priced (audio hours, characters)
+            if fast in speeds:
+                speeds[fast] = rates  # genai-prices already resolved the speed's variant
+            rates, unpriced, modifiers = modified_rates(
+                info.id, rates, speeds, {}, speed=fast, geo=normalise_geo(context.inference_geo)
+            )
             price = Price(
                 model=info.id,
                 source="genai-prices",
@@ -545,15 +509,71 @@ class PriceBook:
                 fees=fees,
                 inherit=True,
                 provider=found_provider.id,
+                unpriced=unpriced,
+                modifiers=modifiers,
             )
         with self._lock:
             self._cache[key] = price
         return price
 
 
-def _flag(value: Any, where: str) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ConfigError(f"price overrides: {where} must be true or false, got {value!r}")
-    return value
+def _has_variant(info: Any, key: str, value: str, at: datetime) -> bool:
+    """Whether a genai-prices model has a price variant for ``key == value`` active at ``at``."""
+    for variant in getattr(info, "price_variants", None) or ():
+        constraint = variant.constraint
+        if variant.when.get(key) == value and (constraint is None or constraint.active(at)):
+            return True
+    return False
+
+
+def hold_context(request: RequestFacts, at: datetime | None = None) -> PriceContext:
+    """The price context a hold is priced in: the speed and inference geography the request asks
+    for (the response may still report a cheaper one; the hold covers the dearer), and the
+    cache-write lifetime it asks for."""
+    return PriceContext(
+        at=at,
+        speed=request.speed,
+        inference_geo=request.inference_geo,
+        cache_write_ttl=request.cache_write_ttl,
+    )
+
+
+def hold_rates(
+    prices: PriceBook,
+    model: str,
+    input_tokens: int,
+    request: RequestFacts,
+    *,
+    provider: str | None = None,
+    policy: str = "flag",
+    at: datetime | None = None,
+) -> tuple[Price | None, Decimal | None, Decimal | None]:
+    """The worst-case rates to hold a call at, for what its request asks: (row, input-side rate,
+    output-side rate), USD per 1M tokens.
+
+    Fast mode asked: the row's fast rates (cache multipliers included); US-only inference asked:
+    every rate x the geography's multiplier (1.1 on Claude 4.6 and later); cache writes possible:
+    the input side is the dearest of input and the write rates the request can be billed at
+    (OpenAI GPT-5.6: 1.25x input; Anthropic: 1.25x for 5-minute writes, 2x for 1-hour ones, the
+    1-hour rate left out only when every ``cache_control`` asks for 5 minutes). See
+    :func:`~tokenward.core.pricing.reservation_rates`.
+
+    Returns:
+        The row (None for an unknown model under the ``flag`` policy) and the two rates; a rate
+        is None when the row has none, and both are when the row cannot price what the request
+        asks for (a speed it has no rates for): the call is then unpriced.
+
+    Raises:
+        UnknownModel: ``policy="deny"`` and no source knows the model.
+        ConfigError: as :meth:`PriceBook.priced`.
+    """
+    price = prices.priced(model, policy=policy, provider=provider, context=hold_context(request, at))
+    if price is None:
+        return None, None, None
+    input_rate, output_rate = reservation_rates(
+        price,
+        input_tokens,
+        may_write_cache=request.may_write_cache,
+        cache_write_ttl=request.cache_write_ttl,
+    )
+    return price, input_rate, output_rate

@@ -10,6 +10,21 @@ Cost = Σ tokens × rate ÷ 1,000,000 over the token classes, with uncached inpu
 reads − cache writes, plus fees × calls actually made. A token class with a non-zero count and no
 rate makes the cost *unknown* (``Cost.total_usd is None``) and is named in ``Cost.unpriced``.
 
+Cache writes are never priced as input: a write with no write rate is unpriced (OpenAI bills
+writes at 1.25x input from GPT-5.6 on and reports them in ``cache_write_tokens``; a row that does
+not know that rate cannot price them,
+https://developers.openai.com/api/docs/guides/prompt-caching, read 2026-12-07). Writes reported
+without their 5-minute/1-hour split, on a row that prices the two lifetimes apart, are priced at
+the lifetime the request asked for (``cache_write_ttl``), at the 5-minute rate when it is unknown,
+and the cost is marked estimated either way (:attr:`Cost.assumed` says which).
+
+Web-search fees are charged per billable search: one per grounded prompt on Gemini 1.x/2.x, one per
+unique query otherwise (:func:`~tokenward.core.modifiers.billable_searches`).
+
+A row resolved for a modifier it cannot price (a fast-mode call on a row without fast rates, a
+geography without a known multiplier) carries it in :attr:`Price.unpriced`: the cost is unknown
+and names it.
+
 Sub-classes with a rate of their own are split out of their parent class only when the price row
 has that rate: reasoning out of output (``reasoning``), audio and image tokens out of input, cache
 reads and output (``input_audio``, ``cache_read_audio``, ``output_audio``, ``input_image``,
@@ -24,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from tokenward.core.modifiers import billable_searches
 from tokenward.core.usage import Usage
 
 __all__ = [
@@ -105,6 +121,9 @@ class Price:
             inherit, except reasoning → output and a 5-minute write → the plain write rate.
         estimated: the price is a policy's conservative stand-in, not the model's real price.
         provider: the provider the row belongs to, when known.
+        unpriced: modifiers the call was resolved for that this row cannot price
+            (``"speed:fast"``, ``"inference_geo:us"``): a cost on this row is unknown.
+        modifiers: the modifiers applied to the rates (``{"speed": "fast", "inference_geo": "us"}``).
     """
 
     model: str
@@ -115,6 +134,8 @@ class Price:
     inherit: bool = False
     estimated: bool = False
     provider: str | None = None
+    unpriced: tuple[str, ...] = ()
+    modifiers: Mapping[str, str] = field(default_factory=dict)
 
     def rate(self, key: str, input_tokens: int) -> tuple[Decimal | None, int | None]:
         """The rate for ``key`` at a prompt of ``input_tokens``, following the fallback rules."""
@@ -142,9 +163,11 @@ _FALLBACKS_OVERRIDE: dict[str, tuple[str, ...]] = {
 _FALLBACKS_INHERIT: dict[str, tuple[str, ...]] = {
     "input": ("input",),
     "cache_read": ("cache_read", "input"),
-    "cache_write": ("cache_write", "input"),
-    "cache_write_5m": ("cache_write_5m", "cache_write", "input"),
-    "cache_write_1h": ("cache_write_1h", "cache_write", "input"),
+    # a write is never priced as input: its rate is 1.25x (OpenAI GPT-5.6, Anthropic 5 minutes) or
+    # 2x (Anthropic 1 hour) of it, so a row without it leaves the write unpriced
+    "cache_write": ("cache_write",),
+    "cache_write_5m": ("cache_write_5m", "cache_write"),
+    "cache_write_1h": ("cache_write_1h",),
     "output": ("output",),
     "reasoning": ("reasoning", "output"),
     **{key: (key,) for key in _MODALITY_KEYS},
@@ -162,9 +185,12 @@ class Cost:
         tokens: the token (or call) count priced in each class.
         unpriced: classes with a non-zero count and no rate (empty when priced), or
             ``("model",)`` when the model has no price at all.
-        estimated: the figure rests partly on our own counts or on a stand-in price.
+        estimated: the figure rests partly on our own counts, on a stand-in price, or on an
+            assumption (``assumed``).
         price: the row used, or None.
         tier: the input-token threshold whose tier applied, or None for base rates.
+        assumed: what the figure assumed that the usage did not say
+            (``"cache_write_ttl=1h (requested)"``, ``"cache_write_ttl=5m (unknown)"``).
     """
 
     total_usd: Decimal | None
@@ -174,6 +200,7 @@ class Cost:
     estimated: bool = False
     price: Price | None = None
     tier: int | None = None
+    assumed: tuple[str, ...] = ()
 
     @classmethod
     def unknown(cls, reason: str = "model") -> Cost:
@@ -186,8 +213,25 @@ def _split(price: Price, key: str, n: int | None) -> int:
     return n or 0 if price.rates.get(key) is not None else 0
 
 
-def _classes(usage: Usage, price: Price) -> list[tuple[str, int]]:
-    """Split the usage into disjoint priced classes (name, count)."""
+def _write_classes(usage: Usage, price: Price, ttl: str | None) -> tuple[list[tuple[str, int]], str | None]:
+    """The cache-write classes, and the lifetime assumed for writes reported without a split."""
+    write = usage.cache_write_tokens or 0
+    if usage.cache_write_1h_tokens is not None or usage.cache_write_5m_tokens is not None:
+        one_hour = usage.cache_write_1h_tokens or 0
+        return [("cache_write_5m", write - one_hour), ("cache_write_1h", one_hour)], None
+    if not write or price.rate("cache_write_1h", 0)[0] is None:
+        return [("cache_write", write)], None  # one write rate (OpenAI), or nothing written
+    # the row prices the two lifetimes apart but the usage did not split the write: the lifetime
+    # the request asked for, else the 5-minute one (the provider's default)
+    if ttl == "1h":
+        return [("cache_write_1h", write)], "cache_write_ttl=1h (requested)"
+    if ttl == "5m":
+        return [("cache_write_5m", write)], "cache_write_ttl=5m (requested)"
+    return [("cache_write_5m", write)], "cache_write_ttl=5m (unknown)"
+
+
+def _classes(usage: Usage, price: Price, ttl: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
+    """Split the usage into disjoint priced classes (name, count), and the write lifetime assumed."""
     assert usage.input_tokens is not None and usage.output_tokens is not None
     read = usage.cache_read_tokens or 0
     write = usage.cache_write_tokens or 0
@@ -205,11 +249,8 @@ def _classes(usage: Usage, price: Price) -> list[tuple[str, int]]:
     classes = [("input", text_in), ("cache_read", read - read_audio - read_image)]
     classes += [("input_audio", audio_in), ("cache_read_audio", read_audio)]
     classes += [("input_image", image_in), ("cache_read_image", read_image)]
-    if usage.cache_write_1h_tokens is not None or usage.cache_write_5m_tokens is not None:
-        one_hour = usage.cache_write_1h_tokens or 0
-        classes += [("cache_write_5m", write - one_hour), ("cache_write_1h", one_hour)]
-    else:
-        classes.append(("cache_write", write))
+    writes, assumed = _write_classes(usage, price, ttl)
+    classes += writes
     reasoning = _split(price, "reasoning", usage.reasoning_tokens)
     audio_out = _split(price, "output_audio", usage.output_audio_tokens)
     image_out = _split(price, "output_image", usage.output_image_tokens)
@@ -218,17 +259,19 @@ def _classes(usage: Usage, price: Price) -> list[tuple[str, int]]:
         text_out, reasoning, audio_out, image_out = usage.output_tokens, 0, 0, 0
     classes += [("output", text_out), ("reasoning", reasoning)]
     classes += [("output_audio", audio_out), ("output_image", image_out)]
-    return [(name, n) for name, n in classes if n or name in ("input", "output")]
+    return [(name, n) for name, n in classes if n or name in ("input", "output")], assumed
 
 
-def price_usage(usage: Usage, price: Price | None) -> Cost:
+def price_usage(usage: Usage, price: Price | None, *, cache_write_ttl: str | None = None) -> Cost:
     """Price one call's usage.
 
     Args:
         usage: the call's usage; unknown input or output must be filled in first
             (:meth:`Usage.filled`), or the cost is unknown.
-        price: the resolved price row (after any service-tier or batch variant), or None when the
-            model has no known price.
+        price: the resolved price row (after any service-tier, batch, speed or geography
+            variant), or None when the model has no known price.
+        cache_write_ttl: the cache-write lifetime the request asked for (``"5m"``, ``"1h"``), or
+            None when unknown: used only for writes the usage reports without their split.
 
     Returns:
         The cost with its breakdown; ``total_usd`` is None when anything non-zero is unpriced.
@@ -240,9 +283,11 @@ def price_usage(usage: Usage, price: Price | None) -> Cost:
         return Cost(total_usd=None, unpriced=(missing,), price=price)
     breakdown: dict[str, Decimal] = {}
     tokens: dict[str, int] = {}
-    unpriced: list[str] = []
+    unpriced: list[str] = list(price.unpriced)
     tier: int | None = None
-    for name, n in _classes(usage, price):
+    classes, assumption = _classes(usage, price, cache_write_ttl)
+    assumed = (assumption,) if assumption else ()
+    for name, n in classes:
         tokens[name] = n
         if n == 0:
             continue
@@ -252,34 +297,47 @@ def price_usage(usage: Usage, price: Price | None) -> Cost:
             continue
         tier = threshold if threshold is not None else tier
         breakdown[name] = rate * n / MILLION
-    if usage.web_search_calls:
-        tokens["fee:web_search"] = usage.web_search_calls
+    searches = billable_searches(price.model, usage.web_search_calls or 0)
+    if searches:
+        tokens["fee:web_search"] = searches
         fee = price.fees.get("web_search")
         if fee is None:
             unpriced.append("fee:web_search")
         else:
-            breakdown["fee:web_search"] = fee * usage.web_search_calls
+            breakdown["fee:web_search"] = fee * searches
     if price.fees.get("request"):
         tokens["fee:request"] = 1
         breakdown["fee:request"] = price.fees["request"]
-    estimated = price.estimated or not usage.complete
+    estimated = price.estimated or not usage.complete or bool(assumed)
+    if price.unpriced:  # the rates are not the ones the call ran at: no figure, not even a partial one
+        breakdown = {}
     if unpriced:
-        return Cost(None, breakdown, tokens, tuple(unpriced), estimated, price, tier)
+        return Cost(None, breakdown, tokens, tuple(unpriced), estimated, price, tier, assumed)
     total = sum(breakdown.values(), Decimal(0))
-    return Cost(total, breakdown, tokens, (), estimated, price, tier)
+    return Cost(total, breakdown, tokens, (), estimated, price, tier, assumed)
 
 
 def reservation_rates(
-    price: Price, input_tokens: int, *, may_write_cache: bool = False
+    price: Price, input_tokens: int, *, may_write_cache: bool = False, cache_write_ttl: str | None = None
 ) -> tuple[Decimal | None, Decimal | None]:
     """Worst-case rates for a reservation: (input-side rate, output-side rate), USD per 1M tokens.
 
     The input side is the uncached input rate, or, when the request may write a prompt cache
-    (Anthropic ``cache_control`` markers), the highest of that and the cache-write rates; cache
-    reads are never dearer than fresh input. The output side is the higher of output and
-    reasoning. Tiers are chosen by ``input_tokens`` (the estimate). A side with no rate is None.
+    (Anthropic ``cache_control`` markers; OpenAI's automatic caching, whose writes GPT-5.6 bills at
+    1.25x), the highest of that and the cache-write rates the request can be billed at: the
+    5-minute (or single) write rate, and the 1-hour one unless the request asked for 5-minute
+    writes only (``cache_write_ttl="5m"``). Cache reads are never dearer than fresh input. The
+    output side is the higher of output and reasoning. Tiers are chosen by ``input_tokens`` (the
+    estimate). A side with no rate is None; both are None when the row cannot price a modifier
+    the call was resolved for (:attr:`Price.unpriced`).
     """
-    keys = ("input", "cache_write", "cache_write_5m", "cache_write_1h") if may_write_cache else ("input",)
+    if price.unpriced:
+        return None, None
+    keys: tuple[str, ...] = ("input",)
+    if may_write_cache:
+        keys = ("input", "cache_write", "cache_write_5m")
+        if cache_write_ttl != "5m":
+            keys += ("cache_write_1h",)
     known_in = [r for r in (price.rate(key, input_tokens)[0] for key in keys) if r is not None]
     known_out = [
         r for r in (price.rate(key, input_tokens)[0] for key in ("output", "reasoning")) if r is not None

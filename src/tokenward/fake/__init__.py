@@ -66,6 +66,9 @@ names or wrong types are a 400:
                        their ``type``, OpenAI chat/completions ones are followed by
                        ``data: [DONE]`` unless ``done`` is false, Gemini ones are bare ``data:``.
                        A 400 on embeddings and count_tokens.
+``response``           object replayed verbatim as the JSON answer (status 200), whatever the
+                       request asked: a provider's whole response, usage and all, for tests that
+                       need its exact fields. Not with ``events``.
 ``done``               bool, OpenAI chat/completions streams (default true): false leaves out
                        ``data: [DONE]``.
 ``status``             int 400-599: answer with that status and a provider-shaped error body.
@@ -73,8 +76,10 @@ names or wrong types are a 400:
                        Anthropic ``cache_read_input_tokens``, Gemini
                        ``cachedContentTokenCount``); at most the prompt count.
 ``cache_write_tokens`` int: Anthropic ``cache_creation_input_tokens`` (5-minute writes), Responses
-                       ``input_tokens_details.cache_write_tokens`` (inside ``input_tokens``);
-                       reads plus writes at most the prompt count. Chat and Gemini ignore it.
+                       ``input_tokens_details.cache_write_tokens`` and chat
+                       ``prompt_tokens_details.cache_write_tokens`` (inside the prompt count, as
+                       GPT-5.6 reports them); reads plus writes at most the prompt count. Legacy
+                       completions and Gemini ignore it.
 ``reasoning_tokens``   int: hidden output tokens, counted in the output (OpenAI
                        ``completion_tokens``/``output_tokens`` and ``reasoning_tokens``, with a
                        ``reasoning`` output item on Responses; Anthropic ``output_tokens``, like

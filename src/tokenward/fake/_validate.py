@@ -69,3 +69,11 @@ def optional_object(body: Mapping[str, Any], name: str) -> dict[str, Any] | None
     if value is not None and not isinstance(value, dict):
         raise ValidationError(f"{name}: expected an object, got {json_type(value)}", field=name)
     return value
+
+
+def optional_choice(body: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
+    """``body[name]`` as one of ``choices``, or None when absent or null."""
+    value = body.get(name)
+    if value is not None and value not in choices:
+        raise ValidationError(f"{name}: expected one of {', '.join(choices)}, got {value!r}", field=name)
+    return value

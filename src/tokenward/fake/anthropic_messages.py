@@ -12,6 +12,11 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming):
   ``cache_creation_input_tokens``; the three add up to the prompt
   (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching#tracking-cache-performance).
   ``cache_creation`` splits the write by lifetime (all of it is reported as 5-minute writes);
+  ``speed`` and ``inference_geo`` are reported back (in ``message_start`` and, for ``speed``, in
+  the ``message_delta`` usage too) when the request sets them, as the speed and geography that
+  served it (https://platform.claude.com/docs/en/build-with-claude/fast-mode,
+  https://platform.claude.com/docs/en/build-with-claude/data-residency); the request may only
+  name ``speed`` ``standard``/``fast`` and ``inference_geo`` ``global``/``us``;
 * ``max_tokens`` is required (at least 1); ``stop_reason`` is ``max_tokens`` when it cut the
   reply, else ``end_turn``;
 * a tool call (option ``tool_call``, see :mod:`tokenward.fake.tools`): ``content`` holds one
@@ -33,6 +38,7 @@ from tokenward.errors import ValidationError
 from tokenward.fake._validate import (
     json_type,
     optional_bool,
+    optional_choice,
     optional_int,
     optional_list,
     optional_object,
@@ -77,6 +83,7 @@ class MessagesRequest:
         max_tokens: the output bound in tokens.
         prompt_tokens: the fake's prompt count (see :mod:`tokenward.fake.counting`).
         tools_offered: ``tools`` is non-empty and ``tool_choice`` is not ``{"type": "none"}``.
+        speed / inference_geo: the speed and geography asked for (reported back as served).
     """
 
     model: str
@@ -84,6 +91,8 @@ class MessagesRequest:
     max_tokens: int
     prompt_tokens: int
     tools_offered: bool = False
+    speed: str | None = None
+    inference_geo: str | None = None
 
 
 def error_response(
@@ -166,10 +175,14 @@ def parse_request(body: dict[str, Any]) -> MessagesRequest:
         max_tokens=max_tokens,
         prompt_tokens=prompt,
         tools_offered=tools_offered(body.get("tools"), choice.get("type") == "none"),
+        speed=optional_choice(body, "speed", ("standard", "fast")),
+        inference_geo=optional_choice(body, "inference_geo", ("global", "us")),
     )
 
 
-def _usage(counts: dict[str, int] | None, options: FakeOptions) -> dict[str, Any] | None:
+def _usage(
+    counts: dict[str, int] | None, options: FakeOptions, request: MessagesRequest
+) -> dict[str, Any] | None:
     if counts is None:
         return None
     usage: dict[str, Any] = {
@@ -179,6 +192,10 @@ def _usage(counts: dict[str, int] | None, options: FakeOptions) -> dict[str, Any
         "cache_creation": {"ephemeral_5m_input_tokens": counts["write"], "ephemeral_1h_input_tokens": 0},
         "output_tokens": counts["output"],
     }
+    if request.speed is not None:
+        usage["speed"] = request.speed
+    if request.inference_geo is not None:
+        usage["inference_geo"] = request.inference_geo
     return usage
 
 
@@ -234,14 +251,14 @@ def respond(request: MessagesRequest, options: FakeOptions, response_id: str) ->
         "stop_reason": stop_reason,
         "stop_sequence": None,
     }
-    final_usage = _usage(reported(options.usage, {**true_counts, "output": output}), options)
+    final_usage = _usage(reported(options.usage, {**true_counts, "output": output}), options, request)
     if not request.stream:
         if final_usage is not None:
             message["usage"] = final_usage
         return JSONResponse(message, headers=headers)
 
     start = {**message, "content": [], "stop_reason": None}
-    start_usage = _usage(reported(options.usage, {**true_counts, "output": 1}), options)
+    start_usage = _usage(reported(options.usage, {**true_counts, "output": 1}), options, request)
     if start_usage is not None:
         start["usage"] = start_usage
     events: list[dict[str, Any]] = [
@@ -257,6 +274,8 @@ def respond(request: MessagesRequest, options: FakeOptions, response_id: str) ->
     }
     if final_usage is not None:
         ending["usage"] = {"output_tokens": final_usage["output_tokens"]}
+        if request.speed is not None:
+            ending["usage"]["speed"] = request.speed
     events += [ending, {"type": "message_stop"}]
     return sse_response([sse_event(event) for event in events], options, headers)
 

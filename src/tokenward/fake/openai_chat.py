@@ -6,7 +6,8 @@ https://platform.openai.com/docs/api-reference/chat-streaming):
 * a ``chat.completion`` object, or a stream of ``chat.completion.chunk`` objects as
   ``data: {...}`` events ending with ``data: [DONE]``: first a chunk whose delta carries the role,
   then text chunks, then a chunk with an empty delta and the ``finish_reason``;
-* ``usage``: ``prompt_tokens`` (with ``prompt_tokens_details.cached_tokens`` inside it),
+* ``usage``: ``prompt_tokens`` (with ``prompt_tokens_details.cached_tokens`` and
+  ``prompt_tokens_details.cache_write_tokens``, GPT-5.6's cache writes, inside it),
   ``completion_tokens`` (with ``completion_tokens_details.reasoning_tokens`` inside it),
   ``total_tokens``. In a stream, usage comes only with ``stream_options.include_usage``: a last
   chunk with ``choices: []``, every earlier chunk then carrying ``"usage": null``;
@@ -169,34 +170,41 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
 
 
 def openai_usage(
-    prompt_tokens: int, options: FakeOptions, completion: int, reasoning: int
+    prompt_tokens: int, options: FakeOptions, completion: int, reasoning: int, *, writes: bool = False
 ) -> dict[str, Any] | None:
-    """Chat and legacy-completions ``usage`` as the ``usage`` option reports it (None: omitted)."""
+    """Chat and legacy-completions ``usage`` as the ``usage`` option reports it (None: omitted);
+    with ``writes`` (chat) and a ``cache_write_tokens`` option, ``prompt_tokens_details`` has
+    ``cache_write_tokens`` too (models before GPT-5.6 do not send the field)."""
     counts = reported(
         options.usage,
         {
             "prompt": prompt_tokens,
             "completion": completion,
             "cached": options.cache_read_tokens,
+            "written": options.cache_write_tokens,
             "reasoning": reasoning,
         },
     )
     if counts is None:
         return None
     prompt = None if options.usage == "null_prompt" else counts["prompt"]
+    details = {"cached_tokens": counts["cached"]}
+    if writes and options.cache_write_tokens:
+        details["cache_write_tokens"] = counts["written"]
     return {
         "prompt_tokens": prompt,
         "completion_tokens": counts["completion"],
         "total_tokens": None if prompt is None else prompt + counts["completion"],
-        "prompt_tokens_details": {"cached_tokens": counts["cached"]},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": counts["reasoning"]},
     }
 
 
 def _check_cache(request: ChatRequest, options: FakeOptions) -> None:
-    if options.cache_read_tokens > request.prompt_tokens:
+    read, write = options.cache_read_tokens, options.cache_write_tokens
+    if read + write > request.prompt_tokens:
         raise ValidationError(
-            f"fake option 'cache_read_tokens' ({options.cache_read_tokens}) exceeds the prompt's "
+            f"fake options 'cache_read_tokens' + 'cache_write_tokens' ({read} + {write}) exceed the prompt's "
             f"{request.prompt_tokens} tokens",
             field="cache_read_tokens",
         )
@@ -243,7 +251,7 @@ def respond(request: ChatRequest, options: FakeOptions, response_id: str, create
     """The reply to a validated request (text, or a tool call), as JSON or as an SSE stream.
 
     Raises:
-        ValidationError: ``cache_read_tokens`` larger than the prompt.
+        ValidationError: ``cache_read_tokens`` plus ``cache_write_tokens`` larger than the prompt.
     """
     _check_cache(request, options)
     reply: Reply | ToolReply
@@ -254,7 +262,9 @@ def respond(request: ChatRequest, options: FakeOptions, response_id: str, create
         reply, message, deltas = _text_reply(request, options)
         finish = "length" if reply.truncated else "stop"
     headers = {"x-request-id": f"req_{response_id}"}
-    usage = openai_usage(request.prompt_tokens, options, reply.output_tokens, reply.reasoning_tokens)
+    usage = openai_usage(
+        request.prompt_tokens, options, reply.output_tokens, reply.reasoning_tokens, writes=True
+    )
     if not request.stream:
         body: dict[str, Any] = {
             "id": response_id,
@@ -281,7 +291,11 @@ def respond(request: ChatRequest, options: FakeOptions, response_id: str, create
         }
         if options.usage != "omit" and options.running_usage:
             chunk["usage"] = openai_usage(
-                request.prompt_tokens, options, reply.reasoning_tokens + visible, reply.reasoning_tokens
+                request.prompt_tokens,
+                options,
+                reply.reasoning_tokens + visible,
+                reply.reasoning_tokens,
+                writes=True,
             )
         elif options.usage != "omit" and request.include_usage:
             chunk["usage"] = None

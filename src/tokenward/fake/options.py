@@ -114,6 +114,7 @@ class FakeOptions:
     running_usage: bool = False
     break_after_chunks: int | None = None
     events: tuple[dict[str, Any], ...] | None = None
+    response: dict[str, Any] | None = None
     done: bool = True
     status: int | None = None
     cache_read_tokens: int = 0
@@ -159,6 +160,12 @@ def _events(name: str, value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(value)
 
 
+def _response(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError("fake option 'response' must be a JSON object (the whole answer)", field=name)
+    return value
+
+
 def _status(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
         raise ValidationError(
@@ -198,6 +205,7 @@ _PARSERS: dict[str, Any] = {
     "running_usage": _flag,
     "break_after_chunks": _whole,
     "events": _events,
+    "response": _response,
     "done": _flag,
     "status": _status,
     "cache_read_tokens": _whole,
@@ -249,4 +257,9 @@ def resolve_options(body_options: Any, header: str | None, settings: FakeSetting
                 field=f"{OPTION_KEY}.{name}",
             )
         values[name] = parser(name, raw)
+    if values.get("events") is not None and values.get("response") is not None:
+        raise ValidationError(
+            "fake options 'events' and 'response' exclude each other: replay a stream or a JSON answer",
+            field=f"{OPTION_KEY}.response",
+        )
     return FakeOptions(**values)

@@ -29,7 +29,7 @@ Authentication, when ``FakeSettings.api_key`` is set: OpenAI and Anthropic endpo
 
 Order of checks on a provider call: record, authenticate, parse JSON (400), resolve the options
 and validate the body (400), wait ``latency_ms``, then answer: the ``status`` error, the replayed
-``events``, or the reply.
+``response`` or ``events``, or the reply.
 """
 
 from __future__ import annotations
@@ -272,6 +272,11 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
                 options.status, message, None, {header: f"req_{response_id}"} if header else None
             )
         try:
+            if options.response is not None:
+                header = endpoint.request_id_header
+                return JSONResponse(
+                    options.response, headers={header: f"req_{response_id}"} if header else None
+                )
             if options.events is not None:
                 return endpoint.replay(options, response_id)
             return endpoint.respond(call, options, response_id)

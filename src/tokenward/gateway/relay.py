@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -344,14 +345,7 @@ class _Exchange:
         if self.settled:
             return None
         self.settled = True
-        outcome = Outcome(
-            outcome.usage,
-            outcome.output_counted,
-            outcome.status,
-            outcome.model_served,
-            outcome.service_tier,
-            {**self.metadata, **outcome.metadata},
-        )
+        outcome = replace(outcome, metadata={**self.metadata, **outcome.metadata})
         try:
             event = await self.state.guard.settle(self.admission, outcome)
         except Exception:  # never lose the caller's answer over a ledger write; the hold expires

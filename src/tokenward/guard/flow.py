@@ -20,8 +20,8 @@ from tokenward.core.calibration import Calibration, EstimateStats, calibration_k
 from tokenward.core.decide import CallPlan, Decision
 from tokenward.core.estimate import model_family
 from tokenward.core.events import Status, UsageEvent
-from tokenward.core.pricebook import PriceBook, PriceContext
-from tokenward.core.pricing import reservation_rates
+from tokenward.core.modifiers import RequestFacts
+from tokenward.core.pricebook import PriceBook, PriceContext, hold_rates
 from tokenward.core.usage import Usage
 from tokenward.ledger.base import DEFAULT_TTL, Reservation
 
@@ -100,6 +100,8 @@ class Outcome:
         model_served: the model the response names, if it differs.
         service_tier: the tier the response says served the call.
         metadata: anything worth keeping on the event (response id, finish reason...).
+        speed: the speed the response says served the call (Anthropic ``usage.speed``).
+        inference_geo: where the response says inference ran (Anthropic ``usage.inference_geo``).
     """
 
     usage: Usage | None
@@ -108,6 +110,8 @@ class Outcome:
     model_served: str | None = None
     service_tier: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    speed: str | None = None
+    inference_geo: str | None = None
 
 
 def plan_call(
@@ -119,6 +123,7 @@ def plan_call(
     *,
     provider: str | None = None,
     may_write_cache: bool = False,
+    request: RequestFacts | None = None,
 ) -> CallPlan:
     """Plan one call: the output bound (requested, or the default) and worst-case rates.
 
@@ -129,11 +134,20 @@ def plan_call(
         prices: where rates come from; an unpriced model leaves the rates None.
         settings: defaults.
         provider: the upstream's provider kind, a hint for price lookup.
-        may_write_cache: the request may write a prompt cache (priced at the write rate).
+        may_write_cache: the request may write a prompt cache (priced at the write rate); also
+            read from ``request``.
+        request: what the request asks for that changes its rates (fast mode, US-only inference,
+            cache writes and their lifetime); the hold is priced at those rates
+            (:func:`~tokenward.core.pricebook.hold_rates`).
+
+    Raises:
+        UnknownModel: the unknown-model policy is ``deny`` and no source knows the model.
     """
-    price = prices.priced(model, policy=settings.unknown_model, provider=provider)
-    input_rate, output_rate = (
-        reservation_rates(price, input_tokens, may_write_cache=may_write_cache) if price else (None, None)
+    request = request or RequestFacts()
+    if may_write_cache and not request.may_write_cache:
+        request = replace(request, may_write_cache=True)
+    price, input_rate, output_rate = hold_rates(
+        prices, model, input_tokens, request, provider=provider, policy=settings.unknown_model
     )
     bound = max_output_tokens if max_output_tokens is not None else settings.default_max_output_tokens
     if bound == 0 and price is not None and output_rate is None:
@@ -145,6 +159,7 @@ def plan_call(
         min_output_tokens=min(settings.min_output_tokens, bound),
         input_rate=input_rate,
         output_rate=output_rate,
+        request=request,
     )
 
 
@@ -185,7 +200,13 @@ def build_event(
         input_estimate=admission.plan.input_tokens,
         output_counted=output_counted,
         provider=admission.provider,
-        context=PriceContext(service_tier=outcome.service_tier, at=admission.at),
+        context=PriceContext(
+            service_tier=outcome.service_tier,
+            at=admission.at,
+            speed=outcome.speed,
+            inference_geo=outcome.inference_geo,
+            cache_write_ttl=admission.plan.request.cache_write_ttl,
+        ),
         model_served=outcome.model_served,
         unknown_model="flag" if unknown_model == "deny" else unknown_model,
     )
@@ -194,8 +215,17 @@ def build_event(
         metadata["model_served"] = outcome.model_served
     if cost.unpriced:
         metadata["unpriced"] = list(cost.unpriced)
+    # what reprice prices it under again
     if outcome.service_tier:
-        metadata["service_tier"] = outcome.service_tier  # what reprice prices it under again
+        metadata["service_tier"] = outcome.service_tier
+    if outcome.speed:
+        metadata["speed"] = outcome.speed
+    if outcome.inference_geo:
+        metadata["inference_geo"] = outcome.inference_geo
+    if admission.plan.request.cache_write_ttl:
+        metadata["cache_write_ttl"] = admission.plan.request.cache_write_ttl
+    if cost.assumed:
+        metadata["cost_assumed"] = list(cost.assumed)
     if admission.decision.clamped_by:
         metadata["clamped_by"] = admission.decision.clamped_by
         metadata["max_output_tokens"] = admission.decision.output_tokens

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 from tokenward.core.dialects.anthropic_messages import (
     AnthropicMessagesStream,
     response_facts_anthropic,
+    usage_facts_anthropic,
     usage_from_anthropic,
 )
 from tokenward.core.dialects.base import ResponseFacts
@@ -56,6 +57,7 @@ __all__ = [
     "StreamReader",
     "response_facts",
     "stream_reader",
+    "usage_facts",
     "usage_from",
 ]
 
@@ -140,6 +142,20 @@ def usage_from(dialect: str, raw: Mapping[str, Any] | None) -> Usage:
     return _USAGE[dialect](raw)
 
 
+def usage_facts(dialect: str, raw: Mapping[str, Any] | None) -> ResponseFacts:
+    """Read a usage object by itself: its counts, and the price facts it carries (Anthropic's
+    ``usage.service_tier``, ``usage.speed`` and ``usage.inference_geo``; the other dialects keep
+    those outside their usage object).
+
+    Raises:
+        ValidationError: unknown dialect, or a malformed count.
+    """
+    _check(dialect)
+    if dialect == "anthropic-messages":
+        return usage_facts_anthropic(raw)
+    return ResponseFacts(usage=_USAGE[dialect](raw))
+
+
 def response_facts(dialect: str, response: Mapping[str, Any]) -> ResponseFacts:
     """Read a whole response of the given dialect: usage, served model, tier, tool calls run.
 
@@ -163,7 +179,7 @@ def stream_reader(dialect: str) -> StreamReader:
 
 
 def stream_facts(reader: StreamReader) -> ResponseFacts:
-    """The facts a finished stream told (usage, model, tier, reported cost)."""
+    """The facts a finished stream told (usage, model, tier, speed, geography, reported cost)."""
     cost = getattr(reader, "reported_cost_usd", None)
     return ResponseFacts(
         usage=reader.usage,
@@ -172,4 +188,6 @@ def stream_facts(reader: StreamReader) -> ResponseFacts:
         response_id=reader.response_id,
         finish_reason=reader.finish_reason,
         reported_cost_usd=cost if isinstance(cost, Decimal) else None,
+        speed=getattr(reader, "speed", None),
+        inference_geo=getattr(reader, "inference_geo", None),
     )

@@ -14,6 +14,13 @@ https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching#tracking-cac
   carries the opening usage; each ``message_delta.usage`` is *cumulative*: its fields replace the
   earlier ones, never add to them, and it may repeat or leave out the input fields.
 * ``usage.service_tier`` (``standard``, ``priority``, ``batch``) names the tier that served the call.
+* ``usage.speed`` (``"fast"``, ``"standard"``) names the speed that served it: fast mode is billed at
+  its own rates, only when the response says it served fast
+  (https://platform.claude.com/docs/en/build-with-claude/fast-mode, read 2026-12-07); streams may
+  carry it in ``message_start`` and again in the cumulative ``message_delta`` usage.
+* ``usage.inference_geo`` (``"us"``, ``"global"``) says where inference ran; US-only inference
+  costs 1.1x on Claude 4.6 and later
+  (https://platform.claude.com/docs/en/build-with-claude/data-residency, read 2026-12-07).
 * Through Amazon Bedrock's ``InvokeModelWithResponseStream``
   (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages.html)
   the same events arrive wrapped as ``{"chunk": {"bytes": "<base64 JSON event>"}}``, and the last
@@ -33,12 +40,14 @@ from typing import Any
 
 from tokenward.core.dialects._fields import add, count
 from tokenward.core.dialects.base import ResponseFacts, normalise_tier
+from tokenward.core.modifiers import normalise_geo, normalise_speed
 from tokenward.core.usage import Usage
 
 __all__ = [
     "AnthropicMessagesStream",
     "response_facts_anthropic",
     "unwrap_bedrock_chunk",
+    "usage_facts_anthropic",
     "usage_from_anthropic",
 ]
 
@@ -77,17 +86,34 @@ def usage_from_anthropic(raw: Mapping[str, Any] | None) -> Usage:
     )
 
 
-def response_facts_anthropic(response: Mapping[str, Any]) -> ResponseFacts:
-    """Facts of a whole Messages response (usage, served model, tier from ``usage.service_tier``).
+def usage_facts_anthropic(raw: Mapping[str, Any] | None) -> ResponseFacts:
+    """Facts a Messages ``usage`` object carries by itself: the counts, and the tier, speed and
+    inference geography that served the call (``service_tier``, ``speed``, ``inference_geo``).
 
     Raises:
         ValidationError: on a malformed count.
     """
-    raw = response.get("usage")
+    if not isinstance(raw, Mapping):
+        return ResponseFacts(usage=None)
     return ResponseFacts(
-        usage=usage_from_anthropic(raw) if isinstance(raw, Mapping) else None,
+        usage=usage_from_anthropic(raw),
+        service_tier=normalise_tier(raw.get("service_tier")),
+        speed=normalise_speed(raw.get("speed")),
+        inference_geo=normalise_geo(raw.get("inference_geo")),
+    )
+
+
+def response_facts_anthropic(response: Mapping[str, Any]) -> ResponseFacts:
+    """Facts of a whole Messages response (usage, served model; tier, speed and inference
+    geography from ``usage``).
+
+    Raises:
+        ValidationError: on a malformed count.
+    """
+    facts = usage_facts_anthropic(response.get("usage"))
+    return replace(
+        facts,
         model=response.get("model") if isinstance(response.get("model"), str) else None,
-        service_tier=normalise_tier(raw.get("service_tier")) if isinstance(raw, Mapping) else None,
         response_id=response.get("id") if isinstance(response.get("id"), str) else None,
         finish_reason=response.get("stop_reason") if isinstance(response.get("stop_reason"), str) else None,
     )
@@ -143,6 +169,17 @@ class AnthropicMessagesStream:
     def service_tier(self) -> str | None:
         """The tier named in the usage (``usage.service_tier``), normalised."""
         return normalise_tier((self.raw_usage or {}).get("service_tier"))
+
+    @property
+    def speed(self) -> str | None:
+        """The speed named in the usage (``usage.speed``, from ``message_start`` or a later
+        ``message_delta``), normalised."""
+        return normalise_speed((self.raw_usage or {}).get("speed"))
+
+    @property
+    def inference_geo(self) -> str | None:
+        """Where inference ran, as the usage says (``usage.inference_geo``), normalised."""
+        return normalise_geo((self.raw_usage or {}).get("inference_geo"))
 
     def feed(self, event: Mapping[str, Any]) -> str:
         """Take one event; return the generated text it carries (text, thinking, tool input)."""

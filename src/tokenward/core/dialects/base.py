@@ -32,6 +32,10 @@ class ResponseFacts:
         finish_reason: why generation stopped, in the provider's words.
         reported_cost_usd: a cost the provider itself reported (USD), or None; never trusted
             over tokens x price unless configured, and never when it is zero or negative.
+        speed: the speed that served the call (Anthropic ``usage.speed``: ``"fast"``,
+            ``"standard"``), or None when not stated.
+        inference_geo: where inference ran (Anthropic ``usage.inference_geo``: ``"us"``,
+            ``"global"``), or None when not stated.
     """
 
     usage: Usage | None
@@ -40,6 +44,8 @@ class ResponseFacts:
     response_id: str | None = None
     finish_reason: str | None = None
     reported_cost_usd: Decimal | None = None
+    speed: str | None = None
+    inference_geo: str | None = None
 
 
 _TIER_ALIASES = {"standard": "default", "on_demand": "default", "ondemand": "default"}

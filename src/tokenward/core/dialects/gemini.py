@@ -18,8 +18,14 @@ https://ai.google.dev/gemini-api/docs/pricing):
   ``totalTokenCount`` is derived from the total; a missing prompt count stays unknown.
 * Streams carry *running totals* in every chunk's ``usageMetadata``: each field takes its latest
   value, never a sum.
-* Grounding with Google Search is billed per search query (Gemini 3) or per grounded prompt
-  (Gemini 2.x): the queries that ran are ``groundingMetadata.webSearchQueries``.
+* Grounding with Google Search is billed per search query on Gemini 3 and per grounded prompt on
+  Gemini 2.x (https://ai.google.dev/gemini-api/docs/pricing, read 2026-12-07). The queries that
+  ran are ``groundingMetadata.webSearchQueries``; the list may repeat a query and hold empty
+  strings, and Google counts unique queries, ignoring empty ones
+  (https://ai.google.dev/gemini-api/docs/google-search, read 2026-12-07). ``web_search_calls``
+  is therefore the number of distinct non-empty queries of the response (all candidates, and in a
+  stream all chunks, together); the per-prompt rule of Gemini 2.x is applied when pricing
+  (:func:`~tokenward.core.modifiers.billable_searches`).
 """
 
 from __future__ import annotations
@@ -102,15 +108,18 @@ def usage_from_gemini(raw: Mapping[str, Any] | None) -> Usage:
     )
 
 
-def _search_queries(response: Mapping[str, Any]) -> int | None:
+def _search_queries(response: Mapping[str, Any]) -> set[str] | None:
+    """The distinct non-empty ``webSearchQueries`` of every candidate, or None when no candidate
+    has grounding metadata with a query list."""
     candidates = response.get("candidates")
     if not isinstance(candidates, list):
         return None
-    found: int | None = None
+    found: set[str] | None = None
     for candidate in candidates:
         grounding = candidate.get("groundingMetadata") if isinstance(candidate, Mapping) else None
         if isinstance(grounding, Mapping) and isinstance(grounding.get("webSearchQueries"), list):
-            found = (found or 0) + len(grounding["webSearchQueries"])
+            found = found or set()
+            found.update(q.strip() for q in grounding["webSearchQueries"] if isinstance(q, str) and q.strip())
     return found
 
 
@@ -148,7 +157,7 @@ def response_facts_gemini(response: Mapping[str, Any]) -> ResponseFacts:
     usage = usage_from_gemini(raw) if isinstance(raw, Mapping) else None
     searches = _search_queries(response)
     if usage is not None and searches is not None:
-        usage = replace(usage, web_search_calls=searches)
+        usage = replace(usage, web_search_calls=len(searches))
     _, reason = _text(response)
     model = response.get("modelVersion")
     return ResponseFacts(
@@ -167,6 +176,7 @@ class GeminiStream:
         model, response_id, finish_reason: the latest the chunks named.
         raw_usage: ``usageMetadata`` merged field by field, each field's latest value (running
             totals, never summed), or None before any arrived.
+        queries: the distinct non-empty grounding search queries seen in any chunk, or None.
     """
 
     def __init__(self) -> None:
@@ -176,7 +186,7 @@ class GeminiStream:
         self.service_tier: str | None = None
         self.reported_cost_usd = None
         self.raw_usage: dict[str, Any] | None = None
-        self.searches: int | None = None
+        self.queries: set[str] | None = None
 
     def feed(self, chunk: Mapping[str, Any]) -> str:
         """Take one chunk; return the generated text it carries (answer, thoughts, call args)."""
@@ -187,9 +197,9 @@ class GeminiStream:
         usage = chunk.get("usageMetadata")
         if isinstance(usage, Mapping):
             self.raw_usage = {**(self.raw_usage or {}), **{k: v for k, v in usage.items() if v is not None}}
-        searches = _search_queries(chunk)
-        if searches is not None:
-            self.searches = max(self.searches or 0, searches)
+        queries = _search_queries(chunk)
+        if queries is not None:
+            self.queries = (self.queries or set()) | queries
         text, reason = _text(chunk)
         if reason:
             self.finish_reason = reason
@@ -201,6 +211,6 @@ class GeminiStream:
         if self.raw_usage is None:
             return None
         usage = usage_from_gemini(self.raw_usage)
-        if self.searches is not None:
-            usage = replace(usage, web_search_calls=self.searches)
+        if self.queries is not None:
+            usage = replace(usage, web_search_calls=len(self.queries))
         return usage

@@ -12,8 +12,12 @@ Provider facts (https://platform.openai.com/docs/api-reference/chat/object, fiel
   is the total, they must not be summed.
 * OpenAI-compatible servers that reused their prompt cache may report ``prompt_tokens: 0``
   (Ollama's OpenAI endpoint): a prompt cannot have zero tokens, so that is read as unknown.
+* ``prompt_tokens_details.cache_write_tokens`` (GPT-5.6 and later; OpenRouter for other models)
+  counts the prompt tokens written to the cache, inside ``prompt_tokens`` like ``cached_tokens``;
+  GPT-5.6 bills them at 1.25x the input rate
+  (https://developers.openai.com/api/docs/guides/prompt-caching, read 2026-12-07).
 * DeepSeek also sends ``prompt_cache_hit_tokens``; it equals ``cached_tokens`` and is used when
-  ``cached_tokens`` is absent. OpenRouter may send ``prompt_tokens_details.cache_write_tokens``.
+  ``cached_tokens`` is absent.
 * Rows whose ``reasoning_tokens`` exceed ``completion_tokens`` cannot have reasoning inside the
   completion: those servers (Gemini behind some proxies) report it beside the completion, as
   Gemini's native ``thoughtsTokenCount`` is, so output is completion plus reasoning.

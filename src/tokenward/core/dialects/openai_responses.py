@@ -3,7 +3,10 @@
 Provider facts (https://platform.openai.com/docs/api-reference/responses/object, field ``usage``;
 streaming events: https://platform.openai.com/docs/api-reference/responses-streaming):
 
-* ``input_tokens`` counts the whole prompt; ``input_tokens_details.cached_tokens`` is inside it.
+* ``input_tokens`` counts the whole prompt; ``input_tokens_details.cached_tokens`` is inside it,
+  and so is ``input_tokens_details.cache_write_tokens``: the prompt tokens written to the cache,
+  which GPT-5.6 and later bill at 1.25x the input rate (earlier models report no writes and bill
+  none; https://developers.openai.com/api/docs/guides/prompt-caching, read 2026-12-07).
 * ``output_tokens`` counts the whole output; ``output_tokens_details.reasoning_tokens`` is inside it.
 * Streams carry the usage only on the terminal event: ``response.completed``,
   ``response.incomplete`` (e.g. ``max_output_tokens`` reached) or ``response.failed``, each with the
@@ -60,6 +63,7 @@ def usage_from_openai_responses(raw: Mapping[str, Any] | None) -> Usage:
         input_tokens=prompt,
         output_tokens=output,
         cache_read_tokens=count(raw, "input_tokens_details", "cached_tokens"),
+        cache_write_tokens=count(raw, "input_tokens_details", "cache_write_tokens"),
         reasoning_tokens=count(raw, "output_tokens_details", "reasoning_tokens"),
         input_source="provider" if prompt is not None else "none",
         output_source="provider" if output is not None else "none",

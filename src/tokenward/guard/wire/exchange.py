@@ -71,7 +71,7 @@ class PreparedCall:
             prices,
             settings,
             provider=provider,
-            may_write_cache=self.endpoint.may_write_cache(self.body),
+            request=self.endpoint.request_facts(self.body),
         )
         if self.choices > 1:  # every choice needs its minimum: a clamp must leave each at least that much
             per_choice_min = min(settings.min_output_tokens, per_choice) if per_choice else 0
@@ -154,13 +154,22 @@ def json_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
         if content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):
             return _sse_outcome(endpoint, content, encoding)
         return Outcome(None, None, "ok", metadata={"unreadable_response": True})
-    usage = endpoint.usage(data)
+    facts = endpoint.facts(data)
+    usage = facts.usage
     counted = None
     if usage is None or usage.output_tokens is None:
         counted = count_tokens(endpoint.response_text(data), encoding)
-    served, tier = endpoint.served(data)
     metadata = {"response_id": data["id"]} if isinstance(data.get("id"), str) else {}
-    return Outcome(usage, counted, "ok", served, tier, metadata)
+    return Outcome(
+        usage,
+        counted,
+        "ok",
+        facts.model,
+        facts.service_tier,
+        metadata,
+        speed=facts.speed,
+        inference_geo=facts.inference_geo,
+    )
 
 
 def _sse_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
@@ -185,6 +194,8 @@ def _sse_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
         None if usage is not None and usage.output_tokens is not None else counted,
         "ok",
         metadata=metadata,
+        speed=getattr(reader, "speed", None),
+        inference_geo=getattr(reader, "inference_geo", None),
     )
 
 
@@ -332,4 +343,13 @@ class StreamRelay:
             if self.beyond:
                 metadata["received_beyond_cut_tokens"] = self.beyond
         tier = getattr(reader, "service_tier", None)
-        return Outcome(usage, self.state.counted, self.status, reader.model, tier, metadata)
+        return Outcome(
+            usage,
+            self.state.counted,
+            self.status,
+            reader.model,
+            tier,
+            metadata,
+            speed=getattr(reader, "speed", None),
+            inference_geo=getattr(reader, "inference_geo", None),
+        )

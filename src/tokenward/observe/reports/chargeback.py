@@ -4,7 +4,9 @@ A *dimension* is one of:
 
 * a subject scope: ``org``, ``project``, ``team``, ``user``, ``key``, ``agent``, ``session``,
   ``task``;
-* ``model``, ``provider``, ``status``;
+* ``model`` (one name per model, :func:`~tokenward.core.pricebook.canonical_model`:
+  ``google/gemini-3-pro-preview`` and ``gemini-3-pro-preview`` are one model), ``provider``,
+  ``status``;
 * ``tag:NAME``: the value of a free-form subject tag (``tag:cost_center``);
 * a period: ``hour``, ``day``, ``week`` (from Monday), ``month``, in UTC or a time zone:
   ``day@Europe/Paris`` (the label is the local date).
@@ -25,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tokenward.core.budgets import SCOPES
+from tokenward.core.pricebook import canonical_model
 from tokenward.core.windows import Window
 from tokenward.errors import ConfigError
 from tokenward.numbers import plain
@@ -44,6 +47,8 @@ def dimension(name: str) -> Callable[[Row], str | None]:
     Raises:
         ConfigError: an unknown dimension (the known ones are named).
     """
+    if name == "model":
+        return lambda row: canonical_model(row.model) if row.model else None
     if name in SCOPES or name in _PLAIN:
         return lambda row: getattr(row, name)
     if name.startswith("tag:") and len(name) > 4:

@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenward.core.pricebook import canonical_model
 from tokenward.numbers import plain
 from tokenward.observe.reports.output import Table
 from tokenward.observe.rows import Row
@@ -49,7 +50,7 @@ class SessionCost:
         cost_usd: exact USD over priced calls.
         first_at / last_at: first and last call (UTC).
         resolved: the task outcome when known.
-        models: models used.
+        models: models used, one name per model (:func:`~tokenward.core.pricebook.canonical_model`).
     """
 
     session: str
@@ -107,7 +108,7 @@ class SessionCost:
         if row.resolved is not None:
             self.resolved = row.resolved
         if row.model:
-            self.models.add(row.model)
+            self.models.add(canonical_model(row.model))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""

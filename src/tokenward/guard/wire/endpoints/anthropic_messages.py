@@ -2,7 +2,13 @@
 
 Request facts (https://docs.anthropic.com/en/api/messages): ``max_tokens`` is required and bounds
 the output (extended thinking included); prompt caching is asked for with ``cache_control``
-markers, and a write is billed above the input rate. Streams always carry usage
+markers, and a write is billed above the input rate: 1.25x for the default 5-minute lifetime, 2x
+for ``"ttl": "1h"`` (https://platform.claude.com/docs/en/build-with-claude/prompt-caching, read
+2026-12-07). ``speed: "fast"`` asks for fast mode (its own, higher rates;
+https://platform.claude.com/docs/en/build-with-claude/fast-mode) and ``inference_geo: "us"`` for
+US-only inference (1.1x on Claude 4.6 and later;
+https://platform.claude.com/docs/en/build-with-claude/data-residency); both read 2026-12-07. The
+call is held at the rates the request asks for. Streams always carry usage
 (``message_start`` and cumulative ``message_delta``); a stream that reached its bound ends with
 ``message_delta`` ``stop_reason: "max_tokens"`` then ``message_stop``.
 """
@@ -14,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_anthropic_messages
+from tokenward.core.modifiers import RequestFacts, normalise_geo, normalise_speed
 from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
@@ -22,6 +29,7 @@ from tokenward.guard.wire.endpoints.base import (
     require_object_with_model,
     require_positive_int,
     require_stream_flag,
+    values_under,
 )
 from tokenward.guard.wire.sse import format_event
 
@@ -77,7 +85,24 @@ class AnthropicMessages(Endpoint):
 
     def may_write_cache(self, body: Mapping[str, Any]) -> bool:
         """True when any ``cache_control`` marker appears in the request."""
-        return '"cache_control"' in json.dumps(body)
+        return bool(values_under(body, "cache_control"))
+
+    def request_facts(self, body: Mapping[str, Any]) -> RequestFacts:
+        """``speed``, ``inference_geo``, and the cache writes the ``cache_control`` markers ask
+        for: the lifetime is ``"1h"`` when any marker asks for an hour, else ``"5m"`` (the
+        default); None without markers, or when a marker names a lifetime Anthropic does not
+        price (the upstream refuses it)."""
+        markers = [m for m in values_under(body, "cache_control") if isinstance(m, Mapping)]
+        ttls = {str(m.get("ttl", "5m")).lower() for m in markers}
+        ttl = None
+        if markers and ttls <= {"5m", "1h"}:
+            ttl = "1h" if "1h" in ttls else "5m"
+        return RequestFacts(
+            speed=normalise_speed(body.get("speed")),
+            inference_geo=normalise_geo(body.get("inference_geo")),
+            may_write_cache=bool(markers),
+            cache_write_ttl=ttl,
+        )
 
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Anthropic streams always carry usage; nothing to change."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from tokenward.core.dialects import StreamReader, response_facts, stream_reader
+from tokenward.core.dialects import ResponseFacts, StreamReader, response_facts, stream_reader
 from tokenward.core.estimate import Estimate
+from tokenward.core.modifiers import RequestFacts
 from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
@@ -25,6 +27,34 @@ def head(text: str, budget: int, encoding: str) -> tuple[str, int]:
         return text, len(tokens)
     keep = max(budget, 0)
     return enc.decode_bytes(tokens[:keep]).decode("utf-8", errors="ignore"), keep
+
+
+def values_under(body: Any, key: str) -> list[Any]:
+    """Every value stored under ``key`` in any object of ``body``, however deep (iteratively: a
+    deeply nested body cannot exhaust the stack)."""
+    found: list[Any] = []
+    stack: list[Any] = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            if key in node:
+                found.append(node[key])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def openai_may_write_cache(body: Any) -> bool:
+    """Whether an OpenAI request may write the prompt cache: yes (caching is automatic, and from
+    GPT-5.6 on a write is billed at 1.25x the input rate), unless it sets
+    ``prompt_cache_options.mode: "explicit"`` and marks no ``prompt_cache_breakpoint``: then only
+    marked prefixes are cached and there is none
+    (https://developers.openai.com/api/docs/guides/prompt-caching, read 2026-12-07)."""
+    options = body.get("prompt_cache_options") if isinstance(body, Mapping) else None
+    if isinstance(options, Mapping) and options.get("mode") == "explicit":
+        return bool(values_under(body, "prompt_cache_breakpoint"))
+    return True
 
 
 def require(condition: bool, message: str, field: str) -> None:
@@ -144,6 +174,14 @@ class Endpoint(abc.ABC):
         """Whether the request may write a prompt cache (priced at the write rate)."""
         return False
 
+    def request_facts(self, body: Mapping[str, Any]) -> RequestFacts:
+        """What the request asks for that changes the rates it can be billed at (held at them).
+
+        The base reads only whether it may write a cache; dialects with speeds, geographies or
+        cache lifetimes read those too.
+        """
+        return RequestFacts(may_write_cache=self.may_write_cache(body))
+
     @abc.abstractmethod
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """(body to send upstream, whether the client itself asked for usage in the stream)."""
@@ -156,10 +194,10 @@ class Endpoint(abc.ABC):
     def response_text(self, response: Mapping[str, Any]) -> str:
         """The generated text of a JSON response (for counting when usage is missing)."""
 
-    def served(self, response: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        """(model served, service tier) as the response states them."""
-        facts = response_facts(self.dialect, response)
-        return facts.model, facts.service_tier
+    def facts(self, response: Mapping[str, Any]) -> ResponseFacts:
+        """What a JSON response states: its usage (:meth:`usage`), the model, tier, speed and
+        inference geography that served it."""
+        return replace(response_facts(self.dialect, response), usage=self.usage(response))
 
     def reader(self) -> StreamReader:
         """A fresh stream reader for the dialect."""

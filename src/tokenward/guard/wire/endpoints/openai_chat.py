@@ -18,6 +18,7 @@ from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
     head,
+    openai_may_write_cache,
     require,
     require_messages,
     require_object_with_model,
@@ -76,6 +77,11 @@ class OpenAIChat(Endpoint):
         else:
             out["max_tokens"] = bound
         return out
+
+    def may_write_cache(self, body: Mapping[str, Any]) -> bool:
+        """Automatic prompt caching may write the cache (billed from GPT-5.6 on), unless the
+        request asks for explicit caching and marks no breakpoint."""
+        return openai_may_write_cache(body)
 
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Ask the upstream for usage in the stream; remember whether the client asked."""

@@ -20,6 +20,7 @@ from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
     head,
+    openai_may_write_cache,
     require,
     require_object_with_model,
     require_positive_int,
@@ -72,6 +73,11 @@ class OpenAIResponses(Endpoint):
     def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
         """``max_output_tokens`` set to ``bound``."""
         return {**body, "max_output_tokens": bound}
+
+    def may_write_cache(self, body: Mapping[str, Any]) -> bool:
+        """Automatic prompt caching may write the cache (billed from GPT-5.6 on), unless the
+        request asks for explicit caching and marks no breakpoint."""
+        return openai_may_write_cache(body)
 
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Responses streams always end with the usage; nothing to change."""
