@@ -309,7 +309,8 @@ def image_price(
         qualities = [quality.lower()]
     elif quality is None and not worst and DEFAULT_IMAGE_QUALITY in table:
         qualities = [DEFAULT_IMAGE_QUALITY]
-        assumed.append(f"image_quality={DEFAULT_IMAGE_QUALITY} (default)")
+        if len(table) > 1:  # DALL·E 2 has no other quality: nothing is assumed
+            assumed.append(f"image_quality={DEFAULT_IMAGE_QUALITY} (default)")
     else:
         qualities = list(table)
         assumed.append(f"image_quality={quality or 'unstated'} (dearest)")
