@@ -16,9 +16,9 @@ import pytest
 
 from tokenward.core.budgets import parse_budget_spec
 from tokenward.core.decide import Balance, decide
-from tokenward.core.media import gpt_image_2_tokens, image_output_tokens, media_hold
+from tokenward.core.media import UnpricedMedia, gpt_image_2_tokens, image_output_tokens, media_hold
 from tokenward.core.modifiers import MediaRequest, RequestFacts
-from tokenward.core.pricebook import PriceBook, PriceContext
+from tokenward.core.pricebook import PriceBook, PriceContext, UnknownModel
 from tokenward.core.pricing import image_price, price_usage
 from tokenward.core.usage import Usage
 from tokenward.errors import BudgetExceeded, ConfigError
@@ -161,6 +161,16 @@ def test_a_media_call_is_held_whole_or_refused_never_clamped() -> None:
     assert (plan.max_output_tokens, plan.min_output_tokens) == (272, 272)
     with pytest.raises(BudgetExceeded):
         decide(plan, [_balance("user=alice:total_tokens=275")])  # 4 + 272 = 276 > 275
+
+
+def test_an_unpriceable_media_request_follows_the_unknown_price_policy() -> None:
+    request = RequestFacts(media=MediaRequest("image", images=1, image_size="512x512", image_quality="hd"))
+    flagged = plan_call("dall-e-3", 3, None, BOOK, GuardSettings(), request=request)
+    assert not flagged.priced  # flag: admitted, the cost unknown (cost budgets apply their own policy)
+    with pytest.raises(UnpricedMedia, match=r"image:hd:512x512"):
+        plan_call("dall-e-3", 3, None, BOOK, GuardSettings(unknown_model="deny"), request=request)
+    with pytest.raises(UnknownModel):  # a model no source knows: the unknown-model policy as ever
+        plan_call("no-such-image-model", 3, None, BOOK, GuardSettings(unknown_model="deny"), request=request)
 
 
 def test_price_context_carries_the_images_quality_and_size() -> None:

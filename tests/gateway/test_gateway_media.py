@@ -199,3 +199,28 @@ def test_unreadable_audio_and_streams_are_refused_with_400(start_gateway) -> Non
         api.images.generate(model="gpt-image-1", prompt=APPLE, stream=True)
     assert streamed.value.body["param"] == "stream"  # type: ignore[index]
     assert events(gateway) == []
+
+
+def test_an_image_the_table_cannot_price_follows_the_unknown_price_policy(start_gateway) -> None:
+    gateway = start_gateway(defaults={"unknown_model": "deny"})
+    with pytest.raises(openai.APIStatusError) as denied:
+        client(gateway).images.generate(model="dall-e-3", prompt=APPLE, size="512x512", quality="hd")
+    assert denied.value.status_code == 402
+    error = denied.value.response.json()["error"]
+    assert error["code"] == "unpriced_model" and "image:hd:512x512" in error["message"]
+    assert events(gateway) == []
+
+
+def test_reprice_prices_media_events_again_from_their_units(start_gateway) -> None:
+    from tokenward.cli.reprice_cmd import reprice_report
+
+    gateway = start_gateway()
+    api = client(gateway)
+    api.images.generate(model="dall-e-3", prompt=APPLE, size="1792x1024", quality="hd")
+    api.audio.speech.create(model="tts-1-hd", voice="alloy", input=SPEECH_TEXT)
+    rows = reprice_report(gateway.ledger_url)["rows"]
+    # $0.120; 28 characters x $30 / 1M = 0.00084: the same figures again, nothing changed
+    assert [(D(r["new_cost_usd"]), r["changed"]) for r in rows] == [
+        (D("0.120"), False),
+        (D("0.00084"), False),
+    ]

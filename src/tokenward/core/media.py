@@ -54,6 +54,7 @@ from decimal import Decimal
 
 from tokenward.core.modifiers import MediaRequest
 from tokenward.core.pricing import MILLION, Price, image_price
+from tokenward.errors import UnpricedCall
 
 __all__ = [
     "AUDIO_TOKENS_PER_SECOND",
@@ -63,6 +64,7 @@ __all__ = [
     "TRANSCRIBE_MAX_OUTPUT_TOKENS",
     "MediaHold",
     "MediaRequest",
+    "UnpricedMedia",
     "builtin_image_prices",
     "gpt_image_2_tokens",
     "image_output_tokens",
@@ -113,6 +115,26 @@ TRANSCRIBE_MAX_OUTPUT_TOKENS = 2000
 window 16,000, max output tokens 2,000; quoted on opentranscription.io's model profile)."""
 
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+class UnpricedMedia(UnpricedCall):
+    """A media call refused because its row cannot price what it asks for (an image size the
+    per-image table lacks) and the unknown-price policy is ``deny``.
+
+    Attributes:
+        model: the model requested.
+        budget: ``"unknown_model"`` (the policy that refused it).
+        unpriced: what could not be priced (``image:hd:512x512``).
+    """
+
+    def __init__(self, model: str, unpriced: tuple[str, ...]) -> None:
+        super().__init__(model, "unknown_model")
+        self.unpriced = unpriced
+        self.args = (
+            f"model {model!r} has no price for {', '.join(unpriced)} and the unknown-model policy is "
+            "'deny'; add it to the model's row in the price-override file (per_image, per_minute, "
+            "per_million_characters) or set defaults.unknown_model to flag",
+        )
 
 
 @dataclass(frozen=True, slots=True)

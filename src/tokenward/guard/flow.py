@@ -20,7 +20,7 @@ from tokenward.core.calibration import Calibration, EstimateStats, calibration_k
 from tokenward.core.decide import CallPlan, Decision
 from tokenward.core.estimate import model_family
 from tokenward.core.events import Status, UsageEvent
-from tokenward.core.media import media_hold
+from tokenward.core.media import UnpricedMedia, media_hold
 from tokenward.core.modifiers import RequestFacts
 from tokenward.core.pricebook import PriceBook, PriceContext, hold_rates
 from tokenward.core.usage import Usage
@@ -143,6 +143,8 @@ def plan_call(
 
     Raises:
         UnknownModel: the unknown-model policy is ``deny`` and no source knows the model.
+        UnpricedMedia: the policy is ``deny`` and the model's row cannot price what an images or
+            audio request asks for (an image size its table lacks).
     """
     request = request or RequestFacts()
     if may_write_cache and not request.may_write_cache:
@@ -152,6 +154,8 @@ def plan_call(
     )
     if request.media is not None:  # images and audio: no output to stop, the hold is the whole price
         hold = media_hold(model, price, request.media, input_tokens, settings.default_max_output_tokens)
+        if hold.unpriced and settings.unknown_model == "deny":
+            raise UnpricedMedia(model, hold.unpriced)
         return CallPlan(
             model=model,
             input_tokens=hold.input_tokens,
