@@ -187,6 +187,17 @@ def _annotated(content: bytes, admission: Admission, extra: dict[str, Any]) -> b
     return json.dumps(data).encode()
 
 
+def _answered(call: PreparedCall, response: Any, content: bytes) -> Outcome:
+    """What a whole (not streamed) answer reports, read by the call's endpoint."""
+    return json_outcome(
+        call.endpoint,
+        content,
+        call.estimate.encoding,
+        body=call.body,
+        content_type=response.headers.get("content-type"),
+    )
+
+
 def _held_back() -> dict[str, Decimal] | None:
     """The final-answer reserve in force, unless the call is the final answer."""
     attribution = current()
@@ -413,13 +424,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     status = {"http_status": response.status_code, **extra}
                     self._settle(admission, Outcome(None, status="upstream_error", metadata=status))
                     return answer(response, content=content)
-                outcome = json_outcome(
-                    call.endpoint,
-                    content,
-                    call.estimate.encoding,
-                    body=call.body,
-                    content_type=response.headers.get("content-type"),
-                )
+                outcome = _answered(call, response, content)
                 self._settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
                 return answer(response, content=_annotated(content, admission, extra))
             relay = StreamRelay(call, admission, wants_usage)
@@ -500,13 +505,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     status = {"http_status": response.status_code, **extra}
                     await self._asettle(admission, Outcome(None, status="upstream_error", metadata=status))
                     return answer(response, content=content)
-                outcome = json_outcome(
-                    call.endpoint,
-                    content,
-                    call.estimate.encoding,
-                    body=call.body,
-                    content_type=response.headers.get("content-type"),
-                )
+                outcome = _answered(call, response, content)
                 await self._asettle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
                 return answer(response, content=_annotated(content, admission, extra))
             relay = StreamRelay(call, admission, wants_usage)
