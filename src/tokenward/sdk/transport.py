@@ -384,7 +384,9 @@ def transport_classes(module: Any) -> tuple[type, type]:
             content, wants_usage = upstream_body(call, admission, provider)
             extra = {"degraded": changes} if changes else {}
             try:
-                response = self.inner.handle_request(rebuilt(request, content, _upstream_headers(call, subject)))
+                response = self.inner.handle_request(
+                    rebuilt(request, content, _upstream_headers(call, subject))
+                )
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise

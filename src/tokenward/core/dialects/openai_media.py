@@ -125,7 +125,9 @@ def usage_from_openai_speech(raw: Mapping[str, Any] | None) -> Usage:
     """The ``usage`` of a speech stream's ``speech.audio.done`` event (output tokens are audio)."""
     raw = raw or {}
     output = _int(raw.get("output_tokens"))
-    return _sourced(input_tokens=_int(raw.get("input_tokens")), output_tokens=output, output_audio_tokens=output)
+    return _sourced(
+        input_tokens=_int(raw.get("input_tokens")), output_tokens=output, output_audio_tokens=output
+    )
 
 
 def response_facts_openai_speech(response: Mapping[str, Any]) -> ResponseFacts:

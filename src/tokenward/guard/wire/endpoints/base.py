@@ -161,7 +161,9 @@ class Endpoint(abc.ABC):
         """The ``content-type`` of :meth:`request_content`."""
         return "application/json"
 
-    def read_answer(self, body: Mapping[str, Any], content: bytes, content_type: str | None) -> Outcome | None:
+    def read_answer(
+        self, body: Mapping[str, Any], content: bytes, content_type: str | None
+    ) -> Outcome | None:
         """What an answer reports, for endpoints whose answers are not the dialect's JSON (audio
         bytes, plain-text transcripts) or need the request to be read (images): None lets the
         dialect's JSON rules read it."""
