@@ -925,7 +925,7 @@ def test_healthz_and_models(oai: openai.OpenAI, ant: anthropic.Anthropic, raw: h
 
 
 def test_unknown_v1_path_is_provider_shaped_404(raw: httpx.Client) -> None:
-    response = raw.post("/v1/audio/speech", json={})
+    response = raw.post("/v1/audio/translations", json={})
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
 

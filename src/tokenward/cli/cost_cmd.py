@@ -59,6 +59,8 @@ def cost_report(
     at: datetime | None = None,
     unknown_model: str = "flag",
     cache_write_ttl: str | None = None,
+    image_size: str | None = None,
+    image_quality: str | None = None,
 ) -> dict[str, Any]:
     """The report ``tokenward cost --json`` prints (see the command's help).
 
@@ -77,6 +79,8 @@ def cost_report(
         cache_write_ttl: the cache-write lifetime the request asked for (``5m``, ``1h``), for
             writes the usage reports without their split; unknown (priced at 5 minutes, marked
             estimated) when None.
+        image_size / image_quality: the size and quality of the images (per-image prices), when
+            the response does not say them (DALL·E answers do not).
 
     Raises:
         ValidationError: not exactly one of usage/events/response, an unknown dialect, or a
@@ -145,6 +149,8 @@ def cost_report(
             speed=facts.speed,
             inference_geo=facts.inference_geo,
             cache_write_ttl=ttl,
+            image_size=_said(response, "size") or image_size,
+            image_quality=_said(response, "quality") or image_quality,
         ),
         model_served=facts.model,
         reported_cost_usd=facts.reported_cost_usd,
@@ -194,6 +200,12 @@ def cost_report(
         },
         "stream": stream,
     }
+
+
+def _said(response: Any, key: str) -> str | None:
+    """A string field of a whole response (an images answer's ``size`` and ``quality``)."""
+    value = response.get(key) if isinstance(response, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _instant(value: str | None) -> datetime | None:
@@ -254,6 +266,12 @@ def cost_command(
             "without their split; unknown: priced at 5m and marked estimated."
         ),
     ] = None,
+    image_size: Annotated[
+        str | None, typer.Option(help="Size of the images (1024x1792...), for per-image prices.")
+    ] = None,
+    image_quality: Annotated[
+        str | None, typer.Option(help="Quality of the images (standard, hd...), for per-image prices.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Normalise one call's usage and price it exactly, with the breakdown by token class."""
@@ -276,6 +294,8 @@ def cost_command(
         at=_instant(at),
         unknown_model=unknown_model,
         cache_write_ttl=cache_write_ttl,
+        image_size=image_size,
+        image_quality=image_quality,
     )
     if as_json:
         print_json(report)

@@ -34,7 +34,8 @@ def reprice_event(event: UsageEvent, prices: PriceBook) -> dict[str, Any] | None
     """One event priced again: old and new cost and price source, and whom it was charged to
     (``subject``, for an adjustment); None when it has no usage."""
     usage = event.usage
-    if usage.input_tokens is None and usage.output_tokens is None:
+    units = (usage.images, usage.input_audio_ms, usage.input_characters)
+    if usage.input_tokens is None and usage.output_tokens is None and all(u is None for u in units):
         return None
     metadata = event.metadata or {}
     served = metadata.get("model_served") if isinstance(metadata.get("model_served"), str) else None
@@ -50,9 +51,11 @@ def reprice_event(event: UsageEvent, prices: PriceBook) -> dict[str, Any] | None
         speed=text("speed"),
         inference_geo=text("inference_geo"),
         cache_write_ttl=text("cache_write_ttl"),
+        image_size=text("image_size"),
+        image_quality=text("image_quality"),
     )
     price = prices.resolve(event.model or "", provider=event.provider, context=context, served=served)
-    cost = price_usage(usage, price, cache_write_ttl=context.cache_write_ttl)
+    cost = price_usage(usage, price, cache_write_ttl=context.cache_write_ttl, image=context.image)
     old, new = event.cost_usd, cost.total_usd
     return {
         "request_id": event.request_id,

@@ -89,7 +89,8 @@ def account(
     price = prices.priced(
         model, policy=unknown_model, provider=provider, context=context, served=model_served
     )
-    token_cost = price_usage(usage, price, cache_write_ttl=context.cache_write_ttl if context else None)
+    context = context or PriceContext()
+    token_cost = price_usage(usage, price, cache_write_ttl=context.cache_write_ttl, image=context.image)
     cost, source = token_cost, "token_pricing"
     if reported_cost_usd is not None and reported_cost_usd > 0 and prices.trusts_reported_cost(provider):
         cost = Cost(

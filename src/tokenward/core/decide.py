@@ -134,6 +134,9 @@ class CallPlan:
         request: what the request asks for that changes its rates (speed, inference geography,
             cache writes and their lifetime): the rates above were chosen for it, and the
             settled call is priced with its cache-write lifetime.
+        fixed_cost_usd: USD held besides the token rates: the per-unit prices the request comes
+            to (images, minutes of audio, characters; :mod:`tokenward.core.media`). A call with
+            such a cost has no output bound to lower: it is held whole or refused.
     """
 
     model: str
@@ -144,6 +147,7 @@ class CallPlan:
     output_rate: Decimal | None = None
     held_back: Mapping[str, Decimal] = field(default_factory=dict)
     request: RequestFacts = field(default_factory=RequestFacts)
+    fixed_cost_usd: Decimal = Decimal(0)
 
     @property
     def priced(self) -> bool:
@@ -186,7 +190,8 @@ def hold_amounts(plan: CallPlan, output_tokens: int) -> dict[str, Decimal]:
         "requests": Decimal(1),
     }
     if plan.input_rate is not None and plan.output_rate is not None:
-        out["cost_usd"] = (plan.input_rate * plan.input_tokens + plan.output_rate * output_tokens) / MILLION
+        tokens = (plan.input_rate * plan.input_tokens + plan.output_rate * output_tokens) / MILLION
+        out["cost_usd"] = tokens + plan.fixed_cost_usd
     return out
 
 
@@ -206,9 +211,9 @@ def _output_cap(balance: Balance, plan: CallPlan) -> int | None:
     if meter == "cost_usd":
         if plan.input_rate is None or plan.output_rate is None:
             return None
-        if plan.output_rate == 0 and plan.input_rate * plan.input_tokens == 0:
+        if plan.output_rate == 0 and plan.input_rate * plan.input_tokens == 0 and not plan.fixed_cost_usd:
             return None  # a free call charges nothing: even an overspent budget can take it (C43)
-        left = remaining * MILLION - plan.input_rate * plan.input_tokens
+        left = (remaining - plan.fixed_cost_usd) * MILLION - plan.input_rate * plan.input_tokens
         if left < 0:
             return -1
         if plan.output_rate == 0:

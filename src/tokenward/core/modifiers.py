@@ -38,6 +38,7 @@ from tokenward.errors import ValidationError
 __all__ = [
     "CACHE_TTLS",
     "US_ONLY_MULTIPLIER",
+    "MediaRequest",
     "RequestFacts",
     "billable_searches",
     "builtin_geo_multiplier",
@@ -60,6 +61,28 @@ _OLD_GEMINI = re.compile(r"(?:^|/)gemini-(?:1|2)(?:[.-]|$)")
 
 
 @dataclass(frozen=True, slots=True)
+class MediaRequest:
+    """What an images or audio request asks for, read before the call.
+
+    Attributes:
+        kind: ``"image"``, ``"transcription"`` or ``"speech"``.
+        images: images asked for (``n``, 1 by default).
+        image_size / image_quality: as the request wrote them (None when it did not).
+        partial_images: streamed partial images asked for, per image.
+        audio_ms: the uploaded audio's duration in milliseconds (transcription).
+        characters: characters of the text to speak (speech).
+    """
+
+    kind: str
+    images: int = 0
+    image_size: str | None = None
+    image_quality: str | None = None
+    partial_images: int = 0
+    audio_ms: int | None = None
+    characters: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFacts:
     """What a request asks for that changes the rates it can be billed at (read before the call).
 
@@ -71,12 +94,15 @@ class RequestFacts:
             markers; OpenAI's automatic caching, billed from GPT-5.6 on).
         cache_write_ttl: the longest cache-write lifetime the request asks for (``"5m"`` or
             ``"1h"``), or None when it asks for none or does not say (OpenAI).
+        media: what an images or audio request asks for (images, their size and quality, the
+            audio's duration, the characters to speak), or None for every other endpoint.
     """
 
     speed: str | None = None
     inference_geo: str | None = None
     may_write_cache: bool = False
     cache_write_ttl: str | None = None
+    media: MediaRequest | None = None
 
 
 def normalise_speed(value: object) -> str | None:

@@ -3,14 +3,17 @@
 A row maps rate keys (:data:`~tokenward.core.pricing.RATE_KEYS`, USD per 1M tokens, or per token
 with ``unit: usd_per_token``) to prices, with optional ``tiers``, ``service_tiers``, ``batch``,
 ``fees``, ``speed`` (rates of a speed such as Anthropic's fast mode) and
-``inference_geo_multiplier`` (a multiplier on every token rate per inference geography). See
-:mod:`tokenward.core.pricebook` for the file as a whole.
+``inference_geo_multiplier`` (a multiplier on every token rate per inference geography), and the
+per-unit prices of the images and audio endpoints: ``per_image`` (USD per image, by quality then
+size: ``{standard: {1024x1024: 0.04}, hd: {1024x1024: 0.08}}``), ``per_minute`` (USD per minute of
+input audio) and ``per_million_characters`` (USD per 1,000,000 input characters); ``unit`` does not
+apply to them. See :mod:`tokenward.core.pricebook` for the file as a whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -74,7 +77,39 @@ _ROW_KEYS = {
     "unit",
     "speed",
     "inference_geo_multiplier",
+    "per_image",
+    "per_minute",
+    "per_million_characters",
 }
+
+UNIT_PRICE_SANITY_BOUND_USD = Decimal(1000)
+"""No image, minute of audio or million characters costs more than this; a larger figure is a
+unit mistake (a price per million images, say) and is refused when the table is loaded."""
+
+
+def _unit_price(value: Any, where: str) -> Decimal:
+    number = price_number(value, where)
+    if number > UNIT_PRICE_SANITY_BOUND_USD:
+        raise ConfigError(
+            f"{where}: {number} USD is above the sanity bound of {UNIT_PRICE_SANITY_BOUND_USD}; check the unit"
+        )
+    return number
+
+
+def _per_image(raw: Any, where: str) -> dict[str, dict[str, Decimal]]:
+    """``{quality: {size: USD per image}}``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
+        raise ConfigError(
+            f"{where}: expected {{quality: {{size: USD per image}}}}, e.g. {{standard: {{1024x1024: 0.04}}}}"
+        )
+    out: dict[str, dict[str, Decimal]] = {}
+    for quality, sizes in raw.items():
+        out[str(quality).lower()] = {
+            str(size).lower(): _unit_price(usd, f"{where}.{quality}.{size}") for size, usd in sizes.items()
+        }
+    return out
 
 
 def _rates(row: Mapping[str, Any], unit: str, where: str) -> dict[str, Decimal]:
@@ -117,6 +152,9 @@ class OverrideRow:
     batch: dict[str, Rate] | None
     speeds: dict[str, dict[str, Rate]]
     geo_multipliers: dict[str, Decimal]
+    per_image: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    per_minute: Decimal | None = None
+    per_million_characters: Decimal | None = None
 
 
 def _variants(raw: Any, unit: str, where: str) -> dict[str, dict[str, Rate]]:
@@ -179,7 +217,19 @@ def parse_row(model: str, row: Any, default_unit: str) -> OverrideRow:
         if isinstance(batch_raw, Mapping)
         else None
     )
-    return OverrideRow(rates, fees, service_tiers, batch, speeds, geo)
+    return OverrideRow(
+        rates,
+        fees,
+        service_tiers,
+        batch,
+        speeds,
+        geo,
+        _per_image(row.get("per_image"), f"{where}.per_image"),
+        None if row.get("per_minute") is None else _unit_price(row["per_minute"], f"{where}.per_minute"),
+        None
+        if row.get("per_million_characters") is None
+        else _unit_price(row["per_million_characters"], f"{where}.per_million_characters"),
+    )
 
 
 def parse_models(models: Any, unit: str, where: str) -> dict[str, OverrideRow]:

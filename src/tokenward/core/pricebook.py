@@ -30,8 +30,15 @@ reports that geography). Without ``inference_geo_multiplier``, Claude rows take 
 documented 1.1x for ``us`` (:func:`~tokenward.core.modifiers.builtin_geo_multiplier`), and a
 geography no rule knows leaves the cost unknown.
 
+Per-unit keys (``per_image``, ``per_minute``, ``per_million_characters``; see
+:mod:`tokenward.core.price_rows`) price the images and audio endpoints. genai-prices' per-character
+(``tts-1``) and per-audio-hour (``whisper-1``) rows are read as such, and DALL·E's per-image prices,
+which genai-prices lacks, are built in (:data:`tokenward.core.media.DALL_E_PRICES`, price source
+``builtin``).
+
 Lookup order for a call: the provider's own rows (the call's provider, then the provider named in
-the model id's prefix), then ``models``, then genai-prices; within each, every name candidate.
+the model id's prefix), then ``models``, then genai-prices, then the built-in rows; within each,
+every name candidate.
 
 Prices that change over time (genai-prices' dated rows, DeepSeek's time-of-day rows) are looked
 up at the call's instant; cached lookups are keyed by the rule that was active, so an off-peak and
@@ -50,6 +57,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenward.core.media import BUILTIN_PRICES_VERSION, builtin_image_prices
 from tokenward.core.modifiers import RequestFacts, normalise_geo, normalise_speed
 from tokenward.core.price_rows import (
     PER_TOKEN_SANITY_BOUND_USD,
@@ -160,6 +168,8 @@ class PriceContext:
             ``usage.inference_geo``: ``"us"``, ``"global"``); for a hold, the geography asked for.
         cache_write_ttl: the cache-write lifetime the request asked for (``"5m"``, ``"1h"``), or
             None when unknown; prices writes reported without their lifetime split.
+        image_size / image_quality: the size and quality of the images generated (the answer's,
+            else the request's), for rows priced per image.
     """
 
     service_tier: str | None = None
@@ -168,6 +178,13 @@ class PriceContext:
     speed: str | None = None
     inference_geo: str | None = None
     cache_write_ttl: str | None = None
+    image_size: str | None = None
+    image_quality: str | None = None
+
+    @property
+    def image(self) -> tuple[str | None, str | None]:
+        """(quality, size) of the images generated."""
+        return self.image_quality, self.image_size
 
     @property
     def fast(self) -> str | None:
@@ -331,13 +348,15 @@ class PriceBook:
             price = self._lookup_overrides(names, provider, context)
             with self._lock:
                 self._cache[key] = price
-        if price is not None or not self.use_genai:
+        if price is not None:
             return price  # type: ignore[return-value]
-        for name in names:
+        for name in names if self.use_genai else ():
             found = self._find_genai(name, provider)
             if found is not None:
-                return self._genai_price(found, context)
-        return None
+                genai = self._genai_price(found, context)
+                if genai is not None:
+                    return genai
+        return _builtin_price(names)
 
     def priced(
         self,
@@ -377,7 +396,8 @@ class PriceBook:
     ) -> Cost:
         """Price ``usage`` for ``model``: :meth:`resolve` then :func:`price_usage`."""
         price = self.resolve(model, provider=provider, context=context)
-        return price_usage(usage, price, cache_write_ttl=context.cache_write_ttl if context else None)
+        context = context or PriceContext()
+        return price_usage(usage, price, cache_write_ttl=context.cache_write_ttl, image=context.image)
 
     def _lookup_overrides(
         self, names: tuple[str, ...], provider: str | None, context: PriceContext
@@ -425,6 +445,9 @@ class PriceBook:
                 provider=section,
                 unpriced=unpriced,
                 modifiers=modifiers,
+                per_image=row.per_image,
+                per_minute=row.per_minute,
+                per_million_characters=row.per_million_characters,
             )
         return None
 
@@ -455,6 +478,7 @@ class PriceBook:
 
     def _genai_price(self, found: Any, context: PriceContext) -> Price | None:
         import genai_prices
+        from genai_prices.types import TieredPrices
 
         found_provider, info = found
         at = context.at or datetime.now(tz=UTC)
@@ -485,6 +509,7 @@ class PriceBook:
         model_price = info.get_prices(at, price_context or None)
         rates: dict[str, Rate] = {}
         fees: dict[str, Decimal] = {}
+        units: dict[str, Decimal] = {}
         for attr, value in vars(model_price).items():
             if value is None:
                 continue
@@ -494,8 +519,24 @@ class PriceBook:
                 fees["web_search"] = Decimal(value) / 1000
             elif attr == "requests_kcount":
                 fees["request"] = Decimal(value) / 1000
+            elif attr in ("input_audio_hours", "audio_hours") and not isinstance(value, TieredPrices):
+                units.setdefault("per_minute", Decimal(value) / 60)  # the input-audio price first
+            elif attr == "input_mchars" and not isinstance(value, TieredPrices):
+                units["per_million_characters"] = Decimal(value)
+        if rates and units:  # a row that bills tokens too: its per-unit prices are not read
+            units = {}
         price: Price | None = None
-        if "input" in rates or "output" in rates:  # else not token-priced (audio hours, characters)
+        if units:  # billed per audio hour (whisper-1) or per character (tts-1)
+            price = Price(
+                model=info.id,
+                source="genai-prices",
+                version=genai_prices.__version__,
+                rates={},
+                provider=found_provider.id,
+                per_minute=units.get("per_minute"),
+                per_million_characters=units.get("per_million_characters"),
+            )
+        elif "input" in rates or "output" in rates:
             if fast in speeds:
                 speeds[fast] = rates  # genai-prices already resolved the speed's variant
             rates, unpriced, modifiers = modified_rates(
@@ -515,6 +556,23 @@ class PriceBook:
         with self._lock:
             self._cache[key] = price
         return price
+
+
+def _builtin_price(names: tuple[str, ...]) -> Price | None:
+    """A built-in row (DALL·E per-image prices) for the first name that has one, or None."""
+    for name in names:
+        for candidate in model_candidates(name):
+            table = builtin_image_prices(candidate)
+            if table is not None:
+                return Price(
+                    model=candidate.rsplit("/", 1)[-1].lower(),
+                    source="builtin",
+                    version=BUILTIN_PRICES_VERSION,
+                    rates={},
+                    provider="openai",
+                    per_image=table,
+                )
+    return None
 
 
 def _has_variant(info: Any, key: str, value: str, at: datetime) -> bool:

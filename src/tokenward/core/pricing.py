@@ -25,6 +25,13 @@ A row resolved for a modifier it cannot price (a fast-mode call on a row without
 geography without a known multiplier) carries it in :attr:`Price.unpriced`: the cost is unknown
 and names it.
 
+Per-unit prices (images, audio minutes, characters: DALL·E, ``whisper-1``, ``tts-1``) are USD per
+image (by quality and size), per minute of input audio and per 1,000,000 input characters. A row
+with such prices and no token rates bills no tokens: its token counts, known or not, cost nothing.
+A unit count the row has a price for is billed; an image of a quality and size the row has no price
+for is unpriced (``image:<quality>:<size>``). See :mod:`tokenward.core.media` for where the units
+come from and how they are held.
+
 Sub-classes with a rate of their own are split out of their parent class only when the price row
 has that rate: reasoning out of output (``reasoning``), audio and image tokens out of input, cache
 reads and output (``input_audio``, ``cache_read_audio``, ``output_audio``, ``input_image``,
@@ -37,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from tokenward.core.modifiers import billable_searches
 from tokenward.core.usage import Usage
@@ -48,6 +55,7 @@ __all__ = [
     "Cost",
     "Price",
     "Tiered",
+    "image_price",
     "price_usage",
     "reservation_rates",
 ]
@@ -124,6 +132,10 @@ class Price:
         unpriced: modifiers the call was resolved for that this row cannot price
             (``"speed:fast"``, ``"inference_geo:us"``): a cost on this row is unknown.
         modifiers: the modifiers applied to the rates (``{"speed": "fast", "inference_geo": "us"}``).
+        per_image: USD per generated image, by quality then size
+            (``{"hd": {"1024x1024": Decimal("0.08")}}``).
+        per_minute: USD per minute of input audio, billed per second (rounded to the nearest).
+        per_million_characters: USD per 1,000,000 input characters.
     """
 
     model: str
@@ -136,6 +148,15 @@ class Price:
     provider: str | None = None
     unpriced: tuple[str, ...] = ()
     modifiers: Mapping[str, str] = field(default_factory=dict)
+    per_image: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
+    per_minute: Decimal | None = None
+    per_million_characters: Decimal | None = None
+
+    @property
+    def per_unit(self) -> bool:
+        """Whether the row bills units only (images, audio minutes, characters), no tokens."""
+        has_units = bool(self.per_image) or self.per_minute is not None
+        return not self.rates and (has_units or self.per_million_characters is not None)
 
     def rate(self, key: str, input_tokens: int) -> tuple[Decimal | None, int | None]:
         """The rate for ``key`` at a prompt of ``input_tokens``, following the fallback rules."""
@@ -262,7 +283,118 @@ def _classes(usage: Usage, price: Price, ttl: str | None = None) -> tuple[list[t
     return [(name, n) for name, n in classes if n or name in ("input", "output")], assumed
 
 
-def price_usage(usage: Usage, price: Price | None, *, cache_write_ttl: str | None = None) -> Cost:
+DEFAULT_IMAGE_SIZE = "1024x1024"
+"""The size DALL·E generates when the request names none (OpenAI's images API reference:
+"Defaults to 1024x1024"; https://platform.openai.com/docs/api-reference/images/create, read
+2026-12-07)."""
+DEFAULT_IMAGE_QUALITY = "standard"
+"""The quality a per-image row is priced at when the request names none: ``standard``, DALL·E 3's
+documented default and DALL·E 2's only quality (same page)."""
+
+
+def image_price(
+    price: Price, quality: str | None, size: str | None, *, worst: bool = False
+) -> tuple[Decimal | None, str, tuple[str, ...]]:
+    """The per-image price of a row for a quality and size: (USD or None, the key priced, what was
+    assumed).
+
+    A quality or size the request left out is charged at the documented default (``standard``,
+    ``1024x1024``) when the row has it, and the cost says it assumed so; ``auto``, a default the
+    row lacks, or ``worst=True`` (a hold) takes the dearest entry the row has. None when nothing
+    matches: the key names what is unpriced (``image:<quality>:<size>``).
+    """
+    table = price.per_image
+    assumed: list[str] = []
+    if quality and quality.lower() != "auto":
+        qualities = [quality.lower()]
+    elif quality is None and not worst and DEFAULT_IMAGE_QUALITY in table:
+        qualities = [DEFAULT_IMAGE_QUALITY]
+        if len(table) > 1:  # DALL·E 2 has no other quality: nothing is assumed
+            assumed.append(f"image_quality={DEFAULT_IMAGE_QUALITY} (default)")
+    else:
+        qualities = list(table)
+        assumed.append(f"image_quality={quality or 'unstated'} (dearest)")
+    sizes: list[str] | None = None  # None: any size, the dearest
+    if size and size.lower() != "auto":
+        sizes = [size.lower()]
+    elif size is None and not worst and any(DEFAULT_IMAGE_SIZE in (table.get(q) or {}) for q in qualities):
+        sizes = [DEFAULT_IMAGE_SIZE]
+        assumed.append(f"image_size={DEFAULT_IMAGE_SIZE} (default)")
+    else:
+        assumed.append(f"image_size={size or 'unstated'} (dearest)")
+    found = [
+        (usd, q, s)
+        for q in qualities
+        for s, usd in (table.get(q) or {}).items()
+        if sizes is None or s in sizes
+    ]
+    if not found:
+        return None, f"image:{quality or 'unstated'}:{size or 'unstated'}", tuple(assumed)
+    usd, q, s = max(found, key=lambda item: item[0])
+    return usd, f"image:{q}:{s}", tuple(assumed)
+
+
+def _unit_charges(
+    usage: Usage, price: Price, image: tuple[str | None, str | None]
+) -> tuple[dict[str, Decimal], dict[str, int], list[str], tuple[str, ...]]:
+    """What the row's per-unit prices charge for the usage: (breakdown, counts, unpriced, assumed)."""
+    breakdown: dict[str, Decimal] = {}
+    counts: dict[str, int] = {}
+    unpriced: list[str] = []
+    assumed: tuple[str, ...] = ()
+    if usage.images and price.per_image:
+        usd, key, assumed = image_price(price, image[0], image[1])
+        counts[key] = usage.images
+        if usd is None:
+            unpriced.append(key)
+        else:
+            breakdown[key] = usd * usage.images
+    if usage.input_audio_ms and price.per_minute is not None:
+        # billed per second, "rounded to the nearest second" (OpenAI's Whisper pricing)
+        seconds = (Decimal(usage.input_audio_ms) / 1000).to_integral_value(rounding=ROUND_HALF_UP)
+        counts["audio_seconds"] = int(seconds)
+        breakdown["audio_seconds"] = price.per_minute * seconds / 60
+    if usage.input_characters and price.per_million_characters is not None:
+        counts["characters"] = usage.input_characters
+        breakdown["characters"] = price.per_million_characters * usage.input_characters / MILLION
+    if price.per_unit:
+        needed = (
+            ("images", usage.images, bool(price.per_image)),
+            ("input_audio_ms", usage.input_audio_ms, price.per_minute is not None),
+            ("input_characters", usage.input_characters, price.per_million_characters is not None),
+        )
+        if not any(has and count is not None for _, count, has in needed):
+            # a per-unit row and none of its units known: nothing to price the call by
+            unpriced.append(next((name for name, _, has in needed if has), "units"))
+    return breakdown, counts, unpriced, assumed
+
+
+def _price_units_only(usage: Usage, price: Price, image: tuple[str | None, str | None]) -> Cost:
+    """A row that bills units only: tokens cost nothing, known or not."""
+    breakdown, counts, unpriced, assumed = _unit_charges(usage, price, image)
+    unpriced = [*price.unpriced, *unpriced]
+    estimated = price.estimated or bool(assumed) or usage.units_source != "provider"
+    if unpriced:
+        return Cost(
+            None,
+            {} if price.unpriced else breakdown,
+            counts,
+            tuple(unpriced),
+            estimated,
+            price,
+            None,
+            assumed,
+        )
+    return Cost(sum(breakdown.values(), Decimal(0)), breakdown, counts, (), estimated, price, None, assumed)
+
+
+def price_usage(
+    usage: Usage,
+    price: Price | None,
+    *,
+    cache_write_ttl: str | None = None,
+    image: tuple[str | None, str | None] = (None, None),
+) -> Cost:
     """Price one call's usage.
 
     Args:
@@ -272,12 +404,15 @@ def price_usage(usage: Usage, price: Price | None, *, cache_write_ttl: str | Non
             variant), or None when the model has no known price.
         cache_write_ttl: the cache-write lifetime the request asked for (``"5m"``, ``"1h"``), or
             None when unknown: used only for writes the usage reports without their split.
+        image: the (quality, size) of the images generated, for a row priced per image.
 
     Returns:
         The cost with its breakdown; ``total_usd`` is None when anything non-zero is unpriced.
     """
     if price is None:
         return Cost.unknown("model")
+    if price.per_unit:
+        return _price_units_only(usage, price, image)
     if usage.input_tokens is None or usage.output_tokens is None:
         missing = "input_tokens" if usage.input_tokens is None else "output_tokens"
         return Cost(total_usd=None, unpriced=(missing,), price=price)
@@ -286,7 +421,7 @@ def price_usage(usage: Usage, price: Price | None, *, cache_write_ttl: str | Non
     unpriced: list[str] = list(price.unpriced)
     tier: int | None = None
     classes, assumption = _classes(usage, price, cache_write_ttl)
-    assumed = (assumption,) if assumption else ()
+    assumed: tuple[str, ...] = (assumption,) if assumption else ()
     for name, n in classes:
         tokens[name] = n
         if n == 0:
@@ -308,6 +443,11 @@ def price_usage(usage: Usage, price: Price | None, *, cache_write_ttl: str | Non
     if price.fees.get("request"):
         tokens["fee:request"] = 1
         breakdown["fee:request"] = price.fees["request"]
+    units, counts, units_unpriced, units_assumed = _unit_charges(usage, price, image)
+    breakdown |= units
+    tokens |= counts
+    unpriced += units_unpriced
+    assumed += units_assumed
     estimated = price.estimated or not usage.complete or bool(assumed)
     if price.unpriced:  # the rates are not the ones the call ran at: no figure, not even a partial one
         breakdown = {}

@@ -13,7 +13,12 @@ Field meanings follow ``DESIGN.md`` (one vocabulary for every provider):
   the audio and image share of ``output_tokens``. Reported by OpenAI (``*_tokens_details``) and
   Gemini (``*TokensDetails`` by modality); priced apart only where the price row has a rate for
   the modality;
-* ``web_search_calls``: server-side searches that actually ran (priced per call).
+* ``web_search_calls``: server-side searches that actually ran (priced per call);
+* ``images``: images an images endpoint generated; ``input_audio_ms``: milliseconds of audio a
+  transcription was billed for; ``input_characters``: characters of a speech request's input.
+  These are the units of per-image, per-minute and per-character prices (DALL·E, ``whisper-1``,
+  ``tts-1``); ``units_source`` says whether they are the provider's figure or ours (an audio
+  duration read from the uploaded file when the answer reports none).
 
 ``None`` means *unknown* (the provider did not report it), never zero. A usage whose input or
 output had to be filled in from our own count says so in ``input_source`` / ``output_source``.
@@ -47,6 +52,9 @@ COUNT_FIELDS = (
     "cache_read_image_tokens",
     "output_image_tokens",
     "web_search_calls",
+    "images",
+    "input_audio_ms",
+    "input_characters",
 )
 
 _PARTS: tuple[tuple[str, str], ...] = (
@@ -86,8 +94,12 @@ class Usage:
     cache_read_image_tokens: int | None = None
     output_image_tokens: int | None = None
     web_search_calls: int | None = None
+    images: int | None = None
+    input_audio_ms: int | None = None
+    input_characters: int | None = None
     input_source: Source = "provider"
     output_source: Source = "provider"
+    units_source: Source = "provider"
 
     def __post_init__(self) -> None:
         for name in COUNT_FIELDS:
@@ -203,4 +215,4 @@ class Usage:
         return cls(**{k: v for k, v in data.items() if k in _ALL_FIELDS})
 
 
-_ALL_FIELDS = (*COUNT_FIELDS, "input_source", "output_source")
+_ALL_FIELDS = (*COUNT_FIELDS, "input_source", "output_source", "units_source")

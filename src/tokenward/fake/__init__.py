@@ -14,6 +14,8 @@ Endpoints (each module documents its wire format and usage semantics):
 ``POST /v1/responses``                                      :mod:`~tokenward.fake.openai_responses`
 ``POST /v1/completions``                                    :mod:`~tokenward.fake.openai_completions`
 ``POST /v1/embeddings``                                     :mod:`~tokenward.fake.openai_embeddings`
+``POST /v1/images/generations``, ``/v1/images/edits``       :mod:`~tokenward.fake.openai_media`
+``POST /v1/audio/transcriptions``, ``/v1/audio/speech``     :mod:`~tokenward.fake.openai_media`
 ``POST /v1/messages``                                       :mod:`~tokenward.fake.anthropic_messages`
 ``POST /v1/messages/count_tokens``                          :mod:`~tokenward.fake.anthropic_count_tokens`
 ``POST /v1beta/models/{model}:generateContent``             :mod:`~tokenward.fake.gemini` (also

@@ -6,6 +6,8 @@ Routes:
 * ``POST /v1/responses``: OpenAI Responses (:mod:`tokenward.fake.openai_responses`);
 * ``POST /v1/completions``: OpenAI legacy Completions (:mod:`tokenward.fake.openai_completions`);
 * ``POST /v1/embeddings``: OpenAI Embeddings (:mod:`tokenward.fake.openai_embeddings`);
+* ``POST /v1/images/generations``, ``/v1/images/edits``, ``/v1/audio/transcriptions``,
+  ``/v1/audio/speech``: OpenAI images and audio (:mod:`tokenward.fake.openai_media`);
 * ``POST /v1/messages``: Anthropic Messages (:mod:`tokenward.fake.anthropic_messages`);
 * ``POST /v1/messages/count_tokens``: Anthropic token counting
   (:mod:`tokenward.fake.anthropic_count_tokens`);
@@ -58,6 +60,7 @@ from tokenward.fake import (
     openai_chat,
     openai_completions,
     openai_embeddings,
+    openai_media,
     openai_responses,
 )
 from tokenward.fake.options import OPTION_HEADER, OPTION_KEY, FakeOptions, FakeSettings, resolve_options
@@ -297,6 +300,15 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         endpoint = replace(_GEMINI, parse=lambda body: gemini.parse_request(body, model, method, alt))
         return await provider_call(request, endpoint)
 
+    def media(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            refusal = _CHAT.check_key(request, settings.api_key)
+            recorded, response = await openai_media.answer(request, settings, kind)
+            record(request, recorded)
+            return refusal if refusal is not None else response
+
+        return handle
+
     async def models(request: Request) -> Response:
         record(request, None)
         refusal = _endpoint_of(request).check_key(request, settings.api_key)
@@ -325,6 +337,10 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             Route("/v1/completions", route(_COMPLETIONS), methods=["POST"]),
             Route("/v1/responses", route(_RESPONSES), methods=["POST"]),
             Route("/v1/embeddings", route(embeddings_endpoint), methods=["POST"]),
+            Route("/v1/images/generations", media("generations"), methods=["POST"]),
+            Route("/v1/images/edits", media("edits"), methods=["POST"]),
+            Route("/v1/audio/transcriptions", media("transcriptions"), methods=["POST"]),
+            Route("/v1/audio/speech", media("speech"), methods=["POST"]),
             Route("/v1/messages", route(_MESSAGES), methods=["POST"]),
             Route("/v1/messages/count_tokens", route(_COUNT_TOKENS), methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),

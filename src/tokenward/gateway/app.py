@@ -41,7 +41,11 @@ from tokenward.guard.wire.endpoints import (
     OpenAIChat,
     OpenAICompletions,
     OpenAIEmbeddings,
+    OpenAIImageEdits,
+    OpenAIImages,
     OpenAIResponses,
+    OpenAISpeech,
+    OpenAITranscriptions,
 )
 from tokenward.ledger import AsyncLedger, open_async_ledger
 from tokenward.ledger.base import new_id
@@ -183,6 +187,10 @@ def create_app(
         OpenAIResponses(),
         OpenAICompletions(),
         OpenAIEmbeddings(),
+        OpenAIImages(),
+        OpenAIImageEdits(),
+        OpenAITranscriptions(),
+        OpenAISpeech(),
         AnthropicMessages(),
         Gemini(),
     ]

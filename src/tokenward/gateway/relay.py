@@ -45,6 +45,7 @@ from tokenward.guard.wire.exchange import (
     prepare,
     prepare_body,
     upstream_body,
+    upstream_content_type,
 )
 from tokenward.ledger.base import new_id
 from tokenward.numbers import plain
@@ -262,7 +263,10 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
             if isinstance(body, dict):
                 body = {**body, "model": model, "stream": stream}
             return prepare_body(endpoint, body)
-        return prepare(endpoint, raw)
+        content_type = request.headers.get("content-type")
+        if content_type and content_type.lower().startswith("multipart/"):  # uploads: parse off the loop
+            return await anyio.to_thread.run_sync(prepare, endpoint, raw, content_type)
+        return prepare(endpoint, raw, content_type)
     except ValidationError as exc:
         raise GatewayError(400, str(exc), param=exc.field) from None
     except ValueError:
@@ -335,6 +339,7 @@ class _Exchange:
         self.request = request
         self.metadata = metadata
         self.headers = _upstream_headers(request.headers, upstream, call.endpoint.family)
+        self.headers["content-type"] = upstream_content_type(call)  # JSON, or a multipart form
         self.client = state.client(upstream)
         self.url = upstream.url(call.endpoint.family, call.endpoint.upstream_path(call.body))
         self.own = own_headers(admission.request_id, state.version)
@@ -407,7 +412,13 @@ class _Exchange:
         if response.status_code >= 400:
             return await self._error_status(response, response.content, last)
         event = await self._settle(
-            json_outcome(self.call.endpoint, response.content, self.call.estimate.encoding)
+            json_outcome(
+                self.call.endpoint,
+                response.content,
+                self.call.estimate.encoding,
+                body=self.call.body,
+                content_type=response.headers.get("content-type"),
+            )
         )
         return Response(
             response.content, response.status_code, headers=_response_headers(response, self._headers(event))

@@ -20,6 +20,7 @@ from tokenward.core.calibration import Calibration, EstimateStats, calibration_k
 from tokenward.core.decide import CallPlan, Decision
 from tokenward.core.estimate import model_family
 from tokenward.core.events import Status, UsageEvent
+from tokenward.core.media import UnpricedMedia, media_hold
 from tokenward.core.modifiers import RequestFacts
 from tokenward.core.pricebook import PriceBook, PriceContext, hold_rates
 from tokenward.core.usage import Usage
@@ -142,6 +143,8 @@ def plan_call(
 
     Raises:
         UnknownModel: the unknown-model policy is ``deny`` and no source knows the model.
+        UnpricedMedia: the policy is ``deny`` and the model's row cannot price what an images or
+            audio request asks for (an image size its table lacks).
     """
     request = request or RequestFacts()
     if may_write_cache and not request.may_write_cache:
@@ -149,6 +152,20 @@ def plan_call(
     price, input_rate, output_rate = hold_rates(
         prices, model, input_tokens, request, provider=provider, policy=settings.unknown_model
     )
+    if request.media is not None:  # images and audio: no output to stop, the hold is the whole price
+        hold = media_hold(model, price, request.media, input_tokens, settings.default_max_output_tokens)
+        if hold.unpriced and settings.unknown_model == "deny":
+            raise UnpricedMedia(model, hold.unpriced)
+        return CallPlan(
+            model=model,
+            input_tokens=hold.input_tokens,
+            max_output_tokens=hold.output_tokens,
+            min_output_tokens=hold.output_tokens,
+            input_rate=hold.input_rate,
+            output_rate=hold.output_rate,
+            request=request,
+            fixed_cost_usd=hold.fixed_cost_usd,
+        )
     bound = max_output_tokens if max_output_tokens is not None else settings.default_max_output_tokens
     if bound == 0 and price is not None and output_rate is None:
         output_rate = Decimal(0)  # nothing is generated (embeddings): an output rate is not needed
@@ -188,6 +205,13 @@ def build_event(
             metadata=dict(outcome.metadata),
         )
     output_counted, metadata = outcome.output_counted, dict(outcome.metadata)
+    media = admission.plan.request.media is not None
+    if media and output_counted is None and (outcome.usage is None or outcome.usage.output_tokens is None):
+        # an images or audio answer without its output count (speech as audio bytes): the hold was
+        # its whole worst case, and is what it is charged
+        output_counted = admission.max_output_tokens
+        if output_counted:
+            metadata["cost_basis"] = "held_output"
     if outcome.usage is None and output_counted is None:
         # an answer we could not read at all: charge the whole output it was allowed (the
         # worst case the admission held), never nothing
@@ -206,6 +230,8 @@ def build_event(
             speed=outcome.speed,
             inference_geo=outcome.inference_geo,
             cache_write_ttl=admission.plan.request.cache_write_ttl,
+            image_size=metadata.get("image_size"),
+            image_quality=metadata.get("image_quality"),
         ),
         model_served=outcome.model_served,
         unknown_model="flag" if unknown_model == "deny" else unknown_model,

@@ -31,7 +31,11 @@ from tokenward.guard.wire.endpoints import (
     OpenAIChat,
     OpenAICompletions,
     OpenAIEmbeddings,
+    OpenAIImageEdits,
+    OpenAIImages,
     OpenAIResponses,
+    OpenAISpeech,
+    OpenAITranscriptions,
 )
 from tokenward.guard.wire.exchange import (
     PreparedCall,
@@ -39,6 +43,7 @@ from tokenward.guard.wire.exchange import (
     json_outcome,
     prepare,
     upstream_body,
+    upstream_content_type,
 )
 from tokenward.sdk.context import current
 
@@ -52,8 +57,16 @@ _ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
     ("/responses", OpenAIResponses()),
     ("/completions", OpenAICompletions()),
     ("/embeddings", OpenAIEmbeddings()),
+    ("/images/generations", OpenAIImages()),
+    ("/images/edits", OpenAIImageEdits()),
+    ("/audio/transcriptions", OpenAITranscriptions()),
+    ("/audio/speech", OpenAISpeech()),
     ("/messages", AnthropicMessages()),
 )
+_MEDIA_DIALECTS = {"openai-images", "openai-transcription", "openai-speech"}
+"""Endpoints whose requests are refused when tokenward cannot read them (an audio file whose
+duration is unreadable): their price could not be held, and letting them through unguarded
+would leave them uncharged."""
 _KNOWN_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic"}
 _DROP_RESPONSE_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
 
@@ -122,6 +135,12 @@ def _attribution_headers(subject: Subject) -> dict[str, str]:
     return headers
 
 
+def _upstream_headers(call: PreparedCall, subject: Subject) -> dict[str, str]:
+    """The headers a guarded call adds: the attribution, and the body's content type (a form
+    written again with a changed model keeps its boundary, but say it all the same)."""
+    return {**_attribution_headers(subject), "content-type": upstream_content_type(call)}
+
+
 def _gateway_denial(status: int, content: bytes) -> BudgetExceeded | None:
     """A gateway's 402/429 budget answer as the exception it stands for."""
     if status not in (402, 429):
@@ -166,6 +185,17 @@ def _annotated(content: bytes, admission: Admission, extra: dict[str, Any]) -> b
         note |= {"clamped_by": clamped, "max_output_tokens": admission.decision.output_tokens}
     data["tokenward"] = note
     return json.dumps(data).encode()
+
+
+def _answered(call: PreparedCall, response: Any, content: bytes) -> Outcome:
+    """What a whole (not streamed) answer reports, read by the call's endpoint."""
+    return json_outcome(
+        call.endpoint,
+        content,
+        call.estimate.encoding,
+        body=call.body,
+        content_type=response.headers.get("content-type"),
+    )
 
 
 def _held_back() -> dict[str, Decimal] | None:
@@ -260,7 +290,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
             await self._finish()
 
     def rebuilt(request: Any, content: bytes | None = None, extra: dict[str, str] | None = None) -> Any:
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+        replaced = {"content-length", *(k.lower() for k in (extra or {}))}
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in replaced]
         headers += list((extra or {}).items())
         return module.Request(
             request.method,
@@ -293,8 +324,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
             if endpoint is None or GatewayMemory.key(request.url) in self.gateways.hosts:
                 return None
             try:
-                return endpoint, prepare(endpoint, request.content)
+                return endpoint, prepare(endpoint, request.content, request.headers.get("content-type"))
             except ValidationError as exc:
+                if endpoint.dialect in _MEDIA_DIALECTS:
+                    raise self.settings.raise_as(exc) from None
                 log.warning(
                     "not guarding a request tokenward cannot read (%s); the provider will judge it", exc
                 )
@@ -351,7 +384,9 @@ def transport_classes(module: Any) -> tuple[type, type]:
             content, wants_usage = upstream_body(call, admission, provider)
             extra = {"degraded": changes} if changes else {}
             try:
-                response = self.inner.handle_request(rebuilt(request, content, _attribution_headers(subject)))
+                response = self.inner.handle_request(
+                    rebuilt(request, content, _upstream_headers(call, subject))
+                )
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
@@ -391,7 +426,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     status = {"http_status": response.status_code, **extra}
                     self._settle(admission, Outcome(None, status="upstream_error", metadata=status))
                     return answer(response, content=content)
-                outcome = json_outcome(call.endpoint, content, call.estimate.encoding)
+                outcome = _answered(call, response, content)
                 self._settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
                 return answer(response, content=_annotated(content, admission, extra))
             relay = StreamRelay(call, admission, wants_usage)
@@ -431,7 +466,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             extra = {"degraded": changes} if changes else {}
             try:
                 response = await self.inner.handle_async_request(
-                    rebuilt(request, content, _attribution_headers(subject))
+                    rebuilt(request, content, _upstream_headers(call, subject))
                 )
             except BaseException:
                 await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
@@ -472,7 +507,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     status = {"http_status": response.status_code, **extra}
                     await self._asettle(admission, Outcome(None, status="upstream_error", metadata=status))
                     return answer(response, content=content)
-                outcome = json_outcome(call.endpoint, content, call.estimate.encoding)
+                outcome = _answered(call, response, content)
                 await self._asettle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
                 return answer(response, content=_annotated(content, admission, extra))
             relay = StreamRelay(call, admission, wants_usage)

@@ -14,6 +14,9 @@ anthropic-messages     ``usage``                                         cumulat
 gemini                 ``usageMetadata``                                 running totals: last wins
 bedrock-converse       ``usage``                                         ``metadata`` event
 ollama                 the final ``done`` object                         NDJSON; last line
+openai-images          ``usage`` (GPT image models), ``data``           ``image_*.completed``
+openai-transcription   ``usage`` (tokens or duration)                    ``transcript.text.done``
+openai-speech          (audio bytes; ``usage`` of the SSE form)          ``speech.audio.done``
 =====================  ================================================  ============================
 """
 
@@ -42,6 +45,15 @@ from tokenward.core.dialects.openai_chat import (
     response_facts_openai_chat,
     usage_from_openai_chat,
 )
+from tokenward.core.dialects.openai_media import (
+    MediaStream,
+    response_facts_openai_images,
+    response_facts_openai_speech,
+    response_facts_openai_transcription,
+    usage_from_openai_images,
+    usage_from_openai_speech,
+    usage_from_openai_transcription,
+)
 from tokenward.core.dialects.openai_responses import (
     OpenAIResponsesStream,
     response_facts_openai_responses,
@@ -69,6 +81,9 @@ Dialect = Literal[
     "gemini",
     "bedrock-converse",
     "ollama",
+    "openai-images",
+    "openai-transcription",
+    "openai-speech",
 ]
 DIALECTS: tuple[str, ...] = (
     "openai-chat",
@@ -78,6 +93,9 @@ DIALECTS: tuple[str, ...] = (
     "gemini",
     "bedrock-converse",
     "ollama",
+    "openai-images",
+    "openai-transcription",
+    "openai-speech",
 )
 
 
@@ -106,6 +124,9 @@ _USAGE: dict[str, Callable[[Mapping[str, Any] | None], Usage]] = {
     "gemini": usage_from_gemini,
     "bedrock-converse": usage_from_bedrock_converse,
     "ollama": usage_from_ollama,
+    "openai-images": usage_from_openai_images,
+    "openai-transcription": usage_from_openai_transcription,
+    "openai-speech": usage_from_openai_speech,
 }
 _FACTS: dict[str, Callable[[Mapping[str, Any]], ResponseFacts]] = {
     "openai-chat": response_facts_openai_chat,
@@ -115,6 +136,9 @@ _FACTS: dict[str, Callable[[Mapping[str, Any]], ResponseFacts]] = {
     "gemini": response_facts_gemini,
     "bedrock-converse": response_facts_bedrock_converse,
     "ollama": response_facts_ollama,
+    "openai-images": response_facts_openai_images,
+    "openai-transcription": response_facts_openai_transcription,
+    "openai-speech": response_facts_openai_speech,
 }
 _READERS: dict[str, Callable[[], StreamReader]] = {
     "openai-chat": OpenAIChatStream,
@@ -124,6 +148,9 @@ _READERS: dict[str, Callable[[], StreamReader]] = {
     "gemini": GeminiStream,
     "bedrock-converse": BedrockConverseStream,
     "ollama": OllamaStream,
+    "openai-images": lambda: MediaStream("openai-images"),
+    "openai-transcription": lambda: MediaStream("openai-transcription"),
+    "openai-speech": lambda: MediaStream("openai-speech"),
 }
 
 

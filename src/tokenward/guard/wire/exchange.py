@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "prepare",
     "prepare_body",
     "upstream_body",
+    "upstream_content_type",
 ]
 
 
@@ -79,14 +80,15 @@ class PreparedCall:
         return plan
 
 
-def prepare(endpoint: Endpoint, raw: bytes) -> PreparedCall:
-    """Parse, check and estimate a request body.
+def prepare(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> PreparedCall:
+    """Parse, check and estimate a request body (JSON, or the form of a form endpoint, as its
+    ``content_type`` says).
 
     Raises:
         ValidationError: the body is not JSON, or is not a valid request (the field is named).
     """
     try:
-        body = json.loads(raw)
+        body = endpoint.parse(raw, content_type)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValidationError("the request body is not valid JSON", field="body") from None
     except RecursionError:
@@ -141,11 +143,31 @@ def upstream_body(call: PreparedCall, admission: Admission, provider: str) -> tu
     wants_usage = False
     if call.stream:
         body, wants_usage = call.endpoint.prepare_stream(body)
-    return json.dumps(body).encode(), wants_usage
+    return call.endpoint.request_content(body), wants_usage
 
 
-def json_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
-    """What a JSON response reports: its usage, or our count of its text when usage is missing."""
+def upstream_content_type(call: PreparedCall) -> str:
+    """The ``content-type`` of :func:`upstream_body` (JSON, or a form endpoint's multipart form)."""
+    return call.endpoint.content_type(call.body)
+
+
+def json_outcome(
+    endpoint: Endpoint,
+    content: bytes,
+    encoding: str,
+    *,
+    body: Mapping[str, Any] | None = None,
+    content_type: str | None = None,
+) -> Outcome:
+    """What a JSON response reports: its usage, or our count of its text when usage is missing.
+
+    With the request ``body``, an endpoint whose answers are not its dialect's JSON (audio bytes,
+    plain-text transcripts) reads the answer itself (:meth:`Endpoint.read_answer`).
+    """
+    if body is not None:
+        answer = endpoint.read_answer(body, content, content_type)
+        if answer is not None:
+            return answer
     try:
         data = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):

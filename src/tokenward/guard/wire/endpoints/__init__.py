@@ -4,6 +4,12 @@ from tokenward.guard.wire.endpoints.anthropic_messages import AnthropicMessages
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState
 from tokenward.guard.wire.endpoints.gemini import Gemini
 from tokenward.guard.wire.endpoints.openai_chat import OpenAIChat
+from tokenward.guard.wire.endpoints.openai_media import (
+    OpenAIImageEdits,
+    OpenAIImages,
+    OpenAISpeech,
+    OpenAITranscriptions,
+)
 from tokenward.guard.wire.endpoints.openai_responses import OpenAIResponses
 from tokenward.guard.wire.endpoints.openai_text import OpenAICompletions, OpenAIEmbeddings
 
@@ -14,6 +20,10 @@ __all__ = [
     "OpenAIChat",
     "OpenAICompletions",
     "OpenAIEmbeddings",
+    "OpenAIImageEdits",
+    "OpenAIImages",
     "OpenAIResponses",
+    "OpenAISpeech",
+    "OpenAITranscriptions",
     "StreamState",
 ]

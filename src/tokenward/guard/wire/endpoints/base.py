@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -13,6 +14,7 @@ from tokenward.core.modifiers import RequestFacts
 from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
+from tokenward.guard.flow import Outcome
 
 __all__ = ["Endpoint", "StreamState", "require"]
 
@@ -140,6 +142,32 @@ class Endpoint(abc.ABC):
         """The path to call on an upstream, relative to the family's base URL (OpenAI bases end
         in ``/v1``; Anthropic and Gemini bases do not)."""
         return self.path.removeprefix("/v1") if self.family == "openai" else self.path
+
+    def parse(self, raw: bytes, content_type: str | None) -> Any:
+        """The request body as this endpoint reads it: JSON (multipart form endpoints override).
+
+        Raises:
+            ValueError: the body is not JSON (``json.JSONDecodeError``, ``UnicodeDecodeError``).
+            RecursionError: it is nested too deeply.
+            ValidationError: a form the endpoint cannot read.
+        """
+        return json.loads(raw)
+
+    def request_content(self, body: Mapping[str, Any]) -> bytes:
+        """The bytes to send upstream for ``body`` (JSON; form endpoints send their form)."""
+        return json.dumps(body).encode()
+
+    def content_type(self, body: Mapping[str, Any]) -> str:
+        """The ``content-type`` of :meth:`request_content`."""
+        return "application/json"
+
+    def read_answer(
+        self, body: Mapping[str, Any], content: bytes, content_type: str | None
+    ) -> Outcome | None:
+        """What an answer reports, for endpoints whose answers are not the dialect's JSON (audio
+        bytes, plain-text transcripts) or need the request to be read (images): None lets the
+        dialect's JSON rules read it."""
+        return None
 
     def output_bound(self, body: Mapping[str, Any], default: int) -> int:
         """The output bound per choice: the one requested, else ``default`` (tokens)."""
