@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenward.core.budgets import Budget
+from tokenward.core.budgets import METERS, Budget
 from tokenward.core.decide import (
     Balance,
     CallPlan,
@@ -45,8 +45,15 @@ def balance(
     action: str = "clamp",
 ) -> Balance:
     budget = Budget(
-        name=name, scope=scope, meter=meter, limit=D(limit), mode=mode, unpriced=unpriced, action=action
-    )  # type: ignore[arg-type]
+        name=name,
+        scope=scope,
+        meter=meter,
+        limit=D(limit),
+        mode=mode,  # type: ignore[arg-type]
+        unpriced=unpriced,  # type: ignore[arg-type]
+        action=action,  # type: ignore[arg-type]
+        custom=meter not in METERS,
+    )
     return Balance(budget, subject_id, "", D(spent), D(held), reset_at)
 
 

@@ -15,17 +15,15 @@ callbacks.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from tokenward.core.budgets import Budget, Subject, parse_budget_spec
+from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec
 from tokenward.core.decide import Balance
 from tokenward.core.pricebook import PriceBook
-from tokenward.errors import ConfigError
 from tokenward.guard import AsyncGuard
 from tokenward.guard import Guard as Engine
 from tokenward.guard.flow import GuardSettings
@@ -41,7 +39,6 @@ from tokenward.sdk.transport import GatewayMemory, TransportSettings
 __all__ = ["Guard", "Session"]
 
 C = TypeVar("C")
-_SESSION_SPEC = re.compile(r"^\s*([a-z_]+)=([^/]+)(?:/(.+))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +179,10 @@ class Guard(Engine):
 
         Args:
             session_id: the session.
-            budget: budgets for this session alone: ``"total_tokens=50000"``,
-                ``"cost_usd=0.50/day"``, a :class:`~tokenward.Budget`, or several.
+            budget: budgets for this session alone, in the short form
+                ``METER=LIMIT[/WINDOW][;OPTION=VALUE...]`` (``"total_tokens=50000"``,
+                ``"cost_usd=0.50/day;action=deny"``, ``"tool_calls=20;custom"``: the options of
+                :func:`~tokenward.parse_budget_spec`), a :class:`~tokenward.Budget`, or several.
             reserve: a final-answer reserve by meter (``{"total_tokens": 2000}``): ordinary calls
                 may not use it; calls inside :meth:`final_answer` may.
             keep_budget: keep the session's budgets when the block ends (default: delete them;
@@ -192,7 +191,8 @@ class Guard(Engine):
             **scopes: ``user``, ``agent``, ``task``, ``project``, ``team``, ``org``.
 
         Raises:
-            ConfigError: a malformed budget spec or reserve.
+            ConfigError: a malformed budget spec or reserve, or an undeclared custom meter (a
+                mistyped ``total_token``).
         """
         with self._scope("session", session_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -208,7 +208,23 @@ class Guard(Engine):
         tags: Mapping[str, str] | None = None,
         **scopes: str | None,
     ) -> Iterator[Session]:
-        """As :meth:`session`, for a task (nested in a session or not)."""
+        """Charge the calls made inside the block to task ``task_id``: one unit of work (an issue
+        of a batch, a sub-goal of an agent), inside a session or on its own::
+
+            with guard.session("run-7", user="alice"):
+                for issue in issues:
+                    with guard.task(issue.id, budget="cost_usd=0.20"):
+                        solve(issue)          # charged to session run-7 and task <issue.id>
+
+        Inside a session a call is charged to both, and every budget of either applies (so a
+        task budget caps one issue while the session budget caps the run). The arguments are
+        those of :meth:`session`: ``budget`` makes budgets of scope ``task`` for ``task_id``
+        (deleted when the block ends unless ``keep_budget``), ``reserve``, ``tags`` and
+        ``**scopes`` likewise.
+
+        Raises:
+            ConfigError: a malformed budget spec or reserve, or an undeclared custom meter.
+        """
         with self._scope("task", task_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
 
@@ -245,14 +261,7 @@ class Guard(Engine):
     def _scoped_budget(scope: str, value: str, spec: Budget | str) -> Budget:
         if isinstance(spec, Budget):
             return replace(spec, scope=scope, subject_id=value)
-        match = _SESSION_SPEC.match(spec)
-        if not match:
-            raise ConfigError(f"budget {spec!r}: expected METER=LIMIT[/WINDOW], e.g. total_tokens=50000")
-        meter, limit, window = match.groups()
-        name = f"{scope}={value}:{meter}"
-        return Budget.from_dict(
-            {"name": name, "scope": scope, "id": value, "meter": meter, "limit": limit, "window": window}
-        )
+        return parse_short_spec(spec, scope=scope, subject_id=value)
 
     def balances(self, subject: Subject | None = None) -> list[Balance]:
         """Every budget instance that applies to ``subject`` (default: the attribution in force)."""
