@@ -125,8 +125,8 @@ class BudgetExceeded(BudgetError):
         who = f"{scope} {subject_id!r}" if subject_id is not None else scope
         reset = reset_at.isoformat().replace("+00:00", "Z") if reset_at else "never"
         super().__init__(
-            f"budget {budget!r} ({who}, {meter}) exceeded: limit {limit}, used {used}, held {held}, "
-            f"this call needs {requested}; resets {reset}"
+            f"budget {budget!r} ({who}, {meter}) exceeded: limit {plain(limit)}, used {plain(used)}, "
+            f"held {plain(held)}, this call needs {plain(requested)}; resets {reset}"
         )
 
     @property

@@ -128,7 +128,9 @@ def test_custom_meters_are_allowed_in_config_when_declared() -> None:
     ids=["constructor", "yaml-or-admin-api", "spec", "session-short-form"],
 )
 def test_a_mistyped_meter_is_refused_with_the_fix(build) -> None:
-    with pytest.raises(ConfigError, match=r"unknown meter 'total_token'; did you mean 'total_tokens'\?") as err:
+    with pytest.raises(
+        ConfigError, match=r"unknown meter 'total_token'; did you mean 'total_tokens'\?"
+    ) as err:
         build()
     assert "custom" in str(err.value)  # how to declare a real custom meter
 

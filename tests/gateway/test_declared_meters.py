@@ -44,7 +44,9 @@ def _config(tmp_path: Path, budget: dict[str, object]) -> Path:
 
 def test_a_gateway_config_with_an_undeclared_custom_meter_does_not_start(tmp_path: Path) -> None:
     path = _config(tmp_path, TYPO)
-    with pytest.raises(ConfigError, match=r"budgets\[0\].*unknown meter 'total_token'; did you mean 'total_tokens'"):
+    with pytest.raises(
+        ConfigError, match=r"budgets\[0\].*unknown meter 'total_token'; did you mean 'total_tokens'"
+    ):
         GatewayConfig.load(path)
     result = CliRunner().invoke(app, ["serve", "--config", str(path)])
     assert result.exit_code == 2
@@ -81,8 +83,9 @@ def test_the_admin_api_and_the_cli_refuse_an_undeclared_custom_meter(
 def test_an_sdk_session_with_a_mistyped_meter_is_refused_before_any_call(fake) -> None:
     guard = tokenward.Guard("memory://")
     client = guard.wrap(openai.OpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1", max_retries=0))
-    with pytest.raises(ConfigError, match="did you mean 'total_tokens'"), guard.session(
-        "s-typo", budget="total_token=30"
+    with (
+        pytest.raises(ConfigError, match="did you mean 'total_tokens'"),
+        guard.session("s-typo", budget="total_token=30"),
     ):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # never reached
     assert guard.ledger.events() == [] and guard.ledger.budgets() == []

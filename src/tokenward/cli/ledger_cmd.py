@@ -60,7 +60,7 @@ def events_command(
         )
     for e in events:
         who = " ".join(f"{k}={v}" for k, v in e.subject.to_dict().items() if k != "tags")
-        cost = "unknown" if e.cost_usd is None else f"{e.cost_usd}" + (" ~" if e.cost_estimated else "")
+        cost = "unknown" if e.cost_usd is None else plain(e.cost_usd) + (" ~" if e.cost_estimated else "")
         table.add_row(
             e.at.strftime("%Y-%m-%d %H:%M:%S"),
             escape(who),

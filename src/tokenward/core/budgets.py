@@ -48,6 +48,7 @@ from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
 from tokenward.core.windows import NO_WINDOW, Window
 from tokenward.errors import ConfigError
+from tokenward.numbers import plain
 
 __all__ = [
     "ACTIONS",
@@ -254,12 +255,12 @@ class Budget:
             "name": self.name,
             "scope": self.scope,
             "meter": self.meter,
-            "limit": str(self.limit),
+            "limit": plain(self.limit),
             "subject_id": self.subject_id,
             "window": str(self.window),
             "mode": self.mode,
             "unpriced": self.unpriced,
-            "thresholds": [str(t) for t in self.thresholds],
+            "thresholds": [plain(t) for t in self.thresholds],
             "action": self.action,
             "overrides": self.overrides,
             "on_store_failure": self.on_store_failure,
