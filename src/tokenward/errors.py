@@ -96,6 +96,9 @@ class BudgetExceeded(BudgetError):
         held: the amount held by calls in flight.
         requested: the amount this call needed (its minimum when the output could be clamped).
         reset_at: when the window resets (UTC), or None when it never does.
+        window: the budget's window (``day``, ``rolling:1m``), or None when unknown.
+        retry_at: for a rolling window, the first instant at which this call's hold fits as
+            earlier spend stops counting (None: not a rolling window, or it never will).
     """
 
     def __init__(
@@ -111,6 +114,8 @@ class BudgetExceeded(BudgetError):
         requested: Decimal,
         reset_at: datetime | None,
         mode: str = "hard",
+        window: str | None = None,
+        retry_at: datetime | None = None,
     ) -> None:
         self.budget = budget
         self.scope = scope
@@ -122,6 +127,8 @@ class BudgetExceeded(BudgetError):
         self.requested = requested
         self.reset_at = reset_at
         self.mode = mode
+        self.window = window
+        self.retry_at = retry_at
         who = f"{scope} {subject_id!r}" if subject_id is not None else scope
         reset = reset_at.isoformat().replace("+00:00", "Z") if reset_at else "never"
         super().__init__(
@@ -146,6 +153,7 @@ class BudgetExceeded(BudgetError):
             "held": plain(self.held),
             "requested": plain(self.requested),
             "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
+            "retry_at": self.retry_at.isoformat().replace("+00:00", "Z") if self.retry_at else None,
         }
 
 

@@ -257,3 +257,30 @@ def test_a_responses_call_is_refused_when_the_budget_is_spent(fake) -> None:
     with guard.session("s-spent"), pytest.raises(tokenward.BudgetExceeded):
         client.responses.create(model="gpt-4o-mini", input="Say hello", max_output_tokens=40)
     assert guard.ledger.events() == []
+
+
+def test_threshold_callbacks_of_a_rolling_window_fire_once_per_rise(fake) -> None:
+    """Issue 15 item 7 in the SDK: ``on_threshold`` used to fire again in every 1 s bucket."""
+    from datetime import UTC, datetime, timedelta
+
+    from tokenward.clock import ManualClock
+    from tokenward.ledger import open_ledger
+
+    clock = ManualClock(datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC))
+    guard = tokenward.Guard(
+        open_ledger("memory://", clock=clock), budgets=["user=alice:total_tokens=100/rolling:1m"]
+    )
+    client = oai(fake, guard)
+    seen: list[str] = []
+    guard.on_threshold(lambda crossing: seen.append(crossing.window_key), thresholds=["0.5"])
+    with guard.session("s-roll", user="alice"):
+        for second in (0, 0, 1, 2):  # 26 tokens a call: 52 (50% crossed), 78, 104
+            clock.set(datetime(2026, 3, 2, 12, 0, second, tzinfo=UTC))
+            try:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+            except tokenward.BudgetExceeded:
+                pass
+        clock.advance(timedelta(seconds=70))  # everything stopped counting: below 50%
+        for _ in range(2):  # 52: a new rise
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert seen == ["r1:2026-03-02T12:00:00Z", "r1:2026-03-02T12:01:12Z"]

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
+from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
@@ -175,6 +177,30 @@ def _budget_headers(decision: Decision, event: UsageEvent | None, now: Any) -> d
     return headers
 
 
+def _retry_after(exc: BudgetExceeded, horizon: int, reset: int | None, now: Any) -> int | None:
+    """Seconds to wait before this call can be admitted, when a retry is worth it (a 429), else
+    None (a 402).
+
+    A rolling window: the call fits once enough earlier spend stops counting
+    (:attr:`BudgetExceeded.retry_at`, rounded up to whole seconds); it is always a 429 when the
+    window is no longer than the retry horizon plus one bucket (right after a burst the oldest
+    spend may count for the window plus a bucket), else when it fits within the horizon; never
+    when the call is too big for the budget by itself. Other windows: a 429 when the window
+    resets within the horizon, with ``retry-after`` its reset.
+    """
+    window = Window.parse(exc.window) if exc.window else None
+    if window is not None and window.rolling:
+        if exc.retry_at is None or window.duration is None:
+            return None
+        wait = max(1, _seconds_until(exc.retry_at, now) or 0)
+        if window.duration <= timedelta(seconds=horizon) + window.bucket or wait <= horizon:
+            return wait
+        return None
+    if reset is not None and reset <= horizon:
+        return max(1, reset)
+    return None
+
+
 def _denial(exc: BudgetExceeded | UnpricedCall, config: GatewayConfig, now: Any) -> GatewayError:
     if isinstance(exc, UnpricedCall):
         return GatewayError(
@@ -194,9 +220,10 @@ def _denial(exc: BudgetExceeded | UnpricedCall, config: GatewayConfig, now: Any)
     reset = _seconds_until(exc.reset_at, now)
     if reset is not None:
         headers["x-ratelimit-reset"] = str(reset)
-        if reset <= config.retry_horizon_seconds:
-            status = 429  # the window resets soon: worth retrying
-            headers["retry-after"] = str(max(1, reset))
+    retry = _retry_after(exc, config.retry_horizon_seconds, reset, now)
+    if retry is not None:
+        status = 429  # it will fit soon: worth retrying (the official clients retry a 429, not a 402)
+        headers["retry-after"] = str(retry)
     return GatewayError(
         status,
         str(exc),

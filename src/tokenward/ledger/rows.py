@@ -107,14 +107,21 @@ def balance_of(
     first, last = window.span(at)
     spent = held = ZERO
     oldest: str | None = None
+    buckets: dict[str, tuple[Decimal, Decimal]] = {}
     for (name, sid, row_key), (row_spent, row_held) in rows.items():
         if name != budget.name or sid != subject_id or not first <= row_key <= last:
             continue
         spent += row_spent
         held += row_held
+        if row_spent or row_held:
+            bucket_spent, bucket_held = buckets.get(row_key, (ZERO, ZERO))
+            buckets[row_key] = (bucket_spent + row_spent, bucket_held + row_held)
         if row_spent and (oldest is None or row_key < oldest):
             oldest = row_key
-    return Balance(budget, subject_id, key, spent, held, None if oldest is None else window.drops_at(oldest))
+    drops = tuple((drop, *buckets[k]) for k in sorted(buckets) if (drop := window.drops_at(k)) is not None)
+    return Balance(
+        budget, subject_id, key, spent, held, None if oldest is None else window.drops_at(oldest), drops
+    )
 
 
 def window_spent(
