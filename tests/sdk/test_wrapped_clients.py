@@ -284,3 +284,37 @@ def test_threshold_callbacks_of_a_rolling_window_fire_once_per_rise(fake) -> Non
         for _ in range(2):  # 52: a new rise
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
     assert seen == ["r1:2026-03-02T12:00:00Z", "r1:2026-03-02T12:01:12Z"]
+
+
+def test_remaining_outside_a_session_reports_the_guards_user_budgets() -> None:
+    """Issue 15 item 14: the README's ``Guard(budgets=["user=alice:..."])`` used to report ``{}``
+    and "No budget limits this work." outside a session."""
+    guard = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5/day", "session:total_tokens=100"])
+    assert guard.remaining() == {"cost_usd": Decimal(5)}
+    assert "$5 left for this user" in guard.budget_note()
+    with guard.session("s-1", user="alice"):
+        assert guard.remaining() == {"cost_usd": Decimal(5), "total_tokens": Decimal(100)}
+    with guard.session("s-2", user="bob"):
+        assert guard.remaining() == {"total_tokens": Decimal(100)}  # bob: only the session template
+    assert guard.remaining(Subject(user="bob")) == {}  # an explicit subject is taken as it is
+    two = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5", "user=bob:cost_usd=7"])
+    assert two.remaining() == {}  # which user is meant is not known: nothing is guessed
+    assert tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5"], user="bob").remaining() == {}
+
+
+def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:
+    """``guard.task`` (documented in issue 15): a call inside both is charged to both."""
+    client = oai(fake, guard)
+    with guard.session("run-7", user="alice", budget="total_tokens=1000"):
+        with guard.task("issue-1", budget="total_tokens=30;action=deny"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+            with pytest.raises(tokenward.BudgetExceeded) as denied:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+            assert denied.value.budget == "task=issue-1:total_tokens"
+        with guard.task("issue-2"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    events = guard.ledger.events()
+    assert [(e.subject.session, e.subject.task) for e in events] == [
+        ("run-7", "issue-1"),
+        ("run-7", "issue-2"),
+    ]

@@ -20,7 +20,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tokenward.cli.common import Command, Group, err, friendly, out
-from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, open_existing_ledger
+from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, check_exists, open_existing_ledger
 from tokenward.clock import parse_instant  # re-exported: the dates every report option reads
 from tokenward.core.budgets import SCOPES, Subject
 from tokenward.errors import ConfigError
@@ -130,6 +130,7 @@ def _rows(
     """Rows, with a progress bar on stderr when it is a terminal."""
     from tokenward.observe.rows import open_rows
 
+    check_exists(ledger)
     source = open_rows(ledger)
     try:
         if not sys.stderr.isatty():

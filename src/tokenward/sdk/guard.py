@@ -99,8 +99,11 @@ class Guard(Engine):
         self.degrade = degrade
         self.gateways = GatewayMemory()
         self._aio: AsyncGuard | None = None
-        for budget in budgets:
-            self.ledger.put_budget(parse_budget_spec(budget) if isinstance(budget, str) else budget)
+        made = [parse_budget_spec(b) if isinstance(b, str) else b for b in budgets]
+        for budget in made:
+            self.ledger.put_budget(budget)
+        self._users = sorted({b.subject_id for b in made if b.scope == "user" and b.subject_id})
+        """The users the guard's own budgets name (``user=alice:...``)."""
 
     @property
     def aio(self) -> AsyncGuard:
@@ -264,13 +267,29 @@ class Guard(Engine):
         return parse_short_spec(spec, scope=scope, subject_id=value)
 
     def balances(self, subject: Subject | None = None) -> list[Balance]:
-        """Every budget instance that applies to ``subject`` (default: the attribution in force)."""
-        return self.ledger.balances(self.subject(subject))
+        """Every budget instance that applies to ``subject`` (default: the attribution in force;
+        outside every session, the guard's defaults, and when they name no user, the one user the
+        guard's own budgets name: ``Guard(budgets=["user=alice:cost_usd=5/day"])`` reports
+        alice's)."""
+        return self.ledger.balances(self._reported(subject))
+
+    def _reported(self, subject: Subject | None) -> Subject:
+        """Whom :meth:`balances`, :meth:`remaining` and :meth:`budget_note` report on."""
+        resolved = self.subject(subject)
+        outside = subject is None and current().subject == Subject()
+        if outside and resolved.user is None and len(self._users) == 1:
+            return replace(resolved, user=self._users[0])
+        return resolved
 
     def remaining(self, subject: Subject | None = None) -> dict[str, Decimal]:
         """What is left, by meter: the least room of any hard budget of that meter (tokens, USD,
         calls), never negative; the final-answer reserve is not counted as room unless inside
-        :meth:`final_answer`."""
+        :meth:`final_answer`.
+
+        Args:
+            subject: whom to ask about (default: the attribution in force; outside every session,
+                the guard's defaults, or the one user its own budgets name, as :meth:`balances`).
+        """
         attribution = current()
         held = {} if attribution.final else attribution.held_back
         out: dict[str, Decimal] = {}
