@@ -46,7 +46,7 @@ from tokenward.guard.wire.endpoints import (
 from tokenward.ledger import AsyncLedger, open_async_ledger
 from tokenward.ledger.base import new_id
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "warn_missing_keys"]
 
 log = logging.getLogger("tokenward.gateway")
 
@@ -119,6 +119,7 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     """
     config = GatewayConfig.load(path)
     await sync_config_budgets(state.guard.ledger, config.budgets)
+    warn_missing_keys(config)
     old = state.clients
     clients = state.factory.reuse(config.upstreams, state.config, old)
     state.clients, state.config = clients, config
@@ -128,6 +129,15 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
             await client.aclose()
     log.info("configuration reloaded from %s", path)
     return config
+
+
+def warn_missing_keys(config: GatewayConfig) -> list[str]:
+    """Log a warning for each upstream whose calls would go without a provider key (at start and
+    on every reload); returns the warnings."""
+    problems = [p for u in config.upstreams if (p := u.key_problem()) is not None]
+    for problem in problems:
+        log.warning("%s", problem)
+    return problems
 
 
 def _reload_on_sighup(state: GatewayState, path: Path) -> None:
@@ -189,6 +199,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        warn_missing_keys(config)
         prices = load_prices(config.prices)
         await anyio.to_thread.run_sync(_warm_up, prices)
         store = ledger or open_async_ledger(config.ledger)

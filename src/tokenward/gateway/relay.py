@@ -310,6 +310,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
             param="model",
         )
     end_user = body_user(call.body)
+    failures: list[str] = []  # the attempts that failed so far, for the last one's error message
     for index, (model, upstream) in enumerate(attempts):
         attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
         provider = upstream.pricing_provider(endpoint.family)
@@ -333,6 +334,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         if changes:
             metadata["degraded"] = changes
         exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
+        exchange.failures = failures
         last = index + 1 == len(attempts)
         response = await (
             exchange.stream(content, wants_usage, last) if attempt.stream else exchange.json(content, last)
@@ -367,6 +369,7 @@ class _Exchange:
         self.own = own_headers(admission.request_id, state.version)
         self.settled = False
         self.started = time.monotonic()
+        self.failures: list[str] = []
 
     async def _settle(self, outcome: Outcome) -> UsageEvent | None:
         if self.settled:
@@ -390,24 +393,36 @@ class _Exchange:
     async def _failed(self, exc: httpx.HTTPError, last: bool) -> Response | None:
         timed_out = isinstance(exc, httpx.TimeoutException)
         await self._settle(Outcome(None, status="upstream_error", metadata={"error": type(exc).__name__}))
+        what = f"{'timed out' if timed_out else 'failed'}: {type(exc).__name__}"
+        self.failures.append(f"{self.upstream.name!r} {what}")
         if not last:
             return None
+        message = f"upstream {self.upstream.name!r} {what}"
+        if len(self.failures) > 1:
+            message = f"every upstream tried failed: {'; '.join(self.failures)}"
         error = GatewayError(
             504 if timed_out else 502,
-            f"upstream {self.upstream.name!r} {'timed out' if timed_out else 'failed'}: {type(exc).__name__}",
+            message,
             type="api_error",
             code="upstream_timeout" if timed_out else "upstream_error",
         )
-        return error_response(self.call.endpoint.dialect, error, self.own)
+        return error_response(self.call.endpoint.dialect, error, {**self.own, **self._named()})
+
+    def _named(self) -> dict[str, str]:
+        """The header naming the upstream an error answer came from (or that failed)."""
+        return {"x-tokenward-upstream": self.upstream.name}
 
     async def _error_status(self, response: httpx.Response, content: bytes, last: bool) -> Response | None:
         await self._settle(
             Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
         )
         if not last and response.status_code in _RETRYABLE_STATUS:
+            self.failures.append(f"{self.upstream.name!r} answered {response.status_code}")
             return None
         return Response(
-            content, response.status_code, headers=_response_headers(response, self._headers(None))
+            content,
+            response.status_code,
+            headers=_response_headers(response, {**self._headers(None), **self._named()}),
         )
 
     async def interrupted(self) -> None:
@@ -563,6 +578,7 @@ async def passthrough(request: Request, family: str, path: str, state: GatewaySt
         upstream = next((u for u in state.config.upstreams if family in PROVIDERS[u.provider].families), None)
         if upstream is None:
             raise GatewayError(404, f"no {family} upstream is configured", code="not_found")
+        own = {**own, "x-tokenward-upstream": upstream.name}
         client = state.client(upstream)
         headers = _upstream_headers(request.headers, upstream, family)
         url = upstream.url(family, path)
@@ -573,9 +589,11 @@ async def passthrough(request: Request, family: str, path: str, state: GatewaySt
     except GatewayError as exc:
         return error_response(dialect, exc, own)
     except httpx.HTTPError as exc:
-        return error_response(
-            dialect, GatewayError(502, f"upstream failed: {type(exc).__name__}", type="api_error"), own
+        name = own.get("x-tokenward-upstream", "?")
+        error = GatewayError(
+            502, f"upstream {name!r} failed: {type(exc).__name__}", type="api_error", code="upstream_error"
         )
+        return error_response(dialect, error, own)
     return Response(response.content, response.status_code, headers=_response_headers(response, own))
 
 
