@@ -46,7 +46,7 @@ from tokenward.guard.wire.endpoints import (
 from tokenward.ledger import AsyncLedger, open_async_ledger
 from tokenward.ledger.base import new_id
 
-__all__ = ["create_app", "warn_missing_keys"]
+__all__ = ["create_app", "ready_line", "warn_missing_keys"]
 
 log = logging.getLogger("tokenward.gateway")
 
@@ -129,6 +129,34 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
             await client.aclose()
     log.info("configuration reloaded from %s", path)
     return config
+
+
+async def ready_line(state: GatewayState, url: str, ledger: str) -> str:
+    """The one line ``tokenward serve`` prints once the gateway listens: where, on which ledger
+    (its password masked), how many budgets and virtual keys it enforces (the config file's and
+    those made through the admin API), its admin keys and its upstreams (an in-process fake is
+    named as such: its loopback port is an internal detail)."""
+    from tokenward.ledger.failover import masked
+
+    store = state.guard.ledger
+    budgets = len(await store.budgets())
+    now = store.clock.now()
+    keys = len(state.config.keys) + sum(1 for k in await store.keys() if k.active(now))
+    admins = len(state.config.admin_keys)
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    upstreams = ", ".join(
+        f"{u.name} (in-process fake)"
+        if u.provider == "fake" and u.base_url is None
+        else f"{u.name} ({u.provider})"
+        for u in state.config.upstreams
+    )
+    return (
+        f"tokenward gateway ready on {url} - ledger {masked(ledger)} - {count(budgets, 'budget')}, "
+        f"{count(keys, 'key')}, {count(admins, 'admin key')} - upstreams: {upstreams}"
+    )
 
 
 def warn_missing_keys(config: GatewayConfig) -> list[str]:
