@@ -13,9 +13,14 @@ Every error tokenward raises on purpose derives from :class:`TokenwardError`::
     │   │   └── Stopped          the call's session or task was ended for good by a budget
     │   │                        whose action is ``stop``
     │   └── UnpricedCall         a cost budget applies but the call's price is unknown
-    └── LedgerError              the ledger store failed (driver errors are translated here)
-        └── StoreUnavailable     the store cannot be reached (down, restarting, too slow); a
-                                 budget that fails closed refuses the call with it (gateway: 503)
+    ├── LedgerError              the ledger store failed (driver errors are translated here)
+    │   └── StoreUnavailable     the store cannot be reached (down, restarting, too slow); a
+    │                            budget that fails closed refuses the call with it (gateway: 503)
+    └── UnattributedCall         an SDK call carries no session or task while its guard has some
+                                 open (``Guard(on_unattributed="raise")``)
+
+One warning: :class:`UnattributedCallWarning` (a ``RuntimeWarning``), the same condition under
+the default ``on_unattributed="warn"``, once per call site.
 
 Driver errors (``sqlite3``, ``redis``, ``psycopg``, ``httpx``) are translated at the ledger and gateway boundaries, so
 callers only ever need to catch :class:`TokenwardError` or one of its subclasses.
@@ -38,6 +43,8 @@ __all__ = [
     "Stopped",
     "StoreUnavailable",
     "TokenwardError",
+    "UnattributedCall",
+    "UnattributedCallWarning",
     "UnpricedCall",
     "ValidationError",
 ]
@@ -229,3 +236,17 @@ class StoreUnavailable(LedgerError):
     def __init__(self, message: str, *, budgets: tuple[str, ...] = ()) -> None:
         self.budgets = budgets
         super().__init__(message)
+
+
+class UnattributedCall(TokenwardError):
+    """An SDK call made outside every session and task while its guard has a session or task open
+    elsewhere (another thread or task): it would be charged to the guard's defaults only, so the
+    budgets of that work would not apply (``Guard(on_unattributed="raise")``). Run the work
+    through ``tokenward.sdk.bind(fn)`` or inside ``guard.session()``."""
+
+
+class UnattributedCallWarning(RuntimeWarning):
+    """The warning form of :class:`UnattributedCall` (``Guard(on_unattributed="warn")``, the
+    default), given once per call site and pointing at it. A ``RuntimeWarning``: it is about how
+    the program runs (work moved to a thread the attribution does not follow), not a misuse of
+    tokenward's API; filter it like any warning, or pass ``on_unattributed="ignore"``."""

@@ -15,11 +15,12 @@ callbacks.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec
 from tokenward.core.decide import Balance
@@ -31,8 +32,10 @@ from tokenward.guard.wire.degrade import Degrade
 from tokenward.ledger import Ledger
 from tokenward.ledger.base import ThreadedAsyncLedger
 from tokenward.numbers import plain
+from tokenward.sdk import threads
 from tokenward.sdk.clients import wrap_client
 from tokenward.sdk.context import Attribution, attributed, current
+from tokenward.sdk.threads import UnattributedCalls
 from tokenward.sdk.thresholds import ThresholdWatcher
 from tokenward.sdk.transport import GatewayMemory, TransportSettings
 
@@ -76,11 +79,20 @@ class Guard(Engine):
         degrade: a degrade policy (cheaper model, less reasoning when budgets run low); without
             one, budgets whose action is ``degrade`` still degrade calls with the default policy.
         observers: watchers of every admission, denial and settled event.
+        on_unattributed: what to do with a call made outside every session and task while the
+            guard has one open elsewhere (another thread or task: see
+            :mod:`tokenward.sdk.threads`): ``warn`` (default: an
+            :class:`~tokenward.UnattributedCallWarning` once per call site), ``raise``
+            (:class:`~tokenward.errors.UnattributedCall`) or ``ignore``.
         **subject: default attribution for calls made outside any session (``user``,
             ``project``, ``team``, ``org``, ``key``, ``agent``).
 
+    While a guard is open (until :meth:`close`), ``ThreadPoolExecutor.submit`` (and so
+    ``loop.run_in_executor``) carries the caller's session and task into the worker thread; the
+    patch is removed when the last open guard closes.
+
     Raises:
-        ConfigError: a malformed budget spec or ledger URL.
+        ConfigError: a malformed budget spec or ledger URL, or an unknown ``on_unattributed``.
     """
 
     def __init__(
@@ -92,10 +104,14 @@ class Guard(Engine):
         settings: GuardSettings | None = None,
         degrade: Degrade | None = None,
         observers: Sequence[object] = (),
+        on_unattributed: Literal["warn", "raise", "ignore"] = "warn",
         **subject: str,
     ) -> None:
+        self.unattributed = UnattributedCalls(on_unattributed)
         super().__init__(ledger, prices=prices, settings=settings, observers=observers)
         self.defaults = Subject(**subject)
+        threads.hold()
+        self._release = weakref.finalize(self, threads.release)
         self.degrade = degrade
         self.gateways = GatewayMemory()
         self._aio: AsyncGuard | None = None
@@ -116,9 +132,11 @@ class Guard(Engine):
         return self._aio
 
     def close(self) -> None:
-        """Stop renewing holds (of the sync guard and its async twin) and close the ledger."""
+        """Stop renewing holds (of the sync guard and its async twin), close the ledger, and
+        (for the last open guard) give ``ThreadPoolExecutor.submit`` back its own code."""
         if self._aio is not None:
             self._aio.renewer.close()
+        self._release()
         super().close()
 
     def subject(self, override: Subject | None = None) -> Subject:
@@ -157,7 +175,12 @@ class Guard(Engine):
         # Without a policy of its own the guard still degrades calls for budgets whose action is
         # ``degrade`` (with the default policy: less reasoning below 20 % left).
         policy = self.degrade if self.degrade is not None else Degrade(marked_only=True)
-        settings = TransportSettings(degrade=policy, provider=provider, subject=self.subject)
+        settings = TransportSettings(
+            degrade=policy,
+            provider=provider,
+            subject=self.subject,
+            check=lambda: self.unattributed.check(self.defaults),
+        )
         return wrap_client(
             client,
             sync_guard=self,
@@ -252,10 +275,12 @@ class Guard(Engine):
         for b in made:
             self.ledger.put_budget(b)
         held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
+        self.unattributed.opened()
         try:
             with attributed(held_back=held, tags=tags, **{**scopes, scope: value}) as attribution:
                 yield Session(self, attribution, made)
         finally:
+            self.unattributed.closed()
             if not keep_budget:
                 for b in made:
                     self.ledger.delete_budget(b.name)
