@@ -51,7 +51,7 @@ def hold() -> None:
     with _lock:
         _holders += 1
         if _holders == 1:
-            concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign]
+            concurrent.futures.ThreadPoolExecutor.submit = _submit  # type: ignore[method-assign,assignment]
 
 
 def release() -> None:
@@ -65,7 +65,7 @@ def release() -> None:
 
 def patched() -> bool:
     """Whether ``ThreadPoolExecutor.submit`` carries the attribution now."""
-    return concurrent.futures.ThreadPoolExecutor.submit is _submit  # type: ignore[comparison-overlap]
+    return concurrent.futures.ThreadPoolExecutor.submit is _submit
 
 
 # Frames of these packages are not the call site a user wrote.
