@@ -13,10 +13,12 @@ read the ledger: what they print is checked against the README's own numbers.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,18 +56,21 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, in
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True)
+    reader.start()  # read in a thread: a gateway that never says it is ready cannot hang the test
     try:
-        ready, lines = None, []
+        ready, seen = None, []
         deadline = time.monotonic() + 60
-        assert process.stdout is not None
-        while ready is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
+        while ready is None and time.monotonic() < deadline and (process.poll() is None or not lines.empty()):
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            seen.append(line)
             if "tokenward gateway ready" in line:
                 ready = line.strip()
-        assert ready is not None, "".join(lines)
+        assert ready is not None, "".join(seen)
         yield folder, port, ready
     finally:
         process.terminate()
