@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+import tokenward
 from tests.support.fixtures import KEY
 from tests.support.servers import ThreadedServer
 from tokenward.clock import ManualClock
@@ -89,6 +90,13 @@ def test_right_after_a_burst_a_per_minute_budget_answers_429_not_402(gateway) ->
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     with pytest.raises(openai.RateLimitError):  # the class the official client retries
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    # The SDK in front of the gateway raises the same denial, with when to retry.
+    guard = tokenward.Guard("memory://")
+    wrapped = guard.wrap(openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0))
+    with pytest.raises(tokenward.BudgetExceeded) as denial:
+        wrapped.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert denial.value.retry_at == datetime(2026, 3, 2, 12, 1, 1, tzinfo=UTC)
+    guard.close()
 
 
 def test_retry_after_is_when_this_calls_hold_fits_not_when_the_oldest_spend_goes(gateway) -> None:

@@ -138,7 +138,10 @@ def _gateway_denial(status: int, content: bytes) -> BudgetExceeded | None:
         return None
     from datetime import datetime
 
-    reset = fields.get("reset_at")
+    def instant(name: str) -> datetime | None:
+        value = fields.get(name)
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+
     return BudgetExceeded(
         budget=str(fields.get("budget")),
         scope=str(fields.get("scope")),
@@ -148,7 +151,8 @@ def _gateway_denial(status: int, content: bytes) -> BudgetExceeded | None:
         used=Decimal(str(fields.get("used", 0))),
         held=Decimal(str(fields.get("held", 0))),
         requested=Decimal(str(fields.get("requested", 0))),
-        reset_at=datetime.fromisoformat(reset.replace("Z", "+00:00")) if isinstance(reset, str) else None,
+        reset_at=instant("reset_at"),
+        retry_at=instant("retry_at"),
     )
 
 
