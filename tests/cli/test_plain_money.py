@@ -108,3 +108,29 @@ def test_a_gateway_denial_message_is_plain(start_gateway) -> None:
     _plain_only(error["message"])
     _plain_only(json.dumps(error["budget"]))
     assert "limit 0.00001," in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("value", "places", "text"),
+    [
+        ("6E-8", None, "0.00000006"),
+        ("0E-7", None, "0"),
+        ("0.0008500", None, "0.00085"),
+        ("1E+2", None, "100"),
+        ("-0.0", None, "0"),
+        ("-1.20", None, "-1.2"),
+        # 49 digits: exact, not rounded to the decimal context's 28
+        (
+            "1000000000000000000000000000000.000000000000000001",
+            None,
+            "1000000000000000000000000000000.000000000000000001",
+        ),
+        ("66.666666", 2, "66.67"),
+        ("0.0008500", 2, "0"),
+        ("12345678901234567890123456789.55", 1, "12345678901234567890123456789.6"),
+    ],
+)
+def test_plain_is_the_one_formatting_helper(value: str, places: int | None, text: str) -> None:
+    from tokenward.numbers import plain
+
+    assert plain(Decimal(value), places=places) == text
