@@ -20,6 +20,8 @@ from tokenward.errors import (
     LedgerError,
     MissingDependency,
     TokenwardError,
+    UnattributedCall,
+    UnattributedCallWarning,
     UnpricedCall,
     ValidationError,
 )
@@ -51,6 +53,8 @@ __all__ = [
     "Subject",
     "SystemClock",
     "TokenwardError",
+    "UnattributedCall",
+    "UnattributedCallWarning",
     "UnpricedCall",
     "Usage",
     "UsageEvent",

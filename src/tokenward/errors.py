@@ -13,9 +13,14 @@ Every error tokenward raises on purpose derives from :class:`TokenwardError`::
     │   │   └── Stopped          the call's session or task was ended for good by a budget
     │   │                        whose action is ``stop``
     │   └── UnpricedCall         a cost budget applies but the call's price is unknown
-    └── LedgerError              the ledger store failed (driver errors are translated here)
-        └── StoreUnavailable     the store cannot be reached (down, restarting, too slow); a
-                                 budget that fails closed refuses the call with it (gateway: 503)
+    ├── LedgerError              the ledger store failed (driver errors are translated here)
+    │   └── StoreUnavailable     the store cannot be reached (down, restarting, too slow); a
+    │                            budget that fails closed refuses the call with it (gateway: 503)
+    └── UnattributedCall         an SDK call carries no session or task while its guard has some
+                                 open (``Guard(on_unattributed="raise")``)
+
+One warning: :class:`UnattributedCallWarning` (a ``RuntimeWarning``), the same condition under
+the default ``on_unattributed="warn"``, once per call site.
 
 Driver errors (``sqlite3``, ``redis``, ``psycopg``, ``httpx``) are translated at the ledger and gateway boundaries, so
 callers only ever need to catch :class:`TokenwardError` or one of its subclasses.
@@ -38,6 +43,8 @@ __all__ = [
     "Stopped",
     "StoreUnavailable",
     "TokenwardError",
+    "UnattributedCall",
+    "UnattributedCallWarning",
     "UnpricedCall",
     "ValidationError",
 ]
@@ -96,6 +103,9 @@ class BudgetExceeded(BudgetError):
         held: the amount held by calls in flight.
         requested: the amount this call needed (its minimum when the output could be clamped).
         reset_at: when the window resets (UTC), or None when it never does.
+        window: the budget's window (``day``, ``rolling:1m``), or None when unknown.
+        retry_at: for a rolling window, the first instant at which this call's hold fits as
+            earlier spend stops counting (None: not a rolling window, or it never will).
     """
 
     def __init__(
@@ -111,6 +121,8 @@ class BudgetExceeded(BudgetError):
         requested: Decimal,
         reset_at: datetime | None,
         mode: str = "hard",
+        window: str | None = None,
+        retry_at: datetime | None = None,
     ) -> None:
         self.budget = budget
         self.scope = scope
@@ -122,11 +134,13 @@ class BudgetExceeded(BudgetError):
         self.requested = requested
         self.reset_at = reset_at
         self.mode = mode
+        self.window = window
+        self.retry_at = retry_at
         who = f"{scope} {subject_id!r}" if subject_id is not None else scope
         reset = reset_at.isoformat().replace("+00:00", "Z") if reset_at else "never"
         super().__init__(
-            f"budget {budget!r} ({who}, {meter}) exceeded: limit {limit}, used {used}, held {held}, "
-            f"this call needs {requested}; resets {reset}"
+            f"budget {budget!r} ({who}, {meter}) exceeded: limit {plain(limit)}, used {plain(used)}, "
+            f"held {plain(held)}, this call needs {plain(requested)}; resets {reset}"
         )
 
     @property
@@ -146,6 +160,7 @@ class BudgetExceeded(BudgetError):
             "held": plain(self.held),
             "requested": plain(self.requested),
             "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
+            "retry_at": self.retry_at.isoformat().replace("+00:00", "Z") if self.retry_at else None,
         }
 
 
@@ -221,3 +236,17 @@ class StoreUnavailable(LedgerError):
     def __init__(self, message: str, *, budgets: tuple[str, ...] = ()) -> None:
         self.budgets = budgets
         super().__init__(message)
+
+
+class UnattributedCall(TokenwardError):
+    """An SDK call made outside every session and task while its guard has a session or task open
+    elsewhere (another thread or task): it would be charged to the guard's defaults only, so the
+    budgets of that work would not apply (``Guard(on_unattributed="raise")``). Run the work
+    through ``tokenward.sdk.bind(fn)`` or inside ``guard.session()``."""
+
+
+class UnattributedCallWarning(RuntimeWarning):
+    """The warning form of :class:`UnattributedCall` (``Guard(on_unattributed="warn")``, the
+    default), given once per call site and pointing at it. A ``RuntimeWarning``: it is about how
+    the program runs (work moved to a thread the attribution does not follow), not a misuse of
+    tokenward's API; filter it like any warning, or pass ``on_unattributed="ignore"``."""

@@ -73,3 +73,59 @@ def test_a_paused_session_is_resumed_with_budgets_delete(gateway: Any) -> None:
         assert is_paused(store, "run/s-1") is None
     finally:
         store.close()
+
+
+def test_budgets_and_keys_work_offline_on_a_ledger(tmp_path: Any) -> None:
+    """Issue 15 item 10: no gateway needed; the changes are audited as ``cli:<user>``."""
+    import getpass
+
+    from tokenward.ledger import open_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    made = runner.invoke(
+        app, ["budgets", "set", "user=alice:total_tokens=30/day", "--name", "cap", "--ledger", url]
+    )
+    assert made.exit_code == 0, made.output
+    assert "budget cap set: user=alice total_tokens limit 30" in made.output
+    listed = runner.invoke(app, ["budgets", "list", "--ledger", url, "--json"])
+    assert [b["name"] for b in json.loads(listed.stdout)["budgets"]] == ["cap"]
+    key = runner.invoke(app, ["keys", "create", "bot", "--user", "robot", "--ledger", url, "--json"])
+    assert key.exit_code == 0, key.output
+    key_id = json.loads(key.stdout)["id"]
+    assert json.loads(key.stdout)["key"].startswith("tw-")
+    assert runner.invoke(app, ["keys", "revoke", key_id, "--ledger", url]).exit_code == 0
+    assert runner.invoke(app, ["budgets", "delete", "cap", "--ledger", url]).exit_code == 0
+    refused = runner.invoke(app, ["budgets", "set", "user:total_token=3", "--ledger", url])
+    assert refused.exit_code == 2 and "did you mean 'total_tokens'" in refused.output
+    store = open_ledger(url)
+    try:
+        entries = store.audit_log()
+        assert {e.actor for e in entries} == {f"cli:{getpass.getuser()}"}
+        assert [e.action for e in entries] == ["budget.put", "key.create", "key.revoke", "budget.delete"]
+        assert store.budgets() == [] and store.get_key(key_id).revoked_at is not None
+    finally:
+        store.close()
+    missing = runner.invoke(app, ["budgets", "list", "--ledger", f"sqlite:///{tmp_path / 'nope.db'}"])
+    assert missing.exit_code == 2 and "no such ledger file" in missing.output
+
+
+def test_changing_a_budget_the_config_file_owns_warns(start_gateway: Callable[..., Any]) -> None:
+    gateway = start_gateway(
+        budgets=[{"name": "from-file", "scope": "user", "meter": "total_tokens", "limit": 500}]
+    )
+    changed = runner.invoke(
+        app,
+        ["budgets", "set", "user:total_tokens=900", "--name", "from-file", "--ledger", gateway.ledger_url],
+    )
+    assert changed.exit_code == 0, changed.output
+    text = " ".join(changed.output.split())
+    assert "warning: budget 'from-file' was written by the gateway's config file" in text
+    again = runner.invoke(
+        app,
+        ["budgets", "set", "user:total_tokens=800", "--name", "from-file", "--ledger", gateway.ledger_url],
+    )
+    assert "warning" not in again.output  # the CLI's own budget now (until the next reload)
+    other = runner.invoke(
+        app, ["budgets", "set", "user:total_tokens=5", "--name", "mine", "--ledger", gateway.ledger_url]
+    )
+    assert other.exit_code == 0 and "warning" not in other.output

@@ -14,6 +14,7 @@ from tokenward.core.budgets import (
     applicable,
     meter_amounts,
     parse_budget_spec,
+    parse_short_spec,
 )
 from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
@@ -105,9 +106,53 @@ def test_budget_from_dict_and_back() -> None:
     assert again == budget
 
 
-def test_custom_meters_are_allowed_in_config() -> None:
-    budget = Budget.from_dict({"name": "tool-calls", "scope": "agent", "meter": "tool_calls", "limit": 100})
-    assert budget.meter == "tool_calls"
+def test_custom_meters_are_allowed_in_config_when_declared() -> None:
+    budget = Budget.from_dict(
+        {"name": "tool-calls", "scope": "agent", "meter": "tool_calls", "limit": 100, "custom": True}
+    )
+    assert (budget.meter, budget.custom) == ("tool_calls", True)
+    assert Budget.from_dict(budget.to_dict()) == budget
+
+
+# Issue 15 item 1: a mistyped meter used to become a custom meter that nothing charges, so
+# `meter: total_token` let 125 tokens through a "30" budget. Every way of building a budget now
+# refuses an undeclared custom meter, with the fix in the message.
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Budget("b", "user", "total_token", D(30)),
+        lambda: Budget.from_dict({"scope": "user", "meter": "total_token", "limit": 30}),
+        lambda: parse_budget_spec("user:total_token=30"),
+        lambda: parse_short_spec("total_token=30", scope="session", subject_id="s-1"),
+    ],
+    ids=["constructor", "yaml-or-admin-api", "spec", "session-short-form"],
+)
+def test_a_mistyped_meter_is_refused_with_the_fix(build) -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown meter 'total_token'; did you mean 'total_tokens'\?"
+    ) as err:
+        build()
+    assert "custom" in str(err.value)  # how to declare a real custom meter
+
+
+def test_custom_is_refused_on_a_built_in_meter_and_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match="built-in meter; drop custom"):
+        Budget.from_dict({"scope": "user", "meter": "total_tokens", "limit": 30, "custom": True})
+    with pytest.raises(ConfigError, match="custom must be true or false"):
+        Budget.from_dict({"scope": "user", "meter": "gpu_seconds", "limit": 30, "custom": "yes"})
+
+
+def test_the_session_short_form_takes_the_spec_options() -> None:
+    """Issue 15 item 14: ``;action=deny`` used to be read as part of the limit ("is not a number")."""
+    budget = parse_short_spec("total_tokens=30;action=deny", scope="session", subject_id="s-1")
+    assert (budget.name, budget.scope, budget.subject_id) == ("session=s-1:total_tokens", "session", "s-1")
+    assert (budget.limit, budget.action) == (D(30), "deny")
+    daily = parse_short_spec("cost_usd=0.50/day;mode=soft;name=mine", scope="task", subject_id="t")
+    assert (daily.name, daily.limit, str(daily.window), daily.mode) == ("mine", D("0.50"), "day", "soft")
+    gpu = parse_short_spec("gpu_seconds=60;custom", scope="task", subject_id="t")
+    assert (gpu.meter, gpu.custom) == ("gpu_seconds", True)
+    with pytest.raises(ConfigError, match="unknown option"):
+        parse_short_spec("total_tokens=30;colour=red", scope="task", subject_id="t")
 
 
 @pytest.mark.parametrize(

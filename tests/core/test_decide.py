@@ -7,14 +7,14 @@ rounded down. Enforcement cases C41, C42, C43 and C39 give the rest.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenward.core.budgets import Budget
+from tokenward.core.budgets import METERS, Budget
 from tokenward.core.decide import (
     Balance,
     CallPlan,
@@ -45,8 +45,15 @@ def balance(
     action: str = "clamp",
 ) -> Balance:
     budget = Budget(
-        name=name, scope=scope, meter=meter, limit=D(limit), mode=mode, unpriced=unpriced, action=action
-    )  # type: ignore[arg-type]
+        name=name,
+        scope=scope,
+        meter=meter,
+        limit=D(limit),
+        mode=mode,  # type: ignore[arg-type]
+        unpriced=unpriced,  # type: ignore[arg-type]
+        action=action,  # type: ignore[arg-type]
+        custom=meter not in METERS,
+    )
     return Balance(budget, subject_id, "", D(spent), D(held), reset_at)
 
 
@@ -402,3 +409,28 @@ def test_which_budgets_degrade_a_call() -> None:
     assert remaining_share([soft, shadow]) == D("0.3")
     assert remaining_share([hard, soft, marked], marked_only=True) == D("0.15")
     assert remaining_share([hard], marked_only=True) is None
+
+
+def test_a_rolling_denial_says_when_its_hold_fits() -> None:
+    """Issue 15 item 6: ``retry_at`` is the first drop after which spend + holds + the request
+    fit; holds count as if they settled in their bucket."""
+    budget = Budget("rm", "user", "total_tokens", D(100), window=Window.parse("rolling:1m"))
+    t = datetime(2026, 1, 1, 12, 1, 1, tzinfo=UTC)
+    drops = (
+        (t, D(26), D(0)),
+        (t + timedelta(seconds=10), D(26), D(0)),
+        (t + timedelta(seconds=20), D(0), D(30)),
+    )
+    balance = Balance(budget, "alice", "k", D(52), D(30), t, drops)  # 82 counted
+    assert balance.fits_at(D(18)) is None  # fits now: not a denial
+    assert balance.fits_at(D(19)) == t  # 101 - 100 = 1 must go: the first drop
+    assert balance.fits_at(D(45)) == t + timedelta(seconds=10)  # 27 must go: 26 is not enough
+    assert balance.fits_at(D(100)) == t + timedelta(seconds=20)  # everything must go
+    assert balance.fits_at(D(101)) is None  # never fits
+    error = balance.exceeded(D(45))
+    assert (error.retry_at, error.window) == (t + timedelta(seconds=10), "rolling:1m")
+    assert error.to_dict()["retry_at"] == "2026-01-01T12:01:11Z"
+    daily = Balance(
+        Budget("d", "user", "total_tokens", D(100), window=Window.parse("day")), "a", "", D(99), D(0), t
+    )
+    assert daily.exceeded(D(2)).retry_at is None  # calendar windows: reset_at says it

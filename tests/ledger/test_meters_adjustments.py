@@ -21,13 +21,13 @@ AGENT = Subject(user="alice", agent="researcher")
 
 
 def _gpu(limit: str = "3600") -> Budget:
-    return Budget("agent-gpu", "agent", "gpu_seconds", D(limit), subject_id="researcher")
+    return Budget("agent-gpu", "agent", "gpu_seconds", D(limit), subject_id="researcher", custom=True)
 
 
 # -- custom meters ---------------------------------------------------------------------------------
 def test_charge_meter_charges_a_custom_meter_and_records_an_event(ledger: Ledger) -> None:
     ledger.put_budget(_gpu())
-    ledger.put_budget(Budget("each-agent-tools", "agent", "tool_calls", D(10)))
+    ledger.put_budget(Budget("each-agent-tools", "agent", "tool_calls", D(10), custom=True))
     stored = ledger.charge_meter(AGENT, {"gpu_seconds": D("12.5"), "tool_calls": D(1)}, request_id="job-1")
     assert spent_held(ledger, AGENT, "agent-gpu") == (D("12.5"), D(0))
     assert spent_held(ledger, AGENT, "each-agent-tools") == (D(1), D(0))

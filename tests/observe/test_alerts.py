@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,3 +208,75 @@ def test_bad_thresholds_are_config_errors(bad: str) -> None:
 
 def test_thresholds_accept_fractions_and_percentages() -> None:
     assert parse_thresholds(["80%", 0.5, "1"]) == (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
+
+
+def _per_minute(tmp_path: Path) -> tuple[Any, Any, Alerts, list[Alert]]:
+    """A guard on a manual clock, alice's ``rolling:1m`` budget of 1,000 tokens, and a watcher."""
+    seen: list[Alert] = []
+    guard, clock = memory_guard()
+    watcher = Alerts(
+        guard.ledger, tmp_path / "a.db", callbacks=[seen.append], log=False, background=False, forecast=False
+    )
+    guard.observers.add(watcher)
+    window = Window.parse("rolling:1m")
+    guard.ledger.put_budget(
+        Budget("per-minute", "user", "total_tokens", Decimal(1000), subject_id="alice", window=window)
+    )
+    return guard, clock, watcher, seen
+
+
+def test_a_rolling_window_alerts_once_per_rise_above_a_threshold(tmp_path: Path) -> None:
+    """Issue 15 item 7: one crossing of 50% in a ``rolling:1m`` window used to raise an alert per
+    1 s bucket (four in four seconds). Now: once, and again only after the spend has fallen back
+    below 50%. A charge admitted in the bucket starting at ``b`` counts until ``b + 61 s``."""
+    guard, clock, watcher, seen = _per_minute(tmp_path)
+
+    def charge(name: str, seconds: int, tokens: int) -> None:
+        clock.set(T0 + timedelta(seconds=seconds))
+        guard.charge(event(name, clock.now(), input_tokens=tokens - 10, output_tokens=10))
+
+    charge("rise", 0, 600)  # 600 of 1000: 50% crossed
+    for second in (1, 2, 3, 30):  # still 610 ... 640: the same rise
+        charge(f"more-{second}", second, 10)
+    watcher.deliver()
+    assert [(a.kind, a.threshold, a.window_key) for a in seen] == [
+        ("threshold", Decimal("0.5"), "r1:2025-05-15T12:00:00Z")
+    ]
+    charge("after-the-fall", 61, 10)  # the 600 stopped counting at 12:01:01: 50 spent, below 50%
+    charge("rise-again", 62, 500)  # 550: a new rise
+    charge("still-up", 63, 10)
+    watcher.deliver()
+    assert [(a.threshold, a.window_key) for a in seen] == [
+        (Decimal("0.5"), "r1:2025-05-15T12:00:00Z"),
+        (Decimal("0.5"), "r1:2025-05-15T12:01:02Z"),
+    ]
+    watcher.close()
+
+
+def test_the_fall_below_is_found_between_two_observed_calls(tmp_path: Path) -> None:
+    """No call is seen while the spend is below the threshold: the watcher still knows the first
+    rise's spend stopped counting before the second rise."""
+    guard, clock, watcher, seen = _per_minute(tmp_path)
+    guard.charge(event("first", T0, input_tokens=590, output_tokens=10))  # 600 at 12:00:00
+    clock.set(T0 + timedelta(seconds=90))  # the 600 went at 12:01:01; nothing was seen meanwhile
+    guard.charge(event("second", clock.now(), input_tokens=590, output_tokens=10))
+    watcher.deliver()
+    assert [a.window_key for a in seen] == ["r1:2025-05-15T12:00:00Z", "r1:2025-05-15T12:01:30Z"]
+    watcher.close()
+
+
+def test_refusals_by_a_rolling_window_raise_one_exhaustion_alert(tmp_path: Path) -> None:
+    guard, clock, watcher, seen = _per_minute(tmp_path)
+    guard.charge(event("most", T0, input_tokens=890, output_tokens=10))  # 900: 50% and 80%
+    plan = CallPlan("gpt-4o-mini", input_tokens=200, max_output_tokens=100)
+    for second in range(1, 5):  # a refusal in each of four buckets
+        clock.set(T0 + timedelta(seconds=second))
+        with pytest.raises(BudgetExceeded):
+            guard.admit(Subject(user="alice"), plan)
+    watcher.deliver()
+    assert [(a.kind, a.threshold) for a in seen] == [
+        ("threshold", Decimal("0.5")),
+        ("threshold", Decimal("0.8")),
+        ("exhausted", Decimal("1")),
+    ]
+    watcher.close()

@@ -284,3 +284,41 @@ def test_missing_extras_name_the_install_command(
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = runner.invoke(app, ["report", "chart", "top", "--ledger", ledger, "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and 'pip install "tokenward[charts]"' in " ".join(result.output.split())
+
+
+def test_check_exits_1_when_an_objective_is_missed_or_a_budget_is_spent(ledger: str) -> None:
+    """Issue 15 item 13: ``--check`` turns a report into a gate for CI and cron jobs. Sessions
+    (from the recording): run/a 4,480 tokens, run/b 2,185, run/s-loop 8,120."""
+    met = ["report", "slo", "--ledger", ledger, "--slo", "60% of sessions under 5,000 tokens", "--check"]
+    result = runner.invoke(app, met)
+    assert result.exit_code == 0, result.output  # 2 of 3 within: 66.67% >= 60%
+    missed = ["report", "slo", "--ledger", ledger, "--slo", "90% of sessions under 5,000 tokens", "--check"]
+    result = runner.invoke(app, missed)
+    assert result.exit_code == 1
+    assert (
+        "check failed: SLO '90% of sessions under 5,000 tokens' missed: 2 of 3 sessions within (66.67% < 90%)"
+        in (" ".join(result.output.split()))
+    )
+    assert runner.invoke(app, missed[:-1]).exit_code == 0  # without --check: a report, status 0
+
+    anomalies = runner.invoke(app, ["report", "anomalies", "--ledger", ledger, "--check"])
+    assert anomalies.exit_code == 1 and "check failed: loop in session 'run/s-loop'" in anomalies.output
+    assert (
+        runner.invoke(
+            app, ["report", "anomalies", "--ledger", ledger, "--kind", "spike", "--check"]
+        ).exit_code
+        == 0
+    )
+
+    at = (START + timedelta(hours=3)).isoformat()
+    utilisation = ["report", "utilisation", "--ledger", ledger, "--at", at, "--check"]
+    store = open_ledger(ledger)
+    store.put_budget(Budget("per-session", "session", "total_tokens", Decimal(10000)))
+    store.close()
+    assert runner.invoke(app, utilisation).exit_code == 0  # 8,120 of 10,000 at most
+    store = open_ledger(ledger)
+    store.put_budget(Budget("per-session", "session", "total_tokens", Decimal(5000)))
+    store.close()
+    result = runner.invoke(app, utilisation)
+    assert result.exit_code == 1
+    assert "budget 'per-session' (session 'run/s-loop') spent 8120 of 5000 total_tokens" in result.output

@@ -257,3 +257,61 @@ def test_a_responses_call_is_refused_when_the_budget_is_spent(fake) -> None:
     with guard.session("s-spent"), pytest.raises(tokenward.BudgetExceeded):
         client.responses.create(model="gpt-4o-mini", input="Say hello", max_output_tokens=40)
     assert guard.ledger.events() == []
+
+
+def test_threshold_callbacks_of_a_rolling_window_fire_once_per_rise(fake) -> None:
+    """Issue 15 item 7 in the SDK: ``on_threshold`` used to fire again in every 1 s bucket."""
+    from datetime import UTC, datetime, timedelta
+
+    from tokenward.clock import ManualClock
+    from tokenward.ledger import open_ledger
+
+    clock = ManualClock(datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC))
+    guard = tokenward.Guard(
+        open_ledger("memory://", clock=clock), budgets=["user=alice:total_tokens=100/rolling:1m"]
+    )
+    client = oai(fake, guard)
+    seen: list[str] = []
+    guard.on_threshold(lambda crossing: seen.append(crossing.window_key), thresholds=["0.5"])
+    with guard.session("s-roll", user="alice"):
+        for second in (0, 1, 2):  # 26 tokens a call, each in a bucket of its own: 26, 52 (50%), 78
+            clock.set(datetime(2026, 3, 2, 12, 0, second, tzinfo=UTC))
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+        clock.advance(timedelta(seconds=70))  # everything stopped counting: below 50%
+        for _ in range(2):  # 52: a new rise
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert seen == ["r1:2026-03-02T12:00:01Z", "r1:2026-03-02T12:01:12Z"]
+
+
+def test_remaining_outside_a_session_reports_the_guards_user_budgets() -> None:
+    """Issue 15 item 14: the README's ``Guard(budgets=["user=alice:..."])`` used to report ``{}``
+    and "No budget limits this work." outside a session."""
+    guard = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5/day", "session:total_tokens=100"])
+    assert guard.remaining() == {"cost_usd": Decimal(5)}
+    assert "$5 left for this user" in guard.budget_note()
+    with guard.session("s-1", user="alice"):
+        assert guard.remaining() == {"cost_usd": Decimal(5), "total_tokens": Decimal(100)}
+    with guard.session("s-2", user="bob"):
+        assert guard.remaining() == {"total_tokens": Decimal(100)}  # bob: only the session template
+    assert guard.remaining(Subject(user="bob")) == {}  # an explicit subject is taken as it is
+    two = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5", "user=bob:cost_usd=7"])
+    assert two.remaining() == {}  # which user is meant is not known: nothing is guessed
+    assert tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5"], user="bob").remaining() == {}
+
+
+def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:
+    """``guard.task`` (documented in issue 15): a call inside both is charged to both."""
+    client = oai(fake, guard)
+    with guard.session("run-7", user="alice", budget="total_tokens=1000"):
+        with guard.task("issue-1", budget="total_tokens=30;action=deny"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+            with pytest.raises(tokenward.BudgetExceeded) as denied:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+            assert denied.value.budget == "task=issue-1:total_tokens"
+        with guard.task("issue-2"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    events = guard.ledger.events()
+    assert [(e.subject.session, e.subject.task) for e in events] == [
+        ("run-7", "issue-1"),
+        ("run-7", "issue-2"),
+    ]

@@ -1,8 +1,12 @@
-"""``tokenward budgets ...`` and ``tokenward keys ...``: manage a running gateway through its
-admin API (the gateway sees changes at once).
+"""``tokenward budgets ...`` and ``tokenward keys ...``: manage budgets and virtual keys through
+the admin API of a running gateway (which sees changes at once), or offline on a ledger.
 
 The gateway's URL comes from ``--gateway`` or ``TOKENWARD_GATEWAY`` (default
-``http://127.0.0.1:8080``), the admin key from ``--admin-key`` or ``TOKENWARD_ADMIN_KEY``.
+``http://127.0.0.1:8080``), the admin key from ``--admin-key`` or ``TOKENWARD_ADMIN_KEY``. With
+``--ledger URL`` the commands work on that ledger directly, no gateway needed
+(:mod:`tokenward.cli.offline_admin`), audited as ``cli:<user>``. Changing or deleting a budget the
+gateway's config file wrote prints a warning: the file puts its version back at the next start or
+reload.
 """
 
 from __future__ import annotations
@@ -16,13 +20,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tokenward.cli.common import Command, Group, friendly, out, print_json
+from tokenward.cli.common import Command, Group, err, friendly, out, print_json
 from tokenward.errors import ConfigError, TokenwardError
 
 __all__ = ["register"]
 
-budgets_app = typer.Typer(cls=Group, help="Budgets on a running gateway (admin API).", no_args_is_help=True)
-keys_app = typer.Typer(cls=Group, help="Virtual keys on a running gateway (admin API).", no_args_is_help=True)
+budgets_app = typer.Typer(
+    cls=Group, help="Budgets, on a running gateway (admin API) or a ledger (--ledger).", no_args_is_help=True
+)
+keys_app = typer.Typer(
+    cls=Group,
+    help="Virtual keys, on a running gateway (admin API) or a ledger (--ledger).",
+    no_args_is_help=True,
+)
 
 GatewayOption = Annotated[
     str | None,
@@ -32,23 +42,58 @@ AdminKeyOption = Annotated[
     str | None, typer.Option("--admin-key", help="Admin key (default: $TOKENWARD_ADMIN_KEY).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+LedgerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger",
+        help="Work on this ledger directly, without a gateway (e.g. sqlite:///examples/tokenward.db); "
+        "changes are audited as cli:<user>.",
+    ),
+]
 
 
 class AdminAPIError(TokenwardError):
     """The admin API refused the request (its message is shown)."""
 
 
-def _call(method: str, path: str, gateway: str | None, admin_key: str | None, body: Any = None) -> Any:
+def _call(
+    method: str,
+    path: str,
+    gateway: str | None,
+    admin_key: str | None,
+    body: Any = None,
+    ledger: str | None = None,
+    *,
+    creates: bool = False,
+) -> Any:
+    """One admin API request, to the gateway or (with ``ledger``) in this process over the ledger;
+    ``creates``: the request may create a missing SQLite ledger file (others refuse one)."""
+    if ledger is not None:
+        from tokenward.cli.ledgers import check_exists
+        from tokenward.cli.offline_admin import offline_request
+
+        if not creates:
+            check_exists(ledger)
+        return _answer(offline_request(ledger, method, path, body), ledger, path)
     url = (gateway or os.environ.get("TOKENWARD_GATEWAY") or "http://127.0.0.1:8080").rstrip("/")
     key = admin_key or os.environ.get("TOKENWARD_ADMIN_KEY")
     if not key:
-        raise ConfigError("no admin key: pass --admin-key or set TOKENWARD_ADMIN_KEY")
+        raise ConfigError(
+            "no admin key: pass --admin-key or set TOKENWARD_ADMIN_KEY (or work on a ledger directly with --ledger URL)"
+        )
     try:
         response = httpx.request(
             method, url + path, json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
         )
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the gateway at {url}: {exc}") from None
+        raise ConfigError(
+            f"cannot reach the gateway at {url}: {exc} (without a gateway, work on its ledger with --ledger URL)"
+        ) from None
+    return _answer(response, url, path)
+
+
+def _answer(response: httpx.Response, url: str, path: str) -> Any:
+    """The JSON of an admin API answer, or the error it stands for."""
     if response.status_code == 204:
         return None
     if response.status_code == 401:
@@ -71,10 +116,13 @@ def _call(method: str, path: str, gateway: str | None, admin_key: str | None, bo
 @budgets_app.command("list", cls=Command)
 @friendly
 def budgets_list(
-    gateway: GatewayOption = None, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+    gateway: GatewayOption = None,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+    ledger: LedgerOption = None,
 ) -> None:
     """List the budgets."""
-    data = _call("GET", "/admin/budgets", gateway, admin_key)
+    data = _call("GET", "/admin/budgets", gateway, admin_key, ledger=ledger)
     if as_json:
         print_json(data)
         return
@@ -113,6 +161,7 @@ def budgets_set(
     gateway: GatewayOption = None,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
+    ledger: LedgerOption = None,
 ) -> None:
     """Create or replace a budget."""
     from tokenward.core.budgets import parse_budget_spec
@@ -120,13 +169,13 @@ def budgets_set(
     budget = parse_budget_spec(spec).to_dict()
     budget["name"] = name or budget["name"]
     budget["mode"] = mode
-    data = _call("POST", "/admin/budgets", gateway, admin_key, budget)
+    data = _call("POST", "/admin/budgets", gateway, admin_key, budget, ledger, creates=True)
     if as_json:
         print_json(data)
     else:
-        out.print(
-            f"budget {escape(data['name'])} set: {escape(data['scope'])} {data['meter']} limit {data['limit']}"
-        )
+        scope = data["scope"] + (f"={data['subject_id']}" if data.get("subject_id") else " (each)")
+        out.print(f"budget {escape(data['name'])} set: {escape(scope)} {data['meter']} limit {data['limit']}")
+    _warn_if_config_owned(data["name"], "changed", gateway, admin_key, ledger)
 
 
 @budgets_app.command("delete", cls=Command)
@@ -135,10 +184,43 @@ def budgets_delete(
     name: Annotated[str, typer.Argument(help="The budget's name.")],
     gateway: GatewayOption = None,
     admin_key: AdminKeyOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Delete a budget (its spend and events stay in the ledger)."""
-    _call("DELETE", f"/admin/budgets/{quote(name, safe='')}", gateway, admin_key)
+    _call("DELETE", f"/admin/budgets/{quote(name, safe='')}", gateway, admin_key, ledger=ledger)
     out.print(f"budget {escape(name)} deleted")
+    _warn_if_config_owned(name, "deleted", gateway, admin_key, ledger)
+
+
+def _warn_if_config_owned(
+    name: str, done: str, gateway: str | None, admin_key: str | None, ledger: str | None
+) -> None:
+    """Warn when the budget just changed was last written, before this change, by the gateway's
+    config file: the file writes its version back at the gateway's next start or reload."""
+    from tokenward.gateway.config_budgets import CONFIG_ACTOR
+
+    writers: list[str] = []
+    after = 0
+    while True:
+        page = _call("GET", f"/admin/audit?after={after}&limit=10000", gateway, admin_key, ledger=ledger)
+        entries = page["entries"]
+        writers += [
+            e["actor"]
+            for e in entries
+            if e["target"] == name and e["action"] in ("budget.put", "budget.delete")
+        ]
+        if len(entries) < 10000:
+            break
+        after = entries[-1]["id"]
+    if len(writers) >= 2 and writers[-2] == CONFIG_ACTOR:
+        err.print(
+            f"warning: budget {name!r} was written by the gateway's config file: the gateway's next "
+            f"start or reload writes the file's version back, so the budget {done} here will not last; "
+            "change it in the config file",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @keys_app.command("create", cls=Command)
@@ -159,6 +241,7 @@ def keys_create(
     gateway: GatewayOption = None,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
+    ledger: LedgerOption = None,
 ) -> None:
     """Create a virtual key. The key is shown once: store it now."""
     body: dict[str, Any] = {"name": name, "allow_user_override": allow_user_override}
@@ -171,7 +254,7 @@ def keys_create(
     ):
         if value is not None:
             body[field] = value
-    data = _call("POST", "/admin/keys", gateway, admin_key, body)
+    data = _call("POST", "/admin/keys", gateway, admin_key, body, ledger, creates=True)
     if as_json:
         print_json(data)
         return
@@ -182,10 +265,13 @@ def keys_create(
 @keys_app.command("list", cls=Command)
 @friendly
 def keys_list(
-    gateway: GatewayOption = None, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+    gateway: GatewayOption = None,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+    ledger: LedgerOption = None,
 ) -> None:
     """List virtual keys (never the keys themselves)."""
-    data = _call("GET", "/admin/keys", gateway, admin_key)
+    data = _call("GET", "/admin/keys", gateway, admin_key, ledger=ledger)
     if as_json:
         print_json(data)
         return
@@ -219,9 +305,10 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id.")],
     gateway: GatewayOption = None,
     admin_key: AdminKeyOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Revoke a virtual key (refused from the next request on)."""
-    data = _call("DELETE", f"/admin/keys/{quote(key_id, safe='')}", gateway, admin_key)
+    data = _call("DELETE", f"/admin/keys/{quote(key_id, safe='')}", gateway, admin_key, ledger=ledger)
     out.print(f"key {escape(data['id'])} revoked at {data['revoked_at']}")
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from tokenward.cli.common import Command, friendly, out, print_json
 from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, open_existing_ledger
 from tokenward.core.budgets import Subject
+from tokenward.errors import ConfigError
 from tokenward.numbers import plain
 
 __all__ = ["register"]
@@ -28,8 +29,19 @@ def _subject(
     key: str | None,
     agent: str | None,
     task: str | None,
+    team: str | None = None,
+    org: str | None = None,
 ) -> Subject:
-    return Subject(user=user, session=session, project=project, key=key, agent=agent, task=task)
+    return Subject(
+        user=user, session=session, project=project, key=key, agent=agent, task=task, team=team, org=org
+    )
+
+
+NO_SUBJECT = (
+    "balances are per subject: name whom calls are charged to with --user, --session, --task, "
+    "--agent, --key, --project, --team or --org (e.g. --user alice --session s-1); "
+    "`tokenward budgets list --ledger URL` lists the budgets themselves"
+)
 
 
 def events_command(
@@ -40,13 +52,15 @@ def events_command(
     key: Annotated[str | None, typer.Option(help="Only this virtual key's calls.")] = None,
     agent: Annotated[str | None, typer.Option(help="Only this agent's calls.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task's calls.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only this team's calls.")] = None,
+    org: Annotated[str | None, typer.Option(help="Only this org's calls.")] = None,
     last: Annotated[int, typer.Option(help="Show the last N events.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the events as a JSON array.")] = False,
 ) -> None:
     """List recorded usage events (one per call), newest last."""
     store = open_existing_ledger(ledger)
     try:
-        events = store.events(subject=_subject(user, session, project, key, agent, task))[-last:]
+        events = store.events(subject=_subject(user, session, project, key, agent, task, team, org))[-last:]
     finally:
         store.close()
     if as_json:
@@ -60,7 +74,7 @@ def events_command(
         )
     for e in events:
         who = " ".join(f"{k}={v}" for k, v in e.subject.to_dict().items() if k != "tags")
-        cost = "unknown" if e.cost_usd is None else f"{e.cost_usd}" + (" ~" if e.cost_estimated else "")
+        cost = "unknown" if e.cost_usd is None else plain(e.cost_usd) + (" ~" if e.cost_estimated else "")
         table.add_row(
             e.at.strftime("%Y-%m-%d %H:%M:%S"),
             escape(who),
@@ -82,12 +96,17 @@ def balances_command(
     key: Annotated[str | None, typer.Option(help="The virtual key.")] = None,
     agent: Annotated[str | None, typer.Option(help="The agent.")] = None,
     task: Annotated[str | None, typer.Option(help="The task.")] = None,
+    team: Annotated[str | None, typer.Option(help="The team.")] = None,
+    org: Annotated[str | None, typer.Option(help="The org.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show every budget that applies to a subject: limit, spent, held, remaining, reset."""
+    subject = _subject(user, session, project, key, agent, task, team, org)
+    if not subject.to_dict():
+        raise ConfigError(NO_SUBJECT)
     store = open_existing_ledger(ledger)
     try:
-        balances = store.balances(_subject(user, session, project, key, agent, task))
+        balances = store.balances(subject)
     finally:
         store.close()
     rows = [
@@ -123,6 +142,9 @@ def balances_command(
             row["reset_at"] or "never",
         )
     out.print(table)
+    if not rows:
+        who = " ".join(f"{k}={v}" for k, v in subject.to_dict().items())
+        out.print(f"no budget applies to {who} in {ledger}", style="dim", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

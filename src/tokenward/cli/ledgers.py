@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tokenward.ledger.base import Ledger
 
-__all__ = ["DEFAULT_LEDGER", "LEDGER_ENV", "open_existing_ledger"]
+__all__ = ["DEFAULT_LEDGER", "LEDGER_ENV", "check_exists", "open_existing_ledger"]
 
 LEDGER_ENV = "TOKENWARD_LEDGER"
 """The environment variable naming the ledger URL of the commands that read one."""
@@ -31,8 +31,29 @@ def open_existing_ledger(url: str) -> Ledger:
         LedgerError: the store cannot be opened.
     """
     from tokenward.ledger import open_ledger
+
+    check_exists(url)
+    return open_ledger(url)
+
+
+def check_exists(url: str) -> None:
+    """Refuse a SQLite ledger file that does not exist, saying how to name the right one
+    (``--ledger URL`` or ``TOKENWARD_LEDGER``); other URLs are left to the store.
+
+    Raises:
+        ConfigError: a malformed URL, or a SQLite file that does not exist.
+    """
+    from tokenward.errors import ConfigError
     from tokenward.observe.rows import open_rows
 
-    if url.startswith("sqlite:"):
+    if not url.startswith("sqlite:"):
+        return
+    try:
         open_rows(url).close()  # the reports' check, which opens nothing: "no such ledger file"
-    return open_ledger(url)
+    except ConfigError as exc:
+        if "no such ledger file" not in str(exc):
+            raise
+        raise ConfigError(
+            f"{exc}; name the ledger with --ledger URL or the {LEDGER_ENV} environment variable "
+            f"(default {DEFAULT_LEDGER}), e.g. --ledger sqlite:///examples/tokenward.db"
+        ) from None

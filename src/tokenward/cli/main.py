@@ -7,7 +7,7 @@ line on stderr with exit status 2, never as a stack trace.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -84,38 +84,45 @@ def serve(
     from tokenward.files import load_prices
 
     load_prices(cfg.prices)  # fail now, not at the first request
-    from tokenward.ledger import DEFAULT_LEDGER_URL
-    from tokenward.ledger.failover import masked
-
-    err.print(
-        f"tokenward gateway on http://{host}:{port} - ledger {masked(cfg.ledger or DEFAULT_LEDGER_URL)} - "
-        f"upstreams: {', '.join(f'{u.name} ({u.provider})' for u in cfg.upstreams)}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
-    from tokenward.ledger import open_ledger
+    from tokenward.ledger import DEFAULT_LEDGER_URL, open_ledger
 
     # A bad URL or an unreachable store is a one-line error here, not a traceback from the
     # server's start-up. The app opens (and at shutdown closes) its own: uvicorn ends the process
-    # with the signal that stopped it, so nothing after uvicorn.run() may be relied on.
+    # with the signal that stopped it, so nothing after the server's run() may be relied on.
     open_ledger(cfg.ledger).close()
     from tokenward.gateway.logs import configure_logging
 
     if log_format not in ("text", "json"):
         raise ConfigError(f"--log-format must be text or json, got {log_format!r}")
     configure_logging(log_format, log_level)
-    uvicorn.run(
-        create_app(cfg, config_path=path),
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,  # keep our handlers (JSON lines when asked)
-        timeout_graceful_shutdown=30,
-        # Longer than clients' own idle expiry (httpx: 5 s, the same as uvicorn's default), so the
-        # server never closes a kept-alive connection just as a client sends on it (a ReadError).
-        timeout_keep_alive=75,
-    )
+    app = create_app(cfg, config_path=path)
+    url = f"http://{host}:{port}"
+    ledger_url = cfg.ledger or DEFAULT_LEDGER_URL
+
+    class ReadyServer(uvicorn.Server):
+        """Says once, when the socket listens, that the gateway is ready (one line on stderr)."""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit:
+                from tokenward.gateway.app import ready_line
+
+                line = await ready_line(app.state.gateway, url, ledger_url)
+                err.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    ReadyServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            log_config=None,  # keep our handlers (JSON lines when asked)
+            timeout_graceful_shutdown=30,
+            # Longer than clients' own idle expiry (httpx: 5 s, the same as uvicorn's default), so
+            # the server never closes a kept-alive connection just as a client sends on it.
+            timeout_keep_alive=75,
+        )
+    ).run()
 
 
 FAKE_ENDPOINTS = (

@@ -20,10 +20,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tokenward.cli.common import Command, Group, err, friendly, out
-from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, open_existing_ledger
+from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, check_exists, open_existing_ledger
 from tokenward.clock import parse_instant  # re-exported: the dates every report option reads
 from tokenward.core.budgets import SCOPES, Subject
 from tokenward.errors import ConfigError
+from tokenward.numbers import plain
 
 __all__ = ["parse_instant", "register"]
 
@@ -52,6 +53,28 @@ FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, csv, j
 OutputOption = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
 ]
+
+
+SloCheckOption = Annotated[
+    bool, typer.Option("--check", help="Exit with status 1 when an objective is missed (for CI and cron).")
+]
+BudgetCheckOption = Annotated[
+    bool,
+    typer.Option(
+        "--check", help="Exit with status 1 when a hard budget has spent its limit (for CI and cron)."
+    ),
+]
+FindingsCheckOption = Annotated[
+    bool, typer.Option("--check", help="Exit with status 1 when anything is found (for CI and cron).")
+]
+
+
+def _fail_check(failures: list[str]) -> None:
+    """With ``--check``: name what failed on stderr and exit with status 1 (the report is written)."""
+    if failures:
+        for line in failures:
+            err.print(f"check failed: {line}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
@@ -107,6 +130,7 @@ def _rows(
     """Rows, with a progress bar on stderr when it is a terminal."""
     from tokenward.observe.rows import open_rows
 
+    check_exists(ledger)
     source = open_rows(ledger)
     try:
         if not sys.stderr.isatty():
@@ -225,6 +249,7 @@ def slo_command(
     where: WhereOption = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
+    check: SloCheckOption = False,
 ) -> None:
     """Service-level objectives on tokens, cost and duration, with their compliance."""
     from tokenward.files import load_mapping
@@ -250,7 +275,17 @@ def slo_command(
     )
     source = rows if rows is not None else _rows(ledger, start, end, _where(where), SESSION_FIELDS)
     sessions = session_costs(source)
-    _write(slo_table(evaluate(slos, sessions.values(), rows)), fmt, output)
+    results = evaluate(slos, sessions.values(), rows)
+    _write(slo_table(results), fmt, output)
+    if check:
+        _fail_check(
+            [
+                f"SLO {r.slo.name!r} missed: {r.within:,} of {r.units:,} {r.slo.per}s within "
+                f"({plain((r.compliance or 0) * 100, places=2)}% < {plain(r.slo.target * 100)}%)"
+                for r in results
+                if r.met is False
+            ]
+        )
 
 
 @report_app.command("efficiency", cls=Command)
@@ -331,6 +366,7 @@ def utilisation_command(
     ] = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
+    check: BudgetCheckOption = False,
 ) -> None:
     """Budget utilisation in each budget's current window, with the projection to its end."""
     from tokenward.observe.reports.utilisation import UTILISATION_FIELDS, utilisation, utilisation_table
@@ -338,6 +374,15 @@ def utilisation_command(
     now = _now(at)
     lines = _utilisation(ledger, now, UTILISATION_FIELDS, utilisation)
     _write(utilisation_table(lines), fmt, output)
+    if check:
+        _fail_check(
+            [
+                f"budget {u.budget.name!r} ({u.budget.scope} {u.subject_id!r}) spent "
+                f"{plain(u.spent)} of {plain(u.budget.limit)} {u.budget.meter}"
+                for u in lines
+                if u.budget.mode == "hard" and u.spent >= u.budget.limit
+            ]
+        )
 
 
 def _utilisation(ledger: str, now: datetime, need: frozenset[str], compute: Callable[..., Any]) -> Any:
@@ -362,6 +407,7 @@ def anomalies_command(
     where: WhereOption = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
+    check: FindingsCheckOption = False,
 ) -> None:
     """Scan recorded sessions for runaway loops, spikes and ever-growing context."""
     from tokenward.observe.anomalies import Call, scan_sessions
@@ -398,6 +444,8 @@ def anomalies_command(
         {"findings": [f.to_dict() for f in findings]},
     )
     _write(table, fmt, output)
+    if check:
+        _fail_check([f"{f.kind} in {f.scope} {f.subject_id!r}: {f.message}" for f in findings])
 
 
 @report_app.command("burn", cls=Command)

@@ -16,7 +16,10 @@ scope over a window.
   then it replaces the template's instance for that value ("each user 200k a day, alice 500k").
 * **Meters**: the built-in :data:`METERS` and custom ones (any lower-case identifier:
   ``tool_calls``, ``gpu_seconds``), charged through the same ledger API (``charge_meter``, or a
-  usage event's ``charged``).
+  usage event's ``charged``). A custom meter must be declared (``custom=True``; ``custom: true``
+  in YAML and the admin API, ``;custom`` in a spec): LLM calls never charge one, so a mistyped
+  built-in meter (``total_token``) would make a budget that never limits anything. The check is
+  made where a :class:`Budget` is built, so every way of writing one inherits it.
 * **Mode**: ``hard`` (enforced), ``soft`` (never denies; alerts, may degrade), ``shadow`` (decided
   and recorded as would-be denials, never enforced).
 * **Action** when a hard budget cannot pay for an LLM call: ``clamp`` (default: lower the output
@@ -34,6 +37,7 @@ scope over a window.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
 from tokenward.core.windows import NO_WINDOW, Window
 from tokenward.errors import ConfigError
+from tokenward.numbers import plain
 
 __all__ = [
     "ACTIONS",
@@ -57,6 +62,7 @@ __all__ = [
     "is_scope",
     "meter_amounts",
     "parse_budget_spec",
+    "parse_short_spec",
 ]
 
 SCOPES: tuple[str, ...] = ("org", "project", "team", "user", "key", "agent", "session", "task")
@@ -167,6 +173,8 @@ class Budget:
             fixed budget replaces; None when it applies alongside every template.
         on_store_failure: while the ledger's store is unreachable, ``closed`` (default: refuse
             calls this hard budget applies to) or ``open`` (admit them unchecked, charge later).
+        custom: ``meter`` is a custom meter (``gpu_seconds``), declared as such; required for any
+            meter outside :data:`METERS`, refused on a built-in one.
     """
 
     name: str
@@ -181,6 +189,7 @@ class Budget:
     action: Action = "clamp"
     overrides: str | None = None
     on_store_failure: Literal["closed", "open"] = "closed"
+    custom: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -191,6 +200,7 @@ class Budget:
             )
         if not _METER.match(self.meter):
             raise ConfigError(f"budget {self.name!r}: meter {self.meter!r} must be a lower-case identifier")
+        _check_custom(self.name, self.meter, self.custom)
         if not isinstance(self.limit, Decimal) or not self.limit.is_finite() or self.limit < 0:
             raise ConfigError(
                 f"budget {self.name!r}: limit must be a non-negative number, got {self.limit!r}"
@@ -245,15 +255,16 @@ class Budget:
             "name": self.name,
             "scope": self.scope,
             "meter": self.meter,
-            "limit": str(self.limit),
+            "limit": plain(self.limit),
             "subject_id": self.subject_id,
             "window": str(self.window),
             "mode": self.mode,
             "unpriced": self.unpriced,
-            "thresholds": [str(t) for t in self.thresholds],
+            "thresholds": [plain(t) for t in self.thresholds],
             "action": self.action,
             "overrides": self.overrides,
             "on_store_failure": self.on_store_failure,
+            "custom": self.custom,
         }
 
     @classmethod
@@ -266,14 +277,16 @@ class Budget:
         (``sunday`` or 0-6, for week windows), ``mode``, ``unpriced``, ``thresholds`` (shares
         ``[0.5, 0.9]`` or percents ``["50%", "90%"]``; ``[]`` for none), ``action``,
         ``overrides`` (a template this fixed budget replaces for its id), ``on_store_failure``
-        (``closed`` or ``open``).
+        (``closed`` or ``open``), ``custom`` (``true`` declares ``meter`` a custom meter).
 
         Raises:
-            ConfigError: a missing or invalid field (named).
+            ConfigError: a missing or invalid field (named), or a meter outside :data:`METERS`
+                without ``custom: true``.
         """
         known = {
             "name", "scope", "meter", "limit", "id", "subject_id", "window", "week_start",
             "mode", "unpriced", "thresholds", "alerts", "action", "overrides", "on_store_failure",
+            "custom",
         }  # fmt: skip
         unknown = set(data) - known
         label = data.get("name", "?")
@@ -305,7 +318,26 @@ class Budget:
             action=str(data.get("action", "clamp")),  # type: ignore[arg-type]
             overrides=None if data.get("overrides") is None else str(data["overrides"]),
             on_store_failure=str(data.get("on_store_failure") or "closed"),  # type: ignore[arg-type]
+            custom=data.get("custom", False),
         )
+
+
+def _check_custom(name: str, meter: str, custom: bool) -> None:
+    """Refuse an undeclared custom meter (a typo would never charge) and a built-in one declared
+    custom; the message says how to fix either."""
+    if not isinstance(custom, bool):
+        raise ConfigError(f"budget {name!r}: custom must be true or false, got {custom!r}")
+    if custom and meter in METERS:
+        raise ConfigError(f"budget {name!r}: {meter!r} is a built-in meter; drop custom")
+    if custom or meter in METERS:
+        return
+    close = difflib.get_close_matches(meter, METERS, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(
+        f"budget {name!r}: unknown meter {meter!r}; {hint}the built-in meters are {', '.join(METERS)}. "
+        "A custom meter (charged only by Ledger.charge_meter) must be declared: custom: true on a "
+        "YAML or admin-API budget, ;custom in a spec"
+    )
 
 
 def _thresholds(value: Any, where: str) -> tuple[Decimal, ...]:
@@ -357,8 +389,8 @@ def parse_budget_spec(spec: str) -> Budget:
     ``agent:gpu_seconds=3600;custom`` (a custom meter must be marked ``custom``, so a typo such as
     ``tokens`` for ``total_tokens`` is an error rather than a budget that never charges anything).
     Options: ``mode``, ``action``, ``thresholds`` (``50%,90%``), ``unpriced``, ``week_start``,
-    ``name``, and the flag ``custom``. The budget is named by the spec without its options unless
-    ``name`` says otherwise.
+    ``name``, ``overrides``, ``on_store_failure``, and the flag ``custom``. The budget is named by
+    the spec without its options unless ``name`` says otherwise.
 
     Raises:
         ConfigError: the spec does not parse, or names an unknown scope, meter, window or option.
@@ -369,26 +401,7 @@ def parse_budget_spec(spec: str) -> Budget:
             f"budget spec {spec!r}: expected SCOPE[=ID]:METER=LIMIT[/WINDOW][;OPTION=VALUE], e.g. "
             "session:cost_usd=0.50 or task:total_tokens=200000/day"
         )
-    options: dict[str, str] = {}
-    custom = False
-    for option in (o.strip() for o in match["options"].split(";")):
-        if not option:
-            continue
-        if option == "custom":
-            custom = True
-            continue
-        key, eq, value = option.partition("=")
-        if not eq or key.strip() not in _OPTIONS:
-            raise ConfigError(
-                f"budget spec {spec!r}: unknown option {option!r}; known: {', '.join(sorted(_OPTIONS))}, custom"
-            )
-        options[key.strip()] = value.strip()
-    if match["meter"] not in METERS and not custom:
-        # A typo (``tokens`` for ``total_tokens``) would make a budget that never charges anything.
-        raise ConfigError(
-            f"budget spec {spec!r}: unknown meter {match['meter']!r}; known: {', '.join(METERS)} "
-            "(mark a custom meter with ;custom)"
-        )
+    options = _spec_options(spec, match["options"])
     data: dict[str, Any] = {
         "name": options.pop("name", None) or spec.strip().partition(";")[0].strip(),
         "scope": match["scope"],
@@ -398,6 +411,70 @@ def parse_budget_spec(spec: str) -> Budget:
         "window": match["window"],
         **options,
     }
+    return _spec_budget(spec, data)
+
+
+_SHORT_SPEC = re.compile(
+    r"^\s*(?P<meter>[a-z_][a-z0-9_]*)=(?P<limit>[^/;]+)(?:/(?P<window>[^;]+))?(?P<options>(?:;[^;]*)*)$"
+)
+
+
+def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
+    """Parse the short form ``METER=LIMIT[/WINDOW][;OPTION=VALUE...]`` of a budget for one scope
+    value (an SDK session's or task's own budget): ``total_tokens=50000``,
+    ``cost_usd=0.50/day;action=deny``, ``tool_calls=20;custom``. The options are those of
+    :func:`parse_budget_spec`; the budget is named ``SCOPE=ID:METER`` unless ``name`` says otherwise.
+
+    Raises:
+        ConfigError: the spec does not parse, or names an unknown meter, window or option.
+    """
+    match = _SHORT_SPEC.match(spec)
+    if not match:
+        raise ConfigError(
+            f"budget {spec!r}: expected METER=LIMIT[/WINDOW][;OPTION=VALUE], e.g. total_tokens=50000 "
+            "or cost_usd=0.50/day;action=deny"
+        )
+    options = _spec_options(spec, match["options"])
+    data: dict[str, Any] = {
+        "name": options.pop("name", None) or f"{scope}={subject_id}:{match['meter']}",
+        "scope": scope,
+        "id": subject_id,
+        "meter": match["meter"],
+        "limit": match["limit"].strip(),
+        "window": None if match["window"] is None else match["window"].strip(),
+        **options,
+    }
+    return _spec_budget(spec, data)
+
+
+def _spec_options(spec: str, text: str) -> dict[str, Any]:
+    """The ``;OPTION=VALUE`` part of a spec as budget fields (the flag ``custom`` as ``True``)."""
+    options: dict[str, Any] = {}
+    for option in (o.strip() for o in text.split(";")):
+        if not option:
+            continue
+        if option == "custom":
+            options["custom"] = True
+            continue
+        key, eq, value = option.partition("=")
+        if not eq or key.strip() not in _OPTIONS:
+            raise ConfigError(
+                f"budget spec {spec!r}: unknown option {option!r}; known: {', '.join(sorted(_OPTIONS))}, custom"
+            )
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _spec_budget(spec: str, data: Mapping[str, Any]) -> Budget:
+    """The budget of a parsed spec; an undeclared custom meter is named with the spec's own fix."""
+    if data["meter"] not in METERS and not data.get("custom"):
+        # A typo (``tokens`` for ``total_tokens``) would make a budget that never charges anything.
+        close = difflib.get_close_matches(data["meter"], METERS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"budget spec {spec!r}: unknown meter {data['meter']!r}; {hint}known: {', '.join(METERS)} "
+            "(mark a custom meter with ;custom)"
+        )
     return Budget.from_dict(data)
 
 

@@ -62,6 +62,8 @@ class Balance:
         held: amounts reserved by calls in flight.
         reset_at: when the window ends (UTC), or None; for a rolling window, when its oldest
             spend stops counting (None when nothing is spent).
+        drops: for a rolling window, what stops counting when: ``(instant, spent, held)`` in
+            time order, one per bucket with spend or holds; empty for other windows.
     """
 
     budget: Budget
@@ -70,6 +72,7 @@ class Balance:
     spent: Decimal
     held: Decimal
     reset_at: datetime | None
+    drops: tuple[tuple[datetime, Decimal, Decimal], ...] = ()
 
     @property
     def remaining(self) -> Decimal:
@@ -102,6 +105,21 @@ class Balance:
             "reset_at": self.reset_at.isoformat().replace("+00:00", "Z") if self.reset_at else None,
         }
 
+    def fits_at(self, requested: Decimal) -> datetime | None:
+        """For a rolling window, the first instant at which ``requested`` fits as buckets stop
+        counting (spend and holds alike: a hold is counted as if it settled in its bucket, and
+        nothing new is charged meanwhile); None when it never will (it is above the limit by
+        itself) or the window is not rolling."""
+        need = self.spent + self.held + requested - self.budget.limit
+        if not self.budget.window.rolling or requested > self.budget.limit or need <= 0:
+            return None
+        freed = Decimal(0)
+        for at, spent, held in self.drops:
+            freed += spent + held
+            if freed >= need:
+                return at
+        return None
+
     def exceeded(self, requested: Decimal) -> BudgetExceeded:
         """The denial for a call that needed ``requested`` of this budget."""
         return BudgetExceeded(
@@ -115,6 +133,8 @@ class Balance:
             requested=requested,
             reset_at=self.reset_at,
             mode=self.budget.mode,
+            window=str(self.budget.window),
+            retry_at=self.fits_at(requested),
         )
 
 
@@ -258,7 +278,9 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
         cap = _output_cap(balance, plan)
         if cap is None:
             continue
-        if budget.action == "deny" and cap >= plan.min_output_tokens:
+        if budget.action == "deny":
+            # Judged below with the bound the other budgets leave, and named with the hold it
+            # refuses (the call's whole hold, not its minimum: a retry must wait for all of it).
             strict.append((balance, cap))
             continue
         if cap >= bound:

@@ -23,6 +23,17 @@ from tokenward.fake.streaming import QuietStreamCuts
 __all__ = ["BackgroundFake"]
 
 
+_THREAD = "tokenward-fake"
+
+
+class _QuietFake(logging.Filter):
+    """Drops the in-process fake's informational uvicorn lines ("Uvicorn running on
+    http://127.0.0.1:<port>"); its warnings and errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.threadName != _THREAD
+
+
 class BackgroundFake:
     """The fake provider served by uvicorn on ``127.0.0.1:<free port>`` in a daemon thread.
 
@@ -36,12 +47,20 @@ class BackgroundFake:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="off", log_config=None)
+        # No log level of its own: uvicorn's loggers are shared with the gateway's server, whose
+        # level must stay as configured; the fake's own start-up and access lines (its loopback
+        # port is an internal detail) are dropped by a filter instead.
+        config = uvicorn.Config(
+            create_app(settings), log_level=None, access_log=False, lifespan="off", log_config=None
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, name="tokenward-fake", daemon=True
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name=_THREAD, daemon=True
         )
-        logging.getLogger("uvicorn.error").addFilter(QuietStreamCuts())
+        errors = logging.getLogger("uvicorn.error")
+        errors.addFilter(QuietStreamCuts())
+        if not any(isinstance(f, _QuietFake) for f in errors.filters):
+            errors.addFilter(_QuietFake())
 
     def start(self, timeout: float = 10.0) -> BackgroundFake:
         """Start serving and wait until the socket accepts connections (seconds).

@@ -50,7 +50,7 @@ from tokenward.guard.wire.endpoints import (
 from tokenward.ledger import AsyncLedger, open_async_ledger
 from tokenward.ledger.base import new_id
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "ready_line", "warn_missing_keys"]
 
 log = logging.getLogger("tokenward.gateway")
 
@@ -123,6 +123,7 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     """
     config = GatewayConfig.load(path)
     await sync_config_budgets(state.guard.ledger, config.budgets)
+    warn_missing_keys(config)
     old = state.clients
     clients = state.factory.reuse(config.upstreams, state.config, old)
     state.clients, state.config = clients, config
@@ -132,6 +133,43 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
             await client.aclose()
     log.info("configuration reloaded from %s", path)
     return config
+
+
+async def ready_line(state: GatewayState, url: str, ledger: str) -> str:
+    """The one line ``tokenward serve`` prints once the gateway listens: where, on which ledger
+    (its password masked), how many budgets and virtual keys it enforces (the config file's and
+    those made through the admin API), its admin keys and its upstreams (an in-process fake is
+    named as such: its loopback port is an internal detail)."""
+    from tokenward.ledger.failover import masked
+
+    store = state.guard.ledger
+    budgets = len(await store.budgets())
+    now = store.clock.now()
+    keys = len(state.config.keys) + sum(1 for k in await store.keys() if k.active(now))
+    admins = len(state.config.admin_keys)
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    upstreams = ", ".join(
+        f"{u.name} (in-process fake)"
+        if u.provider == "fake" and u.base_url is None
+        else f"{u.name} ({u.provider})"
+        for u in state.config.upstreams
+    )
+    return (
+        f"tokenward gateway ready on {url} - ledger {masked(ledger)} - {count(budgets, 'budget')}, "
+        f"{count(keys, 'key')}, {count(admins, 'admin key')} - upstreams: {upstreams}"
+    )
+
+
+def warn_missing_keys(config: GatewayConfig) -> list[str]:
+    """Log a warning for each upstream whose calls would go without a provider key (at start and
+    on every reload); returns the warnings."""
+    problems = [p for u in config.upstreams if (p := u.key_problem()) is not None]
+    for problem in problems:
+        log.warning("%s", problem)
+    return problems
 
 
 def _reload_on_sighup(state: GatewayState, path: Path) -> None:
@@ -197,6 +235,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        warn_missing_keys(config)
         prices = load_prices(config.prices)
         await anyio.to_thread.run_sync(_warm_up, prices)
         store = ledger or open_async_ledger(config.ledger)

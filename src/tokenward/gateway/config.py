@@ -119,6 +119,22 @@ class UpstreamConfig:
         """The provider key from the environment, or None."""
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
+    def key_problem(self) -> str | None:
+        """Why this upstream's calls would go without a provider key, or None: its
+        ``api_key_env`` is not set (or empty) in the environment, or a hosted provider
+        (``openai``, ``anthropic``, ``gemini``) has no ``api_key_env`` at all."""
+        if self.api_key_env and not self.api_key():
+            return (
+                f"upstream {self.name!r}: the environment variable {self.api_key_env} (its api_key_env) "
+                "is not set, so its calls go without a provider key and will likely be refused (401)"
+            )
+        if not self.api_key_env and self.provider in ("openai", "anthropic", "gemini"):
+            return (
+                f"upstream {self.name!r} ({self.provider}) has no api_key_env, so its calls go "
+                "without a provider key and will likely be refused (401)"
+            )
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class KeyConfig:

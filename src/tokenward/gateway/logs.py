@@ -73,6 +73,9 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every upstream request at INFO (with the in-process fake's loopback port); the
+    # gateway logs each call itself on tokenward.calls. Shown with --log-level debug.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
 
 
 def call_fields(event: UsageEvent, started: float, http_status: int | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
+from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
@@ -176,6 +178,30 @@ def _budget_headers(decision: Decision, event: UsageEvent | None, now: Any) -> d
     return headers
 
 
+def _retry_after(exc: BudgetExceeded, horizon: int, reset: int | None, now: Any) -> int | None:
+    """Seconds to wait before this call can be admitted, when a retry is worth it (a 429), else
+    None (a 402).
+
+    A rolling window: the call fits once enough earlier spend stops counting
+    (:attr:`BudgetExceeded.retry_at`, rounded up to whole seconds); it is always a 429 when the
+    window is no longer than the retry horizon plus one bucket (right after a burst the oldest
+    spend may count for the window plus a bucket), else when it fits within the horizon; never
+    when the call is too big for the budget by itself. Other windows: a 429 when the window
+    resets within the horizon, with ``retry-after`` its reset.
+    """
+    window = Window.parse(exc.window) if exc.window else None
+    if window is not None and window.rolling:
+        if exc.retry_at is None or window.duration is None:
+            return None
+        wait = max(1, _seconds_until(exc.retry_at, now) or 0)
+        if window.duration <= timedelta(seconds=horizon) + window.bucket or wait <= horizon:
+            return wait
+        return None
+    if reset is not None and reset <= horizon:
+        return max(1, reset)
+    return None
+
+
 def _denial(exc: BudgetExceeded | UnpricedCall, config: GatewayConfig, now: Any) -> GatewayError:
     if isinstance(exc, UnpricedCall):
         return GatewayError(
@@ -195,9 +221,10 @@ def _denial(exc: BudgetExceeded | UnpricedCall, config: GatewayConfig, now: Any)
     reset = _seconds_until(exc.reset_at, now)
     if reset is not None:
         headers["x-ratelimit-reset"] = str(reset)
-        if reset <= config.retry_horizon_seconds:
-            status = 429  # the window resets soon: worth retrying
-            headers["retry-after"] = str(max(1, reset))
+    retry = _retry_after(exc, config.retry_horizon_seconds, reset, now)
+    if retry is not None:
+        status = 429  # it will fit soon: worth retrying (the official clients retry a 429, not a 402)
+        headers["retry-after"] = str(retry)
     return GatewayError(
         status,
         str(exc),
@@ -287,6 +314,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
             param="model",
         )
     end_user = body_user(call.body)
+    failures: list[str] = []  # the attempts that failed so far, for the last one's error message
     for index, (model, upstream) in enumerate(attempts):
         attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
         provider = upstream.pricing_provider(endpoint.family)
@@ -310,6 +338,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         if changes:
             metadata["degraded"] = changes
         exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
+        exchange.failures = failures
         last = index + 1 == len(attempts)
         response = await (
             exchange.stream(content, wants_usage, last) if attempt.stream else exchange.json(content, last)
@@ -345,6 +374,7 @@ class _Exchange:
         self.own = own_headers(admission.request_id, state.version)
         self.settled = False
         self.started = time.monotonic()
+        self.failures: list[str] = []
 
     async def _settle(self, outcome: Outcome) -> UsageEvent | None:
         if self.settled:
@@ -368,24 +398,36 @@ class _Exchange:
     async def _failed(self, exc: httpx.HTTPError, last: bool) -> Response | None:
         timed_out = isinstance(exc, httpx.TimeoutException)
         await self._settle(Outcome(None, status="upstream_error", metadata={"error": type(exc).__name__}))
+        what = f"{'timed out' if timed_out else 'failed'}: {type(exc).__name__}"
+        self.failures.append(f"{self.upstream.name!r} {what}")
         if not last:
             return None
+        message = f"upstream {self.upstream.name!r} {what}"
+        if len(self.failures) > 1:
+            message = f"every upstream tried failed: {'; '.join(self.failures)}"
         error = GatewayError(
             504 if timed_out else 502,
-            f"upstream {self.upstream.name!r} {'timed out' if timed_out else 'failed'}: {type(exc).__name__}",
+            message,
             type="api_error",
             code="upstream_timeout" if timed_out else "upstream_error",
         )
-        return error_response(self.call.endpoint.dialect, error, self.own)
+        return error_response(self.call.endpoint.dialect, error, {**self.own, **self._named()})
+
+    def _named(self) -> dict[str, str]:
+        """The header naming the upstream an error answer came from (or that failed)."""
+        return {"x-tokenward-upstream": self.upstream.name}
 
     async def _error_status(self, response: httpx.Response, content: bytes, last: bool) -> Response | None:
         await self._settle(
             Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
         )
         if not last and response.status_code in _RETRYABLE_STATUS:
+            self.failures.append(f"{self.upstream.name!r} answered {response.status_code}")
             return None
         return Response(
-            content, response.status_code, headers=_response_headers(response, self._headers(None))
+            content,
+            response.status_code,
+            headers=_response_headers(response, {**self._headers(None), **self._named()}),
         )
 
     async def interrupted(self) -> None:
@@ -547,6 +589,7 @@ async def passthrough(request: Request, family: str, path: str, state: GatewaySt
         upstream = next((u for u in state.config.upstreams if family in PROVIDERS[u.provider].families), None)
         if upstream is None:
             raise GatewayError(404, f"no {family} upstream is configured", code="not_found")
+        own = {**own, "x-tokenward-upstream": upstream.name}
         client = state.client(upstream)
         headers = _upstream_headers(request.headers, upstream, family)
         url = upstream.url(family, path)
@@ -557,9 +600,11 @@ async def passthrough(request: Request, family: str, path: str, state: GatewaySt
     except GatewayError as exc:
         return error_response(dialect, exc, own)
     except httpx.HTTPError as exc:
-        return error_response(
-            dialect, GatewayError(502, f"upstream failed: {type(exc).__name__}", type="api_error"), own
+        name = own.get("x-tokenward-upstream", "?")
+        error = GatewayError(
+            502, f"upstream {name!r} failed: {type(exc).__name__}", type="api_error", code="upstream_error"
         )
+        return error_response(dialect, error, own)
     return Response(response.content, response.status_code, headers=_response_headers(response, own))
 
 

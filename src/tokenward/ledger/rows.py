@@ -8,12 +8,14 @@ Backends read and write rows in batches; everything else here is arithmetic on w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from tokenward.core.budgets import Budget, Subject
+from tokenward.core.budgets import METERS, Budget, Subject
 from tokenward.core.decide import Balance
 from tokenward.errors import BudgetError, BudgetExceeded, Stopped, ValidationError
 from tokenward.ledger.records import ShadowDenial, StopMarker
@@ -35,9 +37,12 @@ __all__ = [
     "stop_of",
     "stop_targets",
     "stopped_error",
+    "stored_budget",
     "subject_matches",
     "window_spent",
 ]
+
+log = logging.getLogger("tokenward.ledger")
 
 ZERO = Decimal(0)
 RowKey = tuple[str, str, str]
@@ -55,6 +60,33 @@ class Snapshot:
 
     budgets: list[Budget]
     stops: Mapping[tuple[str, str], StopMarker] = field(default_factory=dict)
+
+
+_legacy_warned: set[tuple[str, str]] = set()
+
+
+def stored_budget(data: Mapping[str, Any]) -> Budget:
+    """A budget as a ledger stored it (:meth:`Budget.to_dict`).
+
+    A budget on a meter outside :data:`~tokenward.core.budgets.METERS` stored before custom meters
+    had to be declared (no ``custom`` key) is read as the custom budget it was accepted as, so an
+    older ledger still opens; a warning (once per process) names it, since a mistyped built-in
+    meter never charges anything.
+    """
+    if "custom" not in data and data.get("meter") not in METERS:
+        name, meter = str(data.get("name")), str(data.get("meter"))
+        if (name, meter) not in _legacy_warned:
+            _legacy_warned.add((name, meter))
+            log.warning(
+                "budget %r counts meter %r, which is not built in (%s) and was stored before custom "
+                "meters had to be declared: LLM calls never charge it. If it is a typo, set the budget "
+                "again with the right meter; if it is a custom meter, set it again with custom: true",
+                name,
+                meter,
+                ", ".join(METERS),
+            )
+        data = {**data, "custom": True}
+    return Budget.from_dict(data)
 
 
 def span_of(budget: Budget, subject_id: str, at: datetime) -> Span:
@@ -75,14 +107,21 @@ def balance_of(
     first, last = window.span(at)
     spent = held = ZERO
     oldest: str | None = None
+    buckets: dict[str, tuple[Decimal, Decimal]] = {}
     for (name, sid, row_key), (row_spent, row_held) in rows.items():
         if name != budget.name or sid != subject_id or not first <= row_key <= last:
             continue
         spent += row_spent
         held += row_held
+        if row_spent or row_held:
+            bucket_spent, bucket_held = buckets.get(row_key, (ZERO, ZERO))
+            buckets[row_key] = (bucket_spent + row_spent, bucket_held + row_held)
         if row_spent and (oldest is None or row_key < oldest):
             oldest = row_key
-    return Balance(budget, subject_id, key, spent, held, None if oldest is None else window.drops_at(oldest))
+    drops = tuple((drop, *buckets[k]) for k in sorted(buckets) if (drop := window.drops_at(k)) is not None)
+    return Balance(
+        budget, subject_id, key, spent, held, None if oldest is None else window.drops_at(oldest), drops
+    )
 
 
 def window_spent(

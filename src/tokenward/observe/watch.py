@@ -6,7 +6,10 @@ reached a threshold (default 50%, 80%, 100%) or whose window projection crosses 
 stores an :class:`~tokenward.observe.alerts.Alert` in the outbox with one pending delivery per
 sink (webhooks, the log, Python callbacks). A hard budget refusing a call raises the budget's
 exhaustion alert too. The outbox keeps each alert once per budget, window and threshold (by its
-deduplication key), however many processes watch the same ledger. A
+deduplication key), however many processes watch the same ledger. A rolling window has no end of
+its own: its alerts fire once per *episode* (:mod:`tokenward.core.episodes`): once when spend
+rises to a threshold, again only after it has fallen back below it (each watcher follows the
+episodes of the calls it observes, so two processes may each report the same rise once). A
 :class:`~tokenward.observe.delivery.Dispatcher` delivers, retrying with exponential backoff;
 what was not delivered when a process stops is delivered by the next one that opens the outbox.
 
@@ -26,8 +29,10 @@ once the ledger offers them; the delivery side does not change.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +43,7 @@ import httpx
 from tokenward.clock import Clock, SystemClock, utc
 from tokenward.core.budgets import Subject
 from tokenward.core.decide import Balance, CallPlan
+from tokenward.core.episodes import Episode, rolling_episode
 from tokenward.core.events import UsageEvent
 from tokenward.errors import BudgetError, BudgetExceeded
 from tokenward.ledger import Ledger, open_ledger
@@ -176,6 +182,8 @@ class Alerts:
         self.sinks = all_sinks
         self.dispatcher = Dispatcher(self.outbox, all_sinks, backoff=backoff, time_source=self.time)
         self._seen: set[str] = set()
+        self._episodes: dict[tuple[str, str, Decimal], Episode] = {}
+        self._episodes_lock = threading.Lock()
         self._worker = Worker(self._handle, name="tokenward-alert-watch") if background else None
 
     # -- guard observer hooks ----------------------------------------------------------------------
@@ -201,6 +209,12 @@ class Alerts:
             error: BudgetExceeded = item[2]
             budget = self.ledger.get_budget(error.budget)
             at = utc(item[3])
+            if budget is None:
+                window_key = ""
+            elif budget.window.rolling:
+                window_key = self._refusal_key(budget, error, at)
+            else:
+                window_key = budget.window.key(at)
             alert = exhaustion_alert(
                 budget=error.budget,
                 scope=error.scope,
@@ -211,7 +225,7 @@ class Alerts:
                 held=error.held,
                 requested=error.requested,
                 reset_at=error.reset_at,
-                window_key=budget.window.key(at) if budget is not None else "",
+                window_key=window_key,
                 at=at,
             )
             if alert is not None:
@@ -222,10 +236,45 @@ class Alerts:
         """Check every budget applying to ``subject`` in the window containing ``at`` and raise
         what is due; returns the alerts that were new."""
         balances = self.ledger.balances(subject, at)
-        alerts = threshold_alerts(balances, at, self.thresholds)
+        alerts = self._in_episodes(threshold_alerts(balances, at, self.thresholds), balances, at)
         if self.forecast:
             alerts += forecast_alerts(balances, at)
         return self.raise_alerts(alerts)
+
+    def _in_episodes(self, alerts: list[Alert], balances: Sequence[Balance], at: datetime) -> list[Alert]:
+        """Key the threshold alerts of rolling windows by their episode (the bucket where the
+        spend rose to the threshold), so a rise is reported once until the spend falls below."""
+        keys: dict[tuple[str, str, Decimal], str] = {}
+        with self._episodes_lock:
+            for balance in balances:
+                if not balance.budget.window.rolling:
+                    continue
+                for threshold in self.thresholds:
+                    name = (balance.budget.name, balance.subject_id, threshold)
+                    episode = rolling_episode(balance, threshold, at, self._episodes.get(name))
+                    if episode is None:
+                        self._episodes.pop(name, None)
+                    else:
+                        self._episodes[name] = episode
+                        keys[name] = episode.key
+        return [
+            replace(a, window_key=key)
+            if a.threshold is not None and (key := keys.get((a.budget, a.subject_id, a.threshold)))
+            else a
+            for a in alerts
+        ]
+
+    def _refusal_key(self, budget: Any, error: BudgetExceeded, at: datetime) -> str:
+        """The window key of a rolling budget's refusal: its 100% episode's when one is under way
+        (one exhaustion alert per episode), else the bucket of the oldest spend still counted,
+        which stays the same through a burst of refusals."""
+        with self._episodes_lock:
+            episode = self._episodes.get((budget.name, error.subject_id or "", Decimal(1)))
+        if episode is not None:
+            return episode.key
+        if error.reset_at is not None:
+            return str(budget.window.key(error.reset_at - (budget.window.buckets + 1) * budget.window.bucket))
+        return str(budget.window.key(at))
 
     def raise_alerts(self, alerts: Iterable[Alert]) -> list[Alert]:
         """Store alerts not raised before, with a pending delivery to every sink; wake the

@@ -1,8 +1,10 @@
 """Attribution contexts: whom the calls made inside a ``with`` block are charged to.
 
 The current attribution lives in a :class:`contextvars.ContextVar`, so it follows the work into
-asyncio tasks on its own (each task starts with a copy of its creator's context). Threads do not
-copy contexts in Python: run work in a thread through :func:`bind` (or
+asyncio tasks on its own (each task starts with a copy of its creator's context), and
+``asyncio.to_thread`` copies it. Threads do not copy contexts in Python: while a guard is open,
+``ThreadPoolExecutor.submit`` (and so ``loop.run_in_executor``) carries it
+(:mod:`tokenward.sdk.threads`); for any other thread, run the work through :func:`bind` (or
 ``contextvars.copy_context().run``) to keep the attribution.
 """
 
@@ -18,7 +20,7 @@ from typing import ParamSpec, TypeVar
 
 from tokenward.core.budgets import Subject
 
-__all__ = ["Attribution", "attributed", "bind", "current"]
+__all__ = ["Attribution", "attributed", "bind", "carrying", "current"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,3 +91,18 @@ def bind(fn: Callable[P, R]) -> Callable[P, R]:
         return context.copy().run(fn, *args, **kwargs)  # a copy: the same context cannot run twice at once
 
     return bound
+
+
+def carrying(attribution: Attribution, fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` run with ``attribution`` in force (in whatever thread runs it), and only that:
+    the thread's other context variables are left alone."""
+
+    @functools.wraps(fn)
+    def carried(*args: P.args, **kwargs: P.kwargs) -> R:
+        token = _current.set(attribution)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    return carried

@@ -15,17 +15,16 @@ callbacks.
 
 from __future__ import annotations
 
-import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from tokenward.core.budgets import Budget, Subject, parse_budget_spec
+from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec
 from tokenward.core.decide import Balance
 from tokenward.core.pricebook import PriceBook
-from tokenward.errors import ConfigError
 from tokenward.guard import AsyncGuard
 from tokenward.guard import Guard as Engine
 from tokenward.guard.flow import GuardSettings
@@ -33,15 +32,16 @@ from tokenward.guard.wire.degrade import Degrade
 from tokenward.ledger import Ledger
 from tokenward.ledger.base import ThreadedAsyncLedger
 from tokenward.numbers import plain
+from tokenward.sdk import threads
 from tokenward.sdk.clients import wrap_client
 from tokenward.sdk.context import Attribution, attributed, current
+from tokenward.sdk.threads import UnattributedCalls
 from tokenward.sdk.thresholds import ThresholdWatcher
 from tokenward.sdk.transport import GatewayMemory, TransportSettings
 
 __all__ = ["Guard", "Session"]
 
 C = TypeVar("C")
-_SESSION_SPEC = re.compile(r"^\s*([a-z_]+)=([^/]+)(?:/(.+))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +79,20 @@ class Guard(Engine):
         degrade: a degrade policy (cheaper model, less reasoning when budgets run low); without
             one, budgets whose action is ``degrade`` still degrade calls with the default policy.
         observers: watchers of every admission, denial and settled event.
+        on_unattributed: what to do with a call made outside every session and task while the
+            guard has one open elsewhere (another thread or task: see
+            :mod:`tokenward.sdk.threads`): ``warn`` (default: an
+            :class:`~tokenward.UnattributedCallWarning` once per call site), ``raise``
+            (:class:`~tokenward.errors.UnattributedCall`) or ``ignore``.
         **subject: default attribution for calls made outside any session (``user``,
             ``project``, ``team``, ``org``, ``key``, ``agent``).
 
+    While a guard is open (until :meth:`close`), ``ThreadPoolExecutor.submit`` (and so
+    ``loop.run_in_executor``) carries the caller's session and task into the worker thread; the
+    patch is removed when the last open guard closes.
+
     Raises:
-        ConfigError: a malformed budget spec or ledger URL.
+        ConfigError: a malformed budget spec or ledger URL, or an unknown ``on_unattributed``.
     """
 
     def __init__(
@@ -95,15 +104,22 @@ class Guard(Engine):
         settings: GuardSettings | None = None,
         degrade: Degrade | None = None,
         observers: Sequence[object] = (),
+        on_unattributed: Literal["warn", "raise", "ignore"] = "warn",
         **subject: str,
     ) -> None:
+        self.unattributed = UnattributedCalls(on_unattributed)
         super().__init__(ledger, prices=prices, settings=settings, observers=observers)
         self.defaults = Subject(**subject)
+        threads.hold()
+        self._release = weakref.finalize(self, threads.release)
         self.degrade = degrade
         self.gateways = GatewayMemory()
         self._aio: AsyncGuard | None = None
-        for budget in budgets:
-            self.ledger.put_budget(parse_budget_spec(budget) if isinstance(budget, str) else budget)
+        made = [parse_budget_spec(b) if isinstance(b, str) else b for b in budgets]
+        for budget in made:
+            self.ledger.put_budget(budget)
+        self._users = sorted({b.subject_id for b in made if b.scope == "user" and b.subject_id})
+        """The users the guard's own budgets name (``user=alice:...``)."""
 
     @property
     def aio(self) -> AsyncGuard:
@@ -116,9 +132,11 @@ class Guard(Engine):
         return self._aio
 
     def close(self) -> None:
-        """Stop renewing holds (of the sync guard and its async twin) and close the ledger."""
+        """Stop renewing holds (of the sync guard and its async twin), close the ledger, and
+        (for the last open guard) give ``ThreadPoolExecutor.submit`` back its own code."""
         if self._aio is not None:
             self._aio.renewer.close()
+        self._release()
         super().close()
 
     def subject(self, override: Subject | None = None) -> Subject:
@@ -157,7 +175,12 @@ class Guard(Engine):
         # Without a policy of its own the guard still degrades calls for budgets whose action is
         # ``degrade`` (with the default policy: less reasoning below 20 % left).
         policy = self.degrade if self.degrade is not None else Degrade(marked_only=True)
-        settings = TransportSettings(degrade=policy, provider=provider, subject=self.subject)
+        settings = TransportSettings(
+            degrade=policy,
+            provider=provider,
+            subject=self.subject,
+            check=lambda: self.unattributed.check(self.defaults),
+        )
         return wrap_client(
             client,
             sync_guard=self,
@@ -182,8 +205,10 @@ class Guard(Engine):
 
         Args:
             session_id: the session.
-            budget: budgets for this session alone: ``"total_tokens=50000"``,
-                ``"cost_usd=0.50/day"``, a :class:`~tokenward.Budget`, or several.
+            budget: budgets for this session alone, in the short form
+                ``METER=LIMIT[/WINDOW][;OPTION=VALUE...]`` (``"total_tokens=50000"``,
+                ``"cost_usd=0.50/day;action=deny"``, ``"tool_calls=20;custom"``: the options of
+                :func:`~tokenward.parse_budget_spec`), a :class:`~tokenward.Budget`, or several.
             reserve: a final-answer reserve by meter (``{"total_tokens": 2000}``): ordinary calls
                 may not use it; calls inside :meth:`final_answer` may.
             keep_budget: keep the session's budgets when the block ends (default: delete them;
@@ -192,7 +217,8 @@ class Guard(Engine):
             **scopes: ``user``, ``agent``, ``task``, ``project``, ``team``, ``org``.
 
         Raises:
-            ConfigError: a malformed budget spec or reserve.
+            ConfigError: a malformed budget spec or reserve, or an undeclared custom meter (a
+                mistyped ``total_token``).
         """
         with self._scope("session", session_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -208,7 +234,23 @@ class Guard(Engine):
         tags: Mapping[str, str] | None = None,
         **scopes: str | None,
     ) -> Iterator[Session]:
-        """As :meth:`session`, for a task (nested in a session or not)."""
+        """Charge the calls made inside the block to task ``task_id``: one unit of work (an issue
+        of a batch, a sub-goal of an agent), inside a session or on its own::
+
+            with guard.session("run-7", user="alice"):
+                for issue in issues:
+                    with guard.task(issue.id, budget="cost_usd=0.20"):
+                        solve(issue)          # charged to session run-7 and task <issue.id>
+
+        Inside a session a call is charged to both, and every budget of either applies (so a
+        task budget caps one issue while the session budget caps the run). The arguments are
+        those of :meth:`session`: ``budget`` makes budgets of scope ``task`` for ``task_id``
+        (deleted when the block ends unless ``keep_budget``), ``reserve``, ``tags`` and
+        ``**scopes`` likewise.
+
+        Raises:
+            ConfigError: a malformed budget spec or reserve, or an undeclared custom meter.
+        """
         with self._scope("task", task_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
 
@@ -233,10 +275,12 @@ class Guard(Engine):
         for b in made:
             self.ledger.put_budget(b)
         held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
+        self.unattributed.opened()
         try:
             with attributed(held_back=held, tags=tags, **{**scopes, scope: value}) as attribution:
                 yield Session(self, attribution, made)
         finally:
+            self.unattributed.closed()
             if not keep_budget:
                 for b in made:
                     self.ledger.delete_budget(b.name)
@@ -245,23 +289,32 @@ class Guard(Engine):
     def _scoped_budget(scope: str, value: str, spec: Budget | str) -> Budget:
         if isinstance(spec, Budget):
             return replace(spec, scope=scope, subject_id=value)
-        match = _SESSION_SPEC.match(spec)
-        if not match:
-            raise ConfigError(f"budget {spec!r}: expected METER=LIMIT[/WINDOW], e.g. total_tokens=50000")
-        meter, limit, window = match.groups()
-        name = f"{scope}={value}:{meter}"
-        return Budget.from_dict(
-            {"name": name, "scope": scope, "id": value, "meter": meter, "limit": limit, "window": window}
-        )
+        return parse_short_spec(spec, scope=scope, subject_id=value)
 
     def balances(self, subject: Subject | None = None) -> list[Balance]:
-        """Every budget instance that applies to ``subject`` (default: the attribution in force)."""
-        return self.ledger.balances(self.subject(subject))
+        """Every budget instance that applies to ``subject`` (default: the attribution in force;
+        outside every session, the guard's defaults, and when they name no user, the one user the
+        guard's own budgets name: ``Guard(budgets=["user=alice:cost_usd=5/day"])`` reports
+        alice's)."""
+        return self.ledger.balances(self._reported(subject))
+
+    def _reported(self, subject: Subject | None) -> Subject:
+        """Whom :meth:`balances`, :meth:`remaining` and :meth:`budget_note` report on."""
+        resolved = self.subject(subject)
+        outside = subject is None and current().subject == Subject()
+        if outside and resolved.user is None and len(self._users) == 1:
+            return replace(resolved, user=self._users[0])
+        return resolved
 
     def remaining(self, subject: Subject | None = None) -> dict[str, Decimal]:
         """What is left, by meter: the least room of any hard budget of that meter (tokens, USD,
         calls), never negative; the final-answer reserve is not counted as room unless inside
-        :meth:`final_answer`."""
+        :meth:`final_answer`.
+
+        Args:
+            subject: whom to ask about (default: the attribution in force; outside every session,
+                the guard's defaults, or the one user its own budgets name, as :meth:`balances`).
+        """
         attribution = current()
         held = {} if attribution.final else attribution.held_back
         out: dict[str, Decimal] = {}

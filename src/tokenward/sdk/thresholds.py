@@ -1,5 +1,6 @@
 """Threshold callbacks: told once per budget, window and threshold when spend crosses a share of
-a budget's limit."""
+a budget's limit (for a rolling window, once per rise to the threshold until spend falls back
+below it: :mod:`tokenward.core.episodes`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenward.core.decide import Balance
+from tokenward.core.episodes import Episode, rolling_episode
 from tokenward.core.events import UsageEvent
 from tokenward.ledger import Ledger
 
@@ -27,7 +30,8 @@ class Crossing:
 
     Attributes:
         budget, scope, subject_id, meter: which budget instance.
-        window_key: the window (its UTC start, or ``""``).
+        window_key: the window (its UTC start, or ``""``; for a rolling window, the bucket where
+            spend rose to the threshold).
         threshold: the share crossed.
         used: spent in the window (meter units: tokens, USD, calls).
         limit: the budget's limit.
@@ -54,6 +58,7 @@ class ThresholdWatcher:
         self.ledger = ledger
         self._subscriptions: list[tuple[Callable[..., Any], list[Decimal]]] = []
         self._seen: set[tuple[str, str, str, Decimal, int]] = set()
+        self._episodes: dict[tuple[str, str, Decimal], Episode] = {}
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -70,11 +75,13 @@ class ThresholdWatcher:
             if limit <= 0:
                 continue
             share = balance.spent / limit
+            episodes = self._rolling_keys(balance, event) if balance.budget.window.rolling else {}
             for index, (callback, thresholds) in enumerate(self._subscriptions):
                 for threshold in thresholds:
-                    key = (balance.budget.name, balance.subject_id, balance.window_key, threshold, index)
                     if share < threshold:
                         continue
+                    window_key = episodes.get(threshold, balance.window_key)
+                    key = (balance.budget.name, balance.subject_id, window_key, threshold, index)
                     with self._lock:
                         if key in self._seen:
                             continue
@@ -84,13 +91,28 @@ class ThresholdWatcher:
                         balance.budget.scope,
                         balance.subject_id,
                         balance.budget.meter,
-                        balance.window_key,
+                        window_key,
                         threshold,
                         balance.spent,
                         limit,
                         balance.reset_at,
                     )
                     self._call(callback, crossing)
+
+    def _rolling_keys(self, balance: Balance, event: UsageEvent) -> dict[Decimal, str]:
+        """The episode key of each subscribed threshold a rolling balance is at or above."""
+        thresholds = {t for _, ts in self._subscriptions for t in ts}
+        keys: dict[Decimal, str] = {}
+        with self._lock:
+            for threshold in thresholds:
+                name = (balance.budget.name, balance.subject_id, threshold)
+                episode = rolling_episode(balance, threshold, event.at, self._episodes.get(name))
+                if episode is None:
+                    self._episodes.pop(name, None)
+                else:
+                    self._episodes[name] = episode
+                    keys[threshold] = episode.key
+        return keys
 
     def _call(self, callback: Callable[..., Any], crossing: Crossing) -> None:
         try:

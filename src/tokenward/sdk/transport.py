@@ -107,12 +107,15 @@ class TransportSettings:
             caller unchanged (see :mod:`tokenward.sdk.clients`).
         subject: whom the call in progress is charged to (the attribution context over the
             guard's defaults).
+        check: called before each guarded call (the guard's watch for unattributed calls); may
+            raise a tokenward error, passed to the caller like a denial.
     """
 
     degrade: Degrade | None = None
     provider: str | None = None
     raise_as: Callable[[Exception], Exception] = field(default=lambda exc: exc)
     subject: Callable[[], Subject] = field(default=lambda: current().subject)
+    check: Callable[[], None] = field(default=lambda: None)
 
 
 def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
@@ -154,7 +157,10 @@ def _gateway_denial(status: int, content: bytes) -> BudgetExceeded | None:
         return None
     from datetime import datetime
 
-    reset = fields.get("reset_at")
+    def instant(name: str) -> datetime | None:
+        value = fields.get(name)
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+
     return BudgetExceeded(
         budget=str(fields.get("budget")),
         scope=str(fields.get("scope")),
@@ -164,7 +170,8 @@ def _gateway_denial(status: int, content: bytes) -> BudgetExceeded | None:
         used=Decimal(str(fields.get("used", 0))),
         held=Decimal(str(fields.get("held", 0))),
         requested=Decimal(str(fields.get("requested", 0))),
-        reset_at=datetime.fromisoformat(reset.replace("Z", "+00:00")) if isinstance(reset, str) else None,
+        reset_at=instant("reset_at"),
+        retry_at=instant("retry_at"),
     )
 
 
@@ -333,6 +340,18 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 )
                 return None
 
+        def _check(self, request: Any) -> None:
+            """The unattributed-call check for an LLM call sent on untouched (to a gateway, which
+            charges it by the attribution headers)."""
+            if endpoint_for(request.method, request.url.path) is None:
+                return
+            try:
+                self.settings.check()
+            except Exception as exc:
+                if type(exc).__module__.startswith("tokenward"):
+                    raise self.settings.raise_as(exc) from None
+                raise
+
         def _settle(self, admission: Admission, outcome: Outcome) -> None:
             """Settle a call that has been answered. A ledger failure here is logged, not raised:
             the caller has its answer (raising would invite a retry that pays twice) and the
@@ -370,6 +389,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             provider = _provider(self.settings, request.url.host, endpoint)
             subject = self.settings.subject()
             try:
+                self.settings.check()
                 call, admission, changes = self.guard.admit_call(
                     subject,
                     call,
@@ -393,6 +413,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             return self._respond(request, call, admission, response, wants_usage, extra)
 
         def _passthrough(self, request: Any) -> Any:
+            self._check(request)
             headers = _attribution_headers(self.settings.subject())
             response = self.inner.handle_request(rebuilt(request, None, headers))
             if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):
@@ -451,6 +472,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             provider = _provider(self.settings, request.url.host, endpoint)
             subject = self.settings.subject()
             try:
+                self.settings.check()
                 call, admission, changes = await self.guard.admit_call(
                     subject,
                     call,
@@ -474,6 +496,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             return await self._respond(request, call, admission, response, wants_usage, extra)
 
         async def _passthrough(self, request: Any) -> Any:
+            self._check(request)
             headers = _attribution_headers(self.settings.subject())
             response = await self.inner.handle_async_request(rebuilt(request, None, headers))
             if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):

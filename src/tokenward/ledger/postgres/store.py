@@ -35,7 +35,7 @@ from tokenward.ledger.failover import redact
 from tokenward.ledger.postgres.records import PostgresRecords, dumps
 from tokenward.ledger.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from tokenward.ledger.records import StopMarker
-from tokenward.ledger.rows import Rows, Snapshot, Span
+from tokenward.ledger.rows import Rows, Snapshot, Span, stored_budget
 from tokenward.ledger.spool import default_spool_path
 from tokenward.ledger.transactional import TransactionalLedger
 
@@ -287,7 +287,7 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
         budgets = self._budget_cache
         if budgets is None or budgets[0] != budgets_rev:
             rows = self._execute("SELECT spec FROM budgets").fetchall()
-            budgets = (budgets_rev, [Budget.from_dict(r[0]) for r in rows])
+            budgets = (budgets_rev, [stored_budget(r[0]) for r in rows])
             self._budget_cache = budgets
         stops = self._stop_cache
         if stops is None or stops[0] != stops_rev:

@@ -35,7 +35,7 @@ from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.records import StopMarker
-from tokenward.ledger.rows import Rows, Snapshot, Span, subject_matches
+from tokenward.ledger.rows import Rows, Snapshot, Span, stored_budget, subject_matches
 from tokenward.ledger.sqlite.records import SQLiteRecords, ts
 from tokenward.ledger.sqlite.schema import _MIGRATIONS, SCHEMA_VERSION, split_statements
 from tokenward.ledger.transactional import TransactionalLedger
@@ -192,7 +192,7 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
         budgets = self._budget_cache
         if budgets is None or budgets[0] != revs["budgets_rev"]:
             rows = self._execute("SELECT spec FROM budgets").fetchall()
-            budgets = (revs["budgets_rev"], [Budget.from_dict(json.loads(row["spec"])) for row in rows])
+            budgets = (revs["budgets_rev"], [stored_budget(json.loads(row["spec"])) for row in rows])
             self._budget_cache = budgets
         stops = self._stop_cache
         if stops is None or stops[0] != revs["stops_rev"]:

@@ -1,7 +1,9 @@
 """Budget utilisation: how much of each budget instance its current window has used.
 
 Computed from the usage events' charges (``charged``, by meter) over each budget's current
-window, for every scope value that has spent in it, so it works on any ledger. Manual ledger
+window, for every scope value that has spent in it, so it works on any ledger. The instances are
+those the ledger charges (:func:`~tokenward.core.budgets.applicable`): none of a template for a
+value whose fixed budget ``overrides`` it, as ``tokenward balances`` shows. Manual ledger
 adjustments (credits, refunds), when the ledger records them apart from usage events, are not
 included; the live ``tokenward balances`` command reads the ledger's own balances.
 """
@@ -14,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from tokenward.clock import utc
-from tokenward.core.budgets import Budget
+from tokenward.core.budgets import Budget, applicable
 from tokenward.observe.alerts import _is_control
 from tokenward.observe.forecast import forecast_window
 from tokenward.observe.reports.output import Table
@@ -67,20 +69,18 @@ def utilisation(rows: Iterable[Row], budgets: Iterable[Budget], now: datetime) -
     spent: dict[tuple[str, str], Decimal] = {}
     for row in rows:
         charged = row.charged or {}
-        if not charged:
+        if not charged or row.at > now:
             continue
-        subject = None
-        for budget in active:
+        # The budgets the ledger charged, as `tokenward balances` lists them: a template's
+        # instance is left out for a value whose fixed budget overrides it.
+        for budget, value in applicable(active, row.subject()):
             amount = charged.get(budget.meter)
             if not amount:
                 continue
             start, end = bounds[budget.name]
-            if (start is not None and row.at < start) or (end is not None and row.at >= end) or row.at > now:
+            if (start is not None and row.at < start) or (end is not None and row.at >= end):
                 continue
-            subject = subject or row.subject()
-            value = budget.applies_to(subject)
-            if value is not None:
-                spent[(budget.name, value)] = spent.get((budget.name, value), ZERO) + amount
+            spent[(budget.name, value)] = spent.get((budget.name, value), ZERO) + amount
     by_name = {b.name: b for b in active}
     out = []
     for (name, value), amount in spent.items():

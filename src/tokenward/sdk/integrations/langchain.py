@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from tokenward.errors import BudgetExceeded, MissingDependency
+from tokenward.numbers import plain
 
 try:
     import httpx2
@@ -41,7 +42,7 @@ def stop_message(error: BudgetExceeded) -> str:
     """The assistant message that ends a run stopped by a budget."""
     return (
         f"I have to stop here: the {error.scope} budget {error.budget!r} is spent "
-        f"({error.meter}: {error.used} used of {error.limit})."
+        f"({error.meter}: {plain(error.used)} used of {plain(error.limit)})."
     )
 
 
