@@ -228,5 +228,5 @@ def test_upstream_error_is_passed_through_and_releases_the_hold(start_gateway) -
     assert failed.value.status_code == 503
     event = only_event(gateway)
     assert event.status == "upstream_error" and event.charged == {}
-    (balance,) = gateway.observer().balances(Subject(session="s-err"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/s-err"))
     assert balance.spent == 0 and balance.held == 0
