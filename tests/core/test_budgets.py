@@ -216,6 +216,63 @@ def test_applicable_checks_every_scope() -> None:
     ]
 
 
+def test_a_projects_values_are_namespaced_by_it() -> None:
+    """Tenancy: the user, agent, session and task of a subject with a project are
+    ``<project>/<value>``; org, team, key and tags are not; applying it twice changes nothing."""
+    subject = Subject(
+        org="acme",
+        project="demo",
+        team="t",
+        user="alice",
+        key="k",
+        agent="a",
+        session="s-1",
+        task="x",
+        tags=(("cc", "42"),),
+    )
+    spaced = subject.namespaced()
+    assert spaced.to_dict() == {
+        "org": "acme", "project": "demo", "team": "t", "user": "demo/alice", "key": "k",
+        "agent": "demo/a", "session": "demo/s-1", "task": "demo/x", "tags": {"cc": "42"},
+    }  # fmt: skip
+    assert spaced.namespaced() == spaced
+    assert Subject(project="demo", session="demo/s-1").namespaced().session == "demo/s-1"
+    assert Subject(project="shop", session="demo/s-1").namespaced().session == "shop/demo/s-1"
+    assert Subject(user="alice", session="s-1").namespaced() == Subject(user="alice", session="s-1")
+
+
+def test_a_fixed_id_without_a_project_matches_the_value_in_every_project() -> None:
+    """``id: alice`` (no project named) applies to ``alice`` and to ``<project>/alice``;
+    ``id: demo/alice`` only to demo's alice. Both charge the one row of the fixed budget."""
+    anywhere = parse_budget_spec("user=alice:cost_usd=5")
+    demo_only = parse_budget_spec("user=demo/alice:cost_usd=5")
+    demo_alice = Subject(project="demo", user="alice").namespaced()
+    shop_alice = Subject(project="shop", user="alice").namespaced()
+    assert anywhere.applies_to(Subject(user="alice")) == "alice"
+    assert anywhere.applies_to(demo_alice) == "alice" and anywhere.applies_to(shop_alice) == "alice"
+    assert demo_only.applies_to(demo_alice) == "demo/alice"
+    assert demo_only.applies_to(shop_alice) is None
+    assert demo_only.applies_to(Subject(project="shop", user="demo/alice").namespaced()) is None
+    assert anywhere.applies_to(Subject(project="shop", user="demo/alice").namespaced()) is None
+    # a value that only looks namespaced, without the subject's project, is matched as written
+    assert anywhere.applies_to(Subject(user="demo/alice")) is None
+    # org, team and key values are never namespaced: their ids match as written
+    acme = parse_budget_spec("org=acme:cost_usd=5")
+    assert acme.applies_to(Subject(project="demo", org="acme").namespaced()) == "acme"
+
+
+def test_an_override_replaces_the_template_instance_of_a_namespaced_value() -> None:
+    each_user = Budget.from_dict({"name": "each-user", "scope": "user", "meter": "total_tokens", "limit": 10})
+    alice = Budget.from_dict(
+        {"name": "alice-big", "scope": "user", "id": "alice", "meter": "total_tokens", "limit": 99,
+         "overrides": "each-user"}
+    )  # fmt: skip
+    found = applicable([each_user, alice], Subject(project="demo", user="alice").namespaced())
+    assert [(b.name, value) for b, value in found] == [("alice-big", "alice")]
+    bob = applicable([each_user, alice], Subject(project="demo", user="bob").namespaced())
+    assert [(b.name, value) for b, value in bob] == [("each-user", "demo/bob")]
+
+
 def test_subject_dict_round_trip() -> None:
     subject = Subject(org="acme", user="alice", session="s-1", tags=(("arm", "b"), ("cc", "42")))
     assert subject.to_dict() == {

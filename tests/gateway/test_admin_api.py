@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from tests.support.fixtures import KEY
 from tokenward.cli.main import app
+from tokenward.core.budgets import Subject
 
 ADMIN = "tw-admin-root"
 PROJECT_ADMIN = "tw-admin-demo"
@@ -60,14 +61,16 @@ def test_a_budget_created_through_the_api_applies_at_once_and_is_audited(start_g
         "/admin/adjustments",
         json={
             "budget": "tight",
-            "subject_id": "s-a",
+            "subject_id": "demo/s-a",  # the session as the gateway stores it for project demo
             "amounts": {"total_tokens": "-26"},
             "reason": "goodwill",
         },
     )
     assert credit.status_code == 201
     assert chat(gateway, **{"x-tokenward-session": "s-a"}).status_code == 200  # the credit made room
-    balances = admin(gateway, "GET", "/admin/balances", params={"session": "s-a"}).json()["balances"]
+    balances = admin(gateway, "GET", "/admin/balances", params={"project": "demo", "session": "s-a"}).json()[
+        "balances"
+    ]
     assert [b["spent"] for b in balances if b["name"] == "tight"] == ["26"]  # 26 + 26 - 26
     entries = admin(gateway, "GET", "/admin/audit").json()["entries"]
     assert [e["action"] for e in entries] == ["budget.put", "adjustment"]
@@ -91,7 +94,7 @@ def test_keys_are_shown_once_work_at_once_and_revoke(start_gateway) -> None:
         "key" not in k and "key_sha256" not in k for k in admin(gateway, "GET", "/admin/keys").json()["keys"]
     )
     assert chat(gateway, key=secret).status_code == 200
-    assert gateway.observer().events()[-1].subject.user == "robot"
+    assert gateway.observer().events()[-1].subject.user == "demo/robot"
     revoked = admin(gateway, "DELETE", f"/admin/keys/{key_id}")
     assert revoked.status_code == 200 and revoked.json()["revoked_at"]
     assert chat(gateway, key=secret).status_code == 401
@@ -248,3 +251,98 @@ def test_instants_outside_utcs_range_are_a_400(start_gateway) -> None:
             answer.status_code == 400 and "cannot be represented in UTC" in answer.json()["error"]["message"]
         )
     assert admin(gateway, "GET", "/admin/events", params={"since": "yesterday"}).status_code == 400
+
+
+def test_admin_inputs_are_checked_before_they_reach_the_ledger(start_gateway) -> None:
+    """Amounts within range (at most 10^15, 12 decimal places), known meters, well-formed
+    subjects, string ids, text without control characters: each a 400 naming the field (on the
+    branch point each was accepted: ``1e999999`` stored as a lossy decimal, an integer id ignored so
+    a retried request applied twice)."""
+    cap = {"name": "cap", "scope": "user", "id": "alice", "meter": "total_tokens", "limit": 100}
+    gateway = start_gateway(budgets=[cap], admin_keys=ADMIN_KEYS)
+
+    def adjust(**body) -> httpx.Response:
+        return admin(gateway, "POST", "/admin/adjustments", json={"reason": "test", **body})
+
+    by_name = {"budget": "cap", "amounts": {"total_tokens": "10"}}
+    refused = {
+        "amounts.total_tokens": [
+            {**by_name, "amounts": {"total_tokens": "1e999999"}},
+            {**by_name, "amounts": {"total_tokens": "1000000000000001"}},  # 10^15 + 1
+            {**by_name, "amounts": {"total_tokens": "0.0000000000001"}},  # 13 places
+            {**by_name, "amounts": {"total_tokens": True}},
+        ],
+        "amounts": [
+            {**by_name, "amounts": {"cost_usd": "-1"}},  # not the budget's meter
+            {"subject": {"user": "alice"}, "amounts": {"tokens": "-1"}},  # no such meter
+        ],
+        "subject": [
+            {"subject": {"usr": "alice"}, "amounts": {"total_tokens": "-1"}},
+            {"subject": {"user": 5}, "amounts": {"total_tokens": "-1"}},
+            {"subject": {}, "amounts": {"total_tokens": "-1"}},
+            {"subject": "alice", "amounts": {"total_tokens": "-1"}},
+        ],
+        "id": [{**by_name, "id": 7}],
+        "subject_id": [{**by_name, "subject_id": 7}],
+        "reason": [{**by_name, "reason": "nul \x00 byte"}],
+        "budget": [{**by_name, "budget": 7}],
+    }
+    for param, bodies in refused.items():
+        for body in bodies:
+            answer = adjust(**body)
+            assert (answer.status_code, answer.json()["error"]["param"]) == (400, param), (body, answer.text)
+    as_number = b'{"budget": "cap", "amounts": {"total_tokens": 1e999999}, "reason": "x"}'
+    assert admin(gateway, "POST", "/admin/adjustments", content=as_number).status_code == 400
+    huge = {**cap, "name": "huge", "limit": "1e999999"}
+    assert admin(gateway, "POST", "/admin/budgets", json=huge).status_code == 400
+    nul = {**cap, "name": "nul", "id": "al\x00ice"}
+    assert admin(gateway, "POST", "/admin/budgets", json=nul).status_code == 400
+    assert admin(gateway, "POST", "/admin/keys", json={"name": "k\x00"}).status_code == 400
+    assert admin(gateway, "GET", "/admin/events", params={"user": "a\x00"}).status_code == 400
+    # a retried request with a string id is applied once
+    assert [adjust(**by_name, id="retry-1").status_code for _ in range(2)] == [201, 201]
+    (balance,) = gateway.observer().balances(Subject(user="alice"))
+    assert balance.spent == 10
+    assert len(gateway.observer().adjustments()) == 1
+
+
+@pytest.mark.postgres
+def test_a_postgresql_ledger_error_is_never_answered(start_gateway, tmp_path) -> None:
+    """On PostgreSQL an out-of-range amount or a NUL byte is a 400 before the store sees it (on
+    the branch point: 503 with the raw database error and the ledger URL), and a real store
+    failure is a 503 that names neither."""
+    import psycopg
+
+    from tests.ledger.backends import BACKENDS, POSTGRES_URL, require_available
+
+    require_available(BACKENDS["postgres"])
+    url = BACKENDS["postgres"].make_url(tmp_path)
+    try:
+        gateway = start_gateway(
+            ledger=url,
+            budgets=[{"name": "cap", "scope": "user", "id": "alice", "meter": "total_tokens", "limit": 100}],
+            admin_keys=ADMIN_KEYS,
+        )
+        body = {"budget": "cap", "amounts": {"total_tokens": "1e999999"}, "reason": "x"}
+        answers = [
+            admin(gateway, "POST", "/admin/adjustments", json=body),
+            admin(
+                gateway,
+                "POST",
+                "/admin/adjustments",
+                json={**body, "amounts": {"total_tokens": "1"}, "reason": "\x00"},
+            ),
+            admin(gateway, "POST", "/admin/keys", json={"name": "k\x00"}),
+        ]
+        assert [a.status_code for a in answers] == [400, 400, 400]
+        schema = url.split("schema=")[1].split("&")[0]
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE "{schema}".adjustments CASCADE')  # this test's own schema
+        failed = admin(gateway, "POST", "/admin/adjustments", json={**body, "amounts": {"total_tokens": "1"}})
+        answers.append(failed)
+        assert failed.status_code == 503 and failed.json()["error"]["code"] == "ledger_unavailable"
+        for answer in answers:
+            assert "postgresql://" not in answer.text and POSTGRES_URL not in answer.text
+            assert "adjustments" not in answer.text and "numeric" not in answer.text
+    finally:
+        BACKENDS["postgres"].cleanup(url)

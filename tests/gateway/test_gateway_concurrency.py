@@ -78,9 +78,9 @@ def test_fifty_clients_on_one_budget_never_overspend(start_gateway) -> None:
     assert not errors, errors[:3]
     assert denials and set(denials) == {402}, "the budget must run out and deny with 402"
     assert worst and max(worst) <= LIMIT
-    events = gateway.observer().events(subject=Subject(session="crowd"))
+    events = gateway.observer().events(subject=Subject(session="demo/crowd"))
     settled = sum(Decimal(e.usage.input_tokens + e.usage.output_tokens) for e in events)
-    (balance,) = gateway.observer().balances(Subject(session="crowd"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/crowd"))
     assert balance.held == 0
     assert balance.spent == settled <= LIMIT
     assert all(e.overage == {} for e in events)

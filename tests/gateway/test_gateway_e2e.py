@@ -48,7 +48,8 @@ def test_openai_json_reply_and_recorded_usage(start_gateway) -> None:
     event = only_event(gateway)
     assert (event.usage.input_tokens, event.usage.output_tokens) == (FAKE_PROMPT, 20)
     assert event.usage.complete and event.status == "ok"
-    assert event.subject == Subject(project="demo", user="alice", key="test-key", session="s-1")
+    # the key's project namespaces its user and the session header (tenancy)
+    assert event.subject == Subject(project="demo", user="demo/alice", key="test-key", session="demo/s-1")
     # gpt-4o-mini at OpenAI's published $0.15 / $0.60 per 1M tokens
     assert event.cost_usd == (Decimal(FAKE_PROMPT) * Decimal("0.15") + 20 * Decimal("0.60")) / 1_000_000
     assert event.charged["total_tokens"] == FAKE_PROMPT + 20
@@ -140,7 +141,7 @@ def test_session_budget_admits_until_the_next_call_cannot_fit(start_gateway) -> 
     events = gateway.observer().events()
     assert sum(e.charged["total_tokens"] for e in events) == 26 * 3 + 6 + 13
     assert events[-1].metadata["clamped_by"] == "per-session"
-    (balance,) = gateway.observer().balances(Subject(session="s-budget"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/s-budget"))
     assert balance.spent == 97 and balance.held == 0
 
 
@@ -227,5 +228,5 @@ def test_upstream_error_is_passed_through_and_releases_the_hold(start_gateway) -
     assert failed.value.status_code == 503
     event = only_event(gateway)
     assert event.status == "upstream_error" and event.charged == {}
-    (balance,) = gateway.observer().balances(Subject(session="s-err"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/s-err"))
     assert balance.spent == 0 and balance.held == 0

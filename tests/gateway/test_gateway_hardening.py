@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -75,7 +76,7 @@ def test_malformed_bodies_are_refused_with_400_and_nothing_is_held(start_gateway
     assert [a.status_code for a in answers] == [400, 400, 400]
     assert [a.json()["error"]["param"] for a in answers] == ["body", "model", "background"]
     assert gateway.observer().events() == []
-    assert all(b.held == 0 for b in gateway.observer().balances(Subject(user="alice")))
+    assert all(b.held == 0 for b in gateway.observer().balances(Subject(user="demo/alice")))
     assert gateway.state.unsettled == 0
 
 
@@ -170,3 +171,80 @@ def test_an_answer_that_cannot_be_read_is_charged_its_whole_hold(tmp_path) -> No
     (event,) = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}").events()
     assert event.usage.output_tokens == 50 and event.metadata["cost_basis"] == "held_output"
     assert event.charged["output_tokens"] == 50 and event.cost_usd is not None and event.cost_estimated
+
+
+CONTROL = [chr(c) for c in (0x00, 0x09, 0x0A, 0x1F, 0x7F)]
+GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}
+
+
+def _model_bodies(model: str) -> list[tuple[str, dict]]:
+    return [
+        ("/v1/chat/completions", {"model": model, "messages": MESSAGES, "max_tokens": 20}),
+        ("/v1/responses", {"model": model, "input": "Say hello", "max_output_tokens": 20}),
+        ("/v1/completions", {"model": model, "prompt": "Say hello", "max_tokens": 20}),
+        ("/v1/embeddings", {"model": model, "input": "Say hello"}),
+        ("/v1/messages", {"model": model, "messages": MESSAGES, "max_tokens": 20}),
+    ]
+
+
+def test_control_characters_in_a_model_are_a_400_and_never_charged(start_gateway, fake) -> None:
+    """U+0000-U+001F and U+007F in the model, escaped in a JSON body (``\\u0000``), raw in it (not
+    JSON), or percent-escaped in the Gemini URL: a 400, nothing held or charged, nothing sent
+    upstream (on the branch point the body's model was served and charged, and the Gemini URL's
+    was a 500 charged its whole hold)."""
+    gateway = start_gateway(budgets=[{"name": "b", "scope": "user", "meter": "total_tokens", "limit": 10**6}])
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    answers = []
+    for char in CONTROL:
+        for path, body in _model_bodies(f"gpt-4o-mini{char}x"):
+            answers.append(("model", post(gateway, path, body)))
+        escaped = json.dumps({"model": f"gpt-4o-mini{char}", "messages": MESSAGES})
+        raw = escaped.replace(json.dumps(char)[1:-1], char).encode()
+        raw_param = "model" if char == "\x7f" else "body"  # a JSON string may hold a raw U+007F only
+        answers.append(
+            (raw_param, httpx.post(f"{gateway.url}/v1/chat/completions", content=raw, headers=headers))
+        )
+        for prefix in ("/v1beta/models", "/v1/models"):
+            url = f"{gateway.url}{prefix}/gemini-2.5-flash{quote(char)}x:generateContent"
+            answers.append(("model", httpx.post(url, json=GEMINI_BODY, headers=headers)))
+    assert [(a.status_code, a.json()["error"].get("param", "model")) for _, a in answers] == [
+        (400, param) for param, _ in answers
+    ]
+    assert gateway.observer().events() == []
+    assert all(b.held == 0 for b in gateway.observer().balances(Subject(user="demo/alice")))
+    assert gateway.state.unsettled == 0
+    assert httpx.get(f"{fake.url}/_fake/requests").json() == []
+
+
+def test_a_gemini_model_with_query_or_fragment_characters_stays_in_the_path(start_gateway, fake) -> None:
+    """``%3F`` and ``%23`` in the Gemini model are part of its name upstream too, not a query or
+    a fragment (on the branch point the upstream was called at ``.../gemini-2.5-flash`` with
+    ``?key=x`` as its query, and answered 404)."""
+    gateway = start_gateway()
+    url = f"{gateway.url}/v1beta/models/gemini-2.5-flash%3Fkey=x%23frag:generateContent"
+    answer = httpx.post(url, json=GEMINI_BODY, headers={"authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["modelVersion"] == "gemini-2.5-flash?key=x#frag"  # the fake echoes its path's model
+    (seen,) = httpx.get(f"{fake.url}/_fake/requests").json()
+    assert seen["path"] == "/v1beta/models/gemini-2.5-flash%3Fkey=x%23frag:generateContent"
+    (event,) = gateway.observer().events()
+    assert event.model == "gemini-2.5-flash?key=x#frag" and event.status == "ok"
+
+
+def test_a_body_nested_1000_deep_is_a_400_on_every_endpoint(start_gateway) -> None:
+    """Arrays 1,000 deep in any field, on every dialect, the Gemini body included (on the branch
+    point that one was an uncaught RecursionError: a 500)."""
+    gateway = start_gateway()
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    deep = "[" * 1000 + "]" * 1000
+    paths = [path for path, _ in _model_bodies("gpt-4o-mini")] + [
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        "/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+    ]
+    answers = []
+    for path in paths:
+        body = GEMINI_BODY if "models/" in path else dict(_model_bodies("gpt-4o-mini"))[path]
+        content = json.dumps(body)[:-1] + f', "extra": {deep}}}'
+        answers.append(httpx.post(f"{gateway.url}{path}", content=content.encode(), headers=headers))
+    assert [a.status_code for a in answers] == [400] * len(paths), [a.text[:100] for a in answers]
+    assert gateway.observer().events() == [] and gateway.state.unsettled == 0

@@ -68,8 +68,8 @@ def test_200_concurrent_streams_never_overspend(start_gateway) -> None:
         watcher.join()
     assert set(statuses) <= {200, 402} and 402 in statuses and 200 in statuses
     assert worst and max(worst) <= LIMIT
-    events = gateway.observer().events(subject=Subject(session="crowd"))
-    (balance,) = gateway.observer().balances(Subject(session="crowd"))
+    events = gateway.observer().events(subject=Subject(session="demo/crowd"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/crowd"))
     assert balance.held == 0
     assert balance.spent == sum(e.charged["total_tokens"] for e in events) <= LIMIT
     assert len(events) == statuses.count(200)

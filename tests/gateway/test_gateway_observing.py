@@ -72,3 +72,19 @@ def test_threshold_alerts_reach_a_webhook_signed(start_gateway, tmp_path, monkey
     alert = json.loads(body)
     assert alert["budget"] == "sess" and "0.5" in json.dumps(alert)
     assert verify("whsec_dGVzdC1zZWNyZXQtZm9yLXRva2Vud2FyZA==", headers, body)
+
+
+def test_metrics_need_a_full_admin_key_while_admin_keys_are_set(start_gateway) -> None:
+    """``/metrics`` lists every subject's spend: with ``admin_keys`` it answers a full
+    administrator only (on the branch point anyone); ``observe.prometheus.public`` opens it."""
+    admin_keys = [{"key": "tw-root", "name": "root"}, {"key": "tw-shop", "name": "shop", "project": "shop"}]
+    gateway = start_gateway(admin_keys=admin_keys)
+    metrics = f"{gateway.url}/metrics"
+    assert httpx.get(metrics).status_code == 401
+    assert httpx.get(metrics, headers={"authorization": f"Bearer {KEY}"}).status_code == 401  # a virtual key
+    assert httpx.get(metrics, headers={"authorization": "Bearer tw-shop"}).status_code == 403  # one project's
+    served = httpx.get(metrics, headers={"authorization": "Bearer tw-root"})
+    assert served.status_code == 200 and "tokenward_" in served.text
+    assert httpx.get(metrics, headers={"x-admin-key": "tw-root"}).status_code == 200
+    public = start_gateway(admin_keys=admin_keys, observe={"prometheus": {"public": True}})
+    assert httpx.get(f"{public.url}/metrics").status_code == 200

@@ -144,7 +144,7 @@ def test_the_body_user_is_charged_only_with_permission(start_gateway) -> None:
             headers={"authorization": f"Bearer {key}"},
         )
     ordinary, overriding = gateway.observer().events()
-    assert ordinary.subject.user == "alice" and ordinary.metadata["end_user"] == "carol"
+    assert ordinary.subject.user == "demo/alice" and ordinary.metadata["end_user"] == "carol"
     assert overriding.subject.user == "carol"
 
 
@@ -196,7 +196,7 @@ def test_degrade_policy_switches_models_when_a_budget_runs_low(start_gateway) ->
     assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]  # 48 of 100 left before the third call
     events = gateway.observer().events()
     assert events[-1].model == "gpt-4o-mini" and events[-1].metadata["degraded"] == {"model": "gpt-4o-mini"}
-    (balance,) = gateway.observer().balances(Subject(session="d"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/d"))
     assert balance.held == 0 and balance.spent == 26 * 3
 
 

@@ -86,6 +86,9 @@ def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -
 
         gemini = f"http://127.0.0.1:{port}/v1beta/models/gemini-2.0-flash:generateContent?key=tw-two"
         assert httpx.post(gemini, json={"contents": [{"parts": [{"text": "hi"}]}]}).status_code == 200
+        # the same key with its name percent-escaped authenticates the same (and is masked the same)
+        escaped = gemini.replace("?key=", "?alt=json&%6Bey=")
+        assert httpx.post(escaped, json={"contents": [{"parts": [{"text": "hi"}]}]}).status_code == 200
 
         # a slow stream (about 2 s) is open when SIGTERM arrives
         stream_body = {
@@ -124,4 +127,5 @@ def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -
     assert "sk-upstream-secret" not in log.read_text()
     access = [line["message"] for line in lines if line.get("logger") == "uvicorn.access"]
     assert any("generateContent?key=*** " in line for line in access)  # the virtual key is masked
+    assert any("generateContent?alt=json&%6Bey=*** " in line for line in access)
     assert "tw-two" not in log.read_text()

@@ -88,7 +88,7 @@ def test_a_broken_stream_is_settled_from_our_count(start_gateway) -> None:
     assert event.status == "stream_broken"
     assert event.usage.output_tokens == 15  # role chunk + 3 text chunks of 5 words arrived
     assert event.usage.output_source == "counted_stream_text" and event.cost_estimated
-    (balance,) = gateway.observer().balances(Subject(session="b"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/b"))
     assert balance.held == 0 and balance.spent == event.charged["total_tokens"]
 
 
@@ -112,7 +112,7 @@ def test_a_client_that_goes_away_is_still_settled_once(start_gateway) -> None:
     event = wait_for_events(gateway, 1)[0]
     assert event.status == "client_aborted"
     assert 0 < event.usage.output_tokens < 400
-    (balance,) = gateway.observer().balances(Subject(session="gone"))
+    (balance,) = gateway.observer().balances(Subject(session="demo/gone"))
     assert balance.held == 0 and balance.spent == event.charged["total_tokens"]
 
 

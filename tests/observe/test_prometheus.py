@@ -112,7 +112,7 @@ def test_gateway_serves_metrics_for_spend_denials_holds_and_cutoffs(tmp_path: Pa
     labels = {
         "budget": "per-session",
         "scope": "session",
-        "subject_id": "s-1",
+        "subject_id": "demo/s-1",  # the key's project namespaces the session (tenancy)
         "meter": "total_tokens",
         "window": "none",
     }

@@ -55,7 +55,8 @@ def call(api: openai.OpenAI, text: str, *, stream: bool, max_tokens: int = 16) -
 
 def spent_and_held(gateway, session: str) -> tuple[Decimal, Decimal]:
     store = gateway.observer()
-    subject = Subject(project="realmodel", user="alice", key="test-key", session=session)
+    # the gateway stores the key's user and the session in its project's namespace (tenancy)
+    subject = Subject(project="realmodel", user="alice", key="test-key", session=session).namespaced()
     [balance] = [b for b in store.balances(subject) if b.budget.name == "per-session"]
     return balance.spent, balance.held
 

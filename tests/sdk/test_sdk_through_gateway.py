@@ -26,7 +26,7 @@ def test_calls_are_charged_once_by_the_gateway(start_gateway) -> None:
     events = gateway.observer().events()
     assert len(events) == 4
     assert {(e.subject.session, e.subject.agent, e.subject.user) for e in events} == {
-        ("s-both", "planner", "alice")
+        ("demo/s-both", "demo/planner", "demo/alice")  # in the gateway key's project (tenancy)
     }
 
 
@@ -62,4 +62,8 @@ def test_the_guards_default_attribution_reaches_the_gateway(start_gateway) -> No
     client = guard.wrap(openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0))
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # outside any session
     (event,) = gateway.observer().events()
-    assert (event.subject.agent, event.subject.task, event.subject.user) == ("indexer", "nightly", "alice")
+    assert (event.subject.agent, event.subject.task, event.subject.user) == (
+        "demo/indexer",
+        "demo/nightly",
+        "demo/alice",
+    )

@@ -32,9 +32,12 @@ def _subject(
     team: str | None = None,
     org: str | None = None,
 ) -> Subject:
+    """The subject the options name; with ``--project``, its user, agent, session and task are
+    taken in the project's namespace, as the gateway stores them (``--project shop --session s-1``
+    is ``shop/s-1``; writing ``--session shop/s-1`` alone finds it too)."""
     return Subject(
         user=user, session=session, project=project, key=key, agent=agent, task=task, team=team, org=org
-    )
+    ).namespaced()
 
 
 NO_SUBJECT = (
@@ -48,7 +51,12 @@ def events_command(
     ledger: LedgerOption = DEFAULT_LEDGER,
     user: Annotated[str | None, typer.Option(help="Only this user's calls.")] = None,
     session: Annotated[str | None, typer.Option(help="Only this session's calls.")] = None,
-    project: Annotated[str | None, typer.Option(help="Only this project's calls.")] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this project's calls; takes --user/--session/--agent/--task in its namespace."
+        ),
+    ] = None,
     key: Annotated[str | None, typer.Option(help="Only this virtual key's calls.")] = None,
     agent: Annotated[str | None, typer.Option(help="Only this agent's calls.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task's calls.")] = None,
@@ -92,7 +100,12 @@ def balances_command(
     ledger: LedgerOption = DEFAULT_LEDGER,
     user: Annotated[str | None, typer.Option(help="The user.")] = None,
     session: Annotated[str | None, typer.Option(help="The session.")] = None,
-    project: Annotated[str | None, typer.Option(help="The project.")] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help="The project; takes --user/--session/--agent/--task in its namespace (project/value)."
+        ),
+    ] = None,
     key: Annotated[str | None, typer.Option(help="The virtual key.")] = None,
     agent: Annotated[str | None, typer.Option(help="The agent.")] = None,
     task: Annotated[str | None, typer.Option(help="The task.")] = None,

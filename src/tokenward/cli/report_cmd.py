@@ -117,7 +117,8 @@ def _where(values: list[str] | None) -> Subject | None:
             scopes[name] = wanted
         else:
             raise ConfigError(f"--where {value!r}: {name!r} is not one of {', '.join(SCOPES)} or tag:NAME")
-    return Subject(**scopes, tags=tuple(sorted(tags.items())))
+    # a project named: its user, agent, session and task as the gateway stores them (project/value)
+    return Subject(**scopes, tags=tuple(sorted(tags.items()))).namespaced()
 
 
 def _rows(
@@ -220,7 +221,10 @@ def sessions_command(
     start, end = _period(since, until, last)
     filt = _where(where)
     if session is not None:
-        filt = Subject(**{**({} if filt is None else filt.to_dict()), "session": session})
+        filt = Subject.from_dict(
+            {**({} if filt is None else filt.to_dict()), "session": session}
+        ).namespaced()
+        session = filt.session or session
         steps = session_steps(_rows(ledger, start, end, filt, SESSION_FIELDS), session)
         if not steps:
             raise ConfigError(f"no calls of session {session!r} in {ledger}")

@@ -40,7 +40,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -54,6 +54,7 @@ __all__ = [
     "ACTIONS",
     "DEFAULT_THRESHOLDS",
     "METERS",
+    "NAMESPACED_SCOPES",
     "SCOPES",
     "STORE_FAILURE_POLICIES",
     "Budget",
@@ -67,6 +68,11 @@ __all__ = [
 
 SCOPES: tuple[str, ...] = ("org", "project", "team", "user", "key", "agent", "session", "task")
 """Scopes a budget can apply to, widest first (besides tags: ``tag:NAME``)."""
+
+NAMESPACED_SCOPES: tuple[str, ...] = ("user", "agent", "session", "task")
+"""Scopes whose values live in a project's namespace: a subject with a project stores them as
+``<project>/<value>`` (:meth:`Subject.namespaced`), so two tenants' ``main`` sessions are two
+sessions. ``org``, ``project``, ``team`` and ``key`` are set only by administrators."""
 
 METERS: tuple[str, ...] = (
     "input_tokens",
@@ -127,6 +133,25 @@ class Subject:
         else:
             return None
         return value if isinstance(value, str) and value else None
+
+    def namespaced(self) -> Subject:
+        """This subject with its :data:`NAMESPACED_SCOPES` values in its project's namespace:
+        ``<project>/<value>``, left as they are when they already start with ``<project>/`` (so
+        applying it twice changes nothing). A subject without a project is returned unchanged.
+
+        The gateway stores every call of a project's key this way; the CLI and the admin API
+        apply it to the subject of a query that names a project, so ``--project shop --session
+        s-1`` finds what the gateway charged as ``shop/s-1``.
+        """
+        project = self.project
+        if not project:
+            return self
+        values: dict[str, Any] = {
+            scope: value if value.startswith(f"{project}/") else f"{project}/{value}"
+            for scope in NAMESPACED_SCOPES
+            if (value := self.value(scope)) is not None
+        }
+        return replace(self, **values) if values else self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the scopes that are set, plus ``tags`` as a mapping."""
@@ -241,13 +266,28 @@ class Budget:
         return f"{self.name}[{subject_id}]" if self.subject_id is None else self.name
 
     def applies_to(self, subject: Subject) -> str | None:
-        """The scope value this budget charges for ``subject``, or None when it does not apply."""
+        """The scope value this budget charges for ``subject``, or None when it does not apply.
+
+        A template charges the subject's value. A fixed budget charges its own ``subject_id``
+        when the subject's value is that id, or, for an id that names no project (no ``/``) on a
+        :data:`NAMESPACED_SCOPES` scope, that id in the subject's project: ``id: alice`` applies
+        to ``alice`` and to ``demo/alice`` of project ``demo``; ``id: demo/alice`` only to the
+        latter.
+        """
         value = subject.value(self.scope)
         if value is None:
             return None
-        if self.subject_id is not None and value != self.subject_id:
-            return None
-        return value
+        if self.subject_id is None:
+            return value
+        if value == self.subject_id:
+            return value
+        in_project = (
+            self.scope in NAMESPACED_SCOPES
+            and subject.project
+            and "/" not in self.subject_id
+            and value == f"{subject.project}/{self.subject_id}"
+        )
+        return self.subject_id if in_project else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (limit and thresholds as decimal strings, the window as its string)."""
@@ -490,8 +530,8 @@ def applicable(budgets: Iterable[Budget], subject: Subject) -> list[tuple[Budget
         value = budget.applies_to(subject)
         if value is not None:
             out.append((budget, value))
-            if budget.overrides is not None:
-                replaced.add((budget.overrides, budget.scope, value))
+            if budget.overrides is not None:  # the template's instance is keyed by the subject's value
+                replaced.add((budget.overrides, budget.scope, subject.value(budget.scope)))
     if not replaced:
         return out
     return [(b, v) for b, v in out if not (b.subject_id is None and (b.name, b.scope, v) in replaced)]

@@ -28,6 +28,7 @@ from tokenward.core.tokenizers import encoding
 from tokenward.errors import ConfigError
 from tokenward.files import load_prices
 from tokenward.gateway.admin import admin_routes
+from tokenward.gateway.auth import presented_key
 from tokenward.gateway.config import GatewayConfig, UpstreamConfig
 from tokenward.gateway.config_budgets import sync_config_budgets
 from tokenward.gateway.errors import GatewayError, error_response
@@ -104,12 +105,35 @@ class _ClientFactory:
 
 
 class _Endpoint:
-    """An ASGI app served at one exact path (a ``Mount`` would redirect ``/metrics`` to ``/metrics/``)."""
+    """An ASGI app served at one exact path (a ``Mount`` would redirect ``/metrics`` to ``/metrics/``).
 
-    def __init__(self, app: ASGIApp) -> None:
+    With ``admin_only`` it answers only callers presenting a full administrator's key
+    (``Authorization: Bearer`` or ``x-admin-key``) while the running config has ``admin_keys``:
+    ``/metrics`` lists every subject's spend, which no tenant may read of another.
+    """
+
+    def __init__(self, app: ASGIApp, admin_only: bool = False) -> None:
         self.app = app
+        self.admin_only = admin_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.admin_only and scope["type"] == "http":
+            request = Request(scope, receive)
+            config: GatewayConfig = request.app.state.gateway.config
+            if config.admin_keys:
+                presented = request.headers.get("x-admin-key") or presented_key(request.headers)
+                admin = config.admin_key_for(presented) if presented else None
+                if admin is None or admin.project is not None:
+                    error = GatewayError(
+                        401 if admin is None else 403,
+                        "/metrics needs a full administrator's key (Authorization: Bearer <admin key>); "
+                        "observe.prometheus.public: true opens it",
+                        type="authentication_error" if admin is None else "permission_error",
+                        code="unauthorized" if admin is None else "forbidden",
+                    )
+                    headers = own_headers(new_id("req"), tokenward.__version__)
+                    await error_response("openai-chat", error, headers)(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 
@@ -294,7 +318,8 @@ def create_app(
     observing = Observing(config.observe)
     if metrics is None and observing.prometheus is not None:
         metrics = observing.prometheus.asgi_app()
-    extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics), methods=["GET"])]
+    guarded = not config.observe.prometheus_public
+    extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics, guarded), methods=["GET"])]
     routes = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
     handlers = {404: _http_error, 405: _http_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]

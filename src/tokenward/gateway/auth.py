@@ -8,6 +8,11 @@ Precedence (highest first):
    user in the header gets 403, and a body's user does not change whom it charges;
 3. ``x-tokenward-session``, ``x-tokenward-agent``, ``x-tokenward-task`` add finer attribution,
    which a key cannot use to escape its own user or project budgets.
+
+Tenancy: the ``user``, ``agent``, ``session`` and ``task`` of a key that has a project are stored
+in that project's namespace, ``<project>/<value>`` (:meth:`Subject.namespaced`), whether they come
+from the key itself, its headers or the body; so a key can neither spend nor stop another
+project's sessions, and ``allow_user_override`` names users of its own project only.
 """
 
 from __future__ import annotations
@@ -111,17 +116,21 @@ def subject_for(headers: Mapping[str, str], key: KeyConfig, body: Mapping[str, A
 
     A key with ``allow_user_override`` charges the user named by ``x-tokenward-user``, else by the
     body (``user`` / ``metadata.user_id``); any other key charges its own user, and a body's user
-    is ignored (it stays in the event's metadata as the end user).
+    is ignored (it stays in the event's metadata as the end user). The user, agent, session and
+    task of a key with a project are in that project's namespace (``<project>/<value>``).
 
     Raises:
         GatewayError: 403 when the key may not name another user in the header; 400 on a
             malformed header.
     """
     scopes = dict(key.subject)
+    own = Subject(project=scopes.get("project"), user=scopes.get("user")).namespaced().user
     user = _header(headers, "x-tokenward-user")
     if user is None and key.allow_user_override and body is not None:
         user = body_user(body)
-    if user is not None and user != scopes.get("user"):
+    if user is not None:
+        user = Subject(project=scopes.get("project"), user=user).namespaced().user
+    if user is not None and user != own:
         if not key.allow_user_override:
             raise GatewayError(
                 403,
@@ -139,4 +148,4 @@ def subject_for(headers: Mapping[str, str], key: KeyConfig, body: Mapping[str, A
         agent=_header(headers, "x-tokenward-agent"),
         session=_header(headers, "x-tokenward-session"),
         task=_header(headers, "x-tokenward-task"),
-    )
+    ).namespaced()

@@ -46,7 +46,7 @@ from tokenward.gateway.observing import ObserveConfig, parse_observe
 from tokenward.guard import GuardSettings
 from tokenward.guard.wire.degrade import Degrade
 
-__all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig"]
+__all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig", "project_problem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +381,24 @@ def _key(i: int, raw: Any) -> KeyConfig:
     digest = _digest(raw, where)
     name = str(raw.get("name") or f"key-{digest[:8]}")
     subject = {s: str(raw[s]) for s in ("org", "project", "team", "user") if raw.get(s)}
+    _check_project(subject.get("project"), where)
     return KeyConfig(name, digest, subject, bool(raw.get("allow_user_override", False)))
+
+
+# -- tenancy -----------------------------------------------------------------------------------
+def project_problem(project: Any) -> str | None:
+    """Why ``project`` cannot name a project, or None. A project is a namespace
+    (``<project>/<value>``), so its name holds no ``/``."""
+    if not isinstance(project, str) or not project.strip():
+        return "project must be a non-empty string"
+    if "/" in project:
+        return f"project {project!r} must not contain '/' (it is the namespace of its users and sessions)"
+    return None
+
+
+def _check_project(project: Any, where: str) -> None:
+    if project is not None and (problem := project_problem(project)):
+        raise ConfigError(f"{where}: {problem}")
 
 
 def _digest(raw: Mapping[str, Any], where: str) -> str:
@@ -406,6 +423,7 @@ def _admin_key(i: int, raw: Any) -> AdminKeyConfig:
     name = str(raw.get("name") or f"admin-{digest[:8]}")
     if not _ACTOR.match(name):
         raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-' (it is the audit actor)")
+    _check_project(raw.get("project"), where)
     return AdminKeyConfig(name, digest, raw.get("project"))
 
 

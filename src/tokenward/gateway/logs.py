@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 from tokenward.core.events import UsageEvent
 from tokenward.numbers import plain
 
-__all__ = ["JSONFormatter", "MaskQueryKeys", "call_fields", "configure_logging", "log_call"]
+__all__ = [
+    "JSONFormatter",
+    "MaskQueryKeys",
+    "call_fields",
+    "configure_logging",
+    "log_call",
+    "mask_query_keys",
+]
 
 calls = logging.getLogger("tokenward.calls")
 
@@ -44,19 +51,37 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, default=str, separators=(",", ":"))
 
 
-_QUERY_KEY = re.compile(r"([?&](?:key|api_key|api-key)=)[^&\s]*", re.IGNORECASE)
+_SECRET_PARAMS = {"key", "api_key", "api-key"}
+
+
+def mask_query_keys(target: str) -> str:
+    """``target`` (a path with its query string) with the value of every key-like parameter
+    replaced by ``***``, however the name is spelled: ``key``, ``%6Bey``, ``KEY``, ``api%5Fkey``
+    (names are compared percent-decoded, ``+`` as a space, stripped and in lower case, as a
+    server reading the query would)."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    parts = []
+    for part in query.split("&"):
+        name, eq, _value = part.partition("=")
+        if eq and unquote_plus(name).strip().lower() in _SECRET_PARAMS:
+            part = f"{name}=***"
+        parts.append(part)
+    return f"{path}?{'&'.join(parts)}"
 
 
 class MaskQueryKeys(logging.Filter):
     """Masks ``key=`` (and ``api_key=``) query values in uvicorn's access lines, whose third
     argument is the request's path with its query string: Gemini clients send their key there
-    (https://ai.google.dev/api/generate-content, ``?key=``)."""
+    (https://ai.google.dev/api/generate-content, ``?key=``). A name written with percent escapes
+    (``?%6Bey=``) authenticates just the same, so it is masked just the same."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's path argument; never drops a record."""
         args = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], _QUERY_KEY.sub(r"\1***", args[2]), *args[3:])
+            record.args = (*args[:2], mask_query_keys(args[2]), *args[3:])
         return True
 
 

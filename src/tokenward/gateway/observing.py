@@ -4,7 +4,9 @@
 ::
 
     observe:
-      prometheus: true            # /metrics (default: on when prometheus-client is installed)
+      prometheus: true            # /metrics (default: on when prometheus-client is installed);
+                                  # it needs a full admin key while admin_keys is set, unless
+                                  # written {public: true} (or {enabled: true, public: true})
       opentelemetry: false        # spans and GenAI metrics through the global OTel providers
       alerts:
         outbox: alerts.db         # the durable outbox (relative to the config file)
@@ -45,6 +47,7 @@ class ObserveConfig:
     """The validated ``observe:`` section."""
 
     prometheus: bool | None = None
+    prometheus_public: bool = False
     opentelemetry: bool = False
     alerts_outbox: str | None = None
     alerts_log: bool = True
@@ -88,13 +91,15 @@ def parse_observe(raw: Any, base_dir: Path | None) -> ObserveConfig:
         or not all(v in _ACTIONS for v in anomalies.values())
     ):
         raise ConfigError("observe.anomalies: map loop / growth / spike to alert, pause or stop")
+    prometheus, public = _prometheus(raw.get("prometheus"))
     thresholds = alerts.get("thresholds")
     try:
         parsed = None if thresholds is None else tuple(Decimal(str(t)) for t in thresholds)
     except (TypeError, ArithmeticError):
         raise ConfigError("observe.alerts.thresholds: a list of shares such as [0.5, 0.8, 1]") from None
     return ObserveConfig(
-        prometheus=raw.get("prometheus"),
+        prometheus=prometheus,
+        prometheus_public=public,
         opentelemetry=bool(raw.get("opentelemetry", False)),
         alerts_outbox=outbox,
         alerts_log=bool(alerts.get("log", True)),
@@ -102,6 +107,19 @@ def parse_observe(raw: Any, base_dir: Path | None) -> ObserveConfig:
         webhooks=tuple(dict(w) for w in webhooks),
         anomalies=dict(anomalies),
     )
+
+
+def _prometheus(raw: Any) -> tuple[bool | None, bool]:
+    """``observe.prometheus``: ``true``/``false``, or ``{enabled: true|false, public: true|false}``.
+    Returns (enabled, or None for "when prometheus-client is installed"; public)."""
+    if raw is None or isinstance(raw, bool):
+        return raw, False
+    if not isinstance(raw, Mapping) or set(raw) - {"enabled", "public"}:
+        raise ConfigError("observe.prometheus: true, false, or a mapping of enabled and public")
+    enabled, public = raw.get("enabled"), raw.get("public", False)
+    if not isinstance(enabled, bool | None) or not isinstance(public, bool):
+        raise ConfigError("observe.prometheus.enabled and .public must be true or false")
+    return enabled, public
 
 
 class Observing:

@@ -44,6 +44,7 @@ from tokenward.guard.wire.exchange import (
     PreparedCall,
     StreamRelay,
     json_outcome,
+    load_body,
     prepare,
     prepare_body,
     upstream_body,
@@ -277,9 +278,7 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
     raw = await request.body()
     try:
         if endpoint.family == "gemini":  # the model and streaming are in the URL
-            import json
-
-            body = json.loads(raw)
+            body = load_body(raw)
             target = request.path_params.get("target", "")
             model, _, method = target.rpartition(":")
             if method not in ("generateContent", "streamGenerateContent") or not model:
@@ -328,7 +327,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         state.opened()
         content, wants_usage = upstream_body(attempt, admission, upstream.provider)
         metadata: dict[str, Any] = {"upstream": upstream.name}
-        if end_user is not None and end_user != subject.user:
+        if end_user is not None and replace(subject, user=end_user).namespaced().user != subject.user:
             metadata["end_user"] = end_user
         client_id = request.headers.get("x-request-id")
         if client_id:

@@ -30,7 +30,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     descriptions = {
         400: "invalid input (the message names the field)",
         401: "no or unknown admin key",
-        403: "outside this admin key's project",
+        403: "outside this admin key's project, or a cap a full administrator set",
         404: "not found",
         409: "not possible in this state",
         503: "the ledger is unavailable",
@@ -74,7 +74,10 @@ def openapi() -> dict[str, Any]:
             "scope": {"type": "string", "description": f"one of {', '.join(SCOPES)}, or tag:NAME"},
             "id": {"type": ["string", "null"], "description": "the scope value; leave out for each value"},
             "meter": {"type": "string", "description": f"{', '.join(METERS)}, or a custom meter"},
-            "limit": {"type": ["string", "number"], "description": "tokens, USD or calls"},
+            "limit": {
+                "type": ["string", "number"],
+                "description": "tokens, USD or calls; at most 10^15 and 12 decimal places",
+            },
             "window": {
                 "type": ["string", "null"],
                 "description": "none, hour, day, week, month[@Zone], rolling:DURATION",
@@ -99,20 +102,37 @@ def openapi() -> dict[str, Any]:
             "expires_at": {"type": "string", "format": "date-time"},
         },
     }
+    value = {"type": "string", "pattern": "^[\\w.:@/=\\-]{1,200}$"}
+    subject = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            **{scope: value for scope in SCOPES},
+            "tags": {"type": "object", "additionalProperties": value},
+        },
+    }
     adjustment = {
         "type": "object",
         "required": ["amounts", "reason"],
+        "additionalProperties": False,
         "properties": {
-            "budget": {"type": "string"},
-            "subject_id": {"type": "string"},
-            "subject": {"type": "object", "additionalProperties": {"type": "string"}},
+            "budget": {"type": "string", "description": "a budget's name (or give a subject)"},
+            "subject_id": {**value, "description": "the instance of a template budget"},
+            "subject": subject,
             "amounts": {
                 "type": "object",
+                "description": f"{', '.join(METERS)} or a budget's custom meter; a named budget's own "
+                "meter only. Signed, at most 10^15 in size and 12 decimal places",
                 "additionalProperties": {"type": ["string", "number"]},
                 "minProperties": 1,
             },
             "reason": {"type": "string", "minLength": 1},
-            "id": {"type": "string", "description": "idempotency key"},
+            "id": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_.:\\-]{1,200}$",
+                "description": "idempotency key: a retried request with the same id is applied once",
+            },
         },
     }
     return {
@@ -157,7 +177,7 @@ def openapi() -> dict[str, Any]:
                 },
                 "delete": {
                     "summary": "Delete a budget (its events and spend stay)",
-                    "responses": {"204": {"description": "deleted"}, **_errors(401, 404, 503)},
+                    "responses": {"204": {"description": "deleted"}, **_errors(401, 403, 404, 503)},
                 },
             },
             "/admin/keys": {

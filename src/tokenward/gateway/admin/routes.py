@@ -2,20 +2,25 @@
 
 Every route needs an admin key (``Authorization: Bearer <key>`` or ``x-admin-key``) from the
 config's ``admin_keys``. A project-scoped admin key sees and changes only its project: budgets
-of scope ``project`` with its id, keys owned by the project, and the events, balances and
-adjustments of subjects in it. Every change is written to the audit log (who, what, when, before
-and after). Changes go to the ledger, which every replica reads, so they apply at once. The
-OpenAPI document is served at ``/admin/openapi.json``.
+of scope ``project`` with its id (and of those only the ones its project's administrators set:
+see :mod:`tokenward.gateway.admin.tenancy`), keys owned by the project, and the events, balances
+and adjustments of subjects in it. Every change is written to the audit log (who, what, when,
+before and after). Changes go to the ledger, which every replica reads, so they apply at once.
+The OpenAPI document is served at ``/admin/openapi.json``.
+
+Inputs are checked before they reach the ledger (:mod:`tokenward.gateway.admin.inputs`); a ledger
+failure is answered 503 without its message (which may name the store), and logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +31,18 @@ from starlette.routing import Route
 from tokenward.clock import parse_instant
 from tokenward.core.budgets import SCOPES, Budget, Subject
 from tokenward.errors import ConfigError, TokenwardError, ValidationError
+from tokenward.gateway.admin import inputs
 from tokenward.gateway.admin.openapi import openapi
+from tokenward.gateway.admin.tenancy import foreign_key_field, set_by_project
 from tokenward.gateway.auth import presented_key
-from tokenward.gateway.config import AdminKeyConfig, GatewayConfig
+from tokenward.gateway.config import AdminKeyConfig, GatewayConfig, project_problem
 from tokenward.gateway.relay import GatewayState
 from tokenward.ledger.base import new_id
 from tokenward.ledger.records import KeyRecord
 
 __all__ = ["admin_routes"]
+
+log = logging.getLogger("tokenward.gateway")
 
 Handler = Callable[[Request, AdminKeyConfig], Awaitable[Response]]
 Reload = Callable[[GatewayState, Path], Awaitable[GatewayConfig]]
@@ -51,6 +60,8 @@ class AdminError(Exception):
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    if len(message) > 1000:  # a message quoting a huge value says enough in its first thousand characters
+        message = message[:1000] + "..."
     body = {"error": {"message": message, "type": "admin_error", "code": code, "param": param}}
     return JSONResponse(body, status_code=status)
 
@@ -62,22 +73,31 @@ def _guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         admin = state.config.admin_key_for(presented) if presented else None
         if admin is None:
             return _error(401, "an admin key is required (Authorization: Bearer <admin key>)", "unauthorized")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in request.scope["path"]):
+            # Starlette's route patterns end in "$", which also matches before a final newline:
+            # /admin/budgets/b%0A would otherwise reach budget "b"
+            return _error(404, "no such route (the path holds control characters)", "not_found")
         try:
             return await handler(request, admin)
         except AdminError as exc:
             return _error(exc.status, exc.message, exc.code, exc.param)
+        except inputs.InputError as exc:
+            return _error(400, exc.message, "invalid_request", exc.field)
         except (ValidationError, ConfigError) as exc:
             return _error(400, str(exc), "invalid_request", getattr(exc, "field", None))
         except TokenwardError as exc:
-            return _error(503, f"the ledger failed: {exc}", "ledger_unavailable")
+            # the store's own message may name its URL or echo a database error: logged, not answered
+            log.error("admin %s %s: the ledger failed: %s", request.method, request.url.path, exc)
+            return _error(503, "the ledger is unavailable; nothing was changed", "ledger_unavailable")
 
     return endpoint
 
 
 async def _json(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+        # decimals stay exact: 0.1 is 0.1, 1e999999 is out of range rather than a float infinity
+        body = json.loads(await request.body(), parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise AdminError(400, "the request body is not valid JSON", param="body") from None
     if not isinstance(body, dict):
         raise AdminError(400, "the request body must be a JSON object", param="body")
@@ -93,12 +113,25 @@ def _owns(admin: AdminKeyConfig, budget: Budget) -> bool:
 
 
 def _subject_from_query(request: Request, admin: AdminKeyConfig) -> Subject:
-    values = {scope: request.query_params.get(scope) for scope in SCOPES}
+    """The subject a query names; with a project (always a project admin's own), its user, agent,
+    session and task are taken in that project's namespace, as the gateway stores them."""
+    values: dict[str, Any] = {s: inputs.text(request.query_params.get(s) or None, s) for s in SCOPES}
     if admin.project is not None:
         if values.get("project") not in (None, admin.project):
             raise AdminError(403, f"this admin key manages project {admin.project!r} only", code="forbidden")
         values["project"] = admin.project
-    return Subject(**{k: v for k, v in values.items() if v})
+    return Subject(**{k: v for k, v in values.items() if v}).namespaced()
+
+
+async def _check_set_by_project(ledger: Any, admin: AdminKeyConfig, name: str, what: str) -> None:
+    """Refuse a project admin's change to a budget its project's administrators did not set."""
+    if admin.project is not None and not await set_by_project(ledger, name, admin.project):
+        raise AdminError(
+            403,
+            f"budget {name!r} was set by a full administrator (or the config file); "
+            f"this admin key cannot {what} it",
+            code="forbidden",
+        )
 
 
 def _instant(request: Request, name: str) -> datetime | None:
@@ -126,6 +159,8 @@ async def list_budgets(request: Request, admin: AdminKeyConfig) -> Response:
 
 async def put_budget(request: Request, admin: AdminKeyConfig) -> Response:
     budget = Budget.from_dict(await _json(request))
+    inputs.amount(str(budget.limit), "limit")
+    inputs.text(budget.subject_id, "id")
     if not _owns(admin, budget):
         raise AdminError(
             403, f"this admin key manages budgets of scope project={admin.project} only", code="forbidden"
@@ -134,6 +169,8 @@ async def put_budget(request: Request, admin: AdminKeyConfig) -> Response:
     before = await ledger.get_budget(budget.name)
     if before is not None and not _owns(admin, before):
         raise AdminError(403, f"budget {budget.name!r} belongs to another project", code="forbidden")
+    if before is not None:
+        await _check_set_by_project(ledger, admin, budget.name, "replace")
     await ledger.put_budget(budget)
     await ledger.audit(
         admin.name,
@@ -159,6 +196,7 @@ async def delete_budget(request: Request, admin: AdminKeyConfig) -> Response:
     budget = await ledger.get_budget(name)
     if budget is None or not _owns(admin, budget):
         raise AdminError(404, f"no budget named {name!r}", code="not_found")
+    await _check_set_by_project(ledger, admin, name, "delete")
     await ledger.delete_budget(name)
     await ledger.audit(admin.name, "budget.delete", name, budget.to_dict(), None, project=admin.project)
     return Response(status_code=204)
@@ -192,23 +230,25 @@ async def create_key(request: Request, admin: AdminKeyConfig) -> Response:
         raise AdminError(
             403, f"this admin key creates keys for project {admin.project!r} only", code="forbidden"
         )
+    inputs.text(name, "name")
     scopes = {s: body.get(s) for s in ("user", "team", "org")}
     for scope, value in scopes.items():
-        if value is not None and not isinstance(value, str):
-            raise AdminError(400, f"{scope} must be a string", param=scope)
-    if project is not None and not isinstance(project, str):
-        raise AdminError(400, "project must be a string", param="project")
+        inputs.text(value, scope)
+    if project is not None and (problem := project_problem(project)):
+        raise AdminError(400, problem, param="project")
+    inputs.text(project, "project")
+    if admin.project is not None:
+        await _check_project_key(request, admin.project, name.strip(), scopes)
     override = body.get("allow_user_override", False)
     if not isinstance(override, bool):
         raise AdminError(400, "allow_user_override must be true or false", param="allow_user_override")
     expires = body.get("expires_at")
     if expires is not None:
-        try:
-            expires = datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
-        except ValueError:
-            raise AdminError(400, "expires_at must be an ISO 8601 instant", param="expires_at") from None
+        if not isinstance(expires, str):
+            raise AdminError(400, "expires_at must be an ISO 8601 instant", param="expires_at")
+        expires = parse_instant(expires, field="expires_at")
     secret = "tw-" + secrets.token_urlsafe(32)
-    subject = Subject(project=project, **{k: v for k, v in scopes.items() if v})
+    subject = Subject(project=project, **{k: v for k, v in scopes.items() if v}).namespaced()
     record = KeyRecord(
         id=new_id("key"),
         name=name.strip(),
@@ -223,6 +263,25 @@ async def create_key(request: Request, admin: AdminKeyConfig) -> Response:
     stored = await ledger.put_key(record)
     await ledger.audit(admin.name, "key.create", stored.id, None, _key_view(stored), project=stored.project)
     return JSONResponse({**_key_view(stored), "key": secret}, status_code=201)
+
+
+async def _check_project_key(request: Request, project: str, name: str, scopes: dict[str, Any]) -> None:
+    """Refuse a project admin's key that names an org or team, or another tenant's name or user."""
+    for scope in ("org", "team"):
+        if scopes.get(scope):
+            raise AdminError(
+                403, f"only a full administrator may set {scope} on a key", code="forbidden", param=scope
+            )
+    state = request.app.state.gateway
+    clash = foreign_key_field(project, name, scopes.get("user"), state.config, await _ledger(request).keys())
+    if clash is not None:
+        value = name if clash == "name" else scopes.get("user")
+        raise AdminError(
+            403,
+            f"the key {clash} {value!r} belongs to another project (or to a key of no project)",
+            code="forbidden",
+            param=clash,
+        )
 
 
 async def revoke_key(request: Request, admin: AdminKeyConfig) -> Response:
@@ -274,27 +333,39 @@ async def events(request: Request, admin: AdminKeyConfig) -> Response:
     return JSONResponse({"events": [e.to_dict() for e in found]})
 
 
+_ADJUSTMENT_FIELDS = {"budget", "subject", "subject_id", "amounts", "reason", "id"}
+
+
 async def adjust(request: Request, admin: AdminKeyConfig) -> Response:
     body = await _json(request)
-    amounts_raw = body.get("amounts")
-    if not isinstance(amounts_raw, dict) or not amounts_raw:
-        raise AdminError(400, "amounts must map meters to signed amounts", param="amounts")
-    amounts = {}
-    for meter, value in amounts_raw.items():
-        try:
-            amounts[str(meter)] = Decimal(str(value))
-        except (InvalidOperation, ValueError):
-            raise AdminError(400, f"amounts.{meter} must be a number", param="amounts") from None
+    unknown = set(body) - _ADJUSTMENT_FIELDS
+    if unknown:
+        raise AdminError(
+            400,
+            f"unknown fields {sorted(unknown)}; known: {sorted(_ADJUSTMENT_FIELDS)}",
+            param=sorted(unknown)[0],
+        )
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise AdminError(400, "reason is required", param="reason")
+    inputs.text(reason, "reason", longest=2000, lines=True)
+    adjustment_id = inputs.identifier(body.get("id"), "id")
+    subject_id = inputs.identifier(body.get("subject_id"), "subject_id")
+    if ("budget" in body) == ("subject" in body):
+        raise AdminError(400, "name a budget (budget) or a subject (subject), not both", param="budget")
     ledger = _ledger(request)
-    if isinstance(body.get("budget"), str):
-        budget = await ledger.get_budget(body["budget"])
+    budgets = await ledger.budgets()
+    if "budget" in body:
+        if not isinstance(body["budget"], str):
+            raise AdminError(400, "budget must be a budget's name", param="budget")
+        budget = next((b for b in budgets if b.name == body["budget"]), None)
         if budget is None or not _owns(admin, budget):
             raise AdminError(404, f"no budget named {body['budget']!r}", code="not_found")
+        amounts = inputs.amounts(body.get("amounts"), budgets, budget)
+        if any(a < 0 for a in amounts.values()):
+            await _check_set_by_project(ledger, admin, budget.name, "credit")
         target: Any = budget.name
-    elif isinstance(body.get("subject"), dict):
+    else:
         if admin.project is not None:
             # A subject reaches every budget that applies to it (user, org...), most of which a
             # project admin does not own: it adjusts its project's budgets by name only.
@@ -303,17 +374,15 @@ async def adjust(request: Request, admin: AdminKeyConfig) -> Response:
                 f"this admin key adjusts the budgets of project {admin.project!r} by name (budget) only",
                 code="forbidden",
             )
-        target = Subject.from_dict(body["subject"])
-    else:
-        raise AdminError(400, "name a budget (budget) or a subject (subject)", param="budget")
-    subject_id = body.get("subject_id")
+        target = inputs.subject(body["subject"]).namespaced()
+        amounts = inputs.amounts(body.get("amounts"), budgets, None)
     adjustment = await ledger.adjust(
         target,
         amounts,
         reason=reason,
         actor=admin.name,
-        subject_id=subject_id if isinstance(subject_id, str) else None,
-        adjustment_id=body.get("id") if isinstance(body.get("id"), str) else None,
+        subject_id=subject_id,
+        adjustment_id=adjustment_id,
     )
     view = adjustment.to_dict()
     await ledger.audit(admin.name, "adjustment", adjustment.id, None, view, project=admin.project)

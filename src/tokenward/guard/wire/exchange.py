@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -31,10 +31,13 @@ from tokenward.guard.wire.endpoints import Endpoint, StreamState
 from tokenward.guard.wire.sse import SSEParser, format_event
 
 __all__ = [
+    "MAX_NESTING",
     "PreparedCall",
     "StreamRelay",
     "degraded",
     "json_outcome",
+    "load_body",
+    "model_problem",
     "prepare",
     "prepare_body",
     "upstream_body",
@@ -80,6 +83,26 @@ class PreparedCall:
         return plan
 
 
+MAX_NESTING = 100
+"""The deepest a request body may nest arrays and objects: far beyond any real request (tool
+schemas included), far below what would exhaust the stack of a recursive reader."""
+
+
+def load_body(raw: bytes, parse: Callable[[bytes], Any] = json.loads) -> Any:
+    """Parse a request body (JSON unless ``parse`` reads it otherwise, as a form endpoint's does).
+
+    Raises:
+        ValidationError: the body is not JSON (field ``body``), nests too deeply, or is a form the
+            endpoint cannot read.
+    """
+    try:
+        return parse(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValidationError("the request body is not valid JSON", field="body") from None
+    except RecursionError:
+        raise ValidationError(f"the request body nests more than {MAX_NESTING} deep", field="body") from None
+
+
 def prepare(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> PreparedCall:
     """Parse, check and estimate a request body (JSON, or the form of a form endpoint, as its
     ``content_type`` says).
@@ -87,29 +110,49 @@ def prepare(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> 
     Raises:
         ValidationError: the body is not JSON, or is not a valid request (the field is named).
     """
+    return prepare_body(endpoint, load_body(raw, lambda raw: endpoint.parse(raw, content_type)))
+
+
+def _too_deep(body: Any, limit: int) -> bool:
+    """Whether ``body`` nests arrays and objects more than ``limit`` deep (read iteratively)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def model_problem(model: str) -> str | None:
+    """Why ``model`` cannot name a model, or None: lone surrogates, or control characters
+    (U+0000-U+001F, U+007F), which no model name has and which would reach URLs, logs and the
+    ledger (PostgreSQL refuses U+0000 in text)."""
     try:
-        body = endpoint.parse(raw, content_type)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValidationError("the request body is not valid JSON", field="body") from None
-    except RecursionError:
-        raise ValidationError("the request body is nested too deeply", field="body") from None
-    return prepare_body(endpoint, body)
+        model.encode("utf-8")
+    except UnicodeEncodeError:
+        return "model must be valid Unicode text (no lone surrogates)"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in model):
+        return "model must not contain control characters (U+0000-U+001F, U+007F)"
+    return None
 
 
 def prepare_body(endpoint: Endpoint, body: Any) -> PreparedCall:
     """Check and estimate an already parsed request body.
 
     Raises:
-        ValidationError: the body is not a valid request (the field is named).
+        ValidationError: the body is not a valid request (the field is named), nests more than
+            :data:`MAX_NESTING` deep, or names a model with control characters.
     """
+    if _too_deep(body, MAX_NESTING):
+        raise ValidationError(f"the request body nests more than {MAX_NESTING} deep", field="body")
     endpoint.validate(body)
     model = str(body["model"])
-    try:
-        model.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(
-            "model must be valid Unicode text (no lone surrogates)", field="model"
-        ) from None
+    if problem := model_problem(model):
+        raise ValidationError(problem, field="model")
     return PreparedCall(
         endpoint=endpoint,
         body=body,
@@ -170,7 +213,7 @@ def json_outcome(
             return answer
     try:
         data = json.loads(content)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         data = None
     if not isinstance(data, dict):
         if content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):

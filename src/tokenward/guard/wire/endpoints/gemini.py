@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from tokenward.core.estimate import Estimate, estimate_gemini
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, head, require
@@ -73,9 +74,11 @@ class Gemini(Endpoint):
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else 1
 
     def upstream_path(self, body: Mapping[str, Any]) -> str:
-        """``/v1beta/models/{model}:generateContent`` or ``:streamGenerateContent?alt=sse``."""
+        """``/v1beta/models/{model}:generateContent`` or ``:streamGenerateContent?alt=sse``, the
+        model percent-encoded as one path segment (a ``?``, ``#`` or ``/`` in it stays part of
+        the name rather than starting a query, a fragment or another segment)."""
         method = "streamGenerateContent?alt=sse" if body.get("stream") is True else "generateContent"
-        return f"/v1beta/models/{body['model']}:{method}"
+        return f"/v1beta/models/{quote(str(body['model']), safe='')}:{method}"
 
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Gemini streams always carry usage."""
