@@ -18,6 +18,7 @@ from tokenward.core.budgets import Subject
 from tokenward.core.calibration import Calibration
 from tokenward.core.decide import CallPlan
 from tokenward.core.events import UsageEvent
+from tokenward.core.floor import floor_ratio
 from tokenward.core.pricebook import PriceBook
 from tokenward.errors import BudgetError, ConfigError
 from tokenward.guard.flow import (
@@ -139,7 +140,13 @@ class Guard:
         self.renewer.done(admission.reservation.id)
         event = self.ledger.settle(
             admission.reservation.id,
-            build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
+            build_event(
+                admission,
+                outcome,
+                self.prices,
+                unknown_model=self.settings.unknown_model,
+                floor_ratio=self._floor_ratio(admission.plan.model),
+            ),
         )
         self.observers.settle(event)
         seen = observation(admission, outcome)
@@ -159,6 +166,10 @@ class Guard:
         if cached is not None:
             return cached
         return self.calibration.store(model, self.ledger.estimate_stats(model))
+
+    def _floor_ratio(self, model: str) -> Decimal:
+        """The charge floor's lower ratio for ``model`` (lowered by a fresh calibration only)."""
+        return floor_ratio(model, self.calibration.cached(model))
 
     def release(self, admission: Admission) -> bool:
         """Drop the hold of a call that never reached a provider."""
@@ -338,7 +349,13 @@ class AsyncGuard:
         self.renewer.done(admission.reservation.id)
         event = await self.ledger.settle(
             admission.reservation.id,
-            build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
+            build_event(
+                admission,
+                outcome,
+                self.prices,
+                unknown_model=self.settings.unknown_model,
+                floor_ratio=self._floor_ratio(admission.plan.model),
+            ),
         )
         self.observers.settle(event)
         seen = observation(admission, outcome)
@@ -358,6 +375,10 @@ class AsyncGuard:
         if cached is not None:
             return cached
         return self.calibration.store(model, await self.ledger.estimate_stats(model))
+
+    def _floor_ratio(self, model: str) -> Decimal:
+        """As :meth:`Guard._floor_ratio`."""
+        return floor_ratio(model, self.calibration.cached(model))
 
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
