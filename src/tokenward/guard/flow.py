@@ -20,7 +20,7 @@ from tokenward.core.calibration import Calibration, EstimateStats, calibration_k
 from tokenward.core.decide import CallPlan, Decision
 from tokenward.core.estimate import model_family
 from tokenward.core.events import Status, UsageEvent
-from tokenward.core.floor import apply_floor
+from tokenward.core.floor import apply_floor, output_floor
 from tokenward.core.floor import floor_ratio as lower_ratio
 from tokenward.core.modifiers import RequestFacts
 from tokenward.core.pricebook import PriceBook, PriceContext, hold_rates
@@ -206,6 +206,9 @@ def build_event(
     reported, disputed = apply_floor(outcome.usage, outcome.output_seen, ratio)
     if disputed:
         metadata["disputed"] = disputed
+    if (reported is None or reported.output_tokens is None) and output_counted is not None:
+        # no figure from the provider: our count, and never below the floor of all received
+        output_counted = max(output_counted, output_floor(outcome.output_seen or 0, ratio))
     if outcome.usage is None and output_counted is None:
         # an answer we could not read at all: charge the whole output it was allowed (the
         # worst case the admission held), never nothing

@@ -344,8 +344,8 @@ class StreamRelay:
         return [relayed] if relayed is not None else []
 
     def outcome(self) -> Outcome:
-        """What to settle: the provider's usage when the stream finished, else our count of all
-        the output received (relayed, and past a cut); that count is also the charge floor."""
+        """What to settle: the provider's usage when the stream finished, else our count of the
+        output relayed; all the output received (relayed, and past a cut) is the charge floor."""
         reader = self.state.reader
         usage: Usage | None = reader.usage
         final_usage_arrived = self.status == "client_aborted" and self.state.finished
@@ -366,10 +366,10 @@ class StreamRelay:
         if self.beyond:
             metadata["received_beyond_cut_tokens"] = self.beyond
         tier = getattr(reader, "service_tier", None)
-        seen = self.state.counted + self.beyond  # received is owed, relayed or not
+        seen = self.state.counted + self.beyond  # received is owed, relayed or not: the floor
         return Outcome(
             usage,
-            seen,
+            self.state.counted,
             self.status,
             reader.model,
             tier,
