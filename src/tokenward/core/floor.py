@@ -102,13 +102,17 @@ class Dispute:
         }
 
 
-def apply_floor(usage: Usage | None, seen: int | None, ratio: Decimal) -> tuple[Usage | None, dict[str, Any]]:
+def apply_floor(
+    usage: Usage | None, seen: int | None, ratio: Decimal, input_estimate: int | None = None
+) -> tuple[Usage | None, dict[str, Any]]:
     """``usage`` with its output raised to the floor of ``seen`` counted tokens when the provider
-    reported less, and a reported prompt of 0 (impossible for a call that sent one) made unknown,
-    so the prompt estimate fills it; and what was disputed (``{}`` when nothing was).
+    reported less, and what was disputed (``{}`` when nothing was).
 
-    Counts the provider did not report stay unknown here (they are filled from our own figures
-    later, as ever); only a *reported* figure below what was seen is overridden.
+    The prompt count of such a report is not believed below our own either: when the output was
+    disputed and the reported prompt is below ``input_estimate`` (the prompt estimate the call was
+    held for), it is made unknown, so the estimate fills it. A reported prompt of 0 (impossible
+    for a call that sent one) is made unknown in any case. Counts the provider did not report stay
+    unknown here (they are filled from our own figures later, as ever).
     """
     if usage is None:
         return None, {}
@@ -118,7 +122,10 @@ def apply_floor(usage: Usage | None, seen: int | None, ratio: Decimal) -> tuple[
         dispute = Dispute(usage.output_tokens, seen or 0, floor, ratio)
         disputed.update(dispute.to_dict())
         usage = replace(usage, output_tokens=floor, output_source="counted_stream_text")
-    if usage.input_tokens == 0 and usage.input_source == "provider":
-        disputed["input_tokens"] = {"reported": 0, "charged": "prompt estimate"}
-        usage = replace(usage, input_tokens=None, input_source="none")
+    reported = usage.input_tokens
+    if reported is not None and usage.input_source == "provider":
+        doubted = bool(disputed) and input_estimate is not None and reported < input_estimate
+        if reported == 0 or doubted:
+            disputed["input_tokens"] = {"reported": reported, "charged": "prompt estimate"}
+            usage = replace(usage, input_tokens=None, input_source="none")
     return usage, disputed

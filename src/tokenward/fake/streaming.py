@@ -101,6 +101,8 @@ def sse_response(
                 await pause(options.chunk_delay_ms)
             if budget is not None and len(event) > budget:
                 if budget:
+                    if meter is not None:
+                        meter.cut_short = index
                     yield event[:budget]
                 raise FakeStreamCut("fake provider: stream cut mid-body (break_after_bytes)")
             yield event

@@ -99,6 +99,9 @@ class Meter:
         self.record = record
         self.outputs: Sequence[int] = ()
         self.external = False
+        self.cut_short: int | None = None
+        """The index of a body message sent only in part (a ``break_after_bytes`` cut): its
+        delivery generates nothing, since its event never arrives whole."""
 
     def whole(self, output_tokens: int) -> None:
         """A whole answer was generated."""
@@ -110,5 +113,5 @@ class Meter:
 
     def sent(self, index: int) -> None:
         """Body message ``index`` (from 0) was delivered."""
-        if 0 <= index < len(self.outputs):
+        if 0 <= index < len(self.outputs) and index != self.cut_short:
             self.tally._set(self.record, self.outputs[index], index == len(self.outputs) - 1)

@@ -203,7 +203,7 @@ def build_event(
         )
     output_counted, metadata = outcome.output_counted, dict(outcome.metadata)
     ratio = floor_ratio if floor_ratio is not None else lower_ratio(admission.plan.model)
-    reported, disputed = apply_floor(outcome.usage, outcome.output_seen, ratio)
+    reported, disputed = apply_floor(outcome.usage, outcome.output_seen, ratio, admission.plan.input_tokens)
     if disputed:
         metadata["disputed"] = disputed
     if (reported is None or reported.output_tokens is None) and output_counted is not None:
