@@ -10,6 +10,7 @@ import asyncio
 
 import httpx
 import openai
+import pytest
 
 import tokenward
 from tokenward.fake import FakeSettings, create_app
@@ -65,3 +66,21 @@ def test_a_wrapped_async_client_reporting_zero_usage_is_charged_what_it_sent() -
     (event,) = guard.ledger.events()
     assert event.disputed and event.charged["output_tokens"] == 20  # the fake's 20-word reply
     assert app.state.tally.get(event.metadata["response_id"])["output_tokens"] == 20
+
+
+def test_a_client_wrapped_with_trust_sends_non_streamed_calls_as_they_are() -> None:
+    app = create_app(FakeSettings())
+    guard = tokenward.Guard("memory://")
+    http = httpx.Client(transport=SyncFakeTransport(app))
+    client = openai.OpenAI(api_key="sk-test", base_url="http://fake.test/v1", http_client=http)
+    client = guard.wrap(client, bound_non_streamed="trust")
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=HELLO, max_tokens=28, extra_body={"fake": {**IGNORING, "usage": "zero"}}
+    )
+    http.close()
+    assert completion.choices[0].finish_reason == "stop" and completion.usage is not None
+    (event,) = guard.ledger.events()
+    assert "bounded" not in event.metadata
+    assert event.disputed and event.charged["output_tokens"] == 2005  # the floor: what it sent
+    with pytest.raises(tokenward.ConfigError, match="bound_non_streamed must be one of stream, trust"):
+        guard.wrap(openai.OpenAI(api_key="sk-test"), bound_non_streamed="never")
