@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -401,19 +401,30 @@ class _Exchange:
                 )
             )
 
-    async def json(self, content: bytes, last: bool) -> Response | None:
-        """A non-streamed call forwarded as it is (``bound_non_streamed: trust``, embeddings):
-        forward, read the usage (or count the text), settle, answer. None when it failed in a way
-        the next attempt may fix. An answer that breaks off after its status line is charged the
-        whole output bound: it was generated, and what it held cannot be read."""
+    async def _open(self, content: bytes, last: bool) -> httpx.Response | Response | None:
+        """Send the call upstream and return its answer with the body still to read; or, when
+        sending failed, the answer for the client (None: the next attempt may fix it)."""
         try:
             request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
-            response = await self.client.send(request, stream=True)
+            return await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             return await self._failed(exc, last)
         except BaseException:
             await self.interrupted()
             raise
+
+    async def json(self, content: bytes, last: bool) -> Response | None:
+        """A non-streamed call forwarded as it is (``bound_non_streamed: trust``, embeddings):
+        forward, read the usage (or count the text), settle, answer. None when it failed in a way
+        the next attempt may fix."""
+        response = await self._open(content, last)
+        if not isinstance(response, httpx.Response):
+            return response
+        return await self._whole(response, self.call, last)
+
+    async def _whole(self, response: httpx.Response, call: PreparedCall, last: bool) -> Response | None:
+        """Read a whole answer, settle it, pass it on. One that breaks off after its status line
+        is charged the whole output bound: it was generated, and what it held cannot be read."""
         try:
             body = await response.aread()
         except httpx.HTTPError as exc:
@@ -425,7 +436,7 @@ class _Exchange:
             await response.aclose()
         if response.status_code >= 400:
             return await self._error_status(response, body, last)
-        event = await self._settle(json_outcome(self.call.endpoint, body, self.call.estimate.encoding))
+        event = await self._settle(json_outcome(call.endpoint, body, call.estimate.encoding))
         return Response(body, response.status_code, headers=_response_headers(response, self._headers(event)))
 
     async def _broken_body(self, response: httpx.Response, exc: httpx.HTTPError) -> Response:
@@ -456,29 +467,13 @@ class _Exchange:
         """A non-streamed call read from the upstream as a stream, stopped at its hold, and
         answered as the JSON the provider would have sent (:mod:`tokenward.guard.wire.bounded`).
         An upstream that answers JSON all the same is taken as :meth:`json` takes it."""
-        try:
-            request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            return await self._failed(exc, last)
-        except BaseException:
-            await self.interrupted()
-            raise
+        response = await self._open(content, last)
+        if not isinstance(response, httpx.Response):
+            return response
         if response.status_code >= 400 or not response.headers.get("content-type", "").startswith(
             "text/event-stream"
         ):
-            try:
-                body = await response.aread()
-            except httpx.HTTPError as exc:
-                return await self._broken_body(response, exc)
-            finally:
-                await response.aclose()
-            if response.status_code >= 400:
-                return await self._error_status(response, body, last)
-            event = await self._settle(json_outcome(call.endpoint, body, call.estimate.encoding))
-            return Response(
-                body, response.status_code, headers=_response_headers(response, self._headers(event))
-            )
+            return await self._whole(response, call, last)
         answer = BoundedAnswer(call, self.admission)
         upstream = _UpstreamReader(response)
         try:
@@ -497,9 +492,7 @@ class _Exchange:
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                left = await upstream.close()
-                if left:
-                    answer.received_after(left)
+                await upstream.close(answer.received_after)
                 event = await self._settle(answer.outcome())
         data, error = answer.answer()
         if data is None:
@@ -514,14 +507,9 @@ class _Exchange:
 
     async def stream(self, content: bytes, wants_usage: bool, last: bool) -> Response | None:
         """A streamed call: relay events, count output, cut off at the bound, settle once."""
-        try:
-            request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            return await self._failed(exc, last)
-        except BaseException:
-            await self.interrupted()
-            raise
+        response = await self._open(content, last)
+        if not isinstance(response, httpx.Response):
+            return response
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
@@ -571,9 +559,7 @@ class _Exchange:
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                left = await upstream.close()
-                if left:
-                    relay.received_after(left)
+                await upstream.close(relay.received_after)
                 await self._settle(relay.outcome())
         for data in relay.tail:
             yield data
@@ -637,19 +623,18 @@ class _UpstreamReader:
             raise item
         return item
 
-    async def close(self) -> bytes | None:
-        """Stop reading and close the upstream response; returns a chunk that was read but never
-        taken (it was received: the caller counts it), or None."""
+    async def close(self, received: Callable[[bytes], None]) -> None:
+        """Stop reading and close the upstream response; a chunk that was read but never taken
+        was received all the same: it is handed to ``received`` (to be counted)."""
         if not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
-        left = None
         if not self._got.empty():
             item = self._got.get_nowait()
-            left = item if isinstance(item, bytes) else None
+            if isinstance(item, bytes) and item:
+                received(item)
         await self.response.aclose()
-        return left
 
 
 async def passthrough(request: Request, family: str, path: str, state: GatewayState) -> Response:

@@ -58,6 +58,19 @@ def call_plan(
     return replace(plan, held_back=dict(held_back)) if held_back else plan
 
 
+def event_of(guard: Any, admission: Admission, outcome: Outcome) -> UsageEvent:
+    """The usage event to settle ``outcome`` with: priced by the guard's book, floored at the
+    lower ratio of the model (lowered by a fresh calibration only; :mod:`tokenward.core.floor`)."""
+    model = admission.plan.model
+    return build_event(
+        admission,
+        outcome,
+        guard.prices,
+        unknown_model=guard.settings.unknown_model,
+        floor_ratio=floor_ratio(model, guard.calibration.cached(model)),
+    )
+
+
 def degraded_on_denial(call: PreparedCall, policy: Degrade | None) -> tuple[PreparedCall, dict[str, Any]]:
     """The call degraded after the budgets refused it (explicit policies only)."""
     if policy is None or policy.marked_only:
@@ -140,13 +153,7 @@ class Guard:
         self.renewer.done(admission.reservation.id)
         event = self.ledger.settle(
             admission.reservation.id,
-            build_event(
-                admission,
-                outcome,
-                self.prices,
-                unknown_model=self.settings.unknown_model,
-                floor_ratio=self._floor_ratio(admission.plan.model),
-            ),
+            event_of(self, admission, outcome),
         )
         self.observers.settle(event)
         seen = observation(admission, outcome)
@@ -166,10 +173,6 @@ class Guard:
         if cached is not None:
             return cached
         return self.calibration.store(model, self.ledger.estimate_stats(model))
-
-    def _floor_ratio(self, model: str) -> Decimal:
-        """The charge floor's lower ratio for ``model`` (lowered by a fresh calibration only)."""
-        return floor_ratio(model, self.calibration.cached(model))
 
     def release(self, admission: Admission) -> bool:
         """Drop the hold of a call that never reached a provider."""
@@ -349,13 +352,7 @@ class AsyncGuard:
         self.renewer.done(admission.reservation.id)
         event = await self.ledger.settle(
             admission.reservation.id,
-            build_event(
-                admission,
-                outcome,
-                self.prices,
-                unknown_model=self.settings.unknown_model,
-                floor_ratio=self._floor_ratio(admission.plan.model),
-            ),
+            event_of(self, admission, outcome),
         )
         self.observers.settle(event)
         seen = observation(admission, outcome)
@@ -375,10 +372,6 @@ class AsyncGuard:
         if cached is not None:
             return cached
         return self.calibration.store(model, await self.ledger.estimate_stats(model))
-
-    def _floor_ratio(self, model: str) -> Decimal:
-        """As :meth:`Guard._floor_ratio`."""
-        return floor_ratio(model, self.calibration.cached(model))
 
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
