@@ -66,10 +66,10 @@ from tokenward.fake.options import OPTION_HEADER, OPTION_KEY, FakeOptions, FakeS
 from tokenward.fake.streaming import QuietStreamCuts, pause
 from tokenward.fake.tally import Meter, Tally
 
+__all__ = ["DELIVERY_EXTENSION", "MODEL_IDS", "create_app", "serve"]
+
 DELIVERY_EXTENSION = "tokenward.fake.delivery"
 """ASGI scope extension an in-process transport sets to report deliveries to the tally itself."""
-
-__all__ = ["MODEL_IDS", "create_app", "serve"]
 
 MODEL_IDS = ("fake-gpt", "fake-gpt-mini", "fake-claude")
 """Model ids listed by ``GET /v1/models`` (any model id is accepted by the endpoints)."""
