@@ -484,7 +484,7 @@ upstreams:
   - name: local-gemma
     provider: openai-compatible
     base_url: {base_url}
-    models: ["{model}*"]
+    models: ["{model}*"]{bound_line}
 keys:
   - key: tw-demo-key
     name: demo
@@ -497,12 +497,19 @@ budgets:
     limit: 300
 """
 
+TRUSTED_BOUND = """
+    # it honours max_tokens and sends no usage in streams: forward non-streamed calls as they
+    # are, so they are charged the model's own counts (tokenward's count still floors them)
+    bound_non_streamed: trust"""
+"""What the config says for llama-cpp-python (see docs/gateway.md, bound_non_streamed)."""
+
 PRICES = """\
 # Prices of the local model, USD per 1M tokens: nothing. Put your own figure here (electricity,
 # hardware) to set budgets in dollars.
 models:
   {model}:
     input: "0"
+    cache_read: "0"   # llama-server reports the prompt tokens its cache reused
     output: "0"
 """
 
@@ -515,7 +522,12 @@ def write_gateway_config(path: str | Path, base_url: str, kind: str) -> Path:
     prices.write_text(PRICES.format(model=MODEL_ALIAS))
     target.write_text(
         GATEWAY_CONFIG.format(
-            kind=kind, name=target.name, prices_name=prices.name, base_url=base_url, model=MODEL_ALIAS
+            kind=kind,
+            name=target.name,
+            prices_name=prices.name,
+            base_url=base_url,
+            model=MODEL_ALIAS,
+            bound_line=TRUSTED_BOUND if kind == "llama-cpp-python" else "",
         )
     )
     return target

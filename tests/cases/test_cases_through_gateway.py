@@ -77,6 +77,7 @@ def _replayed(gateway: Gateway, item: dict[str, Any]) -> Any:
     assert reply.status_code == 200, reply.text
     events = gateway.observer().events()
     assert len(events) == 1
+    assert not events[0].disputed, events[0].metadata  # a case's own figures are never overridden
     return events[0]
 
 
@@ -151,6 +152,7 @@ def test_n10_a_user_budget_counts_every_endpoint(start_gateway, tmp_path: Path) 
     for event, call in zip(events, item["scenario"]["calls"], strict=True):
         assert (event.usage.input_tokens, event.usage.output_tokens) == (6, 20)
         assert event.cost_usd == D(call["cost_usd"]), call["path"]
+        assert not event.disputed, event.metadata
     (balance,) = gateway.observer().balances(Subject(user="alice"))
     assert balance.spent == D(item["expected"]["spent_usd"]) and balance.held == 0
 
@@ -187,5 +189,6 @@ def test_n13_failed_attempts_are_a_known_zero_and_never_block_the_retry(
     assert [(e.status, e.cost_usd) for e in events] == [
         (x["status"], D(x["cost_usd"])) for x in expected["events"]
     ]
+    assert not any(e.disputed for e in events)  # a failed attempt stays a known zero, undisputed
     (balance,) = gateway.observer().balances(Subject(user="alice"))
     assert balance.spent == D(expected["spent_usd"]) and balance.held == D(expected["held_usd_after"])

@@ -50,7 +50,10 @@ def test_responses_stream_cut_off_ends_incomplete(start_gateway) -> None:
     assert events[-1].type == "response.incomplete"
     assert events[-1].response.incomplete_details.reason == "max_output_tokens"
     (event,) = gateway.observer().events()
-    assert event.status == "cut_off" and event.usage.output_tokens == 16
+    # chunks of 5 words: the one that crossed 16 held words 16-20; 1 was relayed, 4 were
+    # received past the cut, and what was received is charged: 16 + 4 = 20
+    assert event.status == "cut_off" and event.usage.output_tokens == 20
+    assert event.metadata["received_beyond_cut_tokens"] == 4
 
 
 def test_legacy_completions_json_and_stream(start_gateway) -> None:

@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -88,3 +89,45 @@ def test_metrics_need_a_full_admin_key_while_admin_keys_are_set(start_gateway) -
     assert httpx.get(metrics, headers={"x-admin-key": "tw-root"}).status_code == 200
     public = start_gateway(admin_keys=admin_keys, observe={"prometheus": {"public": True}})
     assert httpx.get(f"{public.url}/metrics").status_code == 200
+
+
+def test_a_disputed_call_raises_an_alert_when_asked(start_gateway, tmp_path) -> None:
+    """``observe.alerts.on_disputed: true``: an upstream reporting zero usage for a 20-token reply
+    is charged the 20 tokens, and an alert names the call."""
+    outbox = tmp_path / "alerts.db"
+    gateway = start_gateway(observe={"alerts": {"outbox": str(outbox), "on_disputed": True, "log": False}})
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "fake": {"usage": "zero"}}
+    answer = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+    )
+    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 0
+    (event,) = gateway.observer().events()
+    assert event.disputed and event.charged["output_tokens"] == 20
+    from tokenward.observe.outbox import Outbox
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        alerts = [a for a in Outbox(outbox).alerts() if a.kind == "disputed"]
+        if alerts:
+            break
+        time.sleep(0.1)
+    (alert,) = alerts
+    assert alert.subject_id == event.request_id and alert.to_dict()["type"] == "usage.disputed"
+    assert alert.details["disputed"]["output_tokens"] == {
+        "reported": 0,
+        "counted": 20,
+        "charged": 20,
+        "ratio": "1",
+    }
+
+
+def test_on_disputed_needs_an_outbox_and_a_boolean() -> None:
+    from tokenward.errors import ConfigError
+    from tokenward.gateway.observing import parse_observe
+
+    assert parse_observe({"alerts": {"outbox": "a.db", "on_disputed": True}}, None).on_disputed
+    assert not parse_observe({"alerts": {"outbox": "a.db"}}, None).on_disputed
+    with pytest.raises(ConfigError, match=r"on_disputed needs observe\.alerts\.outbox"):
+        parse_observe({"alerts": {"on_disputed": True}}, None)
+    with pytest.raises(ConfigError, match="true or false"):
+        parse_observe({"alerts": {"outbox": "a.db", "on_disputed": "yes"}}, None)

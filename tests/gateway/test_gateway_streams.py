@@ -5,6 +5,7 @@ the way the provider ends a length-limited one."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import anthropic
 import httpx
@@ -45,10 +46,14 @@ def test_openai_stream_is_cut_at_the_hold_when_the_upstream_ignores_the_bound(st
     assert finishes == ["length"]
     assert chunks[-1].usage.completion_tokens == 12
     event = wait_for_events(gateway, 1)[0]
-    assert event.status == "cut_off" and event.usage.output_tokens == 12
+    # 15 words arrived by the cut (3 chunks of 5), 12 relayed: what arrived was generated and
+    # is charged (15); the 3 past the hold are the overage of an upstream that ignores the bound
+    assert event.status == "cut_off" and event.usage.output_tokens == 15
     assert event.usage.output_source == "counted_stream_text"
-    assert event.overage == {}
-    assert event.metadata["received_beyond_cut_tokens"] == 3  # 15 words arrived by the cut, 12 relayed
+    overage = event.overage
+    assert (overage["output_tokens"], overage["total_tokens"]) == (3, 3)
+    assert overage["cost_usd"] == Decimal("0.60") * 3 / 10**6  # gpt-4o-mini output: $0.60 / M
+    assert event.metadata["received_beyond_cut_tokens"] == 3
 
 
 def test_anthropic_stream_is_cut_with_max_tokens_stop(start_gateway) -> None:
@@ -65,7 +70,11 @@ def test_anthropic_stream_is_cut_with_max_tokens_stop(start_gateway) -> None:
     assert text == " ".join(["hello"] * 7)
     assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 7
     event = wait_for_events(gateway, 1)[0]
+    # chunks of 5 words: the second (words 6-10) crossed 7, and 3 words arrived past the cut.
+    # Claude's tokenizer is not ours: what arrived (10 o200k tokens) floors the charge at
+    # floor(10 x 0.75) = 7, the count relayed; the model counts its own tokens against its bound
     assert event.status == "cut_off" and event.usage.output_tokens == 7
+    assert event.metadata["received_beyond_cut_tokens"] == 3
     assert event.usage.input_source == "provider"  # message_start carried the real input
 
 
@@ -152,9 +161,10 @@ def test_the_in_process_fake_streams_chunk_by_chunk(tmp_path) -> None:
 
 
 def test_a_stream_given_to_a_call_that_did_not_ask_for_one_is_still_metered(start_gateway) -> None:
-    """Some OpenAI-compatible servers stream whatever was asked: the client gets the stream as
+    """Some OpenAI-compatible servers stream whatever was asked: from an upstream the gateway
+    trusts with non-streamed calls (``bound_non_streamed: trust``), the client gets the stream as
     sent, and the call is charged from the stream's own usage chunk."""
-    gateway = start_gateway()
+    gateway = start_gateway(upstream={"bound_non_streamed": "trust"})
     chunk = {"id": "c-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini"}
     events = [
         {**chunk, "choices": [{"index": 0, "delta": {"content": "hello hello"}, "finish_reason": None}]},

@@ -31,6 +31,7 @@ from tests.support.fixtures import KEY, Gateway
 from tests.support.servers import ThreadedServer
 from tokenward.gateway import GatewayConfig, create_app
 from tokenward.gateway.relay import GatewayState
+from tokenward.ledger.sqlite import SQLiteLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 PRICES = Path(__file__).with_name("prices.yaml")
@@ -110,8 +111,12 @@ def model_server(
 
 @pytest.fixture
 def real_gateway(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable[..., Gateway]]:
-    """Start a gateway in front of the model server: ``real_gateway(budgets=[...], **config)``."""
+    """Start a gateway in front of the model server: ``real_gateway(budgets=[...], **config)``.
+
+    At the end, no event of any gateway it started may be disputed: the model's own counts are
+    never below tokenward's floor (issue 14: correct reports are never overridden)."""
     running: list[ThreadedServer] = []
+    ledgers: list[str] = []
 
     def start(budgets: list[dict[str, Any]] | None = None, **extra: Any) -> Gateway:
         ledger_url = f"sqlite:///{tmp_path / f'ledger-{len(running)}.db'}"
@@ -125,6 +130,9 @@ def real_gateway(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable
                         "provider": "openai-compatible",
                         "base_url": model_server.base_url,
                         "models": [f"{MODEL}*"],
+                        # llama-cpp-python sends no usage in streams: trust it with non-streamed
+                        # calls (it honours max_tokens), as scripts/real_model.py's config does
+                        "bound_non_streamed": "stream" if model_server.streams_usage else "trust",
                     }
                 ],
                 "keys": [{"key": KEY, "name": "test-key", "user": "alice", "project": "realmodel"}],
@@ -136,11 +144,14 @@ def real_gateway(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable
         server = ThreadedServer(create_app(config, on_ready=states.append))
         server.start()
         running.append(server)
+        ledgers.append(ledger_url)
         return Gateway(server, states[0], ledger_url)
 
     yield start
     for server in running:
         server.stop()
+    disputed = [e.metadata["disputed"] for url in ledgers for e in SQLiteLedger(url).events() if e.disputed]
+    assert not disputed, f"the model's own counts were disputed: {disputed}"
 
 
 def client(gateway: Gateway, session: str | None = None) -> openai.OpenAI:

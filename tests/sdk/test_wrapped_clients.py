@@ -121,7 +121,9 @@ def test_a_stream_cut_at_its_hold_ends_cleanly_and_says_so(fake) -> None:
     assert chunks[-1].choices[0].finish_reason == "length"
     assert chunks[-1].tokenward == {"cut_off": True, "reason": "budget"}
     (event,) = guard.ledger.events()
-    assert event.status == "cut_off" and event.usage.output_tokens == 9
+    # chunks of 5 words: the second (words 6-10) crossed 9; all 10 arrived and are charged
+    assert event.status == "cut_off" and event.usage.output_tokens == 10
+    assert event.metadata["received_beyond_cut_tokens"] == 1
 
 
 def test_a_clamped_answer_names_the_budget(fake) -> None:

@@ -47,10 +47,13 @@ class Gateway:
 
 @pytest.fixture
 def start_gateway(tmp_path: Path, fake: ThreadedServer) -> Iterator[Callable[..., Gateway]]:
-    """Start a gateway in front of the fake provider: ``start_gateway(budgets=[...], **config)``."""
+    """Start a gateway in front of the fake provider: ``start_gateway(budgets=[...], **config)``
+    (``upstream={...}`` adds keys to the fake's upstream entry, e.g. ``bound_non_streamed``)."""
     running: list[ThreadedServer] = []
 
-    def start(budgets: list[dict[str, Any]] | None = None, **extra: Any) -> Gateway:
+    def start(
+        budgets: list[dict[str, Any]] | None = None, upstream: dict[str, Any] | None = None, **extra: Any
+    ) -> Gateway:
         ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
         config = GatewayConfig.from_mapping(
             {
@@ -61,6 +64,7 @@ def start_gateway(tmp_path: Path, fake: ThreadedServer) -> Iterator[Callable[...
                         "provider": "fake",
                         "base_url": fake.url,
                         "api_key_env": "FAKE_UPSTREAM_KEY",
+                        **(upstream or {}),
                     }
                 ],
                 "keys": [

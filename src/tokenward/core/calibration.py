@@ -135,12 +135,15 @@ class Calibration:
         margin: the safety margin included in ``correction``.
         observations: how many calls it was learnt from.
         applied: whether the stats were enough to use it.
+        min_ratio: the lowest ``actual / estimated`` ratio observed, or None without
+            observations (the charge floor may only go below it; :mod:`tokenward.core.floor`).
     """
 
     correction: Decimal
     margin: Decimal
     observations: int
     applied: bool
+    min_ratio: Decimal | None = None
 
     def apply(self, tokens: int) -> int:
         """``tokens`` x correction, rounded up (unchanged when not applied)."""
@@ -156,5 +159,5 @@ def correction(stats: EstimateStats | None, *, margin: Decimal = DEFAULT_MARGIN)
     value = stats.max_ratio * margin
     applied = value > 1 or stats.count >= MIN_OBSERVATIONS
     if not math.isfinite(float(value)) or value <= 0:
-        return Calibration(Decimal(1), margin, stats.count, False)
-    return Calibration(value, margin, stats.count, applied)
+        return Calibration(Decimal(1), margin, stats.count, False, stats.min_ratio)
+    return Calibration(value, margin, stats.count, applied, stats.min_ratio)

@@ -40,7 +40,9 @@ class UsageEvent:
         charged: what was charged to each meter (tokens, USD, calls).
         held: what was reserved for the call, by meter.
         reservation_id: the reservation settled, if any.
-        metadata: anything else (response id, served model, finish reason, cut-off flag).
+        metadata: anything else (response id, served model, finish reason, cut-off flag;
+            ``disputed`` when the provider's figures were below what tokenward counted, see
+            :attr:`disputed`).
     """
 
     request_id: str
@@ -62,6 +64,13 @@ class UsageEvent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "at", utc(self.at))
+
+    @property
+    def disputed(self) -> bool:
+        """Whether the provider reported less than tokenward counted passing through, and was
+        charged our floor instead (:mod:`tokenward.core.floor`); what was disputed is in
+        ``metadata["disputed"]`` (kept there, in the event's stored data, on every ledger)."""
+        return bool(self.metadata.get("disputed"))
 
     @property
     def overage(self) -> dict[str, Decimal]:
@@ -95,6 +104,7 @@ class UsageEvent:
             "charged": {k: plain(v) for k, v in self.charged.items()},
             "held": {k: plain(v) for k, v in self.held.items()},
             "overage": {k: plain(v) for k, v in self.overage.items()},
+            "disputed": self.disputed,
             "reservation_id": self.reservation_id,
             "metadata": dict(self.metadata),
         }

@@ -63,6 +63,8 @@ names or wrong types are a 400:
                        says. (Gemini streams always carry running totals.)
 ``break_after_chunks`` int: after that many stream events the connection is dropped mid-body (no
                        final chunk, no ``[DONE]``); a shorter stream ends normally.
+``break_after_bytes``  int: the body (a JSON answer after its 200, or a stream) is cut after that
+                       many bytes and the connection dropped; a shorter body ends normally.
 ``events``             list of objects replayed verbatim as the SSE stream (even for a request
                        that did not ask to stream); Anthropic and Responses events are named by
                        their ``type``, OpenAI chat/completions ones are followed by
@@ -96,6 +98,11 @@ names or wrong types are a 400:
                        the pieces of the name plus those of the arguments' JSON text (see
                        :mod:`tokenward.fake.tools`). Ignored without tools, and on Gemini.
 =====================  ==========================================================================
+
+The fake is also a referee: it tallies per request the tokens it generated, what a provider would
+bill (``app.state.tally``, ``GET /_fake/tally``; :mod:`tokenward.fake.tally`): a whole JSON
+answer, or the events of a stream delivered before the client went away. In process,
+:class:`tokenward.fake.transport.FakeTransport` serves it generating a stream only as it is read.
 
 Server settings (:class:`FakeSettings`) add ``api_key`` (OpenAI and Anthropic endpoints take it
 as ``Authorization: Bearer`` or ``x-api-key``, Gemini ones as ``x-goog-api-key`` or ``?key=``) and

@@ -54,7 +54,7 @@ from tokenward.fake.counting import (
 )
 from tokenward.fake.options import FakeOptions
 from tokenward.fake.reply import plan_reply, reported
-from tokenward.fake.streaming import sse_event, sse_response
+from tokenward.fake.streaming import json_answer, sse_event, sse_response
 from tokenward.fake.tools import plan_tool_call, serial, tools_offered
 
 __all__ = ["MessagesRequest", "count_prompt", "error_response", "parse_request", "replay", "respond"]
@@ -255,7 +255,7 @@ def respond(request: MessagesRequest, options: FakeOptions, response_id: str) ->
     if not request.stream:
         if final_usage is not None:
             message["usage"] = final_usage
-        return JSONResponse(message, headers=headers)
+        return json_answer(message, options, headers, output)
 
     start = {**message, "content": [], "stop_reason": None}
     start_usage = _usage(reported(options.usage, {**true_counts, "output": 1}), options, request)
@@ -277,7 +277,21 @@ def respond(request: MessagesRequest, options: FakeOptions, response_id: str) ->
         if request.speed is not None:
             ending["usage"]["speed"] = request.speed
     events += [ending, {"type": "message_stop"}]
-    return sse_response([sse_event(event) for event in events], options, headers)
+    return sse_response(
+        [sse_event(event) for event in events], options, headers, outputs=_outputs(deltas, output, block)
+    )
+
+
+def _outputs(deltas: list[dict[str, Any]], output: int, block: dict[str, Any]) -> list[int]:
+    """The output generated once each event of the stream is delivered: hidden reasoning by
+    ``message_start``, a tool's name by ``content_block_start``, then each delta's pieces."""
+    pieces = [count_pieces(str(d.get("text", d.get("partial_json", "")))) for d in deltas]
+    name = count_pieces(str(block.get("name", ""))) if block["type"] == "tool_use" else 0
+    done = output - sum(pieces) - name
+    outputs = [done, done + name, done + name]  # message_start, content_block_start, ping
+    for count in pieces:
+        outputs.append(outputs[-1] + count)
+    return outputs + [output] * 3  # content_block_stop, message_delta, message_stop
 
 
 def replay(options: FakeOptions, response_id: str) -> Response:

@@ -42,7 +42,7 @@ from tokenward.fake._validate import json_type
 from tokenward.fake.counting import MESSAGE_OVERHEAD, count_pieces, json_pieces, reply_chunks
 from tokenward.fake.options import FakeOptions
 from tokenward.fake.reply import plan_reply, reported
-from tokenward.fake.streaming import sse_response
+from tokenward.fake.streaming import json_answer, sse_response
 
 __all__ = ["METHODS", "GeminiRequest", "error_response", "parse_request", "replay", "respond"]
 
@@ -236,15 +236,18 @@ def respond(request: GeminiRequest, options: FakeOptions, response_id: str) -> R
     pieces = reply_chunks(reply.text_tokens, options.chunk_tokens)
     if not request.stream:
         usage = _usage_metadata(request, options, reply.text_tokens, thoughts)
-        return JSONResponse(_chunk(request, "".join(pieces), finish, usage, response_id))
-    objects, sent = [], 0
+        return json_answer(
+            _chunk(request, "".join(pieces), finish, usage, response_id), options, None, reply.output_tokens
+        )
+    objects, sent, outputs = [], 0, []
     for index, piece in enumerate(pieces or [""]):
         sent += count_pieces(piece)
+        outputs.append(thoughts + sent)  # thoughts come first
         usage = _usage_metadata(request, options, sent, thoughts)
         last = index == max(len(pieces), 1) - 1
         objects.append(_chunk(request, piece, finish if last else None, usage, response_id))
     media = "text/event-stream" if request.sse else "application/json"
-    return sse_response(_stream_body(objects, request.sse), options, {}, media_type=media)
+    return sse_response(_stream_body(objects, request.sse), options, {}, media_type=media, outputs=outputs)
 
 
 def replay(options: FakeOptions, response_id: str) -> Response:

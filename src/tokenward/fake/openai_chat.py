@@ -46,7 +46,7 @@ from tokenward.fake.counting import (
 )
 from tokenward.fake.options import FakeOptions
 from tokenward.fake.reply import Reply, plan_reply, reported
-from tokenward.fake.streaming import sse_data, sse_response
+from tokenward.fake.streaming import json_answer, sse_data, sse_response
 from tokenward.fake.tools import ToolReply, plan_tool_call, serial, tools_offered
 
 __all__ = ["ChatRequest", "error_response", "openai_usage", "parse_request", "replay", "respond"]
@@ -276,14 +276,15 @@ def respond(request: ChatRequest, options: FakeOptions, response_id: str, create
         }
         if usage is not None:
             body["usage"] = usage
-        return JSONResponse(body, headers=headers)
+        return json_answer(body, options, headers, reply.output_tokens)
 
     base = {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": request.model}
     steps: list[tuple[dict[str, Any], str | None, int]] = [
         (delta, None, visible) for delta, visible in deltas
     ] + [({}, finish, deltas[-1][1])]
-    events = []
+    events, outputs = [], []
     for delta, finish_reason, visible in steps:
+        outputs.append(reply.reasoning_tokens + visible)  # hidden reasoning comes first
         chunk: dict[str, Any] = {
             **base,
             "system_fingerprint": _FINGERPRINT,
@@ -304,7 +305,8 @@ def respond(request: ChatRequest, options: FakeOptions, response_id: str, create
         events.append(sse_data({**base, "system_fingerprint": _FINGERPRINT, "choices": [], "usage": usage}))
     if options.done:
         events.append(sse_data("[DONE]"))
-    return sse_response(events, options, headers)
+    outputs += [reply.output_tokens] * (len(events) - len(outputs))
+    return sse_response(events, options, headers, outputs=outputs)
 
 
 def replay(options: FakeOptions, response_id: str) -> Response:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from tokenward.errors import ValidationError
 from tokenward.fake._validate import optional_bool, optional_int, optional_object, required_str
@@ -31,7 +31,7 @@ from tokenward.fake.counting import count_pieces, reply_chunks, reply_text
 from tokenward.fake.openai_chat import openai_usage
 from tokenward.fake.options import FakeOptions
 from tokenward.fake.reply import plan_reply
-from tokenward.fake.streaming import sse_data, sse_response
+from tokenward.fake.streaming import json_answer, sse_data, sse_response
 
 __all__ = ["DEFAULT_MAX_TOKENS", "CompletionsRequest", "parse_request", "respond"]
 
@@ -134,8 +134,11 @@ def respond(request: CompletionsRequest, options: FakeOptions, response_id: str,
             {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
             for index in range(batch)
         ]
-        return JSONResponse(
-            {**base, "choices": choices, **({} if usage is None else {"usage": usage})}, headers=headers
+        return json_answer(
+            {**base, "choices": choices, **({} if usage is None else {"usage": usage})},
+            options,
+            headers,
+            batch * reply.output_tokens,
         )
 
     steps: list[tuple[int, str, str | None, int]] = []  # choice, text, finish reason, output so far
@@ -145,8 +148,9 @@ def respond(request: CompletionsRequest, options: FakeOptions, response_id: str,
             done += count_pieces(piece)
             steps.append((index, piece, None, done))
         steps.append((index, "", finish, done))
-    events = []
+    events, outputs = [], []
     for index, text, finish_reason, output in steps:
+        outputs.append(output)
         chunk: dict[str, Any] = {
             **base,
             "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}],
@@ -162,4 +166,5 @@ def respond(request: CompletionsRequest, options: FakeOptions, response_id: str,
         events.append(sse_data({**base, "choices": [], "usage": usage}))
     if options.done:
         events.append(sse_data("[DONE]"))
-    return sse_response(events, options, headers)
+    outputs += [batch * reply.output_tokens] * (len(events) - len(outputs))
+    return sse_response(events, options, headers, outputs=outputs)

@@ -35,15 +35,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from tokenward.errors import ValidationError
 from tokenward.fake._validate import json_type, optional_bool, optional_int, optional_list, required_str
 from tokenward.fake.counting import MESSAGE_OVERHEAD, count_pieces, json_pieces, reply_text
-from tokenward.fake.openai_responses_stream import stream_events
+from tokenward.fake.openai_responses_stream import stream_events, stream_outputs
 from tokenward.fake.options import FakeOptions
 from tokenward.fake.reply import Reply, plan_reply, reported
-from tokenward.fake.streaming import sse_event, sse_response
+from tokenward.fake.streaming import json_answer, sse_event, sse_response
 from tokenward.fake.tools import ToolReply, plan_tool_call, serial, tools_offered
 
 __all__ = ["ResponsesRequest", "Turn", "parse_request", "plan_turn", "replay", "respond", "response_object"]
@@ -294,9 +294,14 @@ def respond(request: ResponsesRequest, options: FakeOptions, response_id: str) -
     final = response_object(request, options, response_id, created, turn)
     headers = {"x-request-id": f"req_{response_id}"}
     if not request.stream:
-        return JSONResponse(final, headers=headers)
+        return json_answer(final, options, headers, turn.reply.output_tokens)
     initial = response_object(request, options, response_id, created, None)
-    return sse_response(stream_events(initial, final, options.chunk_tokens), options, headers)
+    outputs = stream_outputs(
+        initial, final, options.chunk_tokens, turn.reply.reasoning_tokens, turn.reply.output_tokens
+    )
+    return sse_response(
+        stream_events(initial, final, options.chunk_tokens), options, headers, outputs=outputs
+    )
 
 
 def replay(options: FakeOptions, response_id: str) -> Response:

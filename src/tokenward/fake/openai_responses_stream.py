@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenward.fake.counting import piece_chunks
+from tokenward.fake.counting import count_pieces, piece_chunks
 from tokenward.fake.streaming import sse_event
 
-__all__ = ["stream_events"]
+__all__ = ["stream_events", "stream_outputs"]
 
 _Events = list[dict[str, Any]]
 
@@ -72,6 +72,27 @@ def stream_events(initial: dict[str, Any], final: dict[str, Any], per_chunk: int
         final: the finished response (``status`` ``"completed"`` or ``"incomplete"``).
         per_chunk: pieces per text or arguments delta.
     """
+    return [sse_event(payload) for payload in _payloads(initial, final, per_chunk)]
+
+
+def stream_outputs(
+    initial: dict[str, Any], final: dict[str, Any], per_chunk: int, reasoning: int, total: int
+) -> list[int]:
+    """The output generated once each event of :func:`stream_events` is delivered: the hidden
+    ``reasoning`` from the first event, a function call's name when its item is added, each
+    delta's pieces as it is sent, and the ``total`` by the terminal event."""
+    done, outputs = reasoning, []
+    for payload in _payloads(initial, final, per_chunk):
+        kind, item = payload["type"], payload.get("item") or {}
+        if kind == "response.output_item.added" and item.get("type") == "function_call":
+            done += count_pieces(item.get("name", ""))
+        elif kind.endswith(".delta"):
+            done += count_pieces(payload.get("delta", ""))
+        outputs.append(done)
+    return [*outputs[:-1], total]
+
+
+def _payloads(initial: dict[str, Any], final: dict[str, Any], per_chunk: int) -> _Events:
     payloads: _Events = [
         {"type": "response.created", "response": initial},
         {"type": "response.in_progress", "response": initial},
@@ -86,4 +107,4 @@ def stream_events(initial: dict[str, Any], final: dict[str, Any], per_chunk: int
         payloads.append({"type": "response.output_item.done", "output_index": index, "item": item})
     ending = "response.completed" if final["status"] == "completed" else "response.incomplete"
     payloads.append({"type": ending, "response": final})
-    return [sse_event({**payload, "sequence_number": number}) for number, payload in enumerate(payloads)]
+    return [{**payload, "sequence_number": number} for number, payload in enumerate(payloads)]

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenward.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from tokenward.fake.tally import Meter
 
 __all__ = [
     "OPTION_HEADER",
@@ -121,6 +124,9 @@ class FakeOptions:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     tool_call: ToolCall | None = None
+    break_after_bytes: int | None = None
+    meter: Meter | None = None
+    """The request's tally (:mod:`tokenward.fake.tally`), set by the server, not an option."""
 
 
 def _whole(name: str, value: Any, low: int = 0) -> int:
@@ -204,6 +210,7 @@ _PARSERS: dict[str, Any] = {
     "usage": _usage,
     "running_usage": _flag,
     "break_after_chunks": _whole,
+    "break_after_bytes": _whole,
     "events": _events,
     "response": _response,
     "done": _flag,

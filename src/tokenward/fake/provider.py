@@ -19,6 +19,8 @@ Routes:
   under ``/v1beta/`` and for ``/v1/models/<model>:<method>``, Anthropic's under
   ``/v1/messages`` or with ``anthropic-version``, else OpenAI's);
 * ``GET /healthz``: ``{"status": "ok"}``;
+* ``GET /_fake/tally``: what the fake generated per request (:mod:`tokenward.fake.tally`);
+  ``DELETE /_fake/tally`` forgets it;
 * ``GET /_fake/requests``: the requests received on ``/v1/...``, oldest first, as
   ``{"path", "headers", "body"}`` (headers lower-cased, credential values replaced by
   ``"<redacted>"``; the body as parsed JSON without the ``fake`` key, or the raw text when it was
@@ -65,8 +67,12 @@ from tokenward.fake import (
 )
 from tokenward.fake.options import OPTION_HEADER, OPTION_KEY, FakeOptions, FakeSettings, resolve_options
 from tokenward.fake.streaming import QuietStreamCuts, pause
+from tokenward.fake.tally import Meter, Tally
 
-__all__ = ["MODEL_IDS", "create_app", "serve"]
+__all__ = ["DELIVERY_EXTENSION", "MODEL_IDS", "create_app", "serve"]
+
+DELIVERY_EXTENSION = "tokenward.fake.delivery"
+"""ASGI scope extension an in-process transport sets to report deliveries to the tally itself."""
 
 MODEL_IDS = ("fake-gpt", "fake-gpt-mini", "fake-claude")
 """Model ids listed by ``GET /v1/models`` (any model id is accepted by the endpoints)."""
@@ -129,6 +135,7 @@ class _Endpoint:
     bad_json: str
     check_key: Callable[[Request, str | None], Response | None]
     request_id_header: str | None = "x-request-id"
+    tallied: bool = True
 
 
 _OPENAI_CHECK = _bearer_or_x_api_key(openai_chat.error_response, _OPENAI_BAD_KEY)
@@ -170,6 +177,7 @@ _COUNT_TOKENS = replace(
     respond=anthropic_count_tokens.respond,
     replay=_no_stream("/v1/messages/count_tokens"),
     id_format="count_fake_{:06d}",
+    tallied=False,
 )
 _GEMINI = _Endpoint(
     error=gemini.error_response,
@@ -228,11 +236,13 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         settings: server defaults; ``FakeSettings()`` when None.
 
     Returns:
-        A Starlette app; ``app.state.received`` is the bounded deque of received requests and
+        A Starlette app; ``app.state.received`` is the bounded deque of received requests,
+        ``app.state.tally`` the :class:`~tokenward.fake.tally.Tally` of what it generated, and
         ``app.state.settings`` the settings.
     """
     settings = settings or FakeSettings()
     received: deque[dict[str, Any]] = deque(maxlen=settings.max_recorded)
+    tally = Tally(settings.max_recorded)
     counter = itertools.count(1)
 
     def record(request: Request, body: Any) -> None:
@@ -250,6 +260,7 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         ),
         replay=_no_stream("/v1/embeddings"),
         id_format="emb-fake-{:06d}",
+        tallied=False,
     )
 
     async def provider_call(request: Request, endpoint: _Endpoint) -> Response:
@@ -282,9 +293,22 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
                 )
             if options.events is not None:
                 return endpoint.replay(options, response_id)
+            if endpoint.tallied:
+                options = replace(options, meter=_meter(request, call, response_id))
             return endpoint.respond(call, options, response_id)
         except ValidationError as err:
             return endpoint.error(400, str(err), err.field)
+
+    def _meter(request: Request, call: Any, response_id: str) -> Meter:
+        """Open the tally record of a reply the fake generates."""
+        prompts = getattr(call, "prompts", None)
+        prompt = sum(prompts) if prompts is not None else getattr(call, "prompt_tokens", None)
+        meter = tally.start(response_id, request.url.path, getattr(call, "model", None), prompt)
+        delivery = request.scope.get("extensions", {}).get(DELIVERY_EXTENSION)
+        if isinstance(delivery, dict):  # the in-process transport tells deliveries itself
+            meter.external = True
+            delivery["meter"] = meter
+        return meter
 
     def route(endpoint: _Endpoint) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -329,10 +353,17 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             return JSONResponse({"cleared": True})
         return JSONResponse(list(received))
 
+    async def tallies(request: Request) -> Response:
+        if request.method == "DELETE":
+            tally.clear()
+            return JSONResponse({"cleared": True})
+        return JSONResponse(tally.all())
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/_fake/requests", requests, methods=["GET", "DELETE"]),
+            Route("/_fake/tally", tallies, methods=["GET", "DELETE"]),
             Route("/v1/chat/completions", route(_CHAT), methods=["POST"]),
             Route("/v1/completions", route(_COMPLETIONS), methods=["POST"]),
             Route("/v1/responses", route(_RESPONSES), methods=["POST"]),
@@ -351,6 +382,7 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         ]
     )
     app.state.received = received
+    app.state.tally = tally
     app.state.settings = settings
     return app
 

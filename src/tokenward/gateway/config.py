@@ -16,6 +16,7 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         base_url: http://127.0.0.1:9100  # fake without base_url runs in-process
         api_key_env: OPENAI_API_KEY      # the provider key, read from the environment
         models: ["*"]                    # glob patterns of model names
+        bound_non_streamed: stream       # stream (default) | trust: see UpstreamConfig
     keys:                                # virtual keys clients use instead of provider keys
       - key: tw-demo-key                 # or key_sha256: <hex digest of the key>
         name: demo
@@ -44,6 +45,7 @@ from tokenward.errors import ConfigError
 from tokenward.files import load_mapping
 from tokenward.gateway.observing import ObserveConfig, parse_observe
 from tokenward.guard import GuardSettings
+from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 
 __all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig", "project_problem"]
@@ -87,6 +89,11 @@ class UpstreamConfig:
             in-process fake).
         api_key_env: the environment variable holding the provider key (never logged).
         models: glob patterns of the model names it serves.
+        bound_non_streamed: ``stream`` (default): a call the client did not stream is read from
+            this upstream as a stream, so it is stopped at its hold like a streamed one, and
+            answered as JSON; ``trust``: it is forwarded as it is, trusting the upstream to honour
+            the output bound (the charge floor still applies). See
+            :mod:`tokenward.guard.wire.bounded`.
     """
 
     name: str
@@ -94,6 +101,7 @@ class UpstreamConfig:
     base_url: str | None
     api_key_env: str | None = None
     models: tuple[str, ...] = ("*",)
+    bound_non_streamed: str = "stream"
 
     def serves(self, family: str, model: str) -> bool:
         """Whether this upstream speaks the API ``family`` and serves ``model``."""
@@ -346,7 +354,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     where = f"upstreams[{i}]"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"name", "provider", "base_url", "api_key_env", "models"}
+    known = {"name", "provider", "base_url", "api_key_env", "models", "bound_non_streamed"}
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     provider = str(raw.get("provider", ""))
@@ -368,7 +376,16 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         base_url=None if base_url is None else str(base_url),
         api_key_env=raw.get("api_key_env"),
         models=tuple(models),
+        bound_non_streamed=_bound_mode(raw, where),
     )
+
+
+def _bound_mode(raw: Mapping[str, Any], where: str) -> str:
+    """``bound_non_streamed`` of an upstream (``stream`` unless set)."""
+    mode = raw.get("bound_non_streamed", "stream")
+    if mode not in BOUND_MODES:
+        raise ConfigError(f"{where}.bound_non_streamed must be one of {', '.join(BOUND_MODES)}, got {mode!r}")
+    return str(mode)
 
 
 def _key(i: int, raw: Any) -> KeyConfig:

@@ -12,6 +12,7 @@
         outbox: alerts.db         # the durable outbox (relative to the config file)
         log: true
         thresholds: [0.5, 0.8, 1]
+        on_disputed: false        # an alert for each call whose provider reported less than we counted
         webhooks:
           - url: https://ops.example/hooks/tokenward
             secret_env: TOKENWARD_WEBHOOK_SECRET
@@ -54,6 +55,7 @@ class ObserveConfig:
     thresholds: tuple[Decimal, ...] | None = None
     webhooks: tuple[Mapping[str, Any], ...] = ()
     anomalies: Mapping[str, str] = field(default_factory=dict)
+    on_disputed: bool = False
 
 
 def parse_observe(raw: Any, base_dir: Path | None) -> ObserveConfig:
@@ -70,8 +72,21 @@ def parse_observe(raw: Any, base_dir: Path | None) -> ObserveConfig:
     if unknown:
         raise ConfigError(f"observe: unknown keys {sorted(unknown)}")
     alerts = raw.get("alerts") or {}
-    if not isinstance(alerts, Mapping) or set(alerts) - {"outbox", "log", "thresholds", "webhooks"}:
-        raise ConfigError("observe.alerts: expected outbox, log, thresholds, webhooks")
+    if not isinstance(alerts, Mapping) or set(alerts) - {
+        "outbox",
+        "log",
+        "thresholds",
+        "webhooks",
+        "on_disputed",
+    }:
+        raise ConfigError("observe.alerts: expected outbox, log, thresholds, webhooks, on_disputed")
+    on_disputed = alerts.get("on_disputed", False)
+    if not isinstance(on_disputed, bool):
+        raise ConfigError(f"observe.alerts.on_disputed must be true or false, got {on_disputed!r}")
+    if on_disputed and alerts.get("outbox") is None:
+        raise ConfigError(
+            "observe.alerts.on_disputed needs observe.alerts.outbox (a file for the durable outbox)"
+        )
     outbox = alerts.get("outbox")
     if outbox is not None and base_dir is not None and not Path(str(outbox)).is_absolute():
         outbox = str(base_dir / str(outbox))
@@ -106,6 +121,7 @@ def parse_observe(raw: Any, base_dir: Path | None) -> ObserveConfig:
         thresholds=parsed,
         webhooks=tuple(dict(w) for w in webhooks),
         anomalies=dict(anomalies),
+        on_disputed=on_disputed,
     )
 
 
@@ -168,7 +184,11 @@ class Observing:
                 )
                 for w in config.webhooks
             ]
-            options: dict[str, Any] = {"webhooks": webhooks, "log": config.alerts_log}
+            options: dict[str, Any] = {
+                "webhooks": webhooks,
+                "log": config.alerts_log,
+                "on_disputed": config.on_disputed,
+            }
             if config.thresholds is not None:
                 options["thresholds"] = config.thresholds
             alerts = Alerts(store, config.alerts_outbox, **options)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -39,6 +40,7 @@ from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
 from tokenward.guard import Admission, AsyncGuard, Outcome
+from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.endpoints import Endpoint
 from tokenward.guard.wire.exchange import (
     PreparedCall,
@@ -336,12 +338,20 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
             metadata["fallback_of"] = call.model
         if changes:
             metadata["degraded"] = changes
-        exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
-        exchange.failures = failures
         last = index + 1 == len(attempts)
-        response = await (
-            exchange.stream(content, wants_usage, last) if attempt.stream else exchange.json(content, last)
-        )
+        if bounds(attempt, upstream.bound_non_streamed):  # read as a stream, stopped at the hold
+            content, _ = upstream_body(streamed(attempt), admission, upstream.provider)
+            exchange = _Exchange(state, streamed(attempt), upstream, admission, request, metadata)
+            exchange.failures = failures
+            response = await exchange.bounded(attempt, content, last)
+        else:
+            exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
+            exchange.failures = failures
+            response = await (
+                exchange.stream(content, wants_usage, last)
+                if attempt.stream
+                else exchange.json(content, last)
+            )
         if response is not None:
             return response
         log.warning("upstream %s failed for %s; trying the next attempt", upstream.name, request_id)
@@ -440,41 +450,123 @@ class _Exchange:
                 )
             )
 
-    async def json(self, content: bytes, last: bool) -> Response | None:
-        """A non-streamed call: forward, read the usage (or count the text), settle, answer.
-        None when it failed in a way the next attempt may fix."""
+    async def _open(self, content: bytes, last: bool) -> httpx.Response | Response | None:
+        """Send the call upstream and return its answer with the body still to read; or, when
+        sending failed, the answer for the client (None: the next attempt may fix it)."""
         try:
-            response = await self.client.post(self.url, content=content, headers=self.headers)
+            request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
+            return await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             return await self._failed(exc, last)
         except BaseException:
             await self.interrupted()
             raise
+
+    async def json(self, content: bytes, last: bool) -> Response | None:
+        """A non-streamed call forwarded as it is (``bound_non_streamed: trust``, embeddings):
+        forward, read the usage (or count the text), settle, answer. None when it failed in a way
+        the next attempt may fix."""
+        response = await self._open(content, last)
+        if not isinstance(response, httpx.Response):
+            return response
+        return await self._whole(response, self.call, last)
+
+    async def _whole(self, response: httpx.Response, call: PreparedCall, last: bool) -> Response | None:
+        """Read a whole answer, settle it, pass it on. One that breaks off after its status line
+        is charged the whole output bound: it was generated, and what it held cannot be read."""
+        try:
+            body = await response.aread()
+        except httpx.HTTPError as exc:
+            return await self._broken_body(response, exc)
+        except BaseException:
+            await self.interrupted()
+            raise
+        finally:
+            await response.aclose()
         if response.status_code >= 400:
-            return await self._error_status(response, response.content, last)
+            return await self._error_status(response, body, last)
         event = await self._settle(
             json_outcome(
-                self.call.endpoint,
-                response.content,
-                self.call.estimate.encoding,
-                body=self.call.body,
+                call.endpoint,
+                body,
+                call.estimate.encoding,
+                body=call.body,
                 content_type=response.headers.get("content-type"),
             )
         )
-        return Response(
-            response.content, response.status_code, headers=_response_headers(response, self._headers(event))
+        return Response(body, response.status_code, headers=_response_headers(response, self._headers(event)))
+
+    async def _broken_body(self, response: httpx.Response, exc: httpx.HTTPError) -> Response:
+        """The upstream's answer broke off mid-body: charge what it may have generated (the
+        output bound; the error status of a failed call stays a known zero) and answer 502."""
+        if response.status_code >= 400:
+            await self._settle(
+                Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
+            )
+        else:
+            await self._settle(
+                Outcome(
+                    None,
+                    self.admission.max_output_tokens,
+                    "stream_broken",
+                    metadata={"cost_basis": "held_output", "error": type(exc).__name__},
+                )
+            )
+        error = GatewayError(
+            502,
+            f"upstream {self.upstream.name!r} broke off its answer: {type(exc).__name__}",
+            type="api_error",
+            code="upstream_broken",
         )
+        return error_response(self.call.endpoint.dialect, error, self.own)
+
+    async def bounded(self, call: PreparedCall, content: bytes, last: bool) -> Response | None:
+        """A non-streamed call read from the upstream as a stream, stopped at its hold, and
+        answered as the JSON the provider would have sent (:mod:`tokenward.guard.wire.bounded`).
+        An upstream that answers JSON all the same is taken as :meth:`json` takes it."""
+        response = await self._open(content, last)
+        if not isinstance(response, httpx.Response):
+            return response
+        if response.status_code >= 400 or not response.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        ):
+            return await self._whole(response, call, last)
+        answer = BoundedAnswer(call, self.admission)
+        upstream = _UpstreamReader(response)
+        try:
+            try:
+                while not answer.done:
+                    chunk = await upstream.next()
+                    if chunk is None:
+                        answer.upstream_ended()
+                        break
+                    answer.feed(chunk)
+            except httpx.HTTPError as exc:
+                log.warning("upstream answer of %s broke: %s", self.admission.request_id, exc)
+                answer.upstream_failed(type(exc).__name__)
+        except BaseException:
+            answer.client_gone()
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await upstream.close(answer.received_after)
+                event = await self._settle(answer.outcome())
+        data, error = answer.answer()
+        if data is None:
+            failure = GatewayError(
+                502, f"upstream {self.upstream.name!r}: {error}", type="api_error", code="upstream_broken"
+            )
+            return error_response(call.endpoint.dialect, failure, self._headers(event))
+        headers = _response_headers(response, self._headers(event))
+        headers.pop("cache-control", None)
+        headers["content-type"] = "application/json"
+        return Response(json.dumps(data).encode(), 200, headers=headers)
 
     async def stream(self, content: bytes, wants_usage: bool, last: bool) -> Response | None:
         """A streamed call: relay events, count output, cut off at the bound, settle once."""
-        try:
-            request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            return await self._failed(exc, last)
-        except BaseException:
-            await self.interrupted()
-            raise
+        response = await self._open(content, last)
+        if not isinstance(response, httpx.Response):
+            return response
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
@@ -524,7 +616,7 @@ class _Exchange:
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await upstream.close()
+                await upstream.close(relay.received_after)
                 await self._settle(relay.outcome())
         for data in relay.tail:
             yield data
@@ -543,20 +635,35 @@ class _Exchange:
 
 
 class _UpstreamReader:
-    """Reads an upstream response body in a task of its own, through a small queue."""
+    """Reads an upstream response body one chunk at a time, on demand, in a task of its own.
 
-    def __init__(self, response: httpx.Response, depth: int = 32) -> None:
+    Nothing is read ahead of what the relay asked for, so an upstream that generates as it is
+    read has generated only what the relay took (and is charged for). A caller cancelled while it
+    waits (a client gone) does not cut the read short: the chunk it waited for is handed to the
+    next :meth:`next`, and :meth:`close` returns one that was read but never taken.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
         self.response = response
-        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
+        self._want = asyncio.Event()
+        self._asked = False
+        self._got: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(1)
         self.task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        chunks = self.response.aiter_bytes()
         try:
-            async for chunk in self.response.aiter_bytes():
-                await self.queue.put(chunk)
-            await self.queue.put(None)
+            while True:
+                await self._want.wait()
+                self._want.clear()
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    await self._got.put(None)
+                    return
+                await self._got.put(chunk)
         except httpx.HTTPError as exc:
-            await self.queue.put(exc)
+            await self._got.put(exc)
 
     async def next(self) -> bytes | None:
         """The next chunk, or None at the end.
@@ -564,17 +671,26 @@ class _UpstreamReader:
         Raises:
             httpx.HTTPError: reading the upstream failed.
         """
-        item = await self.queue.get()
+        if not self._asked:
+            self._asked = True
+            self._want.set()
+        item = await self._got.get()
+        self._asked = False
         if isinstance(item, BaseException):
             raise item
         return item
 
-    async def close(self) -> None:
-        """Stop reading and close the upstream response."""
+    async def close(self, received: Callable[[bytes], None]) -> None:
+        """Stop reading and close the upstream response; a chunk that was read but never taken
+        was received all the same: it is handed to ``received`` (to be counted)."""
         if not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
+        if not self._got.empty():
+            item = self._got.get_nowait()
+            if isinstance(item, bytes) and item:
+                received(item)
         await self.response.aclose()
 
 

@@ -20,6 +20,8 @@ from tokenward.core.calibration import Calibration, EstimateStats, calibration_k
 from tokenward.core.decide import CallPlan, Decision
 from tokenward.core.estimate import model_family
 from tokenward.core.events import Status, UsageEvent
+from tokenward.core.floor import apply_floor, output_floor
+from tokenward.core.floor import floor_ratio as lower_ratio
 from tokenward.core.media import UnpricedMedia, media_hold
 from tokenward.core.modifiers import RequestFacts
 from tokenward.core.pricebook import PriceBook, PriceContext, hold_rates
@@ -103,6 +105,10 @@ class Outcome:
         metadata: anything worth keeping on the event (response id, finish reason...).
         speed: the speed the response says served the call (Anthropic ``usage.speed``).
         inference_geo: where the response says inference ran (Anthropic ``usage.inference_geo``).
+        output_seen: our count of every output token that passed through (text, tool-call
+            arguments, reasoning text, transcripts; tokens received past a cut included), in the
+            call's estimate encoding, or None when nothing was read: the charge floor
+            (:mod:`tokenward.core.floor`).
     """
 
     usage: Usage | None
@@ -113,6 +119,7 @@ class Outcome:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     speed: str | None = None
     inference_geo: str | None = None
+    output_seen: int | None = None
 
 
 def plan_call(
@@ -181,13 +188,20 @@ def plan_call(
 
 
 def build_event(
-    admission: Admission, outcome: Outcome, prices: PriceBook, *, unknown_model: str = "flag"
+    admission: Admission,
+    outcome: Outcome,
+    prices: PriceBook,
+    *,
+    unknown_model: str = "flag",
+    floor_ratio: Decimal | None = None,
 ) -> UsageEvent:
     """The usage event for a finished call.
 
     Unknown counts are filled in from our own figures (the prompt estimate; the count of the
     streamed text) and labelled as such; the cost is computed from tokens and prices, never taken
-    from a provider-reported cost.
+    from a provider-reported cost. A reported output below what passed through
+    (``outcome.output_seen`` times ``floor_ratio``, by default the model family's lower ratio)
+    is charged at that floor and the event marked disputed (:func:`~tokenward.core.floor.apply_floor`).
     """
     if outcome.status == "upstream_error" and outcome.usage is None:
         # the provider answered with an error (or never answered): nothing is billed
@@ -205,8 +219,15 @@ def build_event(
             metadata=dict(outcome.metadata),
         )
     output_counted, metadata = outcome.output_counted, dict(outcome.metadata)
+    ratio = floor_ratio if floor_ratio is not None else lower_ratio(admission.plan.model)
+    reported, disputed = apply_floor(outcome.usage, outcome.output_seen, ratio, admission.plan.input_tokens)
+    if disputed:
+        metadata["disputed"] = disputed
+    if (reported is None or reported.output_tokens is None) and output_counted is not None:
+        # no figure from the provider: our count, and never below the floor of all received
+        output_counted = max(output_counted, output_floor(outcome.output_seen or 0, ratio))
     media = admission.plan.request.media is not None
-    if media and output_counted is None and (outcome.usage is None or outcome.usage.output_tokens is None):
+    if media and output_counted is None and (reported is None or reported.output_tokens is None):
         # an images or audio answer without its output count (speech as audio bytes): the hold was
         # its whole worst case, and is what it is charged
         output_counted = admission.max_output_tokens
@@ -218,7 +239,7 @@ def build_event(
         output_counted = admission.max_output_tokens
         metadata["cost_basis"] = "held_output"
     accounting = account(
-        outcome.usage,
+        reported,
         model=admission.plan.model,
         prices=prices,
         input_estimate=admission.plan.input_tokens,

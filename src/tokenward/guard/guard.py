@@ -18,6 +18,7 @@ from tokenward.core.budgets import Subject
 from tokenward.core.calibration import Calibration
 from tokenward.core.decide import CallPlan
 from tokenward.core.events import UsageEvent
+from tokenward.core.floor import floor_ratio
 from tokenward.core.pricebook import PriceBook
 from tokenward.errors import BudgetError, ConfigError
 from tokenward.guard.flow import (
@@ -55,6 +56,19 @@ def call_plan(
     """A prepared call's plan, with a final-answer reserve held back when given."""
     plan = call.plan(guard.prices, guard.settings, provider)
     return replace(plan, held_back=dict(held_back)) if held_back else plan
+
+
+def event_of(guard: Any, admission: Admission, outcome: Outcome) -> UsageEvent:
+    """The usage event to settle ``outcome`` with: priced by the guard's book, floored at the
+    lower ratio of the model (lowered by a fresh calibration only; :mod:`tokenward.core.floor`)."""
+    model = admission.plan.model
+    return build_event(
+        admission,
+        outcome,
+        guard.prices,
+        unknown_model=guard.settings.unknown_model,
+        floor_ratio=floor_ratio(model, guard.calibration.cached(model)),
+    )
 
 
 def degraded_on_denial(call: PreparedCall, policy: Degrade | None) -> tuple[PreparedCall, dict[str, Any]]:
@@ -139,7 +153,7 @@ class Guard:
         self.renewer.done(admission.reservation.id)
         event = self.ledger.settle(
             admission.reservation.id,
-            build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
+            event_of(self, admission, outcome),
         )
         self.observers.settle(event)
         seen = observation(admission, outcome)
@@ -338,7 +352,7 @@ class AsyncGuard:
         self.renewer.done(admission.reservation.id)
         event = await self.ledger.settle(
             admission.reservation.id,
-            build_event(admission, outcome, self.prices, unknown_model=self.settings.unknown_model),
+            event_of(self, admission, outcome),
         )
         self.observers.settle(event)
         seen = observation(admission, outcome)

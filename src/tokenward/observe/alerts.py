@@ -11,7 +11,10 @@ Kinds:
 * ``exhausted``: spend reached the limit (100%), or a hard budget refused a call;
 * ``forecast``: the linear projection over the budget's own window crosses the limit before the
   window ends (:func:`tokenward.observe.forecast.forecast_window`);
-* ``anomaly``: a detector in :mod:`tokenward.observe.anomalies` flagged a session.
+* ``anomaly``: a detector in :mod:`tokenward.observe.anomalies` flagged a session;
+* ``disputed``: a provider reported less usage than tokenward counted passing through, and the
+  call was charged tokenward's count (:mod:`tokenward.core.floor`); raised per call, when asked
+  for (``Alerts(on_disputed=True)``, gateway ``observe.alerts.on_disputed: true``).
 
 The pure function :func:`threshold_alerts` decides which alerts a balance calls for; the
 :class:`~tokenward.observe.watch.AlertWatcher` calls it after every settled call.
@@ -28,6 +31,7 @@ from typing import Any, Literal
 
 from tokenward.clock import utc
 from tokenward.core.decide import Balance
+from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError
 from tokenward.numbers import plain
 
@@ -35,12 +39,13 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "Alert",
     "AlertKind",
+    "disputed_alert",
     "exhaustion_alert",
     "parse_thresholds",
     "threshold_alerts",
 ]
 
-AlertKind = Literal["threshold", "exhausted", "forecast", "anomaly"]
+AlertKind = Literal["threshold", "exhausted", "forecast", "anomaly", "disputed"]
 
 DEFAULT_THRESHOLDS: tuple[Decimal, ...] = (Decimal("0.5"), Decimal("0.8"), Decimal("1"))
 """Fractions of a budget's limit that raise an alert: 50%, 80% and 100% (exhaustion)."""
@@ -110,7 +115,7 @@ class Alert:
         utilisation = self.utilisation
         return {
             "id": self.id,
-            "type": f"budget.{self.kind}" if self.kind != "anomaly" else "session.anomaly",
+            "type": _TYPES.get(self.kind, f"budget.{self.kind}"),
             "kind": self.kind,
             "budget": self.budget,
             "scope": self.scope,
@@ -159,6 +164,35 @@ class Alert:
             message=str(data.get("message") or ""),
             details=dict(data.get("details") or {}),
         )
+
+
+_TYPES = {"anomaly": "session.anomaly", "disputed": "usage.disputed"}
+
+
+def disputed_alert(event: UsageEvent) -> Alert:
+    """The ``disputed`` alert of a settled call whose provider reported less than tokenward
+    counted (one per call: its request id is the subject)."""
+    upstream = event.metadata.get("upstream")
+    where = f" from upstream {upstream!r}" if upstream else ""
+    return Alert(
+        kind="disputed",
+        budget="",
+        scope="request",
+        subject_id=event.request_id,
+        window_key="",
+        at=event.at,
+        message=(
+            f"call {event.request_id} ({event.model}{where}) reported less usage than tokenward counted "
+            f"passing through; charged tokenward's count: {event.metadata.get('disputed')}"
+        ),
+        details={
+            "disputed": event.metadata.get("disputed"),
+            "model": event.model,
+            "provider": event.provider,
+            "upstream": upstream,
+            "subject": event.subject.to_dict(),
+        },
+    )
 
 
 def parse_thresholds(values: Iterable[Any]) -> tuple[Decimal, ...]:

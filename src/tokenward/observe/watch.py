@@ -53,6 +53,7 @@ from tokenward.observe.alerts import (
     DEFAULT_THRESHOLDS,
     Alert,
     _is_control,
+    disputed_alert,
     exhaustion_alert,
     threshold_alerts,
 )
@@ -146,6 +147,8 @@ class Alerts:
         clock: where "now" comes from for refused calls (default the wall clock).
         http_client: an ``httpx.Client`` for the webhooks (tests inject one).
         time_source: Unix seconds for the outbox schedule (default ``time.time``).
+        on_disputed: also raise a ``disputed`` alert for each call whose provider reported less
+            than tokenward counted (:func:`~tokenward.observe.alerts.disputed_alert`).
     """
 
     def __init__(
@@ -164,8 +167,10 @@ class Alerts:
         clock: Clock | None = None,
         http_client: httpx.Client | None = None,
         time_source: Callable[[], float] | None = None,
+        on_disputed: bool = False,
     ) -> None:
         self.ledger = sync_ledger(ledger)
+        self.on_disputed = on_disputed
         self.outbox = outbox if isinstance(outbox, Outbox) else Outbox(outbox)
         self.thresholds = tuple(thresholds)
         self.forecast = forecast
@@ -188,8 +193,11 @@ class Alerts:
 
     # -- guard observer hooks ----------------------------------------------------------------------
     def on_settle(self, event: UsageEvent) -> None:
-        """A call was settled: check its subject's budgets (in the background)."""
+        """A call was settled: check its subject's budgets (in the background), and raise its
+        ``disputed`` alert when asked to."""
         self._submit(("settle", event.subject, event.at))
+        if self.on_disputed and event.disputed:
+            self._submit(("disputed", event))
 
     def on_deny(self, subject: Subject, plan: CallPlan | None, error: BudgetError) -> None:
         """A budget refused a call: its exhaustion alert (in the background)."""
@@ -205,6 +213,8 @@ class Alerts:
     def _handle(self, item: tuple[Any, ...]) -> None:
         if item[0] == "settle":
             self.check(item[1], item[2])
+        elif item[0] == "disputed":
+            self.raise_alerts([disputed_alert(item[1])])
         else:
             error: BudgetExceeded = item[2]
             budget = self.ledger.get_budget(error.budget)

@@ -90,6 +90,7 @@ def wrap_client(
         raise_as=functools.partial(sdk_error, bases=(base, *error_bases)),
         subject=settings.subject,
         check=settings.check,
+        bound_non_streamed=settings.bound_non_streamed,
     )
     if not isinstance(http._transport, cls):
         http._transport = cls(http._transport, guard, settings, gateways)

@@ -25,9 +25,11 @@ from typing import Any, Literal, TypeVar
 from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec
 from tokenward.core.decide import Balance
 from tokenward.core.pricebook import PriceBook
+from tokenward.errors import ConfigError
 from tokenward.guard import AsyncGuard
 from tokenward.guard import Guard as Engine
 from tokenward.guard.flow import GuardSettings
+from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.ledger import Ledger
 from tokenward.ledger.base import ThreadedAsyncLedger
@@ -150,7 +152,12 @@ class Guard(Engine):
         return Subject(**{k: v for k, v in merged.items() if v}, tags=tuple(sorted(tags.items())))
 
     def wrap(
-        self, client: C, *, provider: str | None = None, error_bases: tuple[type[Exception], ...] = ()
+        self,
+        client: C,
+        *,
+        provider: str | None = None,
+        error_bases: tuple[type[Exception], ...] = (),
+        bound_non_streamed: str = "stream",
     ) -> C:
         """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` or
         ``anthropic.Anthropic``/``AsyncAnthropic`` client (chat completions and Messages, streamed
@@ -168,10 +175,19 @@ class Guard(Engine):
                 (``openai``, ``anthropic``, ``google``...).
             error_bases: more exception classes tokenward's errors should also be instances of
                 (a framework's own error root, so the framework handles them as its own).
+            bound_non_streamed: ``stream`` (default): a call made without streaming is read from
+                the provider as a stream, stopped at its hold like a streamed one, and handed to
+                the client as the JSON the provider would have sent; ``trust``: it is sent as it
+                is, trusting the provider to honour the output bound (the charge floor applies
+                either way). See :mod:`tokenward.guard.wire.bounded`.
 
         Raises:
-            ConfigError: not a client tokenward can wrap.
+            ConfigError: not a client tokenward can wrap, or an unknown ``bound_non_streamed``.
         """
+        if bound_non_streamed not in BOUND_MODES:
+            raise ConfigError(
+                f"bound_non_streamed must be one of {', '.join(BOUND_MODES)}, got {bound_non_streamed!r}"
+            )
         # Without a policy of its own the guard still degrades calls for budgets whose action is
         # ``degrade`` (with the default policy: less reasoning below 20 % left).
         policy = self.degrade if self.degrade is not None else Degrade(marked_only=True)
@@ -180,6 +196,7 @@ class Guard(Engine):
             provider=provider,
             subject=self.subject,
             check=lambda: self.unattributed.check(self.defaults),
+            bound_non_streamed=bound_non_streamed,
         )
         return wrap_client(
             client,

@@ -24,6 +24,7 @@ from typing import Any
 from tokenward.core.budgets import Subject
 from tokenward.errors import BudgetExceeded, ValidationError
 from tokenward.guard import Admission, Outcome
+from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints import (
     AnthropicMessages,
@@ -109,6 +110,9 @@ class TransportSettings:
             guard's defaults).
         check: called before each guarded call (the guard's watch for unattributed calls); may
             raise a tokenward error, passed to the caller like a denial.
+        bound_non_streamed: ``stream`` (default): a call the client did not stream is read from
+            the provider as a stream, stopped at its hold, and answered as JSON; ``trust``: it is
+            sent as it is (:mod:`tokenward.guard.wire.bounded`).
     """
 
     degrade: Degrade | None = None
@@ -116,6 +120,7 @@ class TransportSettings:
     raise_as: Callable[[Exception], Exception] = field(default=lambda exc: exc)
     subject: Callable[[], Subject] = field(default=lambda: current().subject)
     check: Callable[[], None] = field(default=lambda: None)
+    bound_non_streamed: str = "stream"
 
 
 def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
@@ -203,6 +208,19 @@ def _answered(call: PreparedCall, response: Any, content: bytes) -> Outcome:
         body=call.body,
         content_type=response.headers.get("content-type"),
     )
+
+
+def _bounded_json(answer: BoundedAnswer, admission: Admission, extra: dict[str, Any]) -> bytes | None:
+    """The JSON answer of a bounded call (annotated as :func:`_annotated` does), or None when the
+    upstream's answer broke off."""
+    data, _ = answer.answer()
+    if data is None:
+        return None
+    return _annotated(json.dumps(data).encode(), admission, extra)
+
+
+def _is_sse(response: Any) -> bool:
+    return str(response.headers.get("content-type", "")).startswith("text/event-stream")
 
 
 def _held_back() -> dict[str, Decimal] | None:
@@ -308,10 +326,13 @@ def transport_classes(module: Any) -> tuple[type, type]:
             extensions=request.extensions,
         )
 
-    def answer(response: Any, *, content: bytes | None = None, stream: Any = None) -> Any:
-        headers = [
-            (k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROP_RESPONSE_HEADERS
-        ]
+    def answer(
+        response: Any, *, content: bytes | None = None, stream: Any = None, json_body: bool = False
+    ) -> Any:
+        drop = _DROP_RESPONSE_HEADERS | ({"content-type", "cache-control"} if json_body else set())
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in drop]
+        if json_body:
+            headers.append(("content-type", "application/json"))
         if stream is not None:
             return module.Response(
                 response.status_code, headers=headers, stream=stream, extensions=response.extensions
@@ -401,7 +422,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 if type(exc).__module__.startswith("tokenward"):
                     raise self.settings.raise_as(exc) from None
                 raise
-            content, wants_usage = upstream_body(call, admission, provider)
+            bounded = bounds(call, self.settings.bound_non_streamed)
+            content, wants_usage = upstream_body(streamed(call) if bounded else call, admission, provider)
             extra = {"degraded": changes} if changes else {}
             try:
                 response = self.inner.handle_request(
@@ -410,7 +432,42 @@ def transport_classes(module: Any) -> tuple[type, type]:
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
+            if bounded and response.status_code < 400 and _is_sse(response):
+                return self._bounded(request, call, admission, response, extra)
             return self._respond(request, call, admission, response, wants_usage, extra)
+
+        def _bounded(
+            self, request: Any, call: PreparedCall, admission: Admission, response: Any, extra: dict[str, Any]
+        ) -> Any:
+            """A non-streamed call read as a stream: stop at the hold, settle, answer JSON (from a
+            tokenward gateway, which charges the call itself: release the hold instead)."""
+            charged_here = "x-tokenward-gateway" not in response.headers
+            if not charged_here:
+                self.guard.release(admission)
+                self._gateway_answer(request, response, None)
+            bounded = BoundedAnswer(call, admission)
+            try:
+                try:
+                    for chunk in response.iter_bytes():
+                        bounded.feed(chunk)
+                        if bounded.done:
+                            break
+                    else:
+                        bounded.upstream_ended()
+                except module.HTTPError as exc:
+                    bounded.upstream_failed(type(exc).__name__)
+            except BaseException:
+                bounded.client_gone()
+                raise
+            finally:
+                response.close()
+                if charged_here:
+                    outcome = bounded.outcome()
+                    self._settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+            content = _bounded_json(bounded, admission, extra)
+            if content is None:
+                raise module.RemoteProtocolError("the provider's answer broke off before it was complete")
+            return answer(response, content=content, json_body=True)
 
         def _passthrough(self, request: Any) -> Any:
             self._check(request)
@@ -484,7 +541,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 if type(exc).__module__.startswith("tokenward"):
                     raise self.settings.raise_as(exc) from None
                 raise
-            content, wants_usage = upstream_body(call, admission, provider)
+            bounded = bounds(call, self.settings.bound_non_streamed)
+            content, wants_usage = upstream_body(streamed(call) if bounded else call, admission, provider)
             extra = {"degraded": changes} if changes else {}
             try:
                 response = await self.inner.handle_async_request(
@@ -493,7 +551,41 @@ def transport_classes(module: Any) -> tuple[type, type]:
             except BaseException:
                 await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
+            if bounded and response.status_code < 400 and _is_sse(response):
+                return await self._bounded(request, call, admission, response, extra)
             return await self._respond(request, call, admission, response, wants_usage, extra)
+
+        async def _bounded(
+            self, request: Any, call: PreparedCall, admission: Admission, response: Any, extra: dict[str, Any]
+        ) -> Any:
+            """The async twin of ``GuardedTransport._bounded``."""
+            charged_here = "x-tokenward-gateway" not in response.headers
+            if not charged_here:
+                await self.guard.release(admission)
+                self._gateway_answer(request, response, None)
+            bounded = BoundedAnswer(call, admission)
+            try:
+                try:
+                    async for chunk in response.aiter_bytes():
+                        bounded.feed(chunk)
+                        if bounded.done:
+                            break
+                    else:
+                        bounded.upstream_ended()
+                except module.HTTPError as exc:
+                    bounded.upstream_failed(type(exc).__name__)
+            except BaseException:
+                bounded.client_gone()
+                raise
+            finally:
+                await response.aclose()
+                if charged_here:
+                    outcome = bounded.outcome()
+                    await self._asettle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+            content = _bounded_json(bounded, admission, extra)
+            if content is None:
+                raise module.RemoteProtocolError("the provider's answer broke off before it was complete")
+            return answer(response, content=content, json_body=True)
 
         async def _passthrough(self, request: Any) -> Any:
             self._check(request)

@@ -40,7 +40,7 @@ from tokenward.core.dialects.base import ResponseFacts, normalise_tier, text_of
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
 
-__all__ = ["GeminiStream", "response_facts_gemini", "usage_from_gemini"]
+__all__ = ["GeminiStream", "generated_text", "response_facts_gemini", "usage_from_gemini"]
 
 
 def _modality(details: Any, modality: str, where: str) -> int | None:
@@ -123,8 +123,9 @@ def _search_queries(response: Mapping[str, Any]) -> set[str] | None:
     return found
 
 
-def _text(response: Mapping[str, Any]) -> tuple[str, str | None]:
-    """(generated text incl. thoughts and function-call arguments, last finish reason)."""
+def generated_text(response: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(the generated text of every candidate: answer and thought parts, code written for code
+    execution, function-call names and arguments; the last finish reason)."""
     pieces: list[str] = []
     reason: str | None = None
     candidates = response.get("candidates")
@@ -138,7 +139,10 @@ def _text(response: Mapping[str, Any]) -> tuple[str, str | None]:
         for part in parts if isinstance(parts, list) else ():
             if not isinstance(part, Mapping):
                 continue
-            pieces.append(text_of(part.get("text")))
+            pieces.append(text_of(part.get("text")))  # answer and thought parts alike
+            code = part.get("executableCode")
+            if isinstance(code, Mapping):
+                pieces.append(text_of(code.get("code")))  # code the model wrote for code execution
             call = part.get("functionCall")
             if isinstance(call, Mapping):
                 pieces.append(text_of(call.get("name")))
@@ -158,7 +162,7 @@ def response_facts_gemini(response: Mapping[str, Any]) -> ResponseFacts:
     searches = _search_queries(response)
     if usage is not None and searches is not None:
         usage = replace(usage, web_search_calls=len(searches))
-    _, reason = _text(response)
+    _, reason = generated_text(response)
     model = response.get("modelVersion")
     return ResponseFacts(
         usage=usage,
@@ -200,7 +204,7 @@ class GeminiStream:
         queries = _search_queries(chunk)
         if queries is not None:
             self.queries = (self.queries or set()) | queries
-        text, reason = _text(chunk)
+        text, reason = generated_text(chunk)
         if reason:
             self.finish_reason = reason
         return text

@@ -36,7 +36,7 @@ from tokenward.core.dialects._fields import count, dig
 from tokenward.core.dialects.base import ResponseFacts, normalise_tier, reported_cost
 from tokenward.core.usage import Usage
 
-__all__ = ["OpenAIChatStream", "response_facts_openai_chat", "usage_from_openai_chat"]
+__all__ = ["OpenAIChatStream", "delta_text", "response_facts_openai_chat", "usage_from_openai_chat"]
 
 
 def usage_from_openai_chat(raw: Mapping[str, Any] | None) -> Usage:
@@ -106,6 +106,29 @@ def response_facts_openai_chat(response: Mapping[str, Any]) -> ResponseFacts:
     )
 
 
+_DELTA_TEXT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
+
+
+def delta_text(delta: Mapping[str, Any]) -> str:
+    """The generated text a chat message or stream delta carries: its content, reasoning and
+    refusal, the names and arguments of its tool calls and of a legacy ``function_call``, and the
+    transcript of its audio (``audio.transcript``; the audio itself is billed as audio tokens,
+    which the transcript only bounds from below)."""
+    pieces = [text for key in _DELTA_TEXT_KEYS if isinstance(text := delta.get(key), str)]
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        pieces += [
+            text for key in ("name", "arguments") if isinstance(text := dig(call, "function", key), str)
+        ]
+    pieces += [
+        text for key in ("name", "arguments") if isinstance(text := dig(delta, "function_call", key), str)
+    ]
+    transcript = dig(delta, "audio", "transcript")
+    if isinstance(transcript, str):
+        pieces.append(transcript)
+    return "".join(pieces)
+
+
 class OpenAIChatStream:
     """Reads an OpenAI chat-completions stream, chunk by chunk (decoded ``data:`` JSON bodies).
 
@@ -129,8 +152,8 @@ class OpenAIChatStream:
         return reported_cost(self.raw_usage)
 
     def feed(self, chunk: Mapping[str, Any]) -> str:
-        """Take one chunk; return the generated text it carries (content, reasoning, tool-call
-        names and arguments), for counting output when the provider's usage never arrives."""
+        """Take one chunk; return the generated text it carries (:func:`delta_text` of each
+        choice's delta, or a legacy completion choice's ``text``), for counting output."""
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
         if self.response_id is None and isinstance(chunk.get("id"), str):
@@ -147,19 +170,11 @@ class OpenAIChatStream:
                 continue
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
+            if isinstance(choice.get("text"), str):  # legacy completions: choices[].text
+                pieces.append(choice["text"])
             delta = choice.get("delta")
-            if not isinstance(delta, Mapping):
-                continue
-            for key in ("content", "reasoning_content", "reasoning", "refusal"):
-                text = delta.get(key)
-                if isinstance(text, str):
-                    pieces.append(text)
-            calls = delta.get("tool_calls")
-            for call in calls if isinstance(calls, list) else ():
-                for key in ("name", "arguments"):
-                    text = dig(call, "function", key)
-                    if isinstance(text, str):
-                        pieces.append(text)
+            if isinstance(delta, Mapping):
+                pieces.append(delta_text(delta))
         return "".join(pieces)
 
     @property

@@ -12,8 +12,11 @@ streaming events: https://platform.openai.com/docs/api-reference/responses-strea
   ``response.incomplete`` (e.g. ``max_output_tokens`` reached) or ``response.failed``, each with the
   whole ``response`` object; ``response.created``/``response.in_progress`` carry ``usage: null``.
 * Generated text arrives as ``response.output_text.delta``, ``response.refusal.delta``,
-  ``response.reasoning_text.delta``/``response.reasoning_summary_text.delta`` and
-  ``response.function_call_arguments.delta`` (``delta`` holds the text).
+  ``response.reasoning_text.delta``/``response.reasoning_summary_text.delta``,
+  ``response.function_call_arguments.delta``, ``response.custom_tool_call_input.delta``,
+  ``response.mcp_call_arguments.delta``, ``response.code_interpreter_call_code.delta`` (code the
+  model writes for the code interpreter) and ``response.audio.transcript.delta`` (``delta`` holds
+  the text).
 * Web search is billed per call that ran (https://platform.openai.com/docs/pricing, "Built-in
   tools"): a call is a ``web_search_call`` item in the response's ``output``. Offering the tool in
   the request costs nothing by itself.
@@ -40,6 +43,9 @@ _TEXT_EVENTS = (
     "response.reasoning_summary_text.delta",
     "response.function_call_arguments.delta",
     "response.custom_tool_call_input.delta",
+    "response.mcp_call_arguments.delta",
+    "response.code_interpreter_call_code.delta",
+    "response.audio.transcript.delta",
 )
 
 

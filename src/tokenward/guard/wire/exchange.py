@@ -221,10 +221,9 @@ def json_outcome(
         return Outcome(None, None, "ok", metadata={"unreadable_response": True})
     facts = endpoint.facts(data)
     usage = facts.usage
-    counted = None
-    if usage is None or usage.output_tokens is None:
-        counted = count_tokens(endpoint.response_text(data), encoding)
-    metadata = {"response_id": data["id"]} if isinstance(data.get("id"), str) else {}
+    seen = count_tokens(endpoint.response_text(data), encoding)
+    counted = seen if usage is None or usage.output_tokens is None else None
+    metadata = {"response_id": facts.response_id} if facts.response_id else {}
     return Outcome(
         usage,
         counted,
@@ -234,6 +233,7 @@ def json_outcome(
         metadata,
         speed=facts.speed,
         inference_geo=facts.inference_geo,
+        output_seen=seen,
     )
 
 
@@ -261,6 +261,7 @@ def _sse_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
         metadata=metadata,
         speed=getattr(reader, "speed", None),
         inference_geo=getattr(reader, "inference_geo", None),
+        output_seen=counted,
     )
 
 
@@ -291,12 +292,14 @@ class StreamRelay:
         self.tail: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        """The bytes to pass on for ``chunk`` (nothing once :attr:`done`)."""
+        """The bytes to pass on for ``chunk`` (nothing once :attr:`done`; output in events that
+        arrived after the stop is counted as received, :attr:`beyond`)."""
         out: list[bytes] = []
         for name, data in self.parser.feed(chunk):
             if self.done:
-                break
-            out += self._event(name, data)
+                self._received(name, data)
+            else:
+                out += self._event(name, data)
         return out
 
     def upstream_ended(self) -> list[bytes]:
@@ -305,8 +308,9 @@ class StreamRelay:
         out: list[bytes] = []
         for name, data in self.parser.close():
             if self.done:
-                break
-            out += self._event(name, data)
+                self._received(name, data)
+            else:
+                out += self._event(name, data)
         if not self.done:
             self._broken("the upstream stream ended before it finished")
         return out
@@ -342,6 +346,24 @@ class StreamRelay:
                 self.state.finished = True
                 return True
         return False
+
+    def received_after(self, chunk: bytes) -> None:
+        """Bytes the upstream sent that were read after the relay stopped (a chunk in flight
+        when it was cut): nothing is relayed, but their output was received, so it is counted
+        (:attr:`beyond`) and charged."""
+        for name, data in self.parser.feed(chunk):
+            self._received(name, data)
+
+    def _received(self, name: str | None, data: str) -> None:
+        if self.endpoint.is_end(name, data, None) or self.status == "ok":
+            return
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            return
+        if isinstance(event, dict):
+            text = self.state.reader.feed(event)
+            self.beyond += count_tokens(text, self.encoding) if text else 0
 
     def _broken(self, message: str) -> None:
         self.done, self.status = True, "stream_broken"
@@ -387,7 +409,8 @@ class StreamRelay:
         return [relayed] if relayed is not None else []
 
     def outcome(self) -> Outcome:
-        """What to settle: the provider's usage when the stream finished, else our count."""
+        """What to settle: the provider's usage when the stream finished, else our count of the
+        output relayed; all the output received (relayed, and past a cut) is the charge floor."""
         reader = self.state.reader
         usage: Usage | None = reader.usage
         final_usage_arrived = self.status == "client_aborted" and self.state.finished
@@ -405,9 +428,10 @@ class StreamRelay:
             )
         if self.status == "cut_off":
             metadata["cut_off"] = "budget"
-            if self.beyond:
-                metadata["received_beyond_cut_tokens"] = self.beyond
+        if self.beyond:
+            metadata["received_beyond_cut_tokens"] = self.beyond
         tier = getattr(reader, "service_tier", None)
+        seen = self.state.counted + self.beyond  # received is owed, relayed or not: the floor
         return Outcome(
             usage,
             self.state.counted,
@@ -417,4 +441,5 @@ class StreamRelay:
             metadata,
             speed=getattr(reader, "speed", None),
             inference_geo=getattr(reader, "inference_geo", None),
+            output_seen=seen,
         )

@@ -117,8 +117,8 @@ class AnthropicMessages(Endpoint):
             for key in ("text", "thinking", "name"):
                 if isinstance(block.get(key), str):
                     pieces.append(block[key])
-            if block.get("input") is not None:
-                pieces.append(json.dumps(block["input"]))
+            if block.get("input") is not None:  # tool input, as compact as the model may write it
+                pieces.append(json.dumps(block["input"], separators=(",", ":"), ensure_ascii=False))
         return "".join(pieces)
 
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:

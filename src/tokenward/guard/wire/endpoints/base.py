@@ -131,12 +131,15 @@ class Endpoint(abc.ABC):
         family: the API family whose upstreams serve it: ``openai``, ``anthropic`` or ``gemini``.
         path: where the gateway serves it.
         charged: whether calls to it are budgeted (token counting, for one, is free).
+        streams: whether its upstream can stream answers, so that a call the client did not
+            stream can be read as a stream and stopped at its hold (images and audio cannot).
     """
 
     dialect: str
     family: str
     path: str
     charged: bool = True
+    streams: bool = True
 
     def upstream_path(self, body: Mapping[str, Any]) -> str:
         """The path to call on an upstream, relative to the family's base URL (OpenAI bases end

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from tokenward.core.dialects.gemini import generated_text
 from tokenward.core.estimate import Estimate, estimate_gemini
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, head, require
 from tokenward.guard.wire.sse import format_event
@@ -85,16 +86,9 @@ class Gemini(Endpoint):
         return body, True
 
     def response_text(self, response: Mapping[str, Any]) -> str:
-        """The text and function-call arguments of every candidate."""
-        pieces: list[str] = []
-        for candidate in response.get("candidates") or ():
-            content = candidate.get("content") if isinstance(candidate, Mapping) else None
-            for part in (content or {}).get("parts") or ():
-                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    pieces.append(part["text"])
-                elif isinstance(part, Mapping) and isinstance(part.get("functionCall"), Mapping):
-                    pieces.append(json.dumps(part["functionCall"]))
-        return "".join(pieces)
+        """The text of every candidate: answer and thought parts, code written for code
+        execution, function-call names and arguments."""
+        return generated_text(response)[0]
 
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
         """The chunk whose candidate has a ``finishReason`` is the last."""

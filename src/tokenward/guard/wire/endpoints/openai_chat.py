@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from tokenward.core.dialects.openai_chat import delta_text
 from tokenward.core.estimate import Estimate, estimate_openai_chat
 from tokenward.guard.wire.endpoints.base import (
     Endpoint,
@@ -91,17 +92,14 @@ class OpenAIChat(Endpoint):
         return {**body, "stream_options": options}, wanted
 
     def response_text(self, response: Mapping[str, Any]) -> str:
-        """Every choice's message text, reasoning and tool-call arguments."""
+        """Every choice's generated text: content, reasoning, refusal, tool-call and legacy
+        ``function_call`` names and arguments, audio transcript (:func:`delta_text`)."""
         pieces: list[str] = []
-        for choice in response.get("choices") or ():
+        choices = response.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             message = choice.get("message") if isinstance(choice, Mapping) else None
-            if not isinstance(message, Mapping):
-                continue
-            pieces += [message[k] for k in _TEXT_KEYS if isinstance(message.get(k), str)]
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") if isinstance(call, Mapping) else None
-                if isinstance(function, Mapping):
-                    pieces += [function[k] for k in ("name", "arguments") if isinstance(function.get(k), str)]
+            if isinstance(message, Mapping):
+                pieces.append(delta_text(message))
         return "".join(pieces)
 
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
@@ -141,6 +139,12 @@ class OpenAIChat(Endpoint):
                 calls.append(call)
             if calls:
                 delta["tool_calls"] = calls
+            for key, field in (("function_call", "arguments"), ("audio", "transcript")):
+                part = delta.get(key)
+                if isinstance(part, Mapping) and isinstance(part.get(field), str):
+                    kept, used = head(part[field], left, encoding)
+                    delta[key] = {**part, field: kept}
+                    left -= used
             choices.append({**choice, "delta": delta, "finish_reason": None})
         return {**event, "choices": choices}
 

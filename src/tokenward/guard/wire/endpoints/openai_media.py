@@ -96,6 +96,7 @@ class _Media(Endpoint):
 
     family = "openai"
     media_kind = ""
+    streams = False
 
     def requested_max(self, body: Mapping[str, Any]) -> int | None:
         """No output bound is sent: the hold is the whole worst case."""

@@ -33,8 +33,14 @@ __all__ = ["OpenAIResponses"]
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 _DELTAS = (
     "response.output_text.delta",
+    "response.refusal.delta",
     "response.reasoning_text.delta",
+    "response.reasoning_summary_text.delta",
     "response.function_call_arguments.delta",
+    "response.custom_tool_call_input.delta",
+    "response.mcp_call_arguments.delta",
+    "response.code_interpreter_call_code.delta",
+    "response.audio.transcript.delta",
 )
 
 
@@ -84,17 +90,22 @@ class OpenAIResponses(Endpoint):
         return body, True
 
     def response_text(self, response: Mapping[str, Any]) -> str:
-        """Text, reasoning summaries and function-call arguments of every output item."""
+        """The generated text of every output item: message text and refusals, reasoning text
+        and summaries, function, custom-tool and MCP call names and arguments, code written for
+        the code interpreter."""
         pieces: list[str] = []
-        for item in response.get("output") or ():
+        output = response.get("output")
+        for item in output if isinstance(output, list) else ():
             if not isinstance(item, Mapping):
                 continue
-            for part in item.get("content") or item.get("summary") or ():
-                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    pieces.append(part["text"])
-            for key in ("arguments", "name"):
-                if isinstance(item.get(key), str):
-                    pieces.append(item[key])
+            for key in ("content", "summary"):
+                parts = item.get(key)
+                for part in parts if isinstance(parts, list) else ():
+                    if isinstance(part, Mapping):
+                        pieces += [part[k] for k in ("text", "refusal") if isinstance(part.get(k), str)]
+            pieces += [
+                item[k] for k in ("name", "arguments", "input", "code") if isinstance(item.get(k), str)
+            ]
         return "".join(pieces)
 
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
