@@ -145,13 +145,20 @@ def watch_balances(path: str, budget: str, limit: str, stop: Event, results: Any
     results.put((samples, str(worst)))
 
 
-def reserve_then_wait(url: str, amount: str, ttl_seconds: float, pipe: Connection) -> None:
-    """Reserve ``amount`` for user proc0, send the reservation id, then wait to be killed."""
+def reserve_then_wait(
+    url: str, amount: str, ttl_seconds: float, pipe: Connection, forwarded: bool = False
+) -> None:
+    """Reserve ``amount`` for user proc0 (for a call forwarded to a provider, with
+    ``forwarded``), send the reservation id, then wait to be killed."""
     import time
 
     ledger = SQLiteLedger(url)
     reservation = ledger.reserve(
-        user_subject(0), {"cost_usd": Decimal(amount)}, ttl=timedelta(seconds=ttl_seconds)
+        user_subject(0),
+        {"cost_usd": Decimal(amount)},
+        ttl=timedelta(seconds=ttl_seconds),
+        idempotency_key="req-killed",
+        forwarded=forwarded,
     )
     pipe.send(reservation.id)
     time.sleep(600)

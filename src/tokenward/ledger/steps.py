@@ -29,7 +29,10 @@ from tokenward.core.decide import (
 from tokenward.core.events import UsageEvent
 from tokenward.errors import BudgetError, BudgetExceeded, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
-from tokenward.ledger.primitives import Primitives
+from tokenward.ledger.normalise import check_subject, storable_event
+from tokenward.ledger.owner import is_dead, this_process
+from tokenward.ledger.leases import LeaseSteps
+from tokenward.ledger.reclaim import correction_event, is_late_settlement, reclaimed_event
 from tokenward.ledger.records import BudgetInstance, StopMarker, ThresholdEvent
 from tokenward.ledger.rows import (
     ZERO,
@@ -54,8 +57,9 @@ from tokenward.numbers import plain
 __all__ = ["LedgerSteps"]
 
 
-class LedgerSteps(Primitives):
-    """Budgets, balances, reserve / admit / settle / release / reap, and usage events."""
+class LedgerSteps(LeaseSteps):
+    """Budgets, balances, reserve / admit / settle / release / reap, usage events, and the
+    leases of shared sessions (:mod:`.leases`)."""
 
     # -- budgets ---------------------------------------------------------------------------------
     def put_budget(self, budget: Budget) -> None:
@@ -115,12 +119,64 @@ class LedgerSteps(Primitives):
         with self._transaction(write=False):
             return sorted(self._query_instances(budget), key=lambda i: (i.created_at, i.subject_id))
 
-    # -- reaping ---------------------------------------------------------------------------------
+    # -- reaping and reclaiming ------------------------------------------------------------------
     def _reap(self, now: datetime) -> int:
+        """Expire reservations past their time to live: release the holds of those never
+        forwarded, charge the holds of forwarded ones (:mod:`.reclaim`); now and then, end the
+        shared sessions whose leases all expired (:mod:`.leases`)."""
+        if self._leases_due(now):
+            self._end_expired(now, None)
         expired = self._expire(now)
         if expired:
-            self._release([hold for reservation in expired for hold in reservation.holds])
+            self._release([h for r in expired if not r.forwarded for h in r.holds])
+            for reservation in expired:
+                if reservation.forwarded:
+                    self._reclaim(reservation, now, "expired")
         return len(expired)
+
+    def _reclaim(self, reservation: Reservation, now: datetime, reason: str) -> None:
+        """Charge a forwarded reservation's hold (it is no longer active: expired, or its owner
+        died) and record its ``reclaimed`` event, unless the call was settled already."""
+        self._set_state(reservation.id, "reclaimed")
+        event = reclaimed_event(reservation, now, reason)
+        if not self._insert_event(event):  # settled meanwhile: only its hold is left to drop
+            self._release(reservation.holds)
+            return
+        snapshot = self._snapshot()
+        self._apply(
+            snapshot,
+            applicable(snapshot.budgets, reservation.subject),
+            event.charged,
+            reservation.created_at,
+            now,
+            subject=reservation.subject,
+            request_id=event.request_id,
+            releases=reservation.holds,
+        )
+
+    def reclaim_dead(self) -> int:
+        """Finish the active reservations of processes of this machine that died (see
+        :func:`tokenward.ledger.owner.is_dead`): forwarded ones are charged their hold
+        (:mod:`.reclaim`), the others released. Backends run it when they open, so a restart
+        reclaims at once what the dead process held instead of waiting for the time to live.
+
+        Returns:
+            How many reservations were finished.
+        """
+        with self._transaction(write=False):
+            owners = [owner for owner in self._active_owners() if is_dead(owner)]
+        if not owners:
+            return 0
+        now = self.clock.now()
+        with self._write():
+            found = self._owned_active(owners)
+            for reservation in found:
+                if reservation.forwarded:
+                    self._reclaim(reservation, now, "owner_dead")
+                else:
+                    self._release(reservation.holds)
+                    self._set_state(reservation.id, "released")
+        return len(found)
 
     def _release(self, holds: Sequence[Hold]) -> None:
         if not holds:
@@ -131,9 +187,13 @@ class LedgerSteps(Primitives):
         )
 
     def reap(self) -> int:
-        """Expire reservations past their time to live, releasing their holds; returns how many."""
+        """Expire reservations past their time to live, releasing their holds (charging those of
+        forwarded ones), and end the shared sessions whose leases all expired; returns how many
+        reservations expired."""
+        now = self.clock.now()
         with self._write():
-            return self._reap(self.clock.now())
+            self._end_expired(now, None)
+            return self._reap(now)
 
     # -- admission -------------------------------------------------------------------------------
     def _refuse(
@@ -192,6 +252,7 @@ class LedgerSteps(Primitives):
         idempotency_key: str | None,
         metadata: Mapping[str, Any] | None,
         shadow: Sequence[BudgetExceeded] = (),
+        forwarded: bool = False,
     ) -> tuple[Reservation, bool]:
         """Hold ``amounts``; returns the reservation and whether it is new (False: the
         idempotency key was already taken, and that reservation is returned, holding nothing)."""
@@ -209,6 +270,8 @@ class LedgerSteps(Primitives):
             expires_at=now + ttl,
             idempotency_key=idempotency_key,
             metadata=dict(metadata or {}),
+            forwarded=forwarded,
+            owner=this_process(),
         )
         if not self._put_reservation(reservation):  # the key is taken: hold nothing
             return self._find_idempotent(idempotency_key), False  # type: ignore[arg-type,return-value]
@@ -276,19 +339,24 @@ class LedgerSteps(Primitives):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> Reservation:
         """Hold ``amounts`` (by meter) on every applicable budget, all or nothing.
 
         Only the meters in ``amounts`` are checked: for each hard budget of such a meter,
         ``spent + held + amount <= limit`` (a zero amount always fits). Shadow budgets that would
-        refuse are recorded (:meth:`shadow_denials`).
+        refuse are recorded (:meth:`shadow_denials`). With ``forwarded`` the reservation is
+        marked, in the same write, as made for a call that goes to a provider: never settled, it
+        is charged its hold (:mod:`.reclaim`), never released for free.
 
         Raises:
             BudgetExceeded: the first hard budget that cannot take the hold; nothing is held.
             Stopped: the subject's session or task was ended by a ``stop`` budget.
-            ValidationError: an amount that is not a finite, non-negative Decimal.
+            ValidationError: an amount that is not a finite, non-negative Decimal; a subject
+                value no store can keep (NUL).
         """
         check_amounts(amounts, "reserve amounts")
+        check_subject(subject)
 
         def judge(balances: list[Balance]) -> tuple[BudgetError | None, Any]:
             return admission_check(balances, amounts), None
@@ -304,6 +372,7 @@ class LedgerSteps(Primitives):
                 idempotency_key,
                 metadata,
                 shadow_check(balances, amounts),
+                forwarded,
             )[0]
 
         return self._admission(subject, idempotency_key, judge, take)  # type: ignore[no-any-return]
@@ -316,15 +385,19 @@ class LedgerSteps(Primitives):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> tuple[Decision, Reservation]:
         """Decide (clamp or deny, :func:`~tokenward.core.decide.decide`) and reserve, in one
-        transaction: the decision is made on the balances the hold is taken against.
+        transaction: the decision is made on the balances the hold is taken against. With
+        ``forwarded``, as :meth:`reserve`.
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the plan's minimum output.
             Stopped: the subject's session or task was ended by a ``stop`` budget.
             UnpricedCall: a hard cost budget applies and the model is unpriced.
+            ValidationError: a subject value no store can keep (NUL).
         """
+        check_subject(subject)
 
         def judge(balances: list[Balance]) -> tuple[BudgetError | None, Any]:
             try:
@@ -343,6 +416,7 @@ class LedgerSteps(Primitives):
                 idempotency_key,
                 metadata,
                 decision.shadow,
+                forwarded,
             )
             return (decision, reservation) if fresh else (decision_of(reservation), reservation)
 
@@ -431,13 +505,20 @@ class LedgerSteps(Primitives):
         reservation that expired or was released still charges (the call happened). Threshold
         events and stop markers the charge causes are written in the same transaction.
 
+        Strings no store can keep (NUL) are replaced and flagged (:mod:`.normalise`). The real
+        settlement of a call whose hold was reclaimed meanwhile is recorded as a correction
+        (:func:`~tokenward.ledger.reclaim.correction_event`): the call is charged what it cost,
+        once.
+
         Returns:
-            The stored event (the earlier one, when this request id was already settled).
+            The stored event (the earlier one, when this request id was already settled; the
+            event as settled, when it corrected a reclaimed hold).
 
         Raises:
             ValidationError: a charged amount that is not a finite, non-negative Decimal.
         """
         check_amounts(event.charged, f"event {event.request_id!r}: charged")
+        event = storable_event(event)
         now = self.clock.now()
         with self._write():
             reservation = self._get_reservation(reservation_id) if reservation_id else None
@@ -446,7 +527,11 @@ class LedgerSteps(Primitives):
                 at = reservation.created_at
                 event = event.with_reservation(reservation.id, reservation.amounts)
             if not self._insert_event(event):
-                return self._get_event(event.request_id)  # type: ignore[return-value]
+                stored = self._get_event(event.request_id)
+                if stored is not None and is_late_settlement(stored, event):
+                    self._correct(stored, event, stored.at, now)
+                    return event
+                return stored  # type: ignore[return-value]
             releases: Sequence[Hold] = ()
             if reservation is not None:
                 releases = reservation.holds if reservation.state == "active" else ()
@@ -463,6 +548,22 @@ class LedgerSteps(Primitives):
                 releases=releases,
             )
             return event
+
+    def _correct(self, reclaimed: UsageEvent, real: UsageEvent, at: datetime, now: datetime) -> None:
+        """Record the correction of a reclaimed hold by the call's real settlement (once)."""
+        correction = correction_event(reclaimed, real)
+        if not self._insert_event(correction):
+            return
+        snapshot = self._snapshot()
+        self._apply(
+            snapshot,
+            applicable(snapshot.budgets, correction.subject),
+            correction.charged,
+            at,
+            now,
+            subject=correction.subject,
+            request_id=correction.request_id,
+        )
 
     def release(self, reservation_id: str) -> bool:
         """Drop an active hold without charging; returns whether anything was released."""
@@ -491,6 +592,21 @@ class LedgerSteps(Primitives):
         """A reservation by id, in any state."""
         with self._transaction(write=False):
             return self._get_reservation(reservation_id)
+
+    def event_by_response_id(self, response_id: str) -> UsageEvent | None:
+        """The usage event of the call a provider answered with ``response_id`` (the event's
+        ``metadata.response_id``, indexed), or None: how the cost of an OpenAI Responses
+        ``previous_response_id`` chain is found."""
+        with self._transaction(write=False):
+            return self._event_by_response(response_id)
+
+    def disputed_events(self, *, since: datetime | None = None, limit: int | None = None) -> list[UsageEvent]:
+        """Usage events marked disputed (charged at our own count because the provider reported
+        less), in time order, from ``since`` (inclusive) on."""
+        since = utc(since) if since is not None else None
+        limit = page(None, limit)[1]
+        with self._transaction(write=False):
+            return self._query_disputed(since, limit)
 
     def events(
         self,
