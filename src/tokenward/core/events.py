@@ -16,7 +16,9 @@ from tokenward.numbers import plain
 
 __all__ = ["STATUSES", "Status", "UsageEvent"]
 
-Status = Literal["ok", "cut_off", "client_aborted", "upstream_error", "stream_broken", "replayed", "reclaimed"]
+Status = Literal[
+    "ok", "cut_off", "client_aborted", "upstream_error", "stream_broken", "replayed", "reclaimed"
+]
 STATUSES: tuple[str, ...] = (
     "ok",
     "cut_off",

@@ -94,4 +94,6 @@ def check_subject(subject: Subject) -> None:
             raise ValidationError(f"subject {scope}: NUL and lone surrogates are not allowed", field=scope)
     for name, value in subject.tags:
         if _UNSTORABLE.search(name) or _UNSTORABLE.search(value):
-            raise ValidationError(f"subject tag {name!r}: NUL and lone surrogates are not allowed", field="tags")
+            raise ValidationError(
+                f"subject tag {name!r}: NUL and lone surrogates are not allowed", field="tags"
+            )

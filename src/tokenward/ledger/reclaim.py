@@ -92,11 +92,7 @@ def correction_event(reclaimed: UsageEvent, real: UsageEvent) -> UsageEvent:
         meter: real.charged.get(meter, Decimal(0)) - reclaimed.charged.get(meter, Decimal(0))
         for meter in meters
     }
-    cost: Decimal | None
-    if real.cost_usd is None:
-        cost = None
-    else:
-        cost = real.cost_usd - (reclaimed.cost_usd or Decimal(0))
+    cost = None if real.cost_usd is None else real.cost_usd - (reclaimed.cost_usd or Decimal(0))
     return UsageEvent(
         request_id=f"{reclaimed.request_id}{CORRECTION_SUFFIX}",
         at=real.at,

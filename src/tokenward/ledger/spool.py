@@ -275,7 +275,9 @@ class Spool:
     def quarantined(self, limit: int | None = None) -> list[Quarantined]:
         """The quarantined entries, oldest first."""
         sql = "SELECT id, kind, payload, created_at, quarantined_at, attempts, error FROM quarantine ORDER BY id"
-        rows = self._run(sql + (" LIMIT ?" if limit is not None else ""), (limit,) if limit is not None else ())
+        rows = self._run(
+            sql + (" LIMIT ?" if limit is not None else ""), (limit,) if limit is not None else ()
+        )
         return [Quarantined(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
     def requeue(self, ids: Iterable[int] | None = None) -> int:

@@ -29,9 +29,9 @@ from tokenward.core.decide import (
 from tokenward.core.events import UsageEvent
 from tokenward.errors import BudgetError, BudgetExceeded, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
+from tokenward.ledger.leases import LeaseSteps
 from tokenward.ledger.normalise import check_subject, storable_event
 from tokenward.ledger.owner import is_dead, this_process
-from tokenward.ledger.leases import LeaseSteps
 from tokenward.ledger.reclaim import correction_event, is_late_settlement, reclaimed_event
 from tokenward.ledger.records import BudgetInstance, StopMarker, ThresholdEvent
 from tokenward.ledger.rows import (

@@ -43,7 +43,7 @@ from tokenward.core.budgets import Budget, Subject
 from tokenward.core.decide import CallPlan, Decision, decide
 from tokenward.core.events import UsageEvent
 from tokenward.core.usage import Usage
-from tokenward.errors import BudgetError, LedgerError, StoreUnavailable
+from tokenward.errors import LedgerError, StoreUnavailable
 from tokenward.ledger.base import DEFAULT_TTL, Reservation, new_id
 from tokenward.ledger.failover import (
     StoreHealth,
@@ -314,7 +314,9 @@ class PostgresLedger(SpooledWrites, PostgresStore):
             )
         elif entry.kind == "audit":
             details = payload["details"]
-            self._retrying(PostgresStore.audit, self, "tokenward", payload["action"], self.health.store, after=details)
+            self._retrying(
+                PostgresStore.audit, self, "tokenward", payload["action"], self.health.store, after=details
+            )
         else:  # pragma: no cover - written by a newer tokenward
             raise LedgerError(f"unknown spool entry kind {entry.kind!r}")
 

@@ -121,7 +121,9 @@ def drain_step(ledger: DrainedLedger) -> bool:
         _unavailable(ledger, entries, exc)
         return False
     except Exception as exc:
-        log.warning("a store refused a batch of %d spooled entries (%s); moving them one by one", len(entries), exc)
+        log.warning(
+            "a store refused a batch of %d spooled entries (%s); moving them one by one", len(entries), exc
+        )
         return _drain_singly(ledger, entries)
     ledger.spool.done([e.id for e in entries])
     return True
@@ -166,7 +168,12 @@ def quarantined(spool: Spool, entry: SpoolEntry, error: str) -> None:
     )
     if entry.kind == "audit":
         return
-    details: dict[str, Any] = {"spool": str(spool.path), "entry": entry.id, "kind": entry.kind, "error": error}
+    details: dict[str, Any] = {
+        "spool": str(spool.path),
+        "entry": entry.id,
+        "kind": entry.kind,
+        "error": error,
+    }
     request_id = (entry.payload.get("event") or {}).get("request_id")
     if request_id:
         details["request_id"] = request_id

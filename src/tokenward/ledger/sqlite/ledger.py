@@ -267,7 +267,9 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
     def _replay_entry(self, entry: SpoolEntry) -> None:
         payload = entry.payload
         if entry.kind == "settle":
-            TransactionalLedger.settle(self, payload["reservation_id"], UsageEvent.from_dict(payload["event"]))
+            TransactionalLedger.settle(
+                self, payload["reservation_id"], UsageEvent.from_dict(payload["event"])
+            )
         elif entry.kind == "release":
             TransactionalLedger.release(self, payload["reservation_id"])
         elif entry.kind == "audit":
@@ -399,7 +401,8 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
     def _owned_active(self, owners: Sequence[str]) -> list[Reservation]:
         marks = ", ".join("?" * len(owners))
         rows = self._execute(
-            f"SELECT * FROM reservations WHERE state = 'active' AND owner IN ({marks}) ORDER BY id", list(owners)
+            f"SELECT * FROM reservations WHERE state = 'active' AND owner IN ({marks}) ORDER BY id",
+            list(owners),
         ).fetchall()
         return [_reservation_from_row(row) for row in rows]
 
