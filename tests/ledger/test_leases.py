@@ -37,7 +37,7 @@ def test_the_budget_stays_until_the_last_member_leaves(backend: Backend, ledger:
     assert other.get_budget("session=task-42:total_tokens") == _budget(1000)  # worker-b still runs
     assert other.leave_lease(KEY, "worker-b") is True
     assert ledger.get_budget("session=task-42:total_tokens") is None
-    assert ledger.lease_group(KEY) is None  # type: ignore[attr-defined]
+    assert ledger.lease_group(KEY) is None
 
 
 def test_two_different_declarations_are_a_config_error_naming_both(ledger: Ledger) -> None:

@@ -30,7 +30,7 @@ from tests.ledger.backends import (
 )
 from tests.ledger.helpers import ALICE, BOB, T0, D, cost_budget, event, spent_held, usd
 from tokenward.cli.main import app
-from tokenward.ledger import open_ledger, spool_path
+from tokenward.ledger import open_ledger
 from tokenward.ledger.spool import Spool
 
 runner = CliRunner()
@@ -99,6 +99,8 @@ def test_a_refused_postgres_settle_is_quarantined_and_retried_from_the_cli(tmp_p
     finally:
         ledger.close()
         drop_postgres_schema(url)
+    from tokenward.ledger import spool_path
+
     spool = Spool(spool_path(url))  # type: ignore[arg-type]
     try:
         assert spool.quarantined() == [] and spool.pending() == 0
@@ -121,6 +123,8 @@ def test_a_refused_event_never_holds_back_another_users_event_on_redis(tmp_path:
         ledger.settle(None, event(BOB, usd("2"), at=T0, request_id="bob-1"))
         assert ledger.flush(15) == 0  # type: ignore[attr-defined]
         assert [e.request_id for e in ledger.events()] == ["bob-1"]  # bob's event landed
+        from tokenward.ledger import spool_path
+
         spool = Spool(spool_path(url))  # type: ignore[arg-type]
         try:
             (entry,) = spool.quarantined()

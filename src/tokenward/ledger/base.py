@@ -58,6 +58,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     KeyRecord,
+    LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
@@ -300,6 +301,14 @@ class Ledger(Protocol):
 
     def leave_lease(self, key: str, holder: str) -> bool:
         """Give a lease back; the last one out deletes the session's budgets (returns whether)."""
+        ...
+
+    def reap_leases(self) -> bool:
+        """End the sessions whose leases all expired (returns whether budgets were deleted)."""
+        ...
+
+    def lease_group(self, key: str) -> LeaseGroup | None:
+        """A shared session as it is now, or None when it is not open."""
         ...
 
     def reservation(self, reservation_id: str) -> Reservation | None:

@@ -21,12 +21,12 @@ from tokenward.core.calibration import EstimateStats
 from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.base import Reservation
-from tokenward.ledger.leases import LeaseGroup
 from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
     KeyRecord,
+    LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,

@@ -14,22 +14,29 @@ replayed from a spool), it does not charge the call a second time: a *correction
 charge and the hold (signed: usually a refund), so the two events together charge exactly what
 the call cost.
 
-Pure functions; every backend calls them inside its own transaction or script.
+The pure functions build the events; :class:`ReclaimSteps` applies them for the transactional
+backends (memory, SQLite, PostgreSQL), inside the store's transaction; the Redis ledger does the
+same with its scripts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import abc
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenward.core.budgets import Budget, Subject, applicable
 from tokenward.core.events import UsageEvent
 from tokenward.core.usage import Usage
-from tokenward.ledger.base import Reservation
+from tokenward.ledger.base import Hold, Reservation
+from tokenward.ledger.leases import LeaseSteps
+from tokenward.ledger.owner import is_dead
+from tokenward.ledger.rows import Snapshot
 from tokenward.numbers import plain
 
-__all__ = ["CORRECTION_SUFFIX", "correction_event", "is_late_settlement", "reclaimed_event"]
+__all__ = ["CORRECTION_SUFFIX", "ReclaimSteps", "correction_event", "is_late_settlement", "reclaimed_event"]
 
 CORRECTION_SUFFIX = ":correction"
 """Appended to a request id for the correction event of a late settlement."""
@@ -117,3 +124,108 @@ def correction_event(reclaimed: UsageEvent, real: UsageEvent) -> UsageEvent:
             "cost_usd_in_full": None if real.cost_usd is None else plain(real.cost_usd),
         },
     )
+
+
+class ReclaimSteps(LeaseSteps, abc.ABC):
+    """Reaping, reclaiming and correcting, over a transactional store's primitives (mixed into
+    :class:`~tokenward.ledger.steps.LedgerSteps`, which provides ``_apply`` and ``_release``)."""
+
+    @abc.abstractmethod
+    def _apply(
+        self,
+        snapshot: Snapshot,
+        targets: Sequence[tuple[Budget, str]],
+        amounts: Mapping[str, Decimal],
+        at: datetime,
+        now: datetime,
+        *,
+        subject: Subject,
+        request_id: str | None,
+        releases: Sequence[Hold] = (),
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def _release(self, holds: Sequence[Hold]) -> None: ...
+
+    def _reap(self, now: datetime) -> int:
+        """Expire reservations past their time to live: release the holds of those never
+        forwarded, charge the holds of forwarded ones (:mod:`.reclaim`); now and then, end the
+        shared sessions whose leases all expired (:mod:`.leases`)."""
+        if self._leases_due(now):
+            self._end_expired(now, None)
+        expired = self._expire(now)
+        if expired:
+            self._release([h for r in expired if not r.forwarded for h in r.holds])
+            for reservation in expired:
+                if reservation.forwarded:
+                    self._reclaim(reservation, now, "expired")
+        return len(expired)
+
+    def _reclaim(self, reservation: Reservation, now: datetime, reason: str) -> None:
+        """Charge a forwarded reservation's hold (it is no longer active: expired, or its owner
+        died) and record its ``reclaimed`` event, unless the call was settled already."""
+        self._set_state(reservation.id, "reclaimed")
+        event = reclaimed_event(reservation, now, reason)
+        if not self._insert_event(event):  # settled meanwhile: only its hold is left to drop
+            self._release(reservation.holds)
+            return
+        snapshot = self._snapshot()
+        self._apply(
+            snapshot,
+            applicable(snapshot.budgets, reservation.subject),
+            event.charged,
+            reservation.created_at,
+            now,
+            subject=reservation.subject,
+            request_id=event.request_id,
+            releases=reservation.holds,
+        )
+
+    def reclaim_dead(self) -> int:
+        """Finish the active reservations of processes of this machine that died (see
+        :func:`tokenward.ledger.owner.is_dead`): forwarded ones are charged their hold
+        (:mod:`.reclaim`), the others released. Backends run it when they open, so a restart
+        reclaims at once what the dead process held instead of waiting for the time to live.
+
+        Returns:
+            How many reservations were finished.
+        """
+        with self._transaction(write=False):
+            owners = [owner for owner in self._active_owners() if is_dead(owner)]
+        if not owners:
+            return 0
+        now = self.clock.now()
+        with self._write():
+            found = self._owned_active(owners)
+            for reservation in found:
+                if reservation.forwarded:
+                    self._reclaim(reservation, now, "owner_dead")
+                else:
+                    self._release(reservation.holds)
+                    self._set_state(reservation.id, "released")
+        return len(found)
+
+    def reap(self) -> int:
+        """Expire reservations past their time to live, releasing their holds (charging those of
+        forwarded ones), and end the shared sessions whose leases all expired; returns how many
+        reservations expired."""
+        now = self.clock.now()
+        with self._write():
+            self._end_expired(now, None)
+            return self._reap(now)
+
+    def _correct(self, reclaimed: UsageEvent, real: UsageEvent, at: datetime, now: datetime) -> None:
+        """Record the correction of a reclaimed hold by the call's real settlement (once)."""
+        correction = correction_event(reclaimed, real)
+        if not self._insert_event(correction):
+            return
+        snapshot = self._snapshot()
+        self._apply(
+            snapshot,
+            applicable(snapshot.budgets, correction.subject),
+            correction.charged,
+            at,
+            now,
+            subject=correction.subject,
+            request_id=correction.request_id,
+        )

@@ -29,10 +29,9 @@ from tokenward.core.decide import (
 from tokenward.core.events import UsageEvent
 from tokenward.errors import BudgetError, BudgetExceeded, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
-from tokenward.ledger.leases import LeaseSteps
 from tokenward.ledger.normalise import check_subject, storable_event
-from tokenward.ledger.owner import is_dead, this_process
-from tokenward.ledger.reclaim import correction_event, is_late_settlement, reclaimed_event
+from tokenward.ledger.owner import this_process
+from tokenward.ledger.reclaim import ReclaimSteps, is_late_settlement
 from tokenward.ledger.records import BudgetInstance, StopMarker, ThresholdEvent
 from tokenward.ledger.rows import (
     ZERO,
@@ -57,9 +56,9 @@ from tokenward.numbers import plain
 __all__ = ["LedgerSteps"]
 
 
-class LedgerSteps(LeaseSteps):
-    """Budgets, balances, reserve / admit / settle / release / reap, usage events, and the
-    leases of shared sessions (:mod:`.leases`)."""
+class LedgerSteps(ReclaimSteps):
+    """Budgets, balances, reserve / admit / settle / release, usage events; reaping and
+    reclaiming (:mod:`.reclaim`) and the leases of shared sessions (:mod:`.leases`)."""
 
     # -- budgets ---------------------------------------------------------------------------------
     def put_budget(self, budget: Budget) -> None:
@@ -119,65 +118,7 @@ class LedgerSteps(LeaseSteps):
         with self._transaction(write=False):
             return sorted(self._query_instances(budget), key=lambda i: (i.created_at, i.subject_id))
 
-    # -- reaping and reclaiming ------------------------------------------------------------------
-    def _reap(self, now: datetime) -> int:
-        """Expire reservations past their time to live: release the holds of those never
-        forwarded, charge the holds of forwarded ones (:mod:`.reclaim`); now and then, end the
-        shared sessions whose leases all expired (:mod:`.leases`)."""
-        if self._leases_due(now):
-            self._end_expired(now, None)
-        expired = self._expire(now)
-        if expired:
-            self._release([h for r in expired if not r.forwarded for h in r.holds])
-            for reservation in expired:
-                if reservation.forwarded:
-                    self._reclaim(reservation, now, "expired")
-        return len(expired)
-
-    def _reclaim(self, reservation: Reservation, now: datetime, reason: str) -> None:
-        """Charge a forwarded reservation's hold (it is no longer active: expired, or its owner
-        died) and record its ``reclaimed`` event, unless the call was settled already."""
-        self._set_state(reservation.id, "reclaimed")
-        event = reclaimed_event(reservation, now, reason)
-        if not self._insert_event(event):  # settled meanwhile: only its hold is left to drop
-            self._release(reservation.holds)
-            return
-        snapshot = self._snapshot()
-        self._apply(
-            snapshot,
-            applicable(snapshot.budgets, reservation.subject),
-            event.charged,
-            reservation.created_at,
-            now,
-            subject=reservation.subject,
-            request_id=event.request_id,
-            releases=reservation.holds,
-        )
-
-    def reclaim_dead(self) -> int:
-        """Finish the active reservations of processes of this machine that died (see
-        :func:`tokenward.ledger.owner.is_dead`): forwarded ones are charged their hold
-        (:mod:`.reclaim`), the others released. Backends run it when they open, so a restart
-        reclaims at once what the dead process held instead of waiting for the time to live.
-
-        Returns:
-            How many reservations were finished.
-        """
-        with self._transaction(write=False):
-            owners = [owner for owner in self._active_owners() if is_dead(owner)]
-        if not owners:
-            return 0
-        now = self.clock.now()
-        with self._write():
-            found = self._owned_active(owners)
-            for reservation in found:
-                if reservation.forwarded:
-                    self._reclaim(reservation, now, "owner_dead")
-                else:
-                    self._release(reservation.holds)
-                    self._set_state(reservation.id, "released")
-        return len(found)
-
+    # -- releasing -------------------------------------------------------------------------------
     def _release(self, holds: Sequence[Hold]) -> None:
         if not holds:
             return
@@ -185,15 +126,6 @@ class LedgerSteps(LeaseSteps):
         self._write_rows(
             merge(rows, [((h.budget, h.subject_id, h.window_key), ZERO, -h.amount) for h in holds])
         )
-
-    def reap(self) -> int:
-        """Expire reservations past their time to live, releasing their holds (charging those of
-        forwarded ones), and end the shared sessions whose leases all expired; returns how many
-        reservations expired."""
-        now = self.clock.now()
-        with self._write():
-            self._end_expired(now, None)
-            return self._reap(now)
 
     # -- admission -------------------------------------------------------------------------------
     def _refuse(
@@ -548,22 +480,6 @@ class LedgerSteps(LeaseSteps):
                 releases=releases,
             )
             return event
-
-    def _correct(self, reclaimed: UsageEvent, real: UsageEvent, at: datetime, now: datetime) -> None:
-        """Record the correction of a reclaimed hold by the call's real settlement (once)."""
-        correction = correction_event(reclaimed, real)
-        if not self._insert_event(correction):
-            return
-        snapshot = self._snapshot()
-        self._apply(
-            snapshot,
-            applicable(snapshot.budgets, correction.subject),
-            correction.charged,
-            at,
-            now,
-            subject=correction.subject,
-            request_id=correction.request_id,
-        )
 
     def release(self, reservation_id: str) -> bool:
         """Drop an active hold without charging; returns whether anything was released."""

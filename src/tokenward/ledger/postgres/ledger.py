@@ -115,6 +115,21 @@ class PostgresLedger(SpooledWrites, PostgresStore):
     def adjust(self, *args: Any, **kwargs: Any) -> Any:
         return self._retrying(super().adjust, *args, **kwargs)
 
+    def reclaim_dead(self) -> int:
+        return self._retrying(super().reclaim_dead)
+
+    def join_lease(self, *args: Any, **kwargs: Any) -> bool:
+        return self._retrying(super().join_lease, *args, **kwargs)
+
+    def renew_lease(self, key: str, holder: str, ttl: timedelta) -> bool:
+        return self._retrying(super().renew_lease, key, holder, ttl)
+
+    def leave_lease(self, key: str, holder: str) -> bool:
+        return self._retrying(super().leave_lease, key, holder)
+
+    def reap_leases(self) -> bool:
+        return self._retrying(super().reap_leases)
+
     def record_estimate(self, model: str, estimated: int, actual: int) -> None:
         """As the contract; while PostgreSQL is unreachable the observation is spooled."""
         try:

@@ -32,10 +32,9 @@ from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError, MissingDependency, StoreUnavailable
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import redact
-from tokenward.ledger.leases import LeaseGroup
 from tokenward.ledger.postgres.records import PostgresRecords, dumps
 from tokenward.ledger.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from tokenward.ledger.records import StopMarker
+from tokenward.ledger.records import LeaseGroup, StopMarker
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed
 from tokenward.ledger.spool import default_spool_path
 from tokenward.ledger.transactional import TransactionalLedger

@@ -30,12 +30,12 @@ from tokenward.errors import (
     StoreUnavailable,
 )
 from tokenward.ledger.admin import KeyIndex
-from tokenward.ledger.leases import LeaseGroup
 from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
     KeyRecord,
+    LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,

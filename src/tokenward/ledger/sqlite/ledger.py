@@ -45,9 +45,8 @@ from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError, StoreUnavailable, ValidationError
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import StoreHealth
-from tokenward.ledger.leases import LeaseGroup
 from tokenward.ledger.normalise import storable_event
-from tokenward.ledger.records import StopMarker, parse_iso
+from tokenward.ledger.records import LeaseGroup, StopMarker, parse_iso
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.spool import SpoolEntry
 from tokenward.ledger.spooled import SpooledWrites
