@@ -25,14 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ledger.backends import (
-    BACKENDS,
-    drop_postgres_schema,
-    drop_redis_prefix,
-    fresh_postgres_url,
-    fresh_redis_url,
-    require_available,
-)
+from tests.ledger.backends import BACKENDS, require_available
 from tests.support.servers import free_port, serve_gateway
 from tokenward.core.budgets import Subject
 from tokenward.ledger import open_ledger
@@ -113,22 +106,6 @@ def _fake_requests(fake_url: str) -> int:
     return len(httpx.get(f"{fake_url}/_fake/requests", timeout=10).json())
 
 
-def _store(backend: str, tmp_path: Path) -> str:
-    require_available(BACKENDS[backend])
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    if backend == "postgres":
-        return fresh_postgres_url(tmp_path)
-    return fresh_redis_url(tmp_path, events="sqlite")
-
-
-def _drop(backend: str, url: str) -> None:
-    if backend == "postgres":
-        drop_postgres_schema(url)
-    elif backend == "redis":
-        drop_redis_prefix(url)
-
-
 @pytest.mark.parametrize(
     "backend",
     [
@@ -140,7 +117,9 @@ def _drop(backend: str, url: str) -> None:
 def test_sigkill_with_30_streams_open_charges_every_call_at_restart(
     backend: str, tmp_path: Path, fake
 ) -> None:
-    url = _store(backend, tmp_path)
+    spec = BACKENDS[backend]
+    require_available(spec)
+    url = spec.make_url(tmp_path)  # Redis: its events in a SQLite file
     # a 10-minute TTL: the charges below come from the restart, not from expiry
     config = _config(tmp_path, fake.url, url, budget=1_000_000, ttl=600)
     port, log = free_port(), tmp_path / "gateway.log"
@@ -179,7 +158,7 @@ def test_sigkill_with_30_streams_open_charges_every_call_at_restart(
         assert balance.spent == sum(e.charged["total_tokens"] for e in events.values())
     finally:
         ledger.close()
-        _drop(backend, url)
+        spec.cleanup(url)
 
 
 @pytest.mark.sqlite

@@ -80,3 +80,31 @@ def test_a_nul_in_the_upstreams_model_is_recorded_not_lost(backend: str, tmp_pat
     finally:
         ledger.close()
         (drop_redis_prefix if backend == "redis" else drop_postgres_schema)(url)
+
+
+def test_a_subject_no_store_keeps_is_a_400_before_anything_is_held(start_gateway) -> None:
+    """A value the client's side controls (here a key whose name holds a NUL) is refused at
+    admission with a 400, on every backend alike (PostgreSQL refused it with a 503 and the
+    ledger's error; SQLite stored it)."""
+    import httpx
+
+    gateway = start_gateway(
+        budgets=[
+            {"name": "alice-tokens", "scope": "user", "id": "alice", "meter": "total_tokens", "limit": 1000}
+        ],
+        keys=[{"key": "tw-nul-key", "name": "bad\u0000name", "user": "alice"}],
+    )
+    reply = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]},
+        headers={"authorization": "Bearer tw-nul-key"},
+        timeout=30,
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == "key"
+    ledger = gateway.observer()
+    try:
+        (balance,) = ledger.balances(Subject(user="alice"))
+        assert (balance.spent, balance.held) == (0, 0) and ledger.events() == []
+    finally:
+        ledger.close()

@@ -153,18 +153,19 @@ def reserve_then_wait(
     import time
 
     ledger = SQLiteLedger(url)
+    marked = {"forwarded": True} if forwarded else {}
     reservation = ledger.reserve(
         user_subject(0),
         {"cost_usd": Decimal(amount)},
         ttl=timedelta(seconds=ttl_seconds),
         idempotency_key="req-killed",
-        forwarded=forwarded,
+        **marked,
     )
     pipe.send(reservation.id)
     time.sleep(600)
 
 
-def settle_under_a_stalled_lock(url: str, calls: int, pipe: Connection) -> None:
+def settle_under_a_stalled_lock(url: str, calls: int, pipe: Connection, busy_timeout: float) -> None:
     """A guarded caller, as the gateway is one: admit call ``req-i`` (retrying while the file is
     locked: nothing was forwarded yet), tell the parent, wait for its go, settle it (a settle
     that fails is logged and dropped, as the gateway's relay does), tell the parent. The parent
@@ -173,7 +174,7 @@ def settle_under_a_stalled_lock(url: str, calls: int, pipe: Connection) -> None:
     from tokenward.errors import LedgerError
     from tokenward.guard import Guard, Outcome
 
-    guard = Guard(SQLiteLedger(url))
+    guard = Guard(SQLiteLedger(url, timeout=busy_timeout))
     subject = user_subject(0)
     for i in range(calls):
         plan = CallPlan(model="gpt-4o-mini", input_tokens=10, max_output_tokens=20)

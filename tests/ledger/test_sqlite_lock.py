@@ -1,7 +1,7 @@
 """A stalled SQLite lock loses no event (issue 14, item 6).
 
 Another writer holds the ledger file's lock longer than the ledger's short busy time-out
-(``?timeout=0.2``) while a guarded caller in another process settles its calls; during the last
+(0.2 s) while a guarded caller in another process settles its calls; during the last
 lock the caller is killed with SIGKILL, mid-settle; the ledger is then opened again (a restart).
 On the branch point the settles that met the lock failed and vanished (6 of the 20 here, and the
 killed one left a hold that expired uncharged); now they wait in the spool beside the ledger and
@@ -31,17 +31,18 @@ pytestmark = [pytest.mark.sqlite, pytest.mark.slow]
 SPAWN = multiprocessing.get_context("spawn")
 CALLS = 20
 STALLED = {1, 4, 7, 10, 13, 16}  # six settles meet another writer's lock
+BUSY_TIMEOUT = 0.2  # seconds the caller's ledger waits for the lock
 LOCK_SECONDS = 0.6  # three times the busy time-out
 
 
 def test_no_settle_is_lost_to_a_stalled_lock_nor_to_a_kill_during_it(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}?timeout=0.2"
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
     setup = SQLiteLedger(url)
     setup.put_budget(Budget("each-user", "user", "total_tokens", Decimal(100000)))
     setup.close()
 
     receive, send = SPAWN.Pipe()
-    child = SPAWN.Process(target=_workers.settle_under_a_stalled_lock, args=(url, CALLS, send))
+    child = SPAWN.Process(target=_workers.settle_under_a_stalled_lock, args=(url, CALLS, send, BUSY_TIMEOUT))
     child.start()
     blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, timeout=10)
     outcomes: dict[int, str] = {}
@@ -63,6 +64,7 @@ def test_no_settle_is_lost_to_a_stalled_lock_nor_to_a_kill_during_it(tmp_path: P
                 blocker.execute("ROLLBACK")
             else:
                 receive.send("go")
+            assert receive.poll(60), "the caller never answered"
             message = receive.recv()
             outcomes[i] = message[0]
     finally:
@@ -70,8 +72,10 @@ def test_no_settle_is_lost_to_a_stalled_lock_nor_to_a_kill_during_it(tmp_path: P
         if child.is_alive():
             child.kill()
     assert child.exitcode == -signal.SIGKILL
+    # every settle the caller made returned (the branch point: six raised "database is locked")
+    assert [i for i, outcome in outcomes.items() if outcome != "settled"] == []
 
-    restarted = SQLiteLedger(url)  # replays the spool, reclaims the killed process's hold
+    restarted = SQLiteLedger(url, timeout=5)  # replays the spool, reclaims the killed process's hold
     try:
         assert restarted.flush(30) == 0
         events = {e.request_id: e for e in restarted.events()}
@@ -87,4 +91,3 @@ def test_no_settle_is_lost_to_a_stalled_lock_nor_to_a_kill_during_it(tmp_path: P
         assert (balance.spent, balance.held) == (Decimal(19 * 25 + last), Decimal(0))
     finally:
         restarted.close()
-    assert [i for i, outcome in outcomes.items() if outcome != "settled"] == []

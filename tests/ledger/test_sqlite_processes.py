@@ -206,6 +206,7 @@ def test_a_process_killed_with_sigkill_while_holding_leaks_nothing(tmp_path: Pat
     receive, send = SPAWN.Pipe(duplex=False)
     child = SPAWN.Process(target=_workers.reserve_then_wait, args=(url, "3.25", 60, send))
     child.start()
+    assert receive.poll(60), "the child never reserved"
     reservation_id = receive.recv()
     os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
     child.join(30)
@@ -237,6 +238,7 @@ def test_a_process_killed_while_its_call_is_forwarded_is_charged_its_hold_at_res
     receive, send = SPAWN.Pipe(duplex=False)
     child = SPAWN.Process(target=_workers.reserve_then_wait, args=(url, "3.25", 600, send, True))
     child.start()
+    assert receive.poll(60), "the child never reserved"
     reservation_id = receive.recv()
     os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
     child.join(30)

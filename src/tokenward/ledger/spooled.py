@@ -21,16 +21,19 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tokenward.clock import Clock
 from tokenward.core.budgets import Subject
+from tokenward.core.events import UsageEvent
 from tokenward.errors import LedgerError, StoreUnavailable
 from tokenward.ledger.failover import StoreFailure, StoreHealth, Worker
+from tokenward.ledger.normalise import storable_event
 from tokenward.ledger.spool import Spool, SpoolEntry
 
-__all__ = ["SpooledWrites"]
+__all__ = ["SpooledWrites", "alert_quarantined"]
 
 log = logging.getLogger("tokenward.ledger")
 
@@ -77,6 +80,13 @@ class SpooledWrites(abc.ABC):
             log.error("the ledger store refused a %s (kept in the spool, retried): %s", operation, exc)
         self._start_replayer()
 
+    def _spool_settle(self, reservation_id: str | None, event: UsageEvent, exc: Exception) -> UsageEvent:
+        """Keep a settlement the store did not take (made storable first); returns the event."""
+        event = storable_event(event)
+        payload = {"reservation_id": reservation_id, "event": event.to_dict()}
+        self._spool_write("settle", payload, "settle", exc, event.subject)
+        return event
+
     def _record_alert(self, action: str, details: dict[str, Any]) -> None:
         """Record an alert as an audit entry, through the spool (the store may be down)."""
         self._open_spool().append("audit", {"action": action, "details": details})
@@ -118,19 +128,7 @@ class SpooledWrites(abc.ABC):
         return bool(done)
 
     def _quarantined(self, entry: SpoolEntry, error: str) -> None:
-        log.error(
-            "spooled %s entry %d was refused by the ledger store and is quarantined (it no longer "
-            "blocks the spool; see `tokenward quarantine list`): %s",
-            entry.kind,
-            entry.id,
-            error,
-        )
-        if entry.kind != "audit":
-            details = {"spool": str(self.spool_path), "entry": entry.id, "kind": entry.kind, "error": error}
-            request_id = (entry.payload.get("event") or {}).get("request_id")
-            if request_id:
-                details["request_id"] = request_id
-            self._record_alert("ledger.quarantined", details)
+        alert_quarantined(self.spool_path, entry, error, self._record_alert)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Replay the spool now; returns how many entries still wait after ``timeout`` seconds
@@ -165,3 +163,24 @@ class SpooledWrites(abc.ABC):
             if self._spool is not None:
                 self._spool.close()
                 self._spool = None
+
+
+def alert_quarantined(
+    spool: Path, entry: SpoolEntry, error: str, record: Callable[[str, dict[str, Any]], None]
+) -> None:
+    """Alert a quarantined spool entry: an error in the log, and ``record("ledger.quarantined",
+    details)`` (the ledger makes an audit entry of it; not for an audit entry itself)."""
+    log.error(
+        "spooled %s entry %d was refused by the ledger store and is quarantined (it no longer "
+        "blocks the spool; see `tokenward quarantine list`): %s",
+        entry.kind,
+        entry.id,
+        error,
+    )
+    if entry.kind == "audit":
+        return
+    details: dict[str, Any] = {"spool": str(spool), "entry": entry.id, "kind": entry.kind, "error": error}
+    request_id = (entry.payload.get("event") or {}).get("request_id")
+    if request_id:
+        details["request_id"] = request_id
+    record("ledger.quarantined", details)

@@ -51,7 +51,6 @@ from tokenward.ledger.failover import (
     open_reservation,
     redact,
 )
-from tokenward.ledger.normalise import storable_event
 from tokenward.ledger.postgres.store import PgSettings, PostgresStore, Retry, lock_key, parse_pg_url
 from tokenward.ledger.records import KeyRecord
 from tokenward.ledger.spool import SpoolEntry
@@ -278,10 +277,7 @@ class PostgresLedger(SpooledWrites, PostgresStore):
         try:
             return self._retrying(super().settle, reservation_id, event)
         except LedgerError as exc:
-            event = storable_event(event)
-            payload = {"reservation_id": reservation_id, "event": event.to_dict()}
-            self._spool_write("settle", payload, "settle", exc, event.subject)
-            return event
+            return self._spool_settle(reservation_id, event, exc)
 
     def release(self, reservation_id: str) -> bool:
         """As the contract; while PostgreSQL is unreachable the release is spooled and replayed

@@ -41,6 +41,7 @@ from tokenward.ledger.redis.state import RedisSettings, View
 from tokenward.ledger.redis.units import field, to_units
 from tokenward.ledger.rows import ZERO, Rows, Snapshot, Span, span_of, window_spent
 from tokenward.ledger.spool import Spool, SpoolEntry
+from tokenward.ledger.spooled import alert_quarantined
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.throttle import Throttle
 
@@ -158,26 +159,13 @@ def _drain_singly(ledger: DrainedLedger, entries: list[SpoolEntry]) -> bool:
 
 
 def quarantined(spool: Spool, entry: SpoolEntry, error: str) -> None:
-    """Alert a quarantined entry: an error in the log and an audit entry ``ledger.quarantined``."""
-    log.error(
-        "spooled %s entry %d was refused by the ledger store and is quarantined (it no longer "
-        "blocks the spool; see `tokenward quarantine list`): %s",
-        entry.kind,
-        entry.id,
-        error,
-    )
-    if entry.kind == "audit":
-        return
-    details: dict[str, Any] = {
-        "spool": str(spool.path),
-        "entry": entry.id,
-        "kind": entry.kind,
-        "error": error,
-    }
-    request_id = (entry.payload.get("event") or {}).get("request_id")
-    if request_id:
-        details["request_id"] = request_id
-    spool.append("audit", {"action": "ledger.quarantined", "details": details, "target": str(spool.path)})
+    """Alert a quarantined entry: an error in the log and an audit entry ``ledger.quarantined``
+    (spooled, as every record this ledger writes to its durable store)."""
+
+    def record(action: str, details: dict[str, Any]) -> None:
+        spool.append("audit", {"action": action, "details": details, "target": str(spool.path)})
+
+    alert_quarantined(spool.path, entry, error, record)
 
 
 def _drain(ledger: DrainedLedger, entries: list[SpoolEntry]) -> None:

@@ -45,7 +45,6 @@ from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError, StoreUnavailable, ValidationError
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import StoreHealth
-from tokenward.ledger.normalise import storable_event
 from tokenward.ledger.records import LeaseGroup, StopMarker, parse_iso
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.spool import SpoolEntry
@@ -249,10 +248,7 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         except ValidationError:
             raise
         except LedgerError as exc:
-            event = storable_event(event)
-            payload = {"reservation_id": reservation_id, "event": event.to_dict()}
-            self._spool_write("settle", payload, "settle", exc, event.subject)
-            return event
+            return self._spool_settle(reservation_id, event, exc)
 
     def release(self, reservation_id: str) -> bool:
         """As the contract; a release the file cannot take now is spooled and replayed (returns
