@@ -4,10 +4,8 @@ finish and settles them before the process exits, and the log lines are JSON wit
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, serve_gateway
 from tokenward.core.budgets import Subject
 from tokenward.ledger.sqlite import SQLiteLedger
 
@@ -45,28 +43,7 @@ def _config(tmp_path: Path, fake_url: str, keys: list[dict]) -> Path:
 
 
 def _serve(config: Path, port: int, log: Path) -> subprocess.Popen:
-    args = [
-        sys.executable,
-        "-m",
-        "tokenward.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        "--log-format",
-        "json",
-    ]
-    proc = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, env=os.environ.copy())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"gateway did not start: {log.read_text()}")
+    return serve_gateway(config, port, log)  # type: ignore[no-any-return]
 
 
 def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -> None:

@@ -1,6 +1,7 @@
 """Holds of calls that outlast their reservation's time to live are renewed while the call runs,
 so a budget is not overspent by calls admitted into room a running call is about to use; and a
-call that is dropped without being settled stops being renewed, so its hold still expires."""
+call that is dropped without being settled stops being renewed, so its hold still expires (and,
+as the call was forwarded, is charged: :mod:`tokenward.ledger.reclaim`)."""
 
 from __future__ import annotations
 
@@ -105,16 +106,23 @@ def test_a_forked_child_renews_its_own_calls() -> None:
     guard.close()
 
 
-def test_an_abandoned_admission_is_no_longer_renewed_and_its_hold_expires(tmp_path: Path) -> None:
+def test_an_abandoned_admission_is_no_longer_renewed_and_its_hold_is_charged(tmp_path: Path) -> None:
+    """A call admitted and dropped unsettled (an SDK stream created and never read) was forwarded
+    to a provider: when its hold expires it is charged (an event ``reclaimed``), not released for
+    free (issue 14, item 5: the branch point left an expired, uncharged hold)."""
     guard = _guard(tmp_path, ttl=0.6)
-    admission = guard.admit(ALICE, _plan(50))
-    reservation_id = admission.reservation.id
+    admission = guard.admit(ALICE, _plan(50))  # holds 10 + 50 tokens
+    reservation_id, request_id = admission.reservation.id, admission.request_id
     del admission
     gc.collect()
     time.sleep(1.0)
     assert guard.ledger.reap() == 1
-    assert guard.ledger.reservation(reservation_id).state == "expired"  # type: ignore[union-attr]
-    assert _held(guard) == 0
+    assert guard.ledger.reservation(reservation_id).state == "reclaimed"  # type: ignore[union-attr]
+    (balance,) = guard.ledger.balances(ALICE)
+    assert (balance.spent, balance.held) == (Decimal(60), Decimal(0))
+    (event,) = guard.ledger.events()
+    assert (event.request_id, event.status, event.model) == (request_id, "reclaimed", "gpt-4o-mini")
+    assert event.charged["total_tokens"] == Decimal(60)
     guard.close()
 
 

@@ -145,13 +145,49 @@ def watch_balances(path: str, budget: str, limit: str, stop: Event, results: Any
     results.put((samples, str(worst)))
 
 
-def reserve_then_wait(url: str, amount: str, ttl_seconds: float, pipe: Connection) -> None:
-    """Reserve ``amount`` for user proc0, send the reservation id, then wait to be killed."""
+def reserve_then_wait(
+    url: str, amount: str, ttl_seconds: float, pipe: Connection, forwarded: bool = False
+) -> None:
+    """Reserve ``amount`` for user proc0 (for a call forwarded to a provider, with
+    ``forwarded``), send the reservation id, then wait to be killed."""
     import time
 
     ledger = SQLiteLedger(url)
+    marked = {"forwarded": True} if forwarded else {}
     reservation = ledger.reserve(
-        user_subject(0), {"cost_usd": Decimal(amount)}, ttl=timedelta(seconds=ttl_seconds)
+        user_subject(0),
+        {"cost_usd": Decimal(amount)},
+        ttl=timedelta(seconds=ttl_seconds),
+        idempotency_key="req-killed",
+        **marked,
     )
     pipe.send(reservation.id)
     time.sleep(600)
+
+
+def settle_under_a_stalled_lock(url: str, calls: int, pipe: Connection, busy_timeout: float) -> None:
+    """A guarded caller, as the gateway is one: admit call ``req-i`` (retrying while the file is
+    locked: nothing was forwarded yet), tell the parent, wait for its go, settle it (a settle
+    that fails is logged and dropped, as the gateway's relay does), tell the parent. The parent
+    holds the file's lock over some settles, and kills this process during one."""
+    from tokenward.core.decide import CallPlan
+    from tokenward.errors import LedgerError
+    from tokenward.guard import Guard, Outcome
+
+    guard = Guard(SQLiteLedger(url, timeout=busy_timeout))
+    subject = user_subject(0)
+    for i in range(calls):
+        plan = CallPlan(model="gpt-4o-mini", input_tokens=10, max_output_tokens=20)
+        while True:
+            try:
+                admission = guard.admit(subject, plan, request_id=f"req-{i:02d}")
+                break
+            except LedgerError:
+                continue
+        pipe.send(("admitted", i))
+        pipe.recv()  # go
+        try:
+            guard.settle(admission, Outcome(Usage(input_tokens=10, output_tokens=15)))
+            pipe.send(("settled", i))
+        except Exception as exc:  # the relay logs it and answers the client anyway
+            pipe.send(("lost", i, str(exc)))

@@ -127,7 +127,7 @@ def test_a_version_2_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
 
     ledger = SQLiteLedger(f"sqlite:///{path}")
     try:
-        assert _user_version(path) == SCHEMA_VERSION == 4
+        assert _user_version(path) == SCHEMA_VERSION == 5
         budget = ledger.get_budget("each-user")
         assert budget is not None and (budget.action, len(budget.thresholds)) == ("clamp", 3)
         assert [i.subject_id for i in ledger.instances("each-user")] == ["alice"]  # backfilled
@@ -170,3 +170,22 @@ def test_an_admit_and_a_settle_take_a_fixed_handful_of_statements(tmp_path: Path
         assert len(statements) == 15, statements
     finally:
         ledger.close()
+
+
+def test_the_url_names_the_busy_timeout_and_the_spool(tmp_path: Path) -> None:
+    from tokenward.errors import ConfigError
+    from tokenward.ledger.sqlite import parse_sqlite_url
+
+    path = tmp_path / "ledger.db"
+    default = parse_sqlite_url(f"sqlite:///{path}")
+    assert (default.path, default.timeout, default.spool) == (path, 30.0, tmp_path / "ledger.db.spool")
+    custom = parse_sqlite_url(f"sqlite:///{path}?timeout=0.25&spool={tmp_path / 'elsewhere.db'}")
+    assert (custom.timeout, custom.spool) == (0.25, tmp_path / "elsewhere.db")
+    ledger = SQLiteLedger(f"sqlite:///{path}?timeout=0.25")
+    try:
+        assert ledger.timeout == 0.25 and ledger.spool_path == tmp_path / "ledger.db.spool"
+    finally:
+        ledger.close()
+    for bad in ("timeout=soon", "timeout=0", "busy=1"):
+        with pytest.raises(ConfigError):
+            parse_sqlite_url(f"sqlite:///{path}?{bad}")

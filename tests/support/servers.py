@@ -57,3 +57,28 @@ def serving(app: Any) -> Iterator[ThreadedServer]:
         yield server
     finally:
         server.stop()
+
+
+def serve_gateway(config: Any, port: int, log: Any, *, timeout: float = 60.0) -> Any:
+    """``tokenward serve --config <config> --port <port>`` as a real OS process (its output in
+    ``log``), once ``/healthz`` answers; raises with the log when it does not start."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    args = [sys.executable, "-m", "tokenward.cli", "serve", "--config", str(config), "--port", str(port)]
+    args += ["--log-format", "json"]
+    proc = subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"gateway did not start: {log.read_text()}")

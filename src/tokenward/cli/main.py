@@ -179,6 +179,7 @@ def _register() -> None:
         estimate_cmd,
         import_cmd,
         ledger_cmd,
+        quarantine_cmd,
         replay_cmd,
         report_cmd,
         reprice_cmd,
@@ -192,6 +193,7 @@ def _register() -> None:
     report_cmd.register(app)
     import_cmd.register(app)
     admin_cmd.register(app)
+    quarantine_cmd.register(app)
 
 
 _register()

@@ -16,8 +16,18 @@ from tokenward.numbers import plain
 
 __all__ = ["STATUSES", "Status", "UsageEvent"]
 
-Status = Literal["ok", "cut_off", "client_aborted", "upstream_error", "stream_broken", "replayed"]
-STATUSES: tuple[str, ...] = ("ok", "cut_off", "client_aborted", "upstream_error", "stream_broken", "replayed")
+Status = Literal[
+    "ok", "cut_off", "client_aborted", "upstream_error", "stream_broken", "replayed", "reclaimed"
+]
+STATUSES: tuple[str, ...] = (
+    "ok",
+    "cut_off",
+    "client_aborted",
+    "upstream_error",
+    "stream_broken",
+    "replayed",
+    "reclaimed",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +42,9 @@ class UsageEvent:
         provider: the upstream's provider kind (``openai``, ``anthropic``, ``fake``...).
         endpoint: the dialect (``openai-chat``, ``anthropic-messages``...).
         status: ``ok``; ``cut_off`` (ended by tokenward at the hold); ``client_aborted``;
-            ``upstream_error``; ``stream_broken`` (the upstream dropped the stream); ``replayed``.
+            ``upstream_error``; ``stream_broken`` (the upstream dropped the stream); ``replayed``;
+            ``reclaimed`` (never settled: its process died or it was abandoned, so the ledger
+            charged its hold; see :mod:`tokenward.ledger.reclaim`).
         usage: the usage charged (unknown counts filled in from our own, with their sources).
         cost_usd: exact cost in USD, or None when it could not be priced.
         cost_estimated: the cost rests partly on our own counts or a stand-in price.

@@ -251,6 +251,8 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
         fields = {"request_id": request_id, "status": "denied", "http_status": denial.status, **denial.extra}
         log.info("%s denied: %s", request_id, exc, extra={"fields": fields})
         return error_response(endpoint.dialect, denial, own)
+    except ValidationError as exc:  # a value the ledger cannot keep (its subject): refused first
+        return error_response(endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own)
     except LedgerError as exc:
         _log_unavailable(exc)
         error = GatewayError(

@@ -79,6 +79,17 @@ def degraded_on_denial(call: PreparedCall, policy: Degrade | None) -> tuple[Prep
     return (prepare_body(call.endpoint, body), changes) if changes else (call, {})
 
 
+def hold_metadata(plan: CallPlan, endpoint: str | None, provider: str | None) -> dict[str, str]:
+    """What a reservation keeps of its call, so a reclaimed hold's event names the call
+    (:mod:`tokenward.ledger.reclaim`)."""
+    out = {"model": plan.model}
+    if endpoint:
+        out["endpoint"] = endpoint
+    if provider:
+        out["provider"] = provider
+    return out
+
+
 def _ttl_of(admission: Admission) -> timedelta:
     """The time to live the call's reservation was made with (renewals keep it)."""
     return admission.reservation.expires_at - admission.reservation.created_at
@@ -121,7 +132,10 @@ class Guard:
         endpoint: str | None = None,
         provider: str | None = None,
     ) -> Admission:
-        """Decide (clamp the output bound, or deny) and reserve, in one atomic ledger step.
+        """Decide (clamp the output bound, or deny) and reserve, in one atomic ledger step. The
+        reservation is marked forwarded in that same step: a call admitted here goes to a
+        provider, so if it is never settled (the process dies, an SDK stream is dropped unread)
+        the ledger charges its hold instead of releasing it (:mod:`tokenward.ledger.reclaim`).
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the minimum output.
@@ -132,8 +146,9 @@ class Guard:
         plan = calibrated_plan(plan, self._calibration(plan.model))
         try:
             decision, reservation = self.ledger.admit(
-                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
-            )
+                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id,
+                metadata=hold_metadata(plan, endpoint, provider), forwarded=True,
+            )  # fmt: skip
         except BudgetError as exc:
             self.observers.deny(subject, plan, exc)
             raise
@@ -330,8 +345,9 @@ class AsyncGuard:
         plan = calibrated_plan(plan, await self._calibration(plan.model))
         try:
             decision, reservation = await self.ledger.admit(
-                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id
-            )
+                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id,
+                metadata=hold_metadata(plan, endpoint, provider), forwarded=True,
+            )  # fmt: skip
         except BudgetError as exc:
             self.observers.deny(subject, plan, exc)
             raise

@@ -21,6 +21,7 @@ This package holds the contract and what the backends share (:mod:`.base`, :mod:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from tokenward.clock import Clock
@@ -31,6 +32,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     KeyRecord,
+    LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
@@ -45,6 +47,7 @@ __all__ = [
     "BudgetInstance",
     "Hold",
     "KeyRecord",
+    "LeaseGroup",
     "Ledger",
     "Reservation",
     "ShadowDenial",
@@ -53,6 +56,7 @@ __all__ = [
     "ThresholdEvent",
     "open_async_ledger",
     "open_ledger",
+    "spool_path",
 ]
 
 DEFAULT_LEDGER_URL = "sqlite:///tokenward.db"
@@ -112,3 +116,30 @@ def open_ledger(url: str | None = None, *, clock: Clock | None = None) -> Ledger
 def open_async_ledger(url: str | None = None, *, clock: Clock | None = None) -> AsyncLedger:
     """The async twin of :func:`open_ledger` (embedded backends run in worker threads)."""
     return ThreadedAsyncLedger(open_ledger(url, clock=clock))
+
+
+def spool_path(url: str | None = None) -> Path | None:
+    """The local spool file of the ledger at ``url`` (where writes its store could not take wait,
+    and its quarantine: :mod:`tokenward.ledger.spool`), or None for ``memory://``.
+
+    Raises:
+        ConfigError: an unknown scheme or malformed URL.
+    """
+    url = url or DEFAULT_LEDGER_URL
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        from tokenward.ledger.sqlite.ledger import parse_sqlite_url
+
+        return parse_sqlite_url(url).spool
+    if scheme in ("postgresql", "postgres"):
+        from tokenward.ledger.postgres import parse_pg_url
+
+        return parse_pg_url(url).spool
+    if scheme in ("redis", "rediss"):
+        from tokenward.ledger.redis import parse_redis_url
+
+        return parse_redis_url(url).spool
+    if scheme == "memory":
+        return None
+    known = ", ".join(f"{s}://" for s in _BACKENDS)
+    raise ConfigError(f"unknown ledger URL {url!r}; known schemes: {known}")

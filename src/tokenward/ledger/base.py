@@ -16,6 +16,16 @@ same names (:class:`ThreadedAsyncLedger` provides it for the embedded backends).
   expired meanwhile still charges (the call happened). ``charge_meter`` charges meters directly
   (custom ones included) and records a usage event the same way.
 * ``release`` drops a hold without charging (the call never reached a provider).
+* a reservation made ``forwarded`` (for a call sent to a provider) is never released for free:
+  never settled, it is *reclaimed* when it expires or when its owner process is found dead at
+  the next open on the same machine (``reclaim_dead``), charged its hold with a ``reclaimed``
+  event; a late real settlement replaces that charge through a correction event
+  (:mod:`tokenward.ledger.reclaim`), never charging the call twice.
+* a settlement a persistent store cannot take now is kept in a local spool and replayed until it
+  lands (:mod:`tokenward.ledger.spooled`); an entry the store refuses is quarantined, never
+  blocking later ones.
+* the members of a shared session hold leases (``join_lease``, ``renew_lease``,
+  ``leave_lease``: :mod:`tokenward.ledger.leases`); its budgets go when the last lease does.
 * usage events, threshold events, shadow denials, stop markers, adjustments and audit entries
   are never updated or deleted.
 * a charge that brings a budget instance's spend in a window to one of its thresholds records a
@@ -48,6 +58,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     KeyRecord,
+    LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
@@ -94,7 +105,13 @@ class Reservation:
         holds: the budget instances held on.
         created_at / expires_at: UTC instants.
         idempotency_key: the caller's key; reserving twice with it returns the first reservation.
-        state: ``active``, ``settled``, ``released`` or ``expired``.
+        state: ``active``, ``settled``, ``released``, ``expired`` or ``reclaimed`` (a forwarded
+            reservation that was never settled, charged its hold: see :attr:`forwarded`).
+        forwarded: the call was (about to be) forwarded to a provider when it was reserved: if it
+            is never settled (its process died, an SDK stream was dropped unread), it is charged
+            its hold when it expires or when its owner is found dead, never released for free.
+        owner: the process that reserved it (:func:`tokenward.ledger.owner.this_process`), so a
+            restart on the same machine reclaims the reservations of a process that died.
     """
 
     id: str
@@ -106,10 +123,18 @@ class Reservation:
     idempotency_key: str | None = None
     state: str = "active"
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    forwarded: bool = False
+    owner: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The request id its usage event is (or will be) recorded under: its idempotency key,
+        else its own id."""
+        return self.idempotency_key or self.id
 
     def body(self) -> dict[str, Any]:
         """What a store keeps of it beside its id, key and state (JSON-ready; amounts as strings)."""
-        return {
+        out: dict[str, Any] = {
             "subject": self.subject.to_dict(),
             "amounts": {k: str(v) for k, v in self.amounts.items()},
             "holds": [[h.budget, h.subject_id, h.window_key, h.meter, str(h.amount)] for h in self.holds],
@@ -117,6 +142,11 @@ class Reservation:
             "expires_at": self.expires_at.isoformat(),
             "metadata": dict(self.metadata),
         }
+        if self.forwarded:
+            out["forwarded"] = True
+        if self.owner is not None:
+            out["owner"] = self.owner
+        return out
 
     @classmethod
     def from_body(
@@ -133,6 +163,8 @@ class Reservation:
             idempotency_key=idempotency_key,
             state=state,
             metadata=body.get("metadata") or {},
+            forwarded=bool(body.get("forwarded", False)),
+            owner=body.get("owner"),
         )
 
 
@@ -171,8 +203,10 @@ class Ledger(Protocol):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> Reservation:
-        """Hold ``amounts`` on every applicable budget, all or nothing.
+        """Hold ``amounts`` on every applicable budget, all or nothing (``forwarded``: marked, in
+        the same write, as made for a call sent to a provider: see the module docstring).
 
         Raises:
             BudgetExceeded: a hard budget cannot take the hold (nothing is held).
@@ -188,8 +222,10 @@ class Ledger(Protocol):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> tuple[Decision, Reservation]:
-        """Decide on a call (clamp its output bound, or deny) and reserve its hold, atomically.
+        """Decide on a call (clamp its output bound, or deny) and reserve its hold, atomically
+        (``forwarded``: as :meth:`reserve`).
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the plan's minimum output.
@@ -225,7 +261,54 @@ class Ledger(Protocol):
         ...
 
     def reap(self) -> int:
-        """Expire reservations past their time to live; returns how many."""
+        """Expire reservations past their time to live (charging forwarded ones their hold) and
+        end shared sessions whose leases all expired; returns how many reservations expired."""
+        ...
+
+    def reclaim_dead(self) -> int:
+        """Finish the active reservations of dead processes of this machine (forwarded ones
+        charged their hold, the others released); returns how many."""
+        ...
+
+    def event_by_response_id(self, response_id: str) -> UsageEvent | None:
+        """The usage event whose ``metadata.response_id`` is ``response_id``, or None."""
+        ...
+
+    def disputed_events(self, *, since: datetime | None = None, limit: int | None = None) -> list[UsageEvent]:
+        """Usage events marked disputed, in time order."""
+        ...
+
+    def join_lease(
+        self,
+        key: str,
+        holder: str,
+        *,
+        ttl: timedelta,
+        budgets: Sequence[Budget] = (),
+        keep: bool = False,
+    ) -> bool:
+        """Take a lease on a shared session (making its budgets when first declared); returns
+        whether budgets were made.
+
+        Raises:
+            ConfigError: the session is open with other budgets (both named).
+        """
+        ...
+
+    def renew_lease(self, key: str, holder: str, ttl: timedelta) -> bool:
+        """Keep a lease alive; False when it is gone."""
+        ...
+
+    def leave_lease(self, key: str, holder: str) -> bool:
+        """Give a lease back; the last one out deletes the session's budgets (returns whether)."""
+        ...
+
+    def reap_leases(self) -> bool:
+        """End the sessions whose leases all expired (returns whether budgets were deleted)."""
+        ...
+
+    def lease_group(self, key: str) -> LeaseGroup | None:
+        """A shared session as it is now, or None when it is not open."""
         ...
 
     def reservation(self, reservation_id: str) -> Reservation | None:
@@ -394,6 +477,7 @@ class AsyncLedger(Protocol):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> Reservation: ...
     async def admit(
         self,
@@ -403,8 +487,14 @@ class AsyncLedger(Protocol):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> tuple[Decision, Reservation]: ...
     async def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent: ...
+    async def reclaim_dead(self) -> int: ...
+    async def event_by_response_id(self, response_id: str) -> UsageEvent | None: ...
+    async def disputed_events(
+        self, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[UsageEvent]: ...
     async def release(self, reservation_id: str) -> bool: ...
     async def extend(self, reservation_id: str, ttl: timedelta) -> bool: ...
     async def reap(self) -> int: ...

@@ -26,11 +26,12 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     KeyRecord,
+    LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
 )
-from tokenward.ledger.rows import Rows, Snapshot, Span, subject_matches
+from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.numbers import plain
 
@@ -65,6 +66,8 @@ class MemoryLedger(TransactionalLedger):
         self._instances: dict[tuple[str, str], BudgetInstance] = {}
         self._keys: dict[str, KeyRecord] = {}
         self._audit: list[AuditEntry] = []
+        self._lease_groups: dict[str, LeaseGroup] = {}
+        self._leases: dict[str, dict[str, datetime]] = {}
         self._ids = itertools.count(1)
 
     @contextmanager
@@ -137,9 +140,49 @@ class MemoryLedger(TransactionalLedger):
             self._set_state(reservation.id, "expired")
         return expired
 
+    def _active_owners(self) -> list[str]:
+        return sorted({o for i in self._active if (o := self._reservations[i].owner) is not None})
+
+    def _owned_active(self, owners: Sequence[str]) -> list[Reservation]:
+        wanted = set(owners)
+        return [r for i in sorted(self._active) if (r := self._reservations[i]).owner in wanted]
+
+    # -- leases ----------------------------------------------------------------------------------
+    def _lease_group(self, key: str) -> LeaseGroup | None:
+        return self._lease_groups.get(key)
+
+    def _store_lease_group(self, group: LeaseGroup) -> None:
+        self._lease_groups[group.key] = group
+
+    def _drop_lease_group(self, key: str) -> None:
+        self._lease_groups.pop(key, None)
+
+    def _lease_holders(self, key: str) -> dict[str, datetime]:
+        return dict(self._leases.get(key, {}))
+
+    def _put_lease(self, key: str, holder: str, expires_at: datetime) -> None:
+        self._leases.setdefault(key, {})[holder] = expires_at
+
+    def _drop_leases(self, key: str, holders: Sequence[str]) -> None:
+        leases = self._leases.get(key, {})
+        for holder in holders:
+            leases.pop(holder, None)
+        if not leases:
+            self._leases.pop(key, None)
+
+    def _expired_lease_keys(self, now: datetime) -> list[str]:
+        return sorted(k for k, leases in self._leases.items() if any(e <= now for e in leases.values()))
+
     # -- events ----------------------------------------------------------------------------------
     def _get_event(self, request_id: str) -> UsageEvent | None:
         return self._by_request.get(request_id)
+
+    def _event_by_response(self, response_id: str) -> UsageEvent | None:
+        return next((e for e in self._events if e.metadata.get("response_id") == response_id), None)
+
+    def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
+        out = [e for e in self._events if event_disputed(e) and (since is None or e.at >= since)]
+        return out[:limit] if limit is not None else out
 
     def _insert_event(self, event: UsageEvent) -> bool:
         if event.request_id in self._by_request:

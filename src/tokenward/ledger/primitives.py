@@ -91,7 +91,24 @@ class Primitives(AdminRecords, abc.ABC):
         them as they were (active)."""
 
     @abc.abstractmethod
+    def _active_owners(self) -> list[str]:
+        """The distinct owners of active reservations."""
+
+    @abc.abstractmethod
+    def _owned_active(self, owners: Sequence[str]) -> list[Reservation]:
+        """The active reservations of these owners (locked for the transaction where the store
+        locks rows)."""
+
+    @abc.abstractmethod
     def _get_event(self, request_id: str) -> UsageEvent | None: ...
+
+    @abc.abstractmethod
+    def _event_by_response(self, response_id: str) -> UsageEvent | None:
+        """The usage event whose ``metadata.response_id`` is ``response_id`` (the earliest)."""
+
+    @abc.abstractmethod
+    def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
+        """Disputed usage events (the column, else ``metadata.disputed``), in time order."""
 
     @abc.abstractmethod
     def _insert_event(self, event: UsageEvent) -> bool:

@@ -21,8 +21,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tokenward.clock import utc
-from tokenward.core.budgets import Subject
+from tokenward.clock import parse_instant, utc
+from tokenward.core.budgets import Budget, Subject
 from tokenward.errors import ValidationError
 from tokenward.numbers import plain
 
@@ -31,6 +31,7 @@ __all__ = [
     "AuditEntry",
     "BudgetInstance",
     "KeyRecord",
+    "LeaseGroup",
     "ShadowDenial",
     "StopMarker",
     "ThresholdEvent",
@@ -497,4 +498,45 @@ class AuditEntry:
             before=data.get("before"),
             after=data.get("after"),
             project=data.get("project"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGroup:
+    """A group of leases (a shared session or task) and what it declared.
+
+    Attributes:
+        key: ``<scope>:<id>`` (``session:task-42``).
+        budgets: the budgets made for it, deleted when its last lease ends.
+        keep: keep those budgets when it ends (a member asked to).
+        declared_by: the holder that declared the budgets.
+        opened_at: when its first lease was taken (UTC).
+    """
+
+    key: str
+    budgets: tuple[Budget, ...] = ()
+    keep: bool = False
+    declared_by: str | None = None
+    opened_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "key": self.key,
+            "budgets": [b.to_dict() for b in self.budgets],
+            "keep": self.keep,
+            "declared_by": self.declared_by,
+            "opened_at": None if self.opened_at is None else self.opened_at.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LeaseGroup:
+        """Inverse of :meth:`to_dict`."""
+        opened = data.get("opened_at")
+        return cls(
+            key=str(data["key"]),
+            budgets=tuple(Budget.from_dict(b) for b in data.get("budgets") or ()),
+            keep=bool(data.get("keep")),
+            declared_by=data.get("declared_by"),
+            opened_at=parse_instant(opened) if isinstance(opened, str) else None,
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 from tokenward.core.budgets import METERS, Budget, Subject
 from tokenward.core.decide import Balance
+from tokenward.core.events import UsageEvent
 from tokenward.errors import BudgetError, BudgetExceeded, Stopped, ValidationError
 from tokenward.ledger.records import ShadowDenial, StopMarker
 
@@ -29,6 +30,7 @@ __all__ = [
     "balance_of",
     "check_amounts",
     "crossed",
+    "event_disputed",
     "merge",
     "page",
     "refusing_balance",
@@ -288,3 +290,13 @@ def refusing_balance(denial: BudgetError, balances: Sequence[Balance]) -> Balanc
     return next(
         (b for b in balances if b.budget.name == denial.budget and b.subject_id == denial.subject_id), None
     )
+
+
+def event_disputed(event: UsageEvent) -> bool | None:
+    """The disputed flag a store keeps beside an event (its own column): the event's
+    ``disputed`` attribute, else ``metadata.disputed``; None when neither says (events written
+    before the column existed keep it in their metadata only)."""
+    flag = getattr(event, "disputed", None)
+    if flag is None:
+        flag = event.metadata.get("disputed")
+    return flag if isinstance(flag, bool) else None

@@ -16,8 +16,17 @@ Several processes of one machine may share one spool file (SQLite locks it); eac
 *claimed* for a lease (30 s) by the replayer working on it, so two replayers never work on the same
 entry at once; the entries of a replayer whose process died are claimed again at once (the spool
 is local, so a claimer's process id says whether it still runs), else when the lease ends. An entry that fails is
-retried with a back-off (0.1 s doubling up to 30 s), for ever: nothing is dropped. ``last_error``
-says why it is still there.
+retried with a back-off (0.1 s doubling up to 30 s): for ever while the store is unreachable or
+too slow (:meth:`Spool.retry`); an entry the store itself *refuses* (its data, not its
+availability: :meth:`Spool.refused`) is moved, after :data:`REFUSALS` refusals, to the
+spool file's *quarantine*, so it never blocks the entries behind it. Nothing is dropped:
+``tokenward quarantine list`` shows the quarantined entries with the store's error, and
+``tokenward quarantine retry`` puts them back in the spool (once the cause is fixed).
+``last_error`` says why an entry is still there.
+
+* ``sqlite://``: a settlement or release the ledger file cannot take now (another writer holds
+  its lock past the busy time-out) waits in ``<ledger file>.spool`` beside it, and is replayed by
+  a thread of the process (and by the next process that opens the ledger).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from typing import Any
 
 from tokenward.errors import LedgerError
 
-__all__ = ["Spool", "SpoolEntry", "default_spool_path"]
+__all__ = ["REFUSALS", "Quarantined", "Spool", "SpoolEntry", "default_spool_path"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -47,10 +56,23 @@ CREATE TABLE IF NOT EXISTS spool (
     claimed_until REAL NOT NULL DEFAULT 0,
     claimed_by INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    refusals INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS spool_claimable ON spool (claimed_until, id);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    quarantined_at REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT
+);
 """
+
+REFUSALS = 3
+"""Refusals after which an entry is quarantined."""
 
 
 def default_spool_path(url: str) -> Path:
@@ -81,6 +103,39 @@ class SpoolEntry:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An entry the store refused :data:`REFUSALS` times, set aside.
+
+    Attributes:
+        id: its position in the spool when it was set aside.
+        kind / payload / created_at: as :class:`SpoolEntry`.
+        quarantined_at: when it was set aside (Unix seconds).
+        attempts: how many replays it had.
+        error: the store's last refusal.
+    """
+
+    id: int
+    kind: str
+    payload: Mapping[str, Any]
+    created_at: float
+    quarantined_at: float
+    attempts: int
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "payload": dict(self.payload),
+            "created_at": self.created_at,
+            "quarantined_at": self.quarantined_at,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+
 class Spool:
     """A spool file.
 
@@ -108,6 +163,9 @@ class Spool:
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(spool)")}
+            if "refusals" not in columns:  # a spool file of an older tokenward
+                self._conn.execute("ALTER TABLE spool ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0")
             self._free_the_dead()
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the spool {self.path}: {exc}") from exc
@@ -186,6 +244,64 @@ class Spool:
                 " claimed_until = ? + MIN(30.0, 0.1 * (1 << MIN(attempts, 9))) WHERE id = ?",
                 (error[:500], now, entry_id),
             )
+
+    def refused(self, entry_id: int, error: str, *, limit: int = REFUSALS) -> bool:
+        """The store refused an entry (its content, not its availability): give it back after a
+        back-off, or, at the ``limit``-th refusal, move it to the quarantine. Returns
+        whether it was quarantined."""
+        rows = self._run("SELECT refusals FROM spool WHERE id = ?", (entry_id,))
+        if not rows:
+            return False
+        if int(rows[0][0]) + 1 < limit:
+            self._run("UPDATE spool SET refusals = refusals + 1 WHERE id = ?", (entry_id,))
+            self.retry([entry_id], error)
+            return False
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO quarantine (id, kind, payload, created_at, quarantined_at, attempts, error) "
+                    "SELECT id, kind, payload, created_at, ?, attempts + 1, ? FROM spool WHERE id = ?",
+                    (time.time(), error[:2000], entry_id),
+                )
+                self._conn.execute("DELETE FROM spool WHERE id = ?", (entry_id,))
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise LedgerError(f"spool {self.path}: {exc}") from exc
+        return True
+
+    def quarantined(self, limit: int | None = None) -> list[Quarantined]:
+        """The quarantined entries, oldest first."""
+        sql = "SELECT id, kind, payload, created_at, quarantined_at, attempts, error FROM quarantine ORDER BY id"
+        rows = self._run(
+            sql + (" LIMIT ?" if limit is not None else ""), (limit,) if limit is not None else ()
+        )
+        return [Quarantined(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def requeue(self, ids: Iterable[int] | None = None) -> int:
+        """Put quarantined entries (all, or those of ``ids``) back at the end of the spool, their
+        count of attempts reset; returns how many."""
+        chosen = None if ids is None else [int(i) for i in ids]
+        where = "" if chosen is None else f" WHERE id IN ({', '.join('?' * len(chosen))})"
+        params = () if chosen is None else tuple(chosen)
+        if chosen is not None and not chosen:
+            return 0
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                moved = self._conn.execute(
+                    f"INSERT INTO spool (kind, payload, created_at) SELECT kind, payload, created_at FROM quarantine{where} ORDER BY id",
+                    params,
+                ).rowcount
+                self._conn.execute(f"DELETE FROM quarantine{where}", params)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise LedgerError(f"spool {self.path}: {exc}") from exc
+        return int(moved)
 
     def pending(self) -> int:
         """Entries not yet replayed (claimed ones included)."""

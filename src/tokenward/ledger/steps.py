@@ -29,7 +29,9 @@ from tokenward.core.decide import (
 from tokenward.core.events import UsageEvent
 from tokenward.errors import BudgetError, BudgetExceeded, ValidationError
 from tokenward.ledger.base import DEFAULT_TTL, Hold, Reservation, new_id
-from tokenward.ledger.primitives import Primitives
+from tokenward.ledger.normalise import check_subject, storable_event
+from tokenward.ledger.owner import this_process
+from tokenward.ledger.reclaim import ReclaimSteps, is_late_settlement
 from tokenward.ledger.records import BudgetInstance, StopMarker, ThresholdEvent
 from tokenward.ledger.rows import (
     ZERO,
@@ -54,8 +56,9 @@ from tokenward.numbers import plain
 __all__ = ["LedgerSteps"]
 
 
-class LedgerSteps(Primitives):
-    """Budgets, balances, reserve / admit / settle / release / reap, and usage events."""
+class LedgerSteps(ReclaimSteps):
+    """Budgets, balances, reserve / admit / settle / release, usage events; reaping and
+    reclaiming (:mod:`.reclaim`) and the leases of shared sessions (:mod:`.leases`)."""
 
     # -- budgets ---------------------------------------------------------------------------------
     def put_budget(self, budget: Budget) -> None:
@@ -115,13 +118,7 @@ class LedgerSteps(Primitives):
         with self._transaction(write=False):
             return sorted(self._query_instances(budget), key=lambda i: (i.created_at, i.subject_id))
 
-    # -- reaping ---------------------------------------------------------------------------------
-    def _reap(self, now: datetime) -> int:
-        expired = self._expire(now)
-        if expired:
-            self._release([hold for reservation in expired for hold in reservation.holds])
-        return len(expired)
-
+    # -- releasing -------------------------------------------------------------------------------
     def _release(self, holds: Sequence[Hold]) -> None:
         if not holds:
             return
@@ -129,11 +126,6 @@ class LedgerSteps(Primitives):
         self._write_rows(
             merge(rows, [((h.budget, h.subject_id, h.window_key), ZERO, -h.amount) for h in holds])
         )
-
-    def reap(self) -> int:
-        """Expire reservations past their time to live, releasing their holds; returns how many."""
-        with self._write():
-            return self._reap(self.clock.now())
 
     # -- admission -------------------------------------------------------------------------------
     def _refuse(
@@ -192,6 +184,7 @@ class LedgerSteps(Primitives):
         idempotency_key: str | None,
         metadata: Mapping[str, Any] | None,
         shadow: Sequence[BudgetExceeded] = (),
+        forwarded: bool = False,
     ) -> tuple[Reservation, bool]:
         """Hold ``amounts``; returns the reservation and whether it is new (False: the
         idempotency key was already taken, and that reservation is returned, holding nothing)."""
@@ -209,6 +202,8 @@ class LedgerSteps(Primitives):
             expires_at=now + ttl,
             idempotency_key=idempotency_key,
             metadata=dict(metadata or {}),
+            forwarded=forwarded,
+            owner=this_process(),
         )
         if not self._put_reservation(reservation):  # the key is taken: hold nothing
             return self._find_idempotent(idempotency_key), False  # type: ignore[arg-type,return-value]
@@ -276,19 +271,24 @@ class LedgerSteps(Primitives):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> Reservation:
         """Hold ``amounts`` (by meter) on every applicable budget, all or nothing.
 
         Only the meters in ``amounts`` are checked: for each hard budget of such a meter,
         ``spent + held + amount <= limit`` (a zero amount always fits). Shadow budgets that would
-        refuse are recorded (:meth:`shadow_denials`).
+        refuse are recorded (:meth:`shadow_denials`). With ``forwarded`` the reservation is
+        marked, in the same write, as made for a call that goes to a provider: never settled, it
+        is charged its hold (:mod:`.reclaim`), never released for free.
 
         Raises:
             BudgetExceeded: the first hard budget that cannot take the hold; nothing is held.
             Stopped: the subject's session or task was ended by a ``stop`` budget.
-            ValidationError: an amount that is not a finite, non-negative Decimal.
+            ValidationError: an amount that is not a finite, non-negative Decimal; a subject
+                value no store can keep (NUL).
         """
         check_amounts(amounts, "reserve amounts")
+        check_subject(subject)
 
         def judge(balances: list[Balance]) -> tuple[BudgetError | None, Any]:
             return admission_check(balances, amounts), None
@@ -304,6 +304,7 @@ class LedgerSteps(Primitives):
                 idempotency_key,
                 metadata,
                 shadow_check(balances, amounts),
+                forwarded,
             )[0]
 
         return self._admission(subject, idempotency_key, judge, take)  # type: ignore[no-any-return]
@@ -316,15 +317,19 @@ class LedgerSteps(Primitives):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> tuple[Decision, Reservation]:
         """Decide (clamp or deny, :func:`~tokenward.core.decide.decide`) and reserve, in one
-        transaction: the decision is made on the balances the hold is taken against.
+        transaction: the decision is made on the balances the hold is taken against. With
+        ``forwarded``, as :meth:`reserve`.
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the plan's minimum output.
             Stopped: the subject's session or task was ended by a ``stop`` budget.
             UnpricedCall: a hard cost budget applies and the model is unpriced.
+            ValidationError: a subject value no store can keep (NUL).
         """
+        check_subject(subject)
 
         def judge(balances: list[Balance]) -> tuple[BudgetError | None, Any]:
             try:
@@ -343,6 +348,7 @@ class LedgerSteps(Primitives):
                 idempotency_key,
                 metadata,
                 decision.shadow,
+                forwarded,
             )
             return (decision, reservation) if fresh else (decision_of(reservation), reservation)
 
@@ -431,13 +437,20 @@ class LedgerSteps(Primitives):
         reservation that expired or was released still charges (the call happened). Threshold
         events and stop markers the charge causes are written in the same transaction.
 
+        Strings no store can keep (NUL) are replaced and flagged (:mod:`.normalise`). The real
+        settlement of a call whose hold was reclaimed meanwhile is recorded as a correction
+        (:func:`~tokenward.ledger.reclaim.correction_event`): the call is charged what it cost,
+        once.
+
         Returns:
-            The stored event (the earlier one, when this request id was already settled).
+            The stored event (the earlier one, when this request id was already settled; the
+            event as settled, when it corrected a reclaimed hold).
 
         Raises:
             ValidationError: a charged amount that is not a finite, non-negative Decimal.
         """
         check_amounts(event.charged, f"event {event.request_id!r}: charged")
+        event = storable_event(event)
         now = self.clock.now()
         with self._write():
             reservation = self._get_reservation(reservation_id) if reservation_id else None
@@ -446,7 +459,11 @@ class LedgerSteps(Primitives):
                 at = reservation.created_at
                 event = event.with_reservation(reservation.id, reservation.amounts)
             if not self._insert_event(event):
-                return self._get_event(event.request_id)  # type: ignore[return-value]
+                stored = self._get_event(event.request_id)
+                if stored is not None and is_late_settlement(stored, event):
+                    self._correct(stored, event, stored.at, now)
+                    return event
+                return stored  # type: ignore[return-value]
             releases: Sequence[Hold] = ()
             if reservation is not None:
                 releases = reservation.holds if reservation.state == "active" else ()
@@ -491,6 +508,21 @@ class LedgerSteps(Primitives):
         """A reservation by id, in any state."""
         with self._transaction(write=False):
             return self._get_reservation(reservation_id)
+
+    def event_by_response_id(self, response_id: str) -> UsageEvent | None:
+        """The usage event of the call a provider answered with ``response_id`` (the event's
+        ``metadata.response_id``, indexed), or None: how the cost of an OpenAI Responses
+        ``previous_response_id`` chain is found."""
+        with self._transaction(write=False):
+            return self._event_by_response(response_id)
+
+    def disputed_events(self, *, since: datetime | None = None, limit: int | None = None) -> list[UsageEvent]:
+        """Usage events marked disputed (charged at our own count because the provider reported
+        less), in time order, from ``since`` (inclusive) on."""
+        since = utc(since) if since is not None else None
+        limit = page(None, limit)[1]
+        with self._transaction(write=False):
+            return self._query_disputed(since, limit)
 
     def events(
         self,

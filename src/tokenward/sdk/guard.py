@@ -15,6 +15,7 @@ callbacks.
 
 from __future__ import annotations
 
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,10 +30,12 @@ from tokenward.errors import ConfigError
 from tokenward.guard import AsyncGuard
 from tokenward.guard import Guard as Engine
 from tokenward.guard.flow import GuardSettings
+from tokenward.guard.renewal import Renewer
 from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.ledger import Ledger
 from tokenward.ledger.base import ThreadedAsyncLedger
+from tokenward.ledger.owner import this_process
 from tokenward.numbers import plain
 from tokenward.sdk import threads
 from tokenward.sdk.clients import wrap_client
@@ -117,6 +120,8 @@ class Guard(Engine):
         self.degrade = degrade
         self.gateways = GatewayMemory()
         self._aio: AsyncGuard | None = None
+        self.leases = Renewer(lambda holder, ttl, key: self.ledger.renew_lease(key, holder, ttl))
+        """Renews the leases of the sessions open in this process (:meth:`session`)."""
         made = [parse_budget_spec(b) if isinstance(b, str) else b for b in budgets]
         for budget in made:
             self.ledger.put_budget(budget)
@@ -139,6 +144,7 @@ class Guard(Engine):
         if self._aio is not None:
             self._aio.renewer.close()
         self._release()
+        self.leases.close()
         super().close()
 
     def subject(self, override: Subject | None = None) -> Subject:
@@ -220,22 +226,32 @@ class Guard(Engine):
     ) -> Iterator[Session]:
         """Charge the calls made inside the block to session ``session_id``.
 
+        Several workers (threads, processes, machines on one ledger) may be in the same session
+        at once: each holds a lease on it in the ledger, renewed while its block runs
+        (:mod:`tokenward.ledger.leases`). The session's budgets are made by the first worker that
+        declares them and deleted when the *last* worker leaves (or its lease expires after the
+        guard's ``ttl``, when a worker crashed), so no worker runs on after another lifted its
+        limit.
+
         Args:
             session_id: the session.
             budget: budgets for this session alone, in the short form
                 ``METER=LIMIT[/WINDOW][;OPTION=VALUE...]`` (``"total_tokens=50000"``,
                 ``"cost_usd=0.50/day;action=deny"``, ``"tool_calls=20;custom"``: the options of
                 :func:`~tokenward.parse_budget_spec`), a :class:`~tokenward.Budget`, or several.
+                Every worker of a shared session must declare the same ones (or none: it joins
+                those there).
             reserve: a final-answer reserve by meter (``{"total_tokens": 2000}``): ordinary calls
                 may not use it; calls inside :meth:`final_answer` may.
-            keep_budget: keep the session's budgets when the block ends (default: delete them;
-                their spend stays in the ledger).
+            keep_budget: keep the session's budgets when its last worker leaves (default: delete
+                them; their spend stays in the ledger).
             tags: free-form tags added to the attribution.
             **scopes: ``user``, ``agent``, ``task``, ``project``, ``team``, ``org``.
 
         Raises:
             ConfigError: a malformed budget spec or reserve, or an undeclared custom meter (a
-                mistyped ``total_token``).
+                mistyped ``total_token``); or budgets other than those another worker of the
+                session declared (both named).
         """
         with self._scope("session", session_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -289,18 +305,20 @@ class Guard(Engine):
         scopes: Mapping[str, str | None],
     ) -> Iterator[Session]:
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
-        for b in made:
-            self.ledger.put_budget(b)
         held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
+        key, holder, ttl = f"{scope}:{value}", f"{this_process()}/{uuid.uuid4().hex[:12]}", self.settings.ttl
+        self.ledger.join_lease(key, holder, ttl=ttl, budgets=made, keep=keep_budget)
+        member = _Member()  # renewed while this block runs (held weakly by the renewer)
+        self.leases.watch(holder, ttl, member, key)
         self.unattributed.opened()
         try:
             with attributed(held_back=held, tags=tags, **{**scopes, scope: value}) as attribution:
                 yield Session(self, attribution, made)
         finally:
             self.unattributed.closed()
-            if not keep_budget:
-                for b in made:
-                    self.ledger.delete_budget(b.name)
+            self.leases.done(holder)
+            self.ledger.leave_lease(key, holder)
+            del member
 
     @staticmethod
     def _scoped_budget(scope: str, value: str, spec: Budget | str) -> Budget:
@@ -386,6 +404,10 @@ class Guard(Engine):
             watcher = ThresholdWatcher(self.ledger)
             self.observers.add(watcher)
         watcher.subscribe(callback, [Decimal(str(t)) for t in thresholds])
+
+
+class _Member:
+    """The owner of one lease while its session block runs (the renewer holds it weakly)."""
 
 
 _UNITS = {

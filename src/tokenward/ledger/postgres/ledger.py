@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -44,19 +43,18 @@ from tokenward.core.budgets import Budget, Subject
 from tokenward.core.decide import CallPlan, Decision, decide
 from tokenward.core.events import UsageEvent
 from tokenward.core.usage import Usage
-from tokenward.errors import BudgetError, LedgerError, StoreUnavailable
+from tokenward.errors import LedgerError, StoreUnavailable
 from tokenward.ledger.base import DEFAULT_TTL, Reservation, new_id
 from tokenward.ledger.failover import (
-    StoreFailure,
     StoreHealth,
-    Worker,
     admit_unchecked,
     open_reservation,
     redact,
 )
 from tokenward.ledger.postgres.store import PgSettings, PostgresStore, Retry, lock_key, parse_pg_url
 from tokenward.ledger.records import KeyRecord
-from tokenward.ledger.spool import Spool
+from tokenward.ledger.spool import SpoolEntry
+from tokenward.ledger.spooled import SpooledWrites
 
 __all__ = ["PgSettings", "PostgresLedger", "lock_key", "parse_pg_url"]
 
@@ -66,7 +64,7 @@ _RETRIES = 8
 T = TypeVar("T")
 
 
-class PostgresLedger(PostgresStore):
+class PostgresLedger(SpooledWrites, PostgresStore):
     """The PostgreSQL ledger (one connection per thread).
 
     Args:
@@ -81,13 +79,11 @@ class PostgresLedger(PostgresStore):
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.health = StoreHealth(redact(url), record=self._record_alert)
-        self._spool: Spool | None = None
-        self._spool_lock = threading.Lock()
-        self._replayer: Worker | None = None
-        self._closed = False
-        super().__init__(url, clock=clock)
-        if self.settings.spool.exists():  # entries a previous process could not replay
-            self._start_replayer()
+        self._init_spool(parse_pg_url(url).spool)
+        PostgresStore.__init__(self, url, clock=clock)
+        self._resume_spool()  # entries a previous process could not replay
+        with contextlib.suppress(LedgerError):
+            self.reclaim_dead()  # reservations of processes of this machine that died
 
     def _retrying(self, step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a write step, again from the start when PostgreSQL broke a deadlock by aborting it."""
@@ -117,6 +113,21 @@ class PostgresLedger(PostgresStore):
 
     def adjust(self, *args: Any, **kwargs: Any) -> Any:
         return self._retrying(super().adjust, *args, **kwargs)
+
+    def reclaim_dead(self) -> int:
+        return self._retrying(super().reclaim_dead)
+
+    def join_lease(self, *args: Any, **kwargs: Any) -> bool:
+        return self._retrying(super().join_lease, *args, **kwargs)
+
+    def renew_lease(self, key: str, holder: str, ttl: timedelta) -> bool:
+        return self._retrying(super().renew_lease, key, holder, ttl)
+
+    def leave_lease(self, key: str, holder: str) -> bool:
+        return self._retrying(super().leave_lease, key, holder)
+
+    def reap_leases(self) -> bool:
+        return self._retrying(super().reap_leases)
 
     def record_estimate(self, model: str, estimated: int, actual: int) -> None:
         """As the contract; while PostgreSQL is unreachable the observation is spooled."""
@@ -166,6 +177,7 @@ class PostgresLedger(PostgresStore):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> Reservation:
         """As the contract; while PostgreSQL is unreachable, by the budgets' store-failure policy.
 
@@ -175,7 +187,13 @@ class PostgresLedger(PostgresStore):
         """
         try:
             return self._retrying(
-                super().reserve, subject, amounts, ttl=ttl, idempotency_key=idempotency_key, metadata=metadata
+                super().reserve,
+                subject,
+                amounts,
+                ttl=ttl,
+                idempotency_key=idempotency_key,
+                metadata=metadata,
+                forwarded=forwarded,
             )
         except StoreUnavailable as exc:
             self._admit_unchecked("reserve", subject, exc)
@@ -189,6 +207,7 @@ class PostgresLedger(PostgresStore):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> tuple[Decision, Reservation]:
         """As the contract; while PostgreSQL is unreachable, by the budgets' store-failure policy
         (an admission that fails open is not clamped: no balance can be read).
@@ -199,7 +218,13 @@ class PostgresLedger(PostgresStore):
         """
         try:
             return self._retrying(
-                super().admit, subject, plan, ttl=ttl, idempotency_key=idempotency_key, metadata=metadata
+                super().admit,
+                subject,
+                plan,
+                ttl=ttl,
+                idempotency_key=idempotency_key,
+                metadata=metadata,
+                forwarded=forwarded,
             )
         except StoreUnavailable as exc:
             self._admit_unchecked("admit", subject, exc)
@@ -247,14 +272,12 @@ class PostgresLedger(PostgresStore):
             return event
 
     def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent:
-        """As the contract; while PostgreSQL is unreachable the event is kept in the local spool
-        and settled when the server returns (so nothing that happened is lost)."""
+        """As the contract; while PostgreSQL is unreachable (or refuses it) the event is kept in
+        the local spool and settled when the server takes it (so nothing that happened is lost)."""
         try:
             return self._retrying(super().settle, reservation_id, event)
-        except StoreUnavailable as exc:
-            payload = {"reservation_id": reservation_id, "event": event.to_dict()}
-            self._spool_write("settle", payload, "settle", exc, event.subject)
-            return event
+        except LedgerError as exc:
+            return self._spool_settle(reservation_id, event, exc)
 
     def release(self, reservation_id: str) -> bool:
         """As the contract; while PostgreSQL is unreachable the release is spooled and replayed
@@ -263,7 +286,7 @@ class PostgresLedger(PostgresStore):
             return False
         try:
             return self._retrying(super().release, reservation_id)
-        except StoreUnavailable as exc:
+        except LedgerError as exc:
             self._spool_write("release", {"reservation_id": reservation_id}, "release", exc, None)
             return False
 
@@ -289,86 +312,27 @@ class PostgresLedger(PostgresStore):
             self.clock.now(),
         )
 
-    def _open_spool(self) -> Spool:
-        with self._spool_lock:
-            if self._spool is None:
-                self._spool = Spool(self.settings.spool)
-            return self._spool
-
-    def _spool_write(
-        self, kind: str, payload: dict[str, Any], operation: str, exc: Exception, subject: Subject | None
-    ) -> None:
-        self._open_spool().append(kind, payload)
-        self.health.failed(
-            StoreFailure(self.clock.now(), self.health.store, operation, "spooled", str(exc), (), subject)
-        )
-        self._start_replayer()
-
-    def _record_alert(self, action: str, details: dict[str, Any]) -> None:
-        self._open_spool().append("audit", {"action": action, "details": details})
-        self._start_replayer()
-
-    def _start_replayer(self) -> None:
-        with self._spool_lock:
-            if self._replayer is None and not self._closed:
-                self._replayer = Worker("tokenward-pg-spool", self._replay_step, interval=0.5)
-        self._replayer.wake()  # type: ignore[union-attr]
-
-    def _replay_step(self) -> bool:
-        """Replay the oldest spooled entries; True when some were replayed (more may wait)."""
-        spool = self._open_spool()
-        entries = spool.claim(100)
-        if not entries:
-            return False
-        done: list[int] = []
-        try:
-            for entry in entries:
-                payload = entry.payload
-                if entry.kind == "settle":
-                    event = UsageEvent.from_dict(payload["event"])
-                    self._retrying(super().settle, payload["reservation_id"], event)
-                elif entry.kind == "release":
-                    self._retrying(super().release, payload["reservation_id"])
-                elif entry.kind == "estimate":
-                    self._retrying(
-                        super().record_estimate, payload["model"], payload["estimated"], payload["actual"]
-                    )
-                elif entry.kind == "audit":
-                    details = payload["details"]
-                    self._retrying(
-                        super().audit, "tokenward", payload["action"], self.health.store, after=details
-                    )
-                done.append(entry.id)
-        except (LedgerError, BudgetError) as exc:
-            spool.done(done)
-            spool.retry([e.id for e in entries if e.id not in done], str(exc))
-            return False
-        spool.done(done)
-        self.health.recovered(self.clock.now())
-        return True
-
-    def flush(self, timeout: float = 30.0) -> int:
-        """Replay the spool now; returns how many entries are still waiting after ``timeout``
-        seconds (0: everything reached PostgreSQL)."""
-        if not self.settings.spool.exists():
-            return 0
-        spool = self._open_spool()
-        deadline = time.monotonic() + timeout
-        while spool.pending() and time.monotonic() < deadline:
-            if not self._replay_step():
-                time.sleep(0.05)
-        return spool.pending()
+    def _replay_entry(self, entry: SpoolEntry) -> None:
+        payload = entry.payload
+        if entry.kind == "settle":
+            event = UsageEvent.from_dict(payload["event"])
+            self._retrying(PostgresStore.settle, self, payload["reservation_id"], event)
+        elif entry.kind == "release":
+            self._retrying(PostgresStore.release, self, payload["reservation_id"])
+        elif entry.kind == "estimate":
+            self._retrying(
+                PostgresStore.record_estimate, self, payload["model"], payload["estimated"], payload["actual"]
+            )
+        elif entry.kind == "audit":
+            details = payload["details"]
+            self._retrying(
+                PostgresStore.audit, self, "tokenward", payload["action"], self.health.store, after=details
+            )
+        else:  # pragma: no cover - written by a newer tokenward
+            raise LedgerError(f"unknown spool entry kind {entry.kind!r}")
 
     def close(self) -> None:
         """Stop the replayer (replaying what it can first) and close every connection (entries
         still in the spool are replayed by the next process that opens it)."""
-        self._closed = True
-        if self._replayer is not None:
-            self._replayer.stop()
-            with contextlib.suppress(LedgerError):
-                self._replay_step()
-        with self._spool_lock:
-            if self._spool is not None:
-                self._spool.close()
-                self._spool = None
-        super().close()
+        self._close_spool()
+        PostgresStore.close(self)

@@ -97,5 +97,22 @@ MIGRATIONS: list[str] = [
     + _append_only("stops", "stop markers")
     + _append_only("adjustments", "adjustments")
     + _append_only("audit_log", "audit entries"),
+    # 2 (issue 14): the process that owns a reservation (reclaimed when it dies), the disputed
+    #    flag of usage events (NULL for events written before: their metadata says), the lookup
+    #    of events by provider response id, and the leases of shared sessions
+    """
+    ALTER TABLE reservations ADD COLUMN owner text;
+    CREATE INDEX reservations_owner ON reservations (owner) WHERE state = 'active';
+    ALTER TABLE usage_events ADD COLUMN disputed boolean;
+    CREATE INDEX usage_events_disputed ON usage_events (at, seq) WHERE disputed;
+    CREATE INDEX usage_events_response ON usage_events ((data->'metadata'->>'response_id'))
+        WHERE data->'metadata'->>'response_id' IS NOT NULL;
+    CREATE TABLE lease_groups (key text PRIMARY KEY, data jsonb NOT NULL);
+    CREATE TABLE leases (
+        key text NOT NULL, holder text NOT NULL, expires_at timestamptz NOT NULL,
+        PRIMARY KEY (key, holder)
+    );
+    CREATE INDEX leases_expiry ON leases (expires_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,8 +34,8 @@ from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import redact
 from tokenward.ledger.postgres.records import PostgresRecords, dumps
 from tokenward.ledger.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from tokenward.ledger.records import StopMarker
-from tokenward.ledger.rows import Rows, Snapshot, Span, stored_budget
+from tokenward.ledger.records import LeaseGroup, StopMarker
+from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, stored_budget
 from tokenward.ledger.spool import default_spool_path
 from tokenward.ledger.transactional import TransactionalLedger
 
@@ -355,8 +355,8 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
 
     def _put_reservation(self, reservation: Reservation) -> bool:
         cursor = self._execute(
-            "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data) "
-            "VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (idempotency_key) DO NOTHING",
+            "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data, owner) "
+            "VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT (idempotency_key) DO NOTHING",
             (
                 reservation.id,
                 reservation.idempotency_key,
@@ -364,6 +364,7 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
                 reservation.created_at,
                 reservation.expires_at,
                 _reservation_data(reservation),
+                reservation.owner,
             ),
         )
         return bool(cursor.rowcount > 0)
@@ -392,16 +393,86 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
             if len(rows) < 1000:
                 return expired
 
+    def _active_owners(self) -> list[str]:
+        rows = self._execute(
+            "SELECT DISTINCT owner FROM reservations WHERE state = 'active' AND owner IS NOT NULL"
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def _owned_active(self, owners: Sequence[str]) -> list[Reservation]:
+        rows = self._execute(
+            "SELECT id, idempotency_key, state, data FROM reservations "
+            "WHERE state = 'active' AND owner = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED",
+            (list(owners),),
+        ).fetchall()
+        return [_reservation_from_row(row) for row in rows]
+
+    # -- leases ------------------------------------------------------------------------------------
+    def _lease_group(self, key: str) -> LeaseGroup | None:
+        if self._local.write:  # one member at a time changes a group
+            self._execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(self.schema, "lease", key),))
+        row = self._execute("SELECT data FROM lease_groups WHERE key = %s", (key,)).fetchone()
+        return LeaseGroup.from_dict(row[0]) if row else None
+
+    def _store_lease_group(self, group: LeaseGroup) -> None:
+        self._execute(
+            "INSERT INTO lease_groups (key, data) VALUES (%s, %s::jsonb) "
+            "ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+            (group.key, dumps(group.to_dict())),
+        )
+
+    def _drop_lease_group(self, key: str) -> None:
+        self._execute("DELETE FROM lease_groups WHERE key = %s", (key,))
+
+    def _lease_holders(self, key: str) -> dict[str, datetime]:
+        if self._local.write:
+            self._execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(self.schema, "lease", key),))
+        rows = self._execute("SELECT holder, expires_at FROM leases WHERE key = %s", (key,)).fetchall()
+        return {holder: expires for holder, expires in rows}
+
+    def _put_lease(self, key: str, holder: str, expires_at: datetime) -> None:
+        self._execute(
+            "INSERT INTO leases (key, holder, expires_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key, holder) DO UPDATE SET expires_at = excluded.expires_at",
+            (key, holder, expires_at),
+        )
+
+    def _drop_leases(self, key: str, holders: Sequence[str]) -> None:
+        self._execute("DELETE FROM leases WHERE key = %s AND holder = ANY(%s)", (key, list(holders)))
+
+    def _expired_lease_keys(self, now: datetime) -> list[str]:
+        rows = self._execute("SELECT DISTINCT key FROM leases WHERE expires_at <= %s", (now,)).fetchall()
+        return sorted(r[0] for r in rows)
+
+    # -- usage events ------------------------------------------------------------------------------
     def _get_event(self, request_id: str) -> UsageEvent | None:
         row = self._execute("SELECT data FROM usage_events WHERE request_id = %s", (request_id,)).fetchone()
         return UsageEvent.from_dict(row[0]) if row else None
+
+    def _event_by_response(self, response_id: str) -> UsageEvent | None:
+        row = self._execute(
+            "SELECT data FROM usage_events WHERE data->'metadata'->>'response_id' = %s ORDER BY seq LIMIT 1",
+            (response_id,),
+        ).fetchone()
+        return UsageEvent.from_dict(row[0]) if row else None
+
+    def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
+        clauses = ["(disputed OR (disputed IS NULL AND data->'metadata'->>'disputed' = 'true'))"]
+        params: list[Any] = []
+        if since is not None:
+            clauses.append("at >= %s")
+            params.append(since)
+        sql = f"SELECT data FROM usage_events WHERE {' AND '.join(clauses)} ORDER BY at, seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [UsageEvent.from_dict(r[0]) for r in self._execute(sql, params).fetchall()]
 
     def _insert_event(self, event: UsageEvent) -> bool:
         subject = event.subject
         cursor = self._execute(
             'INSERT INTO usage_events (request_id, at, org, project, team, "user", "key", agent, session, task, '
-            "model, status, input_tokens, output_tokens, cost_usd, data) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) "
+            "model, status, input_tokens, output_tokens, cost_usd, data, disputed) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
             "ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
@@ -413,6 +484,7 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
                 event.usage.output_tokens,
                 event.cost_usd,
                 event.to_json(),
+                event_disputed(event),
             ),
         )
         return bool(cursor.rowcount > 0)

@@ -35,11 +35,13 @@ from tokenward.core.decide import Balance
 from tokenward.core.events import UsageEvent
 from tokenward.errors import LedgerError, StoreUnavailable
 from tokenward.ledger.base import Reservation
+from tokenward.ledger.reclaim import correction_event, is_late_settlement
 from tokenward.ledger.records import Adjustment, BudgetInstance, ShadowDenial, StopMarker, parse_iso
 from tokenward.ledger.redis.state import RedisSettings, View
 from tokenward.ledger.redis.units import field, to_units
 from tokenward.ledger.rows import ZERO, Rows, Snapshot, Span, span_of, window_spent
 from tokenward.ledger.spool import Spool, SpoolEntry
+from tokenward.ledger.spooled import alert_quarantined
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.throttle import Throttle
 
@@ -86,6 +88,7 @@ class DrainedLedger(Protocol):
         *,
         enforce: bool = False,
         replay: bool = False,
+        final: str = "",
     ) -> tuple[str, Any]: ...
 
     def _settled(self, request_id: str) -> UsageEvent | None: ...
@@ -107,25 +110,62 @@ def _store_lock(ledger: DrainedLedger, *, shared: bool) -> None:
 
 def drain_step(ledger: DrainedLedger) -> bool:
     """Move one batch of spooled entries to Redis and the durable store; True when it moved one
-    (more may wait). A batch that fails stays in the spool for a later try."""
+    (more may wait). A batch a store cannot take now stays in the spool for a later try; a batch
+    a store refuses is moved again entry by entry, so one entry refused for its content
+    (quarantined at its last refusal) never holds back the others."""
     entries = ledger.spool.claim(_BATCH)
     if not entries:
         return False
     try:
         _drain(ledger, entries)
-    except LedgerError as exc:
-        ledger.spool.retry([e.id for e in entries], str(exc))
-        if not isinstance(exc, StoreUnavailable):
-            log.error("could not move %d spooled entries to the ledger's stores: %s", len(entries), exc)
-        elif _outage_log.due() is not None:  # an outage: the ledger alerts it; once a minute here
-            log.warning(
-                "could not move %d spooled entries to the ledger's stores (they wait in the spool): %s",
-                len(entries),
-                exc,
-            )
+    except StoreUnavailable as exc:
+        _unavailable(ledger, entries, exc)
         return False
+    except Exception as exc:
+        log.warning(
+            "a store refused a batch of %d spooled entries (%s); moving them one by one", len(entries), exc
+        )
+        return _drain_singly(ledger, entries)
     ledger.spool.done([e.id for e in entries])
     return True
+
+
+def _unavailable(ledger: DrainedLedger, entries: list[SpoolEntry], exc: StoreUnavailable) -> None:
+    ledger.spool.retry([e.id for e in entries], str(exc))
+    if _outage_log.due() is not None:  # an outage: the ledger alerts it; once a minute here
+        log.warning(
+            "could not move %d spooled entries to the ledger's stores (they wait in the spool): %s",
+            len(entries),
+            exc,
+        )
+
+
+def _drain_singly(ledger: DrainedLedger, entries: list[SpoolEntry]) -> bool:
+    moved = False
+    for index, entry in enumerate(entries):
+        try:
+            _drain(ledger, [entry])
+        except StoreUnavailable as exc:
+            _unavailable(ledger, entries[index:], exc)
+            return moved
+        except Exception as exc:  # this entry is refused: set it aside at its last refusal
+            error = f"{type(exc).__name__}: {exc}"
+            if ledger.spool.refused(entry.id, error):
+                quarantined(ledger.spool, entry, error)
+            continue
+        ledger.spool.done([entry.id])
+        moved = True
+    return moved
+
+
+def quarantined(spool: Spool, entry: SpoolEntry, error: str) -> None:
+    """Alert a quarantined entry: an error in the log and an audit entry ``ledger.quarantined``
+    (spooled, as every record this ledger writes to its durable store)."""
+
+    def record(action: str, details: dict[str, Any]) -> None:
+        spool.append("audit", {"action": action, "details": details, "target": str(spool.path)})
+
+    alert_quarantined(spool.path, entry, error, record)
 
 
 def _drain(ledger: DrainedLedger, entries: list[SpoolEntry]) -> None:
@@ -158,9 +198,7 @@ def _drain(ledger: DrainedLedger, entries: list[SpoolEntry]) -> None:
             payload = entry.payload
             if entry.kind in ("settle", "charge"):
                 charged = gen is not None and ledger._applied.pop(entry.id, None) == gen
-                new = _drain_event(ledger, entry.kind, payload, charged=charged)
-                if new is not None:
-                    stored.append(new)
+                stored += _drain_event(ledger, entry.kind, payload, charged=charged)
                 continue
             if stored:  # the events' charges before any other record of the batch
                 _apply_batch(store, snapshot, stored, now)
@@ -190,14 +228,18 @@ def lock_events(entries: list[SpoolEntry]) -> bool:
 
 def _drain_event(
     ledger: DrainedLedger, kind: str, payload: Mapping[str, Any], *, charged: bool = False
-) -> tuple[UsageEvent, datetime] | None:
-    """Store one spooled event; returns it and the instant whose windows it charges when it is new
-    to the store (its charge is then applied by :func:`_apply_batch`). ``charged``: this process
-    charged it to the Redis state of the current generation (no need to ask Redis again)."""
+) -> list[tuple[UsageEvent, datetime]]:
+    """Store one spooled event; returns the events new to the store with the instant whose windows
+    each charges (their charges are then applied by :func:`_apply_batch`): the event, or, for the
+    real settlement of a call whose hold was reclaimed meanwhile, the reclaimed event (when it is
+    new here) and the correction. ``charged``: this process charged it to the Redis state of the
+    current generation (no need to ask Redis again)."""
     store = ledger.store
     event = UsageEvent.from_dict(payload["event"])
-    if not charged and store._get_event(event.request_id) is not None:
-        return None  # stored already (a replay after a crash, or another replica's copy)
+    if not charged:
+        existing = store._get_event(event.request_id)
+        if existing is not None:  # stored already (a replay after a crash, another replica's copy)
+            return _corrected(ledger, existing, event) if is_late_settlement(existing, event) else []
     rid = payload.get("rid")
     at = parse_iso(payload["at"]) if payload.get("at") else None
     if at is None:  # settled while Redis was unreachable: its reservation is known now
@@ -208,13 +250,32 @@ def _drain_event(
     if kind == "charge":  # a checked charge: it happened only if Redis took it
         stored = ledger._settled(event.request_id)
         if stored is None:
-            return None
+            return []
         event = stored
     elif not charged:
-        outcome, earlier = ledger._charge(rid, event, at, replay=True)
+        outcome, earlier = ledger._charge(rid, event, at, replay=True, final=str(payload.get("final") or ""))
+        if outcome == "GONE":  # a reclaim of a reservation finished meanwhile
+            return []
         if outcome == "DUP":
+            if is_late_settlement(earlier, event):  # reclaimed by another process meanwhile
+                first = [(earlier, earlier.at)] if store._insert_event(earlier) else []
+                return first + _corrected(ledger, earlier, event)
             event = earlier
-    return (event, at) if store._insert_event(event) else None
+    return [(event, at)] if store._insert_event(event) else []
+
+
+def _corrected(
+    ledger: DrainedLedger, reclaimed: UsageEvent, real: UsageEvent
+) -> list[tuple[UsageEvent, datetime]]:
+    """The correction of a reclaimed hold by the call's real settlement, charged to Redis (once)
+    and new to the store (or nothing, when it is there already)."""
+    correction = correction_event(reclaimed, real)
+    if ledger.store._get_event(correction.request_id) is not None:
+        return []
+    outcome, earlier = ledger._charge(None, correction, reclaimed.at, replay=True)
+    if outcome == "DUP":
+        correction = earlier
+    return [(correction, reclaimed.at)] if ledger.store._insert_event(correction) else []
 
 
 def _apply_batch(

@@ -91,6 +91,9 @@ from tokenward.ledger.failover import (
     open_reservation,
     redact,
 )
+from tokenward.ledger.normalise import check_subject, storable_event
+from tokenward.ledger.owner import is_dead, this_process
+from tokenward.ledger.reclaim import correction_event, is_late_settlement, reclaimed_event
 from tokenward.ledger.records import (
     Adjustment,
     iso,
@@ -183,6 +186,8 @@ class RedisLedger(RedisRecords):
         self._last_refresh = 0.0
         self._closed = False
         self._drainer = Worker("tokenward-redis-drain", self._drain_step, interval=0.5, gather=0.05)
+        with contextlib.suppress(LedgerError):
+            self.reclaim_dead()  # reservations of processes of this machine that died
 
     def _remember(self, reservation: Reservation) -> None:
         with self._mine_lock:
@@ -218,8 +223,10 @@ class RedisLedger(RedisRecords):
         *,
         plan: CallPlan | None = None,
         amounts: Mapping[str, Decimal] | None = None,
+        forwarded: bool = False,
     ) -> tuple[Decision | None, Reservation, bool]:
         """Decide (for a plan) and hold, all or nothing; returns (decision, reservation, fresh)."""
+        check_subject(subject)
         now = self.clock.now()
         rid = new_id()
         values: list[Any] | None = None
@@ -268,13 +275,18 @@ class RedisLedger(RedisRecords):
                     expires_at=now + ttl,
                     idempotency_key=idempotency_key,
                     metadata=dict(metadata or {}),
+                    forwarded=forwarded,
+                    owner=this_process(),
                 )
                 hold_rows = [
                     [row_field(h.budget, h.subject_id, h.window_key), str(to_units(h.amount))]
                     for h in holds
                     if h.amount
                 ]
-                held = json.dumps({"k": idempotency_key or False, "h": hold_rows}, separators=(",", ":"))
+                holds_record: dict[str, Any] = {"k": idempotency_key or False, "h": hold_rows}
+                if forwarded:  # never released by the scripts' reaper: reclaimed (charged)
+                    holds_record["f"] = 1
+                held = json.dumps(holds_record, separators=(",", ":"))
                 answer = self._script(
                     "hold",
                     view,
@@ -317,8 +329,10 @@ class RedisLedger(RedisRecords):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> Reservation:
-        """Hold ``amounts`` on every applicable budget, all or nothing, in one script.
+        """Hold ``amounts`` on every applicable budget, all or nothing, in one script (marked
+        ``forwarded`` in the same script: see the contract).
 
         Raises:
             BudgetExceeded: the first hard budget that cannot take the hold; nothing is held.
@@ -328,7 +342,9 @@ class RedisLedger(RedisRecords):
         """
         check_amounts(amounts, "reserve amounts")
         try:
-            return self._admission(subject, ttl, idempotency_key, metadata, amounts=amounts)[1]
+            return self._admission(
+                subject, ttl, idempotency_key, metadata, amounts=amounts, forwarded=forwarded
+            )[1]
         except StoreUnavailable as exc:
             self._admit_unchecked("reserve", subject, exc)
             return open_reservation(subject, amounts, self.clock.now(), ttl, idempotency_key, metadata)
@@ -341,6 +357,7 @@ class RedisLedger(RedisRecords):
         ttl: timedelta = DEFAULT_TTL,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        forwarded: bool = False,
     ) -> tuple[Decision, Reservation]:
         """Decide on the balances read (after reaping) and hold the decision's amounts; when a
         concurrent call took the room meanwhile, decide again on the balances the hold met.
@@ -351,7 +368,9 @@ class RedisLedger(RedisRecords):
             StoreUnavailable: Redis is unreachable and a hard budget fails closed.
         """
         try:
-            decision, reservation, fresh = self._admission(subject, ttl, idempotency_key, metadata, plan=plan)
+            decision, reservation, fresh = self._admission(
+                subject, ttl, idempotency_key, metadata, plan=plan, forwarded=forwarded
+            )
         except StoreUnavailable as exc:
             self._admit_unchecked("admit", subject, exc)
             decision = decide(plan, [])
@@ -383,8 +402,10 @@ class RedisLedger(RedisRecords):
         *,
         enforce: bool = False,
         replay: bool = False,
+        final: str = "",
     ) -> tuple[str, Any]:
-        """Charge ``event`` in Redis (releasing the reservation's hold), once per request id.
+        """Charge ``event`` in Redis (releasing the reservation's hold), once per request id;
+        ``final`` is the reservation's state after (``""``: settled; ``reclaimed``).
 
         Returns:
             ``("OK", the generation of the state charged)``, ``("DUP", the stored event)``, ``("DENY", the denial)`` (only with
@@ -418,6 +439,7 @@ class RedisLedger(RedisRecords):
                     event.request_id,
                     event.to_json(),
                     reservation_id or "",
+                    final,
                     len(charges) // 2,
                     *charges,
                     len(reads),
@@ -434,6 +456,8 @@ class RedisLedger(RedisRecords):
                 return "NOGEN", None
             if answer[0] == "DUP":
                 return "DUP", UsageEvent.from_dict(json.loads(answer[1]))
+            if answer[0] == "GONE":
+                return "GONE", None
             if answer[0] == "DENY":
                 balances = self._balances(layout, answer[1:])
                 denial = self._denial(balances, event.charged)
@@ -463,6 +487,7 @@ class RedisLedger(RedisRecords):
             LedgerError: the spool cannot be written.
         """
         check_amounts(event.charged, f"event {event.request_id!r}: charged")
+        event = storable_event(event)
         reservation, known = self._reservation_for(reservation_id)
         at = reservation.created_at if reservation is not None else event.at
         if reservation is not None:
@@ -479,12 +504,90 @@ class RedisLedger(RedisRecords):
         self._forget(reservation_id)
         if outcome == "DUP":
             self.spool.done([entry])
+            if is_late_settlement(detail, event):  # its hold was reclaimed: correct, once
+                self._settle_more(correction_event(detail, event), detail.at)
+                return event
             return detail  # type: ignore[no-any-return]
         self._applied[entry] = detail  # the drainer need not charge Redis again in this generation
         if len(self._applied) > 100_000:  # entries another process on this spool drained
             self._applied.clear()
         self._wake()
         return event
+
+    def _settle_more(
+        self, event: UsageEvent, at: datetime, reservation: Reservation | None = None, final: str = ""
+    ) -> None:
+        """Settle an event the ledger made itself (a reclaimed hold, a correction), spooled first
+        like any settlement (its charges may be negative: a correction)."""
+        rid = reservation.id if reservation is not None else None
+        payload: dict[str, Any] = {"rid": rid, "at": iso(at), "event": event.to_dict()}
+        if final:
+            payload["final"] = final
+        entry = self.spool.append("settle", payload)
+        try:
+            outcome, detail = self._charge(rid, event, at, final=final)
+        except StoreUnavailable as exc:
+            self._failed("settle", "spooled", exc, event.subject)
+            return
+        if outcome in ("DUP", "GONE"):
+            self.spool.done([entry])
+            return
+        self._applied[entry] = detail
+        self._wake()
+
+    def _reclaim(self, reservation: Reservation, reason: str) -> None:
+        """Charge a forwarded reservation its hold (:mod:`tokenward.ledger.reclaim`)."""
+        event = reclaimed_event(reservation, self.clock.now(), reason)
+        self._settle_more(event, reservation.created_at, reservation, "reclaimed")
+
+    def _reclaim_expired(self) -> int:
+        """Reclaim the forwarded reservations the scripts found past their time to live."""
+        count = 0
+        while True:
+            ids = self._redis(lambda: self.client.zrange(self._keys[11], 0, 199))
+            if not ids:
+                return count
+            for rid in ids:
+                reservation = self.reservation(rid)
+                if reservation is None or reservation.state != "active":
+                    self._drop_reclaim(rid)
+                    continue
+                self._reclaim(reservation, "expired")
+                count += 1
+            if len(ids) < 200:
+                return count
+
+    def _drop_reclaim(self, reservation_id: str) -> None:
+        self._redis(lambda: self.client.zrem(self._keys[11], reservation_id))
+
+    def reclaim_dead(self) -> int:
+        """As :meth:`tokenward.ledger.steps.LedgerSteps.reclaim_dead`: finish the active
+        reservations of processes of this machine that died (run when the ledger opens)."""
+        ids = list(self._redis(lambda: self.client.zrange(self._keys[6], 0, -1)))
+        ids += self._redis(lambda: self.client.zrange(self._keys[11], 0, -1))
+        count = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+
+            def read(chunk: list[str] = chunk) -> Any:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.hmget(self._keys[3], chunk)
+                pipe.hmget(self._keys[4], chunk)
+                return pipe.execute()
+
+            texts, states = self._redis(read)
+            for text, state in zip(texts, states, strict=True):
+                if text is None or state != "active":
+                    continue
+                reservation = reservation_of(text, state)
+                if not is_dead(reservation.owner):
+                    continue
+                if reservation.forwarded:
+                    self._reclaim(reservation, "owner_dead")
+                else:
+                    self.release(reservation.id)
+                count += 1
+        return count
 
     def charge_meter(
         self,
@@ -586,13 +689,19 @@ class RedisLedger(RedisRecords):
         return int(answer[1]) == 1
 
     def reap(self) -> int:
-        """Expire reservations past their time to live, releasing their holds; returns how many."""
+        """Expire reservations past their time to live, releasing their holds (charging those of
+        forwarded ones), and end the shared sessions whose leases all expired; returns how many
+        reservations expired."""
         total = 0
         while True:
             count = int(self._retry_again(lambda: self._script("reap", None, 1000))[1])
             total += count
             if count < 1000:
-                return total
+                break
+        self._reclaim_expired()
+        if self.store.reap_leases():
+            self._bump("budgets")
+        return total
 
     def adjust(
         self,

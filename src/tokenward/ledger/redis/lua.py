@@ -1,6 +1,6 @@
 """The Redis ledger's server-side scripts (Lua): each step is one script, atomic in Redis.
 
-Every script touches the same eleven keys (:data:`KEY_NAMES`), all named ``{PREFIX}:<name>``: the
+Every script touches the same twelve keys (:data:`KEY_NAMES`), all named ``{PREFIX}:<name>``: the
 ``{PREFIX}`` hash tag puts them in one hash slot, so a script is atomic over all of them on a
 single server and on Redis Cluster alike (see :mod:`.ledger` for why one slot per ledger).
 
@@ -18,7 +18,7 @@ says what happened:
   runs the script again;
 * ``STALE``: the budgets or stop markers changed since the caller read them (the current
   revisions follow): the caller reloads them and runs the script again;
-* otherwise the script's own answer (``OK``, ``DENY``, ``EXISTS``, ``DUP``).
+* otherwise the script's own answer (``OK``, ``DENY``, ``EXISTS``, ``DUP``, ``GONE``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = ["EXTEND", "HOLD", "KEY_NAMES", "READ", "REAP", "REBUILD", "RELEASE", 
 SCALE = 18
 """Sub-units per unit, as a power of ten: amounts are held in Redis as integers of 10^-18."""
 
-KEY_NAMES = ("gen", "rev", "bal", "res", "rst", "rhd", "exp", "idem", "done", "gc", "stops")
+KEY_NAMES = ("gen", "rev", "bal", "res", "rst", "rhd", "exp", "idem", "done", "gc", "stops", "rcl")
 """The keys every script receives, in this order (``{PREFIX}:<name>``):
 
 * ``gen``: the generation of the state (a random token set when it was built); missing = lost;
@@ -40,12 +40,16 @@ KEY_NAMES = ("gen", "rev", "bal", "res", "rst", "rhd", "exp", "idem", "done", "g
 * ``done``: request id -> the usage event stored for it (settled once);
 * ``gc``: finished reservations (``r<id>``) and requests (``d<id>``) by when they finished,
   forgotten after the retention;
-* ``stops``: stop markers, field ``["scope","id"]`` -> JSON.
+* ``stops``: stop markers, field ``["scope","id"]`` -> JSON;
+* ``rcl``: forwarded reservations past their time to live, waiting to be charged their hold
+  (sorted set by expiry): the scripts' reaper never releases a forwarded hold, the ledger
+  reclaims it (:mod:`tokenward.ledger.reclaim`) with a settlement.
 """
 
 _PRELUDE = r"""
-local K_GEN, K_REV, K_BAL, K_RES, K_RST, K_RHD, K_EXP, K_IDEM, K_DONE, K_GC, K_STOPS =
-    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local K_GEN, K_REV, K_BAL, K_RES, K_RST, K_RHD, K_EXP, K_IDEM, K_DONE, K_GC, K_STOPS, K_RCL =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11],
+    KEYS[12]
 local NOW = tonumber(ARGV[1])
 local RETAIN = tonumber(ARGV[2])
 
@@ -156,13 +160,22 @@ end
 local function finish(rid, state)
     redis.call('HSET', K_RST, rid, state)
     redis.call('ZREM', K_EXP, rid)
+    redis.call('ZREM', K_RCL, rid)
     redis.call('ZADD', K_GC, NOW, 'r' .. rid)
 end
+-- expire reservations past their time to live: release the holds of those never forwarded; move
+-- forwarded ones (holds JSON "f") to the reclaim queue, their holds kept until they are charged
 local function reap(limit)
     local ids = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW, 'LIMIT', 0, limit)
     for _, rid in ipairs(ids) do
-        drop_holds(rid)
-        finish(rid, 'expired')
+        local hd = redis.call('HGET', K_RHD, rid)
+        if hd and cjson.decode(hd).f then
+            redis.call('ZREM', K_EXP, rid)
+            redis.call('ZADD', K_RCL, NOW, rid)
+        else
+            drop_holds(rid)
+            finish(rid, 'expired')
+        end
     end
     return #ids
 end
@@ -273,12 +286,13 @@ return vals
 SETTLE = (
     _PRELUDE
     + r"""
--- ARGV[5..]: request key, event JSON, reservation id ('' for none), charges (n, then field and
--- signed units each), fields to read, checks (a direct charge that must fit: else DENY), watched
--- spans (n, then per span: count and fields). Answers OK, the reservation's state before, the
--- generation, and each watched span's spent after the charge. Once per request key: a repeated
--- one answers DUP and the event stored the first time.
-local req, event, rid = arg(), arg(), arg()
+-- ARGV[5..]: request key, event JSON, reservation id ('' for none), the reservation's state
+-- after ('' for settled; reclaimed), charges (n, then field and signed units each), fields to
+-- read, checks (a direct charge that must fit: else DENY), watched spans (n, then per span: count
+-- and fields). Answers OK, the reservation's state before, the generation, and each watched
+-- span's spent after the charge. Once per request key: a repeated one answers DUP and the event
+-- stored the first time.
+local req, event, rid, final = arg(), arg(), arg(), arg()
 local stored = redis.call('HGET', K_DONE, req)
 if stored then return {'DUP', stored} end
 local n = tonumber(arg())
@@ -294,8 +308,16 @@ end
 local before = ''
 if rid ~= '' then
     before = redis.call('HGET', K_RST, rid) or ''
+    if final == 'reclaimed' and before ~= 'active' then
+        -- a reclaim of a reservation finished meanwhile: nothing to charge
+        redis.call('ZREM', K_RCL, rid)
+        return {'GONE', before}
+    end
     if before == 'active' then drop_holds(rid) end
-    if before ~= '' then finish(rid, 'settled') end
+    if before ~= '' then
+        if final == '' then final = 'settled' end
+        finish(rid, final)
+    end
 end
 for _, c in ipairs(charges) do addrow(c[1], parse(c[2]), ZERO) end
 redis.call('HSET', K_DONE, req, event)

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +35,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     KeyRecord,
+    LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
@@ -207,6 +208,58 @@ class RedisRecords(RedisState):
         self.flush(5)
         self.store.put_budget(budget)
         self._bump("budgets")
+
+    def join_lease(
+        self,
+        key: str,
+        holder: str,
+        *,
+        ttl: timedelta,
+        budgets: Sequence[Budget] = (),
+        keep: bool = False,
+    ) -> bool:
+        """As :meth:`tokenward.ledger.leases.LeaseSteps.join_lease`, in the durable store (every
+        replica reloads the budgets it made)."""
+        if budgets:
+            self.flush(5)
+        made = self.store.join_lease(key, holder, ttl=ttl, budgets=budgets, keep=keep)
+        if made:
+            self._bump("budgets")
+        return made
+
+    def renew_lease(self, key: str, holder: str, ttl: timedelta) -> bool:
+        """As :meth:`tokenward.ledger.leases.LeaseSteps.renew_lease`."""
+        return self.store.renew_lease(key, holder, ttl)
+
+    def leave_lease(self, key: str, holder: str) -> bool:
+        """As :meth:`tokenward.ledger.leases.LeaseSteps.leave_lease` (the events this process
+        settled are moved to the durable store first, as before any budget change)."""
+        self.flush(5)
+        deleted = self.store.leave_lease(key, holder)
+        if deleted:
+            self._bump("budgets")
+        return deleted
+
+    def reap_leases(self) -> bool:
+        """As :meth:`tokenward.ledger.leases.LeaseSteps.reap_leases`."""
+        deleted = self.store.reap_leases()
+        if deleted:
+            self._bump("budgets")
+        return deleted
+
+    def lease_group(self, key: str) -> LeaseGroup | None:
+        """As :meth:`tokenward.ledger.leases.LeaseSteps.lease_group`."""
+        return self.store.lease_group(key)
+
+    def event_by_response_id(self, response_id: str) -> UsageEvent | None:
+        """As the contract (from the durable store, after moving this process's spool)."""
+        self.flush(5)
+        return self.store.event_by_response_id(response_id)
+
+    def disputed_events(self, *, since: datetime | None = None, limit: int | None = None) -> list[UsageEvent]:
+        """As the contract (from the durable store, after moving this process's spool)."""
+        self.flush(5)
+        return self.store.disputed_events(since=since, limit=limit)
 
     def get_budget(self, name: str) -> Budget | None:
         """The budget called ``name``, or None."""

@@ -452,7 +452,7 @@ class RedisState:
     def _apply_rows(self, key: str, record: Mapping[str, Any], charges: Sequence[Any]) -> bool:
         """Add signed spend to balance rows (``field, units`` pairs), once per ``key``; False when
         the state is gone (a rebuild takes the figures from the durable store)."""
-        args = [key, json.dumps(record), "", len(charges) // 2, *charges, 0, 0, 0]
+        args = [key, json.dumps(record), "", "", len(charges) // 2, *charges, 0, 0, 0]
         try:
             self._retry_again(lambda: self._script("settle", None, *args, rebuild=False))
         except Lost:

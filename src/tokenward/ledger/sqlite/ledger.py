@@ -1,7 +1,10 @@
 """``sqlite:///path/to/ledger.db``: the embedded ledger, safe across threads and processes.
 
 URL form (as SQLAlchemy writes it): ``sqlite:///tokenward.db`` is relative to the working
-directory, ``sqlite:////var/lib/tokenward/ledger.db`` absolute. The file is opened in WAL mode;
+directory, ``sqlite:////var/lib/tokenward/ledger.db`` absolute. Parameters: ``timeout`` (seconds a
+write waits for the file's lock, SQLite's busy time-out; default 30) and ``spool`` (where writes
+wait when the lock is not had in time; default ``<ledger file>.spool``, beside it). The file is
+opened in WAL mode;
 every write step runs in ``BEGIN IMMEDIATE``, which takes SQLite's single writer lock for the whole
 check-then-hold, so concurrent reservations from any number of threads and processes sharing the
 file are serialised by SQLite itself. Readers (balances, reports) never block writers.
@@ -12,6 +15,13 @@ statement per step. Budgets, stop markers and keys are cached in the process and
 their revision counter in ``meta`` moves (one statement per step checks the counters). The schema
 is versioned (``PRAGMA user_version``) and migrated on open (:mod:`.schema`). Usage events
 and the other records are append-only: triggers refuse UPDATE and DELETE on them.
+
+**Nothing recorded is lost while another writer holds the lock.** A write that waited out the
+busy time-out fails with :class:`~tokenward.errors.StoreUnavailable`; a settlement or a release
+that fails so (or that the file refuses) is kept in the spool beside the ledger
+(:mod:`tokenward.ledger.spooled`) and replayed by a thread of this process, and by the next
+process that opens the ledger. Opening also reclaims the reservations of processes of this
+machine that died (:meth:`~tokenward.ledger.steps.LedgerSteps.reclaim_dead`).
 """
 
 from __future__ import annotations
@@ -22,25 +32,28 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tokenward.clock import Clock
 from tokenward.core.budgets import SCOPES, Budget, Subject
 from tokenward.core.events import UsageEvent
-from tokenward.errors import ConfigError, LedgerError
+from tokenward.errors import ConfigError, LedgerError, StoreUnavailable, ValidationError
 from tokenward.ledger.base import Reservation
-from tokenward.ledger.records import StopMarker
-from tokenward.ledger.rows import Rows, Snapshot, Span, stored_budget, subject_matches
+from tokenward.ledger.failover import StoreHealth
+from tokenward.ledger.records import LeaseGroup, StopMarker, parse_iso
+from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, stored_budget, subject_matches
+from tokenward.ledger.spool import SpoolEntry
+from tokenward.ledger.spooled import SpooledWrites
 from tokenward.ledger.sqlite.records import SQLiteRecords, ts
 from tokenward.ledger.sqlite.schema import _MIGRATIONS, SCHEMA_VERSION, split_statements
 from tokenward.ledger.transactional import TransactionalLedger
 
-__all__ = ["SCHEMA_VERSION", "SQLiteLedger", "path_from_url"]
+__all__ = ["SCHEMA_VERSION", "SQLiteLedger", "SQLiteSettings", "parse_sqlite_url", "path_from_url"]
 
 _CHUNK = 400  # balance rows per statement (SQLite allows 32766 parameters)
 
@@ -62,6 +75,48 @@ def path_from_url(url: str) -> Path:
     return Path(path)
 
 
+@dataclass(frozen=True, slots=True)
+class SQLiteSettings:
+    """A parsed ``sqlite:///`` URL."""
+
+    path: Path
+    timeout: float
+    spool: Path
+
+
+def parse_sqlite_url(url: str) -> SQLiteSettings:
+    """The file, busy time-out and spool of a ``sqlite:///path?timeout=S&spool=PATH`` URL.
+
+    Raises:
+        ConfigError: not a sqlite URL, no file, an unknown parameter or a bad time-out.
+    """
+    path = path_from_url(url)
+    params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    unknown = set(params) - {"timeout", "spool"}
+    if unknown:
+        raise ConfigError(f"{url!r}: unknown parameters {sorted(unknown)} (known: timeout, spool)")
+    try:
+        timeout = float(params.get("timeout") or 30)
+    except ValueError:
+        raise ConfigError(f"{url!r}: timeout is a number of seconds, got {params['timeout']!r}") from None
+    if not 0 < timeout < 86400:
+        raise ConfigError(f"{url!r}: timeout must be between 0 and 86400 seconds, got {timeout}")
+    spool = Path(params["spool"]) if params.get("spool") else path.with_name(path.name + ".spool")
+    return SQLiteSettings(path, timeout, spool)
+
+
+_BUSY = ("database is locked", "database table is locked", "database is busy")
+
+
+def _translate(path: Path, exc: sqlite3.Error, what: str = "") -> LedgerError:
+    """A driver error as tokenward's: the lock not had within the busy time-out is the store
+    being too slow (:class:`StoreUnavailable`: the write is spooled, the call refused with 503)."""
+    text = f"SQLite ledger {path}: {what}{exc}"
+    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(_BUSY):
+        return StoreUnavailable(text)
+    return LedgerError(text)
+
+
 def _reservation_to_json(r: Reservation) -> str:
     return json.dumps(r.body())
 
@@ -72,24 +127,28 @@ def _reservation_from_row(row: sqlite3.Row) -> Reservation:
     )
 
 
-class SQLiteLedger(SQLiteRecords, TransactionalLedger):
+class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
     """The SQLite ledger.
 
     Args:
-        url: ``sqlite:///path``; parent directories are created.
+        url: ``sqlite:///path[?timeout=S&spool=PATH]``; parent directories are created.
         clock: where time comes from.
-        timeout: seconds to wait for SQLite's write lock before failing.
+        timeout: seconds to wait for SQLite's write lock before failing (default: the URL's
+            ``timeout``, else 30).
 
     Raises:
         ConfigError: a malformed URL.
         LedgerError: the file cannot be opened or migrated.
     """
 
-    def __init__(self, url: str, *, clock: Clock | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, clock: Clock | None = None, timeout: float | None = None) -> None:
         TransactionalLedger.__init__(self, clock)
+        settings = parse_sqlite_url(url)
         self.url = url
-        self.path = path_from_url(url)
-        self.timeout = timeout
+        self.path = settings.path
+        self.timeout = settings.timeout if timeout is None else timeout
+        self.health = StoreHealth(str(self.path), record=self._record_alert)
+        self._init_spool(settings.spool)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._conn_lock = threading.Lock()
@@ -101,6 +160,9 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
         except OSError as exc:
             raise LedgerError(f"cannot create the directory for {self.path}: {exc}") from exc
         self._migrate()
+        self._resume_spool()  # what a previous process could not write
+        with contextlib.suppress(LedgerError):
+            self.reclaim_dead()  # reservations of processes of this machine that died
 
     # -- connections and transactions --------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -135,7 +197,7 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as exc:
-            raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
+            raise _translate(self.path, exc) from exc
         self._local.depth = 1
         try:
             yield
@@ -150,7 +212,7 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise LedgerError(f"SQLite ledger {self.path}: commit failed: {exc}") from exc
+            raise _translate(self.path, exc, "commit failed: ") from exc
 
     def _single_read(self) -> AbstractContextManager[None]:
         """One autocommit read (a statement is atomic on its own): no BEGIN/COMMIT round trip."""
@@ -160,6 +222,8 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
         try:
             return self._conn().execute(sql, params)
         except sqlite3.Error as exc:
+            raise _translate(self.path, exc) from exc
+        except UnicodeEncodeError as exc:  # a lone surrogate: refused like the store's own errors
             raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
@@ -175,8 +239,43 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
                     self._execute(statement)
                 self._execute(f"PRAGMA user_version={number + 1}")
 
+    def settle(self, reservation_id: str | None, event: UsageEvent) -> UsageEvent:
+        """As the contract; when the file cannot take it now (its lock is held past the busy
+        time-out) or refuses it, the settlement waits in the spool and is replayed until it lands
+        (the event is returned as settled)."""
+        try:
+            return super().settle(reservation_id, event)
+        except ValidationError:
+            raise
+        except LedgerError as exc:
+            return self._spool_settle(reservation_id, event, exc)
+
+    def release(self, reservation_id: str) -> bool:
+        """As the contract; a release the file cannot take now is spooled and replayed (returns
+        False: nothing is known to be released yet)."""
+        try:
+            return super().release(reservation_id)
+        except LedgerError as exc:
+            self._spool_write("release", {"reservation_id": reservation_id}, "release", exc, None)
+            return False
+
+    def _replay_entry(self, entry: SpoolEntry) -> None:
+        payload = entry.payload
+        if entry.kind == "settle":
+            TransactionalLedger.settle(
+                self, payload["reservation_id"], UsageEvent.from_dict(payload["event"])
+            )
+        elif entry.kind == "release":
+            TransactionalLedger.release(self, payload["reservation_id"])
+        elif entry.kind == "audit":
+            self.audit("tokenward", payload["action"], str(self.path), after=payload["details"])
+        else:  # pragma: no cover - written by a newer tokenward
+            raise LedgerError(f"unknown spool entry kind {entry.kind!r}")
+
     def close(self) -> None:
-        """Close every connection this ledger opened."""
+        """Stop the spool's replayer (replaying what it can first; the rest waits for the next
+        process) and close every connection this ledger opened."""
+        self._close_spool()
         with self._conn_lock:
             for conn in self._connections:
                 with contextlib.suppress(sqlite3.Error):
@@ -258,8 +357,8 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
 
     def _put_reservation(self, reservation: Reservation) -> bool:
         cursor = self._execute(
-            "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+            "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
             (
                 reservation.id,
                 reservation.idempotency_key,
@@ -267,6 +366,7 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
                 ts(reservation.created_at),
                 ts(reservation.expires_at),
                 _reservation_to_json(reservation),
+                reservation.owner,
             ),
         )
         return cursor.rowcount > 0
@@ -287,17 +387,83 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
         ).fetchall()
         return [replace(_reservation_from_row(row), state="active") for row in rows]
 
+    def _active_owners(self) -> list[str]:
+        rows = self._execute(
+            "SELECT DISTINCT owner FROM reservations WHERE state = 'active' AND owner IS NOT NULL"
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def _owned_active(self, owners: Sequence[str]) -> list[Reservation]:
+        marks = ", ".join("?" * len(owners))
+        rows = self._execute(
+            f"SELECT * FROM reservations WHERE state = 'active' AND owner IN ({marks}) ORDER BY id",
+            list(owners),
+        ).fetchall()
+        return [_reservation_from_row(row) for row in rows]
+
+    # -- leases ------------------------------------------------------------------------------------
+    def _lease_group(self, key: str) -> LeaseGroup | None:
+        row = self._execute("SELECT data FROM lease_groups WHERE key = ?", (key,)).fetchone()
+        return LeaseGroup.from_dict(json.loads(row["data"])) if row else None
+
+    def _store_lease_group(self, group: LeaseGroup) -> None:
+        self._execute(
+            "INSERT INTO lease_groups (key, data) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+            (group.key, json.dumps(group.to_dict())),
+        )
+
+    def _drop_lease_group(self, key: str) -> None:
+        self._execute("DELETE FROM lease_groups WHERE key = ?", (key,))
+
+    def _lease_holders(self, key: str) -> dict[str, datetime]:
+        rows = self._execute("SELECT holder, expires_at FROM leases WHERE key = ?", (key,)).fetchall()
+        return {r["holder"]: parse_iso(r["expires_at"]) for r in rows}  # type: ignore[misc]
+
+    def _put_lease(self, key: str, holder: str, expires_at: datetime) -> None:
+        self._execute(
+            "INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key, holder) DO UPDATE SET expires_at = excluded.expires_at",
+            (key, holder, ts(expires_at)),
+        )
+
+    def _drop_leases(self, key: str, holders: Sequence[str]) -> None:
+        for holder in holders:
+            self._execute("DELETE FROM leases WHERE key = ? AND holder = ?", (key, holder))
+
+    def _expired_lease_keys(self, now: datetime) -> list[str]:
+        rows = self._execute("SELECT DISTINCT key FROM leases WHERE expires_at <= ?", (ts(now),)).fetchall()
+        return sorted(r[0] for r in rows)
+
     # -- usage events ------------------------------------------------------------------------------
     def _get_event(self, request_id: str) -> UsageEvent | None:
         row = self._execute("SELECT data FROM usage_events WHERE request_id = ?", (request_id,)).fetchone()
         return UsageEvent.from_dict(json.loads(row["data"])) if row else None
 
+    def _event_by_response(self, response_id: str) -> UsageEvent | None:
+        row = self._execute(
+            "SELECT data FROM usage_events WHERE json_extract(data, '$.metadata.response_id') = ? "
+            "ORDER BY seq LIMIT 1",
+            (response_id,),
+        ).fetchone()
+        return UsageEvent.from_dict(json.loads(row["data"])) if row else None
+
+    def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
+        clauses = ["(disputed = 1 OR (disputed IS NULL AND json_extract(data, '$.metadata.disputed') = 1))"]
+        params: list[Any] = []
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(ts(since))
+        sql = f"SELECT data FROM usage_events WHERE {' AND '.join(clauses)} ORDER BY at, seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [UsageEvent.from_dict(json.loads(r["data"])) for r in self._execute(sql, params).fetchall()]
+
     def _insert_event(self, event: UsageEvent) -> bool:
         subject = event.subject
         cursor = self._execute(
             "INSERT INTO usage_events (request_id, at, org, project, team, user, key, agent, session, task, "
-            "model, status, input_tokens, output_tokens, cost_usd, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            "model, status, input_tokens, output_tokens, cost_usd, data, disputed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
                 ts(event.at),
@@ -308,6 +474,7 @@ class SQLiteLedger(SQLiteRecords, TransactionalLedger):
                 event.usage.output_tokens,
                 None if event.cost_usd is None else str(event.cost_usd),
                 event.to_json(),
+                event_disputed(event),
             ),
         )
         return cursor.rowcount > 0

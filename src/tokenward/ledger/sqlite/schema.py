@@ -107,6 +107,23 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_project ON audit_log (project, id);
     """
     + _append_only("audit_log", "audit entries"),
+    # 5 (issue 14): the process that owns a reservation (reclaimed when it dies), the disputed
+    #    flag of usage events (NULL for events written before: their metadata says), the lookup
+    #    of events by provider response id, and the leases of shared sessions
+    """
+    ALTER TABLE reservations ADD COLUMN owner TEXT;
+    CREATE INDEX reservations_owner ON reservations (owner) WHERE state = 'active';
+    ALTER TABLE usage_events ADD COLUMN disputed INTEGER;
+    CREATE INDEX usage_events_disputed ON usage_events (at, seq) WHERE disputed = 1;
+    CREATE INDEX usage_events_response ON usage_events (json_extract(data, '$.metadata.response_id'))
+        WHERE json_extract(data, '$.metadata.response_id') IS NOT NULL;
+    CREATE TABLE lease_groups (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE leases (
+        key TEXT NOT NULL, holder TEXT NOT NULL, expires_at TEXT NOT NULL,
+        PRIMARY KEY (key, holder)
+    ) WITHOUT ROWID;
+    CREATE INDEX leases_expiry ON leases (expires_at);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
