@@ -434,3 +434,36 @@ def test_a_rolling_denial_says_when_its_hold_fits() -> None:
         Budget("d", "user", "total_tokens", D(100), window=Window.parse("day")), "a", "", D(99), D(0), t
     )
     assert daily.exceeded(D(2)).retry_at is None  # calendar windows: reset_at says it
+
+
+# -- a call without a bound of its own, and per-call fees -------------------------------------
+
+
+def test_a_call_without_a_bound_takes_everything_when_nothing_else_is_in_flight() -> None:
+    plan = CallPlan("m", 100, 4096, min_output_tokens=16, bound_requested=False)
+    decision = decide(plan, [balance("b", "total_tokens", 1000)])
+    assert decision.output_tokens == 1000 - 100  # the sequential case is unchanged
+
+
+def test_a_call_without_a_bound_takes_half_while_others_hold_amounts() -> None:
+    plan = CallPlan("m", 100, 4096, min_output_tokens=16, bound_requested=False)
+    decision = decide(plan, [balance("b", "total_tokens", 1000, held=300)])
+    assert decision.output_tokens == (1000 - 300 - 100) // 2  # 300: half of what is left
+    waited = CallPlan("m", 100, 4096, min_output_tokens=16, bound_requested=False, contended=True)
+    assert decide(waited, [balance("b", "total_tokens", 1000)]).output_tokens == 450
+
+
+def test_half_never_goes_below_the_minimum_output() -> None:
+    plan = CallPlan("m", 100, 4096, min_output_tokens=16, bound_requested=False)
+    assert decide(plan, [balance("b", "total_tokens", 1000, held=880)]).output_tokens == 16  # 20 // 2 < 16
+    asked = CallPlan("m", 100, 4096, min_output_tokens=16)  # the request set its own bound
+    assert decide(asked, [balance("b", "total_tokens", 1000, held=300)]).output_tokens == 600
+
+
+def test_fees_are_held_on_cost_and_leave_less_room_for_output() -> None:
+    # $1/1M in, $2/1M out, a $0.01 fee: (0.02 - 0.01) x 1e6 - 100 x 1 = 9,900 / 2 = 4,950 output
+    plan = CallPlan("m", 100, 10_000, input_rate=D(1), output_rate=D(2), fixed_cost_usd=D("0.01"))
+    decision = decide(plan, [balance("b", "cost_usd", "0.02")])
+    assert decision.output_tokens == 4950
+    assert decision.amounts["cost_usd"] == (100 * D(1) + 4950 * D(2)) / 1_000_000 + D("0.01")
+    assert hold_amounts(plan, 0)["cost_usd"] == D("0.0101")

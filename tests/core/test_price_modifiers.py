@@ -378,3 +378,36 @@ def test_canonical_model_keeps_a_dated_snapshot_apart() -> None:
     # the price resolution rule tries the dated id first: gpt-4o-2024-05-13 has a price of its own
     assert canonical_model("openai/gpt-4o-2024-05-13") == "gpt-4o-2024-05-13"
     assert canonical_model("openrouter/google/gemini-3-pro-preview") == "gemini-3-pro-preview"
+
+
+# -- service tiers a hold is priced at ------------------------------------------------------------
+
+
+def test_a_hold_takes_the_named_tier_the_configured_tier_or_the_dearest() -> None:
+    from tokenward.core.modifiers import RequestFacts
+
+    prices = PriceBook.default()
+
+    # gpt-5 in genai-prices 0.2.3: $1.25/$10 by default, $0.625/$5 flex, $2.50/$20 priority
+    def rates(tier: str | None = None, default_tier: str | None = None) -> tuple[Any, Any]:
+        request = RequestFacts(service_tier=tier)
+        return hold_rates(prices, "gpt-5", 100, request, provider="openai", default_tier=default_tier)[1:]
+
+    assert rates("flex") == (Decimal("0.625"), Decimal(5))
+    assert rates("priority") == (Decimal("2.5"), Decimal(20))
+    assert rates(default_tier="default") == (Decimal("1.25"), Decimal(10))
+    assert rates() == (Decimal("2.5"), Decimal(20))  # omitted or auto: it may be served at priority
+    assert rates("default", default_tier="priority") == (Decimal("1.25"), Decimal(10))
+
+
+def test_override_rows_tiers_count_for_the_dearest() -> None:
+    from tokenward.core.modifiers import RequestFacts
+
+    prices = PriceBook(
+        {"models": {"m1": {"input": 1, "output": 2, "service_tiers": {"premium": {"input": 3, "output": 4}}}}}
+    )
+    assert hold_rates(prices, "m1", 10, RequestFacts())[1:] == (Decimal(3), Decimal(4))
+    assert hold_rates(prices, "m1", 10, RequestFacts(), default_tier="default")[1:] == (
+        Decimal(1),
+        Decimal(2),
+    )

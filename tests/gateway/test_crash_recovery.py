@@ -61,7 +61,10 @@ def _config(tmp_path: Path, fake_url: str, ledger: str, budget: int, ttl: int) -
                         "limit": budget,
                     }
                 ],
-                "defaults": {"reservation_ttl_seconds": ttl},
+                # no waiting: the calls behind the first call of a model never observed would
+                # wait for it to settle (calibration), so only one stream per process would be
+                # forwarded before the kill
+                "defaults": {"reservation_ttl_seconds": ttl, "admission_wait_seconds": 0},
             }
         )
     )

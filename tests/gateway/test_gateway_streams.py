@@ -29,7 +29,8 @@ def wait_for_events(gateway, count: int, timeout: float = 10.0):
 
 
 def test_openai_stream_is_cut_at_the_hold_when_the_upstream_ignores_the_bound(start_gateway) -> None:
-    gateway = start_gateway()
+    # held at the default tier it is charged at (an omitted tier is otherwise held at the dearest)
+    gateway = start_gateway(defaults={"service_tier": "default"})
     client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.url}/v1", max_retries=0)
     stream = client.chat.completions.create(
         model="gpt-4o-mini",

@@ -135,3 +135,39 @@ def test_sqlite_triggers_refuse_update_and_delete(tmp_path: Path) -> None:
         assert raw.execute("SELECT request_id, cost_usd FROM usage_events").fetchall() == [("e1", "1")]
     finally:
         raw.close()
+
+
+def test_an_event_is_found_by_its_response_id_conversation_or_cached_content(ledger: Ledger) -> None:
+    from dataclasses import replace
+
+    from tokenward.errors import ValidationError
+
+    def tagged(request_id: str, at: datetime, **metadata: str) -> UsageEvent:
+        return replace(event(ALICE, usd("0.1"), at=at, request_id=request_id), metadata=metadata)
+
+    ledger.settle(None, tagged("t1", _minute(1), response_id="resp_1", conversation="conv_a"))
+    ledger.settle(None, tagged("t2", _minute(2), response_id="resp_2", conversation="conv_a"))
+    ledger.settle(None, tagged("c1", _minute(3), cached_content="cachedContents/x1"))
+    assert ledger.event_by_metadata("response_id", "resp_1").request_id == "t1"  # type: ignore[union-attr]
+    assert ledger.event_by_metadata("conversation", "conv_a").request_id == "t2"  # type: ignore[union-attr]
+    found = ledger.event_by_metadata("cached_content", "cachedContents/x1")
+    assert found is not None and found.usage.input_tokens == 100
+    assert ledger.event_by_metadata("response_id", "resp_unknown") is None
+    assert ledger.event_by_metadata("conversation", "resp_1") is None  # keys are not mixed up
+    with pytest.raises(ValidationError):
+        ledger.event_by_metadata("model", "fake-model")  # only the documented keys
+    with pytest.raises(ValidationError):
+        ledger.event_by_metadata("response_id", "")
+
+
+def test_the_latest_event_of_a_conversation_is_the_last_recorded(backend: Backend) -> None:
+    from dataclasses import replace
+
+    ledger = backend.open()
+    for index, rid in enumerate(("u1", "u2", "u3")):
+        stored = replace(
+            event(ALICE, usd("0.1"), at=_minute(index), request_id=rid), metadata={"conversation": "c"}
+        )
+        ledger.settle(None, stored)
+    found = ledger.event_by_metadata("conversation", "c")
+    assert found is not None and found.request_id == "u3"

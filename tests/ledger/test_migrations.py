@@ -23,6 +23,7 @@ from tests.ledger.backends import BACKENDS, POSTGRES_URL, drop_postgres_schema, 
 from tokenward.clock import ManualClock
 from tokenward.core.budgets import Subject
 from tokenward.ledger import Ledger, open_ledger
+from tokenward.ledger.records import EVENT_LOOKUPS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T1 = datetime(2025, 6, 2, 12, 0, 5, tzinfo=UTC)  # five seconds after the fixture was written
@@ -37,7 +38,7 @@ def _check(ledger: Ledger) -> None:
     assert not active.forwarded  # written before the mark existed
     events = {e.request_id: e for e in ledger.events()}
     assert sorted(events) == ["chg-bob", "req-disputed", "req-settled"]
-    found = ledger.event_by_response_id("chatcmpl-fixture-1")
+    found = ledger.event_by_metadata("response_id", "chatcmpl-fixture-1")
     assert found is not None and found.request_id == "req-settled"
     # the disputed column is NULL for old rows: their metadata says
     assert [e.request_id for e in ledger.disputed_events()] == ["req-disputed"]
@@ -69,11 +70,13 @@ def test_a_sqlite_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path) -
             assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
             columns = {row[1] for row in conn.execute("PRAGMA table_info(usage_events)")}
             assert "disputed" in columns
-            plan = conn.execute(
-                "EXPLAIN QUERY PLAN SELECT data FROM usage_events "
-                "WHERE json_extract(data, '$.metadata.response_id') = 'x'"
-            ).fetchall()
-            assert "usage_events_response" in str(plan)  # found by its index, not a scan
+            for key in EVENT_LOOKUPS:  # the lookup the ledger runs, found by its index, not a scan
+                plan = conn.execute(
+                    "EXPLAIN QUERY PLAN SELECT data FROM usage_events "
+                    f"WHERE json_extract(data, '$.metadata.{key}') = 'x' ORDER BY seq DESC LIMIT 1"
+                ).fetchall()
+                assert f"USING INDEX usage_events_{key}" in str(plan), plan
+                assert "TEMP B-TREE" not in str(plan), plan  # and ordered by it
         finally:
             conn.close()
         _check(ledger)
@@ -106,6 +109,14 @@ def test_a_postgres_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path)
                     f'SELECT version FROM "{schema}".tokenward_migrations ORDER BY 1'
                 ).fetchall()
                 assert [v for (v,) in versions] == [1, 2]
+                conn.execute(f'SET search_path TO "{schema}"')
+                conn.execute("SET enable_seqscan = off")  # a few rows: a scan would be cheaper
+                for key in EVENT_LOOKUPS:  # the lookup the ledger runs can use its index
+                    plan = conn.execute(
+                        "EXPLAIN SELECT data FROM usage_events "
+                        f"WHERE data->'metadata'->>'{key}' = 'x' ORDER BY seq DESC LIMIT 1"
+                    ).fetchall()
+                    assert f"usage_events_{key}" in str(plan), plan
             _check(ledger)
         finally:
             ledger.close()

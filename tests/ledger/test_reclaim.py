@@ -193,9 +193,9 @@ def test_events_are_found_by_provider_response_id(ledger: Ledger) -> None:
                 metadata={"response_id": f"resp_{n}"},
             ),
         )
-    found = ledger.event_by_response_id("resp_2")
+    found = ledger.event_by_metadata("response_id", "resp_2")
     assert found is not None and found.request_id == "req-2"
-    assert ledger.event_by_response_id("resp_3") is None
+    assert ledger.event_by_metadata("response_id", "resp_3") is None
 
 
 def test_disputed_events_are_listed(ledger: Ledger) -> None:

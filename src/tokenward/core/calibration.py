@@ -15,6 +15,12 @@ correction. A correction below 1 (the default over-estimates) is used only after
 :data:`MIN_OBSERVATIONS` calls; one above 1 (an under-estimate was seen) at once, since holding
 too little lets a call overspend. Models are keyed by :func:`calibration_key`, so a Bedrock id and
 the provider's own id of one model share their observations.
+
+Models counted exactly offline (OpenAI's, with tiktoken) are still observed, per model *and
+upstream* (:func:`upstream_key`): an OpenAI-compatible server may serve an OpenAI model name with
+another tokenizer. For them a correction applies only once a prompt came in far above its estimate
+(``actual / estimated`` at least :data:`EXACT_TOLERANCE`), and only ever raises the estimate:
+the small differences of message framing are not worth a margin on every call.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
     "EstimateStats",
     "calibration_key",
     "correction",
+    "upstream_key",
 ]
 
 DEFAULT_MARGIN = Decimal("1.05")
@@ -40,6 +47,10 @@ DEFAULT_MARGIN = Decimal("1.05")
 
 MIN_OBSERVATIONS = 10
 """Observations needed before a correction may *lower* the default estimate."""
+
+EXACT_TOLERANCE = Decimal("1.1")
+"""For a model counted exactly offline: the ``actual / estimated`` ratio from which an upstream
+is taken to count prompts differently, and the estimate is corrected."""
 
 _RATIO_PLACES = Decimal("0.000001")
 _BEDROCK = re.compile(
@@ -60,6 +71,14 @@ def calibration_key(model: str) -> str:
     name = _BEDROCK.sub("", name)
     name = _VERSION.sub("", name)
     return _DATE.sub("", name) or model.lower()
+
+
+def upstream_key(model: str, upstream: str | None) -> str:
+    """The name observations of ``model`` served by ``upstream`` are kept under:
+    ``<calibration key>@(<upstream>)``, the upstream's name reduced to letters, digits, ``.``,
+    ``_`` and ``-``, and in parentheses, so :func:`calibration_key` leaves the key as it is."""
+    where = re.sub(r"[^a-z0-9._-]+", "_", (upstream or "any").lower()).strip("_") or "any"
+    return f"{calibration_key(model)}@({where})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +171,15 @@ class Calibration:
         return int((Decimal(tokens) * self.correction).to_integral_value(rounding=ROUND_CEILING))
 
 
-def correction(stats: EstimateStats | None, *, margin: Decimal = DEFAULT_MARGIN) -> Calibration:
-    """The correction learnt from ``stats`` (see the module docstring for the rule)."""
+def correction(
+    stats: EstimateStats | None, *, margin: Decimal = DEFAULT_MARGIN, exact: bool = False
+) -> Calibration:
+    """The correction learnt from ``stats`` (see the module docstring for the rule); ``exact``
+    for a model counted exactly offline (applied only from :data:`EXACT_TOLERANCE`, raising only)."""
     if stats is None or stats.count == 0:
         return Calibration(Decimal(1), margin, 0, False)
     value = stats.max_ratio * margin
-    applied = value > 1 or stats.count >= MIN_OBSERVATIONS
+    applied = stats.max_ratio >= EXACT_TOLERANCE if exact else (value > 1 or stats.count >= MIN_OBSERVATIONS)
     if not math.isfinite(float(value)) or value <= 0:
         return Calibration(Decimal(1), margin, stats.count, False, stats.min_ratio)
     return Calibration(value, margin, stats.count, applied, stats.min_ratio)

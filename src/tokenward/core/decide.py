@@ -154,9 +154,21 @@ class CallPlan:
         request: what the request asks for that changes its rates (speed, inference geography,
             cache writes and their lifetime): the rates above were chosen for it, and the
             settled call is priced with its cache-write lifetime.
-        fixed_cost_usd: USD held besides the token rates: the per-unit prices the request comes
-            to (images, minutes of audio, characters; :mod:`tokenward.core.media`). A call with
-            such a cost has no output bound to lower: it is held whole or refused.
+        fixed_cost_usd: USD held on ``cost_usd`` besides the token rates: the per-unit prices a
+            media request comes to (images, minutes of audio, characters;
+            :mod:`tokenward.core.media`: such a call has no output bound to lower, so it is held
+            whole or refused) and the per-use fees of the server-side tools a request enables, at
+            their maximum uses (web search; :func:`~tokenward.guard.flow.plan_call`).
+        context_tokens: the part of ``input_tokens`` the provider adds from what it stored (an
+            earlier response's turns, a cached content), known exactly from the ledger: never
+            scaled by calibration.
+        tool_input_tokens: the part of ``input_tokens`` allowed for the results of server-side
+            tools (web search, web fetch) at their maximum uses: never scaled by calibration.
+        bound_requested: whether the request set ``max_output_tokens`` itself; a call that did
+            not, clamped by a budget other calls hold amounts on (or after it waited for them:
+            ``contended``), is given half of what the budget can still pay for (:func:`decide`),
+            so one call does not take the whole remaining budget while others are arriving.
+        contended: the call waited for other calls' holds to settle before this plan was made.
     """
 
     model: str
@@ -168,6 +180,10 @@ class CallPlan:
     held_back: Mapping[str, Decimal] = field(default_factory=dict)
     request: RequestFacts = field(default_factory=RequestFacts)
     fixed_cost_usd: Decimal = Decimal(0)
+    context_tokens: int = 0
+    tool_input_tokens: int = 0
+    bound_requested: bool = True
+    contended: bool = False
 
     @property
     def priced(self) -> bool:
@@ -244,6 +260,16 @@ def _output_cap(balance: Balance, plan: CallPlan) -> int | None:
     return None if remaining > 0 else -1
 
 
+def _share(cap: int, plan: CallPlan, balance: Balance) -> int:
+    """The output bound a clamp by ``balance`` leaves a call: all of ``cap`` when the request set
+    its own bound, or when no other call holds anything on the budget and the call did not wait
+    for any; else half of it (at least ``min_output_tokens``), so a call without a bound of its
+    own does not take the whole remaining budget while others are arriving."""
+    if plan.bound_requested or (balance.held <= 0 and not plan.contended):
+        return cap
+    return min(cap, max(plan.min_output_tokens, cap // 2))
+
+
 def _floor(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR)) if value >= 0 else -1
 
@@ -252,7 +278,10 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
     """Admit, clamp or deny a call against every applicable budget.
 
     The output bound is lowered to what the tightest hard budget whose action is ``clamp``,
-    ``degrade`` or ``stop`` can still pay for; when even ``min_output_tokens`` no longer fits, the
+    ``degrade`` or ``stop`` can still pay for (half of it, at least ``min_output_tokens``, for a
+    call whose request set no bound while other calls hold amounts on that budget or after it
+    waited for them: :attr:`CallPlan.bound_requested`); when even
+    ``min_output_tokens`` no longer fits, the
     call is denied naming that budget. Then every hard budget whose action is ``deny`` must pay for
     the call with the bound so reached, or it denies. Soft budgets never deny; shadow budgets are
     only reported (``would_deny``, ``shadow``).
@@ -292,7 +321,7 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
                 continue
             raise balance.exceeded(need)
         if budget.mode == "hard":
-            bound, clamped_by = cap, budget.name
+            bound, clamped_by = _share(cap, plan, balance), budget.name
     for balance, cap in strict:
         if cap < bound:
             need = hold_amounts(plan, bound).get(balance.budget.meter, Decimal(0))

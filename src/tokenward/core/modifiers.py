@@ -96,6 +96,13 @@ class RequestFacts:
             ``"1h"``), or None when it asks for none or does not say (OpenAI).
         media: what an images or audio request asks for (images, their size and quality, the
             audio's duration, the characters to speak), or None for every other endpoint.
+        service_tier: the service tier the request names (``"priority"``, ``"flex"``,
+            ``"default"``; normalised), or None when it names none or ``"auto"``: the hold then
+            takes the tier its upstream is configured to serve at, else the model's dearest.
+        server_tools: the server-side tools the request enables that bill per use, as
+            ``(kind, max_uses)`` pairs: ``kind`` is ``"web_search"`` (a fee per search, its
+            results added to the input) or ``"web_fetch"`` (its results added to the input);
+            ``max_uses`` is the request's own cap, or None when it sets none.
     """
 
     speed: str | None = None
@@ -103,6 +110,8 @@ class RequestFacts:
     may_write_cache: bool = False
     cache_write_ttl: str | None = None
     media: MediaRequest | None = None
+    service_tier: str | None = None
+    server_tools: tuple[tuple[str, int | None], ...] = ()
 
 
 def normalise_speed(value: object) -> str | None:

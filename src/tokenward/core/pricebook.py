@@ -298,6 +298,13 @@ class PriceBook:
                 estimated=True,
             )
         self.use_genai = use_genai
+        self.override_tiers: frozenset[str] = frozenset(
+            tier
+            for rows in (self._rows, *self._provider_rows.values())
+            for row in rows.values()
+            for tier in row.service_tiers
+        )
+        """Every service tier an override row prices (for holds at the dearest tier)."""
         self._cache: dict[tuple[Any, ...], Price | None] = {}
         self._genai_models: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
@@ -584,11 +591,21 @@ def _has_variant(info: Any, key: str, value: str, at: datetime) -> bool:
     return False
 
 
-def hold_context(request: RequestFacts, at: datetime | None = None) -> PriceContext:
+HOLD_TIERS = ("default", "flex", "scale", "priority", "fast")
+"""Service tiers a hold at "the model's dearest tier" compares, besides the ones override rows
+name: OpenAI's ``default``, ``flex``, ``scale`` and ``priority``
+(https://platform.openai.com/docs/api-reference/responses/create#responses-create-service_tier,
+read 2026-12-08) and the ``fast`` label genai-prices prices like ``priority``."""
+
+
+def hold_context(
+    request: RequestFacts, at: datetime | None = None, service_tier: str | None = None
+) -> PriceContext:
     """The price context a hold is priced in: the speed and inference geography the request asks
-    for (the response may still report a cheaper one; the hold covers the dearer), and the
-    cache-write lifetime it asks for."""
+    for (the response may still report a cheaper one; the hold covers the dearer), the
+    cache-write lifetime it asks for, and the service tier the hold is priced at."""
     return PriceContext(
+        service_tier=service_tier,
         at=at,
         speed=request.speed,
         inference_geo=request.inference_geo,
@@ -605,6 +622,7 @@ def hold_rates(
     provider: str | None = None,
     policy: str = "flag",
     at: datetime | None = None,
+    default_tier: str | None = None,
 ) -> tuple[Price | None, Decimal | None, Decimal | None]:
     """The worst-case rates to hold a call at, for what its request asks: (row, input-side rate,
     output-side rate), USD per 1M tokens.
@@ -616,6 +634,13 @@ def hold_rates(
     1-hour rate left out only when every ``cache_control`` asks for 5 minutes). See
     :func:`~tokenward.core.pricing.reservation_rates`.
 
+    Service tier: the tier the request names (``request.service_tier``), else ``default_tier``
+    (the tier the upstream is configured to serve at), else the dearest of every tier the
+    model's row prices (:data:`HOLD_TIERS` and the tiers override rows name): OpenAI serves an
+    omitted or ``"auto"`` tier at the project's configured tier, which may be ``priority``
+    (https://platform.openai.com/docs/api-reference/chat/create#chat-create-service_tier, read
+    2026-12-08).
+
     Returns:
         The row (None for an unknown model under the ``flag`` policy) and the two rates; a rate
         is None when the row has none, and both are when the row cannot price what the request
@@ -625,13 +650,39 @@ def hold_rates(
         UnknownModel: ``policy="deny"`` and no source knows the model.
         ConfigError: as :meth:`PriceBook.priced`.
     """
-    price = prices.priced(model, policy=policy, provider=provider, context=hold_context(request, at))
-    if price is None:
-        return None, None, None
-    input_rate, output_rate = reservation_rates(
-        price,
-        input_tokens,
-        may_write_cache=request.may_write_cache,
-        cache_write_ttl=request.cache_write_ttl,
+    chosen = request.service_tier or default_tier
+    tiers: tuple[str | None, ...] = (
+        (chosen,) if chosen else (None, *HOLD_TIERS, *sorted(prices.override_tiers - set(HOLD_TIERS)))
     )
-    return price, input_rate, output_rate
+    first: Price | None = None
+    input_rate: Decimal | None = None
+    output_rate: Decimal | None = None
+    for index, tier in enumerate(tiers):
+        price = prices.priced(
+            model, policy=policy, provider=provider, context=hold_context(request, at, tier)
+        )
+        if price is None:
+            if index == 0:
+                return None, None, None
+            continue
+        rates = reservation_rates(
+            price,
+            input_tokens,
+            may_write_cache=request.may_write_cache,
+            cache_write_ttl=request.cache_write_ttl,
+        )
+        if index == 0:
+            first, (input_rate, output_rate) = price, rates
+            if input_rate is None and output_rate is None:
+                break  # the row cannot price what the request asks: unpriced at every tier
+            continue
+        input_rate = _dearer(input_rate, rates[0])
+        output_rate = _dearer(output_rate, rates[1])
+    return first, input_rate, output_rate
+
+
+def _dearer(current: Decimal | None, other: Decimal | None) -> Decimal | None:
+    """The higher of two rates; a side the base row leaves unpriced stays unpriced."""
+    if current is None or other is None:
+        return current
+    return max(current, other)

@@ -20,6 +20,8 @@ Endpoints (each module documents its wire format and usage semantics):
 ``POST /v1/messages/count_tokens``                          :mod:`~tokenward.fake.anthropic_count_tokens`
 ``POST /v1beta/models/{model}:generateContent``             :mod:`~tokenward.fake.gemini` (also
 ``POST /v1beta/models/{model}:streamGenerateContent``       under ``/v1/models/``)
+``/v1beta/cachedContents[/{id}]`` (any method)              :mod:`~tokenward.fake.gemini_caches`
+``/v1/conversations[/{id}[/items]]`` (any method)           :mod:`~tokenward.fake.conversations`
 ``GET /v1/models``, ``GET /healthz``, ``/_fake/requests``   :mod:`~tokenward.fake.provider`
 ==========================================================  =====================================
 
@@ -35,7 +37,9 @@ Prompt counts are the fake's own, on purpose not a real tokenizer: matches of ``
 over all the text of the request (message contents, system prompts and instructions, tool calls
 and results, tool definitions' JSON) plus 4 per message (Responses: per input item; Gemini: per
 content; none for completion prompts and embedding inputs); :mod:`tokenward.fake.counting`
-states the rule in full. Usage is reported as each provider documents it: OpenAI
+states the rule in full; stored context is billed as the providers bill it (a Responses
+``previous_response_id`` or ``conversation`` adds the stored turns, a Gemini ``cachedContent`` its
+cached tokens: :mod:`tokenward.fake.stored`). Usage is reported as each provider documents it: OpenAI
 ``cached_tokens`` inside ``prompt_tokens``/``input_tokens`` and ``reasoning_tokens`` inside
 ``completion_tokens``/``output_tokens``; Anthropic ``input_tokens`` excluding the cache reads and
 writes; Gemini ``cachedContentTokenCount`` inside ``promptTokenCount`` and
@@ -97,6 +101,9 @@ names or wrong types are a 400:
                        ``tool_use`` block with ``stop_reason: "tool_use"``. Its output tokens are
                        the pieces of the name plus those of the arguments' JSON text (see
                        :mod:`tokenward.fake.tools`). Ignored without tools, and on Gemini.
+``prompt_factor``      number > 0: the prompt is counted as the fake's count times this factor
+                       (rounded up), as an upstream whose tokenizer differs from tokenward's
+                       estimate would count it (a mismatched tokenizer).
 =====================  ==========================================================================
 
 The fake is also a referee: it tallies per request the tokens it generated, what a provider would

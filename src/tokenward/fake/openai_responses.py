@@ -6,8 +6,8 @@ https://platform.openai.com/docs/api-reference/responses/object):
 * request: ``model``; ``input``, a string (one user message) or an array of input items
   (messages with string or part-array ``content``, ``function_call`` and
   ``function_call_output`` items); ``instructions``; ``max_output_tokens``; ``tools``;
-  ``tool_choice``; ``stream``. ``previous_response_id`` is echoed but adds nothing to the prompt
-  (the fake keeps no conversations);
+  ``tool_choice``; ``stream``. ``previous_response_id`` (echoed) and ``conversation`` add the
+  stored turns to the prompt (:mod:`tokenward.fake.stored`);
 * answer: a ``response`` object whose ``output`` holds, in order, a ``reasoning`` item (only
   when reasoning tokens were spent; its ``summary`` is empty), then a ``message`` item with one
   ``output_text`` part, or a ``function_call`` item (option ``tool_call``, see
@@ -46,7 +46,16 @@ from tokenward.fake.reply import Reply, plan_reply, reported
 from tokenward.fake.streaming import json_answer, sse_event, sse_response
 from tokenward.fake.tools import ToolReply, plan_tool_call, serial, tools_offered
 
-__all__ = ["ResponsesRequest", "Turn", "parse_request", "plan_turn", "replay", "respond", "response_object"]
+__all__ = [
+    "ResponsesRequest",
+    "Turn",
+    "item_pieces",
+    "parse_request",
+    "plan_turn",
+    "replay",
+    "respond",
+    "response_object",
+]
 
 _ROLES = ("user", "assistant", "system", "developer")
 
@@ -91,7 +100,12 @@ def _text_parts(content: Any, where: str) -> int:
     return total
 
 
-def _item_pieces(item: Any, where: str) -> int:
+def item_pieces(item: Any, where: str) -> int:
+    """The pieces of one input item's text (without the 4 per item), as the module docstring counts.
+
+    Raises:
+        ValidationError: an item that is not an object, or a message without role or content.
+    """
     if not isinstance(item, dict):
         raise ValidationError(f"{where}: expected an input item object", field=where)
     kind = item.get("type", "message")
@@ -119,7 +133,7 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
     if isinstance(items, str):
         prompt = MESSAGE_OVERHEAD + count_pieces(items)
     elif isinstance(items, list) and items:
-        prompt = sum(MESSAGE_OVERHEAD + _item_pieces(item, f"input[{i}]") for i, item in enumerate(items))
+        prompt = sum(MESSAGE_OVERHEAD + item_pieces(item, f"input[{i}]") for i, item in enumerate(items))
     else:
         raise ValidationError("input: expected a string or a non-empty array of input items", field="input")
     instructions = body.get("instructions")

@@ -125,6 +125,7 @@ class FakeOptions:
     reasoning_tokens: int = 0
     tool_call: ToolCall | None = None
     break_after_bytes: int | None = None
+    prompt_factor: float = 1.0
     meter: Meter | None = None
     """The request's tally (:mod:`tokenward.fake.tally`), set by the server, not an option."""
 
@@ -141,6 +142,14 @@ def _millis(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValidationError(
             f"fake option {name!r} must be a number of milliseconds >= 0, got {value!r}", field=name
+        )
+    return float(value)
+
+
+def _factor(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10_000:
+        raise ValidationError(
+            f"fake option {name!r} must be a number above 0 (at most 10000), got {value!r}", field=name
         )
     return float(value)
 
@@ -219,6 +228,7 @@ _PARSERS: dict[str, Any] = {
     "cache_write_tokens": _whole,
     "reasoning_tokens": _whole,
     "tool_call": _tool_call,
+    "prompt_factor": _factor,
 }
 OPTION_NAMES = tuple(_PARSERS)
 

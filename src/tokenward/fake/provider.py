@@ -13,6 +13,10 @@ Routes:
   (:mod:`tokenward.fake.anthropic_count_tokens`);
 * ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent`` (the same under
   ``/v1/models/``, where google-genai 3 sends them): Gemini (:mod:`tokenward.fake.gemini`);
+* ``/v1beta/cachedContents`` and ``/v1beta/cachedContents/{id}``: Gemini context caches
+  (:mod:`tokenward.fake.gemini_caches`);
+* ``/v1/conversations``, ``/v1/conversations/{id}`` and ``/v1/conversations/{id}/items``: OpenAI
+  conversations (:mod:`tokenward.fake.conversations`);
 * ``GET /v1/models``: a few fake model ids, OpenAI-shaped (Anthropic-shaped when the request
   carries ``anthropic-version``, as the Anthropic SDK's requests do);
 * any other ``/v1/...`` or ``/v1beta/...`` path: 404 in the provider's error shape (Google's
@@ -41,6 +45,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -59,13 +64,18 @@ from tokenward.fake import (
     anthropic_count_tokens,
     anthropic_messages,
     gemini,
+    gemini_caches,
     openai_chat,
     openai_completions,
     openai_embeddings,
     openai_media,
     openai_responses,
 )
+from tokenward.fake import (
+    conversations as fake_conversations,
+)
 from tokenward.fake.options import OPTION_HEADER, OPTION_KEY, FakeOptions, FakeSettings, resolve_options
+from tokenward.fake.stored import StoredContext
 from tokenward.fake.streaming import QuietStreamCuts, pause
 from tokenward.fake.tally import Meter, Tally
 
@@ -136,6 +146,7 @@ class _Endpoint:
     check_key: Callable[[Request, str | None], Response | None]
     request_id_header: str | None = "x-request-id"
     tallied: bool = True
+    kind: str = ""
 
 
 _OPENAI_CHECK = _bearer_or_x_api_key(openai_chat.error_response, _OPENAI_BAD_KEY)
@@ -160,6 +171,7 @@ _RESPONSES = replace(
     respond=openai_responses.respond,
     replay=openai_responses.replay,
     id_format="resp_fake_{:06d}",
+    kind="responses",
 )
 _MESSAGES = _Endpoint(
     error=anthropic_messages.error_response,
@@ -188,6 +200,7 @@ _GEMINI = _Endpoint(
     bad_json="Invalid JSON payload received. The body must be a JSON object.",
     check_key=_google_key,
     request_id_header=None,
+    kind="gemini",
 )
 
 
@@ -229,6 +242,39 @@ def _models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
+class _CacheMissing(Exception):
+    """A ``generateContent`` named a cached content the fake does not have."""
+
+
+def _counted(
+    kind: str, call: Any, options: FakeOptions, body: dict[str, Any], stored: StoredContext
+) -> tuple[Any, FakeOptions]:
+    """The request as the fake bills it: its prompt count times ``prompt_factor`` (rounded up),
+    plus the stored context it continues (Responses ``previous_response_id``/``conversation``;
+    Gemini ``cachedContent``, reported as cache reads).
+
+    Raises:
+        ValidationError: an unknown ``previous_response_id``.
+        _CacheMissing: an unknown ``cachedContent``.
+    """
+    if options.prompt_factor != 1.0:
+        if hasattr(call, "prompt_tokens"):
+            call = replace(call, prompt_tokens=math.ceil(call.prompt_tokens * options.prompt_factor))
+        elif hasattr(call, "prompts"):
+            call = replace(call, prompts=tuple(math.ceil(n * options.prompt_factor) for n in call.prompts))
+    if kind == "responses":
+        call = replace(call, prompt_tokens=call.prompt_tokens + stored.continued(body))
+    elif kind == "gemini":
+        name = body.get("cachedContent", body.get("cached_content"))
+        if name is not None:
+            cache = stored.cache(name) if isinstance(name, str) else None
+            if cache is None:
+                raise _CacheMissing(str(name))
+            call = replace(call, prompt_tokens=call.prompt_tokens + cache.tokens)
+            options = replace(options, cache_read_tokens=options.cache_read_tokens + cache.tokens)
+    return call, options
+
+
 def create_app(settings: FakeSettings | None = None) -> Starlette:
     """Build the fake provider app.
 
@@ -244,6 +290,7 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
     received: deque[dict[str, Any]] = deque(maxlen=settings.max_recorded)
     tally = Tally(settings.max_recorded)
     counter = itertools.count(1)
+    stored = StoredContext()
 
     def record(request: Request, body: Any) -> None:
         headers = {
@@ -275,8 +322,11 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         try:
             options = resolve_options(fake, request.headers.get(OPTION_HEADER), settings)
             call = endpoint.parse(body)
+            call, options = _counted(endpoint.kind, call, options, body, stored)
         except ValidationError as err:
             return endpoint.error(400, str(err), err.field)
+        except _CacheMissing as missing:
+            return gemini.error_response(403, f"CachedContent not found (or permission denied): {missing}")
         await pause(options.latency_ms)
         response_id = endpoint.id_format.format(next(counter))
         if options.status is not None:
@@ -295,7 +345,11 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
                 return endpoint.replay(options, response_id)
             if endpoint.tallied:
                 options = replace(options, meter=_meter(request, call, response_id))
-            return endpoint.respond(call, options, response_id)
+            answer = endpoint.respond(call, options, response_id)
+            if endpoint.kind == "responses":  # remember it, for previous_response_id
+                turn = openai_responses.plan_turn(call, options, response_id)
+                stored.remember(response_id, body, call.prompt_tokens + turn.reply.output_tokens)
+            return answer
         except ValidationError as err:
             return endpoint.error(400, str(err), err.field)
 
@@ -332,6 +386,45 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             return refusal if refusal is not None else response
 
         return handle
+
+    def resource(
+        check: Callable[[Request, str | None], Response | None],
+        serve: Callable[[Request, Any, bool], Response],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A stored-resource route (Gemini caches, OpenAI conversations): recorded, key-checked,
+        then ``serve(request, body, parsed)``."""
+
+        async def handle(request: Request) -> Response:
+            body, parsed = _parse_json(await request.body())
+            record(request, body)
+            refusal = check(request, settings.api_key)
+            return refusal if refusal is not None else serve(request, body, parsed)
+
+        return handle
+
+    def cache_call(request: Request, body: Any, parsed: bool) -> Response:
+        cache_id = request.path_params.get("cache_id")
+        if cache_id is None:
+            if request.method == "GET":
+                return gemini_caches.listing(stored)
+            return gemini_caches.create(stored, body if parsed else None)
+        if request.method == "GET":
+            return gemini_caches.get(stored, cache_id)
+        if request.method == "PATCH":
+            return gemini_caches.update(stored, cache_id, body)
+        return gemini_caches.delete(stored, cache_id)
+
+    def conversation_call(request: Request, body: Any, parsed: bool) -> Response:
+        if request.method == "POST" and body is not None and not parsed:
+            return openai_chat.error_response(400, _OPENAI_BAD_JSON)
+        conversation = request.path_params.get("conversation_id")
+        if conversation is None:
+            return fake_conversations.create(stored, body)
+        if request.url.path.rstrip("/").endswith("/items"):
+            return fake_conversations.add_items(stored, conversation, body)
+        if request.method == "DELETE":
+            return fake_conversations.delete(stored, conversation)
+        return fake_conversations.retrieve(stored, conversation)
 
     async def models(request: Request) -> Response:
         record(request, None)
@@ -375,6 +468,23 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             Route("/v1/messages", route(_MESSAGES), methods=["POST"]),
             Route("/v1/messages/count_tokens", route(_COUNT_TOKENS), methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/conversations", resource(_OPENAI_CHECK, conversation_call), methods=["POST"]),
+            Route(
+                "/v1/conversations/{conversation_id}",
+                resource(_OPENAI_CHECK, conversation_call),
+                methods=["GET", "DELETE"],
+            ),
+            Route(
+                "/v1/conversations/{conversation_id}/items",
+                resource(_OPENAI_CHECK, conversation_call),
+                methods=["POST"],
+            ),
+            Route("/v1beta/cachedContents", resource(_google_key, cache_call), methods=["GET", "POST"]),
+            Route(
+                "/v1beta/cachedContents/{cache_id}",
+                resource(_google_key, cache_call),
+                methods=["GET", "PATCH", "DELETE"],
+            ),
             Route("/v1beta/models/{target}", gemini_call, methods=["POST"]),
             Route("/v1/models/{target}", gemini_call, methods=["POST"]),
             Route("/v1/{rest:path}", unknown, methods=[*_ANY]),

@@ -39,6 +39,7 @@ from tokenward.guard.wire.endpoints import (
     AnthropicMessages,
     Endpoint,
     Gemini,
+    GeminiCachedContents,
     OpenAIChat,
     OpenAICompletions,
     OpenAIEmbeddings,
@@ -255,6 +256,7 @@ def create_app(
         OpenAISpeech(),
         AnthropicMessages(),
         Gemini(),
+        GeminiCachedContents(),
     ]
 
     @contextlib.asynccontextmanager
@@ -298,18 +300,26 @@ def create_app(
 
         return Route(path or endpoint.path, handle, methods=["POST"])
 
-    def forward(family: str, path: str, method: str) -> Route:
+    def forward(family: str, path: str, method: str, *, record: bool = False) -> Route:
         async def handle(request: Request) -> Response:
-            return await passthrough(request, family, path, request.app.state.gateway)
+            return await passthrough(request, family, path, request.app.state.gateway, record=record)
 
         return Route(path if family != "openai" else "/v1" + path, handle, methods=[method])
 
-    gemini = next(e for e in endpoints if e.family == "gemini")
+    gemini = next(e for e in endpoints if isinstance(e, Gemini) and e.path.endswith("{target}"))
     proxied = [
         *(route(e) for e in endpoints),
         route(gemini, "/v1/models/{target}"),  # google-genai posts under /v1 too
         forward("anthropic", "/v1/messages/count_tokens", "POST"),
         forward("openai", "/models", "GET"),
+        # Gemini context caches: created through the proxy above (charged, size recorded); the
+        # rest passes through after the key check
+        forward("gemini", "/v1beta/cachedContents", "GET"),
+        *(forward("gemini", "/v1beta/cachedContents/{cache_id}", m) for m in ("GET", "PATCH", "DELETE")),
+        # OpenAI conversations: made and grown through the gateway, their size is recorded
+        forward("openai", "/conversations", "POST", record=True),
+        forward("openai", "/conversations/{conversation_id}/items", "POST", record=True),
+        *(forward("openai", "/conversations/{conversation_id}", m) for m in ("GET", "POST", "DELETE")),
     ]
 
     async def healthz(request: Request) -> Response:

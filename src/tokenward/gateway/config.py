@@ -10,6 +10,11 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
       min_output_tokens: 16              # a budget that cannot pay for this much denies
       reservation_ttl_seconds: 600
       unknown_model: flag                # flag | default (the price file's default row) | deny
+      admission_wait_seconds: 3          # a call refused only by holds in flight waits this long
+      unknown_context: deny              # deny | <tokens>: stored context the ledger never saw
+      service_tier: null                 # the tier calls naming none are served at (null: dearest)
+      server_tool_max_uses: 5            # uses held for a server-side tool with no cap of its own
+      server_tool_input_tokens: 8000     # prompt tokens held for each use's results
     upstreams:                           # tried in order; the first whose models match serves
       - name: local-fake
         provider: fake                   # fake | openai | anthropic | openai-compatible
@@ -17,6 +22,7 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         api_key_env: OPENAI_API_KEY      # the provider key, read from the environment
         models: ["*"]                    # glob patterns of model names
         bound_non_streamed: stream       # stream (default) | trust: see UpstreamConfig
+        service_tier: default            # the tier it serves calls naming none at (else: dearest)
     keys:                                # virtual keys clients use instead of provider keys
       - key: tw-demo-key                 # or key_sha256: <hex digest of the key>
         name: demo
@@ -47,6 +53,7 @@ from tokenward.gateway.observing import ObserveConfig, parse_observe
 from tokenward.guard import GuardSettings
 from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
+from tokenward.guard.wire.endpoints.billable import requested_tier
 
 __all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig", "project_problem"]
 
@@ -94,6 +101,9 @@ class UpstreamConfig:
             answered as JSON; ``trust``: it is forwarded as it is, trusting the upstream to honour
             the output bound (the charge floor still applies). See
             :mod:`tokenward.guard.wire.bounded`.
+        service_tier: the service tier it serves calls that name none (or ``auto``) at, as the
+            provider account is configured (OpenAI's project tier); None holds them at the
+            model's dearest tier (``defaults.service_tier`` when set).
     """
 
     name: str
@@ -102,6 +112,7 @@ class UpstreamConfig:
     api_key_env: str | None = None
     models: tuple[str, ...] = ("*",)
     bound_non_streamed: str = "stream"
+    service_tier: str | None = None
 
     def serves(self, family: str, model: str) -> bool:
         """Whether this upstream speaks the API ``family`` and serves ``model``."""
@@ -354,7 +365,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     where = f"upstreams[{i}]"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"name", "provider", "base_url", "api_key_env", "models", "bound_non_streamed"}
+    known = {"name", "provider", "base_url", "api_key_env", "models", "bound_non_streamed", "service_tier"}
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     provider = str(raw.get("provider", ""))
@@ -377,6 +388,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         api_key_env=raw.get("api_key_env"),
         models=tuple(models),
         bound_non_streamed=_bound_mode(raw, where),
+        service_tier=_tier(raw.get("service_tier"), f"{where}.service_tier"),
     )
 
 
@@ -386,6 +398,16 @@ def _bound_mode(raw: Mapping[str, Any], where: str) -> str:
     if mode not in BOUND_MODES:
         raise ConfigError(f"{where}.bound_non_streamed must be one of {', '.join(BOUND_MODES)}, got {mode!r}")
     return str(mode)
+
+
+def _tier(raw: Any, where: str) -> str | None:
+    """A configured service tier (``default``, ``flex``, ``priority``...), normalised."""
+    if raw is None:
+        return None
+    tier = requested_tier(raw) if isinstance(raw, str) else None
+    if tier is None:
+        raise ConfigError(f"{where} must name a service tier (default, flex, priority...), got {raw!r}")
+    return tier
 
 
 def _key(i: int, raw: Any) -> KeyConfig:
@@ -453,12 +475,51 @@ def _budget(i: int, raw: Any) -> Budget:
         raise ConfigError(f"budgets[{i}]: {exc}") from None
 
 
+_HOLDING_KEYS = {
+    "admission_wait_seconds",
+    "unknown_context",
+    "service_tier",
+    "server_tool_max_uses",
+    "server_tool_input_tokens",
+}
+"""``defaults`` keys of what is held and how long a call waits for holds (:func:`_holding`)."""
+
+
+def _holding(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``defaults`` keys of :data:`_HOLDING_KEYS`, checked, as ``GuardSettings`` fields."""
+    out: dict[str, Any] = {}
+    wait = raw.get("admission_wait_seconds")
+    if wait is not None:
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 600:
+            raise ConfigError(f"defaults.admission_wait_seconds must be 0-600 seconds, got {wait!r}")
+        out["admission_wait_seconds"] = float(wait)
+    context = raw.get("unknown_context")
+    if context is not None:
+        if context != "deny" and (isinstance(context, bool) or not isinstance(context, int) or context < 0):
+            raise ConfigError(
+                f"defaults.unknown_context must be deny or a number of tokens >= 0, got {context!r}"
+            )
+        out["unknown_context"] = context
+    if raw.get("service_tier") is not None:
+        out["service_tier"] = _tier(raw["service_tier"], "defaults.service_tier")
+    for name, low in (("server_tool_max_uses", 1), ("server_tool_input_tokens", 0)):
+        value = raw.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"defaults.{name} must be a whole number >= {low}, got {value!r}")
+            out[name] = value
+    return out
+
+
 def _settings(raw: Any) -> GuardSettings:
     if not isinstance(raw, Mapping):
         raise ConfigError("defaults: expected a mapping")
     known = {"max_output_tokens", "min_output_tokens", "reservation_ttl_seconds", "unknown_model"}
-    if set(raw) - known:
-        raise ConfigError(f"defaults: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
+    if set(raw) - known - _HOLDING_KEYS:
+        allowed = sorted(known | _HOLDING_KEYS)
+        raise ConfigError(
+            f"defaults: unknown keys {sorted(set(raw) - known - _HOLDING_KEYS)}; known: {allowed}"
+        )
     unknown_model = raw.get("unknown_model", "flag")
     if unknown_model not in ("flag", "default", "deny"):
         raise ConfigError(f"defaults.unknown_model must be flag, default or deny, got {unknown_model!r}")
@@ -477,4 +538,5 @@ def _settings(raw: Any) -> GuardSettings:
         if "reservation_ttl_seconds" in values
         else base.ttl,
         unknown_model=unknown_model,
+        **_holding(raw),
     )

@@ -40,6 +40,7 @@ from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
 from tokenward.guard import Admission, AsyncGuard, Outcome
+from tokenward.guard.context import conversation_growth
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.endpoints import Endpoint
 from tokenward.guard.wire.exchange import (
@@ -251,7 +252,7 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
         fields = {"request_id": request_id, "status": "denied", "http_status": denial.status, **denial.extra}
         log.info("%s denied: %s", request_id, exc, extra={"fields": fields})
         return error_response(endpoint.dialect, denial, own)
-    except ValidationError as exc:  # a value the ledger cannot keep (its subject): refused first
+    except ValidationError as exc:  # a value the ledger cannot keep (its subject), unknown stored context
         return error_response(endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own)
     except LedgerError as exc:
         _log_unavailable(exc)
@@ -281,7 +282,7 @@ def _log_unavailable(exc: LedgerError) -> None:
 async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
     raw = await request.body()
     try:
-        if endpoint.family == "gemini":  # the model and streaming are in the URL
+        if "target" in request.path_params:  # Gemini: the model and streaming are in the URL
             body = load_body(raw)
             target = request.path_params.get("target", "")
             model, _, method = target.rpartition(":")
@@ -321,12 +322,15 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
     for index, (model, upstream) in enumerate(attempts):
         attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
         provider = upstream.pricing_provider(endpoint.family)
+        # stored context the ledger does not know (ValidationError) is a 400 (:func:`proxy`)
         attempt, admission, changes = await state.guard.admit_call(
             subject,
             attempt,
             provider,
             request_id=request_id if index == 0 else f"{request_id}-{index + 1}",
             degrade=config.degrade,
+            upstream=upstream.name,
+            default_tier=upstream.service_tier,
         )
         state.opened()
         content, wants_usage = upstream_body(attempt, admission, upstream.provider)
@@ -696,13 +700,16 @@ class _UpstreamReader:
         await self.response.aclose()
 
 
-async def passthrough(request: Request, family: str, path: str, state: GatewayState) -> Response:
-    """Forward an uncharged request (token counting, the model list) to the family's first
-    upstream, after checking the caller's key."""
+async def passthrough(
+    request: Request, family: str, path: str, state: GatewayState, *, record: bool = False
+) -> Response:
+    """Forward an uncharged request (token counting, the model list, a Gemini cache's reads) to
+    the family's first upstream, after checking the caller's key. With ``record``, a successful
+    answer that made or grew an OpenAI conversation is recorded (:func:`_record_conversation`)."""
     dialect = {"anthropic": "anthropic-messages", "gemini": "gemini"}.get(family, "openai-chat")
     own = own_headers(new_id("req"), state.version)
     try:
-        await authenticate_any(request.headers, state.config, state.guard.ledger, request.query_params)
+        key = await authenticate_any(request.headers, state.config, state.guard.ledger, request.query_params)
         upstream = next((u for u in state.config.upstreams if family in PROVIDERS[u.provider].families), None)
         if upstream is None:
             raise GatewayError(404, f"no {family} upstream is configured", code="not_found")
@@ -710,10 +717,14 @@ async def passthrough(request: Request, family: str, path: str, state: GatewaySt
         client = state.client(upstream)
         headers = _upstream_headers(request.headers, upstream, family)
         url = upstream.url(family, path)
-        if request.method == "GET":
-            response = await client.get(url, headers=headers)
+        if "{" in path:  # a path with parameters (a cached content's or a conversation's id)
+            url = upstream.url(family, request.url.path.removeprefix("/v1" if family == "openai" else ""))
+        if request.method in ("GET", "DELETE"):
+            response = await client.request(request.method, url, headers=headers)
         else:
-            response = await client.post(url, content=await request.body(), headers=headers)
+            response = await client.request(
+                request.method, url, content=await request.body(), headers=headers
+            )
     except GatewayError as exc:
         return error_response(dialect, exc, own)
     except httpx.HTTPError as exc:
@@ -722,7 +733,30 @@ async def passthrough(request: Request, family: str, path: str, state: GatewaySt
             502, f"upstream {name!r} failed: {type(exc).__name__}", type="api_error", code="upstream_error"
         )
         return error_response(dialect, error, own)
+    if record and response.is_success:
+        await _record_conversation(request, key, response, state)
     return Response(response.content, response.status_code, headers=_response_headers(response, own))
+
+
+async def _record_conversation(
+    request: Request, key: Any, response: httpx.Response, state: GatewayState
+) -> None:
+    """Record a conversation made or grown through the gateway, so calls adding to it are held
+    for its items (:meth:`~tokenward.guard.AsyncGuard.record_conversation`); a failure is
+    logged, never the caller's problem."""
+    import json
+
+    try:
+        sent, answered = json.loads(await request.body() or b"{}"), response.json()
+    except ValueError:
+        return
+    growth = conversation_growth(request.url.path, sent, answered)
+    if growth is None:
+        return
+    try:
+        await state.guard.record_conversation(subject_for(request.headers, key, {}), *growth)
+    except Exception:
+        log.exception("could not record conversation %s", growth[0])
 
 
 class _SettledStream(StreamingResponse):

@@ -7,6 +7,7 @@ count when none arrived) into the one usage event to settle.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,14 +17,20 @@ from typing import Any
 
 from tokenward.core.accounting import account
 from tokenward.core.budgets import Subject
-from tokenward.core.calibration import Calibration, EstimateStats, calibration_key, correction
+from tokenward.core.calibration import (
+    Calibration,
+    EstimateStats,
+    calibration_key,
+    correction,
+    upstream_key,
+)
 from tokenward.core.decide import CallPlan, Decision
 from tokenward.core.estimate import model_family
 from tokenward.core.events import Status, UsageEvent
 from tokenward.core.floor import apply_floor, output_floor
 from tokenward.core.floor import floor_ratio as lower_ratio
 from tokenward.core.media import UnpricedMedia, media_hold
-from tokenward.core.modifiers import RequestFacts
+from tokenward.core.modifiers import RequestFacts, billable_searches
 from tokenward.core.pricebook import PriceBook, PriceContext, hold_rates
 from tokenward.core.usage import Usage
 from tokenward.ledger.base import DEFAULT_TTL, Reservation
@@ -37,6 +44,7 @@ __all__ = [
     "calibrated_plan",
     "observation",
     "plan_call",
+    "server_tool_hold",
 ]
 
 
@@ -58,6 +66,25 @@ class GuardSettings:
     """What to do with a model no price source knows: ``flag`` (cost unknown, recorded as
     unpriced), ``default`` (the price book's conservative ``default`` row, marked estimated) or
     ``deny`` (refuse the call before it is made); see :meth:`PriceBook.priced`."""
+    admission_wait_seconds: float = 3.0
+    """How long a call refused only because of amounts held by calls still in flight (it would
+    fit against what is spent) waits for them to settle before it is refused; 0 refuses at once.
+    Also how long the calls behind the first call of a model and upstream never observed before
+    wait for it to settle, so their prompt estimates are calibrated by it."""
+    unknown_context: str | int = "deny"
+    """What a call continuing stored context the ledger does not know is held for (an OpenAI
+    ``previous_response_id`` or ``conversation`` it never answered, a Gemini ``cachedContent``
+    whose size it never recorded): ``"deny"`` (refused, naming the field) or a number of prompt
+    tokens to hold for it."""
+    service_tier: str | None = None
+    """The service tier calls that name none (or ``"auto"``) are served at, when known (an
+    OpenAI project configured for ``default``); None holds them at the model's dearest tier."""
+    server_tool_max_uses: int = 5
+    """Uses held for a server-side tool (web search, web fetch) whose request sets no cap of its
+    own (Anthropic ``max_uses``, OpenAI ``max_tool_calls``)."""
+    server_tool_input_tokens: int = 8000
+    """Prompt tokens held for the results of each server-side tool use (OpenAI bills a mini
+    model's web search as a block of 8,000 input tokens; other results are added as they come)."""
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -85,6 +112,10 @@ class Admission:
     estimated_input_tokens: int | None = None
     """The prompt estimate before calibration (what calibration observations are recorded
     against); None when it equals ``plan.input_tokens``."""
+    calibration_key: str | None = None
+    """Where the call's prompt observation is recorded (:meth:`CalibrationCache.key`)."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """What the request says that its event keeps (the Responses ``conversation`` it adds to)."""
 
     @property
     def max_output_tokens(self) -> int:
@@ -132,8 +163,17 @@ def plan_call(
     provider: str | None = None,
     may_write_cache: bool = False,
     request: RequestFacts | None = None,
+    context_tokens: int = 0,
+    default_tier: str | None = None,
 ) -> CallPlan:
     """Plan one call: the output bound (requested, or the default) and worst-case rates.
+
+    Held besides the prompt estimate: ``context_tokens`` of stored context the provider adds to
+    the prompt, and for each server-side tool the request enables, its fees and
+    ``settings.server_tool_input_tokens`` of results per use, at the request's own cap of uses
+    or ``settings.server_tool_max_uses`` (:func:`server_tool_hold`). Rates are those of the
+    service tier the request names, else ``default_tier`` (its upstream's), else
+    ``settings.service_tier``, else the model's dearest tier.
 
     Args:
         model: the model requested.
@@ -145,8 +185,10 @@ def plan_call(
         may_write_cache: the request may write a prompt cache (priced at the write rate); also
             read from ``request``.
         request: what the request asks for that changes its rates (fast mode, US-only inference,
-            cache writes and their lifetime); the hold is priced at those rates
-            (:func:`~tokenward.core.pricebook.hold_rates`).
+            cache writes and their lifetime, service tier, server-side tools); the hold is priced
+            at those rates (:func:`~tokenward.core.pricebook.hold_rates`).
+        context_tokens: stored context the request continues (tokens, known from the ledger).
+        default_tier: the service tier the upstream serves calls that name none at, if known.
 
     Raises:
         UnknownModel: the unknown-model policy is ``deny`` and no source knows the model.
@@ -156,8 +198,16 @@ def plan_call(
     request = request or RequestFacts()
     if may_write_cache and not request.may_write_cache:
         request = replace(request, may_write_cache=True)
+    uses, tool_tokens = server_tool_hold(request, settings)
+    total_input = input_tokens + context_tokens + tool_tokens
     price, input_rate, output_rate = hold_rates(
-        prices, model, input_tokens, request, provider=provider, policy=settings.unknown_model
+        prices,
+        model,
+        total_input,
+        request,
+        provider=provider,
+        policy=settings.unknown_model,
+        default_tier=default_tier or settings.service_tier,
     )
     if request.media is not None:  # images and audio: no output to stop, the hold is the whole price
         hold = media_hold(model, price, request.media, input_tokens, settings.default_max_output_tokens)
@@ -176,15 +226,31 @@ def plan_call(
     bound = max_output_tokens if max_output_tokens is not None else settings.default_max_output_tokens
     if bound == 0 and price is not None and output_rate is None:
         output_rate = Decimal(0)  # nothing is generated (embeddings): an output rate is not needed
+    searches = billable_searches(model, uses.get("web_search", 0))
+    fee = price.fees.get("web_search") if price is not None else None
     return CallPlan(
         model=model,
-        input_tokens=input_tokens,
+        input_tokens=total_input,
         max_output_tokens=bound,
         min_output_tokens=min(settings.min_output_tokens, bound),
         input_rate=input_rate,
         output_rate=output_rate,
         request=request,
+        context_tokens=context_tokens,
+        tool_input_tokens=tool_tokens,
+        fixed_cost_usd=fee * searches if fee and searches else Decimal(0),
+        bound_requested=max_output_tokens is not None,
     )
+
+
+def server_tool_hold(request: RequestFacts, settings: GuardSettings) -> tuple[dict[str, int], int]:
+    """The uses held for each kind of server-side tool the request enables (its own cap, else
+    ``settings.server_tool_max_uses``) and the prompt tokens held for their results
+    (``settings.server_tool_input_tokens`` per use)."""
+    uses: dict[str, int] = {}
+    for kind, cap in request.server_tools:
+        uses[kind] = uses.get(kind, 0) + (cap if cap is not None else settings.server_tool_max_uses)
+    return uses, sum(uses.values()) * settings.server_tool_input_tokens
 
 
 def build_event(
@@ -216,9 +282,9 @@ def build_event(
             status=outcome.status,
             cost_usd=Decimal(0),
             charged={},
-            metadata=dict(outcome.metadata),
+            metadata={**admission.metadata, **outcome.metadata},
         )
-    output_counted, metadata = outcome.output_counted, dict(outcome.metadata)
+    output_counted, metadata = outcome.output_counted, {**admission.metadata, **outcome.metadata}
     ratio = floor_ratio if floor_ratio is not None else lower_ratio(admission.plan.model)
     reported, disputed = apply_floor(outcome.usage, outcome.output_seen, ratio, admission.plan.input_tokens)
     if disputed:
@@ -295,53 +361,109 @@ def build_event(
 
 
 class CalibrationCache:
-    """Per-model estimate calibration read from the ledger, kept for ``ttl_seconds``.
+    """Per-model estimate calibration read from the ledger, kept for ``ttl_seconds``, and the
+    first call of each model and upstream (the *probe*) whose settlement the calls behind it
+    wait for.
 
-    Only models without an exact offline tokenizer are calibrated (OpenAI models are counted
-    exactly); ledgers without calibration storage leave plans unchanged.
+    Models without an exact offline tokenizer are calibrated per model, whatever serves them
+    (:func:`~tokenward.core.calibration.calibration_key`); OpenAI models, counted exactly, per
+    model and upstream (:func:`~tokenward.core.calibration.upstream_key`), corrected only when
+    an upstream counts their prompts far above the estimate. Ledgers without calibration storage
+    leave plans unchanged.
     """
 
     def __init__(self, ttl_seconds: float = 30.0) -> None:
         self.ttl_seconds = ttl_seconds
         self._entries: dict[str, tuple[float, Calibration]] = {}
+        self._probes: dict[str, str] = {}  # key -> request id of the call probing it
+        self._probed: set[str] = set()  # keys whose probe settled in this process
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(model: str, upstream: str | None = None) -> tuple[str, bool]:
+        """``(key the observations of model on upstream are kept under, whether the model is
+        counted exactly)``."""
+        if model_family(model) == "openai":
+            return upstream_key(model, upstream), True
+        return calibration_key(model), False
 
     @staticmethod
     def wanted(model: str) -> bool:
-        """Whether ``model``'s estimates are approximate, hence calibrated."""
-        return model_family(model) != "openai"
+        """Whether ``model``'s estimates are calibrated (all are: exactly counted ones per
+        upstream, and only against a far higher count)."""
+        return True
 
-    def cached(self, model: str) -> Calibration | None:
+    def cached(self, key: str) -> Calibration | None:
         """The calibration still fresh in the cache, or None."""
-        entry = self._entries.get(calibration_key(model))
+        entry = self._entries.get(calibration_key(key))
         return entry[1] if entry is not None and entry[0] > time.monotonic() else None
 
-    def store(self, model: str, stats: EstimateStats | None) -> Calibration:
+    def store(self, key: str, stats: EstimateStats | None, exact: bool = False) -> Calibration:
         """Cache the calibration learnt from ``stats``."""
-        learnt = correction(stats)
-        self._entries[calibration_key(model)] = (time.monotonic() + self.ttl_seconds, learnt)
+        learnt = correction(stats, exact=exact)
+        self._entries[calibration_key(key)] = (time.monotonic() + self.ttl_seconds, learnt)
         return learnt
 
-    def forget(self, model: str) -> None:
-        """Drop ``model``'s cached calibration, so the next plan reads the ledger's stats again
+    def forget(self, key: str) -> None:
+        """Drop ``key``'s cached calibration, so the next plan reads the ledger's stats again
         (after a call whose prompt exceeded what was held for it: the raised correction applies
         at once, not after the cache's time to live)."""
-        self._entries.pop(calibration_key(model), None)
+        self._entries.pop(calibration_key(key), None)
+
+    def probe(self, key: str, request_id: str) -> bool:
+        """Whether the call ``request_id`` may go ahead for a key never observed: True when it
+        is (now) the probe, or the key was probed already; False while another call probes it."""
+        with self._lock:
+            if key in self._probed:
+                return True
+            owner = self._probes.setdefault(key, request_id)
+            return owner == request_id
+
+    def probe_settled(self, key: str | None, request_id: str) -> None:
+        """The call ``request_id`` settled: if it probed ``key``, the key is probed for good."""
+        with self._lock:
+            if key is not None and self._probes.get(key) == request_id:
+                del self._probes[key]
+                self._probed.add(key)
+
+    def probe_dropped(self, key: str | None, request_id: str) -> None:
+        """The call ``request_id`` never reached a provider: another call may probe ``key``."""
+        with self._lock:
+            if key is not None and self._probes.get(key) == request_id:
+                del self._probes[key]
 
 
 def calibrated_plan(plan: CallPlan, calibration: Calibration | None) -> CallPlan:
-    """``plan`` with its prompt estimate corrected by ``calibration`` (unchanged without one)."""
+    """``plan`` with its prompt estimate corrected by ``calibration`` (unchanged without one);
+    stored context and tool allowances are held as they are."""
     if calibration is None or not calibration.applied:
         return plan
-    return replace(plan, input_tokens=calibration.apply(plan.input_tokens))
+    fixed = plan.context_tokens + plan.tool_input_tokens
+    return replace(plan, input_tokens=calibration.apply(plan.input_tokens - fixed) + fixed)
+
+
+def held_too_little(admission: Admission, outcome: Outcome) -> bool:
+    """Whether the provider counted the prompt above what the call held for it."""
+    usage = outcome.usage
+    return usage is not None and (usage.input_tokens or 0) > admission.plan.input_tokens
 
 
 def observation(admission: Admission, outcome: Outcome) -> tuple[str, int, int] | None:
-    """``(model, estimated, actual)`` to feed calibration after a settled call, when the provider
-    reported the prompt; None otherwise."""
+    """``(calibration key, estimated, actual)`` to feed calibration after a settled call, when
+    the provider reported the prompt; None otherwise.
+
+    The stored context a call continued is known exactly and taken out of both sides; a call
+    that held an allowance for server-side tool results is not observed (what the tools added
+    is not the estimate's error).
+    """
     usage = outcome.usage
     if usage is None or usage.input_tokens is None or usage.input_source != "provider":
         return None
-    estimated = admission.estimated_input_tokens or admission.plan.input_tokens
-    if estimated <= 0:
+    plan = admission.plan
+    if plan.tool_input_tokens:
         return None
-    return admission.plan.model, estimated, usage.input_tokens
+    estimated = (admission.estimated_input_tokens or plan.input_tokens) - plan.context_tokens
+    actual = usage.input_tokens - plan.context_tokens
+    if estimated <= 0 or actual < 0:
+        return None
+    return admission.calibration_key or plan.model, estimated, actual

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenward.core.budgets import Subject
 from tokenward.core.calibration import Calibration
@@ -21,6 +21,7 @@ from tokenward.core.events import UsageEvent
 from tokenward.core.floor import floor_ratio
 from tokenward.core.pricebook import PriceBook
 from tokenward.errors import BudgetError, ConfigError
+from tokenward.guard.context import context_total, conversation_size, looked_up
 from tokenward.guard.flow import (
     Admission,
     CalibrationCache,
@@ -28,10 +29,20 @@ from tokenward.guard.flow import (
     Outcome,
     build_event,
     calibrated_plan,
+    held_too_little,
     observation,
 )
 from tokenward.guard.observers import Observers
 from tokenward.guard.renewal import Renewer
+from tokenward.guard.waiting import (
+    Admit,
+    ReadBalances,
+    ReadCalibration,
+    SettleSignal,
+    Step,
+    calibration_flow,
+    reserve_flow,
+)
 from tokenward.guard.wire.degrade import Degrade, degrade_body
 from tokenward.guard.wire.exchange import PreparedCall, degraded, prepare_body
 from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
@@ -41,6 +52,8 @@ __all__ = ["AsyncGuard", "Guard"]
 
 log = logging.getLogger("tokenward.guard")
 
+T = TypeVar("T")
+
 
 def _check_settings(settings: GuardSettings, prices: PriceBook) -> None:
     """Refuse an unknown-model policy the price book cannot serve, when the guard is built."""
@@ -48,13 +61,22 @@ def _check_settings(settings: GuardSettings, prices: PriceBook) -> None:
         raise ConfigError(f"unknown_model must be flag, default or deny, got {settings.unknown_model!r}")
     if settings.unknown_model == "default" and prices.default_price is None:
         raise ConfigError("unknown_model: default needs a 'default' row in the price-override file")
+    _check_settings_values(settings)
 
 
 def call_plan(
-    call: PreparedCall, guard: Any, provider: str, held_back: Mapping[str, Decimal] | None
+    call: PreparedCall,
+    guard: Any,
+    provider: str,
+    held_back: Mapping[str, Decimal] | None,
+    context_tokens: int = 0,
+    default_tier: str | None = None,
 ) -> CallPlan:
-    """A prepared call's plan, with a final-answer reserve held back when given."""
-    plan = call.plan(guard.prices, guard.settings, provider)
+    """A prepared call's plan, with a final-answer reserve held back when given, the stored
+    context it continues and its upstream's default service tier."""
+    plan = call.plan(
+        guard.prices, guard.settings, provider, context_tokens=context_tokens, default_tier=default_tier
+    )
     return replace(plan, held_back=dict(held_back)) if held_back else plan
 
 
@@ -62,13 +84,24 @@ def event_of(guard: Any, admission: Admission, outcome: Outcome) -> UsageEvent:
     """The usage event to settle ``outcome`` with: priced by the guard's book, floored at the
     lower ratio of the model (lowered by a fresh calibration only; :mod:`tokenward.core.floor`)."""
     model = admission.plan.model
+    cached = guard.calibration.cached(admission.calibration_key or model)
     return build_event(
         admission,
         outcome,
         guard.prices,
         unknown_model=guard.settings.unknown_model,
-        floor_ratio=floor_ratio(model, guard.calibration.cached(model)),
+        floor_ratio=floor_ratio(model, cached),
     )
+
+
+def _check_settings_values(settings: GuardSettings) -> None:
+    policy = settings.unknown_context
+    if policy != "deny" and (isinstance(policy, bool) or not isinstance(policy, int) or policy < 0):
+        raise ConfigError(f"unknown_context must be 'deny' or a number of tokens >= 0, got {policy!r}")
+    if settings.admission_wait_seconds < 0:
+        raise ConfigError(
+            f"admission_wait_seconds must be 0 or more, got {settings.admission_wait_seconds!r}"
+        )
 
 
 def degraded_on_denial(call: PreparedCall, policy: Degrade | None) -> tuple[PreparedCall, dict[str, Any]]:
@@ -120,6 +153,8 @@ class Guard:
         self.observers = Observers(observers)
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
+        self.signal = SettleSignal()
+        """Wakes the calls waiting for holds to settle when one of this guard's calls settles."""
         self.renewer = Renewer(lambda rid, ttl, _: self.ledger.extend(rid, ttl))
         """Extends the reservations of running calls each third of their time to live."""
 
@@ -131,11 +166,18 @@ class Guard:
         request_id: str | None = None,
         endpoint: str | None = None,
         provider: str | None = None,
+        upstream: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Admission:
         """Decide (clamp the output bound, or deny) and reserve, in one atomic ledger step. The
         reservation is marked forwarded in that same step: a call admitted here goes to a
         provider, so if it is never settled (the process dies, an SDK stream is dropped unread)
         the ledger charges its hold instead of releasing it (:mod:`tokenward.ledger.reclaim`).
+
+        The prompt estimate is calibrated for ``plan.model`` on ``upstream`` first (the calls
+        behind the first call of a model and upstream never observed wait for it to settle, up to
+        ``settings.admission_wait_seconds``). A call refused only because of amounts held by calls
+        in flight waits for them to settle, up to the same time (:mod:`tokenward.guard.waiting`).
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the minimum output.
@@ -143,22 +185,66 @@ class Guard:
         """
         request_id = request_id or new_id("req")
         estimated = plan.input_tokens
-        plan = calibrated_plan(plan, self._calibration(plan.model))
+        key, exact = self.calibration.key(plan.model, upstream)
+        wait = self.settings.admission_wait_seconds
+        flow = calibration_flow(self.calibration, key, request_id, wait, self.signal)
+        plan = calibrated_plan(plan, self._drive(flow, subject, request_id, key, exact))
         try:
-            decision, reservation = self.ledger.admit(
-                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id,
-                metadata=hold_metadata(plan, endpoint, provider), forwarded=True,
+            decision, reservation = self._drive(
+                reserve_flow(plan, wait, self.signal), subject, request_id, key, exact,
+                hold=hold_metadata(plan, endpoint, provider),
             )  # fmt: skip
         except BudgetError as exc:
+            self.calibration.probe_dropped(key, request_id)
             self.observers.deny(subject, plan, exc)
+            raise
+        except BaseException:
+            self.calibration.probe_dropped(key, request_id)
             raise
         admission = Admission(
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
-        admission = replace(admission, estimated_input_tokens=estimated)
+        admission = replace(
+            admission, estimated_input_tokens=estimated, calibration_key=key, metadata=dict(metadata or {})
+        )
         self._watch(admission)
         self.observers.admit(admission)
         return admission
+
+    def _drive(
+        self,
+        flow: Generator[Step, Any, T],
+        subject: Subject,
+        request_id: str,
+        key: str,
+        exact: bool,
+        *,
+        hold: Mapping[str, str] | None = None,
+    ) -> T:
+        """Run a flow of :mod:`tokenward.guard.waiting` against the ledger. An admission is
+        reserved forwarded, with ``hold`` (:func:`hold_metadata`) kept on the reservation: a call
+        still waiting holds nothing, so nothing of it is left to reclaim."""
+        reply: Any = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            reply = None
+            if isinstance(step, Admit):
+                try:
+                    reply = self.ledger.admit(
+                        subject, step.plan, ttl=self.settings.ttl, idempotency_key=request_id,
+                        metadata=hold, forwarded=True,
+                    )  # fmt: skip
+                except BudgetError as exc:
+                    reply = exc
+            elif isinstance(step, ReadBalances):
+                reply = self.ledger.balances(subject)
+            elif isinstance(step, ReadCalibration):
+                reply = self._calibration(key, exact)
+            else:
+                self.signal.wait(step.since, step.seconds)
 
     def _watch(self, admission: Admission) -> None:
         self.renewer.watch(admission.reservation.id, _ttl_of(admission), admission)
@@ -166,33 +252,69 @@ class Guard:
     def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """Charge the real usage in place of the hold and record the event (once per request)."""
         self.renewer.done(admission.reservation.id)
-        event = self.ledger.settle(
-            admission.reservation.id,
-            event_of(self, admission, outcome),
-        )
-        self.observers.settle(event)
-        seen = observation(admission, outcome)
-        if seen is not None and hasattr(self.ledger, "record_estimate"):
-            try:
-                self.ledger.record_estimate(*seen)
-            except Exception:  # calibration is best effort; the call is settled
-                log.exception("could not record the estimate observation of %s", admission.request_id)
-            if seen[2] > admission.plan.input_tokens:  # held too little for the prompt: learn now
-                self.calibration.forget(seen[0])
+        try:
+            event = self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
+            self.observers.settle(event)
+            seen = observation(admission, outcome)
+            if seen is not None and hasattr(self.ledger, "record_estimate"):
+                try:
+                    self.ledger.record_estimate(*seen)
+                except Exception:  # calibration is best effort; the call is settled
+                    log.exception("could not record the estimate observation of %s", admission.request_id)
+                if held_too_little(admission, outcome):  # learn now, not at the cache's expiry
+                    self.calibration.forget(seen[0])
+        finally:
+            self.calibration.probe_settled(admission.calibration_key, admission.request_id)
+            self.signal.notify()
         return event
 
-    def _calibration(self, model: str) -> Calibration | None:
-        if not self.calibration.wanted(model) or not hasattr(self.ledger, "estimate_stats"):
+    def _calibration(self, key: str, exact: bool = False) -> Calibration | None:
+        if not hasattr(self.ledger, "estimate_stats"):
             return None
-        cached = self.calibration.cached(model)
+        cached = self.calibration.cached(key)
         if cached is not None:
             return cached
-        return self.calibration.store(model, self.ledger.estimate_stats(model))
+        return self.calibration.store(key, self.ledger.estimate_stats(key), exact)
 
     def release(self, admission: Admission) -> bool:
         """Drop the hold of a call that never reached a provider."""
         self.renewer.done(admission.reservation.id)
-        return self.ledger.release(admission.reservation.id)
+        try:
+            return self.ledger.release(admission.reservation.id)
+        finally:
+            self.calibration.probe_dropped(admission.calibration_key, admission.request_id)
+            self.signal.notify()
+
+    def stored_context(self, call: PreparedCall) -> int:
+        """The stored context ``call`` continues, in tokens, from the events the ledger recorded
+        (:mod:`tokenward.guard.context`).
+
+        Raises:
+            ValidationError: a reference the ledger does not know, under ``unknown_context: deny``.
+        """
+        refs = call.endpoint.stored_context(call.body)
+        if not refs:
+            return 0
+        find = getattr(self.ledger, "event_by_metadata", None)
+        return context_total(
+            looked_up(ref, find(ref.kind, ref.id) if find else None, self.settings) for ref in refs
+        )
+
+    def record_conversation(
+        self, subject: Subject, conversation: str, added: int, new: bool
+    ) -> UsageEvent | None:
+        """Record a conversation made or grown through tokenward (:func:`conversation_growth`):
+        an event of no charge standing for its items so far, so a call adding to it is held for
+        them. Items added to a conversation the ledger never saw are not recorded (its size stays
+        unknown). Returns the event, or None."""
+        find = getattr(self.ledger, "event_by_metadata", None)
+        known = find("conversation", conversation) if find and not new else None
+        total = conversation_size(new, added, known)
+        if total is None:
+            return None
+        return self.charge_meter(
+            subject, {}, metadata={"conversation": conversation, "context_tokens": total}
+        )
 
     def admit_call(
         self,
@@ -203,44 +325,47 @@ class Guard:
         request_id: str | None = None,
         degrade: Degrade | None = None,
         held_back: Mapping[str, Decimal] | None = None,
+        upstream: str | None = None,
+        default_tier: str | None = None,
     ) -> tuple[PreparedCall, Admission, dict[str, Any]]:
         """Plan and admit a prepared API call, applying ``degrade`` when a budget runs low.
 
-        The degrade check reads the balances the admission was decided on (no second read);
-        when it changes the call (a cheaper model, less reasoning) the first hold is released and
-        the degraded call admitted in its place. A call the budgets refuse outright is tried once
-        degraded (explicit policies only) before the denial is raised.
+        The plan holds the stored context the call continues (:meth:`stored_context`) and is
+        priced at the service tier the request names, else ``default_tier`` (its upstream's),
+        else the model's dearest. The degrade check reads the balances the admission was decided
+        on (no second read); when it changes the call (a cheaper model, less reasoning) the first
+        hold is released and the degraded call admitted in its place. A call the budgets refuse
+        outright is tried once degraded (explicit policies only) before the denial is raised.
 
         Returns:
             (the call as it will be sent, its admission, what degrading changed or ``{}``).
 
         Raises:
             BudgetExceeded, UnpricedCall: as :meth:`admit`.
+            ValidationError: stored context the ledger does not know (``unknown_context: deny``).
         """
         request_id = request_id or new_id("req")
-        try:
-            admission = self.admit(
-                subject, call_plan(call, self, provider, held_back), request_id=request_id,
-                endpoint=call.endpoint.dialect, provider=provider,
+        context = self.stored_context(call)
+
+        def admit(prepared: PreparedCall, rid: str) -> Admission:
+            return self.admit(
+                subject, call_plan(prepared, self, provider, held_back, context, default_tier),
+                request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
+                metadata=call.endpoint.request_metadata(call.body),
             )  # fmt: skip
+
+        try:
+            admission = admit(call, request_id)
         except BudgetError:
             rescued, changes = degraded_on_denial(call, degrade)
             if not changes:
                 raise
-            admission = self.admit(
-                subject, call_plan(rescued, self, provider, held_back), request_id=f"{request_id}:degraded",
-                endpoint=call.endpoint.dialect, provider=provider,
-            )  # fmt: skip
-            return rescued, admission, changes
+            return rescued, admit(rescued, f"{request_id}:degraded"), changes
         cheaper, changes = degraded(call, admission.decision.balances, degrade)
         if not changes:
             return call, admission, {}
         self.release(admission)
-        admission = self.admit(
-            subject, call_plan(cheaper, self, provider, held_back), request_id=f"{request_id}:degraded",
-            endpoint=call.endpoint.dialect, provider=provider,
-        )  # fmt: skip
-        return cheaper, admission, changes
+        return cheaper, admit(cheaper, f"{request_id}:degraded"), changes
 
     def charge(self, event: UsageEvent) -> UsageEvent:
         """Charge a call whose usage is already known (a recorded call, a custom meter).
@@ -315,6 +440,8 @@ class AsyncGuard:
         self.settings = settings or GuardSettings()
         _check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
+        self.signal = SettleSignal()
+        """Wakes the calls waiting for holds to settle when one of this guard's calls settles."""
         self.renewer = Renewer(self._sync_extend)
         """Extends the reservations of running calls each third of their time to live."""
 
@@ -338,26 +465,70 @@ class AsyncGuard:
         request_id: str | None = None,
         endpoint: str | None = None,
         provider: str | None = None,
+        upstream: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Admission:
         """As :meth:`Guard.admit`."""
         request_id = request_id or new_id("req")
         estimated = plan.input_tokens
-        plan = calibrated_plan(plan, await self._calibration(plan.model))
+        key, exact = self.calibration.key(plan.model, upstream)
+        wait = self.settings.admission_wait_seconds
+        flow = calibration_flow(self.calibration, key, request_id, wait, self.signal)
+        plan = calibrated_plan(plan, await self._drive(flow, subject, request_id, key, exact))
         try:
-            decision, reservation = await self.ledger.admit(
-                subject, plan, ttl=self.settings.ttl, idempotency_key=request_id,
-                metadata=hold_metadata(plan, endpoint, provider), forwarded=True,
+            decision, reservation = await self._drive(
+                reserve_flow(plan, wait, self.signal), subject, request_id, key, exact,
+                hold=hold_metadata(plan, endpoint, provider),
             )  # fmt: skip
         except BudgetError as exc:
+            self.calibration.probe_dropped(key, request_id)
             self.observers.deny(subject, plan, exc)
+            raise
+        except BaseException:
+            self.calibration.probe_dropped(key, request_id)
             raise
         admission = Admission(
             request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
         )
-        admission = replace(admission, estimated_input_tokens=estimated)
+        admission = replace(
+            admission, estimated_input_tokens=estimated, calibration_key=key, metadata=dict(metadata or {})
+        )
         self._watch(admission)
         self.observers.admit(admission)
         return admission
+
+    async def _drive(
+        self,
+        flow: Generator[Step, Any, T],
+        subject: Subject,
+        request_id: str,
+        key: str,
+        exact: bool,
+        *,
+        hold: Mapping[str, str] | None = None,
+    ) -> T:
+        """As :meth:`Guard._drive`."""
+        reply: Any = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            reply = None
+            if isinstance(step, Admit):
+                try:
+                    reply = await self.ledger.admit(
+                        subject, step.plan, ttl=self.settings.ttl, idempotency_key=request_id,
+                        metadata=hold, forwarded=True,
+                    )  # fmt: skip
+                except BudgetError as exc:
+                    reply = exc
+            elif isinstance(step, ReadBalances):
+                reply = await self.ledger.balances(subject)
+            elif isinstance(step, ReadCalibration):
+                reply = await self._calibration(key, exact)
+            else:
+                await self.signal.wait_async(step.since, step.seconds)
 
     def _watch(self, admission: Admission) -> None:
         loop = None if isinstance(self.ledger, ThreadedAsyncLedger) else asyncio.get_running_loop()
@@ -366,33 +537,62 @@ class AsyncGuard:
     async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
         """As :meth:`Guard.settle`."""
         self.renewer.done(admission.reservation.id)
-        event = await self.ledger.settle(
-            admission.reservation.id,
-            event_of(self, admission, outcome),
-        )
-        self.observers.settle(event)
-        seen = observation(admission, outcome)
-        if seen is not None and hasattr(self.ledger, "record_estimate"):
-            try:
-                await self.ledger.record_estimate(*seen)
-            except Exception:  # calibration is best effort; the call is settled
-                log.exception("could not record the estimate observation of %s", admission.request_id)
-            if seen[2] > admission.plan.input_tokens:  # held too little for the prompt: learn now
-                self.calibration.forget(seen[0])
+        try:
+            event = await self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
+            self.observers.settle(event)
+            seen = observation(admission, outcome)
+            if seen is not None and hasattr(self.ledger, "record_estimate"):
+                try:
+                    await self.ledger.record_estimate(*seen)
+                except Exception:  # calibration is best effort; the call is settled
+                    log.exception("could not record the estimate observation of %s", admission.request_id)
+                if held_too_little(admission, outcome):  # learn now, not at the cache's expiry
+                    self.calibration.forget(seen[0])
+        finally:
+            self.calibration.probe_settled(admission.calibration_key, admission.request_id)
+            self.signal.notify()
         return event
 
-    async def _calibration(self, model: str) -> Calibration | None:
-        if not self.calibration.wanted(model) or not hasattr(self.ledger, "estimate_stats"):
+    async def _calibration(self, key: str, exact: bool = False) -> Calibration | None:
+        if not hasattr(self.ledger, "estimate_stats"):
             return None
-        cached = self.calibration.cached(model)
+        cached = self.calibration.cached(key)
         if cached is not None:
             return cached
-        return self.calibration.store(model, await self.ledger.estimate_stats(model))
+        return self.calibration.store(key, await self.ledger.estimate_stats(key), exact)
 
     async def release(self, admission: Admission) -> bool:
         """As :meth:`Guard.release`."""
         self.renewer.done(admission.reservation.id)
-        return await self.ledger.release(admission.reservation.id)
+        try:
+            return await self.ledger.release(admission.reservation.id)
+        finally:
+            self.calibration.probe_dropped(admission.calibration_key, admission.request_id)
+            self.signal.notify()
+
+    async def stored_context(self, call: PreparedCall) -> int:
+        """As :meth:`Guard.stored_context`."""
+        refs = call.endpoint.stored_context(call.body)
+        if not refs:
+            return 0
+        find = getattr(self.ledger, "event_by_metadata", None)
+        found = [await find(ref.kind, ref.id) if find else None for ref in refs]
+        return context_total(
+            looked_up(ref, event, self.settings) for ref, event in zip(refs, found, strict=True)
+        )
+
+    async def record_conversation(
+        self, subject: Subject, conversation: str, added: int, new: bool
+    ) -> UsageEvent | None:
+        """As :meth:`Guard.record_conversation`."""
+        find = getattr(self.ledger, "event_by_metadata", None)
+        known = await find("conversation", conversation) if find and not new else None
+        total = conversation_size(new, added, known)
+        if total is None:
+            return None
+        return await self.charge_meter(
+            subject, {}, metadata={"conversation": conversation, "context_tokens": total}
+        )
 
     async def admit_call(
         self,
@@ -403,32 +603,32 @@ class AsyncGuard:
         request_id: str | None = None,
         degrade: Degrade | None = None,
         held_back: Mapping[str, Decimal] | None = None,
+        upstream: str | None = None,
+        default_tier: str | None = None,
     ) -> tuple[PreparedCall, Admission, dict[str, Any]]:
         """As :meth:`Guard.admit_call`."""
         request_id = request_id or new_id("req")
-        try:
-            admission = await self.admit(
-                subject, call_plan(call, self, provider, held_back), request_id=request_id,
-                endpoint=call.endpoint.dialect, provider=provider,
+        context = await self.stored_context(call)
+
+        async def admit(prepared: PreparedCall, rid: str) -> Admission:
+            return await self.admit(
+                subject, call_plan(prepared, self, provider, held_back, context, default_tier),
+                request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
+                metadata=call.endpoint.request_metadata(call.body),
             )  # fmt: skip
+
+        try:
+            admission = await admit(call, request_id)
         except BudgetError:
             rescued, changes = degraded_on_denial(call, degrade)
             if not changes:
                 raise
-            admission = await self.admit(
-                subject, call_plan(rescued, self, provider, held_back), request_id=f"{request_id}:degraded",
-                endpoint=call.endpoint.dialect, provider=provider,
-            )  # fmt: skip
-            return rescued, admission, changes
+            return rescued, await admit(rescued, f"{request_id}:degraded"), changes
         cheaper, changes = degraded(call, admission.decision.balances, degrade)
         if not changes:
             return call, admission, {}
         await self.release(admission)
-        admission = await self.admit(
-            subject, call_plan(cheaper, self, provider, held_back), request_id=f"{request_id}:degraded",
-            endpoint=call.endpoint.dialect, provider=provider,
-        )  # fmt: skip
-        return cheaper, admission, changes
+        return cheaper, await admit(cheaper, f"{request_id}:degraded"), changes
 
     async def charge(self, event: UsageEvent) -> UsageEvent:
         """As :meth:`Guard.charge`."""

@@ -22,6 +22,7 @@ from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.records import (
+    EVENT_LOOKUPS,
     Adjustment,
     AuditEntry,
     BudgetInstance,
@@ -56,6 +57,7 @@ class MemoryLedger(TransactionalLedger):
         self._by_key: dict[str, str] = {}
         self._active: set[str] = set()
         self._events: list[UsageEvent] = []
+        self._by_metadata: dict[tuple[str, str], UsageEvent] = {}
         self._by_request: dict[str, UsageEvent] = {}
         self._estimates: dict[str, EstimateStats] = {}
         self._thresholds: list[ThresholdEvent] = []
@@ -177,9 +179,6 @@ class MemoryLedger(TransactionalLedger):
     def _get_event(self, request_id: str) -> UsageEvent | None:
         return self._by_request.get(request_id)
 
-    def _event_by_response(self, response_id: str) -> UsageEvent | None:
-        return next((e for e in self._events if e.metadata.get("response_id") == response_id), None)
-
     def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
         out = [e for e in self._events if event_disputed(e) and (since is None or e.at >= since)]
         return out[:limit] if limit is not None else out
@@ -195,7 +194,14 @@ class MemoryLedger(TransactionalLedger):
         )
         self._events.insert(index, event)
         self._by_request[event.request_id] = event
+        for key in EVENT_LOOKUPS:
+            value = event.metadata.get(key)
+            if isinstance(value, str):
+                self._by_metadata[(key, value)] = event
         return True
+
+    def _find_event(self, key: str, value: str) -> UsageEvent | None:
+        return self._by_metadata.get((key, value))
 
     def _query_events(
         self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None

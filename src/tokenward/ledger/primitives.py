@@ -103,10 +103,6 @@ class Primitives(AdminRecords, abc.ABC):
     def _get_event(self, request_id: str) -> UsageEvent | None: ...
 
     @abc.abstractmethod
-    def _event_by_response(self, response_id: str) -> UsageEvent | None:
-        """The usage event whose ``metadata.response_id`` is ``response_id`` (the earliest)."""
-
-    @abc.abstractmethod
     def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
         """Disputed usage events (the column, else ``metadata.disputed``), in time order."""
 
@@ -118,6 +114,11 @@ class Primitives(AdminRecords, abc.ABC):
     def _query_events(
         self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None
     ) -> list[UsageEvent]: ...
+
+    @abc.abstractmethod
+    def _find_event(self, key: str, value: str) -> UsageEvent | None:
+        """The most recently stored event whose ``metadata[key]`` is ``value`` (``key`` is one of
+        :data:`~tokenward.ledger.records.EVENT_LOOKUPS`), or None."""
 
     @abc.abstractmethod
     def _insert_threshold(self, event: ThresholdEvent) -> bool:

@@ -27,6 +27,7 @@ from tokenward.errors import ValidationError
 from tokenward.numbers import plain
 
 __all__ = [
+    "EVENT_LOOKUPS",
     "Adjustment",
     "AuditEntry",
     "BudgetInstance",
@@ -38,6 +39,27 @@ __all__ = [
     "iso",
     "parse_iso",
 ]
+
+
+EVENT_LOOKUPS = ("response_id", "conversation", "cached_content")
+"""Event metadata keys a usage event can be found by (``Ledger.event_by_metadata``): the
+provider's response id, the OpenAI conversation a call added to, the Gemini cached content a
+call created. Each store can index them (``json_extract(data, '$.metadata.<key>')`` in SQLite,
+``data->'metadata'->>'<key>'`` in PostgreSQL)."""
+
+
+def check_lookup(key: str, value: Any) -> None:
+    """Refuse a lookup key outside :data:`EVENT_LOOKUPS` or a value that is not a non-empty string.
+
+    Raises:
+        ValidationError: naming the key or the value.
+    """
+    if key not in EVENT_LOOKUPS:
+        raise ValidationError(
+            f"events are looked up by one of {', '.join(EVENT_LOOKUPS)}, not {key!r}", field="key"
+        )
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{key} must be a non-empty string", field=key)
 
 
 def iso(at: datetime | None) -> str | None:

@@ -509,13 +509,6 @@ class LedgerSteps(ReclaimSteps):
         with self._transaction(write=False):
             return self._get_reservation(reservation_id)
 
-    def event_by_response_id(self, response_id: str) -> UsageEvent | None:
-        """The usage event of the call a provider answered with ``response_id`` (the event's
-        ``metadata.response_id``, indexed), or None: how the cost of an OpenAI Responses
-        ``previous_response_id`` chain is found."""
-        with self._transaction(write=False):
-            return self._event_by_response(response_id)
-
     def disputed_events(self, *, since: datetime | None = None, limit: int | None = None) -> list[UsageEvent]:
         """Usage events marked disputed (charged at our own count because the provider reported
         less), in time order, from ``since`` (inclusive) on."""

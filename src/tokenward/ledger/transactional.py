@@ -22,7 +22,7 @@ from tokenward.core.events import UsageEvent
 from tokenward.core.usage import Usage
 from tokenward.errors import BudgetError, ValidationError
 from tokenward.ledger.base import new_id
-from tokenward.ledger.records import Adjustment, ShadowDenial, StopMarker, ThresholdEvent
+from tokenward.ledger.records import Adjustment, ShadowDenial, StopMarker, ThresholdEvent, check_lookup
 from tokenward.ledger.rows import check_amounts, page, stop_of, stopped_error, subject_matches
 from tokenward.ledger.steps import LedgerSteps
 
@@ -250,6 +250,19 @@ class TransactionalLedger(LedgerSteps):
         """The marker that ended ``subject``'s session or task, or None."""
         with self._transaction(write=False):
             return stop_of(self._snapshot().stops, subject)
+
+    def event_by_metadata(self, key: str, value: str) -> UsageEvent | None:
+        """The most recently recorded usage event whose ``metadata[key]`` is ``value``, or None:
+        the call that answered response ``value`` (``key="response_id"``), the latest call of
+        conversation ``value`` (``"conversation"``), the call that created cached content
+        ``value`` (``"cached_content"``).
+
+        Raises:
+            ValidationError: ``key`` is not one of :data:`~tokenward.ledger.records.EVENT_LOOKUPS`.
+        """
+        check_lookup(key, value)
+        with self._transaction(write=False):
+            return self._find_event(key, value)
 
     def record_estimate(self, model: str, estimated: int, actual: int) -> None:
         """Add one ``(estimated, actual)`` prompt observation to ``model``'s calibration

@@ -24,6 +24,7 @@ from typing import Any
 from tokenward.core.budgets import Subject
 from tokenward.errors import BudgetExceeded, ValidationError
 from tokenward.guard import Admission, Outcome
+from tokenward.guard.context import conversation_growth
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints import (
@@ -223,6 +224,25 @@ def _is_sse(response: Any) -> bool:
     return str(response.headers.get("content-type", "")).startswith("text/event-stream")
 
 
+def _conversation_call(request: Any, response: Any) -> bool:
+    """Whether a request is a successful ``POST`` that made or grew an OpenAI conversation (not
+    through a gateway, which records it itself)."""
+    if request.method != "POST" or response.status_code >= 300 or "x-tokenward-gateway" in response.headers:
+        return False
+    path = request.url.path.rstrip("/")
+    return path.endswith("/conversations") or ("/conversations/" in path and path.endswith("/items"))
+
+
+def _growth(request: Any, content: bytes) -> tuple[str, int, bool] | None:
+    """What the conversation call did (:func:`~tokenward.guard.context.conversation_growth`)."""
+    try:
+        sent = json.loads(request.content or b"{}")
+        answered = json.loads(content)
+    except ValueError:
+        return None
+    return conversation_growth(request.url.path, sent, answered)
+
+
 def _held_back() -> dict[str, Decimal] | None:
     """The final-answer reserve in force, unless the call is the final answer."""
     attribution = current()
@@ -417,6 +437,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     provider,
                     degrade=self.settings.degrade,
                     held_back=_held_back(),
+                    upstream=GatewayMemory.key(request.url),
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):
@@ -478,7 +499,15 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 self._gateway_answer(request, response, content)
                 return answer(response, content=content)
             self._gateway_answer(request, response, None)
-            return response
+            if not _conversation_call(request, response):
+                return response
+            content = response.read()
+            if (found := _growth(request, content)) is not None:
+                try:
+                    self.guard.record_conversation(self.settings.subject(), *found)
+                except Exception:
+                    log.exception("could not record conversation %s", found[0])
+            return answer(response, content=content)
 
         def _respond(
             self,
@@ -536,6 +565,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     provider,
                     degrade=self.settings.degrade,
                     held_back=_held_back(),
+                    upstream=GatewayMemory.key(request.url),
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):
@@ -596,7 +626,15 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 self._gateway_answer(request, response, content)
                 return answer(response, content=content)
             self._gateway_answer(request, response, None)
-            return response
+            if not _conversation_call(request, response):
+                return response
+            content = await response.aread()
+            if (found := _growth(request, content)) is not None:
+                try:
+                    await self.guard.record_conversation(self.settings.subject(), *found)
+                except Exception:
+                    log.exception("could not record conversation %s", found[0])
+            return answer(response, content=content)
 
         async def _respond(
             self,

@@ -15,8 +15,8 @@ it the same way: :meth:`BoundedAnswer.feed` each upstream chunk until :attr:`~Bo
 then :meth:`~BoundedAnswer.upstream_ended` or :meth:`~BoundedAnswer.upstream_failed`, settle
 :meth:`~BoundedAnswer.outcome`, answer :meth:`~BoundedAnswer.answer`.
 
-Endpoints with no output to stop (embeddings) keep the plain JSON path: their hold is their
-whole price.
+Endpoints with no output to stop (embeddings, creating a Gemini context cache, images, audio:
+``Endpoint.streams`` is False) keep the plain JSON path: their hold is their whole price.
 """
 
 from __future__ import annotations
@@ -41,14 +41,10 @@ charge floor still applies)."""
 
 def bounds(call: PreparedCall, mode: str) -> bool:
     """Whether a call is sent upstream as a stream to be bounded: a non-streamed call, in mode
-    ``stream``, to an endpoint that generates output and streams it (not embeddings, images or
-    audio, whose hold is their whole price)."""
-    return (
-        mode == "stream"
-        and not call.stream
-        and call.endpoint.streams
-        and call.endpoint.output_bound(call.body, 1) > 0
-    )
+    ``stream``, to an endpoint that streams (:attr:`~tokenward.guard.wire.endpoints.Endpoint.streams`:
+    not embeddings, creating a Gemini context cache, images or audio, whose hold is their whole
+    price)."""
+    return mode == "stream" and not call.stream and call.endpoint.streams
 
 
 def streamed(call: PreparedCall) -> PreparedCall:

@@ -65,8 +65,18 @@ class PreparedCall:
     choices: int
     stream: bool
 
-    def plan(self, prices: PriceBook, settings: GuardSettings, provider: str | None) -> CallPlan:
-        """The call plan: the output bound (per choice, times the choices) and worst-case rates."""
+    def plan(
+        self,
+        prices: PriceBook,
+        settings: GuardSettings,
+        provider: str | None,
+        *,
+        context_tokens: int = 0,
+        default_tier: str | None = None,
+    ) -> CallPlan:
+        """The call plan: the output bound (per choice, times the choices) and worst-case rates,
+        with ``context_tokens`` of stored context the request continues and the service tier
+        its upstream serves calls that name none at (``default_tier``)."""
         per_choice = self.endpoint.output_bound(self.body, settings.default_max_output_tokens)
         plan = plan_call(
             self.model,
@@ -76,7 +86,11 @@ class PreparedCall:
             settings,
             provider=provider,
             request=self.endpoint.request_facts(self.body),
+            context_tokens=context_tokens,
+            default_tier=default_tier,
         )
+        if self.endpoint.output_bound(self.body, -1) == -1:  # the bound is the configured default
+            plan = replace(plan, bound_requested=False)
         if self.choices > 1:  # every choice needs its minimum: a clamp must leave each at least that much
             per_choice_min = min(settings.min_output_tokens, per_choice) if per_choice else 0
             plan = replace(plan, min_output_tokens=max(per_choice_min, 1 if per_choice else 0) * self.choices)
@@ -224,6 +238,7 @@ def json_outcome(
     seen = count_tokens(endpoint.response_text(data), encoding)
     counted = seen if usage is None or usage.output_tokens is None else None
     metadata = {"response_id": facts.response_id} if facts.response_id else {}
+    metadata.update(endpoint.response_metadata(data))
     return Outcome(
         usage,
         counted,

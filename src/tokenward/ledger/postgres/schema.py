@@ -98,15 +98,20 @@ MIGRATIONS: list[str] = [
     + _append_only("adjustments", "adjustments")
     + _append_only("audit_log", "audit entries"),
     # 2 (issue 14): the process that owns a reservation (reclaimed when it dies), the disputed
-    #    flag of usage events (NULL for events written before: their metadata says), the lookup
-    #    of events by provider response id, and the leases of shared sessions
+    #    flag of usage events (NULL for events written before: their metadata says), the lookups
+    #    of events by provider response id, conversation and cached content (EVENT_LOOKUPS, the
+    #    latest first), and the leases of shared sessions
     """
     ALTER TABLE reservations ADD COLUMN owner text;
     CREATE INDEX reservations_owner ON reservations (owner) WHERE state = 'active';
     ALTER TABLE usage_events ADD COLUMN disputed boolean;
     CREATE INDEX usage_events_disputed ON usage_events (at, seq) WHERE disputed;
-    CREATE INDEX usage_events_response ON usage_events ((data->'metadata'->>'response_id'))
+    CREATE INDEX usage_events_response_id ON usage_events ((data->'metadata'->>'response_id'), seq)
         WHERE data->'metadata'->>'response_id' IS NOT NULL;
+    CREATE INDEX usage_events_conversation ON usage_events ((data->'metadata'->>'conversation'), seq)
+        WHERE data->'metadata'->>'conversation' IS NOT NULL;
+    CREATE INDEX usage_events_cached_content ON usage_events ((data->'metadata'->>'cached_content'), seq)
+        WHERE data->'metadata'->>'cached_content' IS NOT NULL;
     CREATE TABLE lease_groups (key text PRIMARY KEY, data jsonb NOT NULL);
     CREATE TABLE leases (
         key text NOT NULL, holder text NOT NULL, expires_at timestamptz NOT NULL,

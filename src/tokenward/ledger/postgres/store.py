@@ -449,13 +449,6 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
         row = self._execute("SELECT data FROM usage_events WHERE request_id = %s", (request_id,)).fetchone()
         return UsageEvent.from_dict(row[0]) if row else None
 
-    def _event_by_response(self, response_id: str) -> UsageEvent | None:
-        row = self._execute(
-            "SELECT data FROM usage_events WHERE data->'metadata'->>'response_id' = %s ORDER BY seq LIMIT 1",
-            (response_id,),
-        ).fetchone()
-        return UsageEvent.from_dict(row[0]) if row else None
-
     def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
         clauses = ["(disputed OR (disputed IS NULL AND data->'metadata'->>'disputed' = 'true'))"]
         params: list[Any] = []
@@ -488,6 +481,15 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
             ),
         )
         return bool(cursor.rowcount > 0)
+
+    def _find_event(self, key: str, value: str) -> UsageEvent | None:
+        # key is one of EVENT_LOOKUPS (checked by the caller), so the path is a literal: an index
+        # on the same expression serves it
+        row = self._execute(
+            f"SELECT data FROM usage_events WHERE data->'metadata'->>'{key}' = %s ORDER BY seq DESC LIMIT 1",
+            (value,),
+        ).fetchone()
+        return UsageEvent.from_dict(row[0]) if row else None
 
     def _query_events(
         self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None

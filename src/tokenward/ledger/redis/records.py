@@ -39,6 +39,7 @@ from tokenward.ledger.records import (
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
+    check_lookup,
     iso,
 )
 from tokenward.ledger.redis.state import ATTEMPTS, Again, RedisState, View, span_keys
@@ -201,6 +202,13 @@ class RedisRecords(RedisState):
         self.flush(5)
         return self.store.events(subject=subject, since=since, until=until, limit=limit)
 
+    def event_by_metadata(self, key: str, value: str) -> UsageEvent | None:
+        """The most recently recorded usage event whose ``metadata[key]`` is ``value``, from the
+        durable store (after moving the spool there), or None."""
+        check_lookup(key, value)
+        self.flush(5)
+        return self.store.event_by_metadata(key, value)
+
     def put_budget(self, budget: Budget) -> None:
         """Create or replace a budget (in the durable store); every replica reloads it at its
         next call. The events this process settled before are moved to the durable store first,
@@ -250,11 +258,6 @@ class RedisRecords(RedisState):
     def lease_group(self, key: str) -> LeaseGroup | None:
         """As :meth:`tokenward.ledger.leases.LeaseSteps.lease_group`."""
         return self.store.lease_group(key)
-
-    def event_by_response_id(self, response_id: str) -> UsageEvent | None:
-        """As the contract (from the durable store, after moving this process's spool)."""
-        self.flush(5)
-        return self.store.event_by_response_id(response_id)
 
     def disputed_events(self, *, since: datetime | None = None, limit: int | None = None) -> list[UsageEvent]:
         """As the contract (from the durable store, after moving this process's spool)."""

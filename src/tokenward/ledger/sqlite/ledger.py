@@ -439,14 +439,6 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         row = self._execute("SELECT data FROM usage_events WHERE request_id = ?", (request_id,)).fetchone()
         return UsageEvent.from_dict(json.loads(row["data"])) if row else None
 
-    def _event_by_response(self, response_id: str) -> UsageEvent | None:
-        row = self._execute(
-            "SELECT data FROM usage_events WHERE json_extract(data, '$.metadata.response_id') = ? "
-            "ORDER BY seq LIMIT 1",
-            (response_id,),
-        ).fetchone()
-        return UsageEvent.from_dict(json.loads(row["data"])) if row else None
-
     def _query_disputed(self, since: datetime | None, limit: int | None) -> list[UsageEvent]:
         clauses = ["(disputed = 1 OR (disputed IS NULL AND json_extract(data, '$.metadata.disputed') = 1))"]
         params: list[Any] = []
@@ -478,6 +470,16 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
             ),
         )
         return cursor.rowcount > 0
+
+    def _find_event(self, key: str, value: str) -> UsageEvent | None:
+        # key is one of EVENT_LOOKUPS (checked by the caller), so the path is a literal: an index
+        # on the same expression serves it
+        row = self._execute(
+            f"SELECT data FROM usage_events WHERE json_extract(data, '$.metadata.{key}') = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (value,),
+        ).fetchone()
+        return UsageEvent.from_dict(json.loads(row["data"])) if row else None
 
     def _query_events(
         self, subject: Subject | None, since: datetime | None, until: datetime | None, limit: int | None

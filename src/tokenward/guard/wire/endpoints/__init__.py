@@ -3,6 +3,7 @@
 from tokenward.guard.wire.endpoints.anthropic_messages import AnthropicMessages
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState
 from tokenward.guard.wire.endpoints.gemini import Gemini
+from tokenward.guard.wire.endpoints.gemini_caches import GeminiCachedContents
 from tokenward.guard.wire.endpoints.openai_chat import OpenAIChat
 from tokenward.guard.wire.endpoints.openai_media import (
     OpenAIImageEdits,
@@ -17,6 +18,7 @@ __all__ = [
     "AnthropicMessages",
     "Endpoint",
     "Gemini",
+    "GeminiCachedContents",
     "OpenAIChat",
     "OpenAICompletions",
     "OpenAIEmbeddings",

@@ -31,6 +31,7 @@ from tokenward.guard.wire.endpoints.base import (
     require_stream_flag,
     values_under,
 )
+from tokenward.guard.wire.endpoints.billable import anthropic_server_tools, requested_tier
 from tokenward.guard.wire.sse import format_event
 
 __all__ = ["AnthropicMessages"]
@@ -88,7 +89,9 @@ class AnthropicMessages(Endpoint):
         return bool(values_under(body, "cache_control"))
 
     def request_facts(self, body: Mapping[str, Any]) -> RequestFacts:
-        """``speed``, ``inference_geo``, and the cache writes the ``cache_control`` markers ask
+        """``speed``, ``inference_geo``, ``service_tier`` (``auto``: held at the dearest tier
+        unless the upstream's is configured), web search and web fetch tools (their fees and
+        results, up to ``max_uses``), and the cache writes the ``cache_control`` markers ask
         for: the lifetime is ``"1h"`` when any marker asks for an hour, else ``"5m"`` (the
         default); None without markers, or when a marker names a lifetime Anthropic does not
         price (the upstream refuses it)."""
@@ -102,6 +105,8 @@ class AnthropicMessages(Endpoint):
             inference_geo=normalise_geo(body.get("inference_geo")),
             may_write_cache=bool(markers),
             cache_write_ttl=ttl,
+            service_tier=requested_tier(body.get("service_tier")),
+            server_tools=anthropic_server_tools(body),
         )
 
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -15,8 +15,9 @@ from tokenward.core.tokenizers import encoding as get_encoding
 from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
 from tokenward.guard.flow import Outcome
+from tokenward.guard.wire.endpoints.billable import ContextRef, openai_server_tools, requested_tier
 
-__all__ = ["Endpoint", "StreamState", "require"]
+__all__ = ["Endpoint", "NoOutput", "StreamState", "require"]
 
 
 def head(text: str, budget: int, encoding: str) -> tuple[str, int]:
@@ -57,6 +58,16 @@ def openai_may_write_cache(body: Any) -> bool:
     if isinstance(options, Mapping) and options.get("mode") == "explicit":
         return bool(values_under(body, "prompt_cache_breakpoint"))
     return True
+
+
+def openai_request_facts(body: Mapping[str, Any]) -> RequestFacts:
+    """What an OpenAI request asks for that changes its rates: cache writes
+    (:func:`openai_may_write_cache`), the service tier it names, and web search."""
+    return RequestFacts(
+        may_write_cache=openai_may_write_cache(body),
+        service_tier=requested_tier(body.get("service_tier")),
+        server_tools=openai_server_tools(body),
+    )
 
 
 def require(condition: bool, message: str, field: str) -> None:
@@ -213,6 +224,21 @@ class Endpoint(abc.ABC):
         """
         return RequestFacts(may_write_cache=self.may_write_cache(body))
 
+    def stored_context(self, body: Mapping[str, Any]) -> tuple[ContextRef, ...]:
+        """The stored context the request continues, which the provider adds to its prompt (an
+        OpenAI ``previous_response_id``, a Gemini ``cachedContent``...); none by default."""
+        return ()
+
+    def request_metadata(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """What to keep on the call's event from its request, so later calls can find it (the
+        Responses ``conversation`` it adds to); nothing by default."""
+        return {}
+
+    def response_metadata(self, response: Mapping[str, Any]) -> dict[str, Any]:
+        """What to keep on the call's event from a JSON answer besides its id (the name of a
+        Gemini cached content it created); nothing by default."""
+        return {}
+
     @abc.abstractmethod
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """(body to send upstream, whether the client itself asked for usage in the stream)."""
@@ -260,3 +286,32 @@ class Endpoint(abc.ABC):
     @abc.abstractmethod
     def is_end(self, name: str | None, data: str, event: Mapping[str, Any] | None) -> bool:
         """Whether this upstream event is the stream's proper end."""
+
+
+class NoOutput:
+    """Mixin of the endpoints that generate nothing (embeddings, creating a context cache): held
+    for their input alone, one request each, and never streamed (:attr:`Endpoint.streams` is
+    False: there is no output to stop, so a call is never read as a stream to bound it)."""
+
+    streams: bool = False
+
+    def requested_max(self, body: Mapping[str, Any]) -> int | None:
+        """Nothing is generated."""
+        return 0
+
+    def output_bound(self, body: Mapping[str, Any], default: int) -> int:
+        """No output."""
+        return 0
+
+    def choices(self, body: Mapping[str, Any]) -> int:
+        """One request."""
+        return 1
+
+    def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
+        """The body unchanged (there is no output to bound), without the gateway's own
+        ``stream`` key."""
+        return {k: v for k, v in body.items() if k != "stream"}
+
+    def response_text(self, response: Mapping[str, Any]) -> str:
+        """No generated text."""
+        return ""

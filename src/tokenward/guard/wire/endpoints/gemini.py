@@ -17,7 +17,9 @@ from urllib.parse import quote
 
 from tokenward.core.dialects.gemini import generated_text
 from tokenward.core.estimate import Estimate, estimate_gemini
+from tokenward.core.modifiers import RequestFacts
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState, head, require
+from tokenward.guard.wire.endpoints.billable import ContextRef, gemini_server_tools, positive_int
 from tokenward.guard.wire.sse import format_event
 
 __all__ = ["Gemini"]
@@ -26,6 +28,10 @@ __all__ = ["Gemini"]
 def _config(body: Mapping[str, Any]) -> Mapping[str, Any]:
     config = body.get("generationConfig", body.get("generation_config"))
     return config if isinstance(config, Mapping) else {}
+
+
+def _cached_content(body: Mapping[str, Any]) -> Any:
+    return body.get("cachedContent", body.get("cached_content"))
 
 
 class Gemini(Endpoint):
@@ -43,11 +49,24 @@ class Gemini(Endpoint):
         require(
             isinstance(contents, list) and bool(contents), "contents must be a non-empty list", "contents"
         )
-        bound = _config(body).get("maxOutputTokens", _config(body).get("max_output_tokens"))
+        config = _config(body)
+        bound = config.get("maxOutputTokens", config.get("max_output_tokens"))
         require(
-            bound is None or (isinstance(bound, int) and not isinstance(bound, bool) and bound >= 1),
+            bound is None or positive_int(bound) is not None,
             "generationConfig.maxOutputTokens must be a positive integer",
             "generationConfig.maxOutputTokens",
+        )
+        count = config.get("candidateCount", config.get("candidate_count"))
+        require(
+            count is None or positive_int(count) is not None,
+            "generationConfig.candidateCount must be a positive integer",
+            "generationConfig.candidateCount",
+        )
+        cached = _cached_content(body)
+        require(
+            cached is None or (isinstance(cached, str) and bool(cached)),
+            "cachedContent must be the name of a cached content (cachedContents/...)",
+            "cachedContent",
         )
 
     def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
@@ -58,8 +77,7 @@ class Gemini(Endpoint):
     def requested_max(self, body: Mapping[str, Any]) -> int | None:
         """``generationConfig.maxOutputTokens``."""
         config = _config(body)
-        value = config.get("maxOutputTokens", config.get("max_output_tokens"))
-        return value if isinstance(value, int) else None
+        return positive_int(config.get("maxOutputTokens", config.get("max_output_tokens")))
 
     def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
         """The body as Gemini wants it: ``maxOutputTokens`` set, our ``model``/``stream`` keys gone."""
@@ -69,10 +87,21 @@ class Gemini(Endpoint):
         return out
 
     def choices(self, body: Mapping[str, Any]) -> int:
-        """``generationConfig.candidateCount`` (1 by default): each candidate may use the bound."""
+        """``generationConfig.candidateCount`` (1 by default): each candidate may use the bound.
+        An int32 in proto3 JSON may be written as a number or as its decimal string (``"8"``),
+        and Google's parser takes both (https://protobuf.dev/programming-guides/json/, read
+        2026-12-08): both count."""
         config = _config(body)
-        count = config.get("candidateCount", config.get("candidate_count", 1))
-        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else 1
+        return positive_int(config.get("candidateCount", config.get("candidate_count"))) or 1
+
+    def request_facts(self, body: Mapping[str, Any]) -> RequestFacts:
+        """Grounding with Google Search and URL context (their fees and results)."""
+        return RequestFacts(server_tools=gemini_server_tools(body))
+
+    def stored_context(self, body: Mapping[str, Any]) -> tuple[ContextRef, ...]:
+        """``cachedContent``: its tokens are part of the prompt the provider bills."""
+        cached = _cached_content(body)
+        return (ContextRef("cachedContent", "cached_content", cached),) if isinstance(cached, str) else ()
 
     def upstream_path(self, body: Mapping[str, Any]) -> str:
         """``/v1beta/models/{model}:generateContent`` or ``:streamGenerateContent?alt=sse``, the

@@ -15,11 +15,13 @@ from typing import Any
 
 from tokenward.core.dialects.openai_chat import delta_text
 from tokenward.core.estimate import Estimate, estimate_openai_chat
+from tokenward.core.modifiers import RequestFacts
 from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
     head,
     openai_may_write_cache,
+    openai_request_facts,
     require,
     require_messages,
     require_object_with_model,
@@ -83,6 +85,11 @@ class OpenAIChat(Endpoint):
         """Automatic prompt caching may write the cache (billed from GPT-5.6 on), unless the
         request asks for explicit caching and marks no breakpoint."""
         return openai_may_write_cache(body)
+
+    def request_facts(self, body: Mapping[str, Any]) -> RequestFacts:
+        """Cache writes, the service tier named (held at it; ``auto`` or none: at the upstream's
+        configured tier, else the dearest), and web search (its fees and results)."""
+        return openai_request_facts(body)
 
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Ask the upstream for usage in the stream; remember whether the client asked."""

@@ -16,16 +16,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.estimate import Estimate, estimate_openai_responses
+from tokenward.core.modifiers import RequestFacts
 from tokenward.guard.wire.endpoints.base import (
     Endpoint,
     StreamState,
     head,
     openai_may_write_cache,
+    openai_request_facts,
     require,
     require_object_with_model,
     require_positive_int,
     require_stream_flag,
 )
+from tokenward.guard.wire.endpoints.billable import ContextRef
 from tokenward.guard.wire.sse import format_event
 
 __all__ = ["OpenAIResponses"]
@@ -42,6 +45,14 @@ _DELTAS = (
     "response.code_interpreter_call_code.delta",
     "response.audio.transcript.delta",
 )
+
+
+def conversation_id(body: Mapping[str, Any]) -> str | None:
+    """The id of the ``conversation`` a request adds to (a string, or ``{"id": ...}``), or None."""
+    value = body.get("conversation")
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
 
 
 class OpenAIResponses(Endpoint):
@@ -66,6 +77,18 @@ class OpenAIResponses(Endpoint):
             "background",
         )
         require_stream_flag(body)
+        previous = body.get("previous_response_id")
+        require(
+            previous is None or (isinstance(previous, str) and bool(previous)),
+            "previous_response_id must be a response id (a non-empty string)",
+            "previous_response_id",
+        )
+        conversation = body.get("conversation")
+        require(
+            conversation is None or conversation_id(body) is not None,
+            'conversation must be a conversation id or {"id": <conversation id>}',
+            "conversation",
+        )
 
     def estimate(self, body: Mapping[str, Any], model: str) -> Estimate:
         """The prompt estimate (input items, instructions, tools)."""
@@ -84,6 +107,34 @@ class OpenAIResponses(Endpoint):
         """Automatic prompt caching may write the cache (billed from GPT-5.6 on), unless the
         request asks for explicit caching and marks no breakpoint."""
         return openai_may_write_cache(body)
+
+    def request_facts(self, body: Mapping[str, Any]) -> RequestFacts:
+        """Cache writes, the service tier named (held at it; ``auto`` or none: at the upstream's
+        configured tier, else the dearest), and web search (its fees and results)."""
+        return openai_request_facts(body)
+
+    def stored_context(self, body: Mapping[str, Any]) -> tuple[ContextRef, ...]:
+        """``previous_response_id`` and ``conversation``: the provider adds their stored turns to
+        the prompt and bills them as input."""
+        refs = []
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str) and previous:
+            refs.append(ContextRef("previous_response_id", "response_id", previous))
+        conversation = conversation_id(body)
+        if conversation:
+            refs.append(ContextRef("conversation", "conversation", conversation))
+        return tuple(refs)
+
+    def request_metadata(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``conversation`` the call adds to (its event then stands for the conversation's
+        stored turns), and the response it continues."""
+        out: dict[str, Any] = {}
+        conversation = conversation_id(body)
+        if conversation:
+            out["conversation"] = conversation
+        if isinstance(body.get("previous_response_id"), str):
+            out["previous_response_id"] = body["previous_response_id"]
+        return out
 
     def prepare_stream(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Responses streams always end with the usage; nothing to change."""

@@ -16,6 +16,7 @@ from typing import Any
 from tokenward.core.estimate import Estimate, estimate_text_inputs
 from tokenward.core.usage import Usage
 from tokenward.guard.wire.endpoints.base import (
+    NoOutput,
     head,
     require,
     require_positive_int,
@@ -104,7 +105,7 @@ class OpenAICompletions(OpenAIChat):
         return {**event, "choices": choices}
 
 
-class OpenAIEmbeddings(OpenAICompletions):
+class OpenAIEmbeddings(NoOutput, OpenAICompletions):
     """The embeddings endpoint: input tokens only, never streamed, no output."""
 
     path = "/v1/embeddings"
@@ -118,29 +119,9 @@ class OpenAIEmbeddings(OpenAICompletions):
         """The input's tokens, no framing."""
         return estimate_text_inputs(body.get("input"), model, what="embedding input")
 
-    def requested_max(self, body: Mapping[str, Any]) -> int | None:
-        """Embeddings produce no output tokens."""
-        return 0
-
-    def output_bound(self, body: Mapping[str, Any], default: int) -> int:
-        """No output."""
-        return 0
-
-    def choices(self, body: Mapping[str, Any]) -> int:
-        """One embedding request."""
-        return 1
-
-    def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
-        """The body unchanged (there is no output to bound)."""
-        return body
-
     def usage(self, response: Mapping[str, Any]) -> Usage | None:
         """``prompt_tokens``, and a known zero output."""
         usage = super().usage(response)
         if usage is None:
             return None
         return replace(usage, output_tokens=0, output_source="provider")
-
-    def response_text(self, response: Mapping[str, Any]) -> str:
-        """Embeddings carry no generated text."""
-        return ""
