@@ -143,11 +143,16 @@ def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, fam
     return out
 
 
+_OWN_RESPONSE_HEADERS = {"set-cookie", "date", "server"}
+"""Upstream response headers not passed on: cookies, and the ``date`` and ``server`` that the
+gateway's own HTTP server writes on every answer (passed on too, they were sent twice)."""
+
+
 def _response_headers(upstream: httpx.Response, own: Mapping[str, str]) -> dict[str, str]:
     out = {
         k: v
         for k, v in upstream.headers.items()
-        if k.lower() not in _HOP_BY_HOP and k.lower() != "set-cookie"
+        if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN_RESPONSE_HEADERS
     }
     out.update(own)
     return out
