@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
 import time
 
 import httpx
@@ -100,3 +102,34 @@ def test_a_large_body_is_estimated_without_stalling_other_calls(start_gateway) -
     assert big_status in (200, 400)  # answered (the fake may refuse so long a prompt), not stuck
     # the small call was not queued behind the estimate of the big one
     assert small_seconds < big_seconds / 2, (small_seconds, big_seconds)
+
+
+def test_a_call_costs_two_sqlite_write_transactions_and_no_ledger_read_on_the_event_loop(
+    start_gateway, monkeypatch
+) -> None:
+    """Reserve (with its forwarded mark) and settle (with the calibration observation): two write
+    transactions per call; the Prometheus budget gauges are read in their own thread, never on
+    the event loop (they were read there, in two more transactions per call)."""
+    statements: list[tuple[str, int]] = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):  # type: ignore[no-untyped-def]
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: statements.append((sql.strip(), threading.get_ident())))
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    gateway = start_gateway(
+        budgets=[{"name": "s", "scope": "session", "meter": "total_tokens", "limit": 10**9}]
+    )
+    loop_thread = gateway.server.thread.ident
+    with httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=30) as client:
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 200  # warm-up
+        statements.clear()
+        for _ in range(5):
+            assert client.post("/v1/chat/completions", json=BODY).status_code == 200
+    seen = list(statements)
+    assert sum(1 for sql, _ in seen if sql.upper().startswith("BEGIN IMMEDIATE")) == 2 * 5
+    assert [sql for sql, thread in seen if thread == loop_thread] == []
+    stats = gateway.observer().estimate_stats("gpt-4o-mini@(fake)")
+    assert stats is not None and stats.count == 6  # every call's observation was recorded
