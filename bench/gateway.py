@@ -203,6 +203,13 @@ def main() -> None:
     parser.add_argument(
         "--soak", type=int, default=0, help="then this many calls, and CPU/RSS before and after"
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="run the gateway from this older source tree (its src/ first on PYTHONPATH), in one "
+        "process, with uvloop and httptools hidden from it: the figures before issue 17",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -236,10 +243,18 @@ def main() -> None:
             workers = 1 if backend == "memory" else (args.workers or len(os.sched_getaffinity(0)))
             gw_args = [
                 sys.executable, "-m", "tokenward.cli", "serve", "--config", str(work / "gateway.yaml"),
-                "--ledger", _ledger_url(backend, work), "--port", str(port), "--workers", str(workers),
-                "--log-level", "warning",
+                "--ledger", _ledger_url(backend, work), "--port", str(port), "--log-level", "warning",
             ]  # fmt: skip
             env = {"BENCH_UPSTREAM_KEY": "sk-bench"}
+            if args.before is None:
+                gw_args += ["--workers", str(workers)]
+            else:
+                workers = 1
+                block = work / "blocked"
+                block.mkdir(exist_ok=True)
+                for name in ("uvloop", "httptools"):
+                    (block / f"{name}.py").write_text("raise ImportError('hidden for the before run')\n")
+                env["PYTHONPATH"] = f"{args.before.resolve() / 'src'}:{block}"
             gw_url = f"http://127.0.0.1:{port}"
             with running(gw_args, f"{gw_url}/healthz", work / f"gateway-{backend}.log", env) as gw_pid:
                 headers = {"authorization": "Bearer tw-bench", "x-tokenward-session": "bench"}
