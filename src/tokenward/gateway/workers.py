@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenward.errors import ConfigError
 from tokenward.gateway.supervised import SUPERVISOR_ENV, ask_supervisor_to_reload
 
 __all__ = [
@@ -144,6 +145,22 @@ def _worker(options: ServeOptions, sock: socket.socket, index: int, workers: int
     server.run(sockets=[sock])
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket the workers share (as uvicorn binds its own, without its log line:
+    the gateway says it is ready once a worker serves)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 class _Supervisor:
     def __init__(self, options: ServeOptions, workers: int) -> None:
         self.options = options
@@ -172,10 +189,7 @@ class _Supervisor:
                     os.kill(process.pid, signum)
 
     def run(self) -> int:
-        import uvicorn
-
-        config = uvicorn.Config("tokenward:__name__", host=self.options.host, port=self.options.port)
-        sock = config.bind_socket()
+        sock = _bind(self.options.host, self.options.port)
         os.environ[SUPERVISOR_ENV] = str(os.getpid())  # inherited by the spawned workers
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
