@@ -299,19 +299,20 @@ class Budget:
         """How one instance is named in listings: ``each-user[alice]`` (a fixed budget: its name)."""
         return f"{self.name}[{subject_id}]" if self.subject_id is None else self.name
 
-    def applies_to(self, subject: Subject) -> str | None:
+    def applies_to(self, subject: Subject, *, every_model: bool = False) -> str | None:
         """The scope value this budget charges for ``subject``, or None when it does not apply.
 
         A template charges the subject's value. A fixed budget charges its own ``subject_id``
         when the subject's value is that id, or, for an id that names no project (no ``/``) on a
         :data:`NAMESPACED_SCOPES` or tag scope, that id in the subject's project: ``id: alice``
         applies to ``alice`` and to ``demo/alice`` of project ``demo``; ``id: demo/alice`` only to
-        the latter. A budget with ``models`` applies only when the subject's model matches one.
+        the latter. A budget with ``models`` applies only when the subject's model matches one
+        (``every_model``: to a subject without a model too, for listings of what applies).
         """
         value = subject.value(self.scope)
         if value is None:
             return None
-        if self.models and not self.covers(subject.model):
+        if self.models and not self.covers(subject.model) and not (every_model and subject.model is None):
             return None
         if self.subject_id is None:
             return value
@@ -446,6 +447,8 @@ def _model_list(value: Any, where: str) -> tuple[str, ...]:
         raise ConfigError(
             f"{where}: models must be a list of model names or patterns, e.g. [gpt-5, 'claude-*']"
         )
+    if not value:
+        raise ConfigError(f"{where}: models must name at least one model (leave it out for every model)")
     return tuple(v.strip() for v in value)
 
 
@@ -639,16 +642,19 @@ def _spec_budget(spec: str, data: Mapping[str, Any]) -> Budget:
     return Budget.from_dict(data)
 
 
-def applicable(budgets: Iterable[Budget], subject: Subject) -> list[tuple[Budget, str]]:
+def applicable(
+    budgets: Iterable[Budget], subject: Subject, *, every_model: bool = False
+) -> list[tuple[Budget, str]]:
     """Every budget that applies to ``subject``, with the scope value it charges.
 
     A template's instance is left out where a fixed budget of the same scope for that value
-    ``overrides`` it.
+    ``overrides`` it. ``every_model``: per-model budgets apply to a subject without a model (a
+    listing of balances: ``tokenward balances``, ``guard.remaining()``), never to a charge.
     """
     out = []
     replaced = set()
     for budget in budgets:
-        value = budget.applies_to(subject)
+        value = budget.applies_to(subject, every_model=every_model)
         if value is not None:
             out.append((budget, value))
             if budget.overrides is not None:  # the template's instance is keyed by the subject's value
