@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.support.fixtures import KEY
+from tests.support.servers import free_port
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 GPT_4O = {
@@ -66,3 +67,47 @@ def test_a_call_degraded_to_another_model_is_judged_on_the_model_sent(start_gate
     assert (first.model, first.subject.model) == ("gpt-4o", "gpt-4o")
     assert (second.model, second.subject.model) == ("gpt-4o-mini", "gpt-4o-mini")
     assert second.metadata["degraded"]["model"] == "gpt-4o-mini"
+
+
+def test_a_fallback_is_judged_on_the_fallback_model(start_gateway, fake) -> None:
+    """gpt-4o's only upstream is down, so each call falls back to gpt-4o-mini: charged to the
+    gpt-4o-mini budget (26 of 30, then 402 before anything is sent), never to gpt-4o's."""
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the primary fails to connect
+    budgets = [
+        {**GPT_4O, "limit": 1000},
+        {
+            "name": "mini-cap",
+            "scope": "user",
+            "meter": "total_tokens",
+            "limit": 30,
+            "models": ["gpt-4o-mini"],
+        },
+    ]
+    gateway = start_gateway(
+        budgets=budgets,
+        upstreams=[
+            {"name": "primary", "provider": "fake", "base_url": dead, "models": ["gpt-4o"]},
+            {
+                "name": "mini",
+                "provider": "fake",
+                "base_url": fake.url,
+                "api_key_env": "FAKE_UPSTREAM_KEY",
+                "models": ["gpt-4o-mini"],
+            },
+        ],
+        fallbacks={"gpt-4o": ["gpt-4o-mini"]},
+    )
+    c = client(gateway)
+    assert call(c, "gpt-4o").model == "gpt-4o-mini"
+    with pytest.raises(openai.APIStatusError) as denied:
+        call(c, "gpt-4o")
+    assert denied.value.status_code == 402
+    assert denied.value.body["budget"]["budget"] == "mini-cap"  # type: ignore[index]
+    observer = gateway.observer()
+    assert [b.spent for b in observer.budget_balances("gpt-4o-cap")] in ([], [0])
+    assert [(b.spent, b.held) for b in observer.budget_balances("mini-cap")] == [(26, 0)]
+    assert [(e.subject.model, e.status) for e in observer.events()] == [
+        ("gpt-4o", "upstream_error"),
+        ("gpt-4o-mini", "ok"),
+        ("gpt-4o", "upstream_error"),
+    ]
