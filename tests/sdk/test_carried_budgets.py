@@ -75,7 +75,11 @@ def test_a_key_without_the_flag_is_refused_before_the_first_call(start_gateway) 
 
 
 def test_two_different_limits_for_one_session_are_a_400_naming_both(start_gateway) -> None:
-    gateway = start_gateway(keys=ALLOWED)
+    """And a carried budget never replaces a budget the gateway did not make for the session's
+    lease, even one of the very name it would get."""
+    admins = {"name": "session=demo/s-y:total_tokens", "scope": "session", "id": "demo/s-y",
+              "meter": "total_tokens", "limit": 10}  # fmt: skip
+    gateway = start_gateway(keys=ALLOWED, budgets=[admins])
     headers = {"authorization": f"Bearer {KEY}", "x-tokenward-session": "s-x"}
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
     first = httpx.post(
@@ -96,6 +100,12 @@ def test_two_different_limits_for_one_session_are_a_400_naming_both(start_gatewa
         headers={"authorization": f"Bearer {KEY}", "x-tokenward-session-budget": "total_tokens=5"},
     )  # fmt: skip
     assert no_session.status_code == 400 and "x-tokenward-session" in no_session.json()["error"]["message"]
+    looser = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=body,
+        headers={**headers, "x-tokenward-session": "s-y", "x-tokenward-session-budget": "total_tokens=1000000"},
+    )  # fmt: skip
+    assert looser.status_code == 400 and "never replaces" in looser.json()["error"]["message"]
+    assert gateway.observer().get_budget("session=demo/s-y:total_tokens").limit == 10
     assert len(gateway.observer().events()) == 1
 
 
@@ -117,6 +127,15 @@ def test_the_header_holds_several_budgets_with_commas_in_their_options() -> None
     ]
     with pytest.raises(GatewayError, match="only adds a limit"):
         carried_budgets({"x-tokenward-session-budget": "total_tokens=1;overrides=each"}, key, subject)
+    with pytest.raises(GatewayError, match="named by the gateway"):
+        carried_budgets({"x-tokenward-session-budget": "total_tokens=1;name=per-user-daily"}, key, subject)
+    daily = carried_budgets(
+        {"x-tokenward-session-budget": "total_tokens=1, total_tokens=9/day"}, key, subject
+    )
+    assert [b.name for b in daily[0][1]] == [
+        "session=demo/s-1:total_tokens",
+        "session=demo/s-1:total_tokens/day",
+    ]
     with pytest.raises(GatewayError, match="unknown meter"):
         carried_budgets({"x-tokenward-session-budget": "total_token=1"}, key, subject)
 

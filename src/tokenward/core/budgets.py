@@ -579,10 +579,11 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
     return _spec_budget(spec, data)
 
 
-def short_spec(budget: Budget) -> str:
+def short_spec(budget: Budget, *, named: bool = True) -> str:
     """The short form of ``budget`` (:func:`parse_short_spec` reads it back for the same scope
     value): ``total_tokens=30000``, ``cost_usd=0.5/day;action=deny;models=gpt-5``. Options left at
-    their defaults are left out; the name is kept only when it is not the default one.
+    their defaults are left out; the name is kept only when it is not the default one, and never
+    without ``named``.
 
     Raises:
         ConfigError: the budget overrides a template (a short form cannot say so).
@@ -604,7 +605,11 @@ def short_spec(budget: Budget) -> str:
         options.append("thresholds=" + ",".join(plain(t) for t in budget.thresholds))
     if budget.models:
         options.append("models=" + ",".join(budget.models))
-    if budget.subject_id is not None and budget.name != f"{budget.scope}={budget.subject_id}:{budget.meter}":
+    if (
+        named
+        and budget.subject_id is not None
+        and budget.name != f"{budget.scope}={budget.subject_id}:{budget.meter}"
+    ):
         options.append(f"name={budget.name}")
     if budget.custom:
         options.append("custom")

@@ -30,7 +30,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,7 +41,7 @@ from tokenward.gateway.errors import GatewayError
 from tokenward.ledger.leases import describe_budgets
 from tokenward.ledger.owner import this_process
 
-__all__ = ["HEADERS", "CarriedBudgets", "carried_budgets", "split_specs"]
+__all__ = ["HEADERS", "CarriedBudgets", "carried_budgets", "carried_name", "split_specs"]
 
 HEADERS: Mapping[str, str] = {"session": "x-tokenward-session-budget", "task": "x-tokenward-task-budget"}
 """The header that carries each scope's budgets."""
@@ -108,7 +108,11 @@ def carried_budgets(
                     f"{header}: a carried budget only adds a limit; overrides is not allowed",
                     param=header,
                 )
-            budgets.append(budget)
+            if budget.name != f"{scope}={owner}:{budget.meter}":
+                raise GatewayError(
+                    400, f"{header}: a carried budget is named by the gateway; drop ;name=", param=header
+                )
+            budgets.append(replace(budget, name=carried_name(budget)))
         names = [b.name for b in budgets]
         if len(set(names)) != len(names):
             raise GatewayError(
@@ -118,6 +122,14 @@ def carried_budgets(
             )
         out.append((f"{scope}:{owner}", tuple(sorted(budgets, key=lambda b: b.name))))
     return out
+
+
+def carried_name(budget: Budget) -> str:
+    """The name the gateway gives a carried budget: ``session=demo/s-1:total_tokens``, and the
+    window after a ``/`` when it has one (``task=t-1:cost_usd/day``), so a session may carry one
+    budget per meter and window. A client never names it, so it cannot replace another budget."""
+    base = f"{budget.scope}={budget.subject_id}:{budget.meter}"
+    return base if str(budget.window) == "none" else f"{base}/{budget.window}"
 
 
 @dataclass
@@ -163,11 +175,27 @@ class CarriedBudgets:
                 if joined is not None and await self.ledger.renew_lease(key, self.holder, self.ttl):
                     joined.renewed = now
                     continue
+                await self._check_names(key, budgets)
                 try:
                     await self.ledger.join_lease(key, self.holder, ttl=self.ttl, budgets=budgets)
                 except ConfigError as exc:
                     raise GatewayError(400, str(exc), code="carried_budget_conflict") from None
                 self._joined[key] = _Joined(budgets, now)
+
+    async def _check_names(self, key: str, budgets: Sequence[Budget]) -> None:
+        """Refuse a carried budget whose name is taken by a budget that is not this session's
+        carried one (an administrator's, the config file's): joining would replace it, and the
+        lease's end would delete it."""
+        group = await self.ledger.lease_group(key)
+        declared = {b.name for b in group.budgets} if group is not None else set()
+        for budget in budgets:
+            if budget.name not in declared and await self.ledger.get_budget(budget.name) is not None:
+                raise GatewayError(
+                    400,
+                    f"a budget named {budget.name!r} exists already (not made for this session's lease); "
+                    "a carried budget never replaces one",
+                    code="carried_budget_conflict",
+                )
 
     def _forget_stale(self, now: datetime) -> None:
         """Drop what is known of leases that have expired (no call renewed them)."""

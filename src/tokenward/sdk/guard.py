@@ -313,7 +313,7 @@ class Guard(Engine):
     ) -> Iterator[Session]:
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
         # what a gateway is sent to enforce them (tokenward.gateway.carried)
-        carried = {scope: tuple(short_spec(b) for b in made)} if made else None
+        carried = {scope: tuple(short_spec(b, named=False) for b in made)} if made else None
         held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
         key, holder, ttl = f"{scope}:{value}", f"{this_process()}/{uuid.uuid4().hex[:12]}", self.settings.ttl
         self.ledger.join_lease(key, holder, ttl=ttl, budgets=made, keep=keep_budget)
