@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from tokenward.core.budgets import Subject
 
@@ -68,7 +68,7 @@ def attributed(
     or task drops the outer one's ``budgets``; ``budgets`` (short forms by scope) are its own.
     """
     outer = _current.get()
-    changes = {k: v for k, v in scopes.items() if v is not None}
+    changes: dict[str, Any] = {k: v for k, v in scopes.items() if v is not None}
     subject = replace(outer.subject, **changes)
     if tags:
         subject = replace(subject, tags=tuple(sorted({**dict(outer.subject.tags), **tags}.items())))
