@@ -313,7 +313,11 @@ def keys_list(
         # Nothing is cut (values fold); the id, which `keys revoke` takes, stays on one line.
         table.add_column(column, no_wrap=column == "id", overflow="fold")
     for k in data["keys"]:
-        subject = " ".join(f"{a}={b}" for a, b in (k.get("subject") or {}).items() if a != "tags")
+        who = k.get("subject") or {}
+        subject = " ".join(
+            [f"{a}={b}" for a, b in who.items() if a != "tags"]
+            + [f"tag:{a}={b}" for a, b in (who.get("tags") or {}).items()]
+        )
         table.add_row(
             *(
                 escape(str(x or ""))
