@@ -61,6 +61,19 @@ def test_a_carried_session_budget_answers_402_after_its_limit(start_gateway) -> 
     assert gateway.observer().get_budget("session=demo/s-c:total_tokens") is None
 
 
+def test_a_task_inside_a_session_carries_both(start_gateway) -> None:
+    gateway = start_gateway(keys=ALLOWED)
+    guard = tokenward.Guard("memory://")
+    client = wrapped(gateway, guard)
+    with guard.session("s-n", budget="total_tokens=1000"), guard.task("t-n", budget="total_tokens=30"):
+        call(client)
+        with pytest.raises(tokenward.BudgetExceeded) as denied:
+            call(client)
+        observer = gateway.observer()
+        assert observer.get_budget("session=demo/s-n:total_tokens").limit == 1000
+    assert denied.value.budget == "task=demo/t-n:total_tokens"
+
+
 def test_a_key_without_the_flag_is_refused_before_the_first_call(start_gateway) -> None:
     gateway = start_gateway()  # the test key has no allow_client_budgets
     guard = tokenward.Guard("memory://")
