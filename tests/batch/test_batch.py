@@ -42,7 +42,11 @@ def _records(n: int = N) -> list[dict]:
                 "custom_id": f"r-{i:04d}",
                 "method": "POST",
                 "url": "/v1/chat/completions",
-                "body": {"model": "gpt-4o-mini", "max_tokens": REPLY, "messages": [{"role": "user", "content": words}]},
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "max_tokens": REPLY,
+                    "messages": [{"role": "user", "content": words}],
+                },
             }
         )
     return records
@@ -113,7 +117,13 @@ def test_a_job_stops_at_its_budget_reports_and_resumes(fake, tmp_path: Path) -> 
 
         # --resume with a bigger budget finishes it; nothing done is sent again.
         again = run(
-            source, caller, guard=guard, budget=f"total_tokens={total + 1000}", job="nightly", out=out, resume=True
+            source,
+            caller,
+            guard=guard,
+            budget=f"total_tokens={total + 1000}",
+            job="nightly",
+            out=out,
+            resume=True,
         )
     finally:
         caller.close()
@@ -148,7 +158,7 @@ def test_bad_lines_and_wrong_urls(fake, tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
-    records = _records()
+    records = _records(400)
     source = _write(tmp_path / "requests.jsonl", records)
     total = sum(_cost(r) for r in records)
     first_limit = total // 2
@@ -164,20 +174,22 @@ def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if out.exists() and out.read_text().count("\n") >= 150:
+        if out.exists() and out.read_text().count("\n") >= 100:
             break
         assert child.poll() is None, child.stderr.read().decode()
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     before = read_output(out)
-    assert 150 <= len(before.succeeded) < N
+    assert 100 <= len(before.succeeded) < len(records)
 
     # After the kill (the ledger reclaims the dead process's forwarded holds when it opens):
     # spend stays within the job's budget.
     ledger = open_ledger(ledger_url)
     try:
-        (balance,) = [b for b in ledger.balances(Subject(task="batch:killed")) if b.budget.meter == "total_tokens"]
+        (balance,) = [
+            b for b in ledger.balances(Subject(task="batch:killed")) if b.budget.meter == "total_tokens"
+        ]
         assert balance.spent + balance.held <= first_limit
         assert balance.held == 0
     finally:
@@ -187,10 +199,17 @@ def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["done"] == N and report["percent"] == "100"
+    assert report["done"] == len(records) and report["percent"] == "100"
     charged = _ok_events_by_record(ledger_url, "batch:killed")
-    # Nothing completed before the kill was sent again: one settled call each.
-    assert all(charged[cid].count("ok") == 1 for cid in before.succeeded)
+    # Nothing completed before the kill was sent again: one settled call each; a call that had
+    # settled when the kill came, just before its line was written, is reported lost, not re-sent.
+    after = read_output(out)
+    lost = {
+        json.loads(x)["custom_id"] for x in out.read_text().splitlines()
+        if x.strip() and (json.loads(x).get("error") or {}).get("code") == "answer_lost"
+    }  # fmt: skip
+    assert after.failed == lost and report["failed"] == len(lost)
+    assert lost.isdisjoint(before.processed) and len(lost) <= 8
     # The records in flight at the kill were sent again once, and listed with their crash charge.
     resent = {c["custom_id"]: c["charged"] for c in report["resent_after_crash"]}
     for cid, statuses in charged.items():
@@ -200,7 +219,9 @@ def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
             assert int(resent[cid]["total_tokens"]) > 0
     ledger = open_ledger(ledger_url)
     try:
-        (balance,) = [b for b in ledger.balances(Subject(task="batch:killed")) if b.budget.meter == "total_tokens"]
+        (balance,) = [
+            b for b in ledger.balances(Subject(task="batch:killed")) if b.budget.meter == "total_tokens"
+        ]
         assert balance.spent <= total * 2
     finally:
         ledger.close()

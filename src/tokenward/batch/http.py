@@ -42,8 +42,8 @@ class HttpCaller:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         from tokenward.guard.wire.degrade import Degrade
-        from tokenward.sdk.transport import TransportSettings
         from tokenward.sdk.clients import transport_classes_for
+        from tokenward.sdk.transport import TransportSettings
 
         sync_cls, _ = transport_classes_for(httpx)
         settings = TransportSettings(

@@ -130,7 +130,9 @@ def read_records(path: Path | str | Iterable[str]) -> list[BatchRecord]:
         if record.custom_id in seen:
             raise ValidationError(f"line {number}: custom_id {record.custom_id!r} repeats an earlier record")
         seen.add(record.custom_id)
-        records.append(BatchRecord(record.custom_id, record.method, record.url, record.body, text, record.index))
+        records.append(
+            BatchRecord(record.custom_id, record.method, record.url, record.body, text, record.index)
+        )
     return records
 
 
@@ -150,7 +152,12 @@ def response_line(custom_id: str, status_code: int, request_id: str | None, body
 
 def error_line(custom_id: str, code: str, message: str) -> dict[str, Any]:
     """An output line for a record that got no answer (``response`` null)."""
-    return {"id": _line_id(), "custom_id": custom_id, "response": None, "error": {"code": code, "message": message}}
+    return {
+        "id": _line_id(),
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": code, "message": message},
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,13 +29,17 @@ are never sent again (error lines included, unless ``retry_errors``). Records th
 when an earlier run was killed have no line: they are sent again, once, and listed in the report
 (:class:`~tokenward.batch.report.CrashCharge`) with what the crash left charged for them (the
 ledger charges a dead process's forwarded holds: :mod:`tokenward.ledger.reclaim`). A line is
-written (and flushed) as soon as its answer is in, so a kill loses at most the records in flight.
+written (and flushed) as soon as its answer is in; a record whose call had completed and settled
+(the ledger holds its ``ok`` event, tagged with the record) when the kill came, just before its
+line was written, is not sent again either (it was paid for): it gets an ``answer_lost`` error
+line naming its charge and request id, and is re-sent only with ``retry_errors``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -47,6 +51,7 @@ from tokenward.batch.report import BatchReport, BudgetLine, CrashCharge
 from tokenward.core.budgets import Budget, Subject, parse_short_spec
 from tokenward.core.usage import Usage
 from tokenward.errors import BudgetError, BudgetExceeded, TokenwardError, ValidationError
+from tokenward.numbers import plain
 
 __all__ = ["Progress", "job_budgets", "remainder_path_for", "run"]
 
@@ -104,7 +109,9 @@ def _as_records(records: Iterable[BatchRecord | Mapping[str, Any]] | str | Path)
     for item in records:
         record = item if isinstance(item, BatchRecord) else BatchRecord.of(item)
         if record.custom_id in seen:
-            raise ValidationError(f"custom_id {record.custom_id!r} repeats an earlier record", field="custom_id")
+            raise ValidationError(
+                f"custom_id {record.custom_id!r} repeats an earlier record", field="custom_id"
+            )
         seen.add(record.custom_id)
         out.append(replace(record, index=len(out)))
     return out
@@ -178,6 +185,7 @@ class _Job:
         self.refused_by: str | None = None
         self.done = 0
         self.start_lines = self.read_budgets()
+        self.last_lines, self.read_at = self.start_lines, 0.0
         self.start_spent = {b.name: b.spent for b in self.start_lines}
         self.write_lock = threading.Lock()
         self.failure: BaseException | None = None
@@ -191,6 +199,19 @@ class _Job:
             for b in balances
             if b.budget.name in self.budget_names
         )
+
+    def read_budgets_now(self) -> tuple[BudgetLine, ...]:
+        """The job's budgets, read again at most every 50 ms (else as last read): enough to adapt
+        the concurrency, without a ledger read per record."""
+        now = time.monotonic()
+        with self.cond:
+            if now - self.read_at < 0.05:
+                return self.last_lines
+            self.read_at = now
+        lines = self.read_budgets()
+        with self.cond:
+            self.last_lines = lines
+        return lines
 
     def _adapt(self, lines: tuple[BudgetLine, ...]) -> None:
         """Cap the records in flight at what the budgets could pay for at the mean charge so far."""
@@ -238,12 +259,18 @@ class _Job:
                         self.sending -= 1
                         self.finished += 1
                         self.cond.notify_all()
-                    lines = self.read_budgets()
+                    lines = self.read_budgets_now()
                     with self.cond:
                         self._adapt(lines)
                     if self.on_progress is not None:
                         self.on_progress(
-                            Progress(self.done, len(self.todo) - self.next, len(self.todo), len(self.refused), lines)
+                            Progress(
+                                self.done,
+                                len(self.todo) - self.next,
+                                len(self.todo),
+                                len(self.refused),
+                                lines,
+                            )
                         )
         except BaseException as exc:  # stop the others; re-raised by run()
             with self.cond:
@@ -457,18 +484,29 @@ def run(
         b.name for b in guard.ledger.budgets() if b.scope == "task" and b.subject_id == task
     }
     todo = [r for r in items if r.custom_id not in skip]
-    attempted_before = set()
+    attempted_before: set[str] = set()
+    answered_before: dict[str, Any] = {}
     if resume:
         guard.ledger.reclaim_dead()
-        attempted_before = {
-            dict(e.subject.tags).get(RECORD_TAG) for e in guard.ledger.events(subject=Subject(task=task))
-        }
-    resent = {r.custom_id for r in todo} & {x for x in attempted_before if x}
+        for event in guard.ledger.events(subject=Subject(task=task)):
+            record_id = dict(event.subject.tags).get(RECORD_TAG)
+            if record_id:
+                attempted_before.add(record_id)
+                if event.status in ("ok", "cut_off"):
+                    answered_before[record_id] = event
+    lost = [r for r in todo if r.custom_id in answered_before]
+    if not retry_errors:
+        todo = [r for r in todo if r.custom_id not in answered_before]
+    resent = {r.custom_id for r in todo} & attempted_before
     crash = _crash_charges(guard, task, resent)
     handle: TextIO | None = None
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         handle = _open_append(out_path)
+        if not retry_errors:
+            for record in lost:
+                handle.write(json.dumps(_lost_line(record, answered_before[record.custom_id])) + "\n")
+            handle.flush()
     state_budgets = [b for b in guard.ledger.budgets() if b.name in names]
     work = _Job(todo, call, guard, task, state_budgets, concurrency, handle, on_progress)
     try:
@@ -486,6 +524,19 @@ def run(
     if work.failure is not None:
         raise work.failure
     return _report(guard, job, items, out_path, remainder, work, crash)
+
+
+def _lost_line(record: BatchRecord, event: Any) -> dict[str, Any]:
+    """The error line of a record whose call completed and was charged by an earlier run that was
+    killed before it wrote the answer: it is not sent again (that would pay twice) unless
+    ``retry_errors``."""
+    charged = ", ".join(f"{plain(v)} {k}" for k, v in sorted(event.charged.items()))
+    return error_line(
+        record.custom_id,
+        "answer_lost",
+        f"the call completed and was charged ({charged}; request {event.request_id}) but the run was "
+        "stopped before its answer was written; resume with --retry-errors to send it again",
+    )
 
 
 def _open_append(path: Path) -> TextIO:
@@ -538,7 +589,9 @@ def _report(
     at_mean_cost: Decimal | None = None
     if charged_records and left:
         at_mean_tokens = int((inp + outp + reclaimed) * len(left) / charged_records)
-        at_mean_cost = None if cost is None else (cost * len(left) / charged_records).quantize(Decimal("0.000001"))
+        at_mean_cost = (
+            None if cost is None else (cost * len(left) / charged_records).quantize(Decimal("0.000001"))
+        )
     return BatchReport(
         job=job,
         total=len(items),

@@ -30,22 +30,24 @@ def _money(value: Decimal | None) -> str:
     return "unknown (unpriced model)" if value is None else f"${plain(value)}"
 
 
+def _say(text: str, end: str = "\n") -> None:
+    out.print(text, end=end, highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
 def _print_report(report: BatchReport) -> None:
-    out.print(
+    _say(
         f"job {report.job}: {report.done:,} of {report.total:,} records done ({report.percent}%): "
         f"{report.succeeded:,} succeeded, {report.failed:,} failed, {report.remaining:,} not processed",
-        highlight=False,
     )
-    reclaimed = f" + {report.reclaimed_tokens:,} charged for calls cut by a crash" if report.reclaimed_tokens else ""
-    out.print(
+    reclaimed = (
+        f" + {report.reclaimed_tokens:,} charged for calls cut by a crash" if report.reclaimed_tokens else ""
+    )
+    _say(
         f"spent: {report.input_tokens:,} input + {report.output_tokens:,} output tokens{reclaimed}, "
         f"{_money(report.cost_usd)}",
-        highlight=False,
     )
     for b in report.budgets:
-        out.print(
-            f"budget {b.name}: {b.spent} of {b.limit} {b.meter} spent, {b.remaining} left", highlight=False
-        )
+        _say(f"budget {b.name}: {b.spent} of {b.limit} {b.meter} spent, {b.remaining} left")
     if report.remaining:
         mean = ""
         if report.projected_at_mean_tokens is not None:
@@ -53,19 +55,17 @@ def _print_report(report: BatchReport) -> None:
                 f"; at the mean so far {report.projected_at_mean_tokens:,} tokens, "
                 f"{_money(report.projected_at_mean_cost_usd)}"
             )
-        out.print(
+        _say(
             f"not processed: {report.remaining:,} records in {report.remainder_path or '(no file)'}"
             + (f" (refused by budget {report.refused})" if report.refused else ""),
-            highlight=False,
         )
-        out.print(
+        _say(
             f"to finish them: at most {report.projected_tokens:,} tokens, "
             f"{_money(report.projected_cost_usd)}{mean}",
-            highlight=False,
         )
     for crash in report.resent:
         charged = ", ".join(f"{v} {k}" for k, v in crash.charged.items()) or "nothing charged"
-        out.print(f"re-sent after a crash: {crash.custom_id} (the crash left {charged})", highlight=False)
+        _say(f"re-sent after a crash: {crash.custom_id} (the crash left {charged})")
 
 
 @batch_app.command("run", cls=Command)
@@ -182,6 +182,7 @@ def run_command(
             f"{report.remaining:,} records not processed; resubmit {report.remainder_path} or run again "
             "with --resume and a bigger --budget",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
 
