@@ -7,7 +7,7 @@ import warnings
 import tokenward
 
 ROOT = {
-    "AsyncGuard", "Budget", "BudgetError", "BudgetExceeded", "Clock", "ConfigError", "Cost", "Degrade",
+    "AsyncGuard", "Budget", "BudgetError", "BudgetExceeded", "Clock", "ConfigError", "ContextTooLarge", "Cost", "Degrade",
     "Guard", "LedgerError", "ManualClock", "MissingDependency", "Price", "PriceBook", "Session",
     "Subject", "SystemClock", "TokenwardError", "UnattributedCall", "UnattributedCallWarning",
     "UnpricedCall", "Usage", "UsageEvent", "ValidationError", "Window", "__version__",

@@ -12,7 +12,9 @@ Every error tokenward raises on purpose derives from :class:`TokenwardError`::
     │   ├── BudgetExceeded       a hard budget cannot pay for the call (structured fields)
     │   │   └── Stopped          the call's session or task was ended for good by a budget
     │   │                        whose action is ``stop``
-    │   └── UnpricedCall         a cost budget applies but the call's price is unknown
+    │   ├── UnpricedCall         a cost budget applies but the call's price is unknown
+    │   └── ContextTooLarge      a conversation cannot be fitted to an input bound: what must be
+    │                            kept (system prompt, last turns) is over it (``Session.fit``)
     ├── LedgerError              the ledger store failed (driver errors are translated here)
     │   └── StoreUnavailable     the store cannot be reached (down, restarting, too slow); a
     │                            budget that fails closed refuses the call with it (gateway: 503)
@@ -38,6 +40,7 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "ConfigError",
+    "ContextTooLarge",
     "LedgerError",
     "MissingDependency",
     "Stopped",
@@ -214,6 +217,24 @@ class UnpricedCall(BudgetError):
         super().__init__(
             f"model {model!r} has no known price, so cost budget {budget!r} cannot be checked; "
             "add it to the price-override file or set the budget's unpriced policy to 'allow'"
+        )
+
+
+class ContextTooLarge(BudgetError):
+    """The messages cannot be fitted to the input bound: the system prompt and the turns that
+    must be kept are already over it (:meth:`tokenward.Session.fit`).
+
+    Attributes:
+        bound: the input bound, in tokens.
+        needed: the estimate of what must be kept, in tokens.
+        budget: what set the bound (``max_input_tokens`` or the budget whose share it is).
+    """
+
+    def __init__(self, *, bound: int, needed: int, budget: str) -> None:
+        self.bound, self.needed, self.budget = bound, needed, budget
+        super().__init__(
+            f"the conversation cannot fit {bound} input tokens ({budget}): the system prompt and the "
+            f"turns that must be kept alone take {needed}"
         )
 
 
