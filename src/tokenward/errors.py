@@ -7,7 +7,8 @@ Every error tokenward raises on purpose derives from :class:`TokenwardError`::
     │   │                        implausible price row, unreadable config file
     │   └── MissingDependency    an optional extra is not installed (names the pip command)
     ├── ValidationError          bad input data: a usage object that contradicts itself,
-    │                            a malformed request body (names the offending field)
+    │   │                        a malformed request body (names the offending field)
+    │   └── PromptTooLarge       a prompt over a budget's ``max_input_tokens`` (gateway: 400)
     ├── BudgetError              a call may not run because of a budget
     │   ├── BudgetExceeded       a hard budget cannot pay for the call (structured fields)
     │   │   └── Stopped          the call's session or task was ended for good by a budget
@@ -43,6 +44,7 @@ __all__ = [
     "ContextTooLarge",
     "LedgerError",
     "MissingDependency",
+    "PromptTooLarge",
     "Stopped",
     "StoreUnavailable",
     "TokenwardError",
@@ -85,6 +87,24 @@ class ValidationError(TokenwardError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class PromptTooLarge(ValidationError):
+    """A call's prompt is over the ``max_input_tokens`` of a hard budget that applies to it:
+    refused before anything is held or sent (the gateway answers 400).
+
+    Attributes:
+        budget: the budget's name. max_input_tokens: its bound. input_tokens: the prompt's
+        estimate, in tokens.
+    """
+
+    def __init__(self, *, budget: str, max_input_tokens: int, input_tokens: int) -> None:
+        self.budget, self.max_input_tokens, self.input_tokens = budget, max_input_tokens, input_tokens
+        super().__init__(
+            f"the prompt ({input_tokens} input tokens) is over the {max_input_tokens} that budget "
+            f"{budget!r} allows a call (max_input_tokens); shorten it",
+            field="messages",
+        )
 
 
 class BudgetError(TokenwardError):

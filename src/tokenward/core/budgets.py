@@ -200,6 +200,10 @@ class Budget:
             calls this hard budget applies to) or ``open`` (admit them unchecked, charge later).
         custom: ``meter`` is a custom meter (``gpu_seconds``), declared as such; required for any
             meter outside :data:`METERS`, refused on a built-in one.
+        max_input_tokens: the largest prompt (input tokens, by the pre-call estimate) a call this
+            hard budget applies to may send, or None for no bound: a larger prompt is refused
+            before anything is spent (:class:`~tokenward.errors.PromptTooLarge`; a 400 from the
+            gateway), whatever the budget's balance.
     """
 
     name: str
@@ -215,6 +219,7 @@ class Budget:
     overrides: str | None = None
     on_store_failure: Literal["closed", "open"] = "closed"
     custom: bool = False
+    max_input_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -239,6 +244,15 @@ class Budget:
         if self.on_store_failure not in STORE_FAILURE_POLICIES:
             raise ConfigError(
                 f"budget {self.name!r}: on_store_failure must be closed or open, got {self.on_store_failure!r}"
+            )
+        if self.max_input_tokens is not None and (
+            isinstance(self.max_input_tokens, bool)
+            or not isinstance(self.max_input_tokens, int)
+            or self.max_input_tokens < 1
+        ):
+            raise ConfigError(
+                f"budget {self.name!r}: max_input_tokens must be a positive whole number of tokens, "
+                f"got {self.max_input_tokens!r}"
             )
         if self.subject_id is not None and (not isinstance(self.subject_id, str) or not self.subject_id):
             raise ConfigError(f"budget {self.name!r}: id must be a non-empty string")
@@ -305,7 +319,7 @@ class Budget:
             "overrides": self.overrides,
             "on_store_failure": self.on_store_failure,
             "custom": self.custom,
-        }
+        } | ({"max_input_tokens": self.max_input_tokens} if self.max_input_tokens is not None else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
@@ -317,7 +331,8 @@ class Budget:
         (``sunday`` or 0-6, for week windows), ``mode``, ``unpriced``, ``thresholds`` (shares
         ``[0.5, 0.9]`` or percents ``["50%", "90%"]``; ``[]`` for none), ``action``,
         ``overrides`` (a template this fixed budget replaces for its id), ``on_store_failure``
-        (``closed`` or ``open``), ``custom`` (``true`` declares ``meter`` a custom meter).
+        (``closed`` or ``open``), ``custom`` (``true`` declares ``meter`` a custom meter),
+        ``max_input_tokens`` (the largest prompt a call may send under this budget).
 
         Raises:
             ConfigError: a missing or invalid field (named), or a meter outside :data:`METERS`
@@ -326,7 +341,7 @@ class Budget:
         known = {
             "name", "scope", "meter", "limit", "id", "subject_id", "window", "week_start",
             "mode", "unpriced", "thresholds", "alerts", "action", "overrides", "on_store_failure",
-            "custom",
+            "custom", "max_input_tokens",
         }  # fmt: skip
         unknown = set(data) - known
         label = data.get("name", "?")
@@ -359,6 +374,7 @@ class Budget:
             overrides=None if data.get("overrides") is None else str(data["overrides"]),
             on_store_failure=str(data.get("on_store_failure") or "closed"),  # type: ignore[arg-type]
             custom=data.get("custom", False),
+            max_input_tokens=_whole(data.get("max_input_tokens"), f"budget {name!r}: max_input_tokens"),
         )
 
 
@@ -400,6 +416,18 @@ def _thresholds(value: Any, where: str) -> tuple[Decimal, ...]:
     return tuple(out)
 
 
+def _whole(value: Any, where: str) -> int | None:
+    """A whole number of tokens from a config or spec value (``"8000"``, ``8_000``), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+    try:
+        return int(str(value).replace("_", "").replace(",", "").strip())
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a whole number") from None
+
+
 def _amount(value: Any, where: str) -> Decimal:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -416,7 +444,10 @@ _SPEC = re.compile(
     r"^\s*(?P<scope>tag:[A-Za-z0-9_.\-]+|[a-z]+)(?:=(?P<id>[^:;]+))?:(?P<meter>[a-z_]+)=(?P<limit>[^/;]+)"
     r"(?:/(?P<window>[^;]+))?(?P<options>(?:;[^;]*)*)$"
 )
-_OPTIONS = {"mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides", "on_store_failure"}
+_OPTIONS = {
+    "mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides", "on_store_failure",
+    "max_input_tokens",
+}  # fmt: skip
 
 
 def parse_budget_spec(spec: str) -> Budget:

@@ -30,7 +30,7 @@ from typing import Any
 from tokenward.core.budgets import Budget
 from tokenward.core.modifiers import RequestFacts
 from tokenward.core.pricing import MILLION
-from tokenward.errors import BudgetExceeded, UnpricedCall
+from tokenward.errors import BudgetExceeded, PromptTooLarge, UnpricedCall
 from tokenward.numbers import plain
 
 __all__ = [
@@ -291,7 +291,12 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
             ``action: deny``, with its output bound).
         UnpricedCall: a hard cost budget applies, the model is unpriced, and the budget's policy
             is ``deny``.
+        PromptTooLarge: the prompt's estimate is over a hard budget's ``max_input_tokens``.
     """
+    for balance in balances:
+        cap = balance.budget.max_input_tokens
+        if cap is not None and balance.budget.mode == "hard" and plan.input_tokens > cap:
+            raise PromptTooLarge(budget=balance.budget.name, max_input_tokens=cap, input_tokens=plan.input_tokens)
     bound = plan.max_output_tokens
     clamped_by: str | None = None
     shadow: list[BudgetExceeded] = []
