@@ -225,3 +225,35 @@ def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
         assert balance.spent <= total * 2
     finally:
         ledger.close()
+
+
+def test_through_a_gateway_the_job_is_attributed_by_header(start_gateway, tmp_path: Path) -> None:
+    from tests.support.fixtures import KEY
+
+    gateway = start_gateway(
+        budgets=[
+            {"name": "job", "scope": "task", "id": "batch:gw", "meter": "total_tokens", "limit": "100000"}
+        ]
+    )
+    records = _records(5)
+    guard = Guard("memory://", on_unattributed="ignore")
+    caller = HttpCaller(guard, f"{gateway.url}/v1", api_key=KEY)
+    try:
+        report = run(records, caller, guard=guard, budget="total_tokens=100000", job="gw")
+    finally:
+        caller.close()
+        guard.close()
+    assert report.succeeded == 5 and report.charged_by == "gateway" and report.cost_usd is None
+    assert report.input_tokens + report.output_tokens == sum(_cost(r) for r in records)
+    observer = gateway.observer()
+    try:
+        events = observer.events()
+    finally:
+        observer.close()
+    assert len(events) == 5 and {e.subject.task for e in events} == {"demo/batch:gw"}  # in the key's project
+    assert guard_events_none(report)
+
+
+def guard_events_none(report) -> bool:
+    """The local guard charged nothing (never twice): its figures would have come from its ledger."""
+    return report.budgets == () or all(b.spent == 0 for b in report.budgets)

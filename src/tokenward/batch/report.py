@@ -78,6 +78,10 @@ class BatchReport:
         resent: records in flight at an earlier kill, re-sent once by this run.
         refused: the budget that refused the first record sent to the remainder, or None.
         lines: the output lines of this run when no output file was given (else empty).
+        charged_by: ``ledger`` (the guard charged the calls: the figures are the ledger's) or
+            ``gateway`` (the base URL is a tokenward gateway, which enforced and charged them
+            under task ``batch:<job>``: tokens are summed from the answers' usage, and the cost is
+            unknown here, None; ask the gateway: ``tokenward events --task batch:<job>``).
     """
 
     job: str
@@ -98,6 +102,7 @@ class BatchReport:
     resent: tuple[CrashCharge, ...] = ()
     refused: str | None = None
     lines: tuple[dict[str, Any], ...] = ()
+    charged_by: str = "ledger"
 
     @property
     def done(self) -> int:
@@ -150,6 +155,7 @@ class BatchReport:
             },
             "remainder": self.remainder_path,
             "refused_by": self.refused,
+            "charged_by": self.charged_by,
             "resent_after_crash": [
                 {"custom_id": c.custom_id, "charged": {k: plain(v) for k, v in c.charged.items()}}
                 for c in self.resent

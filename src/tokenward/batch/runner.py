@@ -539,6 +539,35 @@ def _lost_line(record: BatchRecord, event: Any) -> dict[str, Any]:
     )
 
 
+def _answered_usage(out_path: Path | None, lines: list[dict[str, Any]] | None) -> tuple[int, int, int]:
+    """(input tokens, output tokens, answers) the successful answers report (chat
+    ``prompt_tokens``/``completion_tokens``, Responses ``input_tokens``/``output_tokens``), the last
+    line of each record."""
+    last: dict[str, dict[str, Any]] = {}
+    if out_path is not None and out_path.exists():
+        with out_path.open(encoding="utf-8") as handle:
+            for raw in handle:
+                try:
+                    data = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and isinstance(data.get("custom_id"), str):
+                    last[data["custom_id"]] = data
+    for line in lines or ():
+        last[line["custom_id"]] = line
+    inp = outp = count = 0
+    for data in last.values():
+        response = data.get("response") or {}
+        body = response.get("body") if isinstance(response, dict) else None
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict) or not 200 <= int(response.get("status_code") or 0) < 300:
+            continue
+        count += 1
+        inp += int(usage.get("prompt_tokens", usage.get("input_tokens")) or 0)
+        outp += int(usage.get("completion_tokens", usage.get("output_tokens")) or 0)
+    return inp, outp, count
+
+
 def _open_append(path: Path) -> TextIO:
     """Open the output for appending, after ending a last line a kill cut short (it is ignored
     when read, and the record is sent again)."""
@@ -584,6 +613,10 @@ def _report(
         elif remainder_path.exists():
             remainder_path.unlink()  # the job is finished: an old remainder would mislead
     inp, outp, reclaimed, cost, charged_records = _spend(guard, task)
+    via_gateway = bool(guard.gateways.hosts)
+    if via_gateway:  # the gateway charged the calls: count what the answers report instead
+        answered = _answered_usage(out_path, work.lines)
+        inp, outp, reclaimed, cost, charged_records = answered[0], answered[1], 0, None, answered[2]
     tokens, projected_cost = _projection(guard, left)
     at_mean_tokens: int | None = None
     at_mean_cost: Decimal | None = None
@@ -611,4 +644,5 @@ def _report(
         resent=crash,
         refused=work.refused_by,
         lines=tuple(work.lines or ()),
+        charged_by="gateway" if via_gateway else "ledger",
     )

@@ -27,7 +27,7 @@ batch_app = typer.Typer(
 def _money(value: Decimal | None) -> str:
     from tokenward.numbers import plain
 
-    return "unknown (unpriced model)" if value is None else f"${plain(value)}"
+    return "unknown" if value is None else f"${plain(value)}"
 
 
 def _say(text: str, end: str = "\n") -> None:
@@ -46,6 +46,8 @@ def _print_report(report: BatchReport) -> None:
         f"spent: {report.input_tokens:,} input + {report.output_tokens:,} output tokens{reclaimed}, "
         f"{_money(report.cost_usd)}",
     )
+    if report.charged_by == "gateway":
+        _say(f"charged by the gateway under task batch:{report.job} (tokens above are from the answers)")
     for b in report.budgets:
         _say(f"budget {b.name}: {b.spent} of {b.limit} {b.meter} spent, {b.remaining} left")
     if report.remaining:
