@@ -257,3 +257,19 @@ def test_through_a_gateway_the_job_is_attributed_by_header(start_gateway, tmp_pa
 def guard_events_none(report) -> bool:
     """The local guard charged nothing (never twice): its figures would have come from its ledger."""
     return report.budgets == () or all(b.spent == 0 for b in report.budgets)
+
+
+def test_records_are_never_clamped_even_by_a_clamping_budget_above_the_job(fake) -> None:
+    # alice's own budget clamps (the default action); the job must not let it shorten a record.
+    # After the first record (27 tokens by the fake's count) 28 are left: enough for the second
+    # record's prompt and a clamped answer of 16+ tokens, not for its whole bound of 20.
+    guard = Guard("memory://", budgets=["user=alice:total_tokens=55"], user="alice", on_unattributed="ignore")
+    caller = HttpCaller(guard, f"{fake.url}/v1", api_key=UPSTREAM_KEY)
+    try:
+        report = run(_records(2), caller, guard=guard, job="whole", concurrency=1)
+    finally:
+        caller.close()
+        guard.close()
+    answered = [line["response"]["body"]["usage"]["completion_tokens"] for line in report.lines]
+    assert answered == [REPLY]  # the second record went to the remainder, not out clamped
+    assert report.remaining == 1 and report.refused == "user=alice:total_tokens=55"

@@ -6,10 +6,12 @@ tokenward gateway), so every record is estimated, admitted and charged like any 
 calls are charged to the task ``batch:<job>`` (and tagged ``batch_record=<custom_id>``), so the
 job's budgets are task budgets and the job sits inside any user, project or org budget above it.
 
-**Never clamped.** The job's budgets are made with ``action: deny``: a record the budget cannot
-pay for with its whole output bound is refused, never sent with a lower bound (a truncated answer
-is wasted spend); it goes to the remainder file, and the job goes on with the next record (a
-smaller one may still fit).
+**Never clamped.** Each record is admitted *whole* (:attr:`tokenward.core.decide.CallPlan.whole`):
+every hard budget that applies (the job's own, made with ``action: deny``, and any user, project or
+org budget above it, whatever its action) refuses a record it cannot pay for with its whole output
+bound, instead of sending it with a lower one (a truncated answer is wasted spend); the record
+goes to the remainder file, and the job goes on with the next record (a smaller one may still
+fit).
 
 **Concurrency that adapts to what is left** (so holds in flight do not starve the tail):
 
@@ -294,7 +296,7 @@ class _Job:
             with self.cond:
                 seen = self.finished
             try:
-                with attributed(task=self.task, tags={RECORD_TAG: record.custom_id}):
+                with attributed(task=self.task, tags={RECORD_TAG: record.custom_id}, whole=True):
                     result = self.call(record)
             except Exception as exc:
                 denial = _unwrapped_denial(exc)

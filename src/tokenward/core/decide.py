@@ -169,6 +169,8 @@ class CallPlan:
             ``contended``), is given half of what the budget can still pay for (:func:`decide`),
             so one call does not take the whole remaining budget while others are arriving.
         contended: the call waited for other calls' holds to settle before this plan was made.
+        whole: the call must be served with its whole output bound or not at all (a batch record:
+            a truncated answer is wasted spend): every hard budget decides it as ``action: deny``.
     """
 
     model: str
@@ -184,6 +186,7 @@ class CallPlan:
     tool_input_tokens: int = 0
     bound_requested: bool = True
     contended: bool = False
+    whole: bool = False
 
     @property
     def priced(self) -> bool:
@@ -312,7 +315,7 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
         cap = _output_cap(balance, plan)
         if cap is None:
             continue
-        if budget.action == "deny":
+        if budget.action == "deny" or plan.whole:
             # Judged below with the bound the other budgets leave, and named with the hold it
             # refuses (the call's whole hold, not its minimum: a retry must wait for all of it).
             strict.append((balance, cap))

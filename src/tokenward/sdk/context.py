@@ -34,11 +34,14 @@ class Attribution:
         subject: whom calls are charged to.
         held_back: a final-answer reserve by meter (tokens, USD) that ordinary calls may not use.
         final: the calls being made are the final answer: they may use the reserve.
+        whole: the calls must get their whole output bound or be refused, never clamped (a batch
+            record: :mod:`tokenward.batch`).
     """
 
     subject: Subject = field(default_factory=Subject)
     held_back: Mapping[str, Decimal] = field(default_factory=dict)
     final: bool = False
+    whole: bool = False
 
 
 _NONE = Attribution()  # frozen, so safe to share as the default
@@ -56,6 +59,7 @@ def attributed(
     held_back: Mapping[str, Decimal] | None = None,
     final: bool | None = None,
     tags: Mapping[str, str] | None = None,
+    whole: bool | None = None,
     **scopes: str | None,
 ) -> Iterator[Attribution]:
     """Charge the calls made inside the block to a narrower subject.
@@ -71,6 +75,7 @@ def attributed(
         subject=subject,
         held_back=dict(outer.held_back) | dict(held_back or {}),
         final=outer.final if final is None else final,
+        whole=outer.whole if whole is None else whole,
     )
     token = _current.set(inner)
     try:

@@ -480,6 +480,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     degrade=self.settings.degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
+                    whole=current().whole,
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):
@@ -611,6 +612,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     degrade=self.settings.degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
+                    whole=current().whole,
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):
