@@ -299,7 +299,9 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
     for balance in balances:
         cap = balance.budget.max_input_tokens
         if cap is not None and balance.budget.mode == "hard" and plan.input_tokens > cap:
-            raise PromptTooLarge(budget=balance.budget.name, max_input_tokens=cap, input_tokens=plan.input_tokens)
+            raise PromptTooLarge(
+                budget=balance.budget.name, max_input_tokens=cap, input_tokens=plan.input_tokens
+            )
     bound = plan.max_output_tokens
     clamped_by: str | None = None
     shadow: list[BudgetExceeded] = []

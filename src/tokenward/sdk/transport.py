@@ -406,7 +406,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
             key = "input" if endpoint.dialect == "openai-responses" else "messages"
             if not isinstance(body, dict) or not isinstance(body.get(key), list):
                 return request, None
-            note: dict[str, Any] = {"max_input_tokens": order["max_input_tokens"], "finding": order["finding"]}
+            note: dict[str, Any] = {
+                "max_input_tokens": order["max_input_tokens"],
+                "finding": order["finding"],
+            }
             try:
                 fitted = fit_messages(
                     body[key], model=str(body.get("model") or ""), bound=order["max_input_tokens"],
