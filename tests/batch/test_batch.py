@@ -227,14 +227,11 @@ def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
         ledger.close()
 
 
-def test_through_a_gateway_the_job_is_attributed_by_header(start_gateway, tmp_path: Path) -> None:
+def test_through_a_gateway_the_job_and_its_budget_go_by_header(start_gateway, tmp_path: Path) -> None:
     from tests.support.fixtures import KEY
 
-    gateway = start_gateway(
-        budgets=[
-            {"name": "job", "scope": "task", "id": "batch:gw", "meter": "total_tokens", "limit": "100000"}
-        ]
-    )
+    key = {"key": KEY, "name": "test-key", "user": "alice", "project": "demo", "allow_client_budgets": True}
+    gateway = start_gateway(keys=[key])
     records = _records(5)
     guard = Guard("memory://", on_unattributed="ignore")
     caller = HttpCaller(guard, f"{gateway.url}/v1", api_key=KEY)
@@ -252,6 +249,14 @@ def test_through_a_gateway_the_job_is_attributed_by_header(start_gateway, tmp_pa
         observer.close()
     assert len(events) == 5 and {e.subject.task for e in events} == {"demo/batch:gw"}  # in the key's project
     assert guard_events_none(report)
+    # the job's budget went with the calls: the gateway made it and charged the job on it
+    observer = gateway.observer()
+    try:
+        balances = observer.balances(Subject(task="demo/batch:gw", project="demo"))
+    finally:
+        observer.close()
+    (carried,) = [b for b in balances if b.budget.scope == "task" and b.budget.meter == "total_tokens"]
+    assert carried.budget.limit == 100000 and carried.spent == sum(_cost(r) for r in records)
 
 
 def guard_events_none(report) -> bool:

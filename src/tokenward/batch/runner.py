@@ -23,6 +23,12 @@ fit).
   charge of the records done so far (``floor(left / mean)``, between 1 and ``concurrency``), so near
   the end the job narrows down to one record at a time instead of holding for eight.
 
+**Through a tokenward gateway** the job's budgets go with each call as
+``x-tokenward-task-budget`` (:mod:`tokenward.gateway.carried`), so the gateway enforces them on
+task ``batch:<job>`` and charges the calls; a gateway whose key may not carry budgets refuses the
+calls (each record then gets an ``invalid_request`` error line): the job's budget never silently
+stops applying.
+
 So the job completes, up to the few records whose turn came while others were held, the records
 an exact replay of the file in file order says the budget can pay for.
 
@@ -50,7 +56,7 @@ from typing import Any, TextIO
 
 from tokenward.batch.records import BatchRecord, error_line, read_output, read_records, response_line
 from tokenward.batch.report import BatchReport, BudgetLine, CrashCharge
-from tokenward.core.budgets import Budget, Subject, parse_short_spec
+from tokenward.core.budgets import Budget, Subject, parse_short_spec, short_spec
 from tokenward.core.usage import Usage
 from tokenward.errors import BudgetError, BudgetExceeded, TokenwardError, ValidationError
 from tokenward.numbers import plain
@@ -175,6 +181,8 @@ class _Job:
     ) -> None:
         self.todo, self.call, self.guard, self.task = todo, call, guard, task
         self.budget_names = {b.name for b in budgets}
+        # what a gateway is sent to enforce the job's budgets (x-tokenward-task-budget)
+        self.carried = {"task": tuple(short_spec(b, named=False) for b in budgets)} if budgets else None
         self.concurrency = concurrency
         self.out, self.lines = out, [] if out is None else None
         self.on_progress = on_progress
@@ -296,7 +304,9 @@ class _Job:
             with self.cond:
                 seen = self.finished
             try:
-                with attributed(task=self.task, tags={RECORD_TAG: record.custom_id}, whole=True):
+                with attributed(
+                    task=self.task, tags={RECORD_TAG: record.custom_id}, whole=True, budgets=self.carried
+                ):
                     result = self.call(record)
             except Exception as exc:
                 denial = _unwrapped_denial(exc)
