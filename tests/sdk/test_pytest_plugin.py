@@ -115,3 +115,27 @@ def test_bad_options_are_usage_errors(pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "--token-baseline", "missing.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--token-baseline missing.json: no such file*"])
+
+
+def test_calls_through_a_gateway_are_attributed_to_the_test(start_gateway, pytester) -> None:
+    from tests.support.fixtures import KEY
+
+    gateway = start_gateway()
+    pytester.makepyfile(
+        test_gw=(
+            "import openai, pytest\n"
+            f"client = openai.OpenAI(base_url={gateway.url + '/v1'!r}, api_key={KEY!r}, max_retries=0)\n"
+            "@pytest.mark.token_budget(total_tokens=1000)\n"
+            "def test_via_gateway():\n"
+            "    client.chat.completions.create(model='gpt-4o-mini', max_tokens=20,\n"
+            "        messages=[{'role': 'user', 'content': 'Say hello'}])\n"
+        )
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    observer = gateway.observer()
+    try:
+        (event,) = observer.events()
+    finally:
+        observer.close()
+    assert event.subject.task == "demo/pytest:test_gw.py::test_via_gateway"  # in the key's project
+    assert event.usage.input_tokens + event.usage.output_tokens == CALL
