@@ -259,8 +259,8 @@ class TokenBudgets:
         made = []
         if marker is not None:
             made = self._test_budgets(item, marker)
-        scopes = {"session": _SESSION} if self.run_budgets else {}
-        with attributed(task=_TASK + item.nodeid, **scopes):
+        session = _SESSION if self.run_budgets else None
+        with attributed(task=_TASK + item.nodeid, session=session):
             try:
                 return (yield)
             finally:
@@ -349,7 +349,7 @@ class TokenBudgets:
             return
         for key, value in report.user_properties:
             if key == _KEY:
-                self.results[report.nodeid] = dict(value)
+                self.results[report.nodeid] = dict(value)  # type: ignore[call-overload]
 
     # -- the end of the run --------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -204,8 +204,9 @@ def read_output(path: Path | str) -> OutputState:
     for data in _lines(path):
         count += 1
         response = data.get("response")
-        ok = isinstance(response, dict) and isinstance(response.get("status_code"), int)
-        last[data["custom_id"]] = bool(ok and 200 <= response["status_code"] < 300 and not data.get("error"))
+        status = response.get("status_code") if isinstance(response, dict) else None
+        ok = isinstance(status, int) and 200 <= status < 300
+        last[data["custom_id"]] = ok and not data.get("error")
     return OutputState(
         succeeded=frozenset(k for k, v in last.items() if v),
         failed=frozenset(k for k, v in last.items() if not v),

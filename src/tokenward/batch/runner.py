@@ -184,7 +184,8 @@ class _Job:
         # what a gateway is sent to enforce the job's budgets (x-tokenward-task-budget)
         self.carried = {"task": tuple(short_spec(b, named=False) for b in budgets)} if budgets else None
         self.concurrency = concurrency
-        self.out, self.lines = out, [] if out is None else None
+        self.out = out
+        self.lines: list[dict[str, Any]] | None = [] if out is None else None
         self.on_progress = on_progress
         self.cond = threading.Condition()
         self.next = 0

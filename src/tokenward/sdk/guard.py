@@ -227,7 +227,9 @@ class Session:
             scope: subject.value(scope)
             for scope in ("org", "project", "team", "user", "key", "agent", "session", "task")
         }
-        with attributed(tags=dict(subject.tags), **scopes):
+        with attributed(
+            held_back=None, final=None, tags=dict(subject.tags), whole=None, budgets=None, **scopes
+        ):
             yield
 
     def _summarizer(
@@ -498,7 +500,7 @@ class Guard(Engine):
         self.unattributed.opened()
         try:
             with attributed(
-                held_back=held, tags=tags, budgets=carried, **{**scopes, scope: value}
+                held_back=held, final=None, tags=tags, whole=None, budgets=carried, **{**scopes, scope: value}
             ) as attribution:
                 yield Session(self, attribution, made)
         finally:
