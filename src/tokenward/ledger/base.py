@@ -28,6 +28,9 @@ same names (:class:`ThreadedAsyncLedger` provides it for the embedded backends).
   ``leave_lease``: :mod:`tokenward.ledger.leases`); its budgets go when the last lease does.
 * usage events, threshold events, shadow denials, stop markers, adjustments and audit entries
   are never updated or deleted.
+* every call a budget refuses is recorded as a :class:`~tokenward.ledger.records.Denial`
+  (``record_denial``, by the guard); past a rate per subject, budget and minute the rest are
+  folded into one counted record, never dropped (:mod:`tokenward.ledger.denials`).
 * a charge that brings a budget instance's spend in a window to one of its thresholds records a
   :class:`~tokenward.ledger.records.ThresholdEvent` in the same transaction, once per budget,
   instance, window and threshold.
@@ -57,6 +60,7 @@ from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -405,6 +409,30 @@ class Ledger(Protocol):
         """Would-be denials of shadow budgets with an id above ``after``, oldest first."""
         ...
 
+    def record_denial(self, denial: Denial) -> Denial:
+        """Record a refused call (past the flood rate, folded into its subject, budget and
+        minute's aggregated record); returns the record as stored (unnumbered when it waits in
+        a spool)."""
+        ...
+
+    def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]:
+        """Recorded denials, newest first, filtered by time (``since`` inclusive, ``until``
+        exclusive), by the scopes and tags set in ``subject`` and by budget name; ``offset``
+        skipped, then at most ``limit`` (None: all).
+
+        Raises:
+            ValidationError: a bad argument.
+        """
+        ...
+
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget."""
         ...
@@ -553,6 +581,16 @@ class AsyncLedger(Protocol):
     async def shadow_denials(
         self, after: int | None = None, limit: int | None = 100, *, budget: str | None = None
     ) -> list[ShadowDenial]: ...
+    async def record_denial(self, denial: Denial) -> Denial: ...
+    async def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]: ...
     async def stops(self) -> list[StopMarker]: ...
     async def stop_of(self, subject: Subject) -> StopMarker | None: ...
     async def put_key(self, record: KeyRecord) -> KeyRecord: ...

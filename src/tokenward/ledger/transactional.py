@@ -22,7 +22,16 @@ from tokenward.core.events import UsageEvent
 from tokenward.core.usage import Usage
 from tokenward.errors import BudgetError, ValidationError
 from tokenward.ledger.base import new_id
-from tokenward.ledger.records import Adjustment, ShadowDenial, StopMarker, ThresholdEvent, check_lookup
+from tokenward.ledger.denials import check_denial_query, record_denial_in
+from tokenward.ledger.records import (
+    DENIAL_RATE,
+    Adjustment,
+    Denial,
+    ShadowDenial,
+    StopMarker,
+    ThresholdEvent,
+    check_lookup,
+)
 from tokenward.ledger.rows import check_amounts, page, stop_of, stopped_error, subject_matches
 from tokenward.ledger.steps import LedgerSteps
 
@@ -31,6 +40,9 @@ __all__ = ["TransactionalLedger"]
 
 class TransactionalLedger(LedgerSteps):
     """The whole ledger contract over a backend's primitives."""
+
+    denial_rate: int = DENIAL_RATE
+    """Denials of one subject, budget and minute recorded one by one before the rest are folded."""
 
     def charge_meter(
         self,
@@ -240,6 +252,40 @@ class TransactionalLedger(LedgerSteps):
         after, limit = page(after, limit)
         with self._transaction(write=False):
             return self._query_shadow(after, limit, budget)
+
+    def record_denial(self, denial: Denial) -> Denial:
+        """Record a refused call (see :class:`~tokenward.ledger.records.Denial`). Past
+        ``denial_rate`` (:data:`~tokenward.ledger.records.DENIAL_RATE`) denials of one subject,
+        budget and minute, it is folded into that minute's aggregated record
+        (:mod:`tokenward.ledger.denials`), never dropped.
+
+        Returns:
+            The record as stored (numbered; an aggregated one past the rate).
+        """
+        with self._write():
+            return record_denial_in(self, denial, self.denial_rate)
+
+    def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]:
+        """Recorded denials, **newest first** (by id), filtered by when they happened (``since``
+        inclusive, ``until`` exclusive, on :attr:`Denial.at`), by the scopes and tags set in
+        ``subject`` (as :meth:`events`), and by the refusing budget's name; ``offset`` records
+        skipped, then at most ``limit`` (None: all). An aggregated record counts as one record
+        (its ``count`` says how many refusals it stands for).
+
+        Raises:
+            ValidationError: a bad argument (not a datetime, not a Subject, a negative limit).
+        """
+        query = check_denial_query(since, until, subject, budget, limit, offset)
+        with self._transaction(write=False):
+            return self._query_denials(query)
 
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget, oldest first."""

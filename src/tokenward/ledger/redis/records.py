@@ -30,10 +30,13 @@ from tokenward.errors import (
     StoreUnavailable,
 )
 from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.denials import check_denial_query
 from tokenward.ledger.records import (
+    DENIAL_RATE,
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -65,6 +68,9 @@ class RedisRecords(RedisState):
 
     _known_instances: set[tuple[str, str]]
     _applied: dict[int, str]
+    denial_rate: int = DENIAL_RATE
+    """Denials of one subject, budget and minute recorded one by one before the rest are folded
+    (applied by the drainer in the durable store: :mod:`tokenward.ledger.denials`)."""
 
     def _refuse(
         self,
@@ -323,6 +329,29 @@ class RedisRecords(RedisState):
         page(after, limit)
         self.flush(5)
         return self.store.shadow_denials(after, limit, budget=budget)
+
+    def record_denial(self, denial: Denial) -> Denial:
+        """Record a refused call: through the spool (as shadow denials are), so the hot path
+        pays one local append; the drainer stores it in the durable store by the flood rule of
+        :mod:`tokenward.ledger.denials`. Returns it unnumbered."""
+        self.spool.append("denial", {"denial": denial.to_dict()})
+        self._wake()
+        return denial
+
+    def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]:
+        """Recorded denials, newest first (from the durable store, after this process's spool
+        is moved there); as :meth:`tokenward.ledger.transactional.TransactionalLedger.denials`."""
+        check_denial_query(since, until, subject, budget, limit, offset)
+        self.flush(5)
+        return self.store.denials(since, until, subject, budget, limit, offset)
 
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget, oldest first."""

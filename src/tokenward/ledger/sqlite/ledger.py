@@ -45,7 +45,7 @@ from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError, StoreUnavailable, ValidationError
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import StoreHealth
-from tokenward.ledger.records import LeaseGroup, StopMarker, parse_iso
+from tokenward.ledger.records import Denial, LeaseGroup, StopMarker, parse_iso
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, stored_budget, subject_matches
 from tokenward.ledger.spool import SpoolEntry
 from tokenward.ledger.spooled import SpooledWrites
@@ -259,12 +259,23 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
             self._spool_write("release", {"reservation_id": reservation_id}, "release", exc, None)
             return False
 
+    def record_denial(self, denial: Denial) -> Denial:
+        """As the contract; a denial the file cannot take now is spooled and replayed (returned
+        unnumbered), never dropped."""
+        try:
+            return super().record_denial(denial)
+        except LedgerError as exc:
+            self._spool_write("denial", {"denial": denial.to_dict()}, "denial", exc, denial.subject)
+            return denial
+
     def _replay_entry(self, entry: SpoolEntry) -> None:
         payload = entry.payload
         if entry.kind == "settle":
             TransactionalLedger.settle(
                 self, payload["reservation_id"], UsageEvent.from_dict(payload["event"])
             )
+        elif entry.kind == "denial":
+            TransactionalLedger.record_denial(self, Denial.from_dict(payload["denial"]))
         elif entry.kind == "release":
             TransactionalLedger.release(self, payload["reservation_id"])
         elif entry.kind == "audit":
