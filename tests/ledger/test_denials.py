@@ -50,12 +50,24 @@ def test_a_denial_is_recorded_with_who_which_budget_the_estimate_and_when(ledger
     ledger.record_denial(_denial(_exceeded(), ALICE, T0, "req-1"))
     (d,) = ledger.denials()
     assert d.id > 0 and d.at == T0 and d.subject == ALICE
-    assert (d.budget, d.scope, d.subject_id, d.meter, d.window) == ("alice-daily", "user", "alice", "total_tokens", "day")
+    assert (d.budget, d.scope, d.subject_id, d.meter, d.window) == (
+        "alice-daily",
+        "user",
+        "alice",
+        "total_tokens",
+        "day",
+    )
     assert (d.limit, d.used, d.held, d.requested) == (D(100), D(70), D(5), D(40))
     assert d.reset_at == T0 + timedelta(hours=12)
     assert (d.reason, d.model, d.request_id, d.key) == ("budget_exceeded", "gpt-5", "req-1", "k-alice")
     assert d.estimate == {"input_tokens": D(30), "output_tokens": D(10), "total_tokens": D(40)}
-    assert (d.endpoint, d.provider, d.count, d.aggregated, d.last_at) == ("openai.chat", "openai", 1, False, T0)
+    assert (d.endpoint, d.provider, d.count, d.aggregated, d.last_at) == (
+        "openai.chat",
+        "openai",
+        1,
+        False,
+        T0,
+    )
     assert Denial.from_dict(d.to_dict()) == d
 
 
@@ -87,7 +99,10 @@ def test_denials_are_listed_newest_first_filtered_and_paged(ledger: Ledger) -> N
     assert [d.request_id for d in ledger.denials(limit=None, offset=4)] == ["a0"]
     assert [d.request_id for d in ledger.denials(subject=Subject(user="bob"))] == ["b0"]
     assert [d.request_id for d in ledger.denials(subject=Subject(project="p1"), limit=1)] == ["a3"]
-    assert [d.request_id for d in ledger.denials(subject=Subject(tags=(("cc", "42"),)), offset=2)] == ["a1", "a0"]
+    assert [d.request_id for d in ledger.denials(subject=Subject(tags=(("cc", "42"),)), offset=2)] == [
+        "a1",
+        "a0",
+    ]
     assert ledger.denials(subject=Subject(tags=(("cc", "43"),))) == []
     assert [d.request_id for d in ledger.denials(budget="bob-daily")] == ["b0"]
     window = ledger.denials(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3))
@@ -108,7 +123,12 @@ def test_a_flood_past_the_rate_is_folded_into_one_count_per_subject_budget_and_m
     assert len(folded) == 1
     (agg,) = folded
     # the first 3 of alice's minute one by one; the 4th..10th (7 refusals) folded, first at 15 s
-    assert (agg.count, agg.request_id, agg.at, agg.last_at) == (7, "a3", T0 + timedelta(seconds=15), T0 + timedelta(seconds=45))
+    assert (agg.count, agg.request_id, agg.at, agg.last_at) == (
+        7,
+        "a3",
+        T0 + timedelta(seconds=15),
+        T0 + timedelta(seconds=45),
+    )
     singles = sorted(d.request_id for d in found if not d.aggregated)  # type: ignore[type-var]
     assert singles == ["a-next", "a0", "a1", "a2", "b0"]
     assert sum(d.count for d in ledger.denials(subject=Subject(user="alice"), limit=None)) == 11
@@ -116,7 +136,14 @@ def test_a_flood_past_the_rate_is_folded_into_one_count_per_subject_budget_and_m
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"limit": -1}, {"offset": -2}, {"limit": "10"}, {"since": "yesterday"}, {"subject": "alice"}, {"budget": 3}],
+    [
+        {"limit": -1},
+        {"offset": -2},
+        {"limit": "10"},
+        {"since": "yesterday"},
+        {"subject": "alice"},
+        {"budget": 3},
+    ],
 )
 def test_bad_arguments_are_refused(ledger: Ledger, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

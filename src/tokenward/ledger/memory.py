@@ -263,7 +263,9 @@ class MemoryLedger(TransactionalLedger):
             self._denials.append(stored)
             return stored
         current = self._denials[index]
-        stored = replace(current, count=current.count + 1, last_at=max(current.last_at or current.at, denial.at))
+        stored = replace(
+            current, count=current.count + 1, last_at=max(current.last_at or current.at, denial.at)
+        )
         self._denials[index] = stored
         return stored
 

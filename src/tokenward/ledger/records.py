@@ -29,10 +29,10 @@ from tokenward.errors import BudgetError, BudgetExceeded, Stopped, UnpricedCall,
 from tokenward.numbers import plain
 
 __all__ = [
+    "DENIAL_RATE",
     "EVENT_LOOKUPS",
     "Adjustment",
     "AuditEntry",
-    "DENIAL_RATE",
     "BudgetInstance",
     "Denial",
     "KeyRecord",

@@ -16,8 +16,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from tokenward.core.calibration import EstimateStats
 from tokenward.core.budgets import SCOPES
+from tokenward.core.calibration import EstimateStats
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.denials import DenialQuery, paged
 from tokenward.ledger.records import (
@@ -142,7 +142,9 @@ class PostgresRecords:
         return self._insert_denial(denial)
 
     def _denial_by_id(self, denial_id: int) -> Denial:
-        row = self._execute("SELECT id, count, last_at, data FROM denials WHERE id = %s", (denial_id,)).fetchone()
+        row = self._execute(
+            "SELECT id, count, last_at, data FROM denials WHERE id = %s", (denial_id,)
+        ).fetchone()
         return _denial(row)
 
     def _query_denials(self, query: DenialQuery) -> list[Denial]:

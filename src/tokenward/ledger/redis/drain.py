@@ -35,8 +35,8 @@ from tokenward.core.decide import Balance
 from tokenward.core.events import UsageEvent
 from tokenward.errors import LedgerError, StoreUnavailable
 from tokenward.ledger.base import Reservation
-from tokenward.ledger.reclaim import correction_event, is_late_settlement
 from tokenward.ledger.denials import record_denial_in
+from tokenward.ledger.reclaim import correction_event, is_late_settlement
 from tokenward.ledger.records import (
     DENIAL_RATE,
     Adjustment,

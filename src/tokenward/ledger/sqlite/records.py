@@ -15,8 +15,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from tokenward.core.calibration import EstimateStats
 from tokenward.core.budgets import SCOPES
+from tokenward.core.calibration import EstimateStats
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.denials import DenialQuery, paged
 from tokenward.ledger.records import (
@@ -45,7 +45,9 @@ def _limit(sql: str, params: list[Any], limit: int | None) -> tuple[str, list[An
 
 
 def _denial(row: Any) -> Denial:
-    return Denial.from_dict({**json.loads(row["data"]), "id": row["id"], "count": row["count"], "last_at": row["last_at"]})
+    return Denial.from_dict(
+        {**json.loads(row["data"]), "id": row["id"], "count": row["count"], "last_at": row["last_at"]}
+    )
 
 
 class SQLiteRecords:
@@ -141,7 +143,9 @@ class SQLiteRecords:
         return self._insert_denial(denial)
 
     def _denial_by_id(self, denial_id: int) -> Denial:
-        row = self._execute("SELECT id, count, last_at, data FROM denials WHERE id = ?", (denial_id,)).fetchone()
+        row = self._execute(
+            "SELECT id, count, last_at, data FROM denials WHERE id = ?", (denial_id,)
+        ).fetchone()
         return _denial(row)
 
     def _query_denials(self, query: DenialQuery) -> list[Denial]:
