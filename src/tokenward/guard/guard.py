@@ -23,6 +23,7 @@ from tokenward.core.pricebook import PriceBook
 from tokenward.errors import BudgetError, ConfigError
 from tokenward.guard.context import context_total, conversation_size, looked_up
 from tokenward.guard.flow import (
+    TOOL_DEFINITION_TOKENS,
     Admission,
     CalibrationCache,
     GuardSettings,
@@ -121,6 +122,16 @@ def hold_metadata(plan: CallPlan, endpoint: str | None, provider: str | None) ->
         out["endpoint"] = endpoint
     if provider:
         out["provider"] = provider
+    return out
+
+
+def request_metadata(call: PreparedCall) -> dict[str, Any]:
+    """What the call's event keeps from its request: the endpoint's own (a Responses
+    conversation...) and the tool definitions' tokens as the estimator counted them (issue 16
+    item 8; :attr:`~tokenward.core.events.UsageEvent.tool_definition_tokens`)."""
+    out = call.endpoint.request_metadata(call.body)
+    if call.estimate.tool_definition_tokens is not None:
+        out = {**out, TOOL_DEFINITION_TOKENS: call.estimate.tool_definition_tokens}
     return out
 
 
@@ -389,7 +400,7 @@ class Guard:
             return self.admit(
                 subject, call_plan(prepared, self, provider, held_back, context, default_tier),
                 request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
-                metadata=call.endpoint.request_metadata(call.body), record=record,
+                metadata=request_metadata(call), record=record,
             )  # fmt: skip
 
         try:
@@ -678,7 +689,7 @@ class AsyncGuard:
             return await self.admit(
                 subject, call_plan(prepared, self, provider, held_back, context, default_tier),
                 request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
-                metadata=call.endpoint.request_metadata(call.body), record=record,
+                metadata=request_metadata(call), record=record,
             )  # fmt: skip
 
         try:

@@ -53,7 +53,7 @@ _JSON_PATHS = {
     "charged": "$.charged",
     "resolved": "$.metadata.session_resolved",
     "step": "$.metadata.step",
-    "tool_tokens": "$.metadata.tool_definition_tokens",
+    "tool_tokens": "$.tool_definition_tokens",
 }
 
 
@@ -130,7 +130,7 @@ def rows_from_events(events: Iterable[UsageEvent]) -> Iterator[Row]:
         u = e.usage
         resolved = e.metadata.get("session_resolved")
         step = e.metadata.get("step")
-        tool = e.metadata.get("tool_definition_tokens")
+        tool = e.tool_definition_tokens
         yield Row(
             request_id=e.request_id,
             at=e.at,
