@@ -61,6 +61,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -433,6 +434,23 @@ class Ledger(Protocol):
         """
         ...
 
+    def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None:
+        """Claim an ``Idempotency-Key`` (None: claimed, now running for ``request_id``), or the
+        live record holding it (running, or done with its stored answer)."""
+        ...
+
+    def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool:
+        """Store the answer of the request holding an ``Idempotency-Key`` for ``ttl``."""
+        ...
+
+    def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool:
+        """Free an ``Idempotency-Key`` whose request ended without a stored answer."""
+        ...
+
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget."""
         ...
@@ -591,6 +609,13 @@ class AsyncLedger(Protocol):
         limit: int | None = 100,
         offset: int = 0,
     ) -> list[Denial]: ...
+    async def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None: ...
+    async def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool: ...
+    async def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool: ...
     async def stops(self) -> list[StopMarker]: ...
     async def stop_of(self, subject: Subject) -> StopMarker | None: ...
     async def put_key(self, record: KeyRecord) -> KeyRecord: ...

@@ -28,6 +28,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -66,6 +67,7 @@ class MemoryLedger(TransactionalLedger):
         self._threshold_keys: set[tuple[str, str, str, str]] = set()
         self._shadow: list[ShadowDenial] = []
         self._denials: list[Denial] = []
+        self._idempotent: dict[tuple[str, str], IdempotentAnswer] = {}
         self._denial_counts: dict[tuple[str, str, str], int] = {}
         self._folded: dict[tuple[str, str, str], int] = {}  # -> index in _denials
         self._stops: dict[tuple[str, str], StopMarker] = {}
@@ -271,6 +273,19 @@ class MemoryLedger(TransactionalLedger):
 
     def _query_denials(self, query: DenialQuery) -> list[Denial]:
         return paged([d for d in reversed(self._denials) if matches(d, query)], query)
+
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        return self._idempotent.get((namespace, key))
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._idempotent[(record.namespace, record.key)] = record
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._idempotent.pop((namespace, key), None)
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        for found in [k for k, r in self._idempotent.items() if r.expires_at <= now]:
+            del self._idempotent[found]
 
     def _insert_adjustment(self, adjustment: Adjustment) -> Adjustment:
         stored = adjustment.with_seq(next(self._ids))

@@ -25,6 +25,7 @@ from tokenward.ledger.records import (
     Adjustment,
     BudgetInstance,
     Denial,
+    IdempotentAnswer,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
@@ -157,6 +158,22 @@ class Primitives(AdminRecords, abc.ABC):
         """Denials matching ``query``, newest first, ``query.offset`` skipped, at most
         ``query.limit`` (:func:`~tokenward.ledger.denials.paged` does the tag filter and the
         paging for a store that reads more)."""
+
+    @abc.abstractmethod
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        """The stored record of an ``Idempotency-Key``, expired or not, or None."""
+
+    @abc.abstractmethod
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        """Create or replace the record of ``(record.namespace, record.key)``."""
+
+    @abc.abstractmethod
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        """Forget an ``Idempotency-Key``."""
+
+    @abc.abstractmethod
+    def _purge_idempotent(self, now: datetime) -> None:
+        """Forget every ``Idempotency-Key`` record that expired before ``now``."""
 
     @abc.abstractmethod
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:

@@ -11,7 +11,9 @@ ISO 8601 UTC) and ``from_dict``:
 * :class:`Adjustment`: a manual credit, refund or correction, an entry of its own;
 * :class:`BudgetInstance`: a template's instance for one scope value, made on first use;
 * :class:`KeyRecord`: a virtual key (its SHA-256, never the key), for the gateway;
-* :class:`AuditEntry`: one administrative change, who, what, when, before and after.
+* :class:`AuditEntry`: one administrative change, who, what, when, before and after;
+* :class:`IdempotentAnswer`: a request sent with an ``Idempotency-Key`` and, once answered, its
+  stored answer.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from tokenward.numbers import plain
 __all__ = [
     "DENIAL_RATE",
     "EVENT_LOOKUPS",
+    "IDEMPOTENCY_RUNNING",
     "Adjustment",
     "AuditEntry",
     "BudgetInstance",
     "Denial",
+    "IdempotentAnswer",
     "KeyRecord",
     "LeaseGroup",
     "ShadowDenial",
@@ -750,4 +754,64 @@ class LeaseGroup:
             keep=bool(data.get("keep")),
             declared_by=data.get("declared_by"),
             opened_at=parse_instant(opened) if isinstance(opened, str) else None,
+        )
+
+
+IDEMPOTENCY_RUNNING = 600
+"""Seconds a request with an ``Idempotency-Key`` counts as still running without finishing: a
+repeat meanwhile is refused (409); past it (its process died), the key may be used again."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """A request made with an ``Idempotency-Key`` (issue 15 item 16), and its answer once stored.
+
+    Attributes:
+        namespace: whose key it is (the virtual key's SHA-256: keys never meet across clients).
+        key: the ``Idempotency-Key`` the client sent.
+        body_sha256: SHA-256 hex of what the request asked (method, path, query and body), so a
+            repeat asking something else is told apart.
+        state: ``running`` (the first request is under way) or ``done`` (its answer is stored).
+        request_id: the gateway request id of the first request.
+        created_at: when the first request arrived (UTC).
+        expires_at: when the key may be used again (UTC): :data:`IDEMPOTENCY_RUNNING` after the
+            start while running, the key's time to live after the answer once done.
+        response: the stored answer, JSON-ready: ``status``, ``headers`` (a list of pairs),
+            ``media_type``, and ``body`` (base64) or, for a stream, ``chunks`` (base64 each).
+    """
+
+    namespace: str
+    key: str
+    body_sha256: str
+    state: str
+    request_id: str
+    created_at: datetime
+    expires_at: datetime
+    response: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "namespace": self.namespace,
+            "key": self.key,
+            "body_sha256": self.body_sha256,
+            "state": self.state,
+            "request_id": self.request_id,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "response": None if self.response is None else dict(self.response),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IdempotentAnswer:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            namespace=str(data["namespace"]),
+            key=str(data["key"]),
+            body_sha256=str(data["body_sha256"]),
+            state=str(data["state"]),
+            request_id=str(data["request_id"]),
+            created_at=parse_iso(data["created_at"]),  # type: ignore[arg-type]
+            expires_at=parse_iso(data["expires_at"]),  # type: ignore[arg-type]
+            response=data.get("response"),
         )

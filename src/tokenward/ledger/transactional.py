@@ -10,7 +10,8 @@ audit log (:mod:`.admin`). A backend supplies only the primitives of :mod:`.prim
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,8 +26,10 @@ from tokenward.ledger.base import new_id
 from tokenward.ledger.denials import check_denial_query, record_denial_in
 from tokenward.ledger.records import (
     DENIAL_RATE,
+    IDEMPOTENCY_RUNNING,
     Adjustment,
     Denial,
+    IdempotentAnswer,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
@@ -286,6 +289,50 @@ class TransactionalLedger(LedgerSteps):
         query = check_denial_query(since, until, subject, budget, limit, offset)
         with self._transaction(write=False):
             return self._query_denials(query)
+
+    def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None:
+        """Claim an ``Idempotency-Key`` for a request, atomically: returns None when the key is
+        free (now marked running for ``request_id``), else the live record that holds it (still
+        running, or done with its stored answer; compare its ``body_sha256``). Expired records
+        are forgotten first."""
+        now = self.clock.now()
+        with self._write():
+            self._purge_idempotent(now)
+            found = self._get_idempotent(namespace, key)
+            if found is not None and found.expires_at > now:
+                return found
+            self._put_idempotent(
+                IdempotentAnswer(
+                    namespace, key, body_sha256, "running", request_id, now,
+                    now + timedelta(seconds=IDEMPOTENCY_RUNNING),
+                )
+            )  # fmt: skip
+            return None
+
+    def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool:
+        """Store the answer of the request that holds an ``Idempotency-Key``, kept ``ttl`` from
+        now; False when the key is no longer held by ``request_id`` (it expired meanwhile)."""
+        now = self.clock.now()
+        with self._write():
+            found = self._get_idempotent(namespace, key)
+            if found is None or found.request_id != request_id or found.state != "running":
+                return False
+            self._put_idempotent(replace(found, state="done", expires_at=now + ttl, response=dict(response)))
+            return True
+
+    def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool:
+        """Free an ``Idempotency-Key`` whose request ended without an answer worth storing (an
+        error, a refusal, a client gone); False when ``request_id`` does not hold it."""
+        with self._write():
+            found = self._get_idempotent(namespace, key)
+            if found is None or found.request_id != request_id or found.state != "running":
+                return False
+            self._delete_idempotent(namespace, key)
+            return True
 
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget, oldest first."""

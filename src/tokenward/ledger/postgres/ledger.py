@@ -146,6 +146,15 @@ class PostgresLedger(SpooledWrites, PostgresStore):
             self._spool_write("denial", {"denial": denial.to_dict()}, "denial", exc, denial.subject)
             return denial
 
+    def begin_idempotent(self, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(super().begin_idempotent, *args, **kwargs)
+
+    def finish_idempotent(self, *args: Any, **kwargs: Any) -> bool:
+        return self._retrying(super().finish_idempotent, *args, **kwargs)
+
+    def drop_idempotent(self, *args: Any, **kwargs: Any) -> bool:
+        return self._retrying(super().drop_idempotent, *args, **kwargs)
+
     def put_key(self, record: Any) -> Any:
         return self._retrying(super().put_key, record)
 

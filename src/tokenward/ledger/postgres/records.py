@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tokenward.core.budgets import SCOPES
@@ -25,6 +25,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     Denial,
+    IdempotentAnswer,
     KeyRecord,
     ShadowDenial,
     StopMarker,
@@ -171,6 +172,37 @@ class PostgresRecords:
             sql += " OFFSET %s"
             params.append(query.offset)
         return paged([_denial(r) for r in self._execute(sql, params).fetchall()], query, sliced=sliced)
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        self._sequence_lock(f"idempotency:{namespace}:{key}")  # two first requests: one claims it
+        row = self._execute(
+            "SELECT namespace, key, body_sha256, state, request_id, created_at, expires_at, response "
+            "FROM idempotency WHERE namespace = %s AND key = %s FOR UPDATE",
+            (namespace, key),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotentAnswer(*row[:5], row[5].astimezone(UTC), row[6].astimezone(UTC), row[7])
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._execute(
+            "INSERT INTO idempotency (namespace, key, body_sha256, state, request_id, created_at, expires_at, "
+            "response) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (namespace, key) DO UPDATE SET "
+            "body_sha256 = excluded.body_sha256, state = excluded.state, request_id = excluded.request_id, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at, response = excluded.response",
+            (
+                record.namespace, record.key, record.body_sha256, record.state, record.request_id,
+                record.created_at, record.expires_at,
+                None if record.response is None else dumps(record.response),
+            ),
+        )  # fmt: skip
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._execute("DELETE FROM idempotency WHERE namespace = %s AND key = %s", (namespace, key))
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        self._execute("DELETE FROM idempotency WHERE expires_at <= %s", (now,))
 
     # -- stops, adjustments, instances ----------------------------------------------------------
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:

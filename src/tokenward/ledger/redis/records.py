@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,6 +37,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -352,6 +353,23 @@ class RedisRecords(RedisState):
         check_denial_query(since, until, subject, budget, limit, offset)
         self.flush(5)
         return self.store.denials(since, until, subject, budget, limit, offset)
+
+    def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None:
+        """As the contract: ``Idempotency-Key`` records live in the durable store (their answers
+        are kept for hours; Redis holds only counters)."""
+        return self.store.begin_idempotent(namespace, key, body_sha256, request_id)
+
+    def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool:
+        """As the contract (in the durable store)."""
+        return self.store.finish_idempotent(namespace, key, request_id, response, ttl)
+
+    def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool:
+        """As the contract (in the durable store)."""
+        return self.store.drop_idempotent(namespace, key, request_id)
 
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget, oldest first."""

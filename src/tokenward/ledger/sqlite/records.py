@@ -24,6 +24,7 @@ from tokenward.ledger.records import (
     AuditEntry,
     BudgetInstance,
     Denial,
+    IdempotentAnswer,
     KeyRecord,
     ShadowDenial,
     StopMarker,
@@ -168,6 +169,40 @@ class SQLiteRecords:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if query.limit is None else query.limit, query.offset]
         return paged([_denial(r) for r in self._execute(sql, params)], query, sliced=sliced)
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        row = self._execute(
+            "SELECT namespace, key, body_sha256, state, request_id, created_at, expires_at, response "
+            "FROM idempotency WHERE namespace = ? AND key = ?",
+            (namespace, key),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotentAnswer(
+            row["namespace"], row["key"], row["body_sha256"], row["state"], row["request_id"],
+            parse_iso(row["created_at"]), parse_iso(row["expires_at"]),  # type: ignore[arg-type]
+            None if row["response"] is None else json.loads(row["response"]),
+        )  # fmt: skip
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._execute(
+            "INSERT INTO idempotency (namespace, key, body_sha256, state, request_id, created_at, expires_at, "
+            "response) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET "
+            "body_sha256 = excluded.body_sha256, state = excluded.state, request_id = excluded.request_id, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at, response = excluded.response",
+            (
+                record.namespace, record.key, record.body_sha256, record.state, record.request_id,
+                ts(record.created_at), ts(record.expires_at),
+                None if record.response is None else json.dumps(record.response),
+            ),
+        )  # fmt: skip
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._execute("DELETE FROM idempotency WHERE namespace = ? AND key = ?", (namespace, key))
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        self._execute("DELETE FROM idempotency WHERE expires_at <= ?", (ts(now),))
 
     # -- stops, adjustments, instances ----------------------------------------------------------
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:
