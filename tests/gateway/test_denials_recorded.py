@@ -8,6 +8,7 @@ refused outright because even its prompt does not fit beside the 26 spent."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import httpx
@@ -100,6 +101,17 @@ def test_a_gateway_refusal_is_recorded_with_its_budget_estimate_model_request_an
     as_json = CliRunner().invoke(app, ["events", "--denials", "--json", "--ledger", gateway.ledger_url])
     assert as_json.exit_code == 0, as_json.output
     assert request_id in as_json.output
+
+    # the reports count them beside the calls: one call and one refusal in session s1
+    sessions = CliRunner().invoke(app, ["report", "sessions", "--ledger", gateway.ledger_url, "-f", "json"])
+    assert sessions.exit_code == 0, sessions.output
+    (session,) = json.loads(sessions.output)["rows"]
+    assert (session["calls"], session["denials"]) == (1, 1)
+    by_key = CliRunner().invoke(
+        app, ["report", "chargeback", "--by", "key", "--ledger", gateway.ledger_url, "-f", "json"]
+    )
+    (line,) = json.loads(by_key.output)["rows"]
+    assert (line["key"], line["calls"], line["denials"]) == ("test-key", 1, 1)
 
 
 def test_an_sdk_refusal_is_recorded(fake, tmp_path) -> None:
