@@ -27,7 +27,6 @@ from tokenward.core.budgets import Subject
 from tokenward.errors import BudgetExceeded
 from tokenward.ledger import Denial, open_ledger
 
-
 BODY = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "Say hello to the benchmark"}],
