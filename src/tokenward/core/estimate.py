@@ -163,10 +163,10 @@ class _Counter:
         self.upper_bound = False
         self.tool_tokens = 0
 
-    def tools(self, count: Callable[[], None]) -> None:
-        """Count tool definitions with ``count`` (which adds to :attr:`total`), noting their share."""
+    def tool(self, definition: Any) -> None:
+        """Count one tool definition as its text, noting it as the tools' share."""
         before = self.total
-        count()
+        self.text(definition)
         self.tool_tokens += self.total - before
 
     def text(self, value: Any) -> None:
@@ -507,7 +507,7 @@ def estimate_anthropic_messages(
         counter.total += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
         counter.tool_tokens += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
         for tool in tools:
-            counter.tools(lambda tool=tool: counter.text(tool))
+            counter.tool(tool)
     return _finish(counter, False, factor, "Claude's tokenizer is not public", "")
 
 
@@ -551,7 +551,7 @@ def estimate_gemini(
     tools = body.get("tools")
     if isinstance(tools, list):
         for tool in tools:
-            counter.tools(lambda tool=tool: counter.text(tool))
+            counter.tool(tool)
     return _finish(counter, False, factor, "Gemini's tokenizer is not available offline", "")
 
 
@@ -605,7 +605,7 @@ def estimate_bedrock_converse(
             counter.total += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
             counter.tool_tokens += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
         for tool in tools:
-            counter.tools(lambda tool=tool: counter.text(tool))
+            counter.tool(tool)
     return _finish(counter, False, factor, f"no tokenizer known for {model!r}", "")
 
 

@@ -183,7 +183,17 @@ class PostgresRecords:
         ).fetchone()
         if row is None:
             return None
-        return IdempotentAnswer(*row[:5], row[5].astimezone(UTC), row[6].astimezone(UTC), row[7])
+        namespace, key, digest, state, request_id, created, expires, response = row
+        return IdempotentAnswer(
+            namespace,
+            key,
+            digest,
+            state,
+            request_id,
+            created.astimezone(UTC),
+            expires.astimezone(UTC),
+            response,
+        )
 
     def _put_idempotent(self, record: IdempotentAnswer) -> None:
         self._execute(

@@ -150,7 +150,8 @@ class SQLiteRecords:
         return _denial(row)
 
     def _query_denials(self, query: DenialQuery) -> list[Denial]:
-        clauses, params = ["1"], []
+        clauses: list[str] = ["1"]
+        params: list[Any] = []
         if query.since is not None:
             clauses.append("at >= ?")
             params.append(ts(query.since))
