@@ -155,3 +155,24 @@ def test_decimal_figures_survive_the_store_exactly(ledger: Ledger) -> None:
     ledger.record_denial(_denial(error, ALICE, T0, "tiny"))
     (d,) = ledger.denials()
     assert d.requested == Decimal("0.000000123")
+
+
+@pytest.mark.sqlite
+def test_a_denial_the_file_cannot_take_now_waits_in_the_spool(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from tokenward.ledger.sqlite import SQLiteLedger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = SQLiteLedger(url, timeout=0.2)
+    blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, timeout=10)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy time-out
+        spooled = ledger.record_denial(_denial(_exceeded(), ALICE, T0, "req-locked"))
+        assert spooled.id == 0  # not stored yet, not lost either
+        blocker.execute("ROLLBACK")
+        assert ledger.flush(10) == 0  # type: ignore[attr-defined]
+        assert [d.request_id for d in ledger.denials()] == ["req-locked"]
+    finally:
+        blocker.close()
+        ledger.close()
