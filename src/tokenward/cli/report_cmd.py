@@ -157,6 +157,7 @@ def _denials(ledger: str, since: datetime | None, until: datetime | None, where:
     them."""
     from tokenward.observe.rows import open_rows
 
+    check_exists(ledger)
     source = open_rows(ledger)
     try:
         return source.denials(since=since, until=until, where=where)
