@@ -132,3 +132,22 @@ def test_an_sdk_refusal_is_recorded(fake, tmp_path) -> None:
         assert denial.request_id is not None and denial.estimate["output_tokens"] == 20
     finally:
         guard.close()
+
+
+def test_a_call_rescued_by_degrading_is_no_denial(start_gateway) -> None:
+    # as tests/gateway/test_gateway_policies.py: gpt-4o does not fit $0.0001, gpt-4o-mini does
+    gateway = start_gateway(
+        budgets=[{"name": "usd", "scope": "session", "meter": "cost_usd", "limit": "0.0001"}],
+        degrade={"models": {"gpt-4o": "gpt-4o-mini"}},
+    )
+    reply = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 20},
+        headers={"authorization": f"Bearer {KEY}", "x-tokenward-session": "r"},
+    )
+    assert reply.status_code == 200 and reply.json()["model"] == "gpt-4o-mini"
+    ledger = open_ledger(gateway.ledger_url)
+    try:
+        assert ledger.denials() == []
+    finally:
+        ledger.close()
