@@ -176,3 +176,12 @@ def test_a_denial_the_file_cannot_take_now_waits_in_the_spool(tmp_path) -> None:
     finally:
         blocker.close()
         ledger.close()
+
+
+def test_denials_are_filtered_by_the_model_a_subject_names(ledger: Ledger) -> None:
+    ledger.record_denial(_denial(_exceeded(), ALICE.with_model("openai/gpt-5"), T0, "on-gpt-5"))
+    ledger.record_denial(_denial(_exceeded(), ALICE, T0, "no-model"))
+    assert [d.request_id for d in ledger.denials(subject=Subject(user="alice").with_model("gpt-5"))] == [
+        "on-gpt-5"
+    ]
+    assert [d.request_id for d in ledger.denials(subject=Subject(user="alice"), limit=1)] == ["no-model"]

@@ -37,6 +37,7 @@ from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway import idempotency
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
+from tokenward.gateway.carried import CarriedBudgets, carried_budgets
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, KeyConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
@@ -98,6 +99,8 @@ class GatewayState:
         self.unsettled = 0
         self._settled = asyncio.Event()
         self.factory: Any = None  # builds upstream clients again on a config reload (app.py)
+        self.carried = CarriedBudgets(guard.ledger, config.settings.ttl)
+        """The leases held for budgets clients carry (:mod:`tokenward.gateway.carried`)."""
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
         """The HTTP client for an upstream."""
@@ -335,6 +338,7 @@ async def _forward(
 ) -> Response:
     config = state.config
     subject = subject_for(request.headers, key, call.body)
+    await state.carried.apply(carried_budgets(request.headers, key, subject))
     attempts = config.attempts(endpoint.family, call.model)
     if not attempts:
         raise GatewayError(

@@ -25,7 +25,15 @@ from tokenward.core.budgets import SCOPES, Subject
 from tokenward.errors import ValidationError
 from tokenward.ledger.records import Denial
 
-__all__ = ["DenialQuery", "DenialStore", "check_denial_query", "matches", "paged", "record_denial_in"]
+__all__ = [
+    "DenialQuery",
+    "DenialStore",
+    "check_denial_query",
+    "filtered_after",
+    "matches",
+    "paged",
+    "record_denial_in",
+]
 
 
 class DenialStore(Protocol):
@@ -58,7 +66,7 @@ def record_denial_in(store: Any, denial: Denial, rate: int) -> Denial:
 class DenialQuery:
     """The checked arguments of ``Ledger.denials`` (see :func:`check_denial_query`)."""
 
-    __slots__ = ("budget", "columns", "limit", "offset", "since", "subject", "tags", "until")
+    __slots__ = ("budget", "columns", "limit", "model", "offset", "since", "subject", "tags", "until")
 
     def __init__(
         self,
@@ -79,6 +87,8 @@ class DenialQuery:
         """The scope columns to filter on (``user`` -> ``alice``)."""
         self.tags: dict[str, str] = dict(subject.tags) if subject is not None else {}
         """The tags to filter on (not in columns: filtered after the read)."""
+        self.model: str | None = getattr(subject, "model", None) if subject is not None else None
+        """The (canonical) model to filter on, when the subject names one (after the read)."""
         if subject is not None:
             self.columns = {s: v for s in SCOPES if (v := subject.value(s)) is not None}
 
@@ -128,14 +138,22 @@ def matches(denial: Denial, query: DenialQuery) -> bool:
         return False
     if any(denial.subject.value(s) != v for s, v in query.columns.items()):
         return False
+    if query.model is not None and getattr(denial.subject, "model", None) != query.model:
+        return False
     tags = dict(denial.subject.tags)
     return all(tags.get(k) == v for k, v in query.tags.items())
+
+
+def filtered_after(query: DenialQuery) -> bool:
+    """Whether some filter of ``query`` is applied after the store's read (tags, model), so the
+    store must not page."""
+    return bool(query.tags) or query.model is not None
 
 
 def paged(found: list[Denial], query: DenialQuery, *, sliced: bool = False) -> list[Denial]:
     """``found`` (newest first, filtered by everything but tags) filtered by ``query``'s tags
     and paged; ``sliced``: the store already applied ``offset`` and ``limit``."""
-    if query.tags:
+    if filtered_after(query):
         found = [d for d in found if matches(d, query)]
     if sliced:
         return found

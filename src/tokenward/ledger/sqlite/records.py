@@ -18,7 +18,7 @@ from typing import Any
 from tokenward.core.budgets import SCOPES
 from tokenward.core.calibration import EstimateStats
 from tokenward.ledger.admin import KeyIndex
-from tokenward.ledger.denials import DenialQuery, paged
+from tokenward.ledger.denials import DenialQuery, filtered_after, paged
 from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
@@ -165,7 +165,7 @@ class SQLiteRecords:
             clauses.append(f"{scope} = ?")
             params.append(value)
         sql = f"SELECT id, count, last_at, data FROM denials WHERE {' AND '.join(clauses)} ORDER BY id DESC"
-        sliced = not query.tags
+        sliced = not filtered_after(query)
         if sliced:
             sql += " LIMIT ? OFFSET ?"
             params += [-1 if query.limit is None else query.limit, query.offset]
