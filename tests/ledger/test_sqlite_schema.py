@@ -127,7 +127,7 @@ def test_a_version_2_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
 
     ledger = SQLiteLedger(f"sqlite:///{path}")
     try:
-        assert _user_version(path) == SCHEMA_VERSION == 5
+        assert _user_version(path) == SCHEMA_VERSION == 6
         budget = ledger.get_budget("each-user")
         assert budget is not None and (budget.action, len(budget.thresholds)) == ("clamp", 3)
         assert [i.subject_id for i in ledger.instances("each-user")] == ["alice"]  # backfilled

@@ -5,6 +5,7 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
     ledger: sqlite:///tokenward.db       # where budgets, holds and usage events live
     prices: prices.yaml                  # price overrides, over the pinned genai-prices table
     denial_status: 402                   # or 429
+    idempotency_ttl_seconds: 86400       # how long an Idempotency-Key's answer is replayed
     defaults:
       max_output_tokens: 1024            # the output bound when a request sets none
       min_output_tokens: 16              # a budget that cannot pay for this much denies
@@ -228,6 +229,9 @@ class GatewayConfig:
     degrade: Degrade = field(default_factory=lambda: Degrade(marked_only=True))
     retry_horizon_seconds: int = 60
     disconnect_grace_seconds: float = 5.0
+    idempotency_ttl_seconds: int = 86400
+    """How long the answer of a request sent with an ``Idempotency-Key`` is replayed to repeats
+    (:mod:`tokenward.gateway.idempotency`); 0 turns the header off (it is ignored)."""
 
     def upstream_for(self, family: str, model: str) -> UpstreamConfig | None:
         """The first upstream that speaks ``family`` and serves ``model``."""
@@ -287,6 +291,7 @@ class GatewayConfig:
             "degrade",
             "retry_horizon_seconds",
             "disconnect_grace_seconds",
+            "idempotency_ttl_seconds",
         }
         unknown = set(data) - known
         if unknown:
@@ -327,6 +332,7 @@ class GatewayConfig:
             degrade=_degrade(data.get("degrade")),
             retry_horizon_seconds=_number(data, "retry_horizon_seconds", 60, int),
             disconnect_grace_seconds=_number(data, "disconnect_grace_seconds", 5.0, float),
+            idempotency_ttl_seconds=_number(data, "idempotency_ttl_seconds", 86400, int),
         )
 
 

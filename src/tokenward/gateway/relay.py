@@ -35,9 +35,10 @@ from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
 from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
+from tokenward.gateway import idempotency
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
 from tokenward.gateway.carried import CarriedBudgets, carried_budgets
-from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
+from tokenward.gateway.config import PROVIDERS, GatewayConfig, KeyConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
 from tokenward.guard import Admission, AsyncGuard, Outcome
@@ -77,6 +78,7 @@ _HOP_BY_HOP = {
     "x-api-key",
     "x-goog-api-key",
     "cookie",
+    "idempotency-key",  # the gateway answers repeats itself (tokenward.gateway.idempotency)
     "accept-encoding",
     "content-encoding",
 }
@@ -321,6 +323,30 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
     config = state.config
     key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
     call = await _body(request, endpoint)
+    holder, stored = await idempotency.begin(
+        request, await request.body(), key, state.guard.ledger, request_id, config.idempotency_ttl_seconds
+    )
+    if stored is not None:  # a repeat of an answered request: its answer again, nothing called
+        return stored
+    if holder is None:
+        return await _forward(request, endpoint, state, request_id, key, call)
+    try:
+        response = await _forward(request, endpoint, state, request_id, key, call)
+    except BaseException:
+        await holder.drop()
+        raise
+    return await holder.capture(response)
+
+
+async def _forward(
+    request: Request,
+    endpoint: Endpoint,
+    state: GatewayState,
+    request_id: str,
+    key: KeyConfig,
+    call: PreparedCall,
+) -> Response:
+    config = state.config
     subject = subject_for(request.headers, key, call.body)
     await state.carried.apply(carried_budgets(request.headers, key, subject))
     attempts = config.attempts(endpoint.family, call.model)
@@ -784,10 +810,9 @@ class _SettledStream(StreamingResponse):
 
     def __init__(self, body: AsyncIterator[bytes], *, headers: Mapping[str, str], media_type: str) -> None:
         super().__init__(body, status_code=200, headers=dict(headers), media_type=media_type)
-        self._iterator = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = self._iterator
+        iterator = self.body_iterator  # as set, or wrapped since (tokenward.gateway.idempotency)
         try:
             async with anyio.create_task_group() as group:
 

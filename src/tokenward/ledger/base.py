@@ -28,6 +28,9 @@ same names (:class:`ThreadedAsyncLedger` provides it for the embedded backends).
   ``leave_lease``: :mod:`tokenward.ledger.leases`); its budgets go when the last lease does.
 * usage events, threshold events, shadow denials, stop markers, adjustments and audit entries
   are never updated or deleted.
+* every call a budget refuses is recorded as a :class:`~tokenward.ledger.records.Denial`
+  (``record_denial``, by the guard); past a rate per subject, budget and minute the rest are
+  folded into one counted record, never dropped (:mod:`tokenward.ledger.denials`).
 * a charge that brings a budget instance's spend in a window to one of its thresholds records a
   :class:`~tokenward.ledger.records.ThresholdEvent` in the same transaction, once per budget,
   instance, window and threshold.
@@ -60,6 +63,8 @@ from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -408,6 +413,47 @@ class Ledger(Protocol):
         """Would-be denials of shadow budgets with an id above ``after``, oldest first."""
         ...
 
+    def record_denial(self, denial: Denial) -> Denial:
+        """Record a refused call (past the flood rate, folded into its subject, budget and
+        minute's aggregated record); returns the record as stored (unnumbered when it waits in
+        a spool)."""
+        ...
+
+    def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]:
+        """Recorded denials, newest first, filtered by time (``since`` inclusive, ``until``
+        exclusive), by the scopes and tags set in ``subject`` and by budget name; ``offset``
+        skipped, then at most ``limit`` (None: all).
+
+        Raises:
+            ValidationError: a bad argument.
+        """
+        ...
+
+    def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None:
+        """Claim an ``Idempotency-Key`` (None: claimed, now running for ``request_id``), or the
+        live record holding it (running, or done with its stored answer)."""
+        ...
+
+    def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool:
+        """Store the answer of the request holding an ``Idempotency-Key`` for ``ttl``."""
+        ...
+
+    def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool:
+        """Free an ``Idempotency-Key`` whose request ended without a stored answer."""
+        ...
+
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget."""
         ...
@@ -556,6 +602,23 @@ class AsyncLedger(Protocol):
     async def shadow_denials(
         self, after: int | None = None, limit: int | None = 100, *, budget: str | None = None
     ) -> list[ShadowDenial]: ...
+    async def record_denial(self, denial: Denial) -> Denial: ...
+    async def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]: ...
+    async def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None: ...
+    async def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool: ...
+    async def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool: ...
     async def stops(self) -> list[StopMarker]: ...
     async def stop_of(self, subject: Subject) -> StopMarker | None: ...
     async def put_key(self, record: KeyRecord) -> KeyRecord: ...

@@ -21,11 +21,14 @@ from tokenward.core.calibration import EstimateStats
 from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.base import Reservation
+from tokenward.ledger.denials import DenialQuery, matches, paged
 from tokenward.ledger.records import (
     EVENT_LOOKUPS,
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -63,6 +66,10 @@ class MemoryLedger(TransactionalLedger):
         self._thresholds: list[ThresholdEvent] = []
         self._threshold_keys: set[tuple[str, str, str, str]] = set()
         self._shadow: list[ShadowDenial] = []
+        self._denials: list[Denial] = []
+        self._idempotent: dict[tuple[str, str], IdempotentAnswer] = {}
+        self._denial_counts: dict[tuple[str, str, str], int] = {}
+        self._folded: dict[tuple[str, str, str], int] = {}  # -> index in _denials
         self._stops: dict[tuple[str, str], StopMarker] = {}
         self._adjustments: list[Adjustment] = []
         self._instances: dict[tuple[str, str], BudgetInstance] = {}
@@ -238,6 +245,47 @@ class MemoryLedger(TransactionalLedger):
             if (after is None or d.id > after) and (budget is None or d.budget == budget)
         ]
         return out[:limit] if limit is not None else out
+
+    def _count_denials(self, subject_key: str, budget: str, minute: str) -> int:
+        return self._denial_counts.get((subject_key, budget, minute), 0)
+
+    def _insert_denial(self, denial: Denial) -> Denial:
+        stored = replace(denial, id=next(self._ids))
+        self._denials.append(stored)
+        key = (denial.subject_key, denial.budget, denial.minute)
+        self._denial_counts[key] = self._denial_counts.get(key, 0) + 1
+        return stored
+
+    def _fold_denial(self, denial: Denial) -> Denial:
+        key = (denial.subject_key, denial.budget, denial.minute)
+        index = self._folded.get(key)
+        if index is None:
+            self._folded[key] = len(self._denials)
+            stored = replace(denial, id=next(self._ids), aggregated=True, count=1)
+            self._denials.append(stored)
+            return stored
+        current = self._denials[index]
+        stored = replace(
+            current, count=current.count + 1, last_at=max(current.last_at or current.at, denial.at)
+        )
+        self._denials[index] = stored
+        return stored
+
+    def _query_denials(self, query: DenialQuery) -> list[Denial]:
+        return paged([d for d in reversed(self._denials) if matches(d, query)], query)
+
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        return self._idempotent.get((namespace, key))
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._idempotent[(record.namespace, record.key)] = record
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._idempotent.pop((namespace, key), None)
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        for found in [k for k, r in self._idempotent.items() if r.expires_at <= now]:
+            del self._idempotent[found]
 
     def _insert_adjustment(self, adjustment: Adjustment) -> Adjustment:
         stored = adjustment.with_seq(next(self._ids))

@@ -343,6 +343,25 @@ async def events(request: Request, admin: AdminKeyConfig) -> Response:
     return JSONResponse({"events": [e.to_dict() for e in found]})
 
 
+async def denials(request: Request, admin: AdminKeyConfig) -> Response:
+    """Recorded denials, newest first (:meth:`Ledger.denials`), filtered by the subject the
+    query names (a project admin: its own project only), ``since``/``until``, ``budget``, paged
+    by ``limit`` and ``offset``."""
+    subject = _subject_from_query(request, admin)
+    offset = request.query_params.get("offset", "0")
+    if not offset.isdigit():
+        raise AdminError(400, "offset must be a whole number >= 0", param="offset")
+    found = await _ledger(request).denials(
+        since=_instant(request, "since"),
+        until=_instant(request, "until"),
+        subject=subject if subject.to_dict() else None,
+        budget=inputs.text(request.query_params.get("budget") or None, "budget"),
+        limit=_limit(request),
+        offset=int(offset),
+    )
+    return JSONResponse({"denials": [d.to_dict() for d in found], "refusals": sum(d.count for d in found)})
+
+
 _ADJUSTMENT_FIELDS = {"budget", "subject", "subject_id", "amounts", "reason", "id"}
 
 
@@ -448,6 +467,7 @@ def admin_routes(reload_config: Reload) -> list[Route]:
         Route("/admin/keys/{key_id}", _guarded(revoke_key), methods=["DELETE"]),
         Route("/admin/balances", _guarded(balances), methods=["GET"]),
         Route("/admin/events", _guarded(events), methods=["GET"]),
+        Route("/admin/denials", _guarded(denials), methods=["GET"]),
         Route("/admin/adjustments", _guarded(adjust), methods=["POST"]),
         Route("/admin/audit", _guarded(audit_log), methods=["GET"]),
         Route("/admin/reload", _guarded(_reload(reload_config)), methods=["POST"]),

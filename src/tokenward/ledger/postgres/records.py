@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
+from tokenward.core.budgets import SCOPES
 from tokenward.core.calibration import EstimateStats
 from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.denials import DenialQuery, filtered_after, paged
 from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     ShadowDenial,
     StopMarker,
@@ -38,6 +43,13 @@ def dumps(data: Any) -> str:
 
 def _limit(sql: str, params: list[Any], limit: int | None) -> tuple[str, list[Any]]:
     return (f"{sql} LIMIT %s", [*params, int(limit)]) if limit is not None else (sql, params)
+
+
+_COLUMNS = tuple(f'"{s}"' for s in SCOPES)
+
+
+def _denial(row: Any) -> Denial:
+    return Denial.from_dict({**row[3], "id": row[0], "count": row[1], "last_at": row[2].isoformat()})
 
 
 class PostgresRecords:
@@ -91,6 +103,116 @@ class PostgresRecords:
             where, params = f"budget = %s AND {where}", [budget, *params]
         sql, params = _limit(f"SELECT id, data FROM shadow_denials WHERE {where} ORDER BY id", params, limit)
         return [ShadowDenial.from_dict({**r[1], "id": r[0]}) for r in self._execute(sql, params).fetchall()]
+
+    # -- denials ---------------------------------------------------------------------------------
+    def _count_denials(self, subject_key: str, budget: str, minute: str) -> int:
+        self._sequence_lock("denials")  # the count and the insert it decides are one step
+        row = self._execute(
+            "SELECT count(*) FROM denials WHERE subject_key = %s AND budget = %s AND minute = %s "
+            "AND NOT aggregated",
+            (subject_key, budget, minute),
+        ).fetchone()
+        return int(row[0])
+
+    def _insert_denial(self, denial: Denial) -> Denial:
+        data = denial.to_dict()
+        del data["id"]
+        self._sequence_lock("denials")
+        row = self._execute(
+            "INSERT INTO denials (at, minute, subject_key, budget, aggregated, count, last_at, "
+            f"{', '.join(_COLUMNS)}, data) VALUES (%s, %s, %s, %s, %s, %s, %s, "
+            f"{', '.join(['%s'] * len(SCOPES))}, %s::jsonb) "
+            "ON CONFLICT (subject_key, budget, minute) WHERE aggregated "
+            "DO UPDATE SET count = denials.count + 1, last_at = greatest(denials.last_at, excluded.last_at) "
+            "RETURNING id",
+            (
+                denial.at,
+                denial.minute,
+                denial.subject_key,
+                denial.budget,
+                denial.aggregated,
+                denial.count,
+                denial.last_at or denial.at,
+                *(denial.subject.value(s) for s in SCOPES),
+                dumps(data),
+            ),
+        ).fetchone()
+        return self._denial_by_id(int(row[0])) if denial.aggregated else replace(denial, id=int(row[0]))
+
+    def _fold_denial(self, denial: Denial) -> Denial:
+        return self._insert_denial(denial)
+
+    def _denial_by_id(self, denial_id: int) -> Denial:
+        row = self._execute(
+            "SELECT id, count, last_at, data FROM denials WHERE id = %s", (denial_id,)
+        ).fetchone()
+        return _denial(row)
+
+    def _query_denials(self, query: DenialQuery) -> list[Denial]:
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if query.since is not None:
+            clauses.append("at >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append("at < %s")
+            params.append(query.until)
+        if query.budget is not None:
+            clauses.append("budget = %s")
+            params.append(query.budget)
+        for scope, value in query.columns.items():
+            clauses.append(f'"{scope}" = %s')
+            params.append(value)
+        sql = f"SELECT id, count, last_at, data FROM denials WHERE {' AND '.join(clauses)} ORDER BY id DESC"
+        sliced = not filtered_after(query)
+        if sliced:
+            if query.limit is not None:
+                sql += " LIMIT %s"
+                params.append(query.limit)
+            sql += " OFFSET %s"
+            params.append(query.offset)
+        return paged([_denial(r) for r in self._execute(sql, params).fetchall()], query, sliced=sliced)
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        self._sequence_lock(f"idempotency:{namespace}:{key}")  # two first requests: one claims it
+        row = self._execute(
+            "SELECT namespace, key, body_sha256, state, request_id, created_at, expires_at, response "
+            "FROM idempotency WHERE namespace = %s AND key = %s FOR UPDATE",
+            (namespace, key),
+        ).fetchone()
+        if row is None:
+            return None
+        namespace, key, digest, state, request_id, created, expires, response = row
+        return IdempotentAnswer(
+            namespace,
+            key,
+            digest,
+            state,
+            request_id,
+            created.astimezone(UTC),
+            expires.astimezone(UTC),
+            response,
+        )
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._execute(
+            "INSERT INTO idempotency (namespace, key, body_sha256, state, request_id, created_at, expires_at, "
+            "response) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (namespace, key) DO UPDATE SET "
+            "body_sha256 = excluded.body_sha256, state = excluded.state, request_id = excluded.request_id, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at, response = excluded.response",
+            (
+                record.namespace, record.key, record.body_sha256, record.state, record.request_id,
+                record.created_at, record.expires_at,
+                None if record.response is None else dumps(record.response),
+            ),
+        )  # fmt: skip
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._execute("DELETE FROM idempotency WHERE namespace = %s AND key = %s", (namespace, key))
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        self._execute("DELETE FROM idempotency WHERE expires_at <= %s", (now,))
 
     # -- stops, adjustments, instances ----------------------------------------------------------
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:

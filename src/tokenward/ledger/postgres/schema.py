@@ -119,5 +119,41 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX leases_expiry ON leases (expires_at);
     """,
+    # 3 (issue 15 items 9 and 16, issue 16 item 8): denials (one row per refused call, or per
+    #    subject, budget and minute past the flood rate: ``aggregated`` rows count the rest and
+    #    are the only rows ever updated), stored answers of ``Idempotency-Key`` requests, and the
+    #    tool-definition tokens of usage events (NULL for events written before)
+    """
+    CREATE TABLE denials (
+        id bigserial PRIMARY KEY,
+        at timestamptz NOT NULL, minute text NOT NULL, subject_key text NOT NULL, budget text NOT NULL,
+        aggregated boolean NOT NULL DEFAULT false, count bigint NOT NULL DEFAULT 1,
+        last_at timestamptz NOT NULL,
+        org text, project text, team text, "user" text, "key" text, agent text, session text, task text,
+        data jsonb NOT NULL
+    );
+    CREATE INDEX denials_at ON denials (at, id);
+    CREATE INDEX denials_budget ON denials (budget, id);
+    CREATE INDEX denials_project ON denials (project, id);
+    CREATE INDEX denials_flood ON denials (subject_key, budget, minute) WHERE NOT aggregated;
+    CREATE UNIQUE INDEX denials_folded ON denials (subject_key, budget, minute) WHERE aggregated;
+    CREATE FUNCTION tokenward_denials_fold_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND OLD.aggregated THEN RETURN NEW; END IF;
+        RAISE EXCEPTION 'denials are append-only' USING ERRCODE = 'restrict_violation';
+    END $$;
+    CREATE TRIGGER denials_append_only BEFORE UPDATE OR DELETE ON denials
+        FOR EACH ROW EXECUTE FUNCTION tokenward_denials_fold_only();
+    CREATE TRIGGER denials_no_truncate BEFORE TRUNCATE ON denials
+        FOR EACH STATEMENT EXECUTE FUNCTION tokenward_append_only('denials');
+    CREATE TABLE idempotency (
+        namespace text NOT NULL, key text NOT NULL, body_sha256 text NOT NULL, state text NOT NULL,
+        request_id text, created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL,
+        response jsonb,
+        PRIMARY KEY (namespace, key)
+    );
+    CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+    ALTER TABLE usage_events ADD COLUMN tool_definition_tokens bigint;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

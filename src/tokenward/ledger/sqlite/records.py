@@ -11,15 +11,20 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from tokenward.core.budgets import SCOPES
 from tokenward.core.calibration import EstimateStats
 from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.denials import DenialQuery, filtered_after, paged
 from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     ShadowDenial,
     StopMarker,
@@ -38,6 +43,12 @@ def ts(at: datetime) -> str:
 
 def _limit(sql: str, params: list[Any], limit: int | None) -> tuple[str, list[Any]]:
     return (f"{sql} LIMIT ?", [*params, int(limit)]) if limit is not None else (sql, params)
+
+
+def _denial(row: Any) -> Denial:
+    return Denial.from_dict(
+        {**json.loads(row["data"]), "id": row["id"], "count": row["count"], "last_at": row["last_at"]}
+    )
 
 
 class SQLiteRecords:
@@ -97,6 +108,102 @@ class SQLiteRecords:
             ShadowDenial.from_dict({**json.loads(r["data"]), "id": r["id"]})
             for r in self._execute(sql, params)
         ]
+
+    # -- denials ---------------------------------------------------------------------------------
+    def _count_denials(self, subject_key: str, budget: str, minute: str) -> int:
+        row = self._execute(
+            "SELECT count(*) FROM denials WHERE subject_key = ? AND budget = ? AND minute = ? AND aggregated = 0",
+            (subject_key, budget, minute),
+        ).fetchone()
+        return int(row[0])
+
+    def _insert_denial(self, denial: Denial) -> Denial:
+        data = denial.to_dict()
+        del data["id"]
+        row = self._execute(
+            "INSERT INTO denials (at, minute, subject_key, budget, aggregated, count, last_at, "
+            f"{', '.join(SCOPES)}, data) VALUES (?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(SCOPES))}, ?) "
+            "ON CONFLICT (subject_key, budget, minute) WHERE aggregated = 1 "
+            "DO UPDATE SET count = count + 1, last_at = max(last_at, excluded.last_at) "
+            "RETURNING id, count, last_at",
+            (
+                ts(denial.at),
+                denial.minute,
+                denial.subject_key,
+                denial.budget,
+                int(denial.aggregated),
+                denial.count,
+                ts(denial.last_at or denial.at),
+                *(denial.subject.value(s) for s in SCOPES),
+                json.dumps(data),
+            ),
+        ).fetchone()
+        return self._denial_by_id(int(row[0])) if denial.aggregated else replace(denial, id=int(row[0]))
+
+    def _fold_denial(self, denial: Denial) -> Denial:
+        return self._insert_denial(denial)
+
+    def _denial_by_id(self, denial_id: int) -> Denial:
+        row = self._execute(
+            "SELECT id, count, last_at, data FROM denials WHERE id = ?", (denial_id,)
+        ).fetchone()
+        return _denial(row)
+
+    def _query_denials(self, query: DenialQuery) -> list[Denial]:
+        clauses: list[str] = ["1"]
+        params: list[Any] = []
+        if query.since is not None:
+            clauses.append("at >= ?")
+            params.append(ts(query.since))
+        if query.until is not None:
+            clauses.append("at < ?")
+            params.append(ts(query.until))
+        if query.budget is not None:
+            clauses.append("budget = ?")
+            params.append(query.budget)
+        for scope, value in query.columns.items():
+            clauses.append(f"{scope} = ?")
+            params.append(value)
+        sql = f"SELECT id, count, last_at, data FROM denials WHERE {' AND '.join(clauses)} ORDER BY id DESC"
+        sliced = not filtered_after(query)
+        if sliced:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if query.limit is None else query.limit, query.offset]
+        return paged([_denial(r) for r in self._execute(sql, params)], query, sliced=sliced)
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        row = self._execute(
+            "SELECT namespace, key, body_sha256, state, request_id, created_at, expires_at, response "
+            "FROM idempotency WHERE namespace = ? AND key = ?",
+            (namespace, key),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotentAnswer(
+            row["namespace"], row["key"], row["body_sha256"], row["state"], row["request_id"],
+            parse_iso(row["created_at"]), parse_iso(row["expires_at"]),  # type: ignore[arg-type]
+            None if row["response"] is None else json.loads(row["response"]),
+        )  # fmt: skip
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._execute(
+            "INSERT INTO idempotency (namespace, key, body_sha256, state, request_id, created_at, expires_at, "
+            "response) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET "
+            "body_sha256 = excluded.body_sha256, state = excluded.state, request_id = excluded.request_id, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at, response = excluded.response",
+            (
+                record.namespace, record.key, record.body_sha256, record.state, record.request_id,
+                ts(record.created_at), ts(record.expires_at),
+                None if record.response is None else json.dumps(record.response),
+            ),
+        )  # fmt: skip
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._execute("DELETE FROM idempotency WHERE namespace = ? AND key = ?", (namespace, key))
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        self._execute("DELETE FROM idempotency WHERE expires_at <= ?", (ts(now),))
 
     # -- stops, adjustments, instances ----------------------------------------------------------
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:
