@@ -65,3 +65,19 @@ def test_the_subject_keeps_its_model_through_storage() -> None:
     subject = Subject(user="alice", session="s-1").with_model("openai/GPT-5")
     assert subject.model == "gpt-5"
     assert Subject.from_dict(subject.to_dict()) == subject
+
+
+def test_a_dated_snapshot_counts_as_its_model() -> None:
+    """Price resolution prices ``gpt-4o-2024-08-06`` as ``gpt-4o`` (a trailing date is dropped,
+    ``pricebook.model_candidates``), and OpenAI serves ``gpt-4o`` as a dated snapshot: a ``gpt-4o``
+    budget must count a call sent to the snapshot, or naming the date escapes it. A pattern that
+    names a snapshot counts that snapshot only."""
+    budget = parse_budget_spec("team=search:cost_usd=50/day;models=gpt-4o,claude-sonnet-4-5")
+    for model in ("gpt-4o-2024-08-06", "openai/GPT-4o-2024-08-06", "claude-sonnet-4-5-20250929",
+                  "claude-sonnet-4-5@20250929"):  # fmt: skip
+        assert budget.applies_to(TEAM.with_model(model)) == "search", model
+    assert budget.applies_to(TEAM.with_model("gpt-4o-mini-2024-07-18")) is None  # another model
+    snapshot = parse_budget_spec("team=search:cost_usd=50/day;models=gpt-4o-2024-05-13")
+    assert snapshot.applies_to(TEAM.with_model("gpt-4o-2024-05-13")) == "search"
+    assert snapshot.applies_to(TEAM.with_model("gpt-4o")) is None
+    assert snapshot.applies_to(TEAM.with_model("gpt-4o-2024-08-06")) is None

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from tokenward.core.pricebook import canonical_model
+from tokenward.core.pricebook import canonical_model, model_candidates
 from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
 from tokenward.core.windows import NO_WINDOW, Window
@@ -328,13 +328,16 @@ class Budget:
 
     def covers(self, model: str | None) -> bool:
         """Whether a call sent to ``model`` is one this budget counts: always without ``models``;
-        else when the canonical name of ``model`` matches one of them (``fnmatch``, lower case)."""
+        else when the canonical name of ``model`` matches one of them (``fnmatch``, lower case),
+        or, like price resolution (:func:`~tokenward.core.pricebook.model_candidates`), that name
+        without a trailing date: ``gpt-5`` counts the dated snapshot ``gpt-5-2025-08-07``, while a
+        pattern naming a snapshot counts that snapshot only."""
         if not self.models:
             return True
         if not model:
             return False
-        name = canonical_model(model)
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.models)
+        names = {canonical_model(name) for name in model_candidates(canonical_model(model))}
+        return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in self.models)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (limit and thresholds as decimal strings, the window as its string;
