@@ -176,3 +176,21 @@ def test_the_lease_is_renewed_while_calls_come_and_its_budget_goes_when_they_sto
         assert ledger.get_budget(budget.name) is None
 
     asyncio.run(run())
+
+
+def test_a_budget_header_sent_on_two_lines_carries_both(start_gateway) -> None:
+    """A second ``x-tokenward-session-budget`` line (a proxy adding one) is a second budget, never
+    dropped: here ``requests=1`` refuses the second call although the first line allows plenty."""
+    gateway = start_gateway(keys=ALLOWED)
+    headers = [
+        ("authorization", f"Bearer {KEY}"),
+        ("x-tokenward-session", "s-2l"),
+        ("x-tokenward-session-budget", "total_tokens=100000"),
+        ("x-tokenward-session-budget", "requests=1"),
+    ]
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
+    url = f"{gateway.url}/v1/chat/completions"
+    assert httpx.post(url, json=body, headers=headers).status_code == 200
+    denied = httpx.post(url, json=body, headers=headers)
+    assert denied.status_code == 402, denied.text
+    assert denied.json()["error"]["budget"]["budget"] == "session=demo/s-2l:requests"

@@ -36,6 +36,7 @@ from typing import Any
 
 from tokenward.core.budgets import Budget, Subject, parse_short_spec
 from tokenward.errors import ConfigError
+from tokenward.gateway.auth import list_header
 from tokenward.gateway.config import KeyConfig
 from tokenward.gateway.errors import GatewayError
 from tokenward.ledger.leases import describe_budgets
@@ -77,7 +78,7 @@ def carried_budgets(
     """
     out = []
     for scope, header in HEADERS.items():
-        value = headers.get(header)
+        value = list_header(headers, header)
         if value is None or not value.strip():
             continue
         if not key.allow_client_budgets:
