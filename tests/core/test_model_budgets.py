@@ -3,6 +3,8 @@ on the canonical model name the price resolution uses."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tokenward.core.budgets import (
@@ -48,7 +50,8 @@ def test_models_in_every_form_and_back() -> None:
     from_yaml = Budget.from_dict({"scope": "session", "id": "s-1", "meter": "total_tokens", "limit": 100,
                                   "models": "gpt-5, claude-*"})  # fmt: skip
     short = parse_short_spec("total_tokens=100;models=gpt-5,claude-*", scope="session", subject_id="s-1")
-    assert from_yaml == short and short.models == ("gpt-5", "claude-*")
+    assert short.models == ("gpt-5", "claude-*") and short.name.startswith("session=s-1:total_tokens:models=")
+    assert from_yaml == replace(short, name=from_yaml.name)  # a short form's name tells its models
     assert short_spec(short) == "total_tokens=100;models=gpt-5,claude-*"
     assert parse_short_spec(short_spec(short), scope="session", subject_id="s-1") == short
     assert Budget.from_dict(short.to_dict()) == short

@@ -116,7 +116,9 @@ def raw_call(gateway, headers: list[tuple[str, str]]) -> httpx.Response:
     clients' header mappings cannot send."""
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
     return httpx.post(
-        f"{gateway.url}/v1/chat/completions", json=body, headers=[("authorization", f"Bearer {KEY}"), *headers]
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers=[("authorization", f"Bearer {KEY}"), *headers],
     )
 
 

@@ -194,3 +194,33 @@ def test_a_budget_header_sent_on_two_lines_carries_both(start_gateway) -> None:
     denied = httpx.post(url, json=body, headers=headers)
     assert denied.status_code == 402, denied.text
     assert denied.json()["error"]["budget"]["budget"] == "session=demo/s-2l:requests"
+
+
+def test_a_session_may_carry_a_per_model_budget_beside_an_overall_one(start_gateway) -> None:
+    """``total_tokens=30;models=gpt-4o`` and ``total_tokens=100000`` were "named alike" (the
+    gateway names carried budgets, and refuses ``;name=``), so no session could carry both. The
+    gpt-4o one refuses the second gpt-4o call; gpt-4o-mini is counted by the overall one only."""
+    gateway = start_gateway(keys=ALLOWED)
+    guard = tokenward.Guard("memory://")
+    client = wrapped(gateway, guard)
+    with guard.session("s-m", budget=["total_tokens=30;models=gpt-4o", "total_tokens=100000"]):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
+        with pytest.raises(tokenward.BudgetExceeded) as denied:
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
+        call(client)  # gpt-4o-mini
+    assert denied.value.budget == "session=demo/s-m:total_tokens:models=gpt-4o"
+
+
+def test_an_sdk_session_refuses_two_budgets_named_alike() -> None:
+    """Both short forms are named ``session=s-1:total_tokens``: one silently replaced the other."""
+    guard = tokenward.Guard("memory://")
+    with (
+        pytest.raises(tokenward.ConfigError, match="named alike"),
+        guard.session("s-1", budget=["total_tokens=100/day", "total_tokens=1000"]),
+    ):
+        pass
+    with guard.session("s-1", budget=["total_tokens=100;models=gpt-5", "total_tokens=1000"]) as session:
+        assert sorted(b.name for b in session.budgets) == [
+            "session=s-1:total_tokens",
+            "session=s-1:total_tokens:models=gpt-5",
+        ]

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -71,8 +72,10 @@ __all__ = [
     "applicable",
     "is_scope",
     "meter_amounts",
+    "models_suffix",
     "parse_budget_spec",
     "parse_short_spec",
+    "short_name",
     "short_spec",
 ]
 
@@ -525,7 +528,8 @@ def parse_budget_spec(spec: str) -> Budget:
     Options: ``mode``, ``action``, ``thresholds`` (``50%,90%``), ``unpriced``, ``week_start``,
     ``name``, ``overrides``, ``on_store_failure``, ``models`` (``gpt-5,claude-*``: the budget
     applies to calls sent to those models only), and the flag ``custom``. The budget is named by
-    the spec without its options unless ``name`` says otherwise.
+    the spec without its options (and with :func:`models_suffix` for ``models``) unless ``name``
+    says otherwise.
 
     Raises:
         ConfigError: the spec does not parse, or names an unknown scope, meter, window or option.
@@ -537,8 +541,9 @@ def parse_budget_spec(spec: str) -> Budget:
             "session:cost_usd=0.50 or task:total_tokens=200000/day"
         )
     options = _spec_options(spec, match["options"])
+    named = options.pop("name", None)
     data: dict[str, Any] = {
-        "name": options.pop("name", None) or spec.strip().partition(";")[0].strip(),
+        "name": named or spec.strip().partition(";")[0].strip(),
         "scope": match["scope"],
         "id": match["id"],
         "meter": match["meter"],
@@ -546,7 +551,21 @@ def parse_budget_spec(spec: str) -> Budget:
         "window": match["window"],
         **options,
     }
-    return _spec_budget(spec, data)
+    budget = _spec_budget(spec, data)
+    if named or not budget.models:
+        return budget
+    return replace(budget, name=budget.name + models_suffix(budget.models))
+
+
+def models_suffix(models: Iterable[str]) -> str:
+    """What a default budget name adds for its ``models``, so per-model budgets written with one
+    spec (``team=search:cost_usd=50/day;models=gpt-5`` and ``...;models=claude-*``) are two
+    budgets, not one replacing the other: ``:models=gpt-5/gpt-5-mini``, or, for patterns a name
+    cannot hold (``claude-*``), ``:models=sha256-`` and 16 hex digits of them."""
+    joined = "/".join(models)
+    if not (_NAME.match(joined) and len(joined) <= 64):
+        joined = "sha256-" + hashlib.sha256(",".join(models).encode()).hexdigest()[:16]
+    return f":models={joined}"
 
 
 _SHORT_SPEC = re.compile(
@@ -558,7 +577,8 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
     """Parse the short form ``METER=LIMIT[/WINDOW][;OPTION=VALUE...]`` of a budget for one scope
     value (an SDK session's or task's own budget): ``total_tokens=50000``,
     ``cost_usd=0.50/day;action=deny``, ``tool_calls=20;custom``. The options are those of
-    :func:`parse_budget_spec`; the budget is named ``SCOPE=ID:METER`` unless ``name`` says otherwise.
+    :func:`parse_budget_spec`; the budget is named ``SCOPE=ID:METER`` (:func:`short_name`) unless
+    ``name`` says otherwise.
 
     Raises:
         ConfigError: the spec does not parse, or names an unknown meter, window or option.
@@ -570,8 +590,9 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
             "or cost_usd=0.50/day;action=deny"
         )
     options = _spec_options(spec, match["options"])
+    named = options.pop("name", None)
     data: dict[str, Any] = {
-        "name": options.pop("name", None) or f"{scope}={subject_id}:{match['meter']}",
+        "name": named or f"{scope}={subject_id}:{match['meter']}",
         "scope": scope,
         "id": subject_id,
         "meter": match["meter"],
@@ -579,7 +600,15 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
         "window": None if match["window"] is None else match["window"].strip(),
         **options,
     }
-    return _spec_budget(spec, data)
+    budget = _spec_budget(spec, data)
+    return budget if named else replace(budget, name=short_name(budget))
+
+
+def short_name(budget: Budget) -> str:
+    """The name a short form gives its budget unless ``name`` says otherwise: ``SCOPE=ID:METER``,
+    and :func:`models_suffix` when it has ``models``."""
+    base = f"{budget.scope}={budget.subject_id}:{budget.meter}"
+    return base + models_suffix(budget.models) if budget.models else base
 
 
 def short_spec(budget: Budget, *, named: bool = True) -> str:
@@ -608,11 +637,7 @@ def short_spec(budget: Budget, *, named: bool = True) -> str:
         options.append("thresholds=" + ",".join(plain(t) for t in budget.thresholds))
     if budget.models:
         options.append("models=" + ",".join(budget.models))
-    if (
-        named
-        and budget.subject_id is not None
-        and budget.name != f"{budget.scope}={budget.subject_id}:{budget.meter}"
-    ):
+    if named and budget.subject_id is not None and budget.name != short_name(budget):
         options.append(f"name={budget.name}")
     if budget.custom:
         options.append("custom")

@@ -134,7 +134,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     values = {v for v in header_values(headers, name) if v != ""}
     if len(values) > 1:
         raise GatewayError(
-            400, f"header {name} sent with different values ({', '.join(sorted(values))}); send one", param=name
+            400,
+            f"header {name} sent with different values ({', '.join(sorted(values))}); send one",
+            param=name,
         )
     value = values.pop() if values else None
     if value is None:
