@@ -224,3 +224,22 @@ def test_an_sdk_session_refuses_two_budgets_named_alike() -> None:
             "session=s-1:total_tokens",
             "session=s-1:total_tokens:models=gpt-5",
         ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("total_tokens=1e1000000", "below 1e30"),  # overflowed the decimal context: a 500
+        ("total_tokens=1e-1000000", "decimal places"),  # a million digits in the 402 message
+        ("total_tokens=30/rolling:2000000d", "at most 36500d"),  # overflowed timedelta: a 500
+        ("total_tokens=30;thresholds=NaN%", "threshold 'NaN%'"),  # an uncaught InvalidOperation: a 500
+    ],
+)
+def test_a_carried_budget_the_ledger_cannot_hold_is_a_400(start_gateway, spec, message) -> None:
+    gateway = start_gateway(keys=ALLOWED)
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
+    headers = {"authorization": f"Bearer {KEY}", "x-tokenward-session": "s-x", "x-tokenward-session-budget": spec}
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers)
+    assert refused.status_code == 400, refused.text[:300]
+    assert message in refused.json()["error"]["message"]
+    assert gateway.observer().events() == []

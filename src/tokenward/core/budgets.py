@@ -266,6 +266,11 @@ class Budget:
             raise ConfigError(
                 f"budget {self.name!r}: limit must be a non-negative number, got {self.limit!r}"
             )
+        if not _sized(self.limit):
+            raise ConfigError(
+                f"budget {self.name!r}: limit must be below 1e30 with at most {_PLACES} decimal places, "
+                f"got {self.limit!r}"
+            )
         if self.mode not in ("hard", "soft", "shadow"):
             raise ConfigError(f"budget {self.name!r}: mode must be hard, soft or shadow")
         if self.unpriced not in ("deny", "allow"):
@@ -487,12 +492,30 @@ def _thresholds(value: Any, where: str) -> tuple[Decimal, ...]:
             share = Decimal(text[:-1]) / 100 if text.endswith("%") else _amount(item, f"{where}: threshold")
         except InvalidOperation:
             raise ConfigError(f"{where}: threshold {item!r} is not a number") from None
+        if not share.is_finite() or not _sized(share):  # NaN% is no share; 1e-1000000 no readable one
+            raise ConfigError(
+                f"{where}: threshold {item!r}: write a share (0.8) or a percent ('80%'), "
+                f"at most {_PLACES} decimal places"
+            )
         if share > 10 and not text.endswith("%"):
             raise ConfigError(
                 f"{where}: threshold {item!r} is a share of the limit (0.8 = 80 %); write '{item}%'"
             )
         out.append(share)
     return tuple(out)
+
+
+_PLACES = 18
+
+
+def _sized(number: Decimal) -> bool:
+    """Whether a limit (a threshold) is one the ledger's arithmetic and a person can read: below ``1e30``, with
+    at most :data:`_PLACES` decimal places (``1e1000000`` overflows the decimal context, and
+    ``1e-1000000`` is a million digits in a 402 message)."""
+    exponent = number.as_tuple().exponent
+    if number.is_zero():
+        return isinstance(exponent, int) and -_PLACES <= exponent < 30
+    return number.adjusted() < 30 and int(number.normalize().as_tuple().exponent) >= -_PLACES
 
 
 def _amount(value: Any, where: str) -> Decimal:
