@@ -196,3 +196,29 @@ def test_two_model_budgets_of_one_spec_are_two_budgets(tmp_path) -> None:
         }
     finally:
         store.close()
+
+
+def test_budgets_set_keeps_the_specs_mode(tmp_path) -> None:
+    """``;mode=shadow`` in the spec used to be overwritten by ``--mode``'s default, hard: a budget
+    meant to be watched started refusing calls."""
+    from tokenward.ledger import open_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert (
+        runner.invoke(app, ["budgets", "set", "user=bob:cost_usd=5;mode=shadow", "--ledger", url]).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(
+            app, ["budgets", "set", "user=eve:cost_usd=5", "--mode", "soft", "--ledger", url]
+        ).exit_code
+        == 0
+    )
+    store = open_ledger(url)
+    try:
+        assert {b.name: b.mode for b in store.budgets()} == {
+            "user=bob:cost_usd=5": "shadow",
+            "user=eve:cost_usd=5": "soft",
+        }
+    finally:
+        store.close()

@@ -157,7 +157,9 @@ def budgets_set(
         typer.Argument(help=escape("SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. user=alice:cost_usd=5/day.")),
     ],
     name: Annotated[str | None, typer.Option(help="The budget's name (default: the spec).")] = None,
-    mode: Annotated[str, typer.Option(help="hard, soft or shadow.")] = "hard",
+    mode: Annotated[
+        str | None, typer.Option(help="hard, soft or shadow (default: the spec's, else hard).")
+    ] = None,
     models: Annotated[
         str | None,
         typer.Option(help="Only calls to these models count: names or patterns, e.g. 'gpt-5,claude-*'."),
@@ -173,7 +175,8 @@ def budgets_set(
     # --models as part of the spec, so the default name tells per-model budgets apart
     budget = parse_budget_spec(spec if models is None else f"{spec};models={models}").to_dict()
     budget["name"] = name or budget["name"]
-    budget["mode"] = mode
+    if mode is not None:
+        budget["mode"] = mode
     data = _call("POST", "/admin/budgets", gateway, admin_key, budget, ledger, creates=True)
     if as_json:
         print_json(data)
