@@ -238,7 +238,11 @@ def test_an_sdk_session_refuses_two_budgets_named_alike() -> None:
 def test_a_carried_budget_the_ledger_cannot_hold_is_a_400(start_gateway, spec, message) -> None:
     gateway = start_gateway(keys=ALLOWED)
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
-    headers = {"authorization": f"Bearer {KEY}", "x-tokenward-session": "s-x", "x-tokenward-session-budget": spec}
+    headers = {
+        "authorization": f"Bearer {KEY}",
+        "x-tokenward-session": "s-x",
+        "x-tokenward-session-budget": spec,
+    }
     refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers)
     assert refused.status_code == 400, refused.text[:300]
     assert message in refused.json()["error"]["message"]
