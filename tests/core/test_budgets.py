@@ -426,7 +426,7 @@ def test_spec_options() -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        "user:total_tokens=1e30",
+        "user:total_tokens=1e31",
         "user:total_tokens=1e1000000",
         "user:cost_usd=1e-19",
         "user:cost_usd=0E-1000000",
@@ -443,6 +443,6 @@ def test_limits_windows_and_thresholds_the_ledger_cannot_work_with_are_refused(s
 
 
 def test_the_largest_and_finest_limits_and_windows_are_kept() -> None:
-    assert parse_budget_spec("user:total_tokens=999999999999999999999999999999").limit == Decimal(10**30 - 1)
+    assert parse_budget_spec("user:total_tokens=9999999999999999999999999999999").limit == Decimal(10**31 - 1)
     assert parse_budget_spec("user:cost_usd=0.000000000000000001").limit == Decimal("1e-18")
     assert parse_budget_spec("user:total_tokens=5/rolling:36500d").window.duration == timedelta(days=36500)

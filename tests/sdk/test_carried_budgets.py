@@ -229,7 +229,7 @@ def test_an_sdk_session_refuses_two_budgets_named_alike() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("total_tokens=1e1000000", "below 1e30"),  # overflowed the decimal context: a 500
+        ("total_tokens=1e1000000", "below 1e31"),  # overflowed the decimal context: a 500
         ("total_tokens=1e-1000000", "decimal places"),  # a million digits in the 402 message
         ("total_tokens=30/rolling:2000000d", "at most 36500d"),  # overflowed timedelta: a 500
         ("total_tokens=30;thresholds=NaN%", "threshold 'NaN%'"),  # an uncaught InvalidOperation: a 500

@@ -273,7 +273,7 @@ class Budget:
             )
         if not _sized(self.limit):
             raise ConfigError(
-                f"budget {self.name!r}: limit must be below 1e30 with at most {_PLACES} decimal places, "
+                f"budget {self.name!r}: limit must be below 1e31 with at most {_PLACES} decimal places, "
                 f"got {self.limit!r}"
             )
         if self.mode not in ("hard", "soft", "shadow"):
@@ -527,13 +527,13 @@ _PLACES = 18
 
 
 def _sized(number: Decimal) -> bool:
-    """Whether a limit (a threshold) is one the ledger's arithmetic and a person can read: below ``1e30``, with
+    """Whether a limit (a threshold) is one the ledger's arithmetic and a person can read: below ``1e31``, with
     at most :data:`_PLACES` decimal places (``1e1000000`` overflows the decimal context, and
     ``1e-1000000`` is a million digits in a 402 message)."""
     exponent = number.as_tuple().exponent
     if number.is_zero():
-        return isinstance(exponent, int) and -_PLACES <= exponent < 30
-    return number.adjusted() < 30 and int(number.normalize().as_tuple().exponent) >= -_PLACES
+        return isinstance(exponent, int) and -_PLACES <= exponent <= 30
+    return number.adjusted() <= 30 and int(number.normalize().as_tuple().exponent) >= -_PLACES
 
 
 def _whole(value: Any, where: str) -> int | None:
