@@ -490,6 +490,11 @@ class Guard(Engine):
         scopes: Mapping[str, str | None],
     ) -> Iterator[Session]:
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
+        names = [b.name for b in made]
+        if len(set(names)) != len(names):  # one would silently replace the other
+            raise ConfigError(
+                f"{scope} {value!r}: two budgets named alike ({', '.join(names)}); give one a ;name="
+            )
         # what a gateway is sent to enforce them (tokenward.gateway.carried)
         carried = {scope: tuple(short_spec(b, named=False) for b in made)} if made else None
         held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
