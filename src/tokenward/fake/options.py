@@ -52,6 +52,8 @@ class FakeSettings:
         max_recorded: how many received requests ``GET /_fake/requests`` keeps (oldest dropped).
         embedding_dimensions: length of the vectors of ``/v1/embeddings`` when the request does not
             ask for ``dimensions``.
+        azure_identity_secret: the ``X-IDENTITY-HEADER`` value the fake's Azure managed-identity
+            token endpoint accepts (None: it issues no tokens); see :mod:`tokenward.fake.azure`.
 
     Raises:
         ConfigError: a negative count or delay, ``chunk_tokens`` or ``max_recorded`` below 1.
@@ -64,6 +66,7 @@ class FakeSettings:
     api_key: str | None = None
     max_recorded: int = 1000
     embedding_dimensions: int = 1536
+    azure_identity_secret: str | None = None
 
     def __post_init__(self) -> None:
         minimums = {

@@ -22,6 +22,8 @@ Routes:
 * any other ``/v1/...`` or ``/v1beta/...`` path: 404 in the provider's error shape (Google's
   under ``/v1beta/`` and for ``/v1/models/<model>:<method>``, Anthropic's under
   ``/v1/messages`` or with ``anthropic-version``, else OpenAI's);
+* Azure OpenAI's layouts (``/openai/deployments/{deployment}/...``, ``/openai/v1/...``) and a
+  managed-identity token endpoint (:mod:`tokenward.fake.azure`);
 * ``GET /healthz``: ``{"status": "ok"}``;
 * ``GET /_fake/tally``: what the fake generated per request (:mod:`tokenward.fake.tally`);
   ``DELETE /_fake/tally`` forgets it;
@@ -62,6 +64,7 @@ from starlette.routing import Route
 from tokenward.errors import ValidationError
 from tokenward.fake import (
     anthropic_count_tokens,
+    azure,
     anthropic_messages,
     gemini,
     gemini_caches,
@@ -440,6 +443,39 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    identity = azure.AzureIdentity(settings.azure_identity_secret)
+
+    def azure_route(endpoint: _Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        """An OpenAI endpoint on Azure's URL layout, behind Azure's gate (:mod:`tokenward.fake.azure`)."""
+
+        async def handle(request: Request) -> Response:
+            deployment = request.path_params.get("deployment")
+            parse = endpoint.parse
+            routed = replace(
+                endpoint,
+                check_key=identity.check,
+                parse=lambda body: parse(azure.with_deployment(body, deployment)),
+            )
+            return await provider_call(request, routed)
+
+        return handle
+
+    async def azure_identity(request: Request) -> Response:
+        record(request, None)
+        return identity.token(request)
+
+    azure_routes = [
+        Route("/_fake/azure/identity", azure_identity, methods=["GET"]),
+        Route("/openai/deployments/{deployment}/chat/completions", azure_route(_CHAT), methods=["POST"]),
+        Route("/openai/deployments/{deployment}/completions", azure_route(_COMPLETIONS), methods=["POST"]),
+        Route("/openai/deployments/{deployment}/embeddings", azure_route(embeddings_endpoint), methods=["POST"]),
+        Route("/openai/responses", azure_route(_RESPONSES), methods=["POST"]),
+        Route("/openai/v1/chat/completions", azure_route(_CHAT), methods=["POST"]),
+        Route("/openai/v1/completions", azure_route(_COMPLETIONS), methods=["POST"]),
+        Route("/openai/v1/embeddings", azure_route(embeddings_endpoint), methods=["POST"]),
+        Route("/openai/v1/responses", azure_route(_RESPONSES), methods=["POST"]),
+    ]
+
     async def requests(request: Request) -> Response:
         if request.method == "DELETE":
             received.clear()
@@ -487,6 +523,7 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             ),
             Route("/v1beta/models/{target}", gemini_call, methods=["POST"]),
             Route("/v1/models/{target}", gemini_call, methods=["POST"]),
+            *azure_routes,
             Route("/v1/{rest:path}", unknown, methods=[*_ANY]),
             Route("/v1beta/{rest:path}", unknown, methods=[*_ANY]),
         ]

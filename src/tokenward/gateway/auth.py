@@ -33,8 +33,13 @@ _VALUE = re.compile(r"^[\w.:@/\-]{1,200}$")
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
     """The key a request presents: ``Authorization: Bearer <key>``, ``x-api-key: <key>``
-    (Anthropic's header), or ``x-goog-api-key: <key>`` / ``?key=<key>`` (Gemini's)."""
-    presented = headers.get("x-api-key", "").strip() or headers.get("x-goog-api-key", "").strip()
+    (Anthropic's header), ``api-key: <key>`` (Azure OpenAI's), or ``x-goog-api-key: <key>`` /
+    ``?key=<key>`` (Gemini's)."""
+    presented = (
+        headers.get("x-api-key", "").strip()
+        or headers.get("api-key", "").strip()
+        or headers.get("x-goog-api-key", "").strip()
+    )
     auth = headers.get("authorization", "")
     if not presented and auth[:7].lower() == "bearer ":
         presented = auth[7:].strip()

@@ -17,12 +17,21 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
       server_tool_input_tokens: 8000     # prompt tokens held for each use's results
     upstreams:                           # tried in order; the first whose models match serves
       - name: local-fake
-        provider: fake                   # fake | openai | anthropic | openai-compatible
+        provider: fake                   # fake | openai | anthropic | gemini | openai-compatible | azure
         base_url: http://127.0.0.1:9100  # fake without base_url runs in-process
         api_key_env: OPENAI_API_KEY      # the provider key, read from the environment
         models: ["*"]                    # glob patterns of model names
         bound_non_streamed: stream       # stream (default) | trust: see UpstreamConfig
         service_tier: default            # the tier it serves calls naming none at (else: dearest)
+      - name: azure-east                 # Azure OpenAI (docs/gateway.md, "Cloud platforms")
+        provider: azure
+        base_url: https://my-resource.openai.azure.com
+        api_version: 2024-10-21          # the deployments surface; omitted: the v1 surface
+        auth: api-key                    # api-key (api_key_env) | entra (azure-identity)
+        api_key_env: AZURE_OPENAI_API_KEY
+        deployments:                     # deployment name -> the model it runs
+          gpt4o-prod: gpt-4o
+          gpt4o-eu: {model: gpt-4o, price_multiplier: 1.1}
     keys:                                # virtual keys clients use instead of provider keys
       - key: tw-demo-key                 # or key_sha256: <hex digest of the key>
         name: demo
@@ -42,7 +51,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +65,11 @@ from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints.billable import requested_tier
 
-__all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig", "project_problem"]
+__all__ = [
+    "AUTH_MODES",
+    "PROVIDERS",
+    "AdminKeyConfig",
+    "Deployment", "GatewayConfig", "KeyConfig", "UpstreamConfig", "project_problem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +93,28 @@ PROVIDERS: dict[str, ProviderKind] = {
     "anthropic": ProviderKind("https://api.anthropic.com", frozenset({"anthropic"})),
     "gemini": ProviderKind("https://generativelanguage.googleapis.com", frozenset({"gemini"})),
     "fake": ProviderKind("", frozenset({"openai", "anthropic", "gemini"}), "/v1"),
+    "azure": ProviderKind("", frozenset({"openai"})),
 }
+
+AUTH_MODES = {"azure": ("api-key", "entra")}
+"""How each cloud upstream kind authenticates to its platform (the first is the default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """An Azure OpenAI deployment: its name, the model it runs, and how its price relates to the
+    model's global (OpenAI) price when the price table has no Azure row of its own.
+
+    Attributes:
+        name: the deployment name (in Azure URLs, and the ``model`` clients send).
+        model: the model it runs (prices, tokenizer and events use it).
+        price_multiplier: the factor on the fallback (OpenAI) row; None for 1. Regional and
+            data-zone deployments cost more than global ones (genai-prices' Azure notes).
+    """
+
+    name: str
+    model: str
+    price_multiplier: Decimal | None = None
 
 
 _FAMILY_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
@@ -113,6 +148,9 @@ class UpstreamConfig:
     models: tuple[str, ...] = ("*",)
     bound_non_streamed: str = "stream"
     service_tier: str | None = None
+    deployments: tuple[Deployment, ...] = ()
+    api_version: str | None = None
+    auth: str | None = None
 
     def serves(self, family: str, model: str) -> bool:
         """Whether this upstream speaks the API ``family`` and serves ``model``."""
@@ -120,19 +158,52 @@ class UpstreamConfig:
             fnmatch.fnmatchcase(model, p) for p in self.models
         )
 
+    def deployment(self, name: str) -> Deployment | None:
+        """The Azure deployment called ``name``, or None."""
+        return next((d for d in self.deployments if d.name == name), None)
+
+    def deployment_of(self, model: str) -> str | None:
+        """The first Azure deployment running ``model``, or None."""
+        return next((d.name for d in self.deployments if d.model == model), None)
+
+    def served_model(self, name: str) -> str:
+        """The model a call naming ``name`` runs: an Azure deployment's model, else ``name``."""
+        found = self.deployment(name)
+        return found.model if found is not None else name
+
     def url(self, family: str, path: str) -> str:
         """The full URL of ``path`` (relative to the family's base) on this upstream."""
         base = (self.base_url or "http://fake.invalid").rstrip("/")
+        if self.provider == "azure":  # its routes without a deployment (gateway/clouds/azure.py)
+            if self.api_version is None:
+                return f"{base}/openai/v1{path}"
+            return f"{base}/openai{path}?api-version={self.api_version}"
         prefix = PROVIDERS[self.provider].openai_prefix if family == "openai" else ""
         return base + prefix + path
 
-    def pricing_provider(self, family: str) -> str:
+    def pricing_provider(self, family: str, model: str | None = None) -> str:
         """The provider whose prices apply to calls of ``family`` here: the upstream's own kind,
         or for the fake provider the family's real provider (``openai``, ``anthropic``,
-        ``google``), so its calls are priced like the real ones."""
+        ``google``), so its calls are priced like the real ones. An Azure deployment with a
+        ``price_multiplier`` is priced as ``azure:<upstream>/<deployment>``
+        (:meth:`~tokenward.core.pricebook.PriceBook.derive`, registered by :meth:`price_rules`)."""
+        if self.provider == "azure":
+            found = self.deployment(model) if model is not None else None
+            if found is not None and found.price_multiplier is not None:
+                return f"azure:{self.name}/{found.name}"
+            return "azure"
         if self.provider == "fake":
             return _FAMILY_PROVIDERS[family]
         return "google" if self.provider == "gemini" else self.provider
+
+    def price_rules(self) -> list[tuple[str, str, Decimal]]:
+        """(provider id, base platform, multiplier) of each priced deployment, for
+        :meth:`~tokenward.core.pricebook.PriceBook.derive`."""
+        return [
+            (f"azure:{self.name}/{d.name}", "azure", d.price_multiplier)
+            for d in self.deployments
+            if d.price_multiplier is not None
+        ]
 
     def api_key(self) -> str | None:
         """The provider key from the environment, or None."""
@@ -146,6 +217,11 @@ class UpstreamConfig:
             return (
                 f"upstream {self.name!r}: the environment variable {self.api_key_env} (its api_key_env) "
                 "is not set, so its calls go without a provider key and will likely be refused (401)"
+            )
+        if not self.api_key_env and self.provider == "azure" and self.auth != "entra":
+            return (
+                f"upstream {self.name!r} (azure, auth: api-key) has no api_key_env, so its calls go "
+                "without an api-key and will likely be refused (401); or set auth: entra"
             )
         if not self.api_key_env and self.provider in ("openai", "anthropic", "gemini"):
             return (
@@ -366,6 +442,8 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
     known = {"name", "provider", "base_url", "api_key_env", "models", "bound_non_streamed", "service_tier"}
+    cloud = {"azure": {"deployments", "api_version", "auth"}}.get(str(raw.get("provider", "")), set())
+    known |= cloud
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     provider = str(raw.get("provider", ""))
@@ -376,7 +454,18 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         raise ConfigError(f"{where}.base_url is required for provider {provider!r}")
     if base_url is not None and not str(base_url).startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url must start with http:// or https://, got {base_url!r}")
-    models = raw.get("models", ["*"])
+    deployments = _deployments(raw.get("deployments"), where) if "deployments" in cloud else ()
+    if provider == "azure" and not deployments:
+        raise ConfigError(f"{where}.deployments: an azure upstream needs at least one deployment")
+    auth = raw.get("auth")
+    if provider in AUTH_MODES:
+        auth = auth or AUTH_MODES[provider][0]
+        if auth not in AUTH_MODES[provider]:
+            raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_MODES[provider])}, got {auth!r}")
+    api_version = raw.get("api_version")
+    if api_version is not None and (not isinstance(api_version, str | date) or not str(api_version)):
+        raise ConfigError(f"{where}.api_version must be a string such as 2024-10-21")
+    models = raw.get("models", [d.name for d in deployments] or ["*"])
     if isinstance(models, str):
         models = [models]
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
@@ -389,7 +478,37 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         models=tuple(models),
         bound_non_streamed=_bound_mode(raw, where),
         service_tier=_tier(raw.get("service_tier"), f"{where}.service_tier"),
+        deployments=deployments,
+        api_version=None if api_version is None else str(api_version),
+        auth=auth,
     )
+
+
+def _deployments(raw: Any, where: str) -> tuple[Deployment, ...]:
+    """``deployments:`` of an Azure upstream: ``name: model`` or ``name: {model, price_multiplier}``."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"{where}.deployments must map each deployment name to its model")
+    out = []
+    for name, value in raw.items():
+        spot = f"{where}.deployments.{name}"
+        if isinstance(value, str):
+            value = {"model": value}
+        if not isinstance(value, Mapping) or set(value) - {"model", "price_multiplier"}:
+            raise ConfigError(f"{spot}: expected a model name or {{model, price_multiplier}}")
+        model = value.get("model")
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"{spot}.model must be a model name (gpt-4o...)")
+        multiplier = value.get("price_multiplier")
+        factor = None
+        if multiplier is not None:
+            try:
+                factor = Decimal(str(multiplier))
+            except ArithmeticError:
+                factor = None
+            if isinstance(multiplier, bool) or factor is None or not factor.is_finite() or factor <= 0:
+                raise ConfigError(f"{spot}.price_multiplier must be a positive number, got {multiplier!r}")
+        out.append(Deployment(str(name), model, factor))
+    return tuple(out)
 
 
 def _bound_mode(raw: Mapping[str, Any], where: str) -> str:

@@ -36,6 +36,8 @@ from tokenward.core.events import UsageEvent
 from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
+from tokenward.gateway.clouds import upstream_url
+from tokenward.gateway.config import AUTH_MODES as CLOUD_AUTH
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
@@ -74,6 +76,7 @@ _HOP_BY_HOP = {
     "proxy-connection",
     "authorization",
     "x-api-key",
+    "api-key",
     "x-goog-api-key",
     "cookie",
     "accept-encoding",
@@ -138,6 +141,8 @@ def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, fam
     elif family == "gemini":
         if key:
             out["x-goog-api-key"] = key
+    elif upstream.provider in CLOUD_AUTH:
+        pass  # the upstream client's auth hook signs (gateway/clouds)
     elif key:
         out["authorization"] = f"Bearer {key}"
     return out
@@ -294,6 +299,11 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
             if isinstance(body, dict):
                 body = {**body, "model": model, "stream": stream}
             return prepare_body(endpoint, body)
+        if "deployment" in request.path_params:  # Azure's deployments surface: the model is in the URL
+            body = load_body(raw)
+            if isinstance(body, dict):
+                body = {**body, "model": request.path_params["deployment"]}
+            return prepare_body(endpoint, body)
         content_type = request.headers.get("content-type")
         if content_type and content_type.lower().startswith("multipart/"):  # uploads: parse off the loop
             return await anyio.to_thread.run_sync(prepare, endpoint, raw, content_type)
@@ -321,17 +331,23 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
     failures: list[str] = []  # the attempts that failed so far, for the last one's error message
     for index, (model, upstream) in enumerate(attempts):
         attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
-        provider = upstream.pricing_provider(endpoint.family)
+        served, degrade = upstream.served_model(model), config.degrade
+        if served != model:  # an Azure deployment: held, priced and recorded as the model it runs
+            attempt = prepare_body(endpoint, {**attempt.body, "model": served})
+            runnable = {d.model for d in upstream.deployments}  # degrade only to a deployed model
+            degrade = replace(degrade, models={k: v for k, v in degrade.models.items() if v in runnable})
+        provider = upstream.pricing_provider(endpoint.family, model)
         # stored context the ledger does not know (ValidationError) is a 400 (:func:`proxy`)
         attempt, admission, changes = await state.guard.admit_call(
             subject,
             attempt,
             provider,
             request_id=request_id if index == 0 else f"{request_id}-{index + 1}",
-            degrade=config.degrade,
+            degrade=degrade,
             upstream=upstream.name,
             default_tier=upstream.service_tier,
         )
+        target = model if attempt.model == served else upstream.deployment_of(attempt.model)
         state.opened()
         content, wants_usage = upstream_body(attempt, admission, upstream.provider)
         metadata: dict[str, Any] = {"upstream": upstream.name}
@@ -347,11 +363,11 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         last = index + 1 == len(attempts)
         if bounds(attempt, upstream.bound_non_streamed):  # read as a stream, stopped at the hold
             content, _ = upstream_body(streamed(attempt), admission, upstream.provider)
-            exchange = _Exchange(state, streamed(attempt), upstream, admission, request, metadata)
+            exchange = _Exchange(state, streamed(attempt), upstream, admission, request, metadata, target)
             exchange.failures = failures
             response = await exchange.bounded(attempt, content, last)
         else:
-            exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
+            exchange = _Exchange(state, attempt, upstream, admission, request, metadata, target)
             exchange.failures = failures
             response = await (
                 exchange.stream(content, wants_usage, last)
@@ -375,6 +391,7 @@ class _Exchange:
         admission: Admission,
         request: Request,
         metadata: dict[str, Any],
+        target: str | None = None,
     ) -> None:
         self.state = state
         self.call = call
@@ -385,7 +402,12 @@ class _Exchange:
         self.headers = _upstream_headers(request.headers, upstream, call.endpoint.family)
         self.headers["content-type"] = upstream_content_type(call)  # JSON, or a multipart form
         self.client = state.client(upstream)
-        self.url = upstream.url(call.endpoint.family, call.endpoint.upstream_path(call.body))
+        # the model name the upstream knows the call by (an Azure deployment), when not the model
+        self.target = target if target is not None and target != call.model else None
+        if self.target is not None:
+            metadata["deployment"] = self.target
+        path = call.endpoint.upstream_path(call.body)
+        self.url = upstream_url(upstream, call.endpoint.family, path, self.target or call.model)
         self.own = own_headers(admission.request_id, state.version)
         self.settled = False
         self.started = time.monotonic()
@@ -433,6 +455,22 @@ class _Exchange:
         return {"x-tokenward-upstream": self.upstream.name}
 
     async def _error_status(self, response: httpx.Response, content: bytes, last: bool) -> Response | None:
+        if self.upstream.provider == "azure" and _content_filtered(response.status_code, content):
+            # Azure bills a prompt its content filter refused (400 ``content_filter``) for the
+            # prompt and completion tokens, with no usage in the answer
+            # (https://learn.microsoft.com/azure/ai-foundry/openai/concepts/content-filter, read
+            # 2026-12-07): charged as our prompt estimate plus the output the hold allowed
+            await self._settle(
+                Outcome(
+                    None,
+                    self.admission.max_output_tokens,
+                    "ok",
+                    metadata={"http_status": 400, "content_filter": "prompt", "cost_basis": "held_output"},
+                )
+            )
+            return Response(
+                content, 400, headers=_response_headers(response, {**self._headers(None), **self._named()})
+            )
         await self._settle(
             Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
         )
@@ -459,6 +497,8 @@ class _Exchange:
     async def _open(self, content: bytes, last: bool) -> httpx.Response | Response | None:
         """Send the call upstream and return its answer with the body still to read; or, when
         sending failed, the answer for the client (None: the next attempt may fix it)."""
+        if self.target is not None and self.headers.get("content-type") == "application/json":
+            content = _renamed(content, self.target)
         try:
             request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
             return await self.client.send(request, stream=True)
@@ -638,6 +678,28 @@ class _Exchange:
                         return
             except httpx.HTTPError:
                 return
+
+
+def _renamed(content: bytes, model: str) -> bytes:
+    """A JSON request body with its ``model`` set to ``model`` (the name the upstream knows)."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return content
+    if not isinstance(body, dict):
+        return content
+    return json.dumps({**body, "model": model}).encode()
+
+
+def _content_filtered(status: int, content: bytes) -> bool:
+    """Whether an answer is Azure's refusal of a filtered prompt (400, code ``content_filter``)."""
+    if status != 400:
+        return False
+    try:
+        error = json.loads(content).get("error")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") == "content_filter"
 
 
 class _UpstreamReader:
