@@ -61,6 +61,7 @@ from tokenward.errors import ConfigError
 from tokenward.files import load_mapping
 from tokenward.gateway.observing import ObserveConfig, parse_observe
 from tokenward.guard import GuardSettings
+from tokenward.guard.wire.azure import azure_deployments
 from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints.billable import requested_tier
@@ -488,27 +489,11 @@ def _deployments(raw: Any, where: str) -> tuple[Deployment, ...]:
     """``deployments:`` of an Azure upstream: ``name: model`` or ``name: {model, price_multiplier}``."""
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(f"{where}.deployments must map each deployment name to its model")
-    out = []
-    for name, value in raw.items():
-        spot = f"{where}.deployments.{name}"
-        if isinstance(value, str):
-            value = {"model": value}
-        if not isinstance(value, Mapping) or set(value) - {"model", "price_multiplier"}:
-            raise ConfigError(f"{spot}: expected a model name or {{model, price_multiplier}}")
-        model = value.get("model")
-        if not isinstance(model, str) or not model:
-            raise ConfigError(f"{spot}.model must be a model name (gpt-4o...)")
-        multiplier = value.get("price_multiplier")
-        factor = None
-        if multiplier is not None:
-            try:
-                factor = Decimal(str(multiplier))
-            except ArithmeticError:
-                factor = None
-            if isinstance(multiplier, bool) or factor is None or not factor.is_finite() or factor <= 0:
-                raise ConfigError(f"{spot}.price_multiplier must be a positive number, got {multiplier!r}")
-        out.append(Deployment(str(name), model, factor))
-    return tuple(out)
+    try:
+        parsed = azure_deployments(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.deployments: {exc}") from None
+    return tuple(Deployment(name, model, factor) for name, (model, factor) in parsed.items())
 
 
 def _bound_mode(raw: Mapping[str, Any], where: str) -> str:

@@ -43,6 +43,7 @@ from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
 from tokenward.guard import Admission, AsyncGuard, Outcome
 from tokenward.guard.context import conversation_growth
+from tokenward.guard.wire.azure import content_filtered, filtered_outcome, renamed
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.endpoints import Endpoint
 from tokenward.guard.wire.exchange import (
@@ -455,19 +456,9 @@ class _Exchange:
         return {"x-tokenward-upstream": self.upstream.name}
 
     async def _error_status(self, response: httpx.Response, content: bytes, last: bool) -> Response | None:
-        if self.upstream.provider == "azure" and _content_filtered(response.status_code, content):
-            # Azure bills a prompt its content filter refused (400 ``content_filter``) for the
-            # prompt and completion tokens, with no usage in the answer
-            # (https://learn.microsoft.com/azure/ai-foundry/openai/concepts/content-filter, read
-            # 2026-12-07): charged as our prompt estimate plus the output the hold allowed
-            await self._settle(
-                Outcome(
-                    None,
-                    self.admission.max_output_tokens,
-                    "ok",
-                    metadata={"http_status": 400, "content_filter": "prompt", "cost_basis": "held_output"},
-                )
-            )
+        if self.upstream.provider == "azure" and content_filtered(response.status_code, content):
+            # billed by Azure though it reports no usage (tokenward.guard.wire.azure)
+            await self._settle(filtered_outcome(self.admission))
             return Response(
                 content, 400, headers=_response_headers(response, {**self._headers(None), **self._named()})
             )
@@ -498,7 +489,7 @@ class _Exchange:
         """Send the call upstream and return its answer with the body still to read; or, when
         sending failed, the answer for the client (None: the next attempt may fix it)."""
         if self.target is not None and self.headers.get("content-type") == "application/json":
-            content = _renamed(content, self.target)
+            content = renamed(content, self.target)
         try:
             request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
             return await self.client.send(request, stream=True)
@@ -678,28 +669,6 @@ class _Exchange:
                         return
             except httpx.HTTPError:
                 return
-
-
-def _renamed(content: bytes, model: str) -> bytes:
-    """A JSON request body with its ``model`` set to ``model`` (the name the upstream knows)."""
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return content
-    if not isinstance(body, dict):
-        return content
-    return json.dumps({**body, "model": model}).encode()
-
-
-def _content_filtered(status: int, content: bytes) -> bool:
-    """Whether an answer is Azure's refusal of a filtered prompt (400, code ``content_filter``)."""
-    if status != 400:
-        return False
-    try:
-        error = json.loads(content).get("error")
-    except (ValueError, AttributeError):
-        return False
-    return isinstance(error, dict) and error.get("code") == "content_filter"
 
 
 class _UpstreamReader:

@@ -91,6 +91,7 @@ def wrap_client(
         subject=settings.subject,
         check=settings.check,
         bound_non_streamed=settings.bound_non_streamed,
+        deployments=settings.deployments,
     )
     if not isinstance(http._transport, cls):
         http._transport = cls(http._transport, guard, settings, gateways)

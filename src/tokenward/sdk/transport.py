@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -25,6 +25,7 @@ from tokenward.core.budgets import Subject
 from tokenward.errors import BudgetExceeded, ValidationError
 from tokenward.guard import Admission, Outcome
 from tokenward.guard.context import conversation_growth
+from tokenward.guard.wire.azure import content_filtered, filtered_outcome, renamed
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints import (
@@ -44,6 +45,7 @@ from tokenward.guard.wire.exchange import (
     StreamRelay,
     json_outcome,
     prepare,
+    prepare_body,
     upstream_body,
     upstream_content_type,
 )
@@ -70,6 +72,7 @@ _MEDIA_DIALECTS = {"openai-images", "openai-transcription", "openai-speech"}
 duration is unreadable): their price could not be held, and letting them through unguarded
 would leave them uncharged."""
 _KNOWN_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic"}
+_AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 _DROP_RESPONSE_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
 
 
@@ -122,14 +125,33 @@ class TransportSettings:
     subject: Callable[[], Subject] = field(default=lambda: current().subject)
     check: Callable[[], None] = field(default=lambda: None)
     bound_non_streamed: str = "stream"
+    deployments: Mapping[str, tuple[str, Decimal | None]] = field(default_factory=dict)
 
 
 def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
     if settings.provider:
         return settings.provider
+    if host.endswith(_AZURE_HOSTS):
+        return "azure"
     return _KNOWN_HOSTS.get(
         host, "anthropic" if endpoint.dialect == "anthropic-messages" else "openai-compatible"
     )
+
+
+def _deployed(
+    settings: TransportSettings, call: PreparedCall, provider: str
+) -> tuple[PreparedCall, str | None, str, Degrade | None]:
+    """An Azure call naming a deployment, held and priced as the model the deployment runs:
+    (the call as admitted, the deployment name or None, the price provider id, the degrade policy
+    without model swaps, which would price a model the deployment does not run)."""
+    found = settings.deployments.get(call.model)
+    if found is None:
+        return call, None, provider, settings.degrade
+    model, multiplier = found
+    priced = prepare_body(call.endpoint, {**call.body, "model": model})
+    provider = f"azure:{call.model}" if multiplier is not None else "azure"
+    degrade = replace(settings.degrade, models={}) if settings.degrade is not None else None
+    return priced, call.model, provider, degrade
 
 
 def _attribution_headers(subject: Subject) -> dict[str, str]:
@@ -428,6 +450,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 return self._passthrough(request)
             endpoint, call = prepared
             provider = _provider(self.settings, request.url.host, endpoint)
+            call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:
                 self.settings.check()
@@ -435,7 +458,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     subject,
                     call,
                     provider,
-                    degrade=self.settings.degrade,
+                    degrade=degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
                 )
@@ -446,6 +469,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
             bounded = bounds(call, self.settings.bound_non_streamed)
             content, wants_usage = upstream_body(streamed(call) if bounded else call, admission, provider)
             extra = {"degraded": changes} if changes else {}
+            if deployment is not None:
+                extra["deployment"] = deployment
+                if upstream_content_type(call) == "application/json":
+                    content = renamed(content, deployment)
             try:
                 response = self.inner.handle_request(
                     rebuilt(request, content, _upstream_headers(call, subject))
@@ -529,6 +556,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 except BaseException:  # the body broke off: what was sent is still owed
                     self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                     raise
+                if "deployment" in extra and content_filtered(response.status_code, content):
+                    outcome = filtered_outcome(admission)  # Azure bills it (guard.wire.azure)
+                    self._settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                    return answer(response, content=content)
                 if response.status_code >= 400:
                     status = {"http_status": response.status_code, **extra}
                     self._settle(admission, Outcome(None, status="upstream_error", metadata=status))
@@ -556,6 +587,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 return await self._passthrough(request)
             endpoint, call = prepared
             provider = _provider(self.settings, request.url.host, endpoint)
+            call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:
                 self.settings.check()
@@ -563,7 +595,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     subject,
                     call,
                     provider,
-                    degrade=self.settings.degrade,
+                    degrade=degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
                 )
@@ -574,6 +606,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
             bounded = bounds(call, self.settings.bound_non_streamed)
             content, wants_usage = upstream_body(streamed(call) if bounded else call, admission, provider)
             extra = {"degraded": changes} if changes else {}
+            if deployment is not None:
+                extra["deployment"] = deployment
+                if upstream_content_type(call) == "application/json":
+                    content = renamed(content, deployment)
             try:
                 response = await self.inner.handle_async_request(
                     rebuilt(request, content, _upstream_headers(call, subject))
@@ -656,6 +692,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 except BaseException:  # the body broke off: what was sent is still owed
                     await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
                     raise
+                if "deployment" in extra and content_filtered(response.status_code, content):
+                    outcome = filtered_outcome(admission)  # Azure bills it (guard.wire.azure)
+                    await self._asettle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                    return answer(response, content=content)
                 if response.status_code >= 400:
                     status = {"http_status": response.status_code, **extra}
                     await self._asettle(admission, Outcome(None, status="upstream_error", metadata=status))
