@@ -81,6 +81,7 @@ from tokenward.errors import ConfigError, UnpricedCall
 __all__ = [
     "PER_TOKEN_SANITY_BOUND_USD",
     "UNKNOWN_MODEL_POLICIES",
+    "VERTEX_REGIONAL_UPLIFT",
     "PriceBook",
     "PriceContext",
     "UnknownModel",
@@ -329,12 +330,16 @@ class PriceBook:
             return self._trust[provider.lower()]
         return self._trust[None]
 
-    def derive(self, name: str, base: str, multiplier: Decimal | int | str = 1) -> None:
+    def derive(
+        self, name: str, base: str, multiplier: Decimal | int | str = 1, *, own_rows_too: bool = False
+    ) -> None:
         """Price calls made under the provider id ``name`` (``azure:<deployment>``) at ``base``'s
         own rows (``azure``) when it has one for the model, else at the row ``base`` falls back
         on (genai-prices' ``fallback_model_providers``, e.g. OpenAI's for Azure) times
-        ``multiplier``, marked ``estimated``. The provider id ``azure`` is derived from itself
-        with multiplier 1 without being registered.
+        ``multiplier``, marked ``estimated``. With ``own_rows_too`` the multiplier is a documented
+        surcharge on every row (not estimated): Vertex AI's regional endpoints for Claude. The
+        provider ids ``azure`` (itself, 1) and ``google:regional`` (``google``, 1.1 on every row)
+        are known without being registered.
 
         Raises:
             ConfigError: a multiplier that is not a positive number.
@@ -346,16 +351,13 @@ class PriceBook:
         if not factor.is_finite() or factor <= 0:
             raise ConfigError(f"price_multiplier of {name!r} must be a positive number, got {multiplier!r}")
         with self._lock:
-            self._derived[name.lower()] = (base.lower(), factor)
+            self._derived[name.lower()] = (base.lower(), factor, own_rows_too)
 
-    def _derivation(self, provider: str | None) -> tuple[str, Decimal] | None:
+    def _derivation(self, provider: str | None) -> tuple[str, Decimal, bool] | None:
         if provider is None:
             return None
         key = provider.lower()
-        found = self._derived.get(key)
-        if found is None and key in _CLOUD_BASES:
-            found = (key, Decimal(1))
-        return found
+        return self._derived.get(key) or _BUILTIN_DERIVED.get(key)
 
     def resolve(
         self,
@@ -455,11 +457,19 @@ class PriceBook:
         return price_usage(usage, price, cache_write_ttl=context.cache_write_ttl, image=context.image)
 
     def _derived_price(
-        self, model: str, derivation: tuple[str, Decimal], context: PriceContext | None, served: str | None
+        self,
+        model: str,
+        derivation: tuple[str, Decimal, bool],
+        context: PriceContext | None,
+        served: str | None,
     ) -> Price | None:
-        base, factor = derivation
+        base, factor, own_rows_too = derivation
         price = self._resolve(model, base, context, served)
-        if price is None or self._own_row(price, base):
+        if price is None:
+            return None
+        if own_rows_too:
+            return _scaled(price, factor, estimated=price.estimated, label="regional_uplift")
+        if self._own_row(price, base):
             return price
         return _scaled(price, factor)
 
@@ -633,12 +643,22 @@ class PriceBook:
         return price
 
 
-_CLOUD_BASES = frozenset({"azure"})
-"""Provider ids priced as :meth:`PriceBook.derive` rules from themselves (multiplier 1)."""
+VERTEX_REGIONAL_UPLIFT = Decimal("1.1")
+"""Claude on Vertex AI's regional (and multi-region) endpoints costs 10 % more than on the global
+endpoint, from Claude Sonnet 4.5 on ("Regional endpoints include a 10% pricing premium over
+global endpoints", https://platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai,
+read 2026-12-07)."""
+
+_BUILTIN_DERIVED: dict[str, tuple[str, Decimal, bool]] = {
+    "azure": ("azure", Decimal(1), False),
+    "google:regional": ("google", VERTEX_REGIONAL_UPLIFT, True),
+}
+"""Provider ids priced as :meth:`PriceBook.derive` rules without being registered."""
 
 
-def _scaled(price: Price, factor: Decimal) -> Price:
-    """``price`` with every token rate times ``factor``, marked estimated (a fallback row)."""
+def _scaled(price: Price, factor: Decimal, *, estimated: bool = True, label: str = "price_multiplier") -> Price:
+    """``price`` with every token rate times ``factor``: marked estimated by default (a fallback
+    row scaled by a configured guess), else a documented surcharge recorded under ``label``."""
 
     def rate(value: Rate) -> Rate:
         if isinstance(value, Tiered):
@@ -648,8 +668,8 @@ def _scaled(price: Price, factor: Decimal) -> Price:
     return replace(
         price,
         rates={k: rate(v) for k, v in price.rates.items()},
-        estimated=True,
-        modifiers={**price.modifiers, "price_multiplier": str(factor)},
+        estimated=estimated,
+        modifiers={**price.modifiers, label: str(factor)},
     )
 
 

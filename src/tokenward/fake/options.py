@@ -54,6 +54,9 @@ class FakeSettings:
             ask for ``dimensions``.
         azure_identity_secret: the ``X-IDENTITY-HEADER`` value the fake's Azure managed-identity
             token endpoint accepts (None: it issues no tokens); see :mod:`tokenward.fake.azure`.
+        google_service_account_key: the PEM public key of the service account whose signed JWTs
+            the fake's Google OAuth token endpoint accepts (None: it issues no tokens); see
+            :mod:`tokenward.fake.vertex`.
 
     Raises:
         ConfigError: a negative count or delay, ``chunk_tokens`` or ``max_recorded`` below 1.
@@ -67,6 +70,7 @@ class FakeSettings:
     max_recorded: int = 1000
     embedding_dimensions: int = 1536
     azure_identity_secret: str | None = None
+    google_service_account_key: str | None = None
 
     def __post_init__(self) -> None:
         minimums = {

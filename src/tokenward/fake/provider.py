@@ -24,6 +24,8 @@ Routes:
   ``/v1/messages`` or with ``anthropic-version``, else OpenAI's);
 * Azure OpenAI's layouts (``/openai/deployments/{deployment}/...``, ``/openai/v1/...``) and a
   managed-identity token endpoint (:mod:`tokenward.fake.azure`);
+* Vertex AI's publisher-model paths (Gemini, and Claude's ``rawPredict``/``streamRawPredict``) and
+  an OAuth token endpoint (:mod:`tokenward.fake.vertex`);
 * ``GET /healthz``: ``{"status": "ok"}``;
 * ``GET /_fake/tally``: what the fake generated per request (:mod:`tokenward.fake.tally`);
   ``DELETE /_fake/tally`` forgets it;
@@ -65,6 +67,7 @@ from tokenward.errors import ValidationError
 from tokenward.fake import (
     anthropic_count_tokens,
     azure,
+    vertex,
     anthropic_messages,
     gemini,
     gemini_caches,
@@ -464,6 +467,33 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         record(request, None)
         return identity.token(request)
 
+    tokens = vertex.GoogleTokens(settings.google_service_account_key)
+
+    async def vertex_gemini(request: Request) -> Response:
+        model, _, method = request.path_params["target"].partition(":")
+        if not model or method not in gemini.METHODS:
+            return await unknown(request)
+        alt = request.query_params.get("alt")
+        endpoint = replace(
+            _GEMINI, check_key=tokens.check, parse=lambda body: gemini.parse_request(body, model, method, alt)
+        )
+        return await provider_call(request, endpoint)
+
+    async def vertex_claude(request: Request) -> Response:
+        target = request.path_params["target"]
+        parse = _MESSAGES.parse
+        endpoint = replace(
+            _MESSAGES, check_key=tokens.check, parse=lambda body: parse(vertex.claude_body(body, target))
+        )
+        return await provider_call(request, endpoint)
+
+    where = "/v1/projects/{project}/locations/{location}/publishers"
+    vertex_routes = [
+        Route("/_fake/google/token", tokens.token, methods=["POST"]),
+        Route(where + "/google/models/{target}", vertex_gemini, methods=["POST"]),
+        Route(where + "/anthropic/models/{target}", vertex_claude, methods=["POST"]),
+    ]
+
     azure_routes = [
         Route("/_fake/azure/identity", azure_identity, methods=["GET"]),
         Route("/openai/deployments/{deployment}/chat/completions", azure_route(_CHAT), methods=["POST"]),
@@ -524,6 +554,7 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             Route("/v1beta/models/{target}", gemini_call, methods=["POST"]),
             Route("/v1/models/{target}", gemini_call, methods=["POST"]),
             *azure_routes,
+            *vertex_routes,
             Route("/v1/{rest:path}", unknown, methods=[*_ANY]),
             Route("/v1beta/{rest:path}", unknown, methods=[*_ANY]),
         ]

@@ -330,9 +330,17 @@ def create_app(
         route(by_path["/v1/responses"], "/openai/responses"),
         *(route(by_path["/v1" + op], "/openai/v1" + op) for op in ("/chat/completions", "/completions", "/embeddings", "/responses")),
     ]
+    claude = by_path["/v1/messages"]
+    where = "/projects/{project}/locations/{location}/publishers"
+    vertex = [  # Vertex AI's publisher-model paths, for google-genai (vertexai=True) and AnthropicVertex
+        *(route(gemini, f"/{v}{where}/google/models/{{target}}") for v in ("v1", "v1beta1")),
+        *(route(gemini, f"/{v}/publishers/google/models/{{target}}") for v in ("v1", "v1beta1")),
+        route(claude, f"/v1{where}/anthropic/models/{{target}}"),
+    ]
     proxied = [
         *(route(e) for e in endpoints),
         *azure,
+        *vertex,
         route(gemini, "/v1/models/{target}"),  # google-genai posts under /v1 too
         forward("anthropic", "/v1/messages/count_tokens", "POST"),
         forward("openai", "/models", "GET"),

@@ -32,6 +32,11 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         deployments:                     # deployment name -> the model it runs
           gpt4o-prod: gpt-4o
           gpt4o-eu: {model: gpt-4o, price_multiplier: 1.1}
+      - name: vertex                     # Google Vertex AI: Gemini and Claude
+        provider: vertex
+        project: my-project
+        location: us-east5               # or global; the base URL follows it
+        models: ["gemini-*", "claude-*"]
     keys:                                # virtual keys clients use instead of provider keys
       - key: tw-demo-key                 # or key_sha256: <hex digest of the key>
         name: demo
@@ -57,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenward.core.budgets import Budget
+from tokenward.core.modifiers import claude_version
 from tokenward.errors import ConfigError
 from tokenward.files import load_mapping
 from tokenward.gateway.observing import ObserveConfig, parse_observe
@@ -95,9 +101,10 @@ PROVIDERS: dict[str, ProviderKind] = {
     "gemini": ProviderKind("https://generativelanguage.googleapis.com", frozenset({"gemini"})),
     "fake": ProviderKind("", frozenset({"openai", "anthropic", "gemini"}), "/v1"),
     "azure": ProviderKind("", frozenset({"openai"})),
+    "vertex": ProviderKind("", frozenset({"gemini", "anthropic"})),
 }
 
-AUTH_MODES = {"azure": ("api-key", "entra")}
+AUTH_MODES = {"azure": ("api-key", "entra"), "vertex": ("adc",)}
 """How each cloud upstream kind authenticates to its platform (the first is the default)."""
 
 
@@ -116,6 +123,16 @@ class Deployment:
     name: str
     model: str
     price_multiplier: Decimal | None = None
+
+
+def vertex_uplifted(model: str) -> bool:
+    """Whether Claude ``model`` costs more on a Vertex AI regional endpoint than on the global one:
+    from Claude Sonnet 4.5 on (:data:`~tokenward.core.pricebook.VERTEX_REGIONAL_UPLIFT`); a Claude id
+    whose version cannot be read is taken as a newer one (the dearer reading)."""
+    if "claude" not in model.lower():
+        return False
+    version = claude_version(model)
+    return version is None or version >= (4, 5)
 
 
 _FAMILY_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
@@ -152,6 +169,8 @@ class UpstreamConfig:
     deployments: tuple[Deployment, ...] = ()
     api_version: str | None = None
     auth: str | None = None
+    project: str | None = None
+    location: str | None = None
 
     def serves(self, family: str, model: str) -> bool:
         """Whether this upstream speaks the API ``family`` and serves ``model``."""
@@ -188,6 +207,11 @@ class UpstreamConfig:
         ``google``), so its calls are priced like the real ones. An Azure deployment with a
         ``price_multiplier`` is priced as ``azure:<upstream>/<deployment>``
         (:meth:`~tokenward.core.pricebook.PriceBook.derive`, registered by :meth:`price_rules`)."""
+        if self.provider == "vertex":
+            regional = self.location not in (None, "global")
+            if regional and family == "anthropic" and model is not None and vertex_uplifted(model):
+                return "google:regional"
+            return "google"
         if self.provider == "azure":
             found = self.deployment(model) if model is not None else None
             if found is not None and found.price_multiplier is not None:
@@ -219,6 +243,8 @@ class UpstreamConfig:
                 f"upstream {self.name!r}: the environment variable {self.api_key_env} (its api_key_env) "
                 "is not set, so its calls go without a provider key and will likely be refused (401)"
             )
+        if self.provider == "vertex":
+            return None  # application-default credentials (gateway/clouds/vertex.py)
         if not self.api_key_env and self.provider == "azure" and self.auth != "entra":
             return (
                 f"upstream {self.name!r} (azure, auth: api-key) has no api_key_env, so its calls go "
@@ -443,7 +469,9 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
     known = {"name", "provider", "base_url", "api_key_env", "models", "bound_non_streamed", "service_tier"}
-    cloud = {"azure": {"deployments", "api_version", "auth"}}.get(str(raw.get("provider", "")), set())
+    cloud = {"azure": {"deployments", "api_version", "auth"}, "vertex": {"project", "location", "auth"}}.get(
+        str(raw.get("provider", "")), set()
+    )
     known |= cloud
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
@@ -451,6 +479,13 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     if provider not in PROVIDERS:
         raise ConfigError(f"{where}.provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
     base_url = raw.get("base_url") or PROVIDERS[provider].default_base or None
+    if provider == "vertex":
+        for name in ("project", "location"):
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                raise ConfigError(f"{where}.{name} is required for a vertex upstream")
+        location = str(raw["location"])
+        host = "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
+        base_url = base_url or f"https://{host}"
     if base_url is None and provider != "fake":
         raise ConfigError(f"{where}.base_url is required for provider {provider!r}")
     if base_url is not None and not str(base_url).startswith(("http://", "https://")):
@@ -482,6 +517,8 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         deployments=deployments,
         api_version=None if api_version is None else str(api_version),
         auth=auth,
+        project=raw.get("project"),
+        location=raw.get("location"),
     )
 
 

@@ -36,14 +36,14 @@ from tokenward.core.events import UsageEvent
 from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
-from tokenward.gateway.clouds import upstream_url
+from tokenward.gateway.clouds import upstream_content, upstream_url
 from tokenward.gateway.config import AUTH_MODES as CLOUD_AUTH
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
 from tokenward.guard import Admission, AsyncGuard, Outcome
 from tokenward.guard.context import conversation_growth
-from tokenward.guard.wire.azure import content_filtered, filtered_outcome, renamed
+from tokenward.guard.wire.azure import content_filtered, filtered_outcome
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.endpoints import Endpoint
 from tokenward.guard.wire.exchange import (
@@ -288,6 +288,8 @@ def _log_unavailable(exc: LedgerError) -> None:
 async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
     raw = await request.body()
     try:
+        if "target" in request.path_params and endpoint.family == "anthropic":  # Claude on Vertex AI
+            return prepare_body(endpoint, _vertex_claude(load_body(raw), request.path_params["target"]))
         if "target" in request.path_params:  # Gemini: the model and streaming are in the URL
             body = load_body(raw)
             target = request.path_params.get("target", "")
@@ -313,6 +315,23 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
         raise GatewayError(400, str(exc), param=exc.field) from None
     except ValueError:
         raise GatewayError(400, "the request body is not valid JSON", param="body") from None
+
+
+def _vertex_claude(body: Any, target: str) -> Any:
+    """A Vertex ``rawPredict``/``streamRawPredict`` body as the Messages API reads it: the model
+    and streaming from the URL, without Vertex's ``anthropic_version`` (an upstream of another
+    kind would refuse it; a Vertex upstream writes it back).
+
+    Raises:
+        GatewayError: 404 for a method that is not one of the two.
+    """
+    model, _, method = target.rpartition(":")
+    if method not in ("rawPredict", "streamRawPredict") or not model:
+        raise GatewayError(404, f"unknown Vertex AI method {target!r}", code="not_found")
+    if not isinstance(body, dict):
+        return body
+    out = {k: v for k, v in body.items() if k != "anthropic_version"}
+    return {**out, "model": model, "stream": method == "streamRawPredict"}
 
 
 async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, request_id: str) -> Response:
@@ -408,7 +427,9 @@ class _Exchange:
         if self.target is not None:
             metadata["deployment"] = self.target
         path = call.endpoint.upstream_path(call.body)
-        self.url = upstream_url(upstream, call.endpoint.family, path, self.target or call.model)
+        self.url = upstream_url(
+            upstream, call.endpoint.family, path, self.target or call.model, call.body.get("stream") is True
+        )
         self.own = own_headers(admission.request_id, state.version)
         self.settled = False
         self.started = time.monotonic()
@@ -488,8 +509,8 @@ class _Exchange:
     async def _open(self, content: bytes, last: bool) -> httpx.Response | Response | None:
         """Send the call upstream and return its answer with the body still to read; or, when
         sending failed, the answer for the client (None: the next attempt may fix it)."""
-        if self.target is not None and self.headers.get("content-type") == "application/json":
-            content = renamed(content, self.target)
+        if self.headers.get("content-type") == "application/json":
+            content = upstream_content(self.upstream, self.call.endpoint.family, content, self.target)
         try:
             request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
             return await self.client.send(request, stream=True)
