@@ -66,9 +66,8 @@ from starlette.routing import Route
 from tokenward.errors import ValidationError
 from tokenward.fake import (
     anthropic_count_tokens,
-    azure,
-    vertex,
     anthropic_messages,
+    azure,
     gemini,
     gemini_caches,
     openai_chat,
@@ -76,6 +75,7 @@ from tokenward.fake import (
     openai_embeddings,
     openai_media,
     openai_responses,
+    vertex,
 )
 from tokenward.fake import (
     conversations as fake_conversations,
@@ -487,11 +487,11 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         )
         return await provider_call(request, endpoint)
 
-    where = "/v1/projects/{project}/locations/{location}/publishers"
+    where = "/projects/{project}/locations/{location}/publishers"
     vertex_routes = [
         Route("/_fake/google/token", tokens.token, methods=["POST"]),
-        Route(where + "/google/models/{target}", vertex_gemini, methods=["POST"]),
-        Route(where + "/anthropic/models/{target}", vertex_claude, methods=["POST"]),
+        *(Route(f"/{v}{where}/google/models/{{target}}", vertex_gemini, methods=["POST"]) for v in ("v1", "v1beta1")),
+        Route(f"/v1{where}/anthropic/models/{{target}}", vertex_claude, methods=["POST"]),
     ]
 
     azure_routes = [

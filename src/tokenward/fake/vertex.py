@@ -3,7 +3,8 @@
 Routes (served by :mod:`tokenward.fake.provider` with the Gemini and Anthropic handlers):
 
 * ``POST /v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent``
-  and ``:streamGenerateContent?alt=sse``: Gemini;
+  and ``:streamGenerateContent?alt=sse`` (also under ``/v1beta1``, where google-genai sends them):
+  Gemini;
 * ``POST .../publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict``: Claude; the
   body must carry ``anthropic_version`` and no ``model`` (Vertex takes it from the URL), else 400;
 * ``POST /_fake/google/token``: an OAuth 2.0 token endpoint for the JWT-bearer grant (RFC 7523),

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenward.core.budgets import Budget
-from tokenward.core.modifiers import claude_version
+from tokenward.core.modifiers import vertex_uplifted
 from tokenward.errors import ConfigError
 from tokenward.files import load_mapping
 from tokenward.gateway.observing import ObserveConfig, parse_observe
@@ -123,16 +123,6 @@ class Deployment:
     name: str
     model: str
     price_multiplier: Decimal | None = None
-
-
-def vertex_uplifted(model: str) -> bool:
-    """Whether Claude ``model`` costs more on a Vertex AI regional endpoint than on the global one:
-    from Claude Sonnet 4.5 on (:data:`~tokenward.core.pricebook.VERTEX_REGIONAL_UPLIFT`); a Claude id
-    whose version cannot be read is taken as a newer one (the dearer reading)."""
-    if "claude" not in model.lower():
-        return False
-    version = claude_version(model)
-    return version is None or version >= (4, 5)
 
 
 _FAMILY_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}

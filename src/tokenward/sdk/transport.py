@@ -49,6 +49,7 @@ from tokenward.guard.wire.exchange import (
     upstream_body,
     upstream_content_type,
 )
+from tokenward.sdk.addressed import Addressed, addressed
 from tokenward.sdk.context import current
 
 __all__ = ["GatewayMemory", "TransportSettings", "endpoint_for", "transport_classes"]
@@ -81,7 +82,10 @@ def endpoint_for(method: str, path: str) -> Endpoint | None:
     if method.upper() != "POST":
         return None
     path = path.rstrip("/")
-    return next((endpoint for suffix, endpoint in _ENDPOINTS if path.endswith(suffix)), None)
+    found = next((endpoint for suffix, endpoint in _ENDPOINTS if path.endswith(suffix)), None)
+    if found is None and (route := addressed(method, path)) is not None:
+        return route.endpoint  # Gemini, Claude on Vertex AI: the model is in the URL
+    return found
 
 
 @dataclass
@@ -356,13 +360,25 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 self.relay.client_gone()
             await self._finish()
 
-    def rebuilt(request: Any, content: bytes | None = None, extra: dict[str, str] | None = None) -> Any:
+    def rebuilt(
+        request: Any,
+        content: bytes | None = None,
+        extra: dict[str, str] | None = None,
+        route: Addressed | None = None,
+        stream: bool = False,
+    ) -> Any:
         replaced = {"content-length", *(k.lower() for k in (extra or {}))}
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in replaced]
         headers += list((extra or {}).items())
+        url = request.url
+        if route is not None:  # a URL-addressed call: the platform's body, the streaming method
+            content = route.content(content, request.content) if content is not None else None
+            url = url.copy_with(path=route.path(url.path, stream))
+            if stream and not route.vertex_claude and url.params.get("alt") != "sse":
+                url = url.copy_merge_params({"alt": "sse"})
         return module.Request(
             request.method,
-            request.url,
+            url,
             headers=headers,
             content=request.content if content is None else content,
             extensions=request.extensions,
@@ -389,12 +405,15 @@ def transport_classes(module: Any) -> tuple[type, type]:
         ) -> None:
             self.inner, self.guard, self.settings, self.gateways = inner, guard, settings, gateways
 
-        def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall] | None:
+        def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall, Addressed | None] | None:
             endpoint = endpoint_for(request.method, request.url.path)
             if endpoint is None or GatewayMemory.key(request.url) in self.gateways.hosts:
                 return None
+            route = addressed(request.method, request.url.path.rstrip("/"))
             try:
-                return endpoint, prepare(endpoint, request.content, request.headers.get("content-type"))
+                if route is not None:
+                    return endpoint, prepare_body(endpoint, route.body(request.content)), route
+                return endpoint, prepare(endpoint, request.content, request.headers.get("content-type")), None
             except ValidationError as exc:
                 if endpoint.dialect in _MEDIA_DIALECTS:
                     raise self.settings.raise_as(exc) from None
@@ -448,8 +467,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
             prepared = self._prepare(request)
             if prepared is None:
                 return self._passthrough(request)
-            endpoint, call = prepared
-            provider = _provider(self.settings, request.url.host, endpoint)
+            endpoint, call, route = prepared
+            provider = route.provider() if route is not None else _provider(self.settings, request.url.host, endpoint)
             call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:
@@ -475,7 +494,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     content = renamed(content, deployment)
             try:
                 response = self.inner.handle_request(
-                    rebuilt(request, content, _upstream_headers(call, subject))
+                    rebuilt(request, content, _upstream_headers(call, subject), route, bounded or call.stream)
                 )
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
@@ -585,8 +604,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
             prepared = self._prepare(request)
             if prepared is None:
                 return await self._passthrough(request)
-            endpoint, call = prepared
-            provider = _provider(self.settings, request.url.host, endpoint)
+            endpoint, call, route = prepared
+            provider = route.provider() if route is not None else _provider(self.settings, request.url.host, endpoint)
             call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:
@@ -612,7 +631,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     content = renamed(content, deployment)
             try:
                 response = await self.inner.handle_async_request(
-                    rebuilt(request, content, _upstream_headers(call, subject))
+                    rebuilt(request, content, _upstream_headers(call, subject), route, bounded or call.stream)
                 )
             except BaseException:
                 await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))

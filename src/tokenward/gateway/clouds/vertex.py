@@ -77,7 +77,7 @@ class VertexAuth(httpx.Auth):
 
     def __init__(self, upstream: UpstreamConfig, credentials: Any = None) -> None:
         try:
-            import google.auth  # noqa: F401
+            import google.auth
             import google.auth.transport.requests  # noqa: F401
         except ImportError:
             raise ConfigError(
