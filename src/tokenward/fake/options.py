@@ -57,6 +57,9 @@ class FakeSettings:
         google_service_account_key: the PEM public key of the service account whose signed JWTs
             the fake's Google OAuth token endpoint accepts (None: it issues no tokens); see
             :mod:`tokenward.fake.vertex`.
+        aws_access_key_id / aws_secret_access_key: the AWS credentials whose SigV4 signatures the
+            fake's Bedrock routes accept (no secret: SigV4 is not checked); see
+            :mod:`tokenward.fake.bedrock`.
 
     Raises:
         ConfigError: a negative count or delay, ``chunk_tokens`` or ``max_recorded`` below 1.
@@ -71,6 +74,8 @@ class FakeSettings:
     embedding_dimensions: int = 1536
     azure_identity_secret: str | None = None
     google_service_account_key: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
 
     def __post_init__(self) -> None:
         minimums = {

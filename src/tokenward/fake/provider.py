@@ -24,6 +24,8 @@ Routes:
   ``/v1/messages`` or with ``anthropic-version``, else OpenAI's);
 * Azure OpenAI's layouts (``/openai/deployments/{deployment}/...``, ``/openai/v1/...``) and a
   managed-identity token endpoint (:mod:`tokenward.fake.azure`);
+* Bedrock Runtime's Converse and InvokeModel paths, binary event streams included, with SigV4
+  checked (:mod:`tokenward.fake.bedrock`);
 * Vertex AI's publisher-model paths (Gemini, and Claude's ``rawPredict``/``streamRawPredict``) and
   an OAuth token endpoint (:mod:`tokenward.fake.vertex`);
 * ``GET /healthz``: ``{"status": "ok"}``;
@@ -68,6 +70,7 @@ from tokenward.fake import (
     anthropic_count_tokens,
     anthropic_messages,
     azure,
+    bedrock,
     gemini,
     gemini_caches,
     openai_chat,
@@ -467,6 +470,30 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         record(request, None)
         return identity.token(request)
 
+    gate = bedrock.BedrockGate(settings.aws_access_key_id, settings.aws_secret_access_key, settings.api_key)
+
+    def bedrock_call(converse: bool, stream: bool) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            model = request.path_params["model_id"]
+            shape = bedrock.converse_body if converse else bedrock.invoke_body
+            parse = _MESSAGES.parse
+            endpoint = replace(
+                _MESSAGES,
+                check_key=gate.check,
+                parse=lambda body: parse(shape(body, model, stream)),
+                error=lambda status, message, *rest: bedrock.aws_error(status, message),
+            )
+            return bedrock.rewritten(await provider_call(request, endpoint), converse)
+
+        return handle
+
+    bedrock_routes = [
+        Route("/model/{model_id}/converse", bedrock_call(True, False), methods=["POST"]),
+        Route("/model/{model_id}/converse-stream", bedrock_call(True, True), methods=["POST"]),
+        Route("/model/{model_id}/invoke", bedrock_call(False, False), methods=["POST"]),
+        Route("/model/{model_id}/invoke-with-response-stream", bedrock_call(False, True), methods=["POST"]),
+    ]
+
     tokens = vertex.GoogleTokens(settings.google_service_account_key)
 
     async def vertex_gemini(request: Request) -> Response:
@@ -555,6 +582,7 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             Route("/v1/models/{target}", gemini_call, methods=["POST"]),
             *azure_routes,
             *vertex_routes,
+            *bedrock_routes,
             Route("/v1/{rest:path}", unknown, methods=[*_ANY]),
             Route("/v1beta/{rest:path}", unknown, methods=[*_ANY]),
         ]

@@ -38,6 +38,8 @@ from tokenward.gateway.relay import GatewayState, own_headers, passthrough, prox
 from tokenward.guard import AsyncGuard
 from tokenward.guard.wire.endpoints import (
     AnthropicMessages,
+    BedrockConverse,
+    BedrockInvoke,
     Endpoint,
     Gemini,
     GeminiCachedContents,
@@ -337,10 +339,18 @@ def create_app(
         *(route(gemini, f"/{v}/publishers/google/models/{{target}}") for v in ("v1", "v1beta1")),
         route(claude, f"/v1{where}/anthropic/models/{{target}}"),
     ]
+    converse, invoke = BedrockConverse(), BedrockInvoke()
+    bedrock = [  # Bedrock Runtime's paths, for boto3's bedrock-runtime client and AnthropicBedrock
+        route(converse, "/model/{model_id}/converse"),
+        route(converse, "/model/{model_id}/converse-stream"),
+        route(invoke, "/model/{model_id}/invoke"),
+        route(invoke, "/model/{model_id}/invoke-with-response-stream"),
+    ]
     proxied = [
         *(route(e) for e in endpoints),
         *azure,
         *vertex,
+        *bedrock,
         route(gemini, "/v1/models/{target}"),  # google-genai posts under /v1 too
         forward("anthropic", "/v1/messages/count_tokens", "POST"),
         forward("openai", "/models", "GET"),

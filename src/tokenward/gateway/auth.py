@@ -26,7 +26,15 @@ from tokenward.core.budgets import Subject
 from tokenward.gateway.config import GatewayConfig, KeyConfig
 from tokenward.gateway.errors import GatewayError
 
-__all__ = ["authenticate", "authenticate_any", "body_user", "presented_key", "subject_for"]
+__all__ = [
+    "authenticate",
+    "authenticate_any",
+    "authenticate_sigv4",
+    "body_user",
+    "presented_key",
+    "signed_with_sigv4",
+    "subject_for",
+]
 
 _VALUE = re.compile(r"^[\w.:@/\-]{1,200}$")
 
@@ -95,6 +103,35 @@ async def authenticate_any(
         raise GatewayError(401, "unknown tokenward key", type="authentication_error", code="invalid_api_key")
     scopes = {s: v for s, v in record.subject.to_dict().items() if s in ("org", "project", "team", "user")}
     return KeyConfig(record.name, digest, scopes, record.allow_user_override)
+
+
+def signed_with_sigv4(headers: Mapping[str, str]) -> bool:
+    """Whether a request presents an AWS SigV4 signature (boto3 and the other AWS SDKs)."""
+    return headers.get("authorization", "").startswith("AWS4-HMAC-SHA256")
+
+
+def authenticate_sigv4(
+    method: str, url: str, headers: Mapping[str, str], body: bytes, config: GatewayConfig
+) -> KeyConfig:
+    """The virtual key whose SigV4 secret signed the request: its access key id is the key's
+    name (:attr:`KeyConfig.sigv4_secret`), the signature recomputed with botocore
+    (:func:`tokenward.guard.wire.sigv4.verify_sigv4`).
+
+    Raises:
+        GatewayError: 401 naming what is wrong (no secret is ever echoed).
+    """
+    from tokenward.guard.wire.sigv4 import SigV4Problem, verify_sigv4
+
+    signing = {k.name: k for k in config.keys if k.sigv4_secret}
+    try:
+        name = verify_sigv4(
+            method, url, headers, body, lambda akid: signing[akid].sigv4_secret if akid in signing else None
+        )
+    except SigV4Problem as problem:
+        raise GatewayError(
+            401, f"SigV4 signature refused: {problem}", type="authentication_error", code="invalid_signature"
+        ) from None
+    return signing[name]
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -37,6 +37,10 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         project: my-project
         location: us-east5               # or global; the base URL follows it
         models: ["gemini-*", "claude-*"]
+      - name: bedrock                    # Amazon Bedrock: Converse, and InvokeModel for Claude
+        provider: bedrock
+        region: us-east-1                # base URL https://bedrock-runtime.<region>.amazonaws.com
+        auth: sigv4                      # sigv4 (the AWS credential chain) | api-key (api_key_env)
     keys:                                # virtual keys clients use instead of provider keys
       - key: tw-demo-key                 # or key_sha256: <hex digest of the key>
         name: demo
@@ -102,9 +106,10 @@ PROVIDERS: dict[str, ProviderKind] = {
     "fake": ProviderKind("", frozenset({"openai", "anthropic", "gemini"}), "/v1"),
     "azure": ProviderKind("", frozenset({"openai"})),
     "vertex": ProviderKind("", frozenset({"gemini", "anthropic"})),
+    "bedrock": ProviderKind("", frozenset({"bedrock"})),
 }
 
-AUTH_MODES = {"azure": ("api-key", "entra"), "vertex": ("adc",)}
+AUTH_MODES = {"azure": ("api-key", "entra"), "vertex": ("adc",), "bedrock": ("sigv4", "api-key")}
 """How each cloud upstream kind authenticates to its platform (the first is the default)."""
 
 
@@ -161,6 +166,7 @@ class UpstreamConfig:
     auth: str | None = None
     project: str | None = None
     location: str | None = None
+    region: str | None = None
 
     def serves(self, family: str, model: str) -> bool:
         """Whether this upstream speaks the API ``family`` and serves ``model``."""
@@ -207,6 +213,8 @@ class UpstreamConfig:
             if found is not None and found.price_multiplier is not None:
                 return f"azure:{self.name}/{found.name}"
             return "azure"
+        if self.provider == "bedrock":
+            return "aws"
         if self.provider == "fake":
             return _FAMILY_PROVIDERS[family]
         return "google" if self.provider == "gemini" else self.provider
@@ -233,8 +241,13 @@ class UpstreamConfig:
                 f"upstream {self.name!r}: the environment variable {self.api_key_env} (its api_key_env) "
                 "is not set, so its calls go without a provider key and will likely be refused (401)"
             )
-        if self.provider == "vertex":
-            return None  # application-default credentials (gateway/clouds/vertex.py)
+        if self.provider == "vertex" or (self.provider == "bedrock" and self.auth == "sigv4"):
+            return None  # the platform's credential chain (gateway/clouds)
+        if not self.api_key_env and self.provider == "bedrock":
+            return (
+                f"upstream {self.name!r} (bedrock, auth: api-key) has no api_key_env (a Bedrock API "
+                "key, e.g. AWS_BEARER_TOKEN_BEDROCK), so its calls will likely be refused (403)"
+            )
         if not self.api_key_env and self.provider == "azure" and self.auth != "entra":
             return (
                 f"upstream {self.name!r} (azure, auth: api-key) has no api_key_env, so its calls go "
@@ -257,12 +270,16 @@ class KeyConfig:
         key_sha256: SHA-256 hex digest of the key (keys are compared by digest).
         subject: ``user``, ``project``, ``team``, ``org`` the key charges.
         allow_user_override: whether the key may name another user with ``x-tokenward-user``.
+        sigv4_secret: the secret with which boto3 (or another AWS SDK) signs requests for this
+            key, its access key id being the key's ``name`` (``sigv4_secret`` or
+            ``sigv4_secret_env`` in the file); None: the key cannot sign.
     """
 
     name: str
     key_sha256: str
     subject: Mapping[str, str]
     allow_user_override: bool = False
+    sigv4_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,9 +476,11 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
     known = {"name", "provider", "base_url", "api_key_env", "models", "bound_non_streamed", "service_tier"}
-    cloud = {"azure": {"deployments", "api_version", "auth"}, "vertex": {"project", "location", "auth"}}.get(
-        str(raw.get("provider", "")), set()
-    )
+    cloud = {
+        "azure": {"deployments", "api_version", "auth"},
+        "vertex": {"project", "location", "auth"},
+        "bedrock": {"region", "auth"},
+    }.get(str(raw.get("provider", "")), set())
     known |= cloud
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
@@ -476,6 +495,10 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         location = str(raw["location"])
         host = "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
         base_url = base_url or f"https://{host}"
+    if provider == "bedrock":
+        if not isinstance(raw.get("region"), str) or not raw["region"]:
+            raise ConfigError(f"{where}.region is required for a bedrock upstream (us-east-1...)")
+        base_url = base_url or f"https://bedrock-runtime.{raw['region']}.amazonaws.com"
     if base_url is None and provider != "fake":
         raise ConfigError(f"{where}.base_url is required for provider {provider!r}")
     if base_url is not None and not str(base_url).startswith(("http://", "https://")):
@@ -509,6 +532,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         auth=auth,
         project=raw.get("project"),
         location=raw.get("location"),
+        region=raw.get("region"),
     )
 
 
@@ -545,14 +569,22 @@ def _key(i: int, raw: Any) -> KeyConfig:
     where = f"keys[{i}]"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override"}
+    known = {"key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override",
+             "sigv4_secret", "sigv4_secret_env"}  # fmt: skip
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     digest = _digest(raw, where)
     name = str(raw.get("name") or f"key-{digest[:8]}")
     subject = {s: str(raw[s]) for s in ("org", "project", "team", "user") if raw.get(s)}
     _check_project(subject.get("project"), where)
-    return KeyConfig(name, digest, subject, bool(raw.get("allow_user_override", False)))
+    secret = raw.get("sigv4_secret")
+    if raw.get("sigv4_secret_env"):
+        secret = os.environ.get(str(raw["sigv4_secret_env"]))
+        if not secret:
+            raise ConfigError(f"{where}.sigv4_secret_env: {raw['sigv4_secret_env']} is not set")
+    if secret is not None and (not isinstance(secret, str) or len(secret) < 8):
+        raise ConfigError(f"{where}.sigv4_secret must be a string of at least 8 characters")
+    return KeyConfig(name, digest, subject, bool(raw.get("allow_user_override", False)), secret)
 
 
 # -- tenancy -----------------------------------------------------------------------------------

@@ -35,7 +35,13 @@ from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
 from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
-from tokenward.gateway.auth import authenticate_any, body_user, subject_for
+from tokenward.gateway.auth import (
+    authenticate_any,
+    authenticate_sigv4,
+    body_user,
+    signed_with_sigv4,
+    subject_for,
+)
 from tokenward.gateway.clouds import upstream_content, upstream_url
 from tokenward.gateway.config import AUTH_MODES as CLOUD_AUTH
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
@@ -76,6 +82,9 @@ _HOP_BY_HOP = {
     "proxy-authorization",
     "proxy-connection",
     "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
     "x-api-key",
     "api-key",
     "x-goog-api-key",
@@ -252,14 +261,14 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
     try:
         return await _proxy(request, endpoint, state, request_id)
     except GatewayError as exc:
-        return error_response(endpoint.dialect, exc, own)
+        return error_response(endpoint.error_shape or endpoint.dialect, exc, own)
     except (BudgetExceeded, UnpricedCall) as exc:
         denial = _denial(exc, state.config, state.guard.ledger.clock.now())
         fields = {"request_id": request_id, "status": "denied", "http_status": denial.status, **denial.extra}
         log.info("%s denied: %s", request_id, exc, extra={"fields": fields})
-        return error_response(endpoint.dialect, denial, own)
+        return error_response(endpoint.error_shape or endpoint.dialect, denial, own)
     except ValidationError as exc:  # a value the ledger cannot keep (its subject), unknown stored context
-        return error_response(endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own)
+        return error_response(endpoint.error_shape or endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own)
     except LedgerError as exc:
         _log_unavailable(exc)
         error = GatewayError(
@@ -268,7 +277,7 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
             type="api_error",
             code="ledger_unavailable",
         )
-        return error_response(endpoint.dialect, error, own)
+        return error_response(endpoint.error_shape or endpoint.dialect, error, own)
 
 
 _outage_log = Throttle()
@@ -301,6 +310,12 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
                 raise GatewayError(400, "streamGenerateContent is served as server-sent events: add ?alt=sse")
             if isinstance(body, dict):
                 body = {**body, "model": model, "stream": stream}
+            return prepare_body(endpoint, body)
+        if "model_id" in request.path_params:  # Bedrock: the model and streaming are in the URL
+            body = load_body(raw)
+            if isinstance(body, dict):
+                stream = request.url.path.endswith(("-stream", "/invoke-with-response-stream"))
+                body = {**body, "model": request.path_params["model_id"], "stream": stream}
             return prepare_body(endpoint, body)
         if "deployment" in request.path_params:  # Azure's deployments surface: the model is in the URL
             body = load_body(raw)
@@ -336,7 +351,14 @@ def _vertex_claude(body: Any, target: str) -> Any:
 
 async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, request_id: str) -> Response:
     config = state.config
-    key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
+    if signed_with_sigv4(request.headers):  # boto3: the key's name as access key, its SigV4 secret
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        query = request.scope.get("query_string") or b""
+        url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw.decode('latin-1')}"
+        url += f"?{query.decode('latin-1')}" if query else ""
+        key = authenticate_sigv4(request.method, url, request.headers, await request.body(), config)
+    else:
+        key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
     call = await _body(request, endpoint)
     subject = subject_for(request.headers, key, call.body)
     attempts = config.attempts(endpoint.family, call.model)
@@ -470,7 +492,7 @@ class _Exchange:
             type="api_error",
             code="upstream_timeout" if timed_out else "upstream_error",
         )
-        return error_response(self.call.endpoint.dialect, error, {**self.own, **self._named()})
+        return error_response(self.call.endpoint.error_shape or self.call.endpoint.dialect, error, {**self.own, **self._named()})
 
     def _named(self) -> dict[str, str]:
         """The header naming the upstream an error answer came from (or that failed)."""
@@ -576,7 +598,7 @@ class _Exchange:
             type="api_error",
             code="upstream_broken",
         )
-        return error_response(self.call.endpoint.dialect, error, self.own)
+        return error_response(self.call.endpoint.error_shape or self.call.endpoint.dialect, error, self.own)
 
     async def bounded(self, call: PreparedCall, content: bytes, last: bool) -> Response | None:
         """A non-streamed call read from the upstream as a stream, stopped at its hold, and
@@ -614,7 +636,7 @@ class _Exchange:
             failure = GatewayError(
                 502, f"upstream {self.upstream.name!r}: {error}", type="api_error", code="upstream_broken"
             )
-            return error_response(call.endpoint.dialect, failure, self._headers(event))
+            return error_response(call.endpoint.error_shape or call.endpoint.dialect, failure, self._headers(event))
         headers = _response_headers(response, self._headers(event))
         headers.pop("cache-control", None)
         headers["content-type"] = "application/json"
@@ -640,7 +662,8 @@ class _Exchange:
         headers = _response_headers(response, self._headers(None))
         headers["cache-control"] = "no-cache"
         relay = StreamRelay(self.call, self.admission, wants_usage)
-        return _SettledStream(self._pump(response, relay), headers=headers, media_type="text/event-stream")
+        media = self.call.endpoint.stream_media_type
+        return _SettledStream(self._pump(response, relay), headers=headers, media_type=media)
 
     async def _pump(self, response: httpx.Response, relay: StreamRelay) -> AsyncIterator[bytes]:
         """Pass the upstream's bytes through the relay; settle before the client sees the end.

@@ -1,5 +1,5 @@
-"""How the gateway reaches the cloud platforms that resell models: Azure OpenAI and Google
-Vertex AI. Each kind of upstream gets an :class:`httpx.Auth` (:func:`upstream_auth`) that
+"""How the gateway reaches the cloud platforms that resell models: Azure OpenAI, Google Vertex
+AI and Amazon Bedrock. Each kind of upstream gets an :class:`httpx.Auth` (:func:`upstream_auth`) that
 authenticates every request the gateway sends it, so the relay itself never handles a platform
 credential; :func:`upstream_url` places a call on the platform's URL layout and
 :func:`upstream_content` writes its body the way the platform wants it.
@@ -36,6 +36,10 @@ def upstream_auth(upstream: UpstreamConfig, credential: Any = None) -> httpx.Aut
         from tokenward.gateway.clouds.vertex import VertexAuth
 
         return VertexAuth(upstream, credential)
+    if upstream.provider == "bedrock":
+        from tokenward.gateway.clouds.bedrock import BedrockAuth
+
+        return BedrockAuth(upstream, credential)
     return None
 
 
@@ -50,6 +54,10 @@ def upstream_url(upstream: UpstreamConfig, family: str, path: str, target: str, 
         from tokenward.gateway.clouds.vertex import vertex_url
 
         return vertex_url(upstream, family, target, stream)
+    if upstream.provider == "bedrock":
+        from tokenward.gateway.clouds.bedrock import bedrock_url
+
+        return bedrock_url(upstream, path)
     return upstream.url(family, path)
 
 
