@@ -20,9 +20,11 @@ _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PRIVATE_PEM = _KEY.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
 ).decode()
-PUBLIC_PEM = _KEY.public_key().public_bytes(
-    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-).decode()
+PUBLIC_PEM = (
+    _KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 def service_account(path: Path, token_uri: str, private_pem: str = PRIVATE_PEM) -> Path:
@@ -49,5 +51,3 @@ def vertex_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Thr
         adc = service_account(tmp_path / "adc.json", f"{server.url}/_fake/google/token")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
         yield server
-
-

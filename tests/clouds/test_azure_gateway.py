@@ -58,7 +58,10 @@ def azure_gateway(tmp_path: Path, azure_fake: ThreadedServer) -> Iterator[Any]:
             "base_url": azure_fake.url,
             "api_key_env": "AZURE_UPSTREAM_KEY",
             "api_version": API_VERSION,
-            "deployments": {"mini-prod": "gpt-4o-mini", "mini-eu": {"model": "gpt-4o-mini", "price_multiplier": 1.2}},
+            "deployments": {
+                "mini-prod": "gpt-4o-mini",
+                "mini-eu": {"model": "gpt-4o-mini", "price_multiplier": 1.2},
+            },
             **upstream,
         }
         config = GatewayConfig.from_mapping(
@@ -83,7 +86,11 @@ def azure_gateway(tmp_path: Path, azure_fake: ThreadedServer) -> Iterator[Any]:
 
 def azure_client(gateway: Gateway, **headers: str) -> openai.AzureOpenAI:
     return openai.AzureOpenAI(
-        azure_endpoint=gateway.url, api_key=KEY, api_version=API_VERSION, default_headers=headers, max_retries=0
+        azure_endpoint=gateway.url,
+        api_key=KEY,
+        api_version=API_VERSION,
+        default_headers=headers,
+        max_retries=0,
     )
 
 
@@ -100,7 +107,11 @@ def test_deployment_chat_is_priced_as_its_model(azure_gateway, azure_fake) -> No
     reply = azure_client(gateway).chat.completions.create(model="mini-prod", messages=MESSAGES)
     assert reply.choices[0].message.content == HELLO_20
     [event] = events(gateway)
-    assert (event.model, event.provider, event.metadata["deployment"]) == ("gpt-4o-mini", "azure", "mini-prod")
+    assert (event.model, event.provider, event.metadata["deployment"]) == (
+        "gpt-4o-mini",
+        "azure",
+        "mini-prod",
+    )
     assert (event.usage.input_tokens, event.usage.output_tokens) == (FAKE_PROMPT, 20)
     # no Azure row of its own: the OpenAI row, marked estimated (multiplier 1)
     assert event.cost_usd == (FAKE_PROMPT * MINI_IN + 20 * MINI_OUT) / 10**6
@@ -148,7 +159,9 @@ def test_stream_cut_off_at_the_hold(azure_gateway) -> None:
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == " ".join(["hello"] * 12)
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "length"
+    ]
     [event] = events(gateway)
     assert event.status == "cut_off" and event.usage.output_tokens == 15  # 3 chunks of 5 arrived
 

@@ -25,7 +25,11 @@ DEPLOYMENTS = {"mini-prod": "gpt-4o-mini", "mini-eu": {"model": "gpt-4o-mini", "
 
 def azure(fake, guard: tokenward.Guard, cls=openai.AzureOpenAI, **headers: str):
     client = cls(
-        azure_endpoint=fake.url, api_key=UPSTREAM_KEY, api_version=API_VERSION, default_headers=headers, max_retries=0
+        azure_endpoint=fake.url,
+        api_key=UPSTREAM_KEY,
+        api_version=API_VERSION,
+        default_headers=headers,
+        max_retries=0,
     )
     return guard.wrap(client, deployments=DEPLOYMENTS)
 
@@ -39,7 +43,11 @@ def test_sync_json_and_stream_priced_as_the_deployed_model(fake) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == HELLO_20
     plain, regional = guard.ledger.events()
     base = (FAKE_PROMPT * Decimal("0.15") + 20 * Decimal("0.60")) / 10**6
-    assert (plain.model, plain.provider, plain.metadata["deployment"]) == ("gpt-4o-mini", "azure", "mini-prod")
+    assert (plain.model, plain.provider, plain.metadata["deployment"]) == (
+        "gpt-4o-mini",
+        "azure",
+        "mini-prod",
+    )
     assert plain.cost_usd == base and plain.cost_estimated
     assert regional.cost_usd == base * Decimal("1.25") and regional.metadata["deployment"] == "mini-eu"
     sent = httpx.get(f"{fake.url}/_fake/requests").json()

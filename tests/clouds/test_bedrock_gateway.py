@@ -139,9 +139,13 @@ def test_invoke_model_for_claude_json_and_stream(bedrock_gateway, bedrock_fake) 
         aws_access_key="test-key", aws_secret_key="client-secret", aws_region="us-east-1", base_url=gateway.url,
         max_retries=0,
     )  # fmt: skip
-    message = client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}])
+    message = client.messages.create(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+    )
     assert message.content[0].text == HELLO_20
-    with client.messages.stream(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]) as stream:
+    with client.messages.stream(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+    ) as stream:
         text = "".join(stream.text_stream)
     assert text == HELLO_20
     events = gateway.observer().events()

@@ -9,7 +9,12 @@ from botocore.eventstream import EventStreamBuffer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenward.guard.wire.eventstream import EventStreamParser, encode_message, event_message, exception_message
+from tokenward.guard.wire.eventstream import (
+    EventStreamParser,
+    encode_message,
+    event_message,
+    exception_message,
+)
 
 names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20)
 

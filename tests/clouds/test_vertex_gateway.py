@@ -37,6 +37,7 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 CLAUDE = "claude-sonnet-4-5@20250929"
 HELLO_20 = " ".join(["hello"] * 20)
 
+
 @pytest.fixture
 def vertex_gateway(tmp_path: Path, vertex_fake: ThreadedServer) -> Iterator[Any]:
     running: list[ThreadedServer] = []
@@ -96,7 +97,10 @@ def test_google_genai_express_mode_key_and_adc_upstream(vertex_gateway, vertex_f
     assert event.cost_usd == gemini_cost(prompt, 20) and not event.cost_estimated
     [sent] = received(vertex_fake)
     # read from Vertex as a stream, to be stopped at its hold (bound_non_streamed: stream)
-    assert sent["path"] == "/v1/projects/proj/locations/us-east5/publishers/google/models/gemini-2.5-flash:streamGenerateContent"
+    assert (
+        sent["path"]
+        == "/v1/projects/proj/locations/us-east5/publishers/google/models/gemini-2.5-flash:streamGenerateContent"
+    )
     assert "x-goog-api-key" not in sent["headers"]  # the fake checked the ADC bearer token
 
 
@@ -107,7 +111,10 @@ def test_google_genai_project_mode_stream(vertex_gateway, vertex_fake) -> None:
         vertexai=True, project="proj", location="us-east5", credentials=token,
         http_options=types.HttpOptions(base_url=gateway.url),
     )  # fmt: skip
-    text = "".join(c.text or "" for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="Say hello"))
+    text = "".join(
+        c.text or ""
+        for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="Say hello")
+    )
     assert text == HELLO_20
     [event] = gateway.observer().events()
     assert event.usage.output_tokens == 20 and event.status == "ok"
@@ -129,14 +136,20 @@ def test_anthropic_vertex_regional_uplift(vertex_gateway, vertex_fake) -> None:
 def test_anthropic_vertex_global_has_no_uplift_and_streams_are_cut(vertex_gateway) -> None:
     gateway = vertex_gateway(location="global")
     with claude(gateway).messages.stream(
-        model=CLAUDE, max_tokens=12, messages=MESSAGES, extra_body={"fake": {"ignore_max_tokens": True, "reply_tokens": 200}}
+        model=CLAUDE,
+        max_tokens=12,
+        messages=MESSAGES,
+        extra_body={"fake": {"ignore_max_tokens": True, "reply_tokens": 200}},
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == " ".join(["hello"] * 12) and final.stop_reason == "max_tokens"
     [event] = gateway.observer().events()
     assert event.status == "cut_off"
-    assert event.cost_usd == (event.usage.input_tokens * Decimal(3) + event.usage.output_tokens * Decimal(15)) / 10**6
+    assert (
+        event.cost_usd
+        == (event.usage.input_tokens * Decimal(3) + event.usage.output_tokens * Decimal(15)) / 10**6
+    )
 
 
 def test_denied_before_vertex_is_called(vertex_gateway, vertex_fake) -> None:

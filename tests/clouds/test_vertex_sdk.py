@@ -27,7 +27,11 @@ CLAUDE = "claude-sonnet-4-5@20250929"
 
 
 def paths(fake) -> list[str]:
-    return [r["path"] for r in httpx.get(f"{fake.url}/_fake/requests").json() if not r["path"].startswith("/_fake")]
+    return [
+        r["path"]
+        for r in httpx.get(f"{fake.url}/_fake/requests").json()
+        if not r["path"].startswith("/_fake")
+    ]
 
 
 def test_google_genai_gemini_api_json_stream_and_denial(fake) -> None:
@@ -35,14 +39,20 @@ def test_google_genai_gemini_api_json_stream_and_denial(fake) -> None:
     client = guard.wrap(genai.Client(api_key=UPSTREAM_KEY, http_options=types.HttpOptions(base_url=fake.url)))
     with guard.session("s-1"):
         reply = client.models.generate_content(model="gemini-2.5-flash", contents="Say hello")
-        text = "".join(c.text or "" for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="Say hello"))
+        text = "".join(
+            c.text or ""
+            for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="Say hello")
+        )
         with pytest.raises(tokenward.BudgetExceeded):
             client.models.generate_content(model="gemini-2.5-flash", contents="Say hello")
     assert reply.text == HELLO_20 and text == HELLO_20
     first, second = guard.ledger.events()
     prompt = reply.usage_metadata.prompt_token_count
     assert (first.provider, first.model, first.usage.input_tokens, first.usage.output_tokens) == (
-        "google", "gemini-2.5-flash", prompt, 20
+        "google",
+        "gemini-2.5-flash",
+        prompt,
+        20,
     )
     assert first.cost_usd == (prompt * Decimal("0.30") + 20 * Decimal("2.50")) / 10**6
     assert second.usage.output_tokens == 20
@@ -53,7 +63,12 @@ def test_google_genai_gemini_api_json_stream_and_denial(fake) -> None:
 def test_google_genai_vertex_async_cut_off(vertex_fake) -> None:
     guard = tokenward.Guard("memory://")
     client = guard.wrap(
-        genai.Client(vertexai=True, project="proj", location="global", http_options=types.HttpOptions(base_url=vertex_fake.url))
+        genai.Client(
+            vertexai=True,
+            project="proj",
+            location="global",
+            http_options=types.HttpOptions(base_url=vertex_fake.url),
+        )
     )
 
     async def main() -> str:
@@ -68,16 +83,24 @@ def test_google_genai_vertex_async_cut_off(vertex_fake) -> None:
     assert text.split() == ["hello"] * 7
     [event] = guard.ledger.events()
     assert event.provider == "google" and event.usage.output_tokens == 7
-    assert paths(vertex_fake) == ["/v1beta1/projects/proj/locations/global/publishers/google/models/gemini-2.5-flash:streamGenerateContent"]
+    assert paths(vertex_fake) == [
+        "/v1beta1/projects/proj/locations/global/publishers/google/models/gemini-2.5-flash:streamGenerateContent"
+    ]
 
 
 def test_anthropic_vertex_regional_priced_with_uplift(vertex_fake) -> None:
     guard = tokenward.Guard("memory://")
-    client = guard.wrap(anthropic.AnthropicVertex(region="us-east5", project_id="proj", base_url=f"{vertex_fake.url}/v1"))
+    client = guard.wrap(
+        anthropic.AnthropicVertex(region="us-east5", project_id="proj", base_url=f"{vertex_fake.url}/v1")
+    )
     with guard.session("s-3"):
-        message = client.messages.create(model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}])
+        message = client.messages.create(
+            model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+        )
     assert message.content[0].text == HELLO_20
     [event] = guard.ledger.events()
     assert (event.provider, event.usage.input_tokens, event.usage.output_tokens) == ("google:regional", 6, 20)
     assert event.cost_usd == (6 * Decimal(3) + 20 * Decimal(15)) * Decimal("1.1") / 10**6
-    assert paths(vertex_fake) == [f"/v1/projects/proj/locations/us-east5/publishers/anthropic/models/{CLAUDE}:streamRawPredict"]
+    assert paths(vertex_fake) == [
+        f"/v1/projects/proj/locations/us-east5/publishers/anthropic/models/{CLAUDE}:streamRawPredict"
+    ]

@@ -314,7 +314,7 @@ class PriceBook:
         )
         """Every service tier an override row prices (for holds at the dearest tier)."""
         self._cache: dict[tuple[Any, ...], Price | None] = {}
-        self._derived: dict[str, tuple[str, Decimal]] = {}
+        self._derived: dict[str, tuple[str, Decimal, bool]] = {}
         self._genai_models: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
 
@@ -656,7 +656,9 @@ _BUILTIN_DERIVED: dict[str, tuple[str, Decimal, bool]] = {
 """Provider ids priced as :meth:`PriceBook.derive` rules without being registered."""
 
 
-def _scaled(price: Price, factor: Decimal, *, estimated: bool = True, label: str = "price_multiplier") -> Price:
+def _scaled(
+    price: Price, factor: Decimal, *, estimated: bool = True, label: str = "price_multiplier"
+) -> Price:
     """``price`` with every token rate times ``factor``: marked estimated by default (a fallback
     row scaled by a configured guess), else a documented surcharge recorded under ``label``."""
 

@@ -75,7 +75,9 @@ class AzureIdentity:
             return JSONResponse({"error": "invalid_request", "error_description": "bad identity header"}, 400)
         resource = request.query_params.get("resource")
         if not resource:
-            return JSONResponse({"error": "invalid_request", "error_description": "resource is required"}, 400)
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": "resource is required"}, 400
+            )
         token = "fake-entra-" + secrets.token_hex(16)
         self.issued.add(token)
         return JSONResponse(

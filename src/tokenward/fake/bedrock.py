@@ -49,7 +49,9 @@ _ERROR_TYPES = {400: "ValidationException", 403: "AccessDeniedException", 404: "
 
 def aws_error(status: int, message: str, kind: str | None = None) -> Response:
     """An error as Bedrock answers one (the AWS JSON protocol)."""
-    kind = kind or _ERROR_TYPES.get(status, "InternalServerException" if status >= 500 else "ValidationException")
+    kind = kind or _ERROR_TYPES.get(
+        status, "InternalServerException" if status >= 500 else "ValidationException"
+    )
     return JSONResponse({"message": message}, status_code=status, headers={"x-amzn-errortype": kind})
 
 
@@ -99,7 +101,9 @@ def invoke_body(body: dict[str, Any], model: str, stream: bool) -> dict[str, Any
     if "model" in body:
         raise ValidationError("model: extraneous key [model] is not permitted", field="model")
     if not isinstance(body.get("anthropic_version"), str):
-        raise ValidationError("anthropic_version: required key [anthropic_version] not found", field="anthropic_version")
+        raise ValidationError(
+            "anthropic_version: required key [anthropic_version] not found", field="anthropic_version"
+        )
     return {**{k: v for k, v in body.items() if k != "anthropic_version"}, "model": model, "stream": stream}
 
 
@@ -117,20 +121,30 @@ class BedrockGate:
         if auth[:7].lower() == "bearer ":
             if self.api_key is not None and secrets.compare_digest(auth[7:].encode(), self.api_key.encode()):
                 return None
-            return aws_error(403, "Invalid API Key format: Must start with pre-defined prefix", "UnrecognizedClientException")
+            return aws_error(
+                403,
+                "Invalid API Key format: Must start with pre-defined prefix",
+                "UnrecognizedClientException",
+            )
         if self.secret is None:
             return aws_error(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
         from tokenward.guard.wire.sigv4 import SigV4Problem, verify_sigv4
 
         raw = request.scope.get("raw_path") or request.url.path.encode()
         query = request.scope.get("query_string") or b""
-        url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw.decode()}" + (f"?{query.decode()}" if query else "")
+        url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw.decode()}" + (
+            f"?{query.decode()}" if query else ""
+        )
         body = getattr(request, "_body", b"")  # read by the handler before the check
         try:
             verify_sigv4(request.method, url, dict(request.headers), body,
                          lambda akid: self.secret if akid == self.access_key_id else None)  # fmt: skip
         except SigV4Problem as problem:
-            return aws_error(403, f"The request signature we calculated does not match: {problem}", "InvalidSignatureException")
+            return aws_error(
+                403,
+                f"The request signature we calculated does not match: {problem}",
+                "InvalidSignatureException",
+            )
         return None
 
 
@@ -163,7 +177,11 @@ class _ConverseFrames:
             payload = {"contentBlockIndex": event.get("index", 0), "delta": {"text": text}}
             return [event_message("contentBlockDelta", json.dumps(payload).encode())]
         if kind == "content_block_stop":
-            return [event_message("contentBlockStop", json.dumps({"contentBlockIndex": event.get("index", 0)}).encode())]
+            return [
+                event_message(
+                    "contentBlockStop", json.dumps({"contentBlockIndex": event.get("index", 0)}).encode()
+                )
+            ]
         if kind == "message_delta":
             usage = event.get("usage") or {}
             self.output_tokens = usage.get("output_tokens", self.output_tokens)
@@ -174,7 +192,9 @@ class _ConverseFrames:
                 return [event_message("metadata", b'{"metrics":{"latencyMs":1}}')]
             usage = {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens,
                      "totalTokens": self.input_tokens + self.output_tokens}  # fmt: skip
-            return [event_message("metadata", json.dumps({"usage": usage, "metrics": {"latencyMs": 1}}).encode())]
+            return [
+                event_message("metadata", json.dumps({"usage": usage, "metrics": {"latencyMs": 1}}).encode())
+            ]
         if kind == "error":
             message = (event.get("error") or {}).get("message", "")
             return [exception_message("modelStreamErrorException", str(message))]
@@ -183,7 +203,9 @@ class _ConverseFrames:
 
 def _invoke_frames(event: dict[str, Any]) -> list[bytes]:
     if event.get("type") == "error":
-        return [exception_message("modelStreamErrorException", str((event.get("error") or {}).get("message", "")))]
+        return [
+            exception_message("modelStreamErrorException", str((event.get("error") or {}).get("message", "")))
+        ]
     raw = base64.b64encode(json.dumps(event).encode()).decode()
     return [event_message("chunk", json.dumps({"bytes": raw}).encode())]
 
@@ -211,7 +233,7 @@ def rewritten(response: Response, converse: bool) -> Response:
                         event = json.loads(data)
                     except ValueError:
                         continue
-                    for frame in (writer.frames(event) if writer is not None else _invoke_frames(event)):
+                    for frame in writer.frames(event) if writer is not None else _invoke_frames(event):
                         yield frame
 
         return StreamingResponse(body(), media_type=_EVENTSTREAM, background=response.background)

@@ -517,7 +517,10 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
     where = "/projects/{project}/locations/{location}/publishers"
     vertex_routes = [
         Route("/_fake/google/token", tokens.token, methods=["POST"]),
-        *(Route(f"/{v}{where}/google/models/{{target}}", vertex_gemini, methods=["POST"]) for v in ("v1", "v1beta1")),
+        *(
+            Route(f"/{v}{where}/google/models/{{target}}", vertex_gemini, methods=["POST"])
+            for v in ("v1", "v1beta1")
+        ),
         Route(f"/v1{where}/anthropic/models/{{target}}", vertex_claude, methods=["POST"]),
     ]
 
@@ -525,7 +528,9 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
         Route("/_fake/azure/identity", azure_identity, methods=["GET"]),
         Route("/openai/deployments/{deployment}/chat/completions", azure_route(_CHAT), methods=["POST"]),
         Route("/openai/deployments/{deployment}/completions", azure_route(_COMPLETIONS), methods=["POST"]),
-        Route("/openai/deployments/{deployment}/embeddings", azure_route(embeddings_endpoint), methods=["POST"]),
+        Route(
+            "/openai/deployments/{deployment}/embeddings", azure_route(embeddings_endpoint), methods=["POST"]
+        ),
         Route("/openai/responses", azure_route(_RESPONSES), methods=["POST"]),
         Route("/openai/v1/chat/completions", azure_route(_CHAT), methods=["POST"]),
         Route("/openai/v1/completions", azure_route(_COMPLETIONS), methods=["POST"]),

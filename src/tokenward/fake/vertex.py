@@ -45,7 +45,9 @@ def claude_body(body: dict[str, Any], target: str) -> dict[str, Any]:
     if method not in ("rawPredict", "streamRawPredict") or not model:
         raise ValidationError(f"unknown method {target!r}", field="url")
     if "model" in body:
-        raise ValidationError("model: Extra inputs are not permitted (Vertex takes it from the URL)", field="model")
+        raise ValidationError(
+            "model: Extra inputs are not permitted (Vertex takes it from the URL)", field="model"
+        )
     if not isinstance(body.get("anthropic_version"), str):
         raise ValidationError("anthropic_version: Field required", field="anthropic_version")
     out = {k: v for k, v in body.items() if k != "anthropic_version"}
@@ -67,7 +69,7 @@ class GoogleTokens:
         except ImportError:  # the fake verifies with google-auth: tokenward[vertex]
             return False
         try:
-            jwt.decode(assertion, certs=self.public_key, audience=audience)
+            jwt.decode(assertion, certs=self.public_key, audience=audience)  # type: ignore[no-untyped-call]
         except (ValueError, KeyError):
             return False
         return True
@@ -78,7 +80,9 @@ class GoogleTokens:
         form = await request.form()
         grant = form.get("grant_type") == "urn:ietf:params:oauth:grant-type:jwt-bearer"
         if not grant or not self._signed(str(form.get("assertion", "")), GOOGLE_TOKEN_AUDIENCE):
-            return JSONResponse({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, 400)
+            return JSONResponse(
+                {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, 400
+            )
         token = "ya29.fake-" + secrets.token_hex(16)
         self.issued.add(token)
         return JSONResponse({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})

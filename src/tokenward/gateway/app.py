@@ -330,7 +330,10 @@ def create_app(
             for op in ("/chat/completions", "/completions", "/embeddings")
         ),
         route(by_path["/v1/responses"], "/openai/responses"),
-        *(route(by_path["/v1" + op], "/openai/v1" + op) for op in ("/chat/completions", "/completions", "/embeddings", "/responses")),
+        *(
+            route(by_path["/v1" + op], "/openai/v1" + op)
+            for op in ("/chat/completions", "/completions", "/embeddings", "/responses")
+        ),
     ]
     claude = by_path["/v1/messages"]
     where = "/projects/{project}/locations/{location}/publishers"

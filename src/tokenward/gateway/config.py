@@ -80,7 +80,12 @@ __all__ = [
     "AUTH_MODES",
     "PROVIDERS",
     "AdminKeyConfig",
-    "Deployment", "GatewayConfig", "KeyConfig", "UpstreamConfig", "project_problem"]
+    "Deployment",
+    "GatewayConfig",
+    "KeyConfig",
+    "UpstreamConfig",
+    "project_problem",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +498,9 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
             if not isinstance(raw.get(name), str) or not raw[name]:
                 raise ConfigError(f"{where}.{name} is required for a vertex upstream")
         location = str(raw["location"])
-        host = "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
+        host = (
+            "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
+        )
         base_url = base_url or f"https://{host}"
     if provider == "bedrock":
         if not isinstance(raw.get("region"), str) or not raw["region"]:

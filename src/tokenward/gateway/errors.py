@@ -101,7 +101,9 @@ def error_response(dialect: str, error: GatewayError, headers: dict[str, str] | 
         body: dict[str, Any] = {"type": "error", "error": inner}
     elif dialect == "bedrock":  # the AWS JSON protocol: boto3 reads the code from the header
         body = {"message": error.message, **error.extra}
-        kind = _AWS_ERRORS.get(error.status, "ServiceUnavailableException" if error.status >= 500 else "ValidationException")
+        kind = _AWS_ERRORS.get(
+            error.status, "ServiceUnavailableException" if error.status >= 500 else "ValidationException"
+        )
         if error.code == "budget_exceeded":
             kind = "BudgetExceededException"
         return JSONResponse(

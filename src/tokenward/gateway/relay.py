@@ -268,7 +268,9 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
         log.info("%s denied: %s", request_id, exc, extra={"fields": fields})
         return error_response(endpoint.error_shape or endpoint.dialect, denial, own)
     except ValidationError as exc:  # a value the ledger cannot keep (its subject), unknown stored context
-        return error_response(endpoint.error_shape or endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own)
+        return error_response(
+            endpoint.error_shape or endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own
+        )
     except LedgerError as exc:
         _log_unavailable(exc)
         error = GatewayError(
@@ -492,7 +494,9 @@ class _Exchange:
             type="api_error",
             code="upstream_timeout" if timed_out else "upstream_error",
         )
-        return error_response(self.call.endpoint.error_shape or self.call.endpoint.dialect, error, {**self.own, **self._named()})
+        return error_response(
+            self.call.endpoint.error_shape or self.call.endpoint.dialect, error, {**self.own, **self._named()}
+        )
 
     def _named(self) -> dict[str, str]:
         """The header naming the upstream an error answer came from (or that failed)."""
@@ -636,7 +640,9 @@ class _Exchange:
             failure = GatewayError(
                 502, f"upstream {self.upstream.name!r}: {error}", type="api_error", code="upstream_broken"
             )
-            return error_response(call.endpoint.error_shape or call.endpoint.dialect, failure, self._headers(event))
+            return error_response(
+                call.endpoint.error_shape or call.endpoint.dialect, failure, self._headers(event)
+            )
         headers = _response_headers(response, self._headers(event))
         headers.pop("cache-control", None)
         headers["content-type"] = "application/json"

@@ -121,9 +121,9 @@ def _wrap_genai(
     Raises:
         ConfigError: a client whose httpx clients tokenward cannot find.
     """
-    api = getattr(client, "_api_client", None)
-    sync_http = getattr(api, "_httpx_client", None)
-    async_http = getattr(api, "_async_httpx_client", None)
+    api: Any = getattr(client, "_api_client", None)
+    sync_http: Any = getattr(api, "_httpx_client", None)
+    async_http: Any = getattr(api, "_async_httpx_client", None)
     roots = [k.__module__.split(".")[0] for k in type(sync_http).__mro__]
     module_name = next((root for root in roots if root in ("httpx", "httpx2")), None)
     if module_name is None or async_http is None:
@@ -138,7 +138,11 @@ def _wrap_genai(
         check=settings.check,
         bound_non_streamed=settings.bound_non_streamed,
     )
-    for http, cls, guard in ((sync_http, sync_cls, sync_guard), (async_http, async_cls, async_guard)):
+    pairs: list[tuple[Any, type, Any]] = [
+        (sync_http, sync_cls, sync_guard),
+        (async_http, async_cls, async_guard),
+    ]
+    for http, cls, guard in pairs:
         if not isinstance(http._transport, cls):
             http._transport = cls(http._transport, guard, guarded, gateways)
         inner = getattr(http, "_inner_client_cls", None)
@@ -152,12 +156,14 @@ def _wrap_genai(
     return client
 
 
-def _guarded_inner(inner: type, cls: type, guard: Any, settings: TransportSettings, gateways: GatewayMemory) -> type:
+def _guarded_inner(
+    inner: type, cls: type, guard: Any, settings: TransportSettings, gateways: GatewayMemory
+) -> type:
     """A subclass of an httpx client class whose instances put a guarded transport in front of
     their own."""
 
     def __init__(self: Any, **kwargs: Any) -> None:
-        inner.__init__(self, **kwargs)
+        inner.__init__(self, **kwargs)  # type: ignore[misc]
         self._transport = cls(self._transport, guard, settings, gateways)
 
     return type(inner.__name__, (inner,), {"__init__": __init__, "_tokenward": True})

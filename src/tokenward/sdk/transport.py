@@ -468,7 +468,11 @@ def transport_classes(module: Any) -> tuple[type, type]:
             if prepared is None:
                 return self._passthrough(request)
             endpoint, call, route = prepared
-            provider = route.provider() if route is not None else _provider(self.settings, request.url.host, endpoint)
+            provider = (
+                route.provider()
+                if route is not None
+                else _provider(self.settings, request.url.host, endpoint)
+            )
             call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:
@@ -605,7 +609,11 @@ def transport_classes(module: Any) -> tuple[type, type]:
             if prepared is None:
                 return await self._passthrough(request)
             endpoint, call, route = prepared
-            provider = route.provider() if route is not None else _provider(self.settings, request.url.host, endpoint)
+            provider = (
+                route.provider()
+                if route is not None
+                else _provider(self.settings, request.url.host, endpoint)
+            )
             call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:

@@ -113,7 +113,7 @@ class AzureAuth(httpx.Auth):
             except Exception as exc:  # azure.core.exceptions.ClientAuthenticationError and kin
                 raise httpx.ConnectError(f"no Microsoft Entra ID token: {type(exc).__name__}") from exc
             self._token = (access.token, float(access.expires_on))
-            return access.token
+            return str(access.token)
 
     def _apply(self, request: httpx.Request, token: str | None) -> httpx.Request:
         request.headers.pop("authorization", None)
@@ -129,9 +129,7 @@ class AzureAuth(httpx.Auth):
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         yield self._apply(request, self.bearer() if self.entra else None)
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         token = None
         if self.entra:
             token = self._fresh() or await anyio.to_thread.run_sync(self.bearer)

@@ -81,7 +81,7 @@ class VertexAuth(httpx.Auth):
             import google.auth.transport.requests  # noqa: F401
         except ImportError:
             raise ConfigError(
-                f"upstream {upstream.name!r} (vertex) needs google-auth: pip install \"tokenward[vertex]\""
+                f'upstream {upstream.name!r} (vertex) needs google-auth: pip install "tokenward[vertex]"'
             ) from None
         self.upstream = upstream
         self._credentials = credentials
@@ -118,7 +118,5 @@ class VertexAuth(httpx.Auth):
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         yield self._apply(request, self.bearer())
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         yield self._apply(request, await anyio.to_thread.run_sync(self.bearer))

@@ -57,7 +57,11 @@ def exception_message(exception_type: str, message: str) -> bytes:
 
     payload = json.dumps({"message": message}).encode()
     return encode_message(
-        {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"},
+        {
+            ":exception-type": exception_type,
+            ":content-type": "application/json",
+            ":message-type": "exception",
+        },
         payload,
     )
 
@@ -74,7 +78,9 @@ class EventStreamParser:
         try:
             from botocore.eventstream import EventStreamBuffer
         except ImportError:
-            raise ConfigError('reading Amazon event streams needs botocore: pip install "tokenward[bedrock]"') from None
+            raise ConfigError(
+                'reading Amazon event streams needs botocore: pip install "tokenward[bedrock]"'
+            ) from None
         self._buffer: Any = EventStreamBuffer()
 
     def feed(self, chunk: bytes) -> list[tuple[str, dict[str, Any], bytes]]:

@@ -28,7 +28,7 @@ from tokenward.errors import ValidationError
 from tokenward.guard.flow import Admission, GuardSettings, Outcome, plan_call
 from tokenward.guard.wire.degrade import Degrade, degrade_body, remaining_share
 from tokenward.guard.wire.endpoints import Endpoint, StreamState
-from tokenward.guard.wire.sse import SSEParser, format_event
+from tokenward.guard.wire.sse import SSEParser
 
 __all__ = [
     "MAX_NESTING",

@@ -60,7 +60,9 @@ def verify_sigv4(
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
     except ImportError:
-        raise ConfigError('checking SigV4 signatures needs botocore: pip install "tokenward[bedrock]"') from None
+        raise ConfigError(
+            'checking SigV4 signatures needs botocore: pip install "tokenward[bedrock]"'
+        ) from None
     lowered = {k.lower(): v for k, v in headers.items()}
     found = _HEADER.match(lowered.get("authorization", "").strip())
     if found is None:

@@ -85,7 +85,11 @@ def _as_text(block: Any) -> dict[str, Any]:
 
 def converse_as_messages(body: Mapping[str, Any]) -> dict[str, Any]:
     """A Converse request as a Messages one (for the prompt estimate)."""
-    system = [b["text"] for b in body.get("system") or () if isinstance(b, Mapping) and isinstance(b.get("text"), str)]
+    system = [
+        b["text"]
+        for b in body.get("system") or ()
+        if isinstance(b, Mapping) and isinstance(b.get("text"), str)
+    ]
     messages = [
         {"role": m.get("role"), "content": [_as_text(b) for b in m.get("content") or ()]}
         for m in body.get("messages") or ()
@@ -129,7 +133,9 @@ class BedrockConverse(Endpoint):
         a positive whole number when given."""
         require(isinstance(body, dict), "the request body must be a JSON object", "body")
         messages = body.get("messages")
-        require(isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages")
+        require(
+            isinstance(messages, list) and bool(messages), "messages must be a non-empty list", "messages"
+        )
         for i, message in enumerate(messages):
             require(
                 isinstance(message, dict) and isinstance(message.get("role"), str)
@@ -172,7 +178,11 @@ class BedrockConverse(Endpoint):
 
     def response_text(self, response: Mapping[str, Any]) -> str:
         """The text and tool input of the answer's content blocks."""
-        message = (response.get("output") or {}).get("message") if isinstance(response.get("output"), Mapping) else None
+        message = (
+            (response.get("output") or {}).get("message")
+            if isinstance(response.get("output"), Mapping)
+            else None
+        )
         pieces = []
         for block in (message or {}).get("content") or ():
             if isinstance(block, Mapping):
@@ -195,10 +205,16 @@ class BedrockConverse(Endpoint):
         """The ``metadata`` event (usage) is the last."""
         return event is not None and "metadata" in event
 
-    def relay(self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState) -> bytes | None:
+    def relay(
+        self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
+    ) -> bytes | None:
         """Pass the event on, tracking the open content block."""
         for kind in ("contentBlockStart", "contentBlockDelta"):
-            index = (event.get(kind) or {}).get("contentBlockIndex") if isinstance(event.get(kind), Mapping) else None
+            index = (
+                (event.get(kind) or {}).get("contentBlockIndex")
+                if isinstance(event.get(kind), Mapping)
+                else None
+            )
             if isinstance(index, int):
                 state.open_block = index
         if "contentBlockStop" in event:
@@ -215,14 +231,19 @@ class BedrockConverse(Endpoint):
             delta["text"], _ = head(delta["text"], keep_tokens, encoding)
         reasoning = delta.get("reasoningContent")
         if isinstance(reasoning, Mapping) and isinstance(reasoning.get("text"), str):
-            delta["reasoningContent"] = {**reasoning, "text": head(reasoning["text"], keep_tokens, encoding)[0]}
+            delta["reasoningContent"] = {
+                **reasoning,
+                "text": head(reasoning["text"], keep_tokens, encoding)[0],
+            }
         return {"contentBlockDelta": {**inner, "delta": delta}}
 
     def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
         """One event-stream message: the event's one key is its type, its value the payload."""
         if event.get("exception"):
             kind = next(k for k in event if k != "exception")
-            message = (event.get(kind) or {}).get("message", "") if isinstance(event.get(kind), Mapping) else ""
+            message = (
+                (event.get(kind) or {}).get("message", "") if isinstance(event.get(kind), Mapping) else ""
+            )
             return exception_message(kind, str(message))
         kind = name or next(iter(event))
         return event_message(kind, json.dumps(event.get(kind, {}), separators=(",", ":")).encode())
@@ -235,7 +256,11 @@ class BedrockConverse(Endpoint):
             out.append(self.encode(None, {"contentBlockStop": {"contentBlockIndex": state.open_block}}))
             state.open_block = None
         out.append(self.encode(None, {"messageStop": {"stopReason": "max_tokens"}}))
-        usage = {"inputTokens": input_tokens, "outputTokens": state.counted, "totalTokens": input_tokens + state.counted}
+        usage = {
+            "inputTokens": input_tokens,
+            "outputTokens": state.counted,
+            "totalTokens": input_tokens + state.counted,
+        }
         out.append(self.encode(None, {"metadata": {"usage": usage, "metrics": {"latencyMs": 0}}}))
         return out
 
@@ -285,7 +310,9 @@ class BedrockInvoke(AnthropicMessages):
     def with_bound(self, body: dict[str, Any], bound: int, provider: str) -> dict[str, Any]:
         """The Messages body, bounded, without ``model``/``stream`` (in the URL) and with
         ``anthropic_version``."""
-        out = {k: v for k, v in super().with_bound(body, bound, provider).items() if k not in ("model", "stream")}
+        out = {
+            k: v for k, v in super().with_bound(body, bound, provider).items() if k not in ("model", "stream")
+        }
         out.setdefault("anthropic_version", BEDROCK_ANTHROPIC_VERSION)
         return out
 
@@ -302,7 +329,9 @@ class BedrockInvoke(AnthropicMessages):
         raw = base64.b64encode(json.dumps(event, separators=(",", ":")).encode()).decode()
         return event_message("chunk", json.dumps({"bytes": raw}).encode())
 
-    def relay(self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState) -> bytes | None:
+    def relay(
+        self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
+    ) -> bytes | None:
         """Pass the event on (re-wrapped), tracking the open content block."""
         super().relay(name, data, event, state)
         return self.encode(name, event)
