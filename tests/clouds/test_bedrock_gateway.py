@@ -191,3 +191,30 @@ def test_the_fake_refuses_a_gateway_signing_with_the_wrong_secret(bedrock_gatewa
     assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
     [event] = gateway.observer().events()
     assert event.status == "upstream_error" and event.cost_usd == 0
+
+
+def test_upstream_bedrock_api_key(tmp_path, monkeypatch) -> None:
+    """The gateway sends a Bedrock API key (auth: api-key) instead of signing."""
+    monkeypatch.setenv("UPSTREAM_BEDROCK_KEY", "bedrock-api-key-upstream")
+    with serving(create_fake(FakeSettings(reply_tokens=20, api_key="bedrock-api-key-upstream"))) as fake:
+        config = GatewayConfig.from_mapping(
+            {
+                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                "upstreams": [
+                    {
+                        "name": "bedrock",
+                        "provider": "bedrock",
+                        "base_url": fake.url,
+                        "region": "us-east-1",
+                        "auth": "api-key",
+                        "api_key_env": "UPSTREAM_BEDROCK_KEY",
+                    }
+                ],  # fmt: skip
+                "keys": [{"key": KEY, "name": "test-key", "user": "alice", "sigv4_secret": "client-secret"}],
+            }
+        )
+        with serving(create_app(config)) as gateway:
+            answer = runtime(gateway).converse(modelId=MODEL, messages=MESSAGES)
+        assert answer["output"]["message"]["content"][0]["text"] == HELLO_20
+        [sent] = received(fake)
+        assert sent["headers"]["authorization"] == "<redacted>"  # the fake checked it is its key
