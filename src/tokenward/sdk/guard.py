@@ -167,9 +167,11 @@ class Guard(Engine):
         bound_non_streamed: str = "stream",
         deployments: Mapping[str, str | Mapping[str, Any]] | None = None,
     ) -> C:
-        """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` or
-        ``anthropic.Anthropic``/``AsyncAnthropic`` client (chat completions and Messages, streamed
-        or not). The client is changed in place and returned.
+        """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` (and
+        ``AzureOpenAI``), ``anthropic.Anthropic``/``AsyncAnthropic`` (and ``AnthropicVertex``),
+        ``google.genai.Client`` (Gemini API and ``vertexai=True``) or boto3 ``bedrock-runtime``
+        client (chat completions, Messages, generateContent, Converse and InvokeModel, streamed or
+        not). The client is changed in place and returned.
 
         A denial raises :class:`~tokenward.errors.BudgetExceeded` out of the SDK call. A stream cut
         off at its hold ends as the provider ends a length-limited one (``finish_reason:
@@ -213,6 +215,13 @@ class Guard(Engine):
                 self.prices.derive(f"azure:{name}", "azure", multiplier)
         if provider is None and type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
             provider = "azure"
+        if type(client).__module__ == "botocore.client":  # boto3's bedrock-runtime client
+            from tokenward.sdk.boto import wrap_bedrock_runtime
+
+            boto = TransportSettings(
+                degrade=policy, subject=self.subject, check=lambda: self.unattributed.check(self.defaults)
+            )
+            return wrap_bedrock_runtime(client, self, boto)
         settings = TransportSettings(
             degrade=policy,
             provider=provider,
