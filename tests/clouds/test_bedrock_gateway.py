@@ -209,7 +209,7 @@ def test_upstream_bedrock_api_key(tmp_path, monkeypatch) -> None:
                         "auth": "api-key",
                         "api_key_env": "UPSTREAM_BEDROCK_KEY",
                     }
-                ],  # fmt: skip
+                ],
                 "keys": [{"key": KEY, "name": "test-key", "user": "alice", "sigv4_secret": "client-secret"}],
             }
         )
