@@ -85,3 +85,32 @@ def test_converse_stream_cut_off_and_invoke(signed_fake) -> None:
         6,
         20,
     )
+
+
+def test_anthropic_bedrock_signed_again_after_the_bound_is_written(signed_fake) -> None:
+    import anthropic
+
+    guard = tokenward.Guard("memory://", budgets=["session:total_tokens=40"])
+    client = guard.wrap(
+        anthropic.AnthropicBedrock(
+            aws_access_key=AKID,
+            aws_secret_key=SECRET,
+            aws_region="us-east-1",
+            base_url=signed_fake.url,
+            max_retries=0,
+        )
+    )
+    with guard.session("s-4"):
+        message = client.messages.create(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+        )
+        with client.messages.stream(
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "Say hello"}]
+        ) as stream:
+            text = "".join(stream.text_stream)
+    assert message.content[0].text.split() == ["hello"] * message.usage.output_tokens
+    assert text.split() == ["hello"] * 5
+    sent = httpx.get(f"{signed_fake.url}/_fake/requests").json()
+    assert sent[0]["body"]["max_tokens"] < 64  # clamped by the budget, and still accepted: signed again
+    first, second = guard.ledger.events()
+    assert (first.provider, first.usage.input_tokens) == ("aws", 6) and second.usage.output_tokens == 5

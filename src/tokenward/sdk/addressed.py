@@ -1,5 +1,6 @@
 """Calls whose model is in the URL: the Gemini API and Vertex AI (``google.genai.Client``, with
-or without ``vertexai=True``) and Claude on Vertex AI (``anthropic.AnthropicVertex``).
+or without ``vertexai=True``), Claude on Vertex AI (``anthropic.AnthropicVertex``) and on Bedrock
+(``anthropic.AnthropicBedrock``: ``/model/{modelId}/invoke`` and its stream).
 
 ``.../models/{model}:generateContent`` and ``:streamGenerateContent`` are Gemini calls;
 ``.../publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict`` are Messages
@@ -19,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from tokenward.core.modifiers import vertex_uplifted
-from tokenward.guard.wire.endpoints import AnthropicMessages, Endpoint, Gemini
+from tokenward.guard.wire.endpoints import AnthropicMessages, BedrockConverse, BedrockInvoke, Endpoint, Gemini
 
 __all__ = ["Addressed", "addressed"]
 
@@ -27,9 +28,14 @@ _GEMINI = re.compile(r"/models/(?P<model>[^/:]+):(?P<method>generateContent|stre
 _CLAUDE = re.compile(
     r"/publishers/anthropic/models/(?P<model>[^/:]+):(?P<method>rawPredict|streamRawPredict)$"
 )
+_BEDROCK = re.compile(
+    r"/model/(?P<model>[^/]+)/(?P<method>invoke|invoke-with-response-stream|converse|converse-stream)$"
+)
 _LOCATION = re.compile(r"/locations/(?P<location>[^/]+)/")
 _GEMINI_ENDPOINT = Gemini()
 _CLAUDE_ENDPOINT = AnthropicMessages()
+_INVOKE_ENDPOINT = BedrockInvoke()
+_CONVERSE_ENDPOINT = BedrockConverse()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,7 @@ class Addressed:
     stream: bool
     vertex_claude: bool
     location: str | None
+    bedrock: bool = False
 
     def body(self, content: bytes) -> Any:
         """The request body as the dialect reads it (the model and ``stream`` from the URL).
@@ -61,13 +68,13 @@ class Addressed:
             return body
         if self.vertex_claude:
             body = {k: v for k, v in body.items() if k != "anthropic_version"}
-        return {**body, "model": self.model, "stream": self.stream}
+        return {**body, "model": self.model, "stream": self.stream}  # Bedrock's endpoints drop them again
 
     def content(self, sent: bytes, original: bytes) -> bytes:
         """The body to send: Claude's without ``model``, with the client's ``anthropic_version``;
         Gemini's as the endpoint wrote it (its ``model``/``stream`` keys already gone)."""
         if not self.vertex_claude:
-            return sent
+            return sent  # Gemini's and Bedrock's endpoints write their platform's body themselves
         body = json.loads(sent)
         body.pop("model", None)
         try:
@@ -88,6 +95,8 @@ class Addressed:
     def provider(self) -> str:
         """The price provider: ``google``, or ``google:regional`` for Claude from Sonnet 4.5 on
         a regional Vertex endpoint (its 10 % uplift)."""
+        if self.bedrock:
+            return "aws"
         regional = self.location not in (None, "global")
         if self.vertex_claude and regional and vertex_uplifted(self.model):
             return "google:regional"
@@ -98,6 +107,17 @@ def addressed(method: str, path: str) -> Addressed | None:
     """The URL-addressed call a request is, or None."""
     if method.upper() != "POST":
         return None
+    bedrock = _BEDROCK.search(path)
+    if bedrock is not None:  # AnthropicBedrock: Bedrock Runtime's paths (never bounded: not streamed)
+        op = bedrock.group("method")
+        return Addressed(
+            endpoint=_CONVERSE_ENDPOINT if op.startswith("converse") else _INVOKE_ENDPOINT,
+            model=unquote(bedrock.group("model")),
+            stream=op.endswith("stream"),
+            vertex_claude=False,
+            location=None,
+            bedrock=True,
+        )
     found = _CLAUDE.search(path)
     claude = found is not None
     found = found or _GEMINI.search(path)

@@ -97,6 +97,10 @@ def wrap_client(
         check=settings.check,
         bound_non_streamed=settings.bound_non_streamed,
         deployments=settings.deployments,
+        # AnthropicBedrock signs (SigV4) before the transport: a rewritten body is signed again
+        resign=getattr(client, "_prepare_request", None)
+        if type(client).__name__.endswith("AnthropicBedrock")
+        else None,
     )
     if not isinstance(http._transport, cls):
         http._transport = cls(http._transport, guard, settings, gateways)

@@ -121,6 +121,9 @@ class TransportSettings:
         bound_non_streamed: ``stream`` (default): a call the client did not stream is read from
             the provider as a stream, stopped at its hold, and answered as JSON; ``trust``: it is
             sent as it is (:mod:`tokenward.guard.wire.bounded`).
+        deployments: Azure deployment names mapped to (model, price multiplier or None).
+        resign: signs a guarded request again after tokenward rewrote its body (the client's own
+            request signer: ``AnthropicBedrock._prepare_request``, sync or async), or None.
     """
 
     degrade: Degrade | None = None
@@ -130,6 +133,7 @@ class TransportSettings:
     check: Callable[[], None] = field(default=lambda: None)
     bound_non_streamed: str = "stream"
     deployments: Mapping[str, tuple[str, Decimal | None]] = field(default_factory=dict)
+    resign: Callable[[Any], Any] | None = None
 
 
 def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
@@ -497,9 +501,12 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 if upstream_content_type(call) == "application/json":
                     content = renamed(content, deployment)
             try:
-                response = self.inner.handle_request(
-                    rebuilt(request, content, _upstream_headers(call, subject), route, bounded or call.stream)
+                outgoing = rebuilt(
+                    request, content, _upstream_headers(call, subject), route, bounded or call.stream
                 )
+                if self.settings.resign is not None:
+                    self.settings.resign(outgoing)
+                response = self.inner.handle_request(outgoing)
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
@@ -638,9 +645,12 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 if upstream_content_type(call) == "application/json":
                     content = renamed(content, deployment)
             try:
-                response = await self.inner.handle_async_request(
-                    rebuilt(request, content, _upstream_headers(call, subject), route, bounded or call.stream)
+                outgoing = rebuilt(
+                    request, content, _upstream_headers(call, subject), route, bounded or call.stream
                 )
+                if self.settings.resign is not None:
+                    await self.settings.resign(outgoing)
+                response = await self.inner.handle_async_request(outgoing)
             except BaseException:
                 await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
