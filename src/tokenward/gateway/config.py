@@ -47,6 +47,9 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         user: alice
         project: demo
         allow_user_override: false       # may this key charge another user (x-tokenward-user)?
+        tags: {cost_center: cc-42}       # tags every call of the key carries (tag:NAME budgets)
+        allow_client_tags: false         # may clients add tags (x-tokenward-tags: arm=b)?
+        allow_client_budgets: false      # may clients carry session/task budgets (the SDK's)?
     budgets:
       - {name: per-session, scope: session, meter: total_tokens, limit: 50000}
       - {name: alice-daily, scope: user, id: alice, meter: cost_usd, limit: 5, window: day}
@@ -84,7 +87,9 @@ __all__ = [
     "GatewayConfig",
     "KeyConfig",
     "UpstreamConfig",
+    "key_tags",
     "project_problem",
+    "tag_pair",
 ]
 
 
@@ -275,6 +280,13 @@ class KeyConfig:
         key_sha256: SHA-256 hex digest of the key (keys are compared by digest).
         subject: ``user``, ``project``, ``team``, ``org`` the key charges.
         allow_user_override: whether the key may name another user with ``x-tokenward-user``.
+        tags: ``(name, value)`` tags every call of the key carries (``tag:NAME`` budgets apply by
+            them); in the key's project's namespace (``<project>/<value>``) like its user.
+        allow_client_tags: whether clients may add tags with ``x-tokenward-tags`` (they add to
+            the key's own, never replace one).
+        allow_client_budgets: whether clients may carry budgets for their own session or task
+            (``x-tokenward-session-budget`` / ``x-tokenward-task-budget``: what the SDK's
+            ``guard.session(budget=...)`` sends; see :mod:`tokenward.gateway.carried`).
         sigv4_secret: the secret with which boto3 (or another AWS SDK) signs requests for this
             key, its access key id being the key's ``name`` (``sigv4_secret`` or
             ``sigv4_secret_env`` in the file); None: the key cannot sign.
@@ -284,6 +296,9 @@ class KeyConfig:
     key_sha256: str
     subject: Mapping[str, str]
     allow_user_override: bool = False
+    tags: tuple[tuple[str, str], ...] = ()
+    allow_client_tags: bool = False
+    allow_client_budgets: bool = False
     sigv4_secret: str | None = field(default=None, repr=False)
 
 
@@ -576,8 +591,10 @@ def _key(i: int, raw: Any) -> KeyConfig:
     where = f"keys[{i}]"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override",
-             "sigv4_secret", "sigv4_secret_env"}  # fmt: skip
+    known = {
+        "key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override", "tags",
+        "allow_client_tags", "allow_client_budgets", "sigv4_secret", "sigv4_secret_env",
+    }  # fmt: skip
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     digest = _digest(raw, where)
@@ -591,7 +608,48 @@ def _key(i: int, raw: Any) -> KeyConfig:
             raise ConfigError(f"{where}.sigv4_secret_env: {raw['sigv4_secret_env']} is not set")
     if secret is not None and (not isinstance(secret, str) or len(secret) < 8):
         raise ConfigError(f"{where}.sigv4_secret must be a string of at least 8 characters")
-    return KeyConfig(name, digest, subject, bool(raw.get("allow_user_override", False)), secret)
+    flags = {}
+    for flag in ("allow_user_override", "allow_client_tags", "allow_client_budgets"):
+        value = raw.get(flag, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {flag} must be true or false, got {value!r}")
+        flags[flag] = value
+    try:
+        tags = key_tags(raw.get("tags"))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return KeyConfig(name, digest, subject, tags=tags, sigv4_secret=secret, **flags)
+
+
+_TAG_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_TAG_VALUE = re.compile(r"^[\w.:@/\-]{1,200}$")
+
+
+def key_tags(raw: Any) -> tuple[tuple[str, str], ...]:
+    """A key's ``tags`` (a mapping of tag name to value), checked and sorted.
+
+    Raises:
+        ValueError: not a mapping, or a name or value tokenward cannot keep (the message says which).
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"tags must be a mapping of tag name to value (cost_center: cc-42), got {raw!r}")
+    return tuple(sorted(tag_pair(name, value) for name, value in raw.items()))
+
+
+def tag_pair(name: Any, value: Any) -> tuple[str, str]:
+    """One tag, checked: a name of 1-64 letters, digits and ``_.-`` (as in ``tag:NAME``), a value
+    of 1-200 letters, digits and ``_.:@/-``.
+
+    Raises:
+        ValueError: either is not.
+    """
+    if not isinstance(name, str) or not _TAG_NAME.match(name):
+        raise ValueError(f"tag name {name!r}: use 1-64 letters, digits and _.-")
+    if isinstance(value, bool) or not isinstance(value, str | int) or not _TAG_VALUE.match(str(value)):
+        raise ValueError(f"tag {name}: value {value!r}: use 1-200 letters, digits and _.:@/-")
+    return name, str(value)
 
 
 # -- tenancy -----------------------------------------------------------------------------------

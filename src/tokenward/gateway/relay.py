@@ -42,6 +42,7 @@ from tokenward.gateway.auth import (
     signed_with_sigv4,
     subject_for,
 )
+from tokenward.gateway.carried import CarriedBudgets, carried_budgets
 from tokenward.gateway.clouds import upstream_content, upstream_url
 from tokenward.gateway.config import AUTH_MODES as CLOUD_AUTH
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
@@ -109,6 +110,8 @@ class GatewayState:
         self.unsettled = 0
         self._settled = asyncio.Event()
         self.factory: Any = None  # builds upstream clients again on a config reload (app.py)
+        self.carried = CarriedBudgets(guard.ledger, config.settings.ttl)
+        """The leases held for budgets clients carry (:mod:`tokenward.gateway.carried`)."""
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
         """The HTTP client for an upstream."""
@@ -363,6 +366,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
     call = await _body(request, endpoint)
     subject = subject_for(request.headers, key, call.body)
+    await state.carried.apply(carried_budgets(request.headers, key, subject))
     attempts = config.attempts(endpoint.family, call.model)
     if not attempts:
         raise GatewayError(

@@ -96,6 +96,7 @@ def wrap_client(
         subject=settings.subject,
         check=settings.check,
         bound_non_streamed=settings.bound_non_streamed,
+        carried=settings.carried,
         deployments=settings.deployments,
         # AnthropicBedrock signs (SigV4) before the transport: a rewritten body is signed again
         resign=getattr(client, "_prepare_request", None)
@@ -141,6 +142,7 @@ def _wrap_genai(
         subject=settings.subject,
         check=settings.check,
         bound_non_streamed=settings.bound_non_streamed,
+        carried=settings.carried,
     )
     pairs: list[tuple[Any, type, Any]] = [
         (sync_http, sync_cls, sync_guard),
