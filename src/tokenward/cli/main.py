@@ -175,6 +175,7 @@ def fake_provider(
 def _register() -> None:
     from tokenward.cli import (
         admin_cmd,
+        batch_cmd,
         cost_cmd,
         estimate_cmd,
         import_cmd,
@@ -194,6 +195,7 @@ def _register() -> None:
     import_cmd.register(app)
     admin_cmd.register(app)
     quarantine_cmd.register(app)
+    batch_cmd.register(app)
 
 
 _register()
