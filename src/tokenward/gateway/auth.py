@@ -33,10 +33,12 @@ from tokenward.gateway.errors import GatewayError
 __all__ = [
     "authenticate",
     "authenticate_any",
+    "authenticate_sigv4",
     "body_user",
     "header_values",
     "list_header",
     "presented_key",
+    "signed_with_sigv4",
     "subject_for",
 ]
 
@@ -45,8 +47,13 @@ _VALUE = re.compile(r"^[\w.:@/\-]{1,200}$")
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
     """The key a request presents: ``Authorization: Bearer <key>``, ``x-api-key: <key>``
-    (Anthropic's header), or ``x-goog-api-key: <key>`` / ``?key=<key>`` (Gemini's)."""
-    presented = headers.get("x-api-key", "").strip() or headers.get("x-goog-api-key", "").strip()
+    (Anthropic's header), ``api-key: <key>`` (Azure OpenAI's), or ``x-goog-api-key: <key>`` /
+    ``?key=<key>`` (Gemini's)."""
+    presented = (
+        headers.get("x-api-key", "").strip()
+        or headers.get("api-key", "").strip()
+        or headers.get("x-goog-api-key", "").strip()
+    )
     auth = headers.get("authorization", "")
     if not presented and auth[:7].lower() == "bearer ":
         presented = auth[7:].strip()
@@ -110,6 +117,35 @@ async def authenticate_any(
         allow_client_tags=record.allow_client_tags,
         allow_client_budgets=record.allow_client_budgets,
     )
+
+
+def signed_with_sigv4(headers: Mapping[str, str]) -> bool:
+    """Whether a request presents an AWS SigV4 signature (boto3 and the other AWS SDKs)."""
+    return headers.get("authorization", "").startswith("AWS4-HMAC-SHA256")
+
+
+def authenticate_sigv4(
+    method: str, url: str, headers: Mapping[str, str], body: bytes, config: GatewayConfig
+) -> KeyConfig:
+    """The virtual key whose SigV4 secret signed the request: its access key id is the key's
+    name (:attr:`KeyConfig.sigv4_secret`), the signature recomputed with botocore
+    (:func:`tokenward.guard.wire.sigv4.verify_sigv4`).
+
+    Raises:
+        GatewayError: 401 naming what is wrong (no secret is ever echoed).
+    """
+    from tokenward.guard.wire.sigv4 import SigV4Problem, verify_sigv4
+
+    signing = {k.name: k for k in config.keys if k.sigv4_secret}
+    try:
+        name = verify_sigv4(
+            method, url, headers, body, lambda akid: signing[akid].sigv4_secret if akid in signing else None
+        )
+    except SigV4Problem as problem:
+        raise GatewayError(
+            401, f"SigV4 signature refused: {problem}", type="authentication_error", code="invalid_signature"
+        ) from None
+    return signing[name]
 
 
 def header_values(headers: Mapping[str, str], name: str) -> list[str]:
