@@ -29,6 +29,8 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         user: alice
         project: demo
         allow_user_override: false       # may this key charge another user (x-tokenward-user)?
+    dashboard: true                      # /ui (default: on when admin_keys is set)
+    dashboard_secret: null               # signs its cookies (default: kept in the ledger)
     budgets:
       - {name: per-session, scope: session, meter: total_tokens, limit: 50000}
       - {name: alice-daily, scope: user, id: alice, meter: cost_usd, limit: 5, window: day}
@@ -206,6 +208,16 @@ class GatewayConfig:
     degrade: Degrade = field(default_factory=lambda: Degrade(marked_only=True))
     retry_horizon_seconds: int = 60
     disconnect_grace_seconds: float = 5.0
+    dashboard: bool | None = None
+    """Serve the dashboard at ``/ui``: None (the default) means on when ``admin_keys`` is set."""
+    dashboard_secret: str | None = None
+    """The key signing the dashboard's session cookies; None: one made once and kept in the
+    ledger (``Ledger.secret``), so every worker and replica shares it."""
+
+    @property
+    def dashboard_on(self) -> bool:
+        """Whether ``/ui`` is served: ``dashboard`` if set, else whether there are admin keys."""
+        return bool(self.admin_keys) if self.dashboard is None else self.dashboard
 
     def upstream_for(self, family: str, model: str) -> UpstreamConfig | None:
         """The first upstream that speaks ``family`` and serves ``model``."""
@@ -265,6 +277,8 @@ class GatewayConfig:
             "degrade",
             "retry_horizon_seconds",
             "disconnect_grace_seconds",
+            "dashboard",
+            "dashboard_secret",
         }
         unknown = set(data) - known
         if unknown:
@@ -305,7 +319,21 @@ class GatewayConfig:
             degrade=_degrade(data.get("degrade")),
             retry_horizon_seconds=_number(data, "retry_horizon_seconds", 60, int),
             disconnect_grace_seconds=_number(data, "disconnect_grace_seconds", 5.0, float),
+            dashboard=_dashboard(data.get("dashboard")),
+            dashboard_secret=_dashboard_secret(data.get("dashboard_secret")),
         )
+
+
+def _dashboard(raw: Any) -> bool | None:
+    if raw is not None and not isinstance(raw, bool):
+        raise ConfigError(f"dashboard must be true or false, got {raw!r}")
+    return raw
+
+
+def _dashboard_secret(raw: Any) -> str | None:
+    if raw is not None and (not isinstance(raw, str) or len(raw) < 32):
+        raise ConfigError("dashboard_secret must be a string of at least 32 characters")
+    return raw
 
 
 def _degrade(raw: Any) -> Degrade:

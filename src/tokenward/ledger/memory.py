@@ -71,6 +71,7 @@ class MemoryLedger(TransactionalLedger):
         self._lease_groups: dict[str, LeaseGroup] = {}
         self._leases: dict[str, dict[str, datetime]] = {}
         self._ids = itertools.count(1)
+        self._secrets: dict[str, str] = {}
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[None]:
@@ -260,6 +261,9 @@ class MemoryLedger(TransactionalLedger):
 
     def _query_instances(self, budget: str) -> list[BudgetInstance]:
         return [i for (name, _), i in self._instances.items() if name == budget]
+
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        return self._secrets.setdefault(name, candidate)
 
     def _estimate_stats(self, model: str) -> EstimateStats | None:
         return self._estimates.get(model)

@@ -54,6 +54,13 @@ class PostgresRecords:
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = value + 1 WHERE key = %s", (name,))
 
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        self._execute(
+            "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, candidate),
+        )
+        return str(self._execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()[0])
+
     # -- threshold events and shadow denials --------------------------------------------------
     def _insert_threshold(self, event: ThresholdEvent) -> bool:
         data = event.to_dict()

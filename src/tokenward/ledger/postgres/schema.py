@@ -119,5 +119,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX leases_expiry ON leases (expires_at);
     """,
+    # 4 (issue 18): secrets shared by every process on the ledger (the dashboard's cookie key),
+    #    and the budget that clamped a call's output bound, as a column the dashboard filters on
+    #    (NULL for events written before: their metadata.clamped_by says; no backfill, events are
+    #    append-only)
+    """
+    CREATE TABLE secrets (name text PRIMARY KEY, value text NOT NULL);
+    ALTER TABLE usage_events ADD COLUMN clamped_by text;
+    CREATE INDEX usage_events_clamped ON usage_events (clamped_by, at) WHERE clamped_by IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

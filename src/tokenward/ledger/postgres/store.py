@@ -464,8 +464,8 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
         subject = event.subject
         cursor = self._execute(
             'INSERT INTO usage_events (request_id, at, org, project, team, "user", "key", agent, session, task, '
-            "model, status, input_tokens, output_tokens, cost_usd, data, disputed) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
+            "model, status, input_tokens, output_tokens, cost_usd, data, disputed, clamped_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s) "
             "ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
@@ -478,6 +478,7 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
                 event.cost_usd,
                 event.to_json(),
                 event_disputed(event),
+                event.metadata.get("clamped_by"),
             ),
         )
         return bool(cursor.rowcount > 0)

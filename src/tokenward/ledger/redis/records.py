@@ -361,6 +361,10 @@ class RedisRecords(RedisState):
             return record
         return record if record.active(utc(at) if at else self.clock.now()) else None
 
+    def secret(self, name: str) -> str:
+        """A secret shared by every process on this ledger (kept in the durable store)."""
+        return str(self.store.secret(name))
+
     def keys(self, project: str | None = None) -> list[KeyRecord]:
         """Every key, optionally of one project, oldest first."""
         return self.store.keys(project)

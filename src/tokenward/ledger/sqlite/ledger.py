@@ -454,8 +454,8 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         subject = event.subject
         cursor = self._execute(
             "INSERT INTO usage_events (request_id, at, org, project, team, user, key, agent, session, task, "
-            "model, status, input_tokens, output_tokens, cost_usd, data, disputed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            "model, status, input_tokens, output_tokens, cost_usd, data, disputed, clamped_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
                 ts(event.at),
@@ -467,6 +467,7 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
                 None if event.cost_usd is None else str(event.cost_usd),
                 event.to_json(),
                 event_disputed(event),
+                event.metadata.get("clamped_by"),
             ),
         )
         return cursor.rowcount > 0

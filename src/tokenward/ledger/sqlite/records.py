@@ -51,6 +51,11 @@ class SQLiteRecords:
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (name,))
 
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        key = f"secret:{name}"
+        self._execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, candidate))
+        return str(self._execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
     # -- threshold events and shadow denials --------------------------------------------------
     def _insert_threshold(self, event: ThresholdEvent) -> bool:
         data = event.to_dict()

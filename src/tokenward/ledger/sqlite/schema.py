@@ -130,6 +130,13 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX leases_expiry ON leases (expires_at);
     """,
+    # 7 (issue 18; numbered for the merge order, appended after 6): the budget that clamped a
+    #    call's output bound, as a column the dashboard filters on (NULL for events written before:
+    #    their metadata.clamped_by says; no backfill, events are append-only)
+    """
+    ALTER TABLE usage_events ADD COLUMN clamped_by TEXT;
+    CREATE INDEX usage_events_clamped ON usage_events (clamped_by, at) WHERE clamped_by IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
