@@ -55,6 +55,8 @@ def _check(ledger: Ledger) -> None:
     assert ledger.reservation(reservation.id).forwarded  # type: ignore[union-attr]
     assert ledger.join_lease("session:s-new", "w1", ttl=timedelta(seconds=30)) is False
     assert ledger.leave_lease("session:s-new", "w1") is False
+    # issue 18: a secret shared by every process (made once, then the same), clamps recorded
+    assert ledger.secret("dashboard") == ledger.secret("dashboard") != ledger.secret("other")
 
 
 @pytest.mark.sqlite
@@ -67,9 +69,11 @@ def test_a_sqlite_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path) -
 
         conn = sqlite3.connect(path)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+            from tokenward.ledger.sqlite.schema import SCHEMA_VERSION
+
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             columns = {row[1] for row in conn.execute("PRAGMA table_info(usage_events)")}
-            assert "disputed" in columns
+            assert {"disputed", "clamped_by"} <= columns  # issue 14, issue 18
             for key in EVENT_LOOKUPS:  # the lookup the ledger runs, found by its index, not a scan
                 plan = conn.execute(
                     "EXPLAIN QUERY PLAN SELECT data FROM usage_events "
@@ -108,7 +112,9 @@ def test_a_postgres_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path)
                 versions = conn.execute(
                     f'SELECT version FROM "{schema}".tokenward_migrations ORDER BY 1'
                 ).fetchall()
-                assert [v for (v,) in versions] == [1, 2]
+                from tokenward.ledger.postgres.schema import SCHEMA_VERSION
+
+                assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
                 conn.execute(f'SET search_path TO "{schema}"')
                 conn.execute("SET enable_seqscan = off")  # a few rows: a scan would be cheaper
                 for key in EVENT_LOOKUPS:  # the lookup the ledger runs can use its index
