@@ -331,6 +331,10 @@ def create_app(
     guarded = not config.observe.prometheus_public
     extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics, guarded), methods=["GET"])]
     routes = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
+    if config.dashboard_on:
+        from tokenward.gateway.ui import ui_routes
+
+        routes += ui_routes()
     handlers = {404: _http_error, 405: _http_error}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
 
