@@ -64,6 +64,9 @@ def serve(
     log_format: Annotated[
         str, typer.Option(help="text, or json (one object per line, with request ids).")
     ] = "text",
+    workers: Annotated[
+        int, typer.Option(help="Worker processes sharing the port (they share the ledger too).", min=1)
+    ] = 1,
 ) -> None:
     """Run the gateway: an OpenAI- and Anthropic-compatible proxy that enforces budgets."""
     import dataclasses
@@ -95,6 +98,26 @@ def serve(
     if log_format not in ("text", "json"):
         raise ConfigError(f"--log-format must be text or json, got {log_format!r}")
     configure_logging(log_format, log_level)
+    if workers > 1:
+        import os
+
+        # each worker process builds its own app from the same file (app_from_environment)
+        os.environ["TOKENWARD_SERVE_CONFIG"] = str(path.resolve())
+        os.environ["TOKENWARD_SERVE_LEDGER"] = ledger or ""
+        os.environ["TOKENWARD_SERVE_LOG"] = f"{log_format}:{log_level}"
+        err.print(f"tokenward gateway starting {workers} workers on http://{host}:{port}", highlight=False)
+        uvicorn.run(
+            "tokenward.gateway.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+            timeout_keep_alive=75,
+        )
+        return
     app = create_app(cfg, config_path=path)
     url = f"http://{host}:{port}"
     ledger_url = cfg.ledger or DEFAULT_LEDGER_URL
@@ -176,6 +199,7 @@ def _register() -> None:
     from tokenward.cli import (
         admin_cmd,
         cost_cmd,
+        dashboard_cmd,
         estimate_cmd,
         import_cmd,
         ledger_cmd,
@@ -194,6 +218,7 @@ def _register() -> None:
     import_cmd.register(app)
     admin_cmd.register(app)
     quarantine_cmd.register(app)
+    dashboard_cmd.register(app)
 
 
 _register()

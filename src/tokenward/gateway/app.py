@@ -52,7 +52,7 @@ from tokenward.guard.wire.endpoints import (
 from tokenward.ledger import AsyncLedger, open_async_ledger
 from tokenward.ledger.base import new_id
 
-__all__ = ["create_app", "ready_line", "warn_missing_keys"]
+__all__ = ["app_from_environment", "create_app", "ready_line", "warn_missing_keys"]
 
 log = logging.getLogger("tokenward.gateway")
 
@@ -352,3 +352,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     dialect = "gemini" if request.url.path.startswith("/v1beta/") else "openai-chat"
     headers = {**own_headers(new_id("req"), tokenward.__version__), **(getattr(exc, "headers", None) or {})}
     return error_response(dialect, error, headers)
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker of ``tokenward serve --workers N`` (an uvicorn factory): the config
+    file ``TOKENWARD_SERVE_CONFIG``, the ledger URL ``TOKENWARD_SERVE_LEDGER`` over the file's
+    when set, and logging as ``TOKENWARD_SERVE_LOG`` (``format:level``).
+
+    Raises:
+        ConfigError: no such variable, or an invalid file.
+    """
+    import dataclasses
+    import os
+
+    from tokenward.gateway.logs import configure_logging
+
+    path = os.environ.get("TOKENWARD_SERVE_CONFIG")
+    if not path:
+        raise ConfigError("TOKENWARD_SERVE_CONFIG names no config file")
+    config = GatewayConfig.load(path)
+    if os.environ.get("TOKENWARD_SERVE_LEDGER"):
+        config = dataclasses.replace(config, ledger=os.environ["TOKENWARD_SERVE_LEDGER"])
+    log_format, _, level = os.environ.get("TOKENWARD_SERVE_LOG", "text:info").partition(":")
+    configure_logging(log_format, level or "info")
+    return create_app(config, config_path=path)
