@@ -74,7 +74,7 @@ _HEADERS = {
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # "no-referrer" would make form posts send Origin: null
     "cache-control": "no-store",
 }
 
