@@ -32,6 +32,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
+from tokenward.ledger.rollups import RollupRow, rollup_rows
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.numbers import plain
@@ -261,6 +262,24 @@ class MemoryLedger(TransactionalLedger):
 
     def _query_instances(self, budget: str) -> list[BudgetInstance]:
         return [i for (name, _), i in self._instances.items() if name == budget]
+
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None
+    ) -> list[RollupRow]:
+        """Daily spend rows (:mod:`tokenward.ledger.rollups`), summed from the events now."""
+        with self._lock:
+            events = [
+                e
+                for e in self._events
+                if e.at.date().isoformat() >= since
+                and (until is None or e.at.date().isoformat() < until)
+                and (project is None or e.subject.project == project)
+            ]
+        return rollup_rows(events)
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Nothing to roll up: the memory ledger sums its events when asked."""
+        return 0
 
     def _keep_secret(self, name: str, candidate: str) -> str:
         return self._secrets.setdefault(name, candidate)

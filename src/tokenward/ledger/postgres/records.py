@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from tokenward.core.calibration import EstimateStats
+from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.records import (
     Adjustment,
@@ -26,6 +28,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
+from tokenward.ledger.rollups import RollupRow, event_deltas, unpico
 from tokenward.numbers import plain
 
 __all__ = ["PostgresRecords", "dumps"]
@@ -53,6 +56,73 @@ class PostgresRecords:
 
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = value + 1 WHERE key = %s", (name,))
+
+    # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
+    def _roll_up(self, events: Sequence[UsageEvent]) -> None:
+        rows = [(*d[:7], unpico(d[7]), d[8]) for event in events for d in event_deltas(event)]
+        if not rows:
+            return
+        cursor = self._conn().cursor()  # type: ignore[attr-defined]
+        cursor.executemany(
+            "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+            "cost_usd, unpriced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (day, dim, project, value) DO UPDATE SET "
+            "calls = usage_rollup.calls + excluded.calls, "
+            "input_tokens = usage_rollup.input_tokens + excluded.input_tokens, "
+            "output_tokens = usage_rollup.output_tokens + excluded.output_tokens, "
+            "cost_usd = usage_rollup.cost_usd + excluded.cost_usd, "
+            "unpriced = usage_rollup.unpriced + excluded.unpriced",
+            rows,
+        )
+
+    def _rollup_progress(self) -> tuple[int, int]:
+        found = dict(
+            self._execute(
+                "SELECT key, value FROM meta WHERE key IN ('rollup_next', 'rollup_below')"
+            ).fetchall()
+        )
+        return int(found.get("rollup_next", 1)), int(found.get("rollup_below", 1))
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the next ``batch`` events written before the rollups existed (one short write
+        transaction); returns how many, 0 once every event is rolled up."""
+        with self._transaction():  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start >= below:
+                return 0
+            end = min(start + batch, below)
+            rows = self._execute(
+                "SELECT data FROM usage_events WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end)
+            ).fetchall()
+            self._roll_up([UsageEvent.from_dict(row[0]) for row in rows])
+            self._execute("UPDATE meta SET value = %s WHERE key = 'rollup_next'", (end,))
+            return max(len(rows), 1)
+
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None
+    ) -> list[RollupRow] | None:
+        """Daily spend rows from day ``since`` (``YYYY-MM-DD``, UTC) to before ``until``, of one
+        ``project`` when named; None while older events are still being rolled up."""
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start < below:
+                return None
+            sql = (
+                "SELECT day, project, dim, value, calls, input_tokens, output_tokens, cost_usd, unpriced "
+                "FROM usage_rollup WHERE day >= %s"
+            )
+            params: list[Any] = [since]
+            if until is not None:
+                sql += " AND day < %s"
+                params.append(until)
+            if project is not None:
+                sql += " AND project = %s"
+                params.append(project)
+            rows = self._execute(sql, params).fetchall()
+        return [
+            RollupRow(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), Decimal(r[7]), int(r[8]))
+            for r in rows
+        ]
 
     def _keep_secret(self, name: str, candidate: str) -> str:
         self._execute(

@@ -481,7 +481,10 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
                 event.metadata.get("clamped_by"),
             ),
         )
-        return bool(cursor.rowcount > 0)
+        if cursor.rowcount > 0:
+            self._roll_up([event])
+            return True
+        return False
 
     def _find_event(self, key: str, value: str) -> UsageEvent | None:
         # key is one of EVENT_LOOKUPS (checked by the caller), so the path is a literal: an index

@@ -226,6 +226,12 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         except UnicodeEncodeError as exc:  # a lone surrogate: refused like the store's own errors
             raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
 
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._conn().executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc) from exc
+
     def _migrate(self) -> None:
         with self._transaction():
             version = self._execute("PRAGMA user_version").fetchone()[0]
@@ -470,7 +476,10 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
                 event.metadata.get("clamped_by"),
             ),
         )
-        return cursor.rowcount > 0
+        if cursor.rowcount > 0:
+            self._roll_up([event])
+            return True
+        return False
 
     def _find_event(self, key: str, value: str) -> UsageEvent | None:
         # key is one of EVENT_LOOKUPS (checked by the caller), so the path is a literal: an index

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from tokenward.core.calibration import EstimateStats
+from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.records import (
     Adjustment,
@@ -26,6 +27,7 @@ from tokenward.ledger.records import (
     ThresholdEvent,
     parse_iso,
 )
+from tokenward.ledger.rollups import RollupRow, event_deltas, unpico
 from tokenward.numbers import plain
 
 __all__ = ["SQLiteRecords", "ts"]
@@ -48,8 +50,79 @@ class SQLiteRecords:
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:  # pragma: no cover
         raise NotImplementedError
 
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (name,))
+
+    # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
+    def _roll_up(self, events: Sequence[UsageEvent]) -> None:
+        rows = [delta for event in events for delta in event_deltas(event)]
+        self._executemany(
+            "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+            "cost_pico, unpriced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, dim, project, value) "
+            "DO UPDATE SET calls = calls + excluded.calls, input_tokens = input_tokens + excluded.input_tokens, "
+            "output_tokens = output_tokens + excluded.output_tokens, cost_pico = cost_pico + excluded.cost_pico, "
+            "unpriced = unpriced + excluded.unpriced",
+            rows,
+        )
+
+    def _rollup_progress(self) -> tuple[int, int]:
+        found = dict(
+            self._execute(
+                "SELECT key, value FROM meta WHERE key IN ('rollup_next', 'rollup_below')"
+            ).fetchall()
+        )
+        return int(found.get("rollup_next", 1)), int(found.get("rollup_below", 1))
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the next ``batch`` events written before the rollups existed (one short write
+        transaction); returns how many, 0 once every event is rolled up."""
+        with self._transaction():
+            start, below = self._rollup_progress()
+            if start >= below:
+                return 0
+            end = min(start + batch, below)
+            rows = self._execute(
+                "SELECT data FROM usage_events WHERE seq >= ? AND seq < ? ORDER BY seq", (start, end)
+            ).fetchall()
+            self._roll_up([UsageEvent.from_dict(json.loads(row[0])) for row in rows])
+            self._execute("UPDATE meta SET value = ? WHERE key = 'rollup_next'", (str(end),))
+            return max(len(rows), 1)
+
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None
+    ) -> list[RollupRow] | None:
+        """Daily spend rows from day ``since`` (``YYYY-MM-DD``, UTC) to before ``until``, of one
+        ``project`` when named; None while older events are still being rolled up."""
+        with self._transaction(write=False):
+            start, below = self._rollup_progress()
+            if start < below:
+                return None
+            sql = "SELECT * FROM usage_rollup WHERE day >= ?"
+            params: list[Any] = [since]
+            if until is not None:
+                sql += " AND day < ?"
+                params.append(until)
+            if project is not None:
+                sql += " AND project = ?"
+                params.append(project)
+            rows = self._execute(sql, params).fetchall()
+        return [
+            RollupRow(
+                r["day"],
+                r["project"],
+                r["dim"],
+                r["value"],
+                r["calls"],
+                r["input_tokens"],
+                r["output_tokens"],
+                unpico(r["cost_pico"]),
+                r["unpriced"],
+            )
+            for r in rows
+        ]
 
     def _keep_secret(self, name: str, candidate: str) -> str:
         key = f"secret:{name}"

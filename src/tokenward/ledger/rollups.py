@@ -1,0 +1,103 @@
+"""Daily spend rollups, kept as usage events are written, so the dashboard's overview reads a few
+thousand rows instead of a month of events.
+
+One row per UTC day, project and (dimension, value): ``dim`` is one of :data:`ROLLUP_DIMENSIONS`
+(``*`` with value ``""`` is the day's total; ``tag`` values are ``name=value``, one row per tag),
+with the calls, input and output tokens, cost and unpriced calls of the events counted there.
+Every backend writes the rows in the transaction that writes the event (SQLite and PostgreSQL:
+table ``usage_rollup``; the memory ledger computes them on demand; Redis: in its durable store),
+and an existing ledger's events are rolled up by :meth:`backfill_rollup` in small batches from a
+background thread, never at start-up; until that is done :meth:`spend_rollup` answers None and
+readers scan the events instead.
+
+SQLite keeps cost in integer pico-USD (10^-12 USD, rounded half-even: exact for every price in
+the tables, whose per-token prices have at most 12 decimal places); PostgreSQL in ``numeric``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from tokenward.core.events import UsageEvent
+
+__all__ = ["ROLLUP_DIMENSIONS", "RollupRow", "pico", "rollup_rows", "unpico"]
+
+ROLLUP_DIMENSIONS = ("*", "model", "user", "project", "team", "key", "agent", "tag")
+_PICO = Decimal(10) ** 12
+
+
+def pico(usd: Decimal | None) -> int:
+    """USD as integer pico-USD (half-even); None (unpriced) is 0."""
+    if usd is None:
+        return 0
+    return int((usd * _PICO).to_integral_value(ROUND_HALF_EVEN))
+
+
+def unpico(value: int | str | Decimal) -> Decimal:
+    """Integer pico-USD back to USD."""
+    return (Decimal(value) / _PICO).normalize() if value else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRow:
+    """One day's spend of one dimension value in one project (``""``: of no project).
+
+    Attributes:
+        day: the UTC day, ``YYYY-MM-DD``.
+        project: the events' project, ``""`` for none.
+        dim: one of :data:`ROLLUP_DIMENSIONS`.
+        value: the dimension's value (``""`` for ``*``; ``(none)`` when the event had none).
+        calls / input_tokens / output_tokens: counts (unknown token counts add 0).
+        cost_usd: exact USD of the priced calls.
+        unpriced: calls without a price.
+    """
+
+    day: str
+    project: str
+    dim: str
+    value: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    unpriced: int
+
+
+def _values(event: UsageEvent) -> list[tuple[str, str]]:
+    subject = event.subject
+    out = [("*", ""), ("model", event.model or "(unknown)")]
+    for scope in ("user", "project", "team", "key", "agent"):
+        out.append((scope, subject.value(scope) or "(none)"))
+    out += [("tag", f"{k}={v}") for k, v in subject.tags] or [("tag", "(no tag)")]
+    return out
+
+
+def rollup_rows(events: Iterable[UsageEvent]) -> list[RollupRow]:
+    """The rollup rows of ``events``, summed (what the tables hold for them)."""
+    sums: dict[tuple[str, str, str, str], list[object]] = {}
+    for event in events:
+        key_base = (event.at.date().isoformat(), event.subject.project or "")
+        for dim, value in _values(event):
+            row = sums.setdefault((*key_base, dim, value), [0, 0, 0, Decimal(0), 0])
+            row[0] += 1  # type: ignore[operator]
+            row[1] += event.usage.input_tokens or 0  # type: ignore[operator]
+            row[2] += event.usage.output_tokens or 0  # type: ignore[operator]
+            if event.cost_usd is None:
+                row[4] += 1  # type: ignore[operator]
+            else:
+                row[3] += event.cost_usd  # type: ignore[operator]
+    return [RollupRow(*k, *v) for k, v in sums.items()]  # type: ignore[arg-type]
+
+
+def event_deltas(event: UsageEvent) -> list[tuple[str, str, str, str, int, int, int, int, int]]:
+    """What one event adds to the rollup table: ``(day, project, dim, value, calls, input,
+    output, cost_pico, unpriced)`` per row it counts in."""
+    day, project = event.at.date().isoformat(), event.subject.project or ""
+    cost = pico(event.cost_usd)
+    unpriced = 1 if event.cost_usd is None else 0
+    tokens_in, tokens_out = event.usage.input_tokens or 0, event.usage.output_tokens or 0
+    return [
+        (day, project, dim, value, 1, tokens_in, tokens_out, cost, unpriced) for dim, value in _values(event)
+    ]
