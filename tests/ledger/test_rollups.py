@@ -49,8 +49,7 @@ def _expected(events: list[UsageEvent], project: str | None = None) -> dict[tupl
         if project is not None and e.subject.project != project:
             continue
         keys = [("*", ""), ("model", e.model or "(unknown)"), ("user", e.subject.user or "(none)")]
-        keys += [("project", e.subject.project or "(none)"), ("team", "(none)"), ("key", "(none)")]
-        keys += [("agent", "(none)")]
+        keys += [(scope, e.subject.value(scope) or "(none)") for scope in ("project", "team", "key", "agent")]
         keys += [("tag", f"{k}={v}") for k, v in e.subject.tags] or [("tag", "(no tag)")]
         for dim, value in keys:
             row = rows.setdefault(
