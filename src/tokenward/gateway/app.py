@@ -278,9 +278,15 @@ def create_app(
             _reload_on_sighup(state, Path(config_path))
         if on_ready is not None:
             on_ready(state)
+        backfill = contextlib.AsyncExitStack()
+        if config.dashboard_on:
+            from tokenward.gateway.ui import background_backfill
+
+            await backfill.enter_async_context(background_backfill(store))
         try:
             yield
         finally:
+            await backfill.aclose()
             # Shutting down (SIGTERM): uvicorn has stopped accepting and let open streams finish
             # within its grace period; every admitted call still gets settled before we exit.
             left = await state.drain(timeout=30)

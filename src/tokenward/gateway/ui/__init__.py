@@ -10,9 +10,13 @@ See docs/dashboard.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
 import hashlib
+import logging
 import secrets
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +24,38 @@ from starlette.applications import Starlette
 
 from tokenward.gateway.ui.pages import ui_routes
 
-__all__ = ["standalone_app", "ui_routes"]
+__all__ = ["backfill_rollups", "standalone_app", "ui_routes"]
+
+log = logging.getLogger("tokenward.gateway")
+
+
+async def backfill_rollups(ledger: Any, *, batch: int = 2000, pause: float = 0.05) -> None:
+    """Roll up, in batches with pauses between them, the events a ledger held before it had
+    daily rollups (:mod:`tokenward.ledger.rollups`); run as a background task, so start-up never
+    waits for it. Until it ends the overview reads the events themselves. A failure is logged and
+    ends the task (the next start carries on where it stopped)."""
+    method = getattr(ledger, "backfill_rollup", None)
+    if method is None:
+        return
+    try:
+        while await method(batch):
+            await asyncio.sleep(pause)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a ledger failure: the overview keeps scanning events meanwhile
+        log.warning("rolling up the ledger's older events stopped: %s", exc)
+
+
+@contextlib.asynccontextmanager
+async def background_backfill(ledger: Any) -> AsyncIterator[None]:
+    """Run :func:`backfill_rollups` while the app runs."""
+    task = asyncio.create_task(backfill_rollups(ledger))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _who() -> str:
@@ -51,7 +86,13 @@ def standalone_app(
     digest = hashlib.sha256((admin_key or secrets.token_urlsafe(32)).encode()).hexdigest()
     admin = AdminKeyConfig(name, digest)
     config = GatewayConfig(upstreams=(), keys=(), admin_keys=(admin,), ledger=getattr(ledger, "url", None))
-    app = Starlette(routes=ui_routes())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with background_backfill(ledger):
+            yield
+
+    app = Starlette(routes=ui_routes(), lifespan=lifespan)
     guard: Any = SimpleNamespace(ledger=ledger)  # the pages use the guard's ledger only
     app.state.gateway = GatewayState(config, guard, {}, tokenward.__version__)
     token = secrets.token_urlsafe(24)

@@ -23,7 +23,7 @@ import io
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +31,7 @@ from tokenward.core.budgets import Budget, Subject
 from tokenward.core.events import UsageEvent
 from tokenward.gateway.admin.operations import owns
 from tokenward.gateway.config import AdminKeyConfig
+from tokenward.ledger.rollups import RollupRow, rollup_rows
 
 __all__ = [
     "DIMENSIONS",
@@ -96,6 +97,13 @@ class Totals:
     usd: Decimal = Decimal(0)
     unpriced: int = 0
 
+    def merge(self, row: RollupRow) -> None:
+        """Add a rollup row's figures."""
+        self.calls += row.calls
+        self.tokens += row.input_tokens + row.output_tokens
+        self.usd += row.cost_usd
+        self.unpriced += row.unpriced
+
     def add(self, event: UsageEvent) -> None:
         self.calls += 1
         self.tokens += tokens(event)
@@ -126,39 +134,46 @@ class Overview:
 async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = "model") -> Overview:
     """The overview: spend per period, this month's breakdown by every dimension, the burn rate
     of the last hour and this month's forecast at that rate, the budgets closest to their limit,
-    the latest threshold alerts and denials, and 30 days of daily spend stacked by ``by``."""
+    the latest threshold alerts and denials, and 30 days of daily spend stacked by ``by``.
+
+    Read from the ledger's daily rollups (:mod:`tokenward.ledger.rollups`) when it has them, else
+    (while an older ledger is being rolled up) from the events themselves; the last hour (burn
+    rate, latest calls) always from the events."""
     starts = period_starts(now)
     since = min(starts["month"], now - timedelta(days=30))
-    events = await ledger.events(subject=scope_subject(admin), since=since)
+    days = [(starts["today"] - timedelta(days=i)).date() for i in range(29, -1, -1)]
+    recent = await ledger.events(subject=scope_subject(admin), since=now - timedelta(hours=1))
+    hour = Totals()
+    for event in recent:
+        hour.add(event)
+    rows = await _rollup(ledger, admin, since)
+    if rows is None:
+        rows = rollup_rows(await ledger.events(subject=scope_subject(admin), since=since))
     periods = {name: Totals() for name in starts}
     breakdown: dict[str, dict[str, Totals]] = {d: defaultdict(Totals) for d in DIMENSIONS}
-    hour = Totals()
-    days = [(starts["today"] - timedelta(days=i)).date() for i in range(29, -1, -1)]
     stacked: dict[str, dict[Any, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    for event in events:
-        for name, start in starts.items():
-            if event.at >= start:
-                periods[name].add(event)
-        if event.at >= starts["month"]:
-            for dimension in DIMENSIONS:
-                for value in dimension_values(event, dimension):
-                    breakdown[dimension][value].add(event)
-        if event.at >= now - timedelta(hours=1):
-            hour.add(event)
-        for value in dimension_values(event, by):
-            stacked[value][event.at.date()] += event.cost_usd or Decimal(0)
-    month_hours = Decimal((now - starts["month"]).total_seconds()) / 3600
+    month_day = starts["month"].date().isoformat()
+    for row in rows:
+        if row.dim == "*":
+            for name, start in starts.items():
+                if row.day >= start.date().isoformat():
+                    periods[name].merge(row)
+        elif row.day >= month_day:
+            breakdown[row.dim][row.value].merge(row)
+        if row.dim == by:
+            stacked[row.value][date.fromisoformat(row.day)] += row.cost_usd
     left_hours = Decimal((month_end(now) - now).total_seconds()) / 3600
     burn = hour.usd  # USD over the last hour
     forecast = periods["month"].usd + burn * left_hours
-    del month_hours
     ranked = {
         d: sorted(v.items(), key=lambda kv: (-kv[1].usd, -kv[1].tokens, kv[0]))[:10]
         for d, v in breakdown.items()
     }
-    rows = await budget_rows(ledger, admin, now)
-    closest = sorted((r for r in rows if r.utilisation is not None), key=lambda r: -r.utilisation)[:5]  # type: ignore[operator]
-    alerts = await _alerts(ledger, admin, rows)
+    budgets = await budget_rows(ledger, admin, now)
+    closest = sorted((r for r in budgets if r.utilisation is not None), key=lambda r: -(r.utilisation or 0))[
+        :5
+    ]
+    alerts = await _alerts(ledger, admin, budgets)
     denials, available = await visible_denials(ledger, admin, limit=10)
     top = sorted(stacked, key=lambda v: -sum(stacked[v].values()))[:8]
     series = {
@@ -177,8 +192,16 @@ async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = 
         denials_available=available,
         series=series,
         top_spenders=ranked["user"][:5],
-        latest=list(reversed(events[-10:])),
+        latest=list(reversed(recent[-10:])),
     )
+
+
+async def _rollup(ledger: Any, admin: AdminKeyConfig, since: datetime) -> list[RollupRow] | None:
+    method = getattr(ledger, "spend_rollup", None)
+    if method is None:
+        return None
+    rows: list[RollupRow] | None = await method(since.date().isoformat(), project=admin.project)
+    return rows
 
 
 async def _alerts(ledger: Any, admin: AdminKeyConfig, rows: Sequence[BudgetRow]) -> list[Any]:
