@@ -32,7 +32,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
-from tokenward.ledger.rollups import RollupRow, rollup_rows
+from tokenward.ledger.rollups import RollupRow, rollup_rows, select_rows
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.numbers import plain
@@ -264,18 +264,20 @@ class MemoryLedger(TransactionalLedger):
         return [i for (name, _), i in self._instances.items() if name == budget]
 
     def spend_rollup(
-        self, since: str, until: str | None = None, project: str | None = None
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
     ) -> list[RollupRow]:
         """Daily spend rows (:mod:`tokenward.ledger.rollups`), summed from the events now."""
         with self._lock:
-            events = [
-                e
-                for e in self._events
-                if e.at.date().isoformat() >= since
-                and (until is None or e.at.date().isoformat() < until)
-                and (project is None or e.subject.project == project)
-            ]
-        return rollup_rows(events)
+            events = [e for e in self._events if e.at.date().isoformat() >= since]
+        rows = rollup_rows(events)
+        return select_rows(rows, since, until, project, dim=dim, values=values, by_day=by_day)
 
     def backfill_rollup(self, batch: int = 2000) -> int:
         """Nothing to roll up: the memory ledger sums its events when asked."""

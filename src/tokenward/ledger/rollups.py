@@ -16,13 +16,14 @@ the tables, whose per-token prices have at most 12 decimal places); PostgreSQL i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from tokenward.core.events import UsageEvent
 
-__all__ = ["ROLLUP_DIMENSIONS", "RollupRow", "pico", "rollup_rows", "unpico"]
+__all__ = ["ROLLUP_DIMENSIONS", "RollupRow", "pico", "rollup_query", "rollup_rows", "select_rows", "unpico"]
 
 ROLLUP_DIMENSIONS = ("*", "model", "user", "project", "team", "key", "agent", "tag")
 _PICO = Decimal(10) ** 12
@@ -101,3 +102,78 @@ def event_deltas(event: UsageEvent) -> list[tuple[str, str, str, str, int, int, 
     return [
         (day, project, dim, value, 1, tokens_in, tokens_out, cost, unpriced) for dim, value in _values(event)
     ]
+
+
+def rollup_query(
+    since: str,
+    until: str | None,
+    project: str | None,
+    dim: str | None,
+    values: Sequence[str] | None,
+    by_day: bool,
+    mark: str,
+    cost: str,
+) -> tuple[str, list[Any]]:
+    """The SQL selecting rollup rows (SQLite and PostgreSQL share it; ``mark`` is the driver's
+    parameter mark, ``cost`` the cost column): filtered by day range, project, dimension and
+    values; with ``by_day`` False, summed over the days (``day`` is then ``since``) and over
+    projects unless one is named."""
+    where, params = [f"day >= {mark}"], [since]
+    if until is not None:
+        where.append(f"day < {mark}")
+        params.append(until)
+    if project is not None:
+        where.append(f"project = {mark}")
+        params.append(project)
+    if dim is not None:
+        where.append(f"dim = {mark}")
+        params.append(dim)
+    if values is not None:
+        if not values:
+            where.append("1 = 0")
+        else:
+            where.append(f"value IN ({', '.join([mark] * len(values))})")
+            params.extend(values)
+    clause = " AND ".join(where)
+    if by_day:
+        return (
+            f"SELECT day, project, dim, value, calls, input_tokens, output_tokens, {cost}, unpriced "
+            f"FROM usage_rollup WHERE {clause}",
+            params,
+        )
+    group_project = "project" if project is not None else "''"
+    return (
+        f"SELECT {mark}, {group_project}, dim, value, SUM(calls), SUM(input_tokens), SUM(output_tokens), "
+        f"SUM({cost}), SUM(unpriced) FROM usage_rollup WHERE {clause} GROUP BY dim, value",
+        [since, *params],
+    )
+
+
+def select_rows(
+    rows: Iterable[RollupRow],
+    since: str,
+    until: str | None = None,
+    project: str | None = None,
+    *,
+    dim: str | None = None,
+    values: Sequence[str] | None = None,
+    by_day: bool = True,
+) -> list[RollupRow]:
+    """:func:`rollup_query` over rows in memory (the memory ledger's)."""
+    chosen = [
+        r
+        for r in rows
+        if r.day >= since
+        and (until is None or r.day < until)
+        and (project is None or r.project == project)
+        and (dim is None or r.dim == dim)
+        and (values is None or r.value in values)
+    ]
+    if by_day:
+        return chosen
+    sums: dict[tuple[str, str], list[Any]] = {}
+    for r in chosen:
+        row = sums.setdefault((r.dim, r.value), [0, 0, 0, Decimal(0), 0])
+        for n, amount in enumerate((r.calls, r.input_tokens, r.output_tokens, r.cost_usd, r.unpriced)):
+            row[n] += amount
+    return [RollupRow(since, project or "", d, v, *x) for (d, v), x in sums.items()]

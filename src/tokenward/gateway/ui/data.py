@@ -146,22 +146,31 @@ async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = 
     hour = Totals()
     for event in recent:
         hour.add(event)
-    rows = await _rollup(ledger, admin, since)
-    if rows is None:
-        rows = rollup_rows(await ledger.events(subject=scope_subject(admin), since=since))
+    month_day = starts["month"].date().isoformat()
+    since_day = since.date().isoformat()
     periods = {name: Totals() for name in starts}
     breakdown: dict[str, dict[str, Totals]] = {d: defaultdict(Totals) for d in DIMENSIONS}
     stacked: dict[str, dict[Any, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    month_day = starts["month"].date().isoformat()
-    for row in rows:
-        if row.dim == "*":
-            for name, start in starts.items():
-                if row.day >= start.date().isoformat():
-                    periods[name].merge(row)
-        elif row.day >= month_day:
+    daily = await _rollup(ledger, admin, since_day, dim="*")
+    if daily is not None:  # from the rollups: a few small summed queries
+        month = await _rollup(ledger, admin, month_day, by_day=False) or []
+        spent = await _rollup(ledger, admin, since_day, dim=by, by_day=False) or []
+        top = [r.value for r in sorted(spent, key=lambda r: (-r.cost_usd, r.value))[:8]]
+        series_rows = await _rollup(ledger, admin, since_day, dim=by, values=top) or []
+    else:  # an older ledger still being rolled up: the events themselves
+        rows = rollup_rows(await ledger.events(subject=scope_subject(admin), since=since))
+        daily = [r for r in rows if r.dim == "*"]
+        month = [r for r in rows if r.day >= month_day and r.dim != "*"]
+        series_rows = [r for r in rows if r.dim == by]
+    for row in daily:
+        for name, start in starts.items():
+            if row.day >= start.date().isoformat():
+                periods[name].merge(row)
+    for row in month:
+        if row.dim in breakdown:
             breakdown[row.dim][row.value].merge(row)
-        if row.dim == by:
-            stacked[row.value][date.fromisoformat(row.day)] += row.cost_usd
+    for row in series_rows:
+        stacked[row.value][date.fromisoformat(row.day)] += row.cost_usd
     left_hours = Decimal((month_end(now) - now).total_seconds()) / 3600
     burn = hour.usd  # USD over the last hour
     forecast = periods["month"].usd + burn * left_hours
@@ -196,11 +205,11 @@ async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = 
     )
 
 
-async def _rollup(ledger: Any, admin: AdminKeyConfig, since: datetime) -> list[RollupRow] | None:
+async def _rollup(ledger: Any, admin: AdminKeyConfig, since: str, **options: Any) -> list[RollupRow] | None:
     method = getattr(ledger, "spend_rollup", None)
     if method is None:
         return None
-    rows: list[RollupRow] | None = await method(since.date().isoformat(), project=admin.project)
+    rows: list[RollupRow] | None = await method(since, project=admin.project, **options)
     return rows
 
 

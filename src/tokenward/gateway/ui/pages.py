@@ -243,8 +243,8 @@ async def budget_delete(request: Request, session: UiSession) -> Response:
 # -- sessions --------------------------------------------------------------------------------------
 async def sessions_page(request: Request, session: UiSession) -> Response:
     now = _now(request)
-    days = request.query_params.get("days", "7")
-    span = int(days) if days.isdigit() and 1 <= int(days) <= 90 else 7
+    days = request.query_params.get("days", "1")
+    span = int(days) if days.isdigit() and 1 <= int(days) <= 90 else 1
     status = request.query_params.get("status") or ""
     user = (request.query_params.get("user") or "").strip()
     rows = await data.session_rows(_ledger(request), session.admin, now, now - timedelta(days=span))
@@ -322,6 +322,10 @@ async def _filtered_events(request: Request, session: UiSession) -> tuple[list[A
         until = parse_instant(values["until"], field="until") if values["until"] else None
     except ValidationError as exc:
         raise AdminError(400, str(exc), param="since") from None
+    if since is None and until is None and not values["session"]:
+        # no time named: the last day (a month of a busy ledger is too much to page through)
+        since = _now(request) - timedelta(days=1)
+        values["since"] = since.isoformat().replace("+00:00", "Z")
     project = values["project"] if session.admin.project is None else None
     subject = data.scope_subject(
         session.admin, user=values["user"] or None, session=values["session"] or None, project=project or None

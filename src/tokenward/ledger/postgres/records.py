@@ -28,7 +28,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
-from tokenward.ledger.rollups import RollupRow, event_deltas, unpico
+from tokenward.ledger.rollups import RollupRow, event_deltas, rollup_query, unpico
 from tokenward.numbers import plain
 
 __all__ = ["PostgresRecords", "dumps"]
@@ -99,25 +99,21 @@ class PostgresRecords:
             return max(len(rows), 1)
 
     def spend_rollup(
-        self, since: str, until: str | None = None, project: str | None = None
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
     ) -> list[RollupRow] | None:
-        """Daily spend rows from day ``since`` (``YYYY-MM-DD``, UTC) to before ``until``, of one
-        ``project`` when named; None while older events are still being rolled up."""
+        """Daily spend rows (see :meth:`tokenward.ledger.base.Ledger.spend_rollup`)."""
         with self._transaction(write=False):  # type: ignore[attr-defined]
             start, below = self._rollup_progress()
             if start < below:
                 return None
-            sql = (
-                "SELECT day, project, dim, value, calls, input_tokens, output_tokens, cost_usd, unpriced "
-                "FROM usage_rollup WHERE day >= %s"
-            )
-            params: list[Any] = [since]
-            if until is not None:
-                sql += " AND day < %s"
-                params.append(until)
-            if project is not None:
-                sql += " AND project = %s"
-                params.append(project)
+            sql, params = rollup_query(since, until, project, dim, values, by_day, "%s", "cost_usd")
             rows = self._execute(sql, params).fetchall()
         return [
             RollupRow(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), Decimal(r[7]), int(r[8]))

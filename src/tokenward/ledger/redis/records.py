@@ -361,11 +361,13 @@ class RedisRecords(RedisState):
             return record
         return record if record.active(utc(at) if at else self.clock.now()) else None
 
-    def spend_rollup(self, since: str, until: str | None = None, project: str | None = None) -> Any:
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None, **options: Any
+    ) -> Any:
         """Daily spend rows (:mod:`tokenward.ledger.rollups`), from the durable store (after moving
         the spool there)."""
         self.flush(5)
-        return self.store.spend_rollup(since, until, project)
+        return self.store.spend_rollup(since, until, project, **options)
 
     def backfill_rollup(self, batch: int = 2000) -> int:
         """Roll up the durable store's older events in one batch (see the SQLite ledger's)."""

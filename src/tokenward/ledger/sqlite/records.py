@@ -27,7 +27,7 @@ from tokenward.ledger.records import (
     ThresholdEvent,
     parse_iso,
 )
-from tokenward.ledger.rollups import RollupRow, event_deltas, unpico
+from tokenward.ledger.rollups import RollupRow, event_deltas, rollup_query, unpico
 from tokenward.numbers import plain
 
 __all__ = ["SQLiteRecords", "ts"]
@@ -92,37 +92,23 @@ class SQLiteRecords:
             return max(len(rows), 1)
 
     def spend_rollup(
-        self, since: str, until: str | None = None, project: str | None = None
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
     ) -> list[RollupRow] | None:
-        """Daily spend rows from day ``since`` (``YYYY-MM-DD``, UTC) to before ``until``, of one
-        ``project`` when named; None while older events are still being rolled up."""
+        """Daily spend rows (see :meth:`tokenward.ledger.base.Ledger.spend_rollup`)."""
         with self._transaction(write=False):
             start, below = self._rollup_progress()
             if start < below:
                 return None
-            sql = "SELECT * FROM usage_rollup WHERE day >= ?"
-            params: list[Any] = [since]
-            if until is not None:
-                sql += " AND day < ?"
-                params.append(until)
-            if project is not None:
-                sql += " AND project = ?"
-                params.append(project)
+            sql, params = rollup_query(since, until, project, dim, values, by_day, "?", "cost_pico")
             rows = self._execute(sql, params).fetchall()
-        return [
-            RollupRow(
-                r["day"],
-                r["project"],
-                r["dim"],
-                r["value"],
-                r["calls"],
-                r["input_tokens"],
-                r["output_tokens"],
-                unpico(r["cost_pico"]),
-                r["unpriced"],
-            )
-            for r in rows
-        ]
+        return [RollupRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], unpico(r[7]), r[8]) for r in rows]
 
     def _keep_secret(self, name: str, candidate: str) -> str:
         key = f"secret:{name}"
