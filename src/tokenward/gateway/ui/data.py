@@ -256,6 +256,15 @@ class BudgetRow:
         return (self.spent + self.held) / self.budget.limit
 
     @property
+    def label(self) -> str:
+        """The budget's name, and its subject for a template's instance."""
+        return (
+            self.budget.name
+            if self.budget.subject_id is not None
+            else f"{self.budget.name} {self.subject_id}"
+        )
+
+    @property
     def percent(self) -> int:
         """Utilisation as a whole percentage capped at 100 (for the bar)."""
         u = self.utilisation
