@@ -47,6 +47,7 @@ async def _load(
     per_client = max(1, requests // concurrency)
     limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
         failed = 0
 
         async def worker() -> None:
