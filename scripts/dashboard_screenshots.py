@@ -181,7 +181,7 @@ def main() -> None:
                 ]:
                     page.goto(base + path)
                     page.wait_for_timeout(800)  # charts drawn
-                    page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                    page.screenshot(path=str(OUT / f"{name}.png"), full_page=name in ("overview", "session"))
                     print("saved", OUT / f"{name}.png")
                 browser.close()
         finally:

@@ -19,7 +19,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import tokenward
@@ -336,13 +336,13 @@ def create_app(
         metrics = observing.prometheus.asgi_app()
     guarded = not config.observe.prometheus_public
     extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics, guarded), methods=["GET"])]
-    routes = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
+    routes: list[BaseRoute] = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
     if config.dashboard_on:
         from tokenward.gateway.ui import ui_routes
 
         routes += ui_routes()
     handlers = {404: _http_error, 405: _http_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

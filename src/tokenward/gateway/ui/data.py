@@ -71,7 +71,7 @@ def scope_subject(admin: AdminKeyConfig, **values: str | None) -> Subject | None
     chosen = {k: v for k, v in values.items() if v}
     if admin.project is not None:
         chosen["project"] = admin.project
-    return Subject(**chosen) if chosen else None
+    return Subject.from_dict(chosen) if chosen else None
 
 
 def tokens(event: UsageEvent) -> int:

@@ -367,11 +367,11 @@ class RedisRecords(RedisState):
         """Daily spend rows (:mod:`tokenward.ledger.rollups`), from the durable store (after moving
         the spool there)."""
         self.flush(5)
-        return self.store.spend_rollup(since, until, project, **options)
+        return self.store.spend_rollup(since, until, project, **options)  # type: ignore[attr-defined]
 
     def backfill_rollup(self, batch: int = 2000) -> int:
         """Roll up the durable store's older events in one batch (see the SQLite ledger's)."""
-        return int(self.store.backfill_rollup(batch))
+        return int(self.store.backfill_rollup(batch))  # type: ignore[attr-defined]
 
     def secret(self, name: str) -> str:
         """A secret shared by every process on this ledger (kept in the durable store)."""

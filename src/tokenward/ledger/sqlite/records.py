@@ -79,7 +79,7 @@ class SQLiteRecords:
     def backfill_rollup(self, batch: int = 2000) -> int:
         """Roll up the next ``batch`` events written before the rollups existed (one short write
         transaction); returns how many, 0 once every event is rolled up."""
-        with self._transaction():
+        with self._transaction():  # type: ignore[attr-defined]
             start, below = self._rollup_progress()
             if start >= below:
                 return 0
@@ -102,7 +102,7 @@ class SQLiteRecords:
         by_day: bool = True,
     ) -> list[RollupRow] | None:
         """Daily spend rows (see :meth:`tokenward.ledger.base.Ledger.spend_rollup`)."""
-        with self._transaction(write=False):
+        with self._transaction(write=False):  # type: ignore[attr-defined]
             start, below = self._rollup_progress()
             if start < below:
                 return None
