@@ -103,7 +103,7 @@ def test_an_existing_sqlite_ledger_is_rolled_up_by_the_backfill(tmp_path: Path) 
         new = _events()[:2]
         for event in new:
             ledger.settle(None, event)
-        while ledger.backfill_rollup(batch=1):
+        while ledger.backfill_rollup():  # one batch: rows of the same day summed in one statement
             pass
         assert _got(ledger, "2000-01-01") == _expected([*old, *new])
     finally:

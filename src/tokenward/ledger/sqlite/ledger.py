@@ -226,12 +226,6 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         except UnicodeEncodeError as exc:  # a lone surrogate: refused like the store's own errors
             raise LedgerError(f"SQLite ledger {self.path}: {exc}") from exc
 
-    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
-            self._conn().executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise _translate(self.path, exc) from exc
-
     def _migrate(self) -> None:
         with self._transaction():
             version = self._execute("PRAGMA user_version").fetchone()[0]

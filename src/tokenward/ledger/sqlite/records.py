@@ -50,23 +50,24 @@ class SQLiteRecords:
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:  # pragma: no cover
         raise NotImplementedError
 
-    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:  # pragma: no cover
-        raise NotImplementedError
-
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (name,))
 
     # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
     def _roll_up(self, events: Sequence[UsageEvent]) -> None:
+        """Add events to the daily rollups: one statement per 3,000 rows (a settle: one)."""
         rows = [delta for event in events for delta in event_deltas(event)]
-        self._executemany(
-            "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
-            "cost_pico, unpriced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, dim, project, value) "
-            "DO UPDATE SET calls = calls + excluded.calls, input_tokens = input_tokens + excluded.input_tokens, "
-            "output_tokens = output_tokens + excluded.output_tokens, cost_pico = cost_pico + excluded.cost_pico, "
-            "unpriced = unpriced + excluded.unpriced",
-            rows,
-        )
+        for first in range(0, len(rows), 3000):  # SQLite takes at most 32,766 parameters
+            chunk = rows[first : first + 3000]
+            self._execute(
+                "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+                f"cost_pico, unpriced) VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(chunk))} "
+                "ON CONFLICT (day, dim, project, value) DO UPDATE SET calls = calls + excluded.calls, "
+                "input_tokens = input_tokens + excluded.input_tokens, "
+                "output_tokens = output_tokens + excluded.output_tokens, "
+                "cost_pico = cost_pico + excluded.cost_pico, unpriced = unpriced + excluded.unpriced",
+                [value for row in chunk for value in row],
+            )
 
     def _rollup_progress(self) -> tuple[int, int]:
         found = dict(
