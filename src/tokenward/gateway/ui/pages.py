@@ -51,8 +51,14 @@ def _templates() -> Any:
         _env.filters["usd"] = _usd
         _env.filters["num"] = lambda n: "-" if n is None else f"{n:,}"
         _env.filters["when"] = _when
-        _env.filters["amount"] = lambda d: f"{d.normalize():f}" if isinstance(d, Decimal) else str(d)
+        _env.filters["amount"] = _amount
     return _env
+
+
+def _amount(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
 
 
 def _usd(value: Decimal | None) -> str:
