@@ -108,3 +108,36 @@ def test_an_existing_sqlite_ledger_is_rolled_up_by_the_backfill(tmp_path: Path) 
         assert _got(ledger, "2000-01-01") == _expected([*old, *new])
     finally:
         ledger.close()
+
+
+def test_session_summaries_sum_each_sessions_calls(backend: Backend) -> None:
+    ledger = backend.open()
+    events = [
+        UsageEvent(
+            request_id=f"s-{i}",
+            at=DAY + timedelta(minutes=i),
+            subject=Subject(project="shop" if i % 2 else None, user="ann", session=f"s{i % 3}").namespaced(),
+            usage=Usage(input_tokens=10 * i, output_tokens=i),
+            model="m",
+            status="cut_off" if i == 7 else "ok",
+            cost_usd=None if i == 4 else Decimal("0.000001") * i,
+        )
+        for i in range(9)
+    ]
+    for event in events:
+        ledger.settle(None, event)
+    got = {s.session: s for s in ledger.session_summaries(DAY + timedelta(minutes=1))}
+    for session in {e.subject.session for e in events[1:]}:
+        mine = [e for e in events[1:] if e.subject.session == session]
+        summary = got.pop(session)  # type: ignore[arg-type]
+        assert summary.calls == len(mine)
+        assert summary.tokens == sum(e.usage.input_tokens + e.usage.output_tokens for e in mine)
+        assert summary.cost_usd == sum((e.cost_usd for e in mine if e.cost_usd is not None), Decimal(0))
+        assert (summary.first, summary.last, summary.last_status) == (
+            mine[0].at,
+            mine[-1].at,
+            mine[-1].status,
+        )
+    assert got == {}
+    shop = ledger.session_summaries(DAY, project="shop")
+    assert {s.session for s in shop} == {e.subject.session for e in events if e.subject.project == "shop"}

@@ -63,7 +63,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
-from tokenward.ledger.rollups import RollupRow
+from tokenward.ledger.rollups import RollupRow, SessionSummary
 
 __all__ = [
     "DEFAULT_TTL",
@@ -422,6 +422,11 @@ class Ledger(Protocol):
         the rollups existed are still being rolled up (:meth:`backfill_rollup`)."""
         ...
 
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named): calls,
+        tokens, cost, first and last call, last status (:class:`~tokenward.ledger.rollups.SessionSummary`)."""
+        ...
+
     def backfill_rollup(self, batch: int = 2000) -> int:
         """Roll up one batch of the events written before the rollups existed; 0 when done."""
         ...
@@ -583,6 +588,9 @@ class AsyncLedger(Protocol):
         by_day: bool = True,
     ) -> list[RollupRow] | None: ...
     async def backfill_rollup(self, batch: int = 2000) -> int: ...
+    async def session_summaries(
+        self, since: datetime, project: str | None = None
+    ) -> list[SessionSummary]: ...
     async def secret(self, name: str) -> str: ...
     async def put_key(self, record: KeyRecord) -> KeyRecord: ...
     async def get_key(self, key_id: str) -> KeyRecord | None: ...

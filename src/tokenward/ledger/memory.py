@@ -32,7 +32,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
-from tokenward.ledger.rollups import RollupRow, rollup_rows, select_rows
+from tokenward.ledger.rollups import RollupRow, SessionSummary, rollup_rows, select_rows, summarise_sessions
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.numbers import plain
@@ -278,6 +278,32 @@ class MemoryLedger(TransactionalLedger):
             events = [e for e in self._events if e.at.date().isoformat() >= since]
         rows = rollup_rows(events)
         return select_rows(rows, since, until, project, dim=dim, values=values, by_day=by_day)
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named)."""
+        with self._lock:
+            events = sorted(
+                (
+                    e
+                    for e in self._events
+                    if e.at >= since
+                    and e.subject.session
+                    and (project is None or e.subject.project == project)
+                ),
+                key=lambda e: e.at,
+            )
+        return summarise_sessions(
+            (
+                e.subject.session or "",
+                e.subject.user,
+                e.at,
+                e.usage.input_tokens,
+                e.usage.output_tokens,
+                e.cost_usd,
+                e.status,
+            )
+            for e in events
+        )
 
     def backfill_rollup(self, batch: int = 2000) -> int:
         """Nothing to roll up: the memory ledger sums its events when asked."""

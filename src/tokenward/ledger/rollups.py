@@ -18,12 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from tokenward.core.events import UsageEvent
 
-__all__ = ["ROLLUP_DIMENSIONS", "RollupRow", "pico", "rollup_query", "rollup_rows", "select_rows", "unpico"]
+__all__ = [
+    "ROLLUP_DIMENSIONS",
+    "RollupRow",
+    "SessionSummary",
+    "pico",
+    "rollup_query",
+    "rollup_rows",
+    "select_rows",
+    "summarise_sessions",
+    "unpico",
+]
 
 ROLLUP_DIMENSIONS = ("*", "model", "user", "project", "team", "key", "agent", "tag")
 _PICO = Decimal(10) ** 12
@@ -177,3 +188,37 @@ def select_rows(
         for n, amount in enumerate((r.calls, r.input_tokens, r.output_tokens, r.cost_usd, r.unpriced)):
             row[n] += amount
     return [RollupRow(since, project or "", d, v, *x) for (d, v), x in sums.items()]
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    """One session's calls since some instant: its stored id, its user (the first call's), calls,
+    input plus output tokens, exact cost of the priced calls, first and last call, and the last
+    call's status."""
+
+    session: str
+    user: str | None
+    calls: int
+    tokens: int
+    cost_usd: Decimal
+    first: datetime
+    last: datetime
+    last_status: str
+
+
+def summarise_sessions(
+    rows: Iterable[tuple[str, str | None, datetime, int | None, int | None, Decimal | str | None, str]],
+) -> list[SessionSummary]:
+    """Fold ``(session, user, at, input_tokens, output_tokens, cost_usd, status)`` rows, in time
+    order, into one summary per session (in order of first call)."""
+    out: dict[str, SessionSummary] = {}
+    for session, user, at, tokens_in, tokens_out, cost, status in rows:
+        summary = out.get(session)
+        if summary is None:
+            summary = out[session] = SessionSummary(session, user, 0, 0, Decimal(0), at, at, status)
+        summary.calls += 1
+        summary.tokens += (tokens_in or 0) + (tokens_out or 0)
+        if cost is not None:
+            summary.cost_usd += Decimal(cost)
+        summary.last, summary.last_status = at, status
+    return list(out.values())

@@ -421,18 +421,13 @@ async def session_rows(
     ledger: Any, admin: AdminKeyConfig, now: datetime, since: datetime
 ) -> list[SessionRow]:
     """Every session with a call since ``since`` the admin may see, latest call first."""
-    rows: dict[str, SessionRow] = {}
-    for e in await ledger.events(subject=scope_subject(admin), since=since):
-        sid = e.subject.session
-        if not sid:
-            continue
-        row = rows.get(sid)
-        if row is None:
-            row = rows[sid] = SessionRow(sid, 0, 0, Decimal(0), e.at, e.at, e.status, e.subject.user)
-        row.calls += 1
-        row.tokens += tokens(e)
-        row.usd += e.cost_usd or Decimal(0)
-        row.last, row.last_status = e.at, e.status
+    summaries = await ledger.session_summaries(since, project=admin.project)
+    rows = {
+        s.session: SessionRow(
+            s.session, s.calls, s.tokens, s.cost_usd, s.first, s.last, s.last_status, s.user
+        )
+        for s in summaries
+    }
     denials, _ = await visible_denials(ledger, admin, limit=1000)
     refused: dict[str, datetime] = {}
     for d in denials:

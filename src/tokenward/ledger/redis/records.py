@@ -369,6 +369,12 @@ class RedisRecords(RedisState):
         self.flush(5)
         return self.store.spend_rollup(since, until, project, **options)  # type: ignore[attr-defined]
 
+    def session_summaries(self, since: datetime, project: str | None = None) -> Any:
+        """Every session with a call since ``since``, from the durable store (after moving the
+        spool there)."""
+        self.flush(5)
+        return self.store.session_summaries(since, project)  # type: ignore[attr-defined]
+
     def backfill_rollup(self, batch: int = 2000) -> int:
         """Roll up the durable store's older events in one batch (see the SQLite ledger's)."""
         return int(self.store.backfill_rollup(batch))  # type: ignore[attr-defined]

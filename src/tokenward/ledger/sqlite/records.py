@@ -27,7 +27,14 @@ from tokenward.ledger.records import (
     ThresholdEvent,
     parse_iso,
 )
-from tokenward.ledger.rollups import RollupRow, event_deltas, rollup_query, unpico
+from tokenward.ledger.rollups import (
+    RollupRow,
+    SessionSummary,
+    event_deltas,
+    rollup_query,
+    summarise_sessions,
+    unpico,
+)
 from tokenward.numbers import plain
 
 __all__ = ["SQLiteRecords", "ts"]
@@ -110,6 +117,24 @@ class SQLiteRecords:
             sql, params = rollup_query(since, until, project, dim, values, by_day, "?", "cost_pico")
             rows = self._execute(sql, params).fetchall()
         return [RollupRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], unpico(r[7]), r[8]) for r in rows]
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named),
+        summed from the event table's columns (no event is decoded)."""
+        sql = (
+            "SELECT session, user, at, input_tokens, output_tokens, cost_usd, status FROM usage_events "
+            "WHERE at >= ? AND session IS NOT NULL"
+        )
+        params: list[Any] = [ts(since)]
+        if project is not None:
+            sql += " AND project = ?"
+            params.append(project)
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            rows = self._execute(sql + " ORDER BY at, seq", params).fetchall()
+        return summarise_sessions(
+            (r[0], r[1], datetime.fromisoformat(r[2].replace("Z", "+00:00")), r[3], r[4], r[5], r[6])
+            for r in rows
+        )
 
     def _keep_secret(self, name: str, candidate: str) -> str:
         key = f"secret:{name}"
