@@ -141,3 +141,30 @@ def test_session_summaries_sum_each_sessions_calls(backend: Backend) -> None:
     assert got == {}
     shop = ledger.session_summaries(DAY, project="shop")
     assert {s.session for s in shop} == {e.subject.session for e in events if e.subject.project == "shop"}
+
+
+@pytest.mark.postgres
+def test_an_existing_postgres_ledger_is_rolled_up_by_the_backfill(tmp_path: Path) -> None:
+    """Events written before the rollups (marked so by moving rollup_below), summed per row in
+    one batch (PostgreSQL refuses an upsert touching a row twice)."""
+    from tests.ledger.backends import BACKENDS, require_available
+
+    spec = BACKENDS["postgres"]
+    require_available(spec)
+    url = spec.make_url(tmp_path)
+    ledger = open_ledger(url)
+    try:
+        events = _events()
+        for event in events:
+            ledger.settle(None, event)
+        with ledger._transaction():  # type: ignore[attr-defined]
+            ledger._execute("DELETE FROM usage_rollup")  # type: ignore[attr-defined]
+            ledger._execute("UPDATE meta SET value = 1 WHERE key = 'rollup_next'")  # type: ignore[attr-defined]
+            ledger._execute("UPDATE meta SET value = 1000 WHERE key = 'rollup_below'")  # type: ignore[attr-defined]
+        assert ledger.spend_rollup("2000-01-01") is None
+        while ledger.backfill_rollup():
+            pass
+        assert _got(ledger, "2000-01-01") == _expected(events)
+    finally:
+        ledger.close()
+        spec.cleanup(url)

@@ -28,6 +28,7 @@ __all__ = [
     "ROLLUP_DIMENSIONS",
     "RollupRow",
     "SessionSummary",
+    "merged_deltas",
     "pico",
     "rollup_query",
     "rollup_rows",
@@ -101,6 +102,17 @@ def rollup_rows(events: Iterable[UsageEvent]) -> list[RollupRow]:
             else:
                 row[3] += event.cost_usd  # type: ignore[operator]
     return [RollupRow(*k, *v) for k, v in sums.items()]  # type: ignore[arg-type]
+
+
+def merged_deltas(events: Iterable[UsageEvent]) -> list[tuple[str, str, str, str, int, int, int, int, int]]:
+    """:func:`event_deltas` of many events, summed by row (one upsert may touch a row once)."""
+    sums: dict[tuple[str, str, str, str], list[int]] = {}
+    for event in events:
+        for day, project, dim, value, *figures in event_deltas(event):
+            row = sums.setdefault((day, project, dim, value), [0, 0, 0, 0, 0])
+            for n, figure in enumerate(figures):
+                row[n] += figure
+    return [(*key, *figures) for key, figures in sums.items()]  # type: ignore[misc]
 
 
 def event_deltas(event: UsageEvent) -> list[tuple[str, str, str, str, int, int, int, int, int]]:

@@ -31,7 +31,7 @@ from tokenward.ledger.records import (
 from tokenward.ledger.rollups import (
     RollupRow,
     SessionSummary,
-    event_deltas,
+    merged_deltas,
     rollup_query,
     summarise_sessions,
     unpico,
@@ -66,21 +66,23 @@ class PostgresRecords:
 
     # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
     def _roll_up(self, events: Sequence[UsageEvent]) -> None:
-        rows = [(*d[:7], unpico(d[7]), d[8]) for event in events for d in event_deltas(event)]
-        if not rows:
-            return
-        cursor = self._conn().cursor()  # type: ignore[attr-defined]
-        cursor.executemany(
-            "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
-            "cost_usd, unpriced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (day, dim, project, value) DO UPDATE SET "
-            "calls = usage_rollup.calls + excluded.calls, "
-            "input_tokens = usage_rollup.input_tokens + excluded.input_tokens, "
-            "output_tokens = usage_rollup.output_tokens + excluded.output_tokens, "
-            "cost_usd = usage_rollup.cost_usd + excluded.cost_usd, "
-            "unpriced = usage_rollup.unpriced + excluded.unpriced",
-            rows,
-        )
+        """Add events to the daily rollups: one statement per 3,000 rows (a settle: one), run
+        through ``_execute`` so a store failure is translated (and retried) like any other."""
+        rows = [(*d[:7], unpico(d[7]), d[8]) for d in merged_deltas(events)]
+        for first in range(0, len(rows), 3000):
+            chunk = rows[first : first + 3000]
+            marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            self._execute(
+                "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+                f"cost_usd, unpriced) VALUES {marks} "
+                "ON CONFLICT (day, dim, project, value) DO UPDATE SET "
+                "calls = usage_rollup.calls + excluded.calls, "
+                "input_tokens = usage_rollup.input_tokens + excluded.input_tokens, "
+                "output_tokens = usage_rollup.output_tokens + excluded.output_tokens, "
+                "cost_usd = usage_rollup.cost_usd + excluded.cost_usd, "
+                "unpriced = usage_rollup.unpriced + excluded.unpriced",
+                [value for row in chunk for value in row],
+            )
 
     def _rollup_progress(self) -> tuple[int, int]:
         found = dict(

@@ -30,7 +30,7 @@ from tokenward.ledger.records import (
 from tokenward.ledger.rollups import (
     RollupRow,
     SessionSummary,
-    event_deltas,
+    merged_deltas,
     rollup_query,
     summarise_sessions,
     unpico,
@@ -63,7 +63,7 @@ class SQLiteRecords:
     # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
     def _roll_up(self, events: Sequence[UsageEvent]) -> None:
         """Add events to the daily rollups: one statement per 3,000 rows (a settle: one)."""
-        rows = [delta for event in events for delta in event_deltas(event)]
+        rows = merged_deltas(events)
         for first in range(0, len(rows), 3000):  # SQLite takes at most 32,766 parameters
             chunk = rows[first : first + 3000]
             self._execute(
