@@ -10,7 +10,7 @@ admin key is still in the configuration with the same project (removing a key en
 
 Every change (a POST) carries a CSRF token, the HMAC of the session id under the same secret,
 in a form field ``csrf`` or the ``x-csrf-token`` header; a POST without it, or from another
-origin (``Origin`` header), is refused with 403 before anything is read from its body.
+origin (``Origin`` header), is refused with 403 and changes nothing.
 """
 
 from __future__ import annotations
