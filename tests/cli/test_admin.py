@@ -129,3 +129,43 @@ def test_changing_a_budget_the_config_file_owns_warns(start_gateway: Callable[..
         app, ["budgets", "set", "user:total_tokens=5", "--name", "mine", "--ledger", gateway.ledger_url]
     )
     assert other.exit_code == 0 and "warning" not in other.output
+
+
+def test_model_budgets_and_tagged_keys_from_the_cli(tmp_path: Any) -> None:
+    """Issue 15 items 3-5 offline: ``budgets set --models``, ``keys create --tag ... --allow-client-*``."""
+    from tokenward.ledger import open_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    made = runner.invoke(
+        app,
+        [
+            "budgets",
+            "set",
+            "team=search:cost_usd=50/day",
+            "--models",
+            "gpt-5, Google/Gemini-*",
+            "--ledger",
+            url,
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    spec = runner.invoke(app, ["budgets", "set", "user:total_tokens=9;models=claude-*", "--ledger", url])
+    assert spec.exit_code == 0, spec.output
+    key = runner.invoke(
+        app,
+        ["keys", "create", "exp", "--project", "lab", "--tag", "cost_center=cc-9", "--tag", "arm=a",
+         "--allow-client-tags", "--allow-client-budgets", "--ledger", url, "--json"],
+    )  # fmt: skip
+    assert key.exit_code == 0, key.output
+    bad = runner.invoke(app, ["keys", "create", "x", "--tag", "cost_center", "--ledger", url])
+    assert bad.exit_code == 2 and "expected NAME=VALUE" in bad.output
+    store = open_ledger(url)
+    try:
+        by_name = {b.name: b for b in store.budgets()}
+        assert by_name["team=search:cost_usd=50/day"].models == ("gpt-5", "gemini-*")
+        assert by_name["user:total_tokens=9"].models == ("claude-*",)
+        (record,) = store.keys()
+        assert dict(record.subject.tags) == {"cost_center": "lab/cc-9", "arm": "lab/a"}
+        assert record.allow_client_tags and record.allow_client_budgets and not record.allow_user_override
+    finally:
+        store.close()

@@ -218,7 +218,8 @@ def test_applicable_checks_every_scope() -> None:
 
 def test_a_projects_values_are_namespaced_by_it() -> None:
     """Tenancy: the user, agent, session and task of a subject with a project are
-    ``<project>/<value>``; org, team, key and tags are not; applying it twice changes nothing."""
+    ``<project>/<value>``, and so are tag values (issue 15 item 4); org, team and key are not;
+        applying it twice changes nothing."""
     subject = Subject(
         org="acme",
         project="demo",
@@ -233,7 +234,7 @@ def test_a_projects_values_are_namespaced_by_it() -> None:
     spaced = subject.namespaced()
     assert spaced.to_dict() == {
         "org": "acme", "project": "demo", "team": "t", "user": "demo/alice", "key": "k",
-        "agent": "demo/a", "session": "demo/s-1", "task": "demo/x", "tags": {"cc": "42"},
+        "agent": "demo/a", "session": "demo/s-1", "task": "demo/x", "tags": {"cc": "demo/42"},
     }  # fmt: skip
     assert spaced.namespaced() == spaced
     assert Subject(project="demo", session="demo/s-1").namespaced().session == "demo/s-1"

@@ -48,8 +48,10 @@ def test_openai_json_reply_and_recorded_usage(start_gateway) -> None:
     event = only_event(gateway)
     assert (event.usage.input_tokens, event.usage.output_tokens) == (FAKE_PROMPT, 20)
     assert event.usage.complete and event.status == "ok"
-    # the key's project namespaces its user and the session header (tenancy)
-    assert event.subject == Subject(project="demo", user="demo/alice", key="test-key", session="demo/s-1")
+    # the key's project namespaces its user and the session header (tenancy); the model sent
+    assert event.subject == Subject(
+        project="demo", user="demo/alice", key="test-key", session="demo/s-1", model="gpt-4o-mini"
+    )
     # gpt-4o-mini at OpenAI's published $0.15 / $0.60 per 1M tokens
     assert event.cost_usd == (Decimal(FAKE_PROMPT) * Decimal("0.15") + 20 * Decimal("0.60")) / 1_000_000
     assert event.charged["total_tokens"] == FAKE_PROMPT + 20

@@ -41,7 +41,7 @@ def test_json_usage_recorded_is_the_servers_own_count(real_gateway, model_server
     assert event.charged["total_tokens"] == reply.usage.total_tokens
     assert event.subject == Subject(
         project="realmodel", user="realmodel/alice", key="test-key", session="realmodel/s-json"
-    )
+    ).with_model(event.model)
     assert event.cost_usd is not None and not event.cost_estimated
     # the gateway changed nothing the server counts: the same request straight to the server
     direct = model_server.chat(messages=PROSE, max_tokens=12, temperature=0)

@@ -43,7 +43,9 @@ def test_openai_sync_json_and_stream_are_recorded(fake, guard) -> None:
     events = guard.ledger.events()
     assert [(e.usage.input_tokens, e.usage.output_tokens) for e in events] == [(FAKE_PROMPT, 20)] * 2
     assert all(e.usage.complete for e in events)
-    assert events[0].subject == Subject(project="demo", user="alice", agent="writer", session="s-1")
+    assert events[0].subject == Subject(
+        project="demo", user="alice", agent="writer", session="s-1", model="gpt-4o-mini"
+    )
 
 
 def test_openai_async_json_and_stream(fake, guard) -> None:

@@ -158,6 +158,10 @@ def budgets_set(
     ],
     name: Annotated[str | None, typer.Option(help="The budget's name (default: the spec).")] = None,
     mode: Annotated[str, typer.Option(help="hard, soft or shadow.")] = "hard",
+    models: Annotated[
+        str | None,
+        typer.Option(help="Only calls to these models count: names or patterns, e.g. 'gpt-5,claude-*'."),
+    ] = None,
     gateway: GatewayOption = None,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
@@ -169,6 +173,8 @@ def budgets_set(
     budget = parse_budget_spec(spec).to_dict()
     budget["name"] = name or budget["name"]
     budget["mode"] = mode
+    if models is not None:
+        budget["models"] = [m.strip() for m in models.split(",") if m.strip()]
     data = _call("POST", "/admin/budgets", gateway, admin_key, budget, ledger, creates=True)
     if as_json:
         print_json(data)
@@ -235,6 +241,20 @@ def keys_create(
         bool,
         typer.Option("--allow-user-override", help="May name another user per request (x-tokenward-user)."),
     ] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="NAME=VALUE: a tag every call of the key carries (repeat for more)."),
+    ] = None,
+    allow_client_tags: Annotated[
+        bool, typer.Option("--allow-client-tags", help="Clients may add tags (x-tokenward-tags).")
+    ] = False,
+    allow_client_budgets: Annotated[
+        bool,
+        typer.Option(
+            "--allow-client-budgets",
+            help="Clients may carry their session's or task's budget (x-tokenward-session-budget).",
+        ),
+    ] = False,
     expires_at: Annotated[
         str | None, typer.Option(help="ISO 8601 instant after which it stops working.")
     ] = None,
@@ -244,7 +264,20 @@ def keys_create(
     ledger: LedgerOption = None,
 ) -> None:
     """Create a virtual key. The key is shown once: store it now."""
-    body: dict[str, Any] = {"name": name, "allow_user_override": allow_user_override}
+    body: dict[str, Any] = {
+        "name": name,
+        "allow_user_override": allow_user_override,
+        "allow_client_tags": allow_client_tags,
+        "allow_client_budgets": allow_client_budgets,
+    }
+    if tag:
+        pairs = [t.partition("=") for t in tag]
+        bad = next((t for t, (_, eq, v) in zip(tag, pairs, strict=True) if not eq or not v), None)
+        if bad is not None:
+            from tokenward.errors import ConfigError
+
+            raise ConfigError(f"--tag {bad!r}: expected NAME=VALUE")
+        body["tags"] = {k.strip(): v.strip() for k, _, v in pairs}
     for field, value in (
         ("user", user),
         ("project", project),
@@ -280,7 +313,11 @@ def keys_list(
         # Nothing is cut (values fold); the id, which `keys revoke` takes, stays on one line.
         table.add_column(column, no_wrap=column == "id", overflow="fold")
     for k in data["keys"]:
-        subject = " ".join(f"{a}={b}" for a, b in (k.get("subject") or {}).items() if a != "tags")
+        who = k.get("subject") or {}
+        subject = " ".join(
+            [f"{a}={b}" for a, b in who.items() if a != "tags"]
+            + [f"tag:{a}={b}" for a, b in (who.get("tags") or {}).items()]
+        )
         table.add_row(
             *(
                 escape(str(x or ""))

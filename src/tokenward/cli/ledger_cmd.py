@@ -81,7 +81,7 @@ def events_command(
             column, justify="right" if column in ("input", "output", "cost USD") else "left", overflow="fold"
         )
     for e in events:
-        who = " ".join(f"{k}={v}" for k, v in e.subject.to_dict().items() if k != "tags")
+        who = " ".join(f"{k}={v}" for k, v in e.subject.to_dict().items() if k not in ("tags", "model"))
         cost = "unknown" if e.cost_usd is None else plain(e.cost_usd) + (" ~" if e.cost_estimated else "")
         table.add_row(
             e.at.strftime("%Y-%m-%d %H:%M:%S"),

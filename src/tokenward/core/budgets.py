@@ -20,6 +20,13 @@ scope over a window.
   in YAML and the admin API, ``;custom`` in a spec): LLM calls never charge one, so a mistyped
   built-in meter (``total_token``) would make a budget that never limits anything. The check is
   made where a :class:`Budget` is built, so every way of writing one inherits it.
+* **Models**: a budget with ``models`` (``[gpt-5, "claude-*"]``, shell-style patterns) applies
+  only to calls sent to a matching model, matched on the canonical model name (the one price
+  resolution uses, :func:`~tokenward.core.pricebook.canonical_model`: ``google/gemini-3-pro`` and
+  ``gemini-3-pro`` are one model; case-insensitive). The guard puts the model a call is actually
+  sent to in its subject (:attr:`Subject.model`), again after a degrade or a fallback, so "gpt-5
+  at most $50 a day for this team" is one budget. A subject with no model (a custom meter's
+  charge) is charged by no per-model budget.
 * **Mode**: ``hard`` (enforced), ``soft`` (never denies; alerts, may degrade), ``shadow`` (decided
   and recorded as would-be denials, never enforced).
 * **Action** when a hard budget cannot pay for an LLM call: ``clamp`` (default: lower the output
@@ -38,12 +45,14 @@ scope over a window.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from tokenward.core.pricebook import canonical_model
 from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
 from tokenward.core.windows import NO_WINDOW, Window
@@ -64,6 +73,7 @@ __all__ = [
     "meter_amounts",
     "parse_budget_spec",
     "parse_short_spec",
+    "short_spec",
 ]
 
 SCOPES: tuple[str, ...] = ("org", "project", "team", "user", "key", "agent", "session", "task")
@@ -111,6 +121,11 @@ class Subject:
 
     ``tags`` are free-form ``(name, value)`` pairs (a team's cost centre, an experiment arm); a
     budget of scope ``tag:NAME`` applies to the subject's value of tag ``NAME``.
+
+    ``model`` is not a scope: it is the canonical name of the model a call is sent to
+    (:func:`~tokenward.core.pricebook.canonical_model`), set by the guard when it admits the call
+    (:meth:`with_model`), so budgets limited to some ``models`` apply to it; None for a charge
+    that is not a model call.
     """
 
     org: str | None = None
@@ -122,6 +137,12 @@ class Subject:
     session: str | None = None
     task: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    model: str | None = None
+
+    def with_model(self, model: str | None) -> Subject:
+        """This subject for a call sent to ``model`` (stored by its canonical name; None: none)."""
+        canonical = canonical_model(model) if model else None
+        return self if canonical == self.model else replace(self, model=canonical)
 
     def value(self, scope: str) -> str | None:
         """The subject's value for ``scope`` (a tag's value for ``tag:NAME``; None when it has none)."""
@@ -135,9 +156,10 @@ class Subject:
         return value if isinstance(value, str) and value else None
 
     def namespaced(self) -> Subject:
-        """This subject with its :data:`NAMESPACED_SCOPES` values in its project's namespace:
-        ``<project>/<value>``, left as they are when they already start with ``<project>/`` (so
-        applying it twice changes nothing). A subject without a project is returned unchanged.
+        """This subject with its :data:`NAMESPACED_SCOPES` values and its tag values in its
+        project's namespace: ``<project>/<value>``, left as they are when they already start with
+        ``<project>/`` (so applying it twice changes nothing). A subject without a project is
+        returned unchanged.
 
         The gateway stores every call of a project's key this way; the CLI and the admin API
         apply it to the subject of a query that names a project, so ``--project shop --session
@@ -151,13 +173,20 @@ class Subject:
             for scope in NAMESPACED_SCOPES
             if (value := self.value(scope)) is not None
         }
+        if self.tags:
+            values["tags"] = tuple(
+                (name, value if value.startswith(f"{project}/") else f"{project}/{value}")
+                for name, value in self.tags
+            )
         return replace(self, **values) if values else self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the scopes that are set, plus ``tags`` as a mapping."""
+        """JSON-ready: the scopes that are set, plus ``tags`` as a mapping and ``model`` when set."""
         out: dict[str, Any] = {scope: self.value(scope) for scope in SCOPES if self.value(scope)}
         if self.tags:
             out["tags"] = dict(self.tags)
+        if self.model:
+            out["model"] = self.model
         return out
 
     @classmethod
@@ -167,6 +196,7 @@ class Subject:
         return cls(
             **{s: str(data[s]) for s in SCOPES if data.get(s) is not None},
             tags=tuple(sorted((str(k), str(v)) for k, v in dict(tags).items())),
+            model=None if data.get("model") is None else str(data["model"]),
         )
 
 
@@ -200,6 +230,8 @@ class Budget:
             calls this hard budget applies to) or ``open`` (admit them unchecked, charge later).
         custom: ``meter`` is a custom meter (``gpu_seconds``), declared as such; required for any
             meter outside :data:`METERS`, refused on a built-in one.
+        models: shell-style patterns (``gpt-5``, ``claude-*``) of the models it applies to,
+            matched on the call's canonical model name (:attr:`Subject.model`); empty: every call.
     """
 
     name: str
@@ -215,6 +247,7 @@ class Budget:
     overrides: str | None = None
     on_store_failure: Literal["closed", "open"] = "closed"
     custom: bool = False
+    models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -246,6 +279,7 @@ class Budget:
             raise ConfigError(
                 f"budget {self.name!r}: overrides names a template and needs an id (a fixed budget)"
             )
+        object.__setattr__(self, "models", _models(self.name, self.models))
         shares = []
         for share in self.thresholds:
             if not isinstance(share, Decimal) or not share.is_finite() or not 0 < share <= 10:
@@ -265,33 +299,47 @@ class Budget:
         """How one instance is named in listings: ``each-user[alice]`` (a fixed budget: its name)."""
         return f"{self.name}[{subject_id}]" if self.subject_id is None else self.name
 
-    def applies_to(self, subject: Subject) -> str | None:
+    def applies_to(self, subject: Subject, *, every_model: bool = False) -> str | None:
         """The scope value this budget charges for ``subject``, or None when it does not apply.
 
         A template charges the subject's value. A fixed budget charges its own ``subject_id``
         when the subject's value is that id, or, for an id that names no project (no ``/``) on a
-        :data:`NAMESPACED_SCOPES` scope, that id in the subject's project: ``id: alice`` applies
-        to ``alice`` and to ``demo/alice`` of project ``demo``; ``id: demo/alice`` only to the
-        latter.
+        :data:`NAMESPACED_SCOPES` or tag scope, that id in the subject's project: ``id: alice``
+        applies to ``alice`` and to ``demo/alice`` of project ``demo``; ``id: demo/alice`` only to
+        the latter. A budget with ``models`` applies only when the subject's model matches one
+        (``every_model``: to a subject without a model too, for listings of what applies).
         """
         value = subject.value(self.scope)
         if value is None:
+            return None
+        if self.models and not self.covers(subject.model) and not (every_model and subject.model is None):
             return None
         if self.subject_id is None:
             return value
         if value == self.subject_id:
             return value
         in_project = (
-            self.scope in NAMESPACED_SCOPES
+            (self.scope in NAMESPACED_SCOPES or self.scope.startswith("tag:"))
             and subject.project
             and "/" not in self.subject_id
             and value == f"{subject.project}/{self.subject_id}"
         )
         return self.subject_id if in_project else None
 
+    def covers(self, model: str | None) -> bool:
+        """Whether a call sent to ``model`` is one this budget counts: always without ``models``;
+        else when the canonical name of ``model`` matches one of them (``fnmatch``, lower case)."""
+        if not self.models:
+            return True
+        if not model:
+            return False
+        name = canonical_model(model)
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.models)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (limit and thresholds as decimal strings, the window as its string)."""
-        return {
+        """JSON-ready form (limit and thresholds as decimal strings, the window as its string;
+        ``models`` only when set)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "scope": self.scope,
             "meter": self.meter,
@@ -306,6 +354,9 @@ class Budget:
             "on_store_failure": self.on_store_failure,
             "custom": self.custom,
         }
+        if self.models:
+            out["models"] = list(self.models)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
@@ -317,7 +368,9 @@ class Budget:
         (``sunday`` or 0-6, for week windows), ``mode``, ``unpriced``, ``thresholds`` (shares
         ``[0.5, 0.9]`` or percents ``["50%", "90%"]``; ``[]`` for none), ``action``,
         ``overrides`` (a template this fixed budget replaces for its id), ``on_store_failure``
-        (``closed`` or ``open``), ``custom`` (``true`` declares ``meter`` a custom meter).
+        (``closed`` or ``open``), ``custom`` (``true`` declares ``meter`` a custom meter),
+        ``models`` (patterns of the models it applies to: ``[gpt-5, "claude-*"]`` or
+        ``"gpt-5,claude-*"``).
 
         Raises:
             ConfigError: a missing or invalid field (named), or a meter outside :data:`METERS`
@@ -326,7 +379,7 @@ class Budget:
         known = {
             "name", "scope", "meter", "limit", "id", "subject_id", "window", "week_start",
             "mode", "unpriced", "thresholds", "alerts", "action", "overrides", "on_store_failure",
-            "custom",
+            "custom", "models",
         }  # fmt: skip
         unknown = set(data) - known
         label = data.get("name", "?")
@@ -359,6 +412,7 @@ class Budget:
             overrides=None if data.get("overrides") is None else str(data["overrides"]),
             on_store_failure=str(data.get("on_store_failure") or "closed"),  # type: ignore[arg-type]
             custom=data.get("custom", False),
+            models=_model_list(data.get("models"), f"budget {name!r}"),
         )
 
 
@@ -378,6 +432,41 @@ def _check_custom(name: str, meter: str, custom: bool) -> None:
         "A custom meter (charged only by Ledger.charge_meter) must be declared: custom: true on a "
         "YAML or admin-API budget, ;custom in a spec"
     )
+
+
+_MODEL_PATTERN = re.compile(r"^[A-Za-z0-9_.:@/*?\[\]!\-]{1,200}$")
+
+
+def _model_list(value: Any, where: str) -> tuple[str, ...]:
+    """``models`` as written in a config: a list of patterns or one comma-separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f"{where}: models must be a list of model names or patterns, e.g. [gpt-5, 'claude-*']"
+        )
+    if not value:
+        raise ConfigError(f"{where}: models must name at least one model (leave it out for every model)")
+    return tuple(v.strip() for v in value)
+
+
+def _models(name: str, models: Any) -> tuple[str, ...]:
+    """Check and normalise the patterns: canonical (no provider prefix, lower case), unique, in order."""
+    if not isinstance(models, tuple | list):
+        raise ConfigError(f"budget {name!r}: models must be a list of model names or patterns")
+    out: list[str] = []
+    for pattern in models:
+        if not isinstance(pattern, str) or not _MODEL_PATTERN.match(pattern.strip()):
+            raise ConfigError(
+                f"budget {name!r}: model {pattern!r} must be a model name or a pattern such as 'claude-*' "
+                "(letters, digits, _.:@/-, and * ? [ ])"
+            )
+        canonical = canonical_model(pattern)
+        if canonical not in out:
+            out.append(canonical)
+    return tuple(out)
 
 
 def _thresholds(value: Any, where: str) -> tuple[Decimal, ...]:
@@ -416,7 +505,9 @@ _SPEC = re.compile(
     r"^\s*(?P<scope>tag:[A-Za-z0-9_.\-]+|[a-z]+)(?:=(?P<id>[^:;]+))?:(?P<meter>[a-z_]+)=(?P<limit>[^/;]+)"
     r"(?:/(?P<window>[^;]+))?(?P<options>(?:;[^;]*)*)$"
 )
-_OPTIONS = {"mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides", "on_store_failure"}
+_OPTIONS = {
+    "mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides", "on_store_failure", "models",
+}  # fmt: skip
 
 
 def parse_budget_spec(spec: str) -> Budget:
@@ -429,7 +520,8 @@ def parse_budget_spec(spec: str) -> Budget:
     ``agent:gpu_seconds=3600;custom`` (a custom meter must be marked ``custom``, so a typo such as
     ``tokens`` for ``total_tokens`` is an error rather than a budget that never charges anything).
     Options: ``mode``, ``action``, ``thresholds`` (``50%,90%``), ``unpriced``, ``week_start``,
-    ``name``, ``overrides``, ``on_store_failure``, and the flag ``custom``. The budget is named by
+    ``name``, ``overrides``, ``on_store_failure``, ``models`` (``gpt-5,claude-*``: the budget
+    applies to calls sent to those models only), and the flag ``custom``. The budget is named by
     the spec without its options unless ``name`` says otherwise.
 
     Raises:
@@ -487,6 +579,43 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
     return _spec_budget(spec, data)
 
 
+def short_spec(budget: Budget, *, named: bool = True) -> str:
+    """The short form of ``budget`` (:func:`parse_short_spec` reads it back for the same scope
+    value): ``total_tokens=30000``, ``cost_usd=0.5/day;action=deny;models=gpt-5``. Options left at
+    their defaults are left out; the name is kept only when it is not the default one, and never
+    without ``named``.
+
+    Raises:
+        ConfigError: the budget overrides a template (a short form cannot say so).
+    """
+    if budget.overrides is not None:
+        raise ConfigError(f"budget {budget.name!r} overrides a template; it has no short form")
+    window = "" if str(budget.window) == "none" else f"/{budget.window}"
+    options = [
+        f"{name}={value}"
+        for name, value, default in (
+            ("mode", budget.mode, "hard"),
+            ("action", budget.action, "clamp"),
+            ("unpriced", budget.unpriced, "deny"),
+            ("on_store_failure", budget.on_store_failure, "closed"),
+        )
+        if value != default
+    ]
+    if budget.thresholds != DEFAULT_THRESHOLDS:
+        options.append("thresholds=" + ",".join(plain(t) for t in budget.thresholds))
+    if budget.models:
+        options.append("models=" + ",".join(budget.models))
+    if (
+        named
+        and budget.subject_id is not None
+        and budget.name != f"{budget.scope}={budget.subject_id}:{budget.meter}"
+    ):
+        options.append(f"name={budget.name}")
+    if budget.custom:
+        options.append("custom")
+    return f"{budget.meter}={plain(budget.limit)}{window}" + "".join(f";{o}" for o in options)
+
+
 def _spec_options(spec: str, text: str) -> dict[str, Any]:
     """The ``;OPTION=VALUE`` part of a spec as budget fields (the flag ``custom`` as ``True``)."""
     options: dict[str, Any] = {}
@@ -518,16 +647,19 @@ def _spec_budget(spec: str, data: Mapping[str, Any]) -> Budget:
     return Budget.from_dict(data)
 
 
-def applicable(budgets: Iterable[Budget], subject: Subject) -> list[tuple[Budget, str]]:
+def applicable(
+    budgets: Iterable[Budget], subject: Subject, *, every_model: bool = False
+) -> list[tuple[Budget, str]]:
     """Every budget that applies to ``subject``, with the scope value it charges.
 
     A template's instance is left out where a fixed budget of the same scope for that value
-    ``overrides`` it.
+    ``overrides`` it. ``every_model``: per-model budgets apply to a subject without a model (a
+    listing of balances: ``tokenward balances``, ``guard.remaining()``), never to a charge.
     """
     out = []
     replaced = set()
     for budget in budgets:
-        value = budget.applies_to(subject)
+        value = budget.applies_to(subject, every_model=every_model)
         if value is not None:
             out.append((budget, value))
             if budget.overrides is not None:  # the template's instance is keyed by the subject's value

@@ -292,6 +292,7 @@ def create_app(
             left = await state.drain(timeout=30)
             if left:
                 log.error("%d calls were still unsettled at shutdown; their holds will expire", left)
+            await state.carried.close()
             for client in state.clients.values():
                 await client.aclose()
             factory.close()

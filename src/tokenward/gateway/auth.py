@@ -7,11 +7,15 @@ Precedence (highest first):
    end user (OpenAI ``user``, Anthropic ``metadata.user_id``); another key naming a different
    user in the header gets 403, and a body's user does not change whom it charges;
 3. ``x-tokenward-session``, ``x-tokenward-agent``, ``x-tokenward-task`` add finer attribution,
-   which a key cannot use to escape its own user or project budgets.
+   which a key cannot use to escape its own user or project budgets;
+4. tags: the key's own ``tags``, plus, for keys with ``allow_client_tags`` only, those of the
+   ``x-tokenward-tags`` header (``cost_center=cc-42, arm=b``), which add tags and never replace
+   one of the key's (a different value for a tag the key sets is a 400, as is the header on a key
+   without the flag: a tag budget never silently stops applying).
 
-Tenancy: the ``user``, ``agent``, ``session`` and ``task`` of a key that has a project are stored
-in that project's namespace, ``<project>/<value>`` (:meth:`Subject.namespaced`), whether they come
-from the key itself, its headers or the body; so a key can neither spend nor stop another
+Tenancy: the ``user``, ``agent``, ``session`` and ``task`` and the tag values of a key that has a
+project are stored in that project's namespace, ``<project>/<value>`` (:meth:`Subject.namespaced`),
+whether they come from the key itself, its headers or the body; so a key can neither spend nor stop another
 project's sessions, and ``allow_user_override`` names users of its own project only.
 """
 
@@ -23,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenward.core.budgets import Subject
-from tokenward.gateway.config import GatewayConfig, KeyConfig
+from tokenward.gateway.config import GatewayConfig, KeyConfig, tag_pair
 from tokenward.gateway.errors import GatewayError
 
 __all__ = ["authenticate", "authenticate_any", "body_user", "presented_key", "subject_for"]
@@ -89,7 +93,15 @@ async def authenticate_any(
     if record is None:
         raise GatewayError(401, "unknown tokenward key", type="authentication_error", code="invalid_api_key")
     scopes = {s: v for s, v in record.subject.to_dict().items() if s in ("org", "project", "team", "user")}
-    return KeyConfig(record.name, digest, scopes, record.allow_user_override)
+    return KeyConfig(
+        record.name,
+        digest,
+        scopes,
+        record.allow_user_override,
+        tags=record.subject.tags,
+        allow_client_tags=record.allow_client_tags,
+        allow_client_budgets=record.allow_client_budgets,
+    )
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -111,6 +123,53 @@ def body_user(body: Mapping[str, Any]) -> str | None:
     return user if isinstance(user, str) and _VALUE.match(user) else None
 
 
+_TAGS_HEADER = "x-tokenward-tags"
+
+
+def _tags(headers: Mapping[str, str], key: KeyConfig) -> tuple[tuple[str, str], ...]:
+    """The key's own tags plus the ``x-tokenward-tags`` header's, in the key's project's namespace.
+
+    Raises:
+        GatewayError: 400 for the header on a key without ``allow_client_tags``, a malformed
+            header, or a header tag that would replace one of the key's own.
+    """
+    project = key.subject.get("project")
+    own = dict(Subject(project=project, tags=key.tags).namespaced().tags)
+    header = headers.get(_TAGS_HEADER)
+    if header is None or not header.strip():
+        return tuple(sorted(own.items()))
+    if not key.allow_client_tags:
+        raise GatewayError(
+            400,
+            f"key {key.name!r} may not add tags ({_TAGS_HEADER}); set allow_client_tags: true on the key, "
+            "or drop the header",
+            code="client_tags_forbidden",
+            param=_TAGS_HEADER,
+        )
+    added: dict[str, str] = {}
+    for item in header.split(","):
+        name, eq, value = item.strip().partition("=")
+        try:
+            if not eq:
+                raise ValueError(f"{item.strip()!r} is not NAME=VALUE")
+            name, value = tag_pair(name.strip(), value.strip())
+        except ValueError as exc:
+            raise GatewayError(
+                400, f"header {_TAGS_HEADER}: {exc} (expected NAME=VALUE, ...)", param=_TAGS_HEADER
+            ) from None
+        added[name] = value
+    added = dict(Subject(project=project, tags=tuple(added.items())).namespaced().tags)
+    for name, value in added.items():
+        if name in own and own[name] != value:
+            raise GatewayError(
+                400,
+                f"header {_TAGS_HEADER}: tag {name} is set by key {key.name!r} to {own[name]!r}; "
+                "header tags add to the key's own, never replace them",
+                param=_TAGS_HEADER,
+            )
+    return tuple(sorted({**added, **own}.items()))
+
+
 def subject_for(headers: Mapping[str, str], key: KeyConfig, body: Mapping[str, Any] | None = None) -> Subject:
     """The subject of one request.
 
@@ -119,9 +178,11 @@ def subject_for(headers: Mapping[str, str], key: KeyConfig, body: Mapping[str, A
     is ignored (it stays in the event's metadata as the end user). The user, agent, session and
     task of a key with a project are in that project's namespace (``<project>/<value>``).
 
+    Tags are the key's own plus, where the key allows it, the ``x-tokenward-tags`` header's.
+
     Raises:
         GatewayError: 403 when the key may not name another user in the header; 400 on a
-            malformed header.
+            malformed header, or tags the key may not add (see the module docstring).
     """
     scopes = dict(key.subject)
     own = Subject(project=scopes.get("project"), user=scopes.get("user")).namespaced().user
@@ -148,4 +209,5 @@ def subject_for(headers: Mapping[str, str], key: KeyConfig, body: Mapping[str, A
         agent=_header(headers, "x-tokenward-agent"),
         session=_header(headers, "x-tokenward-session"),
         task=_header(headers, "x-tokenward-task"),
+        tags=_tags(headers, key),
     ).namespaced()

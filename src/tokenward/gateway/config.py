@@ -29,6 +29,9 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         user: alice
         project: demo
         allow_user_override: false       # may this key charge another user (x-tokenward-user)?
+        tags: {cost_center: cc-42}       # tags every call of the key carries (tag:NAME budgets)
+        allow_client_tags: false         # may clients add tags (x-tokenward-tags: arm=b)?
+        allow_client_budgets: false      # may clients carry session/task budgets (the SDK's)?
     dashboard: true                      # /ui (default: on when admin_keys is set)
     dashboard_secret: null               # signs its cookies (default: kept in the ledger)
     budgets:
@@ -57,7 +60,16 @@ from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints.billable import requested_tier
 
-__all__ = ["PROVIDERS", "AdminKeyConfig", "GatewayConfig", "KeyConfig", "UpstreamConfig", "project_problem"]
+__all__ = [
+    "PROVIDERS",
+    "AdminKeyConfig",
+    "GatewayConfig",
+    "KeyConfig",
+    "UpstreamConfig",
+    "key_tags",
+    "project_problem",
+    "tag_pair",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +178,22 @@ class KeyConfig:
         key_sha256: SHA-256 hex digest of the key (keys are compared by digest).
         subject: ``user``, ``project``, ``team``, ``org`` the key charges.
         allow_user_override: whether the key may name another user with ``x-tokenward-user``.
+        tags: ``(name, value)`` tags every call of the key carries (``tag:NAME`` budgets apply by
+            them); in the key's project's namespace (``<project>/<value>``) like its user.
+        allow_client_tags: whether clients may add tags with ``x-tokenward-tags`` (they add to
+            the key's own, never replace one).
+        allow_client_budgets: whether clients may carry budgets for their own session or task
+            (``x-tokenward-session-budget`` / ``x-tokenward-task-budget``: what the SDK's
+            ``guard.session(budget=...)`` sends; see :mod:`tokenward.gateway.carried`).
     """
 
     name: str
     key_sha256: str
     subject: Mapping[str, str]
     allow_user_override: bool = False
+    tags: tuple[tuple[str, str], ...] = ()
+    allow_client_tags: bool = False
+    allow_client_budgets: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,14 +464,58 @@ def _key(i: int, raw: Any) -> KeyConfig:
     where = f"keys[{i}]"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override"}
+    known = {
+        "key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override", "tags",
+        "allow_client_tags", "allow_client_budgets",
+    }  # fmt: skip
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     digest = _digest(raw, where)
     name = str(raw.get("name") or f"key-{digest[:8]}")
     subject = {s: str(raw[s]) for s in ("org", "project", "team", "user") if raw.get(s)}
     _check_project(subject.get("project"), where)
-    return KeyConfig(name, digest, subject, bool(raw.get("allow_user_override", False)))
+    flags = {}
+    for flag in ("allow_user_override", "allow_client_tags", "allow_client_budgets"):
+        value = raw.get(flag, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {flag} must be true or false, got {value!r}")
+        flags[flag] = value
+    try:
+        tags = key_tags(raw.get("tags"))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return KeyConfig(name, digest, subject, tags=tags, **flags)
+
+
+_TAG_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_TAG_VALUE = re.compile(r"^[\w.:@/\-]{1,200}$")
+
+
+def key_tags(raw: Any) -> tuple[tuple[str, str], ...]:
+    """A key's ``tags`` (a mapping of tag name to value), checked and sorted.
+
+    Raises:
+        ValueError: not a mapping, or a name or value tokenward cannot keep (the message says which).
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"tags must be a mapping of tag name to value (cost_center: cc-42), got {raw!r}")
+    return tuple(sorted(tag_pair(name, value) for name, value in raw.items()))
+
+
+def tag_pair(name: Any, value: Any) -> tuple[str, str]:
+    """One tag, checked: a name of 1-64 letters, digits and ``_.-`` (as in ``tag:NAME``), a value
+    of 1-200 letters, digits and ``_.:@/-``.
+
+    Raises:
+        ValueError: either is not.
+    """
+    if not isinstance(name, str) or not _TAG_NAME.match(name):
+        raise ValueError(f"tag name {name!r}: use 1-64 letters, digits and _.-")
+    if isinstance(value, bool) or not isinstance(value, str | int) or not _TAG_VALUE.match(str(value)):
+        raise ValueError(f"tag {name}: value {value!r}: use 1-200 letters, digits and _.:@/-")
+    return name, str(value)
 
 
 # -- tenancy -----------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from tokenward.core.events import UsageEvent
 from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
 from tokenward.gateway.auth import authenticate_any, body_user, subject_for
+from tokenward.gateway.carried import CarriedBudgets, carried_budgets
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
@@ -96,6 +97,8 @@ class GatewayState:
         self.unsettled = 0
         self._settled = asyncio.Event()
         self.factory: Any = None  # builds upstream clients again on a config reload (app.py)
+        self.carried = CarriedBudgets(guard.ledger, config.settings.ttl)
+        """The leases held for budgets clients carry (:mod:`tokenward.gateway.carried`)."""
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
         """The HTTP client for an upstream."""
@@ -309,6 +312,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
     key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
     call = await _body(request, endpoint)
     subject = subject_for(request.headers, key, call.body)
+    await state.carried.apply(carried_budgets(request.headers, key, subject))
     attempts = config.attempts(endpoint.family, call.model)
     if not attempts:
         raise GatewayError(

@@ -123,6 +123,12 @@ def hold_metadata(plan: CallPlan, endpoint: str | None, provider: str | None) ->
     return out
 
 
+def _with_model(event: UsageEvent) -> UsageEvent:
+    """The event with its model in its subject, so per-model budgets apply to a recorded call."""
+    subject = event.subject.with_model(event.model) if event.model else event.subject
+    return event if subject is event.subject else replace(event, subject=subject)
+
+
 def _ttl_of(admission: Admission) -> timedelta:
     """The time to live the call's reservation was made with (renewals keep it)."""
     return admission.reservation.expires_at - admission.reservation.created_at
@@ -184,6 +190,7 @@ class Guard:
             UnpricedCall: a cost budget applies and the model has no price.
         """
         request_id = request_id or new_id("req")
+        subject = subject.with_model(plan.model)  # per-model budgets judge the model sent
         estimated = plan.input_tokens
         key, exact = self.calibration.key(plan.model, upstream)
         wait = self.settings.admission_wait_seconds
@@ -376,6 +383,7 @@ class Guard:
         Raises:
             BudgetExceeded: the charge does not fit; nothing is charged or recorded.
         """
+        event = _with_model(event)
         try:
             reservation = self.ledger.reserve(
                 event.subject, event.charged, ttl=self.settings.ttl, idempotency_key=event.request_id
@@ -470,6 +478,7 @@ class AsyncGuard:
     ) -> Admission:
         """As :meth:`Guard.admit`."""
         request_id = request_id or new_id("req")
+        subject = subject.with_model(plan.model)  # per-model budgets judge the model sent
         estimated = plan.input_tokens
         key, exact = self.calibration.key(plan.model, upstream)
         wait = self.settings.admission_wait_seconds
@@ -632,6 +641,7 @@ class AsyncGuard:
 
     async def charge(self, event: UsageEvent) -> UsageEvent:
         """As :meth:`Guard.charge`."""
+        event = _with_model(event)
         try:
             reservation = await self.ledger.reserve(
                 event.subject, event.charged, ttl=self.settings.ttl, idempotency_key=event.request_id

@@ -392,6 +392,9 @@ class KeyRecord:
         key_sha256: lower-case hex SHA-256 of the key.
         subject: whom its calls are charged to (``org``, ``project``, ``team``, ``user``, tags).
         allow_user_override: whether it may charge another user (``x-tokenward-user``).
+        allow_client_tags: whether clients may add tags (``x-tokenward-tags``).
+        allow_client_budgets: whether clients may carry session/task budgets
+            (``x-tokenward-session-budget``).
         created_at / expires_at / revoked_at: UTC instants (the last two None when not set).
         project: the project that owns it (for project-scoped administration); defaults to the
             subject's project.
@@ -410,6 +413,8 @@ class KeyRecord:
     project: str | None = None
     prefix: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    allow_client_tags: bool = False
+    allow_client_budgets: bool = False
 
     def __post_init__(self) -> None:
         digest = str(self.key_sha256).lower()
@@ -442,6 +447,8 @@ class KeyRecord:
             "key_sha256": self.key_sha256,
             "subject": self.subject.to_dict(),
             "allow_user_override": self.allow_user_override,
+            "allow_client_tags": self.allow_client_tags,
+            "allow_client_budgets": self.allow_client_budgets,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
             "revoked_at": iso(self.revoked_at),
@@ -463,6 +470,8 @@ class KeyRecord:
             key_sha256=str(data["key_sha256"]),
             subject=Subject.from_dict(data.get("subject") or {}),
             allow_user_override=bool(data.get("allow_user_override", False)),
+            allow_client_tags=bool(data.get("allow_client_tags", False)),
+            allow_client_budgets=bool(data.get("allow_client_budgets", False)),
             created_at=parse_iso(data.get("created_at")),
             expires_at=parse_iso(data.get("expires_at")),
             revoked_at=parse_iso(data.get("revoked_at")),

@@ -199,13 +199,17 @@ def merge(rows: Rows, changes: Iterable[tuple[RowKey, Decimal, Decimal]]) -> Row
 
 
 def subject_matches(subject: Subject, wanted: Subject | None) -> bool:
-    """Whether every scope and tag set in ``wanted`` has the same value in ``subject``."""
+    """Whether every scope and tag set in ``wanted`` (and its model, when it names one) has the same
+    value in ``subject``."""
     if wanted is None:
         return True
     for scope, value in wanted.to_dict().items():
         if scope == "tags":
             tags = dict(subject.tags)
             if any(tags.get(k) != v for k, v in value.items()):
+                return False
+        elif scope == "model":
+            if subject.model != value:
                 return False
         elif subject.value(scope) != value:
             return False

@@ -84,17 +84,21 @@ class LedgerSteps(ReclaimSteps):
             return sorted(self._snapshot().budgets, key=lambda b: b.name)
 
     # -- balances --------------------------------------------------------------------------------
-    def _state(self, snapshot: Snapshot, subject: Subject, at: datetime) -> tuple[list[Balance], Rows]:
-        pairs = sorted(applicable(snapshot.budgets, subject), key=lambda p: (p[0].name, p[1]))
+    def _state(
+        self, snapshot: Snapshot, subject: Subject, at: datetime, *, listing: bool = False
+    ) -> tuple[list[Balance], Rows]:
+        pairs = sorted(
+            applicable(snapshot.budgets, subject, every_model=listing), key=lambda p: (p[0].name, p[1])
+        )
         rows = self._read_rows([span_of(b, sid, at) for b, sid in pairs]) if pairs else {}
         return [balance_of(b, sid, at, rows) for b, sid in pairs], rows
 
     def balances(self, subject: Subject, at: datetime | None = None) -> list[Balance]:
         """Every budget instance applying to ``subject`` in the window containing ``at`` (now),
-        sorted by budget name."""
+        sorted by budget name (per-model budgets too when ``subject`` names no model)."""
         at = utc(at) if at else self.clock.now()
         with self._transaction(write=False):
-            return self._state(self._snapshot(), subject, at)[0]
+            return self._state(self._snapshot(), subject, at, listing=True)[0]
 
     def budget_balances(self, name: str, at: datetime | None = None) -> list[Balance]:
         """Every instance of budget ``name`` in the window containing ``at`` (now): one for a

@@ -110,7 +110,7 @@ class Row:
         return self.input_tokens + self.output_tokens
 
     def subject(self) -> Subject:
-        """The subject (tags only when they were read)."""
+        """The subject (tags only when they were read), with the call's model (per-model budgets)."""
         return Subject(
             org=self.org,
             project=self.project,
@@ -121,7 +121,7 @@ class Row:
             session=self.session,
             task=self.task,
             tags=tuple(sorted((self.tags or {}).items())),
-        )
+        ).with_model(self.model)
 
 
 def rows_from_events(events: Iterable[UsageEvent]) -> Iterator[Row]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from tokenward.core.budgets import Subject
 
@@ -34,11 +34,14 @@ class Attribution:
         subject: whom calls are charged to.
         held_back: a final-answer reserve by meter (tokens, USD) that ordinary calls may not use.
         final: the calls being made are the final answer: they may use the reserve.
+        budgets: the budgets of the session and task in force, as short forms by scope
+            (``{"session": ("total_tokens=30000",)}``): what a gateway is sent to enforce them.
     """
 
     subject: Subject = field(default_factory=Subject)
     held_back: Mapping[str, Decimal] = field(default_factory=dict)
     final: bool = False
+    budgets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _NONE = Attribution()  # frozen, so safe to share as the default
@@ -56,21 +59,26 @@ def attributed(
     held_back: Mapping[str, Decimal] | None = None,
     final: bool | None = None,
     tags: Mapping[str, str] | None = None,
+    budgets: Mapping[str, tuple[str, ...]] | None = None,
     **scopes: str | None,
 ) -> Iterator[Attribution]:
     """Charge the calls made inside the block to a narrower subject.
 
-    Scopes not given keep their outer value; ``tags`` are added to the outer ones.
+    Scopes not given keep their outer value; ``tags`` are added to the outer ones. A new session
+    or task drops the outer one's ``budgets``; ``budgets`` (short forms by scope) are its own.
     """
     outer = _current.get()
-    changes = {k: v for k, v in scopes.items() if v is not None}
+    changes: dict[str, Any] = {k: v for k, v in scopes.items() if v is not None}
     subject = replace(outer.subject, **changes)
     if tags:
         subject = replace(subject, tags=tuple(sorted({**dict(outer.subject.tags), **tags}.items())))
+    carried = {s: v for s, v in outer.budgets.items() if s not in changes}
+    carried.update(budgets or {})
     inner = Attribution(
         subject=subject,
         held_back=dict(outer.held_back) | dict(held_back or {}),
         final=outer.final if final is None else final,
+        budgets=carried,
     )
     token = _current.set(inner)
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec
+from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec, short_spec
 from tokenward.core.decide import Balance
 from tokenward.core.pricebook import PriceBook
 from tokenward.errors import ConfigError
@@ -233,6 +233,12 @@ class Guard(Engine):
         guard's ``ttl``, when a worker crashed), so no worker runs on after another lifted its
         limit.
 
+        Through a tokenward gateway (the wrapped client's base URL), the gateway charges the
+        calls, so the session's budgets go with each call (``x-tokenward-session-budget``) and the
+        gateway enforces them for the session, if the key allows it (``allow_client_budgets``);
+        a key that does not is refused with :class:`~tokenward.errors.ConfigError` on the first
+        call, before anything reaches the provider.
+
         Args:
             session_id: the session.
             budget: budgets for this session alone, in the short form
@@ -251,7 +257,8 @@ class Guard(Engine):
         Raises:
             ConfigError: a malformed budget spec or reserve, or an undeclared custom meter (a
                 mistyped ``total_token``); or budgets other than those another worker of the
-                session declared (both named).
+                session declared (both named); or, on a call through a gateway, a key that may
+                not carry the session's budgets.
         """
         with self._scope("session", session_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -305,6 +312,8 @@ class Guard(Engine):
         scopes: Mapping[str, str | None],
     ) -> Iterator[Session]:
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
+        # what a gateway is sent to enforce them (tokenward.gateway.carried)
+        carried = {scope: tuple(short_spec(b, named=False) for b in made)} if made else None
         held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
         key, holder, ttl = f"{scope}:{value}", f"{this_process()}/{uuid.uuid4().hex[:12]}", self.settings.ttl
         self.ledger.join_lease(key, holder, ttl=ttl, budgets=made, keep=keep_budget)
@@ -312,7 +321,9 @@ class Guard(Engine):
         self.leases.watch(holder, ttl, member, key)
         self.unattributed.opened()
         try:
-            with attributed(held_back=held, tags=tags, **{**scopes, scope: value}) as attribution:
+            with attributed(
+                held_back=held, tags=tags, budgets=carried, **{**scopes, scope: value}
+            ) as attribution:
                 yield Session(self, attribution, made)
         finally:
             self.unattributed.closed()

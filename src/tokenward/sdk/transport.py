@@ -10,19 +10,27 @@ When the client's base URL is a tokenward gateway (its answers carry ``x-tokenwa
 the transport sends the attribution as ``x-tokenward-*`` headers and leaves enforcement and
 charging to the gateway, so a call is never charged twice; a gateway's budget denial is raised as
 :class:`~tokenward.errors.BudgetExceeded` like a local one.
+
+The budgets of the session and task in force (``guard.session(..., budget=...)``) go with every
+call as ``x-tokenward-session-budget`` / ``x-tokenward-task-budget`` (short forms, comma
+separated), so a gateway enforces them for the session (:mod:`tokenward.gateway.carried`). The
+headers are sent from the first call on, since which host is a gateway is learnt from its answer;
+a provider ignores them. A gateway whose key may not carry budgets refuses the call before
+forwarding it (400 ``client_budgets_forbidden``), raised here as
+:class:`~tokenward.errors.ConfigError`: a session's budget never silently stops applying.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from tokenward.core.budgets import Subject
-from tokenward.errors import BudgetExceeded, ValidationError
+from tokenward.errors import BudgetExceeded, ConfigError, ValidationError
 from tokenward.guard import Admission, Outcome
 from tokenward.guard.context import conversation_growth
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
@@ -122,6 +130,8 @@ class TransportSettings:
     subject: Callable[[], Subject] = field(default=lambda: current().subject)
     check: Callable[[], None] = field(default=lambda: None)
     bound_non_streamed: str = "stream"
+    carried: Callable[[], Mapping[str, tuple[str, ...]]] = field(default=lambda: current().budgets)
+    """The budgets of the session and task in force, as short forms by scope (sent to gateways)."""
 
 
 def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
@@ -132,8 +142,11 @@ def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str
     )
 
 
-def _attribution_headers(subject: Subject) -> dict[str, str]:
-    """The ``x-tokenward-*`` headers a gateway reads the attribution from."""
+def _attribution_headers(
+    subject: Subject, carried: Mapping[str, tuple[str, ...]] | None = None
+) -> dict[str, str]:
+    """The ``x-tokenward-*`` headers a gateway reads the attribution from, and the budgets the
+    session and task carry (``x-tokenward-session-budget: total_tokens=30000``)."""
     headers = {
         f"x-tokenward-{scope}": value
         for scope in ("session", "agent", "task")
@@ -141,13 +154,37 @@ def _attribution_headers(subject: Subject) -> dict[str, str]:
     }
     if subject.user:
         headers["x-tokenward-user"] = subject.user
+    for scope, specs in (carried or {}).items():
+        if specs and subject.value(scope):
+            headers[f"x-tokenward-{scope}-budget"] = ", ".join(specs)
     return headers
 
 
-def _upstream_headers(call: PreparedCall, subject: Subject) -> dict[str, str]:
+def _upstream_headers(
+    call: PreparedCall, subject: Subject, carried: Mapping[str, tuple[str, ...]] | None = None
+) -> dict[str, str]:
     """The headers a guarded call adds: the attribution, and the body's content type (a form
     written again with a changed model keeps its boundary, but say it all the same)."""
-    return {**_attribution_headers(subject), "content-type": upstream_content_type(call)}
+    return {**_attribution_headers(subject, carried), "content-type": upstream_content_type(call)}
+
+
+_REFUSALS = ("client_budgets_forbidden", "carried_budget_conflict")
+"""Error codes of a gateway refusing the budgets a call carries."""
+
+
+def _gateway_refusal(status: int, content: bytes) -> ConfigError | None:
+    """A gateway's 400 refusing the session's or task's budgets, as the error it stands for."""
+    if status != 400:
+        return None
+    try:
+        error = json.loads(content).get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict) or error.get("code") not in _REFUSALS:
+        return None
+    return ConfigError(
+        f"the tokenward gateway refused this call (nothing was sent to the provider): {error.get('message')}"
+    )
 
 
 def _gateway_denial(status: int, content: bytes) -> BudgetExceeded | None:
@@ -414,7 +451,9 @@ def transport_classes(module: Any) -> tuple[type, type]:
             if "x-tokenward-gateway" in response.headers:
                 self.gateways.hosts.add(GatewayMemory.key(request.url))
             if content is not None and "x-tokenward-gateway" in response.headers:
-                denial = _gateway_denial(response.status_code, content)
+                denial = _gateway_denial(response.status_code, content) or _gateway_refusal(
+                    response.status_code, content
+                )
                 if denial is not None:
                     raise self.settings.raise_as(denial)
 
@@ -448,7 +487,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             extra = {"degraded": changes} if changes else {}
             try:
                 response = self.inner.handle_request(
-                    rebuilt(request, content, _upstream_headers(call, subject))
+                    rebuilt(request, content, _upstream_headers(call, subject, self.settings.carried()))
                 )
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
@@ -492,9 +531,9 @@ def transport_classes(module: Any) -> tuple[type, type]:
 
         def _passthrough(self, request: Any) -> Any:
             self._check(request)
-            headers = _attribution_headers(self.settings.subject())
+            headers = _attribution_headers(self.settings.subject(), self.settings.carried())
             response = self.inner.handle_request(rebuilt(request, None, headers))
-            if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):
+            if "x-tokenward-gateway" in response.headers and response.status_code in (400, 402, 429):
                 content = response.read()
                 self._gateway_answer(request, response, content)
                 return answer(response, content=content)
@@ -576,7 +615,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             extra = {"degraded": changes} if changes else {}
             try:
                 response = await self.inner.handle_async_request(
-                    rebuilt(request, content, _upstream_headers(call, subject))
+                    rebuilt(request, content, _upstream_headers(call, subject, self.settings.carried()))
                 )
             except BaseException:
                 await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
@@ -619,9 +658,9 @@ def transport_classes(module: Any) -> tuple[type, type]:
 
         async def _passthrough(self, request: Any) -> Any:
             self._check(request)
-            headers = _attribution_headers(self.settings.subject())
+            headers = _attribution_headers(self.settings.subject(), self.settings.carried())
             response = await self.inner.handle_async_request(rebuilt(request, None, headers))
-            if "x-tokenward-gateway" in response.headers and response.status_code in (402, 429):
+            if "x-tokenward-gateway" in response.headers and response.status_code in (400, 402, 429):
                 content = await response.aread()
                 self._gateway_answer(request, response, content)
                 return answer(response, content=content)

@@ -86,6 +86,12 @@ def openapi() -> dict[str, Any]:
             "unpriced": {"type": "string", "enum": ["deny", "allow"]},
             "thresholds": {"type": "array", "items": {"type": ["string", "number"]}},
             "action": {"type": "string", "enum": ["deny", "clamp", "degrade", "stop"]},
+            "custom": {"type": "boolean", "description": "meter is a custom meter"},
+            "models": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "model names or patterns (claude-*) it applies to, by canonical name",
+            },
         },
     }
     key_create = {
@@ -99,6 +105,12 @@ def openapi() -> dict[str, Any]:
             "org": {"type": "string"},
             "project": {"type": "string"},
             "allow_user_override": {"type": "boolean"},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "allow_client_tags": {"type": "boolean", "description": "may add tags (x-tokenward-tags)"},
+            "allow_client_budgets": {
+                "type": "boolean",
+                "description": "may carry session/task budgets (x-tokenward-session-budget)",
+            },
             "expires_at": {"type": "string", "format": "date-time"},
         },
     }

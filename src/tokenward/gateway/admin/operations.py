@@ -21,7 +21,7 @@ from tokenward.clock import parse_instant
 from tokenward.core.budgets import Budget, Subject
 from tokenward.gateway.admin import inputs
 from tokenward.gateway.admin.tenancy import foreign_key_field, set_by_project
-from tokenward.gateway.config import AdminKeyConfig, GatewayConfig, project_problem
+from tokenward.gateway.config import AdminKeyConfig, GatewayConfig, key_tags, project_problem
 from tokenward.ledger.base import new_id
 from tokenward.ledger.records import KeyRecord
 
@@ -127,7 +127,10 @@ def key_view(record: KeyRecord) -> dict[str, Any]:
     return view
 
 
-_KEY_FIELDS = {"name", "user", "team", "org", "project", "allow_user_override", "expires_at"}
+_KEY_FIELDS = {
+    "name", "user", "team", "org", "project", "allow_user_override", "expires_at", "tags",
+    "allow_client_tags", "allow_client_budgets",
+}  # fmt: skip
 
 
 async def create_key(
@@ -141,8 +144,9 @@ async def create_key(
     """Create a virtual key, audited as ``key.create``.
 
     Args:
-        body: ``name`` (required), ``user``, ``team``, ``org``, ``project``,
-            ``allow_user_override``, ``expires_at`` (ISO 8601).
+        body: ``name`` (required), ``user``, ``team``, ``org``, ``project``, ``tags`` (name to
+            value), ``allow_user_override``, ``allow_client_tags``, ``allow_client_budgets``,
+            ``expires_at`` (ISO 8601).
 
     Returns:
         The key's JSON form with ``key``: the secret, shown this once (only its SHA-256 is kept).
@@ -172,22 +176,28 @@ async def create_key(
     inputs.text(project, "project")
     if admin.project is not None:
         await _check_project_key(ledger, config, admin.project, name.strip(), scopes)
-    override = body.get("allow_user_override", False)
-    if not isinstance(override, bool):
-        raise AdminError(400, "allow_user_override must be true or false", param="allow_user_override")
+    flags = {}
+    for flag in ("allow_user_override", "allow_client_tags", "allow_client_budgets"):
+        flags[flag] = body.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise AdminError(400, f"{flag} must be true or false", param=flag)
+    try:
+        tags = key_tags(body.get("tags"))
+    except ValueError as exc:
+        raise AdminError(400, str(exc), param="tags") from None
     expires = body.get("expires_at")
     if expires is not None:
         if not isinstance(expires, str):
             raise AdminError(400, "expires_at must be an ISO 8601 instant", param="expires_at")
         expires = parse_instant(expires, field="expires_at")
     secret = "tw-" + secrets.token_urlsafe(32)
-    subject = Subject(project=project, **{k: v for k, v in scopes.items() if v}).namespaced()
+    subject = Subject(project=project, tags=tags, **{k: v for k, v in scopes.items() if v}).namespaced()
     record = KeyRecord(
         id=new_id("key"),
         name=name.strip(),
         key_sha256=hashlib.sha256(secret.encode()).hexdigest(),
         subject=subject,
-        allow_user_override=override,
+        **flags,
         expires_at=expires,
         project=project,
         prefix=secret[:7],

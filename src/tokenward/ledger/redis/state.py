@@ -361,8 +361,11 @@ class RedisState:
         self._view_cache = None
         self._keys_cache = None
 
-    def _layout(self, budgets: Sequence[Budget], subject: Subject, at: datetime) -> Layout:
-        layout = Layout(at, sorted(applicable(budgets, subject), key=lambda p: (p[0].name, p[1])))
+    def _layout(
+        self, budgets: Sequence[Budget], subject: Subject, at: datetime, *, listing: bool = False
+    ) -> Layout:
+        pairs = applicable(budgets, subject, every_model=listing)
+        layout = Layout(at, sorted(pairs, key=lambda p: (p[0].name, p[1])))
         index: dict[str, int] = {}
         for budget, sid in layout.pairs:
             positions = []
@@ -503,11 +506,11 @@ class RedisState:
 
     def balances(self, subject: Subject, at: datetime | None = None) -> list[Balance]:
         """Every budget instance applying to ``subject`` in the window containing ``at`` (now),
-        sorted by budget name."""
+        sorted by budget name (per-model budgets too when ``subject`` names no model)."""
         at = utc(at) if at else self.clock.now()
         for _ in range(ATTEMPTS):
             view = self._view()
-            layout = self._layout(view.budgets, subject, at)
+            layout = self._layout(view.budgets, subject, at, listing=True)
             values = self._read(view, layout.fields)
             if values is not None:
                 return self._balances(layout, values)
