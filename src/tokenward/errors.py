@@ -7,12 +7,15 @@ Every error tokenward raises on purpose derives from :class:`TokenwardError`::
     │   │                        implausible price row, unreadable config file
     │   └── MissingDependency    an optional extra is not installed (names the pip command)
     ├── ValidationError          bad input data: a usage object that contradicts itself,
-    │                            a malformed request body (names the offending field)
+    │   │                        a malformed request body (names the offending field)
+    │   └── PromptTooLarge       a prompt over a budget's ``max_input_tokens`` (gateway: 400)
     ├── BudgetError              a call may not run because of a budget
     │   ├── BudgetExceeded       a hard budget cannot pay for the call (structured fields)
     │   │   └── Stopped          the call's session or task was ended for good by a budget
     │   │                        whose action is ``stop``
-    │   └── UnpricedCall         a cost budget applies but the call's price is unknown
+    │   ├── UnpricedCall         a cost budget applies but the call's price is unknown
+    │   └── ContextTooLarge      a conversation cannot be fitted to an input bound: what must be
+    │                            kept (system prompt, last turns) is over it (``Session.fit``)
     ├── LedgerError              the ledger store failed (driver errors are translated here)
     │   └── StoreUnavailable     the store cannot be reached (down, restarting, too slow); a
     │                            budget that fails closed refuses the call with it (gateway: 503)
@@ -38,8 +41,10 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "ConfigError",
+    "ContextTooLarge",
     "LedgerError",
     "MissingDependency",
+    "PromptTooLarge",
     "Stopped",
     "StoreUnavailable",
     "TokenwardError",
@@ -82,6 +87,24 @@ class ValidationError(TokenwardError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class PromptTooLarge(ValidationError):
+    """A call's prompt is over the ``max_input_tokens`` of a hard budget that applies to it:
+    refused before anything is held or sent (the gateway answers 400).
+
+    Attributes:
+        budget: the budget's name. max_input_tokens: its bound. input_tokens: the prompt's
+        estimate, in tokens.
+    """
+
+    def __init__(self, *, budget: str, max_input_tokens: int, input_tokens: int) -> None:
+        self.budget, self.max_input_tokens, self.input_tokens = budget, max_input_tokens, input_tokens
+        super().__init__(
+            f"the prompt ({input_tokens} input tokens) is over the {max_input_tokens} that budget "
+            f"{budget!r} allows a call (max_input_tokens); shorten it",
+            field="messages",
+        )
 
 
 class BudgetError(TokenwardError):
@@ -214,6 +237,24 @@ class UnpricedCall(BudgetError):
         super().__init__(
             f"model {model!r} has no known price, so cost budget {budget!r} cannot be checked; "
             "add it to the price-override file or set the budget's unpriced policy to 'allow'"
+        )
+
+
+class ContextTooLarge(BudgetError):
+    """The messages cannot be fitted to the input bound: the system prompt and the turns that
+    must be kept are already over it (:meth:`tokenward.Session.fit`).
+
+    Attributes:
+        bound: the input bound, in tokens.
+        needed: the estimate of what must be kept, in tokens.
+        budget: what set the bound (``max_input_tokens`` or the budget whose share it is).
+    """
+
+    def __init__(self, *, bound: int, needed: int, budget: str) -> None:
+        self.bound, self.needed, self.budget = bound, needed, budget
+        super().__init__(
+            f"the conversation cannot fit {bound} input tokens ({budget}): the system prompt and the "
+            f"turns that must be kept alone take {needed}"
         )
 
 

@@ -198,6 +198,7 @@ def fake_provider(
 def _register() -> None:
     from tokenward.cli import (
         admin_cmd,
+        batch_cmd,
         cost_cmd,
         dashboard_cmd,
         estimate_cmd,
@@ -219,6 +220,7 @@ def _register() -> None:
     admin_cmd.register(app)
     quarantine_cmd.register(app)
     dashboard_cmd.register(app)
+    batch_cmd.register(app)
 
 
 _register()

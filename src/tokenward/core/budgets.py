@@ -232,6 +232,10 @@ class Budget:
             meter outside :data:`METERS`, refused on a built-in one.
         models: shell-style patterns (``gpt-5``, ``claude-*``) of the models it applies to,
             matched on the call's canonical model name (:attr:`Subject.model`); empty: every call.
+        max_input_tokens: the largest prompt (input tokens, by the pre-call estimate) a call this
+            hard budget applies to may send, or None for no bound: a larger prompt is refused
+            before anything is spent (:class:`~tokenward.errors.PromptTooLarge`; a 400 from the
+            gateway), whatever the budget's balance.
     """
 
     name: str
@@ -248,6 +252,7 @@ class Budget:
     on_store_failure: Literal["closed", "open"] = "closed"
     custom: bool = False
     models: tuple[str, ...] = ()
+    max_input_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -272,6 +277,15 @@ class Budget:
         if self.on_store_failure not in STORE_FAILURE_POLICIES:
             raise ConfigError(
                 f"budget {self.name!r}: on_store_failure must be closed or open, got {self.on_store_failure!r}"
+            )
+        if self.max_input_tokens is not None and (
+            isinstance(self.max_input_tokens, bool)
+            or not isinstance(self.max_input_tokens, int)
+            or self.max_input_tokens < 1
+        ):
+            raise ConfigError(
+                f"budget {self.name!r}: max_input_tokens must be a positive whole number of tokens, "
+                f"got {self.max_input_tokens!r}"
             )
         if self.subject_id is not None and (not isinstance(self.subject_id, str) or not self.subject_id):
             raise ConfigError(f"budget {self.name!r}: id must be a non-empty string")
@@ -354,6 +368,8 @@ class Budget:
             "on_store_failure": self.on_store_failure,
             "custom": self.custom,
         }
+        if self.max_input_tokens is not None:
+            out["max_input_tokens"] = self.max_input_tokens
         if self.models:
             out["models"] = list(self.models)
         return out
@@ -369,6 +385,7 @@ class Budget:
         ``[0.5, 0.9]`` or percents ``["50%", "90%"]``; ``[]`` for none), ``action``,
         ``overrides`` (a template this fixed budget replaces for its id), ``on_store_failure``
         (``closed`` or ``open``), ``custom`` (``true`` declares ``meter`` a custom meter),
+        ``max_input_tokens`` (the largest prompt a call may send under this budget),
         ``models`` (patterns of the models it applies to: ``[gpt-5, "claude-*"]`` or
         ``"gpt-5,claude-*"``).
 
@@ -379,7 +396,7 @@ class Budget:
         known = {
             "name", "scope", "meter", "limit", "id", "subject_id", "window", "week_start",
             "mode", "unpriced", "thresholds", "alerts", "action", "overrides", "on_store_failure",
-            "custom", "models",
+            "custom", "models", "max_input_tokens",
         }  # fmt: skip
         unknown = set(data) - known
         label = data.get("name", "?")
@@ -413,6 +430,7 @@ class Budget:
             on_store_failure=str(data.get("on_store_failure") or "closed"),  # type: ignore[arg-type]
             custom=data.get("custom", False),
             models=_model_list(data.get("models"), f"budget {name!r}"),
+            max_input_tokens=_whole(data.get("max_input_tokens"), f"budget {name!r}: max_input_tokens"),
         )
 
 
@@ -489,6 +507,18 @@ def _thresholds(value: Any, where: str) -> tuple[Decimal, ...]:
     return tuple(out)
 
 
+def _whole(value: Any, where: str) -> int | None:
+    """A whole number of tokens from a config or spec value (``"8000"``, ``8_000``), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+    try:
+        return int(str(value).replace("_", "").replace(",", "").strip())
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a whole number") from None
+
+
 def _amount(value: Any, where: str) -> Decimal:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -507,6 +537,7 @@ _SPEC = re.compile(
 )
 _OPTIONS = {
     "mode", "action", "thresholds", "unpriced", "week_start", "name", "overrides", "on_store_failure", "models",
+    "max_input_tokens",
 }  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from tokenward.core.budgets import Budget
 from tokenward.core.modifiers import RequestFacts
 from tokenward.core.pricing import MILLION
-from tokenward.errors import BudgetExceeded, UnpricedCall
+from tokenward.errors import BudgetExceeded, PromptTooLarge, UnpricedCall
 from tokenward.numbers import plain
 
 __all__ = [
@@ -169,6 +169,8 @@ class CallPlan:
             ``contended``), is given half of what the budget can still pay for (:func:`decide`),
             so one call does not take the whole remaining budget while others are arriving.
         contended: the call waited for other calls' holds to settle before this plan was made.
+        whole: the call must be served with its whole output bound or not at all (a batch record:
+            a truncated answer is wasted spend): every hard budget decides it as ``action: deny``.
     """
 
     model: str
@@ -184,6 +186,7 @@ class CallPlan:
     tool_input_tokens: int = 0
     bound_requested: bool = True
     contended: bool = False
+    whole: bool = False
 
     @property
     def priced(self) -> bool:
@@ -291,7 +294,14 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
             ``action: deny``, with its output bound).
         UnpricedCall: a hard cost budget applies, the model is unpriced, and the budget's policy
             is ``deny``.
+        PromptTooLarge: the prompt's estimate is over a hard budget's ``max_input_tokens``.
     """
+    for balance in balances:
+        cap = balance.budget.max_input_tokens
+        if cap is not None and balance.budget.mode == "hard" and plan.input_tokens > cap:
+            raise PromptTooLarge(
+                budget=balance.budget.name, max_input_tokens=cap, input_tokens=plan.input_tokens
+            )
     bound = plan.max_output_tokens
     clamped_by: str | None = None
     shadow: list[BudgetExceeded] = []
@@ -307,7 +317,7 @@ def decide(plan: CallPlan, balances: Sequence[Balance]) -> Decision:
         cap = _output_cap(balance, plan)
         if cap is None:
             continue
-        if budget.action == "deny":
+        if budget.action == "deny" or plan.whole:
             # Judged below with the bound the other budgets leave, and named with the hold it
             # refuses (the call's whole hold, not its minimum: a retry must wait for all of it).
             strict.append((balance, cap))

@@ -58,13 +58,27 @@ def _offline_ranks(url: str, expected_hash: str | None = None) -> dict[bytes, in
     }
 
 
-@cache
+_built: dict[str, tiktoken.Encoding] = {}
+_building = threading.Lock()
+
+
 def encoding(name: str) -> tiktoken.Encoding:
-    """The tiktoken encoding ``name``, built offline (cached per process).
+    """The tiktoken encoding ``name``, built offline (once per process: threads asking for it at
+    the same time wait for the one that builds it, instead of each building its own).
 
     Raises:
         ConfigError: an encoding whose vocabulary is not bundled.
     """
+    found = _built.get(name)
+    if found is not None:
+        return found
+    with _building:
+        if name not in _built:
+            _built[name] = _build(name)
+        return _built[name]
+
+
+def _build(name: str) -> tiktoken.Encoding:
     if name not in OFFLINE_ENCODINGS:
         raise ConfigError(
             f"encoding {name!r} is not available offline; known: {', '.join(OFFLINE_ENCODINGS)}"

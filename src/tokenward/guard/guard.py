@@ -71,12 +71,16 @@ def call_plan(
     held_back: Mapping[str, Decimal] | None,
     context_tokens: int = 0,
     default_tier: str | None = None,
+    whole: bool = False,
 ) -> CallPlan:
     """A prepared call's plan, with a final-answer reserve held back when given, the stored
-    context it continues and its upstream's default service tier."""
+    context it continues and its upstream's default service tier; ``whole``: never clamped
+    (:attr:`~tokenward.core.decide.CallPlan.whole`)."""
     plan = call.plan(
         guard.prices, guard.settings, provider, context_tokens=context_tokens, default_tier=default_tier
     )
+    if whole:
+        plan = replace(plan, whole=True)
     return replace(plan, held_back=dict(held_back)) if held_back else plan
 
 
@@ -334,6 +338,7 @@ class Guard:
         held_back: Mapping[str, Decimal] | None = None,
         upstream: str | None = None,
         default_tier: str | None = None,
+        whole: bool = False,
     ) -> tuple[PreparedCall, Admission, dict[str, Any]]:
         """Plan and admit a prepared API call, applying ``degrade`` when a budget runs low.
 
@@ -356,7 +361,7 @@ class Guard:
 
         def admit(prepared: PreparedCall, rid: str) -> Admission:
             return self.admit(
-                subject, call_plan(prepared, self, provider, held_back, context, default_tier),
+                subject, call_plan(prepared, self, provider, held_back, context, default_tier, whole),
                 request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
                 metadata=call.endpoint.request_metadata(call.body),
             )  # fmt: skip
@@ -614,6 +619,7 @@ class AsyncGuard:
         held_back: Mapping[str, Decimal] | None = None,
         upstream: str | None = None,
         default_tier: str | None = None,
+        whole: bool = False,
     ) -> tuple[PreparedCall, Admission, dict[str, Any]]:
         """As :meth:`Guard.admit_call`."""
         request_id = request_id or new_id("req")
@@ -621,7 +627,7 @@ class AsyncGuard:
 
         async def admit(prepared: PreparedCall, rid: str) -> Admission:
             return await self.admit(
-                subject, call_plan(prepared, self, provider, held_back, context, default_tier),
+                subject, call_plan(prepared, self, provider, held_back, context, default_tier, whole),
                 request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
                 metadata=call.endpoint.request_metadata(call.body),
             )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Acting on anomalies: alert, pause the session, or stop it.
+"""Acting on anomalies: alert, pause the session, or stop it; for context growth, fit it.
 
 Pausing and stopping go through the mechanism every guard already respects: a hard budget. To
 pause session ``s-1``, tokenward puts the budget ``tokenward.pause:session=s-1`` (scope
@@ -10,6 +10,13 @@ instead: the same refusal, meant for good (:func:`resume_session` lifts a stop o
 
 :class:`Anomalies` is the guard observer that runs the detectors of
 :mod:`tokenward.observe.anomalies` live and applies the configured action per kind.
+
+**fit** (opt-in, ``context_growth`` only, for the SDK): when a session's prompt keeps growing, the
+SDK guard this observer watches fits the session's history on its next call and every call after
+(:mod:`tokenward.sdk.fit`: the oldest turns dropped, the system prompt, the last turns and every
+tool call with its results kept) to ``fit_share`` of the prompt that fired the finding; each fitted
+call's usage event says so in ``metadata.fitted`` (the bound, the messages dropped, the finding's
+request id). The gateway does not offer it: the history belongs to the client.
 """
 
 from __future__ import annotations
@@ -54,8 +61,10 @@ __all__ = [
 
 log = logging.getLogger("tokenward.anomalies")
 
-Action = Literal["alert", "pause", "stop"]
-ACTIONS: tuple[str, ...] = ("alert", "pause", "stop")
+Action = Literal["alert", "pause", "stop", "fit"]
+ACTIONS: tuple[str, ...] = ("alert", "pause", "stop", "fit")
+FIT_KINDS = ("context_growth",)
+"""The finding kinds the ``fit`` action applies to."""
 DEFAULT_ACTIONS: Mapping[str, Action] = {"loop": "alert", "spike": "alert", "context_growth": "alert"}
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.:@/=\-]{1,170}$")
@@ -116,7 +125,11 @@ class Anomalies:
     Args:
         ledger: where pauses and stops are put (a ledger, the gateway's async ledger, or a URL).
         actions: per finding kind (``loop``, ``spike``, ``context_growth``), ``alert``, ``pause``
-            or ``stop``; default: alert on all. Pausing or stopping also alerts.
+            or ``stop``, and for ``context_growth`` also ``fit``; default: alert on all. Pausing,
+            stopping or fitting also alerts.
+        fit_share: with the ``fit`` action, the share of the prompt that fired the finding that
+            the session's later calls are fitted to (default 0.5).
+        fit_keep_last: the groups at the end a fit always keeps (default 2).
         alerts: where ``anomaly`` alerts go (an :class:`~tokenward.observe.watch.Alerts`); without
             it findings are only logged and kept in :attr:`findings`.
         loops / growth / spikes: the detectors (see :mod:`tokenward.observe.anomalies`).
@@ -137,6 +150,8 @@ class Anomalies:
         spike_scopes: tuple[str, ...] = ("user", "key", "project", "team", "org"),
         on_finding: Callable[[Finding, str], object] | None = None,
         background: bool = True,
+        fit_share: Decimal | str | float = Decimal("0.5"),
+        fit_keep_last: int = 2,
     ) -> None:
         self.ledger = sync_ledger(ledger)
         merged = dict(DEFAULT_ACTIONS)
@@ -145,6 +160,10 @@ class Anomalies:
                 raise ConfigError(f"anomaly kind {kind!r} unknown; known: {', '.join(DEFAULT_ACTIONS)}")
             if action not in ACTIONS:
                 raise ConfigError(f"anomaly action {action!r} unknown; known: {', '.join(ACTIONS)}")
+            if action == "fit" and kind not in FIT_KINDS:
+                raise ConfigError(
+                    f"anomaly action 'fit' applies to {', '.join(FIT_KINDS)} only, not {kind!r}"
+                )
             merged[kind] = action  # type: ignore[assignment]
         self.actions = merged
         self.alerts = alerts
@@ -154,11 +173,24 @@ class Anomalies:
         self.spike_scopes = spike_scopes
         self.on_finding = on_finding
         self.findings: list[Finding] = []
+        self.fit_share = Decimal(str(fit_share))
+        if not Decimal(0) < self.fit_share <= 1:
+            raise ConfigError(f"fit_share must be above 0 and at most 1, got {fit_share!r}")
+        self.fit_keep_last = fit_keep_last
+        self._fits: dict[str, dict[str, Any]] = {}
         self._reported: set[tuple[str, str, str]] = set()
         self._admitted: set[str] = set()
         self._previous: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._fit_lock = threading.Lock()
         self._worker = Worker(self._handle, name="tokenward-anomalies") if background else None
+
+    def fit_order(self, session: str) -> dict[str, Any] | None:
+        """What the SDK should fit session ``session``'s calls to, since a ``fit`` action fired for
+        it: ``{"max_input_tokens", "keep_last", "finding"}`` (the finding's request id), or None."""
+        with self._fit_lock:
+            order = self._fits.get(session)
+            return None if order is None else dict(order)
 
     # -- guard observer hooks ----------------------------------------------------------------------
     def on_admit(self, admission: Admission) -> None:
@@ -246,7 +278,17 @@ class Anomalies:
         action = self.actions[finding.kind]
         if action in ("pause", "stop") and finding.session is not None:
             pause_session(self.ledger, finding.session, stop=action == "stop")
-        elif action in ("pause", "stop"):
+        elif action == "fit" and finding.session is not None:
+            prompt = int(finding.details.get("input_tokens") or 0)
+            with self._fit_lock:
+                self._fits[finding.session] = {
+                    "max_input_tokens": max(1, int(prompt * self.fit_share)),
+                    "keep_last": self.fit_keep_last,
+                    "finding": finding.request_id,
+                }
+                while len(self._fits) > 100_000:
+                    del self._fits[next(iter(self._fits))]
+        elif action in ("pause", "stop", "fit"):
             action = "alert"  # nothing to pause: the finding is not about one session
         self.findings.append(finding)
         log.warning("%s (%s)", finding.message, action)

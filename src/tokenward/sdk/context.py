@@ -34,6 +34,8 @@ class Attribution:
         subject: whom calls are charged to.
         held_back: a final-answer reserve by meter (tokens, USD) that ordinary calls may not use.
         final: the calls being made are the final answer: they may use the reserve.
+        whole: the calls must get their whole output bound or be refused, never clamped (a batch
+            record: :mod:`tokenward.batch`).
         budgets: the budgets of the session and task in force, as short forms by scope
             (``{"session": ("total_tokens=30000",)}``): what a gateway is sent to enforce them.
     """
@@ -41,6 +43,7 @@ class Attribution:
     subject: Subject = field(default_factory=Subject)
     held_back: Mapping[str, Decimal] = field(default_factory=dict)
     final: bool = False
+    whole: bool = False
     budgets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -59,6 +62,7 @@ def attributed(
     held_back: Mapping[str, Decimal] | None = None,
     final: bool | None = None,
     tags: Mapping[str, str] | None = None,
+    whole: bool | None = None,
     budgets: Mapping[str, tuple[str, ...]] | None = None,
     **scopes: str | None,
 ) -> Iterator[Attribution]:
@@ -78,6 +82,7 @@ def attributed(
         subject=subject,
         held_back=dict(outer.held_back) | dict(held_back or {}),
         final=outer.final if final is None else final,
+        whole=outer.whole if whole is None else whole,
         budgets=carried,
     )
     token = _current.set(inner)

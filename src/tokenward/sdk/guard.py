@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -26,7 +26,8 @@ from typing import Any, Literal, TypeVar
 from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec, short_spec
 from tokenward.core.decide import Balance
 from tokenward.core.pricebook import PriceBook
-from tokenward.errors import ConfigError
+from tokenward.core.usage import Usage
+from tokenward.errors import BudgetError, ConfigError, TokenwardError, ValidationError
 from tokenward.guard import AsyncGuard
 from tokenward.guard import Guard as Engine
 from tokenward.guard.flow import GuardSettings
@@ -40,6 +41,14 @@ from tokenward.numbers import plain
 from tokenward.sdk import threads
 from tokenward.sdk.clients import wrap_client
 from tokenward.sdk.context import Attribution, attributed, current
+from tokenward.sdk.fit import (
+    Fitted,
+    fit_messages,
+    input_bound,
+    summary_request,
+    summary_room,
+    summary_text,
+)
 from tokenward.sdk.threads import UnattributedCalls
 from tokenward.sdk.thresholds import ThresholdWatcher
 from tokenward.sdk.transport import GatewayMemory, TransportSettings
@@ -70,6 +79,175 @@ class Session:
     def budget_note(self) -> str:
         """As :meth:`Guard.budget_note`, for this session."""
         return self.guard.budget_note(self.attribution.subject)
+
+    def fit(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str,
+        max_input_tokens: int | None = None,
+        share: Decimal | float | str | None = None,
+        keep_last: int = 1,
+        strategy: Literal["drop", "summarize"] = "drop",
+        client: Any = None,
+        summary_model: str | None = None,
+        summary_max_tokens: int = 512,
+        format: str | None = None,
+        system: Any = None,
+        tools: Any = None,
+    ) -> Fitted:
+        """The messages trimmed to an input budget, for the next call (:mod:`tokenward.sdk.fit`)::
+
+            with guard.session("s-1", budget="total_tokens=50000") as session:
+                history = session.fit(history, model="gpt-4o-mini", share="0.5", keep_last=2)
+
+        Args:
+            messages: OpenAI chat messages, Responses input items or Anthropic messages.
+            model: the model of the next call (its tokenizer counts).
+            max_input_tokens: a fixed bound, in tokens; or
+            share: a share (0 to 1) of what the session can still pay for (its tightest token
+                budget, or the tokens its cost budget buys at the model's input rate).
+            keep_last: groups at the end always kept (a message, or a tool call with its results).
+            strategy: ``drop`` the oldest groups, or ``summarize`` them with ``summary_model``
+                through ``client`` (a client this guard wraps; the call is charged to this
+                session; when a budget refuses it the oldest groups are dropped instead and
+                :attr:`~tokenward.sdk.fit.Fitted.fallback` says why).
+            summary_max_tokens: the summary call's output bound.
+            format: ``openai-chat``, ``openai-responses`` or ``anthropic-messages`` (default: from
+                the messages).
+            system / tools: Anthropic's ``system`` and the request's tools, counted as sent.
+
+        Returns:
+            A :class:`~tokenward.sdk.fit.Fitted` list: the messages to send, never estimated above
+            the bound.
+
+        Raises:
+            ContextTooLarge: the system prompt and the kept groups alone are over the bound.
+            ValidationError: neither or both of ``max_input_tokens`` and ``share``; ``summarize``
+                without ``client`` and ``summary_model``; a malformed message.
+        """
+        bound, what = self._fit_bound(model, max_input_tokens, share)
+        summarize = None
+        if strategy == "summarize":
+            summarize = self._summarizer(client, summary_model, summary_max_tokens)
+        elif strategy != "drop":
+            raise ValidationError("strategy must be drop or summarize", field="strategy")
+        return fit_messages(
+            messages, model=model, bound=bound, what=what, fmt=format, keep_last=keep_last,
+            system=system, tools=tools, summarize=summarize,
+            summary_room=summary_room(summary_max_tokens, model),
+        )  # fmt: skip
+
+    async def afit(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str,
+        max_input_tokens: int | None = None,
+        share: Decimal | float | str | None = None,
+        keep_last: int = 1,
+        strategy: Literal["drop", "summarize"] = "drop",
+        client: Any = None,
+        summary_model: str | None = None,
+        summary_max_tokens: int = 512,
+        format: str | None = None,
+        system: Any = None,
+        tools: Any = None,
+    ) -> Fitted:
+        """The async twin of :meth:`fit` (``client`` an async client for ``summarize``)."""
+        bound, what = self._fit_bound(model, max_input_tokens, share)
+        if strategy not in ("drop", "summarize"):
+            raise ValidationError("strategy must be drop or summarize", field="strategy")
+        plain = fit_messages(
+            messages, model=model, bound=bound, what=what, fmt=format, keep_last=keep_last,
+            system=system, tools=tools,
+        )  # fmt: skip
+        if strategy == "drop" or not plain.dropped:
+            return plain
+        if client is None or not summary_model:
+            raise ValidationError("strategy='summarize' needs client= and summary_model=", field="client")
+        room = summary_room(summary_max_tokens, model)
+        wanted: list[Sequence[Mapping[str, Any]]] = []
+
+        def plan_only(dropped: Sequence[Mapping[str, Any]]) -> str:
+            wanted.append(dropped)
+            raise _Planned
+
+        with suppress(_Planned):
+            fit_messages(
+                messages, model=model, bound=bound, what=what, fmt=format, keep_last=keep_last,
+                system=system, tools=tools, summarize=plan_only, summary_room=room,
+            )  # fmt: skip
+        if not wanted:  # no room for a summary: fit_messages said so on the dropped list
+            return fit_messages(
+                messages, model=model, bound=bound, what=what, fmt=format, keep_last=keep_last,
+                system=system, tools=tools, summarize=lambda _: "", summary_room=room,
+            )  # fmt: skip
+        kind, kwargs = summary_request(client, summary_model, wanted[0], summary_max_tokens)
+        try:
+            with self._charged_here():
+                if kind == "anthropic":
+                    reply = await client.messages.create(**kwargs)
+                else:
+                    reply = await client.chat.completions.create(**kwargs)
+        except BudgetError as exc:
+            plain.fallback = f"summary call refused: {exc}"
+            return plain
+        text = summary_text(kind, reply)
+        return fit_messages(
+            messages, model=model, bound=bound, what=what, fmt=format, keep_last=keep_last,
+            system=system, tools=tools, summarize=lambda _: text, summary_room=room,
+        )  # fmt: skip
+
+    def _fit_bound(
+        self, model: str, max_input_tokens: int | None, share: Decimal | float | str | None
+    ) -> tuple[int, str]:
+        if (max_input_tokens is None) == (share is None):
+            raise ValidationError("give one of max_input_tokens= or share=", field="max_input_tokens")
+        if max_input_tokens is not None:
+            if max_input_tokens < 0:
+                raise ValidationError("max_input_tokens must be 0 or more", field="max_input_tokens")
+            return int(max_input_tokens), "max_input_tokens"
+        portion = Decimal(str(share))
+        if not Decimal(0) < portion <= 1:
+            raise ValidationError("share must be above 0 and at most 1", field="share")
+        rate: Decimal | None = None
+        try:
+            cost = self.guard.prices.cost(Usage(input_tokens=1_000_000, output_tokens=0), model)
+            rate = None if cost.total_usd is None else cost.total_usd / 1_000_000
+        except TokenwardError:
+            rate = None
+        return input_bound(self.remaining(), portion, rate)
+
+    @contextmanager
+    def _charged_here(self) -> Iterator[None]:
+        """Calls made inside are charged to this session (its attribution), wherever fit runs."""
+        subject = self.attribution.subject
+        scopes = {
+            scope: subject.value(scope)
+            for scope in ("org", "project", "team", "user", "key", "agent", "session", "task")
+        }
+        with attributed(
+            held_back=None, final=None, tags=dict(subject.tags), whole=None, budgets=None, **scopes
+        ):
+            yield
+
+    def _summarizer(
+        self, client: Any, model: str | None, max_tokens: int
+    ) -> Callable[[Sequence[Mapping[str, Any]]], str]:
+        if client is None or not model:
+            raise ValidationError("strategy='summarize' needs client= and summary_model=", field="client")
+
+        def summarize(dropped: Sequence[Mapping[str, Any]]) -> str:
+            kind, kwargs = summary_request(client, model, dropped, max_tokens)
+            with self._charged_here():
+                if kind == "anthropic":
+                    reply = client.messages.create(**kwargs)
+                else:
+                    reply = client.chat.completions.create(**kwargs)
+            return summary_text(kind, reply)
+
+        return summarize
 
 
 class Guard(Engine):
@@ -322,7 +500,7 @@ class Guard(Engine):
         self.unattributed.opened()
         try:
             with attributed(
-                held_back=held, tags=tags, budgets=carried, **{**scopes, scope: value}
+                held_back=held, final=None, tags=tags, whole=None, budgets=carried, **{**scopes, scope: value}
             ) as attribution:
                 yield Session(self, attribution, made)
         finally:
@@ -415,6 +593,10 @@ class Guard(Engine):
             watcher = ThresholdWatcher(self.ledger)
             self.observers.add(watcher)
         watcher.subscribe(callback, [Decimal(str(t)) for t in thresholds])
+
+
+class _Planned(Exception):
+    """Raised by the stand-in summariser :meth:`Session.afit` plans with (never escapes)."""
 
 
 class _Member:

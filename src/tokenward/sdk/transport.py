@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokenward.core.budgets import Subject
-from tokenward.errors import BudgetExceeded, ConfigError, ValidationError
+from tokenward.errors import BudgetExceeded, ConfigError, ContextTooLarge, ValidationError
 from tokenward.guard import Admission, Outcome
 from tokenward.guard.context import conversation_growth
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
@@ -56,6 +56,7 @@ from tokenward.guard.wire.exchange import (
     upstream_content_type,
 )
 from tokenward.sdk.context import current
+from tokenward.sdk.fit import FORMATS, fit_messages
 
 __all__ = ["GatewayMemory", "TransportSettings", "endpoint_for", "transport_classes"]
 
@@ -418,6 +419,49 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 )
                 return None
 
+        def _fit(self, request: Any) -> tuple[Any, dict[str, Any] | None]:
+            """Fit the history of a call whose session an anomaly ``fit`` action named
+            (:mod:`tokenward.observe.actions`): the request with the fitted messages, and what was
+            done (recorded on the call's usage event as ``metadata.fitted``), or the request as it
+            is and None."""
+            endpoint = endpoint_for(request.method, request.url.path)
+            if endpoint is None or endpoint.dialect not in FORMATS:
+                return request, None
+            session = self.settings.subject().session
+            order = None
+            if session:
+                for observer in self.guard.observers.items:
+                    take = getattr(observer, "fit_order", None)
+                    if take is not None and (order := take(session)) is not None:
+                        break
+            if order is None:
+                return request, None
+            try:
+                body = json.loads(request.content)
+            except ValueError:
+                return request, None
+            key = "input" if endpoint.dialect == "openai-responses" else "messages"
+            if not isinstance(body, dict) or not isinstance(body.get(key), list):
+                return request, None
+            note: dict[str, Any] = {
+                "max_input_tokens": order["max_input_tokens"],
+                "finding": order["finding"],
+            }
+            try:
+                fitted = fit_messages(
+                    body[key], model=str(body.get("model") or ""), bound=order["max_input_tokens"],
+                    what="the anomaly fit action", fmt=endpoint.dialect, keep_last=order["keep_last"],
+                    system=body.get("system") if endpoint.dialect == "anthropic-messages" else None,
+                    tools=body.get("tools"),
+                )  # fmt: skip
+            except (ContextTooLarge, ValidationError) as exc:
+                log.warning("could not fit session %s's history: %s", session, exc)
+                return request, {**note, "failed": str(exc)}
+            note |= {"dropped": fitted.dropped, "input_tokens": fitted.tokens}
+            if not fitted.dropped:
+                return request, note
+            return rebuilt(request, json.dumps({**body, key: list(fitted)}).encode()), note
+
         def _check(self, request: Any) -> None:
             """The unattributed-call check for an LLM call sent on untouched (to a gateway, which
             charges it by the attribution headers)."""
@@ -462,6 +506,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
 
         def handle_request(self, request: Any) -> Any:
             request.read()
+            request, fitted = self._fit(request)
             prepared = self._prepare(request)
             if prepared is None:
                 return self._passthrough(request)
@@ -477,6 +522,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     degrade=self.settings.degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
+                    whole=current().whole,
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):
@@ -485,6 +531,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
             bounded = bounds(call, self.settings.bound_non_streamed)
             content, wants_usage = upstream_body(streamed(call) if bounded else call, admission, provider)
             extra = {"degraded": changes} if changes else {}
+            if fitted is not None:
+                extra["fitted"] = fitted
             try:
                 response = self.inner.handle_request(
                     rebuilt(request, content, _upstream_headers(call, subject, self.settings.carried()))
@@ -590,6 +638,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
 
         async def handle_async_request(self, request: Any) -> Any:
             await request.aread()
+            request, fitted = self._fit(request)
             prepared = self._prepare(request)
             if prepared is None:
                 return await self._passthrough(request)
@@ -605,6 +654,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     degrade=self.settings.degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
+                    whole=current().whole,
                 )
             except Exception as exc:
                 if type(exc).__module__.startswith("tokenward"):
@@ -613,6 +663,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
             bounded = bounds(call, self.settings.bound_non_streamed)
             content, wants_usage = upstream_body(streamed(call) if bounded else call, admission, provider)
             extra = {"degraded": changes} if changes else {}
+            if fitted is not None:
+                extra["fitted"] = fitted
             try:
                 response = await self.inner.handle_async_request(
                     rebuilt(request, content, _upstream_headers(call, subject, self.settings.carried()))

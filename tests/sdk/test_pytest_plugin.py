@@ -1,0 +1,141 @@
+"""The pytest plugin (issue 19, item 2), in ``pytester`` sessions whose tests call the fake
+provider (on a real socket) with the official ``openai`` client.
+
+The fake answers "Say hello" (6 prompt tokens by its documented count: 2 pieces + 4) with 20
+words when ``max_tokens`` is 20: 26 tokens a call.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.fixtures import UPSTREAM_KEY
+
+pytest_plugins = ["pytester"]
+
+CALL = 26  # tokens of one call, from the fake's documented arithmetic
+
+
+def _module(fake, body: str) -> str:
+    return (
+        "import openai, pytest, tokenward\n"
+        f"URL = {fake.url + '/v1'!r}\n"
+        f"client = openai.OpenAI(base_url=URL, api_key={UPSTREAM_KEY!r}, max_retries=0)  # module level\n"
+        "def ask():\n"
+        "    return client.chat.completions.create(model='gpt-4o-mini', max_tokens=20,\n"
+        "        messages=[{'role': 'user', 'content': 'Say hello'}])\n" + body
+    )
+
+
+def test_passes_within_budget_and_meters_a_module_level_client(fake, pytester) -> None:
+    pytester.makepyfile(
+        test_agent=_module(
+            fake,
+            "@pytest.mark.token_budget(total_tokens=100)\n"
+            "def test_two_calls():\n"
+            "    ask(); ask()\n"
+            "def test_unbudgeted():\n"
+            "    ask()\n",
+        )
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--token-report", "tokens.json")
+    result.assert_outcomes(passed=2)
+    report = json.loads((pytester.path / "tokens.json").read_text())
+    tests = report["tests"]
+    assert tests["test_agent.py::test_two_calls"]["calls"] == 2
+    assert tests["test_agent.py::test_two_calls"]["total_tokens"] == 2 * CALL
+    assert tests["test_agent.py::test_unbudgeted"]["total_tokens"] == CALL
+    assert report["total"]["total_tokens"] == 3 * CALL
+    result.stdout.fnmatch_lines(["*tokens per test (tokenward)*", "test_agent.py::test_two_calls*2*12*40*"])
+
+
+def test_fails_on_its_budget_even_when_the_refusal_is_swallowed(fake, pytester) -> None:
+    pytester.makepyfile(
+        test_agent=_module(
+            fake,
+            f"@pytest.mark.token_budget(total_tokens={CALL + 4})\n"
+            "def test_swallows():\n"
+            "    ask()\n"
+            "    try:\n"
+            "        ask()\n"
+            "    except tokenward.BudgetExceeded:\n"
+            "        pass  # the code under test carries on\n"
+            f"@pytest.mark.token_budget(total_tokens={CALL + 4})\n"
+            "def test_raises():\n"
+            "    ask(); ask()\n",
+        )
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        ["*token budget test:total_tokens refused a call of test_agent.py::test_swallows*"]
+    )
+
+
+def test_a_run_budget(fake, pytester) -> None:
+    pytester.makepyfile(test_agent=_module(fake, "def test_a():\n    ask()\ndef test_b():\n    ask()\n"))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--token-budget", f"total_tokens={CALL + 10}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*BudgetExceeded: budget 'run:total_tokens'*"])
+
+
+def test_baseline_update_then_regression(fake, pytester) -> None:
+    source = "N = {n}\ndef test_calls():\n    for _ in range(N):\n        ask()\n"
+    pytester.makepyfile(test_agent=_module(fake, source.format(n=2)))
+    written = pytester.runpytest(
+        "-p", "no:cacheprovider", "--token-baseline", "base.json", "--token-baseline-update"
+    )
+    written.assert_outcomes(passed=1)
+    baseline = json.loads((pytester.path / "base.json").read_text())
+    assert baseline == {"tests": {"test_agent.py::test_calls": {"total_tokens": 2 * CALL}}}
+
+    pytester.makepyfile(test_agent=_module(fake, source.format(n=3)))  # +50%: over the 10% tolerance
+    grown = pytester.runpytest("-p", "no:cacheprovider", "--token-baseline", "base.json")
+    grown.assert_outcomes(failed=1)
+    grown.stdout.fnmatch_lines([f"*used {3 * CALL} tokens, 50.0% over its baseline of {2 * CALL}*"])
+    loose = pytester.runpytest(
+        "-p", "no:cacheprovider", "--token-baseline", "base.json", "--token-baseline-tolerance", "60"
+    )
+    loose.assert_outcomes(passed=1)
+
+
+def test_inert_until_used(pytester) -> None:
+    pytester.makepyfile(
+        test_plain="import openai\n"
+        "def test_sdk_untouched():\n"
+        "    assert 'tokenward' not in openai._base_client.SyncAPIClient.request.__module__\n"
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_bad_options_are_usage_errors(pytester) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--token-baseline", "missing.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--token-baseline missing.json: no such file*"])
+
+
+def test_calls_through_a_gateway_are_attributed_to_the_test(start_gateway, pytester) -> None:
+    from tests.support.fixtures import KEY
+
+    gateway = start_gateway()
+    pytester.makepyfile(
+        test_gw=(
+            "import openai, pytest\n"
+            f"client = openai.OpenAI(base_url={gateway.url + '/v1'!r}, api_key={KEY!r}, max_retries=0)\n"
+            "@pytest.mark.token_budget(total_tokens=1000)\n"
+            "def test_via_gateway():\n"
+            "    client.chat.completions.create(model='gpt-4o-mini', max_tokens=20,\n"
+            "        messages=[{'role': 'user', 'content': 'Say hello'}])\n"
+        )
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    observer = gateway.observer()
+    try:
+        (event,) = observer.events()
+    finally:
+        observer.close()
+    assert event.subject.task == "demo/pytest:test_gw.py::test_via_gateway"  # in the key's project
+    assert event.usage.input_tokens + event.usage.output_tokens == CALL
