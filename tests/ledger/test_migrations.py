@@ -57,6 +57,8 @@ def _check(ledger: Ledger) -> None:
     assert ledger.reservation(reservation.id).forwarded  # type: ignore[union-attr]
     assert ledger.join_lease("session:s-new", "w1", ttl=timedelta(seconds=30)) is False
     assert ledger.leave_lease("session:s-new", "w1") is False
+    # issue 18: a secret shared by every process (made once, then the same), clamps recorded
+    assert ledger.secret("dashboard") == ledger.secret("dashboard") != ledger.secret("other")
 
 
 @pytest.mark.sqlite
@@ -71,7 +73,7 @@ def test_a_sqlite_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path) -
         try:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SQLITE_VERSION
             columns = {row[1] for row in conn.execute("PRAGMA table_info(usage_events)")}
-            assert "disputed" in columns
+            assert {"disputed", "clamped_by"} <= columns  # issue 14, issue 18
             for key in EVENT_LOOKUPS:  # the lookup the ledger runs, found by its index, not a scan
                 plan = conn.execute(
                     "EXPLAIN QUERY PLAN SELECT data FROM usage_events "

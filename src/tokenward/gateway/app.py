@@ -19,7 +19,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import tokenward
@@ -294,9 +294,15 @@ def create_app(
             _reload_on_sighup(state, Path(config_path))
         if on_ready is not None:
             on_ready(state)
+        backfill = contextlib.AsyncExitStack()
+        if config.dashboard_on:
+            from tokenward.gateway.ui import background_backfill
+
+            await backfill.enter_async_context(background_backfill(store))
         try:
             yield
         finally:
+            await backfill.aclose()
             # Shutting down (SIGTERM): uvicorn has stopped accepting and let open streams finish
             # within its grace period; every admitted call still gets settled before we exit.
             left = await state.drain(timeout=30)
@@ -376,9 +382,13 @@ def create_app(
         metrics = observing.prometheus.asgi_app()
     guarded = not config.observe.prometheus_public
     extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics, guarded), methods=["GET"])]
-    routes = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
+    routes: list[BaseRoute] = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
+    if config.dashboard_on:
+        from tokenward.gateway.ui import ui_routes
+
+        routes += ui_routes()
     handlers = {404: _http_error, 405: _http_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -394,3 +404,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     dialect = "gemini" if request.url.path.startswith("/v1beta/") else "openai-chat"
     headers = {**own_headers(new_id("req"), tokenward.__version__), **(getattr(exc, "headers", None) or {})}
     return error_response(dialect, error, headers)
+

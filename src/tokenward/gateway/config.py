@@ -51,6 +51,8 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         tags: {cost_center: cc-42}       # tags every call of the key carries (tag:NAME budgets)
         allow_client_tags: false         # may clients add tags (x-tokenward-tags: arm=b)?
         allow_client_budgets: false      # may clients carry session/task budgets (the SDK's)?
+    dashboard: true                      # /ui (default: on when admin_keys is set)
+    dashboard_secret: null               # signs its cookies (default: kept in the ledger)
     budgets:
       - {name: per-session, scope: session, meter: total_tokens, limit: 50000}
       - {name: alice-daily, scope: user, id: alice, meter: cost_usd, limit: 5, window: day}
@@ -340,6 +342,16 @@ class GatewayConfig:
     idempotency_ttl_seconds: int = 86400
     """How long the answer of a request sent with an ``Idempotency-Key`` is replayed to repeats
     (:mod:`tokenward.gateway.idempotency`); 0 turns the header off (it is ignored)."""
+    dashboard: bool | None = None
+    """Serve the dashboard at ``/ui``: None (the default) means on when ``admin_keys`` is set."""
+    dashboard_secret: str | None = None
+    """The key signing the dashboard's session cookies; None: one made once and kept in the
+    ledger (``Ledger.secret``), so every worker and replica shares it."""
+
+    @property
+    def dashboard_on(self) -> bool:
+        """Whether ``/ui`` is served: ``dashboard`` if set, else whether there are admin keys."""
+        return bool(self.admin_keys) if self.dashboard is None else self.dashboard
 
     def upstream_for(self, family: str, model: str) -> UpstreamConfig | None:
         """The first upstream that speaks ``family`` and serves ``model``."""
@@ -400,6 +412,8 @@ class GatewayConfig:
             "retry_horizon_seconds",
             "disconnect_grace_seconds",
             "idempotency_ttl_seconds",
+            "dashboard",
+            "dashboard_secret",
         }
         unknown = set(data) - known
         if unknown:
@@ -441,7 +455,21 @@ class GatewayConfig:
             retry_horizon_seconds=_number(data, "retry_horizon_seconds", 60, int),
             disconnect_grace_seconds=_number(data, "disconnect_grace_seconds", 5.0, float),
             idempotency_ttl_seconds=_number(data, "idempotency_ttl_seconds", 86400, int),
+            dashboard=_dashboard(data.get("dashboard")),
+            dashboard_secret=_dashboard_secret(data.get("dashboard_secret")),
         )
+
+
+def _dashboard(raw: Any) -> bool | None:
+    if raw is not None and not isinstance(raw, bool):
+        raise ConfigError(f"dashboard must be true or false, got {raw!r}")
+    return raw
+
+
+def _dashboard_secret(raw: Any) -> str | None:
+    if raw is not None and (not isinstance(raw, str) or len(raw) < 32):
+        raise ConfigError("dashboard_secret must be a string of at least 32 characters")
+    return raw
 
 
 def _degrade(raw: Any) -> Degrade:

@@ -354,6 +354,7 @@ def build_event(
     if admission.decision.clamped_by:
         metadata["clamped_by"] = admission.decision.clamped_by
         metadata["max_output_tokens"] = admission.decision.output_tokens
+        metadata["requested_output_tokens"] = admission.plan.max_output_tokens
     return UsageEvent(
         request_id=admission.request_id,
         at=admission.at,

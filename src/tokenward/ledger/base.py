@@ -71,6 +71,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
+from tokenward.ledger.rollups import RollupRow, SessionSummary
 
 __all__ = [
     "DEFAULT_TTL",
@@ -462,6 +463,27 @@ class Ledger(Protocol):
         """The marker that ended ``subject``'s session or task, or None."""
         ...
 
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None
+    ) -> list[RollupRow] | None:
+        """Daily spend rows (:mod:`tokenward.ledger.rollups`) from UTC day ``since`` (``YYYY-MM-DD``)
+        to before ``until``, of one ``project`` when named; None while the events written before
+        the rollups existed are still being rolled up (:meth:`backfill_rollup`)."""
+        ...
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named): calls,
+        tokens, cost, first and last call, last status (:class:`~tokenward.ledger.rollups.SessionSummary`)."""
+        ...
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up one batch of the events written before the rollups existed; 0 when done."""
+        ...
+
+    def secret(self, name: str) -> str:
+        """A random secret shared by every process on this ledger, made on first use."""
+        ...
+
     def put_key(self, record: KeyRecord) -> KeyRecord:
         """Create or replace a virtual key by id (its digest must be unique)."""
         ...
@@ -621,6 +643,21 @@ class AsyncLedger(Protocol):
     async def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool: ...
     async def stops(self) -> list[StopMarker]: ...
     async def stop_of(self, subject: Subject) -> StopMarker | None: ...
+    async def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow] | None: ...
+    async def backfill_rollup(self, batch: int = 2000) -> int: ...
+    async def session_summaries(
+        self, since: datetime, project: str | None = None
+    ) -> list[SessionSummary]: ...
+    async def secret(self, name: str) -> str: ...
     async def put_key(self, record: KeyRecord) -> KeyRecord: ...
     async def get_key(self, key_id: str) -> KeyRecord | None: ...
     async def key_by_hash(

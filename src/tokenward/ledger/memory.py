@@ -35,6 +35,7 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
 )
+from tokenward.ledger.rollups import RollupRow, SessionSummary, rollup_rows, select_rows, summarise_sessions
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.numbers import plain
@@ -78,6 +79,7 @@ class MemoryLedger(TransactionalLedger):
         self._lease_groups: dict[str, LeaseGroup] = {}
         self._leases: dict[str, dict[str, datetime]] = {}
         self._ids = itertools.count(1)
+        self._secrets: dict[str, str] = {}
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[None]:
@@ -308,6 +310,55 @@ class MemoryLedger(TransactionalLedger):
 
     def _query_instances(self, budget: str) -> list[BudgetInstance]:
         return [i for (name, _), i in self._instances.items() if name == budget]
+
+    def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow]:
+        """Daily spend rows (:mod:`tokenward.ledger.rollups`), summed from the events now."""
+        with self._lock:
+            events = [e for e in self._events if e.at.date().isoformat() >= since]
+        rows = rollup_rows(events)
+        return select_rows(rows, since, until, project, dim=dim, values=values, by_day=by_day)
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named)."""
+        with self._lock:
+            events = sorted(
+                (
+                    e
+                    for e in self._events
+                    if e.at >= since
+                    and e.subject.session
+                    and (project is None or e.subject.project == project)
+                ),
+                key=lambda e: e.at,
+            )
+        return summarise_sessions(
+            (
+                e.subject.session or "",
+                e.subject.user,
+                e.at,
+                e.usage.input_tokens,
+                e.usage.output_tokens,
+                e.cost_usd,
+                e.status,
+            )
+            for e in events
+        )
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Nothing to roll up: the memory ledger sums its events when asked."""
+        return 0
+
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        return self._secrets.setdefault(name, candidate)
 
     def _estimate_stats(self, model: str) -> EstimateStats | None:
         return self._estimates.get(model)

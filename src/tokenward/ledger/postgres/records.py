@@ -14,10 +14,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from tokenward.core.budgets import SCOPES
 from tokenward.core.calibration import EstimateStats
+from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.denials import DenialQuery, filtered_after, paged
 from tokenward.ledger.records import (
@@ -30,6 +32,14 @@ from tokenward.ledger.records import (
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
+)
+from tokenward.ledger.rollups import (
+    RollupRow,
+    SessionSummary,
+    merged_deltas,
+    rollup_query,
+    summarise_sessions,
+    unpico,
 )
 from tokenward.numbers import plain
 
@@ -65,6 +75,93 @@ class PostgresRecords:
 
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = value + 1 WHERE key = %s", (name,))
+
+    # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
+    def _roll_up(self, events: Sequence[UsageEvent]) -> None:
+        """Add events to the daily rollups: one statement per 3,000 rows (a settle: one), run
+        through ``_execute`` so a store failure is translated (and retried) like any other."""
+        rows = [(*d[:7], unpico(d[7]), d[8]) for d in merged_deltas(events)]
+        for first in range(0, len(rows), 3000):
+            chunk = rows[first : first + 3000]
+            marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            self._execute(
+                "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+                f"cost_usd, unpriced) VALUES {marks} "
+                "ON CONFLICT (day, dim, project, value) DO UPDATE SET "
+                "calls = usage_rollup.calls + excluded.calls, "
+                "input_tokens = usage_rollup.input_tokens + excluded.input_tokens, "
+                "output_tokens = usage_rollup.output_tokens + excluded.output_tokens, "
+                "cost_usd = usage_rollup.cost_usd + excluded.cost_usd, "
+                "unpriced = usage_rollup.unpriced + excluded.unpriced",
+                [value for row in chunk for value in row],
+            )
+
+    def _rollup_progress(self) -> tuple[int, int]:
+        found = dict(
+            self._execute(
+                "SELECT key, value FROM meta WHERE key IN ('rollup_next', 'rollup_below')"
+            ).fetchall()
+        )
+        return int(found.get("rollup_next", 1)), int(found.get("rollup_below", 1))
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the next ``batch`` events written before the rollups existed (one short write
+        transaction); returns how many, 0 once every event is rolled up."""
+        with self._transaction():  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start >= below:
+                return 0
+            end = min(start + batch, below)
+            rows = self._execute(
+                "SELECT data FROM usage_events WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end)
+            ).fetchall()
+            self._roll_up([UsageEvent.from_dict(row[0]) for row in rows])
+            self._execute("UPDATE meta SET value = %s WHERE key = 'rollup_next'", (end,))
+            return max(len(rows), 1)
+
+    def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow] | None:
+        """Daily spend rows (see :meth:`tokenward.ledger.base.Ledger.spend_rollup`)."""
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start < below:
+                return None
+            sql, params = rollup_query(since, until, project, dim, values, by_day, "%s", "cost_usd")
+            rows = self._execute(sql, params).fetchall()
+        return [
+            RollupRow(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), Decimal(r[7]), int(r[8]))
+            for r in rows
+        ]
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named),
+        summed from the event table's columns (no event is decoded)."""
+        sql = (
+            'SELECT session, "user", at, input_tokens, output_tokens, cost_usd, status FROM usage_events '
+            "WHERE at >= %s AND session IS NOT NULL"
+        )
+        params: list[Any] = [since]
+        if project is not None:
+            sql += " AND project = %s"
+            params.append(project)
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            rows = self._execute(sql + " ORDER BY at, seq", params).fetchall()
+        return summarise_sessions((r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows)
+
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        self._execute(
+            "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, candidate),
+        )
+        return str(self._execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()[0])
 
     # -- threshold events and shadow denials --------------------------------------------------
     def _insert_threshold(self, event: ThresholdEvent) -> bool:

@@ -155,5 +155,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX idempotency_expiry ON idempotency (expires_at);
     ALTER TABLE usage_events ADD COLUMN tool_definition_tokens bigint;
     """,
+    # 4 (issue 18): secrets shared by every process on the ledger (the dashboard's cookie key),
+    #    and the budget that clamped a call's output bound, as a column the dashboard filters on
+    #    (NULL for events written before: their metadata.clamped_by says; no backfill, events are
+    #    append-only); the daily spend rollups (tokenward.ledger.rollups), the events already there
+    #    (seq below rollup_below) rolled up later in batches, never here
+    """
+    CREATE TABLE secrets (name text PRIMARY KEY, value text NOT NULL);
+    ALTER TABLE usage_events ADD COLUMN clamped_by text;
+    CREATE INDEX usage_events_clamped ON usage_events (clamped_by, at) WHERE clamped_by IS NOT NULL;
+    CREATE TABLE usage_rollup (
+        day text NOT NULL, project text NOT NULL, dim text NOT NULL, value text NOT NULL,
+        calls bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
+        cost_usd numeric NOT NULL, unpriced bigint NOT NULL,
+        PRIMARY KEY (day, dim, project, value)
+    );
+    INSERT INTO meta (key, value) VALUES ('rollup_next', 1);
+    INSERT INTO meta (key, value) SELECT 'rollup_below', COALESCE(MAX(seq), 0) + 1 FROM usage_events;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

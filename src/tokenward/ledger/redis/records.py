@@ -408,6 +408,28 @@ class RedisRecords(RedisState):
             return record
         return record if record.active(utc(at) if at else self.clock.now()) else None
 
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None, **options: Any
+    ) -> Any:
+        """Daily spend rows (:mod:`tokenward.ledger.rollups`), from the durable store (after moving
+        the spool there)."""
+        self.flush(5)
+        return self.store.spend_rollup(since, until, project, **options)  # type: ignore[attr-defined]
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> Any:
+        """Every session with a call since ``since``, from the durable store (after moving the
+        spool there)."""
+        self.flush(5)
+        return self.store.session_summaries(since, project)  # type: ignore[attr-defined]
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the durable store's older events in one batch (see the SQLite ledger's)."""
+        return int(self.store.backfill_rollup(batch))  # type: ignore[attr-defined]
+
+    def secret(self, name: str) -> str:
+        """A secret shared by every process on this ledger (kept in the durable store)."""
+        return str(self.store.secret(name))
+
     def keys(self, project: str | None = None) -> list[KeyRecord]:
         """Every key, optionally of one project, oldest first."""
         return self.store.keys(project)

@@ -486,8 +486,9 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         subject = event.subject
         cursor = self._execute(
             "INSERT INTO usage_events (request_id, at, org, project, team, user, key, agent, session, task, "
-            "model, status, input_tokens, output_tokens, cost_usd, data, disputed, tool_definition_tokens) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            "model, status, input_tokens, output_tokens, cost_usd, data, disputed, tool_definition_tokens, "
+            "clamped_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
                 ts(event.at),
@@ -500,9 +501,13 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
                 event.to_json(),
                 event_disputed(event),
                 event.tool_definition_tokens,
+                event.metadata.get("clamped_by"),
             ),
         )
-        return cursor.rowcount > 0
+        if cursor.rowcount > 0:
+            self._roll_up([event])
+            return True
+        return False
 
     def _find_event(self, key: str, value: str) -> UsageEvent | None:
         # key is one of EVENT_LOOKUPS (checked by the caller), so the path is a literal: an index

@@ -17,6 +17,7 @@ from typing import Any
 
 from tokenward.core.budgets import SCOPES
 from tokenward.core.calibration import EstimateStats
+from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.denials import DenialQuery, filtered_after, paged
 from tokenward.ledger.records import (
@@ -30,6 +31,14 @@ from tokenward.ledger.records import (
     StopMarker,
     ThresholdEvent,
     parse_iso,
+)
+from tokenward.ledger.rollups import (
+    RollupRow,
+    SessionSummary,
+    merged_deltas,
+    rollup_query,
+    summarise_sessions,
+    unpico,
 )
 from tokenward.numbers import plain
 
@@ -61,6 +70,87 @@ class SQLiteRecords:
 
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (name,))
+
+    # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
+    def _roll_up(self, events: Sequence[UsageEvent]) -> None:
+        """Add events to the daily rollups: one statement per 3,000 rows (a settle: one)."""
+        rows = merged_deltas(events)
+        for first in range(0, len(rows), 3000):  # SQLite takes at most 32,766 parameters
+            chunk = rows[first : first + 3000]
+            self._execute(
+                "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+                f"cost_pico, unpriced) VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(chunk))} "
+                "ON CONFLICT (day, dim, project, value) DO UPDATE SET calls = calls + excluded.calls, "
+                "input_tokens = input_tokens + excluded.input_tokens, "
+                "output_tokens = output_tokens + excluded.output_tokens, "
+                "cost_pico = cost_pico + excluded.cost_pico, unpriced = unpriced + excluded.unpriced",
+                [value for row in chunk for value in row],
+            )
+
+    def _rollup_progress(self) -> tuple[int, int]:
+        found = dict(
+            self._execute(
+                "SELECT key, value FROM meta WHERE key IN ('rollup_next', 'rollup_below')"
+            ).fetchall()
+        )
+        return int(found.get("rollup_next", 1)), int(found.get("rollup_below", 1))
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the next ``batch`` events written before the rollups existed (one short write
+        transaction); returns how many, 0 once every event is rolled up."""
+        with self._transaction():  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start >= below:
+                return 0
+            end = min(start + batch, below)
+            rows = self._execute(
+                "SELECT data FROM usage_events WHERE seq >= ? AND seq < ? ORDER BY seq", (start, end)
+            ).fetchall()
+            self._roll_up([UsageEvent.from_dict(json.loads(row[0])) for row in rows])
+            self._execute("UPDATE meta SET value = ? WHERE key = 'rollup_next'", (str(end),))
+            return max(len(rows), 1)
+
+    def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow] | None:
+        """Daily spend rows (see :meth:`tokenward.ledger.base.Ledger.spend_rollup`)."""
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start < below:
+                return None
+            sql, params = rollup_query(since, until, project, dim, values, by_day, "?", "cost_pico")
+            rows = self._execute(sql, params).fetchall()
+        return [RollupRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], unpico(r[7]), r[8]) for r in rows]
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named),
+        summed from the event table's columns (no event is decoded)."""
+        sql = (
+            "SELECT session, user, at, input_tokens, output_tokens, cost_usd, status FROM usage_events "
+            "WHERE at >= ? AND session IS NOT NULL"
+        )
+        params: list[Any] = [ts(since)]
+        if project is not None:
+            sql += " AND project = ?"
+            params.append(project)
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            rows = self._execute(sql + " ORDER BY at, seq", params).fetchall()
+        return summarise_sessions(
+            (r[0], r[1], datetime.fromisoformat(r[2].replace("Z", "+00:00")), r[3], r[4], r[5], r[6])
+            for r in rows
+        )
+
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        key = f"secret:{name}"
+        self._execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, candidate))
+        return str(self._execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
     # -- threshold events and shadow denials --------------------------------------------------
     def _insert_threshold(self, event: ThresholdEvent) -> bool:

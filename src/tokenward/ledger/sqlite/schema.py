@@ -159,6 +159,23 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX idempotency_expiry ON idempotency (expires_at);
     ALTER TABLE usage_events ADD COLUMN tool_definition_tokens INTEGER;
     """,
+    # 7 (issue 18; numbered for the merge order, appended after 6): the budget that clamped a
+    #    call's output bound, as a column the dashboard filters on (NULL for events written before:
+    #    their metadata.clamped_by says; no backfill, events are append-only); the daily spend
+    #    rollups (tokenward.ledger.rollups) kept as events are written, the events already there
+    #    (seq below rollup_below) rolled up later in batches from rollup_next, never here
+    """
+    ALTER TABLE usage_events ADD COLUMN clamped_by TEXT;
+    CREATE INDEX usage_events_clamped ON usage_events (clamped_by, at) WHERE clamped_by IS NOT NULL;
+    CREATE TABLE usage_rollup (
+        day TEXT NOT NULL, project TEXT NOT NULL, dim TEXT NOT NULL, value TEXT NOT NULL,
+        calls INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+        cost_pico INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+        PRIMARY KEY (day, dim, project, value)
+    ) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('rollup_next', '1');
+    INSERT INTO meta (key, value) SELECT 'rollup_below', CAST(COALESCE(MAX(seq), 0) + 1 AS TEXT) FROM usage_events;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
