@@ -104,3 +104,37 @@ def test_the_standalone_dashboard_refuses_other_addresses_without_a_key() -> Non
     result = CliRunner().invoke(cli, ["dashboard", "--ledger", "memory://", "--host", "0.0.0.0"])
     assert result.exit_code != 0 and "--admin-key" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_cookie_copied_before_sign_out_is_refused_after_it_on_every_app_of_the_ledger(
+    tmp_path: Path,
+) -> None:
+    """Sign-out closes the session id in the ledger, not just in the browser: a copy of the
+    cookie (taken before) no longer opens a page, here or on another app over the same ledger."""
+
+    async def run() -> None:
+        url = f"sqlite:///{tmp_path / 'l.db'}"
+        one, two = open_async_ledger(url), open_async_ledger(url)
+        app, token = standalone_app(one, who="tester")
+        other, _ = standalone_app(two, who="tester")  # another worker/replica on the same ledger
+        async with _client(app) as client, _client(other) as elsewhere:
+            await client.get(f"/ui/signin?token={token}")
+            cookie = client.cookies["tw_ui"]
+            elsewhere.cookies.set("tw_ui", cookie, domain="127.0.0.1", path="/ui")
+            page = await elsewhere.get("/ui/keys")
+            assert page.status_code == 200  # the copy works before sign-out
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            out = await client.post("/ui/signout", data={"csrf": csrf.group(1)})
+            assert out.status_code == 303 and out.headers["location"] == "/ui/signin"
+            assert (await elsewhere.get("/ui/keys")).status_code == 303  # the copy is refused
+            copied = httpx.Cookies()
+            copied.set("tw_ui", cookie, domain="127.0.0.1", path="/ui")
+            client.cookies = copied  # and on the app that signed it out
+            assert (await client.get("/ui/keys")).status_code == 303
+            refused = await elsewhere.post("/ui/signout", data={"csrf": csrf.group(1)})
+            assert refused.status_code == 403
+        await one.close()
+        await two.close()
+
+    asyncio.run(run())
