@@ -138,3 +138,49 @@ def test_a_cookie_copied_before_sign_out_is_refused_after_it_on_every_app_of_the
         await two.close()
 
     asyncio.run(run())
+
+
+def test_the_overview_lists_the_latest_anomalies_a_detector_recorded_in_the_ledger(tmp_path: Path) -> None:
+    """A runaway loop found by the detectors of one process (three calls of session ``s-<b>``
+    with one request fingerprint: the loop rule's default of 3 repeats) is kept in the ledger and
+    listed, escaped, under the overview's latest anomalies of a dashboard in another process; a
+    project admin sees only their project's findings."""
+    from tokenward.gateway.ui import data
+    from tokenward.ledger import open_ledger
+    from tokenward.observe import Anomalies
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    writer = open_ledger(url)
+    detectors = Anomalies(writer, background=False)
+    for project, session in (("acme", "s-<b>"), ("other", "s-other")):
+        for i in range(3):
+            event = UsageEvent(
+                request_id=f"{session}-{i}",
+                at=datetime.now(UTC),
+                subject=Subject(project=project, user="u", session=session),
+                usage=Usage(input_tokens=100, output_tokens=10),
+                model="m",
+                cost_usd=Decimal("0.01"),
+                metadata={"request_fingerprint": "same-call"},
+            )
+            detectors.on_settle(writer.settle(None, event))
+    loops = [f for f in detectors.findings if f.kind == "loop"]
+    assert len(loops) == 2  # one per session, found by this process's detectors
+
+    async def run() -> None:
+        ledger = open_async_ledger(url)  # another process: it sees the findings in the ledger only
+        app, token = standalone_app(ledger, who="tester")
+        async with _client(app) as client:
+            await client.get(f"/ui/signin?token={token}")
+            page = (await client.get("/ui/live/overview")).text
+            table = page[page.index('id="anomalies"') : page.index("</table>", page.index('id="anomalies"'))]
+            assert table.count("<tr>") == 3  # the header and the two loops
+            assert "<td>loop</td>" in table and "s-&lt;b&gt;" in table and "<b>" not in table
+            assert "s-other" in table
+        scoped = AdminKeyConfig("acme-admin", "0" * 64, project="acme")
+        mine = await data.latest_anomalies(ledger, scoped, datetime.now(UTC))
+        assert [a.after["kind"] for a in mine] == ["loop"] and "s-other" not in str(mine[0].after)
+        await ledger.close()
+
+    asyncio.run(run())
+    writer.close()

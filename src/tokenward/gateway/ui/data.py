@@ -124,6 +124,7 @@ class Overview:
     forecast_usd: Decimal
     closest: list[BudgetRow]
     alerts: list[Any]
+    anomalies: list[Any]
     denials: list[Any]
     denials_available: bool
     series: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +135,7 @@ class Overview:
 async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = "model") -> Overview:
     """The overview: spend per period, this month's breakdown by every dimension, the burn rate
     of the last hour and this month's forecast at that rate, the budgets closest to their limit,
-    the latest threshold alerts and denials, and 30 days of daily spend stacked by ``by``.
+    the latest threshold alerts, anomalies (detector findings) and denials, and 30 days of daily spend stacked by ``by``.
 
     Read from the ledger's daily rollups (:mod:`tokenward.ledger.rollups`) when it has them, else
     (while an older ledger is being rolled up) from the events themselves; the last hour (burn
@@ -183,6 +184,7 @@ async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = 
         :5
     ]
     alerts = await _alerts(ledger, admin, budgets)
+    anomalies = await latest_anomalies(ledger, admin, now)
     denials, available = await visible_denials(ledger, admin, limit=10)
     top = sorted(stacked, key=lambda v: -sum(stacked[v].values()))[:8]
     series = {
@@ -197,6 +199,7 @@ async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = 
         forecast_usd=forecast,
         closest=closest,
         alerts=alerts,
+        anomalies=anomalies,
         denials=denials,
         denials_available=available,
         series=series,
@@ -217,6 +220,23 @@ async def _alerts(ledger: Any, admin: AdminKeyConfig, rows: Sequence[BudgetRow])
     names = {r.budget.name for r in rows}
     found = [t for t in await ledger.threshold_events(limit=None) if t.budget in names]
     return list(reversed(found[-10:]))
+
+
+ANOMALY_DAYS = 7
+"""How far back the overview looks for anomalies."""
+
+
+async def latest_anomalies(ledger: Any, admin: AdminKeyConfig, now: datetime, limit: int = 10) -> list[Any]:
+    """The latest detector findings the admin may see (newest first): the audit entries with an
+    action ``anomaly.<kind>`` of the last :data:`ANOMALY_DAYS` days, as recorded by
+    :class:`~tokenward.observe.actions.Anomalies` (``after`` holds the finding: kind, scope,
+    subject_id, session, message, action). A project admin sees only their project's."""
+    method = getattr(ledger, "audit_log", None)
+    if method is None:
+        return []
+    entries = await method(since=now - timedelta(days=ANOMALY_DAYS), project=admin.project)
+    found = [e for e in entries if e.action.startswith("anomaly.") and isinstance(e.after, dict)]
+    return list(reversed(found[-limit:]))
 
 
 async def visible_denials(
