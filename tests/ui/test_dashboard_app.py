@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -184,3 +184,46 @@ def test_the_overview_lists_the_latest_anomalies_a_detector_recorded_in_the_ledg
 
     asyncio.run(run())
     writer.close()
+
+
+def test_a_session_the_sdk_closed_shows_as_ended_and_one_still_open_does_not(tmp_path: Path) -> None:
+    """Two sessions with a call a moment ago (active by time): the one whose ``guard.session``
+    block has ended (its lease released) is ``ended`` on the sessions page of a dashboard in
+    another process; the one still inside its block stays ``active``."""
+    import tokenward
+    from tokenward.gateway.ui import data
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    guard = tokenward.Guard(url)
+
+    def call(session: str) -> None:
+        event = UsageEvent(
+            request_id=f"{session}-1",
+            at=datetime.now(UTC),
+            subject=Subject(user="u", session=session),
+            usage=Usage(input_tokens=10, output_tokens=2),
+            model="m",
+            cost_usd=Decimal("0.01"),
+        )
+        guard.ledger.settle(None, event)
+
+    async def statuses() -> dict[str, str]:
+        ledger = open_async_ledger(url)  # another process: it reads the ledger only
+        root = AdminKeyConfig("root", "0" * 64)
+        now = datetime.now(UTC)
+        rows = await data.session_rows(ledger, root, now, now - timedelta(days=1))
+        app, token = standalone_app(ledger, who="tester")
+        async with _client(app) as client:
+            await client.get(f"/ui/signin?token={token}")
+            page = (await client.get("/ui/sessions")).text
+        await ledger.close()
+        assert all(r.session in page for r in rows)
+        return {r.session: r.status for r in rows}
+
+    with guard.session("s-open"):
+        with guard.session("s-closed"):
+            call("s-closed")
+        call("s-open")
+        found = asyncio.run(statuses())
+    assert found == {"s-closed": "ended", "s-open": "active"}
+    guard.close()

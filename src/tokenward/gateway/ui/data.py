@@ -10,7 +10,8 @@ denials and stop markers:
 
 * ``active``: a call in the last :data:`IDLE_MINUTES` minutes;
 * ``idle``: no call for :data:`IDLE_MINUTES` minutes, less than :data:`ENDED_MINUTES`;
-* ``ended``: no call for :data:`ENDED_MINUTES` minutes;
+* ``ended``: the SDK closed it (its last worker left ``guard.session(...)``, noted in the audit
+  log as ``session.end`` after its last call), or no call for :data:`ENDED_MINUTES` minutes;
 * ``cut off``: its latest call was ended by tokenward at its hold (status ``cut_off``);
 * ``refused``: its latest attempt was denied by a budget (a denial after its last call);
 * ``stopped``: a ``stop`` budget (a detector's action) ended it (a stop marker).
@@ -421,14 +422,23 @@ class SessionRow:
         return self.last - self.first
 
 
-def session_status(row: SessionRow, now: datetime, refused_at: datetime | None, stopped: bool) -> str:
-    """The session's status (see the module docstring)."""
+def session_status(
+    row: SessionRow,
+    now: datetime,
+    refused_at: datetime | None,
+    stopped: bool,
+    ended_at: datetime | None = None,
+) -> str:
+    """The session's status (see the module docstring); ``ended_at``: when the SDK last closed
+    it, if it did."""
     if stopped:
         return "stopped"
     if refused_at is not None and refused_at >= row.last:
         return "refused"
     if row.last_status == "cut_off":
         return "cut off"
+    if ended_at is not None and ended_at >= row.last:
+        return "ended"
     quiet = now - row.last
     if quiet < timedelta(minutes=IDLE_MINUTES):
         return "active"
@@ -455,6 +465,22 @@ async def session_rows(
         if sid and (sid not in refused or d.at > refused[sid]):
             refused[sid] = d.at
     stops = {m.subject_id for m in await ledger.stops() if m.scope == "session"}
+    ended = await _ended(ledger, admin, since)
     for row in rows.values():
-        row.status = session_status(row, now, refused.get(row.session), row.session in stops)
+        row.status = session_status(
+            row, now, refused.get(row.session), row.session in stops, ended.get(row.session)
+        )
     return sorted(rows.values(), key=lambda r: r.last, reverse=True)
+
+
+async def _ended(ledger: Any, admin: AdminKeyConfig, since: datetime) -> dict[str, datetime]:
+    """When the SDK last closed each session since ``since`` (audit action ``session.end``,
+    written by :class:`tokenward.Guard` when a session's last worker leaves)."""
+    method = getattr(ledger, "audit_log", None)
+    if method is None:
+        return {}
+    ended: dict[str, datetime] = {}
+    for entry in await method(since=since, project=admin.project):
+        if entry.action == "session.end":
+            ended[entry.target] = max(entry.at, ended.get(entry.target, entry.at))
+    return ended
