@@ -543,7 +543,7 @@ class Guard(Engine):
             self.ledger.leave_lease(key, holder)
             del member
             if scope == "session":
-                self._record_end(key, value, scopes.get("project"))
+                self._record_end(key, value, scopes.get("project") or self.subject().project)
 
     def _record_end(self, key: str, session_id: str, project: str | None) -> None:
         """When this member was the last out of session ``session_id`` (its lease group is
