@@ -103,7 +103,9 @@ def _page(handler: Page, *, change: bool = False) -> Callable[[Request], Awaitab
             session = await read_session(request)  # reads the ledger (its secret, the sign-in)
         except TokenwardError as exc:
             log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
-            return render("error.html", 503, message="the ledger is unavailable; nothing was changed", session=None)
+            return render(
+                "error.html", 503, message="the ledger is unavailable; nothing was changed", session=None
+            )
         if session is None:
             if change:
                 return render("error.html", 403, message="sign in first", session=None)
