@@ -448,6 +448,12 @@ def transport_classes(module: Any) -> tuple[type, type]:
         ) -> None:
             self.inner, self.guard, self.settings, self.gateways = inner, guard, settings, gateways
 
+        def _model_of(self, name: str) -> str:
+            """The model a call naming ``name`` is estimated as: an Azure deployment's model (its
+            tokenizer known before the first estimate), else ``name``."""
+            found = self.settings.deployments.get(name)
+            return found[0] if found is not None else name
+
         def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall, Addressed | None] | None:
             endpoint = endpoint_for(request.method, request.url.path)
             if endpoint is None or GatewayMemory.key(request.url) in self.gateways.hosts:
@@ -456,7 +462,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
             try:
                 if route is not None:
                     return endpoint, prepare_body(endpoint, route.body(request.content)), route
-                return endpoint, prepare(endpoint, request.content, request.headers.get("content-type")), None
+                content_type = request.headers.get("content-type")
+                return endpoint, prepare(endpoint, request.content, content_type, self._model_of), None
             except ValidationError as exc:
                 if endpoint.dialect in _MEDIA_DIALECTS:
                     raise self.settings.raise_as(exc) from None
