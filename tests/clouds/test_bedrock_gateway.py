@@ -190,6 +190,29 @@ def test_invoke_model_for_claude_json_and_stream(bedrock_gateway, bedrock_fake) 
     assert paths == [f"/model/{MODEL}/invoke-with-response-stream"] * 2  # the first bounded as a stream
 
 
+def test_non_streamed_invoke_model_is_stopped_at_the_hold(bedrock_gateway) -> None:
+    """InvokeModel for Claude, not streamed, from an upstream that ignores the bound: read as
+    InvokeModelWithResponseStream, cut at the hold, answered as the Messages JSON ending as
+    Anthropic ends a length-limited answer."""
+    import json
+
+    gateway = bedrock_gateway()
+    client = anthropic.AnthropicBedrock(
+        aws_access_key="test-key", aws_secret_key="client-secret", aws_region="us-east-1", base_url=gateway.url,
+        max_retries=0,
+    )  # fmt: skip
+    options = json.dumps({"ignore_max_tokens": True, "reply_tokens": 200})
+    message = client.messages.create(
+        model=MODEL, max_tokens=12, messages=[{"role": "user", "content": "Say hello"}],
+        extra_headers={"x-fake-options": options},
+    )  # fmt: skip
+    assert message.content[0].text.split() == ["hello"] * 12
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 12
+    [event] = gateway.observer().events()
+    assert event.status == "cut_off" and event.metadata.get("bounded") == "stream"
+    assert event.usage.output_tokens == 12
+
+
 def test_denied_with_the_aws_error_shape(bedrock_gateway, bedrock_fake) -> None:
     budget = {"name": "tiny", "scope": "user", "id": "alice", "meter": "total_tokens", "limit": 5}
     gateway = bedrock_gateway(budgets=[budget])
