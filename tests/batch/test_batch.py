@@ -157,6 +157,39 @@ def test_bad_lines_and_wrong_urls(fake, tmp_path: Path) -> None:
     assert (report.succeeded, report.failed, report.remaining) == (2, 1, 0)
 
 
+def test_an_unreadable_output_file_is_a_one_line_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tokenward.cli.main import app
+
+    requests = _write(tmp_path / "requests.jsonl", _records(2))
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(b"\xff\xfe not text\n")
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    for out, resume in ((tmp_path, []), (garbage, ["--resume"])):  # a directory; not UTF-8
+        result = CliRunner().invoke(
+            app,
+            [
+                "batch",
+                "run",
+                str(requests),
+                "--out",
+                str(out),
+                "--ledger",
+                ledger,
+                "--no-progress",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--budget",
+                "total_tokens=100",
+                *resume,
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert "cannot read output file" in result.output and "Traceback" not in result.output
+    assert garbage.read_bytes() == b"\xff\xfe not text\n"  # nothing lost
+
+
 def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
     records = _records(400)
     source = _write(tmp_path / "requests.jsonl", records)

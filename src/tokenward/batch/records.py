@@ -195,18 +195,25 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 def read_output(path: Path | str) -> OutputState:
     """Read an output file (missing: empty). A last line without its newline (cut by a kill) is
-    ignored, so its record counts as not done."""
+    ignored, so its record counts as not done.
+
+    Raises:
+        ValidationError: the file cannot be read (a directory, no permission, not UTF-8 text).
+    """
     path = Path(path)
     if not path.exists():
         return OutputState(frozenset(), frozenset(), 0)
     last: dict[str, bool] = {}
     count = 0
-    for data in _lines(path):
-        count += 1
-        response = data.get("response")
-        status = response.get("status_code") if isinstance(response, dict) else None
-        ok = isinstance(status, int) and 200 <= status < 300
-        last[data["custom_id"]] = ok and not data.get("error")
+    try:
+        for data in _lines(path):
+            count += 1
+            response = data.get("response")
+            status = response.get("status_code") if isinstance(response, dict) else None
+            ok = isinstance(status, int) and 200 <= status < 300
+            last[data["custom_id"]] = ok and not data.get("error")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read output file {str(path)!r}: {exc}", field="out") from None
     return OutputState(
         succeeded=frozenset(k for k, v in last.items() if v),
         failed=frozenset(k for k, v in last.items() if not v),

@@ -112,8 +112,10 @@ def detect_format(messages: Sequence[Mapping[str, Any]]) -> str:
     ``tool_result``; else ``openai-chat``."""
     for message in messages:
         kind = message.get("type")
-        if kind in ("message", "reasoning") or kind in RESPONSES_CALLS or (
-            isinstance(kind, str) and kind.removesuffix("_output") in RESPONSES_CALLS
+        if (
+            kind in ("message", "reasoning")
+            or kind in RESPONSES_CALLS
+            or (isinstance(kind, str) and kind.removesuffix("_output") in RESPONSES_CALLS)
         ):
             return "openai-responses"
         content = message.get("content")
@@ -172,9 +174,7 @@ def groups(messages: Sequence[Mapping[str, Any]], fmt: str) -> tuple[int, list[t
             while j < len(messages) and messages[j].get("type") in RESPONSES_CALLS:
                 ids.add((f"{messages[j].get('type')}_output", messages[j].get("call_id")))
                 j += 1
-            while j < len(messages) and (
-                (messages[j].get("type"), messages[j].get("call_id")) in ids
-            ):
+            while j < len(messages) and ((messages[j].get("type"), messages[j].get("call_id")) in ids):
                 j += 1
             end = max(end, j)
         elif (
