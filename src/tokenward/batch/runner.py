@@ -431,6 +431,8 @@ def run(
 
     ::
 
+        import tokenward.batch  # not loaded by ``import tokenward``
+
         guard = tokenward.Guard("sqlite:///tokenward.db")
         client = guard.wrap(openai.OpenAI())
         report = tokenward.batch.run(
