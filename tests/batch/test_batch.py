@@ -190,6 +190,33 @@ def test_an_unreadable_output_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert garbage.read_bytes() == b"\xff\xfe not text\n"  # nothing lost
 
 
+def test_lines_of_other_records_in_the_output_do_not_count(fake, tmp_path: Path) -> None:
+    # An output file resumed with another input (another job's lines in it): the report counts this
+    # job's records only, never more done than there are records.
+    out = tmp_path / "results.jsonl"
+    foreign = [
+        {
+            "id": f"x{i}",
+            "custom_id": f"other-{i}",
+            "response": {"status_code": 200, "request_id": None, "body": {}},
+            "error": None,
+        }
+        for i in range(7)
+    ]
+    out.write_text("".join(json.dumps(line) + "\n" for line in foreign))
+    guard = Guard("memory://", on_unattributed="ignore")
+    caller = HttpCaller(guard, f"{fake.url}/v1", api_key=UPSTREAM_KEY)
+    try:
+        report = run(
+            _records(2), caller, guard=guard, budget="total_tokens=1000", job="mixed", out=out, resume=True
+        )
+    finally:
+        caller.close()
+        guard.close()
+    assert (report.total, report.succeeded, report.failed, report.remaining) == (2, 2, 0, 0)
+    assert report.percent == 100
+
+
 def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
     records = _records(400)
     source = _write(tmp_path / "requests.jsonl", records)
