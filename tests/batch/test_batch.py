@@ -217,6 +217,31 @@ def test_lines_of_other_records_in_the_output_do_not_count(fake, tmp_path: Path)
     assert report.percent == 100
 
 
+def test_a_record_tokenward_cannot_read_is_not_sent_unguarded(fake, tmp_path: Path) -> None:
+    # max_tokens 0 is not a bound tokenward can hold, yet the fake answers it (26 tokens): outside a
+    # batch the SDK lets such a request through unguarded; a batch record must not escape the
+    # job's budget (and its spend the ledger), through the CLI's caller or a wrapped SDK client.
+    import openai
+
+    records = _records(2)
+    records[0]["body"]["max_tokens"] = 0
+    guard = Guard("memory://", on_unattributed="ignore")
+    caller = HttpCaller(guard, f"{fake.url}/v1", api_key=UPSTREAM_KEY)
+    client = guard.wrap(openai.OpenAI(base_url=f"{fake.url}/v1", api_key=UPSTREAM_KEY, max_retries=0))
+    try:
+        for job, call in (("http", caller), ("sdk", lambda r: client.chat.completions.create(**r.body))):
+            report = run(records, call, guard=guard, budget="total_tokens=1000", job=job)
+            by_id = {line["custom_id"]: line for line in report.lines}
+            assert by_id["r-0000"]["response"] is None, job
+            assert by_id["r-0000"]["error"]["code"] == "invalid_request"
+            assert "max_tokens" in by_id["r-0000"]["error"]["message"]
+            assert by_id["r-0001"]["response"]["status_code"] == 200
+            assert report.input_tokens + report.output_tokens == _cost(records[1])  # r-0001 alone
+    finally:
+        caller.close()
+        guard.close()
+
+
 def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
     records = _records(400)
     source = _write(tmp_path / "requests.jsonl", records)
