@@ -206,6 +206,19 @@ def test_what_must_be_kept_over_the_bound_is_an_error(guard) -> None:
     assert "max_input_tokens" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "bound",
+    [{"max_input_tokens": "12"}, {"max_input_tokens": 1.5}, {"max_input_tokens": -1}, {"share": "abc"},
+     {"share": "nan"}, {"share": "2"}],
+)  # fmt: skip
+def test_a_bad_bound_is_a_validation_error(guard, bound) -> None:
+    with (
+        guard.session("s-bad", budget="total_tokens=1000") as session,
+        pytest.raises(tokenward.ValidationError),
+    ):
+        session.fit(chat_history(turns=1), model="gpt-4o-mini", **bound)
+
+
 def test_share_of_what_the_session_can_pay_for(guard) -> None:
     history = chat_history()
     with guard.session("s-share", budget="total_tokens=400") as session:
