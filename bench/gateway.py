@@ -1,188 +1,336 @@
-"""Gateway overhead: the fake provider called directly against the same fake through the gateway
-(budgets on, SQLite ledger), in one run, interleaved, at 1, 50 and 200 concurrent clients,
-streamed and not; then the gateway's memory after many requests.
+"""The gateway's own cost (issue 17): a fast mock upstream called directly and through the gateway,
+side by side in one run, with budgets on (bench/gateway.yaml: four budgets per call, one on
+cost_usd, one rolling over a minute).
 
-    python bench/gateway.py [--requests 400] [--concurrency 1 50 200] [--memory-requests 100000]
+    python bench/gateway.py --quick          # a subset, about 5 minutes
+    python bench/gateway.py                  # memory, SQLite and Redis; 1, 10, 50 and 200 clients
+    python bench/gateway.py --soak 1000000   # then CPU per call and RSS after that many calls
 
-Each client sends its requests one after the other; the figures are the median of the rounds.
-"Highest sustained requests per second" is the throughput at the highest concurrency measured.
+Setup (not in CI): ``apt-get install -y wrk`` (the load generator) and ``pip install -e .``.
+
+The mock (bench/mock_upstream.py) is raw ASGI on uvicorn with httptools and uvloop: 200 prompt and
+50 completion tokens, streams of 22 chunks plus a usage chunk. The load comes from wrk (native, one
+connection per client, each client sending its next request when the last one ended: a
+closed-loop generator, which flatters p99 because a stalled server also slows the arrivals). Each
+figure is the median of ``--reps`` interleaved repetitions of a back-to-back pair (the mock
+directly, then the gateway); *added* latency is the gateway's percentile minus the direct one in
+each pair. CPU per call is the CPU time of the gateway's processes (its workers too) over the run
+divided by the calls answered. Streamed latency is to the last byte.
+
+Settle lag (end of response to durable event) is reported as 0: the gateway settles a call before
+the last byte of its answer is sent (issue 11's guarantees), so the event is durable when the
+client has the answer.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
-from common import TOKENWARD, free_port, process, save, summary
 
-BODY = {
-    "model": "gpt-4o-mini",
-    "messages": [{"role": "user", "content": "Say hello to the benchmark"}],
-    "max_tokens": 100,
-}
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
+from common import free_port, save  # noqa: E402
 
-async def _one(client: httpx.AsyncClient, url: str, stream: bool, headers: dict[str, str]) -> float:
-    body = {**BODY, "stream": stream}
-    start = time.perf_counter()
-    if stream:
-        async with client.stream("POST", url, json=body, headers=headers) as response:
-            response.raise_for_status()
-            async for _ in response.aiter_bytes():
-                pass
-    else:
-        (await client.post(url, json=body, headers=headers)).raise_for_status()
-    return time.perf_counter() - start
+TICK = os.sysconf("SC_CLK_TCK")
+PROMPT = " ".join(f"word{i % 50}" for i in range(95))  # with the framing, about 200 o200k tokens
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 100}
 
-
-async def _load(
-    url: str, headers: dict[str, str], requests: int, concurrency: int, stream: bool
-) -> dict[str, float]:
-    latencies: list[float] = []
-    per_client = max(1, requests // concurrency)
-    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-
-        failed = 0
-
-        async def worker() -> None:
-            nonlocal failed
-            for _ in range(per_client):
-                try:
-                    latencies.append(await _one(client, url, stream, headers))
-                except httpx.HTTPError:  # counted and reported, not a crash of the whole run
-                    failed += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return {**summary(latencies, time.perf_counter() - start), "failed": failed}
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.body = [[%(body)s]]
+wrk.headers["content-type"] = "application/json"
+%(headers)s
+local sessions = %(sessions)d
+local counter = 0
+if sessions > 1 then
+  request = function()
+    counter = counter + 1
+    wrk.headers["x-tokenward-session"] = "s" .. (counter %% sessions)
+    return wrk.format(nil, "%(path)s")
+  end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "p999_us": %%d, '
+    .. '"errors": %%d, "status_errors": %%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
 
 
-def load(
-    url: str, headers: dict[str, str], requests: int, concurrency: int, stream: bool
-) -> dict[str, float]:
-    return asyncio.run(_load(url, headers, requests, concurrency, stream))
+def _script(work: Path, name: str, stream: bool, headers: dict[str, str], sessions: int) -> Path:
+    body = json.dumps(
+        {**BODY, "stream": stream, **({"stream_options": {"include_usage": True}} if stream else {})}
+    )
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    path = work / f"{name}.lua"
+    path.write_text(
+        WRK_SCRIPT % {"body": body, "headers": lines, "sessions": sessions, "path": "/v1/chat/completions"}
+    )
+    return path
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its children, from /proc."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            this, parent = int(stat.parent.name), int(fields[1])
+            if this == pid or parent == pid:
+                total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def _rss_mib(pid: int) -> float:
+    total = 0.0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError, ValueError):
+            text = status.read_text()
+            parent = int(text.split("PPid:", 1)[1].split()[0])
+            if int(status.parent.name) == pid or parent == pid:
+                total += int(text.split("VmRSS:", 1)[1].split()[0]) / 1024
+    return total
+
+
+def wrk(url: str, script: Path, clients: int, seconds: float, pid: int | None) -> dict[str, float]:
+    """One wrk run; ``pid``'s CPU time is measured over it."""
+    threads = 1 if clients == 1 else 2
+    before = _cpu_seconds(pid) if pid else 0.0
+    done = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{clients}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cpu = (_cpu_seconds(pid) - before) if pid else float("nan")
+    line = next(x for x in done.stdout.splitlines() if x.startswith('{"requests"'))
+    data = json.loads(line)
+    calls = max(1, data["requests"])
+    return {
+        "rps": data["requests"] / (data["duration_us"] / 1e6),
+        "p50_ms": data["p50_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "p999_ms": data["p999_us"] / 1000,
+        "cpu_ms_per_call": cpu * 1000 / calls,
+        "requests": data["requests"],
+        "errors": data["errors"] + data["status_errors"],
+    }
+
+
+@contextlib.contextmanager
+def running(args: list[str], ready: str, log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run a command until the block ends, once ``ready`` answers; yields its pid."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(ready, timeout=1).status_code < 500:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            time.sleep(1.5)  # every worker up
+            yield proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _redis_up() -> bool:
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 6379), timeout=1):
+        return True
+    return False
+
+
+def _ledger_url(backend: str, work: Path) -> str:
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite:///{work / 'ledger.db'}"
+    prefix = f"twbench{os.getpid()}"
+    return f"redis://127.0.0.1:6379/0?prefix={prefix}&spool={work / 'spool.db'}&events=sqlite:///{work / 'events.db'}"
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50, 200])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--memory-requests", type=int, default=100_000)
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="tw-bench-"))
-    fake_port, gw_port = free_port(), free_port()
-    config = {
-        "ledger": f"sqlite:///{work / 'ledger.db'}",
-        "upstreams": [{"name": "fake", "provider": "fake", "base_url": f"http://127.0.0.1:{fake_port}"}],
-        "keys": [{"key": "tw-bench", "name": "bench", "user": "bench"}],
-        "budgets": [
-            {"name": "session-tokens", "scope": "session", "meter": "total_tokens", "limit": 10**12},
-            {
-                "name": "user-usd",
-                "scope": "user",
-                "id": "bench",
-                "meter": "cost_usd",
-                "limit": 10**6,
-                "window": "day",
-            },
-        ],
-    }
-    (work / "gateway.json").write_text(json.dumps(config))
-    fake_args = [
-        *TOKENWARD,
-        "fake-provider",
-        "--port",
-        str(fake_port),
-        "--reply-tokens",
-        "50",
-        "--chunk-tokens",
-        "5",
-    ]
-    gw_args = [
-        *TOKENWARD,
-        "serve",
-        "--config",
-        str(work / "gateway.json"),
-        "--port",
-        str(gw_port),
-        "--log-level",
-        "warning",
-    ]
-    results: dict[str, dict[str, list[dict[str, float]]]] = {}
-    memory: dict[str, float] = {}
-    with (
-        process(fake_args, f"http://127.0.0.1:{fake_port}/healthz", work / "fake.log"),
-        process(gw_args, f"http://127.0.0.1:{gw_port}/healthz", work / "gateway.log") as gateway,
-    ):
-        targets = {
-            "direct": (f"http://127.0.0.1:{fake_port}/v1/chat/completions", {}),
-            "gateway": (
-                f"http://127.0.0.1:{gw_port}/v1/chat/completions",
-                {"authorization": "Bearer tw-bench", "x-tokenward-session": "bench"},
-            ),
-        }
-        for url, headers in targets.values():  # warm up both
-            load(url, headers, 100, 10, False)
-        for stream in (False, True):
-            for concurrency in args.concurrency:
-                key = f"{'stream' if stream else 'json'} c={concurrency}"
-                results[key] = {"direct": [], "gateway": []}
-                requests = max(args.requests, concurrency * 2)
-                for _ in range(args.rounds):  # interleaved, so both see the same machine
-                    for name, (url, headers) in targets.items():
-                        results[key][name].append(load(url, headers, requests, concurrency, stream))
-        if args.memory_requests:
-            url, headers = targets["gateway"]
-            memory["rss_before_mb"] = rss_mb(gateway.pid)
-            start = time.perf_counter()
-            memory["failed"] = load(url, headers, args.memory_requests, 50, False)["failed"]
-            memory["seconds"] = time.perf_counter() - start
-            memory["rss_after_mb"] = rss_mb(gateway.pid)
-            memory["requests"] = args.memory_requests
-
-    print(
-        f"{'mode':<14}{'direct p50':>12}{'gw p50':>10}{'added p50':>11}{'direct p99':>12}{'gw p99':>10}"
-        f"{'direct rps':>12}{'gw rps':>10}{'rps ratio':>11}"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    table: dict[str, object] = {}
-    for key, runs in results.items():
-        best = {name: {m: sorted(r[m] for r in rs)[len(rs) // 2] for m in rs[0]} for name, rs in runs.items()}
-        d, g = best["direct"], best["gateway"]
-        table[key] = {
-            "direct": d,
-            "gateway": g,
-            "added_p50_ms": g["p50_ms"] - d["p50_ms"],
-            "added_p99_ms": g["p99_ms"] - d["p99_ms"],
-            "rps_ratio": g["rps"] / d["rps"],
-        }
+    parser.add_argument("--quick", action="store_true", help="a subset: about 5 minutes")
+    parser.add_argument("--backends", nargs="+", default=None, help="memory sqlite redis")
+    parser.add_argument("--clients", type=int, nargs="+", default=None)
+    parser.add_argument("--sessions", type=int, nargs="+", default=None, help="1 and/or 1000")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each wrk run")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=None, help="gateway workers (memory: always 1)")
+    parser.add_argument(
+        "--soak", type=int, default=0, help="then this many calls, and CPU/RSS before and after"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="run the gateway from this older source tree (its src/ first on PYTHONPATH), in one "
+        "process, with uvloop and httptools hidden from it: the figures before issue 17",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:  # not an exit: bench/run.py goes on with the other benchmarks
+        print("bench/gateway.py: wrk is not installed (apt-get install -y wrk); skipped")
+        return
+    quick = args.quick
+    backends = args.backends or (["sqlite", "memory", "redis"])
+    if "redis" in backends and not _redis_up():
+        print("Redis is not reachable on 127.0.0.1:6379: skipped")
+        backends.remove("redis")
+    clients = args.clients or ([1, 10, 50] if quick else [1, 10, 50, 200])
+    sessions_list = args.sessions or ([1] if quick else [1, 1000])
+    seconds = args.seconds or (3.0 if quick else 8.0)
+    work = Path(tempfile.mkdtemp(prefix="tw-bench-gw-"))
+    mock_port = free_port()
+    mock_url = f"http://127.0.0.1:{mock_port}"
+    config = (HERE / "gateway.yaml").read_text().replace("${MOCK_URL}", mock_url)
+    (work / "gateway.yaml").write_text(config)
+    print(f"load before: {os.getloadavg()}; cores: {len(os.sched_getaffinity(0))}; work dir {work}")
+    mock_args = [
+        sys.executable, "-m", "uvicorn", "mock_upstream:app", "--app-dir", str(HERE), "--port", str(mock_port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    soak: dict[str, Any] = {}
+    with running(mock_args, f"{mock_url}/healthz", work / "mock.log") as mock_pid:
+        for backend in backends:
+            if quick and backend != "sqlite":
+                plan = [(1, c, s) for c in (50,) for s in (False, True)]
+            else:
+                plan = [(n, c, s) for n in sessions_list for s in (False, True) for c in clients]
+            port = free_port()
+            workers = 1 if backend == "memory" else (args.workers or len(os.sched_getaffinity(0)))
+            gw_args = [
+                sys.executable, "-m", "tokenward.cli", "serve", "--config", str(work / "gateway.yaml"),
+                "--ledger", _ledger_url(backend, work), "--port", str(port), "--log-level", "warning",
+            ]  # fmt: skip
+            env = {"BENCH_UPSTREAM_KEY": "sk-bench"}
+            if args.before is None:
+                gw_args += ["--workers", str(workers)]
+            else:
+                workers = 1
+                block = work / "blocked"
+                block.mkdir(exist_ok=True)
+                for name in ("uvloop", "httptools"):
+                    (block / f"{name}.py").write_text("raise ImportError('hidden for the before run')\n")
+                env["PYTHONPATH"] = f"{args.before.resolve() / 'src'}:{block}"
+            gw_url = f"http://127.0.0.1:{port}"
+            with running(gw_args, f"{gw_url}/healthz", work / f"gateway-{backend}.log", env) as gw_pid:
+                headers = {"authorization": "Bearer tw-bench", "x-tokenward-session": "bench"}
+                for stream in (False, True):  # warm up
+                    wrk(f"{gw_url}/v1/chat/completions", _script(work, "w", stream, headers, 1), 10, 2, None)
+                for sessions, c, stream in plan:
+                    direct_s = _script(work, "direct", stream, {}, 1)
+                    gw_s = _script(work, "gw", stream, headers, sessions)
+                    pairs = []
+                    for _ in range(args.reps):
+                        d = wrk(f"{mock_url}/v1/chat/completions", direct_s, c, seconds, mock_pid)
+                        g = wrk(f"{gw_url}/v1/chat/completions", gw_s, c, seconds, gw_pid)
+                        pairs.append((d, g))
+                    row = {
+                        "backend": backend,
+                        "workers": workers,
+                        "sessions": sessions,
+                        "stream": stream,
+                        "clients": c,
+                        "direct_rps": _med([d["rps"] for d, _ in pairs]),
+                        "rps": _med([g["rps"] for _, g in pairs]),
+                        "p50_ms": _med([g["p50_ms"] for _, g in pairs]),
+                        "p99_ms": _med([g["p99_ms"] for _, g in pairs]),
+                        "p999_ms": _med([g["p999_ms"] for _, g in pairs]),
+                        "added_p50_ms": _med([g["p50_ms"] - d["p50_ms"] for d, g in pairs]),
+                        "added_p99_ms": _med([g["p99_ms"] - d["p99_ms"] for d, g in pairs]),
+                        "cpu_ms_per_call": _med([g["cpu_ms_per_call"] for _, g in pairs]),
+                        "errors": sum(g["errors"] + d["errors"] for d, g in pairs),
+                        "settle_lag_p99_ms": 0.0,
+                    }
+                    rows.append(row)
+                    _print_row(row, header=len(rows) == 1)
+                if args.soak and backend == backends[0]:
+                    soak = _soak(gw_url, work, headers, gw_pid, args.soak)
+    print(f"load after: {os.getloadavg()}")
+    if soak:
+        print(json.dumps(soak))
+    print(f"results in {save('gateway', {'rows': rows, 'soak': soak})}")
+
+
+def _print_row(row: dict[str, Any], header: bool) -> None:
+    if header:
         print(
-            f"{key:<14}{d['p50_ms']:>10.2f}ms{g['p50_ms']:>8.2f}ms{g['p50_ms'] - d['p50_ms']:>9.2f}ms"
-            f"{d['p99_ms']:>10.2f}ms{g['p99_ms']:>8.2f}ms{d['rps']:>12.0f}{g['rps']:>10.0f}{g['rps'] / d['rps']:>11.2f}"
+            f"{'backend':<8}{'w':>2}{'sess':>5} {'mode':<7}{'c':>4}{'direct/s':>10}{'gw/s':>8}{'p50':>8}{'p99':>8}"
+            f"{'p99.9':>8}{'+p50':>8}{'+p99':>8}{'p99/p50':>8}{'cpu/call':>9}{'err':>5}"
         )
-    if memory:
-        table["memory"] = memory
-        print(
-            f"gateway RSS {memory['rss_before_mb']:.0f} MB before and {memory['rss_after_mb']:.0f} MB after "
-            f"{memory['requests']:,} more requests ({memory['requests'] / memory['seconds']:.0f} req/s at 50 clients)"
-        )
-    failures = {k: {n: sum(r["failed"] for r in rs) for n, rs in runs.items()} for k, runs in results.items()}
-    print(f"failed requests (transport errors), by mode and target: {failures}")
-    print(f"(median of {args.rounds} interleaved rounds; results in {save('gateway', table)})")
+    print(
+        f"{row['backend']:<8}{row['workers']:>2}{row['sessions']:>5} {'stream' if row['stream'] else 'json':<7}"
+        f"{row['clients']:>4}{row['direct_rps']:>10.0f}{row['rps']:>8.0f}{row['p50_ms']:>8.2f}{row['p99_ms']:>8.2f}"
+        f"{row['p999_ms']:>8.2f}{row['added_p50_ms']:>8.2f}{row['added_p99_ms']:>8.2f}"
+        f"{row['p99_ms'] / row['p50_ms']:>8.1f}{row['cpu_ms_per_call']:>8.2f}m{row['errors']:>5}",
+        flush=True,
+    )
+
+
+def _soak(url: str, work: Path, headers: dict[str, str], pid: int, calls: int) -> dict[str, Any]:
+    """CPU per call of a fresh process against the same after ``calls`` more (median of 5
+    interleaved short runs each side is not possible in one process: 5 runs before, 5 after)."""
+    script = _script(work, "soak", False, headers, 1000)
+    before = [wrk(f"{url}/v1/chat/completions", script, 10, 3, pid) for _ in range(5)]
+    rss0 = _rss_mib(pid)
+    done = 0
+    while done < calls:
+        done += int(wrk(f"{url}/v1/chat/completions", script, 50, 30, None)["requests"])
+    after = [wrk(f"{url}/v1/chat/completions", script, 10, 3, pid) for _ in range(5)]
+    cpu0 = _med([r["cpu_ms_per_call"] for r in before])
+    cpu1 = _med([r["cpu_ms_per_call"] for r in after])
+    return {
+        "calls": done,
+        "cpu_ms_per_call_fresh": cpu0,
+        "cpu_ms_per_call_after": cpu1,
+        "cpu_change": cpu1 / cpu0 - 1,
+        "rss_mib_fresh": rss0,
+        "rss_mib_after": _rss_mib(pid),
+    }
 
 
 if __name__ == "__main__":

@@ -137,7 +137,9 @@ def test_start_up_lines_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     # No logging set up on the test runner's short-lived stderr (it would outlive this test).
     monkeypatch.setattr(tokenward.gateway.logs, "configure_logging", lambda *a, **k: None)
     monkeypatch.setattr(tokenward.fake, "serve", lambda *a, **k: None)
-    served = runner.invoke(app, ["serve", "--config", str(ROOT / "examples" / "tokenward.yaml")])
+    served = runner.invoke(
+        app, ["serve", "--config", str(ROOT / "examples" / "tokenward.yaml"), "--workers", "1"]
+    )
     assert served.exit_code == 0, served.output
     # Nothing before the server listens: its one line says it is ready (tests/gateway/test_readme_try_it.py).
     assert served.output.strip() == ""

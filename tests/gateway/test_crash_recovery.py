@@ -110,15 +110,17 @@ def _fake_requests(fake_url: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "backend",
+    ("backend", "workers"),
     [
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("sqlite", 1, marks=pytest.mark.sqlite),
+        # the supervisor of two workers killed: its workers die with it (PR_SET_PDEATHSIG)
+        pytest.param("sqlite", 2, marks=pytest.mark.sqlite),
+        pytest.param("postgres", 1, marks=pytest.mark.postgres),
+        pytest.param("redis", 1, marks=pytest.mark.redis),
     ],
 )
 def test_sigkill_with_30_streams_open_charges_every_call_at_restart(
-    backend: str, tmp_path: Path, fake
+    backend: str, workers: int, tmp_path: Path, fake
 ) -> None:
     spec = BACKENDS[backend]
     require_available(spec)
@@ -126,7 +128,7 @@ def test_sigkill_with_30_streams_open_charges_every_call_at_restart(
     # a 10-minute TTL: the charges below come from the restart, not from expiry
     config = _config(tmp_path, fake.url, url, budget=1_000_000, ttl=600)
     port, log = free_port(), tmp_path / "gateway.log"
-    proc = serve_gateway(config, port, log)
+    proc = serve_gateway(config, port, log, workers=workers)
     streams = [_Stream(port) for _ in range(STREAMS)]
     try:
         for stream in streams:

@@ -42,14 +42,15 @@ def _config(tmp_path: Path, fake_url: str, keys: list[dict]) -> Path:
     return path
 
 
-def _serve(config: Path, port: int, log: Path) -> subprocess.Popen:
-    return serve_gateway(config, port, log)  # type: ignore[no-any-return]
+def _serve(config: Path, port: int, log: Path, workers: int = 1) -> subprocess.Popen:
+    return serve_gateway(config, port, log, workers=workers)  # type: ignore[no-any-return]
 
 
-def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake, workers: int) -> None:
     config = _config(tmp_path, fake.url, [{"key": "tw-one", "name": "one", "user": "alice"}])
     port, log = free_port(), tmp_path / "gateway.log"
-    proc = _serve(config, port, log)
+    proc = _serve(config, port, log, workers)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
     try:
@@ -60,6 +61,9 @@ def test_sighup_reloads_and_sigterm_settles_open_streams(tmp_path: Path, fake) -
         while httpx.post(url, json=body, headers={"authorization": "Bearer tw-two"}).status_code != 200:
             assert time.monotonic() < deadline, "the reloaded key was never accepted"
             time.sleep(0.1)
+        # every worker reloaded: each new connection (whichever worker accepts it) takes the key
+        for _ in range(20):
+            assert httpx.post(url, json=body, headers={"authorization": "Bearer tw-two"}).status_code == 200
 
         gemini = f"http://127.0.0.1:{port}/v1beta/models/gemini-2.0-flash:generateContent?key=tw-two"
         assert httpx.post(gemini, json={"contents": [{"parts": [{"text": "hi"}]}]}).status_code == 200

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from tests.support.servers import free_port
+from tokenward.gateway.workers import default_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -84,9 +85,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, in
 def test_serve_prints_one_ready_line(gateway: tuple[Path, int, str]) -> None:
     folder, port, ready = gateway
     ledger = folder / "examples" / "tokenward.db"
+    workers = default_workers()  # the README's command runs one worker per core (SQLite ledger)
     assert ready == (
         f"tokenward gateway ready on http://127.0.0.1:{port} - ledger sqlite:///{ledger} - "
         "2 budgets, 1 key, 1 admin key - upstreams: fake (in-process fake)"
+        + (f" - {workers} workers" if workers > 1 else "")
     )
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
 

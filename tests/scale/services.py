@@ -329,7 +329,9 @@ class Replica:
             "--port",
             str(self.port),
         ]
-        args += ["--log-level", "warning"]
+        # one process per replica: these tests count replicas (and kill them) one by one;
+        # several workers per process are tested in tests/gateway/test_workers.py
+        args += ["--log-level", "warning", "--workers", "1"]
         self.proc = subprocess.Popen(
             args, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )

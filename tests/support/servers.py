@@ -59,9 +59,10 @@ def serving(app: Any) -> Iterator[ThreadedServer]:
         server.stop()
 
 
-def serve_gateway(config: Any, port: int, log: Any, *, timeout: float = 60.0) -> Any:
-    """``tokenward serve --config <config> --port <port>`` as a real OS process (its output in
-    ``log``), once ``/healthz`` answers; raises with the log when it does not start."""
+def serve_gateway(config: Any, port: int, log: Any, *, timeout: float = 60.0, workers: int = 1) -> Any:
+    """``tokenward serve --config <config> --port <port> --workers <workers>`` as a real OS
+    process (its output in ``log``), once ``/healthz`` answers (with several workers: once every
+    worker has said it is ready); raises with the log when it does not start."""
     import os
     import subprocess
     import sys
@@ -69,7 +70,7 @@ def serve_gateway(config: Any, port: int, log: Any, *, timeout: float = 60.0) ->
     import httpx
 
     args = [sys.executable, "-m", "tokenward.cli", "serve", "--config", str(config), "--port", str(port)]
-    args += ["--log-format", "json"]
+    args += ["--log-format", "json", "--workers", str(workers)]
     proc = subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,7 +78,9 @@ def serve_gateway(config: Any, port: int, log: Any, *, timeout: float = 60.0) ->
             break
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
+                if workers == 1 or log.read_text().count("Application startup complete") >= workers:
+                    return proc
+                time.sleep(0.1)
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()

@@ -7,7 +7,7 @@ line on stderr with exit status 2, never as a stack trace.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -64,14 +64,22 @@ def serve(
     log_format: Annotated[
         str, typer.Option(help="text, or json (one object per line, with request ids).")
     ] = "text",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            help="Worker processes sharing the port and the ledger. Default: the number of cores "
+            "(1 with a memory:// ledger).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway: an OpenAI- and Anthropic-compatible proxy that enforces budgets."""
     import dataclasses
 
-    import uvicorn
-
     from tokenward.errors import ConfigError
     from tokenward.gateway import GatewayConfig, create_app
+    from tokenward.gateway.workers import ServeOptions, default_workers, ready_server, run_workers
 
     path = config or Path("tokenward.yaml")
     if config is None and not path.exists():
@@ -86,6 +94,16 @@ def serve(
     load_prices(cfg.prices)  # fail now, not at the first request
     from tokenward.ledger import DEFAULT_LEDGER_URL, open_ledger
 
+    ledger_url = cfg.ledger or DEFAULT_LEDGER_URL
+    in_memory = ledger_url.startswith("memory:")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, got {workers}")
+    if workers is not None and workers > 1 and in_memory:
+        raise ConfigError(
+            f"--workers {workers} needs a shared ledger (sqlite://, postgresql://, redis://): with "
+            "memory:// each worker would keep budgets of its own; use --workers 1"
+        )
+    count = workers if workers is not None else (1 if in_memory else default_workers())
     # A bad URL or an unreachable store is a one-line error here, not a traceback from the
     # server's start-up. The app opens (and at shutdown closes) its own: uvicorn ends the process
     # with the signal that stopped it, so nothing after the server's run() may be relied on.
@@ -95,34 +113,15 @@ def serve(
     if log_format not in ("text", "json"):
         raise ConfigError(f"--log-format must be text or json, got {log_format!r}")
     configure_logging(log_format, log_level)
+    options = ServeOptions(str(path), ledger, host, port, log_level, log_format)
+    if count > 1:
+        raise typer.Exit(run_workers(options, count))
     app = create_app(cfg, config_path=path)
-    url = f"http://{host}:{port}"
-    ledger_url = cfg.ledger or DEFAULT_LEDGER_URL
 
-    class ReadyServer(uvicorn.Server):
-        """Says once, when the socket listens, that the gateway is ready (one line on stderr)."""
+    def announce(line: str) -> None:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
 
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started and not self.should_exit:
-                from tokenward.gateway.app import ready_line
-
-                line = await ready_line(app.state.gateway, url, ledger_url)
-                err.print(line, highlight=False, markup=False, soft_wrap=True)
-
-    ReadyServer(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            log_config=None,  # keep our handlers (JSON lines when asked)
-            timeout_graceful_shutdown=30,
-            # Longer than clients' own idle expiry (httpx: 5 s, the same as uvicorn's default), so
-            # the server never closes a kept-alive connection just as a client sends on it.
-            timeout_keep_alive=75,
-        )
-    ).run()
+    ready_server(app, options, announce).run()
 
 
 FAKE_ENDPOINTS = (

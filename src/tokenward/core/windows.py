@@ -281,7 +281,9 @@ class Window:
         windows, whose spend never leaves its window)."""
         if self.unit != "rolling" or ":" not in key:
             return None
-        begin = datetime.strptime(key.partition(":")[2], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        # fromisoformat, not strptime: strptime reads the locale on every call (2% of a
+        # gateway's CPU with a rolling budget, issue 17)
+        begin = datetime.fromisoformat(key.partition(":")[2]).replace(tzinfo=UTC)
         return begin + (self.buckets + 1) * self.bucket
 
     # -- calendar -------------------------------------------------------------------------------

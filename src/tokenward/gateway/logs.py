@@ -32,8 +32,9 @@ calls = logging.getLogger("tokenward.calls")
 
 
 class JSONFormatter(logging.Formatter):
-    """Formats records as single-line JSON: ``ts``, ``level``, ``logger``, ``message`` and the
-    record's ``fields``."""
+    """Formats records as single-line JSON: ``ts``, ``level``, ``logger``, ``message``, ``pid``
+    (the process: one of the workers of ``tokenward serve --workers N``) and the record's
+    ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line."""
@@ -42,6 +43,7 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker of ``tokenward serve --workers N``
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):

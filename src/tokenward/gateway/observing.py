@@ -165,7 +165,7 @@ class Observing:
 
         config, store = self.config, sync_ledger(ledger)
         if self.prometheus is not None:
-            self.prometheus.ledger = store
+            self.prometheus.bind(store)
             self.observers.append(self.prometheus)
             self._closers.append(self.prometheus)
         if config.opentelemetry:

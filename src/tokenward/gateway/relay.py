@@ -80,6 +80,8 @@ _HOP_BY_HOP = {
     "accept-encoding",
     "content-encoding",
 }
+_LARGE_BODY = 256 * 1024
+"""Request bodies above this many bytes are parsed and estimated in a worker thread."""
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 529}
 
 
@@ -146,11 +148,16 @@ def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, fam
     return out
 
 
+_OWN_RESPONSE_HEADERS = {"set-cookie", "date", "server"}
+"""Upstream response headers not passed on: cookies, and the ``date`` and ``server`` that the
+gateway's own HTTP server writes on every answer (passed on too, they were sent twice)."""
+
+
 def _response_headers(upstream: httpx.Response, own: Mapping[str, str]) -> dict[str, str]:
     out = {
         k: v
         for k, v in upstream.headers.items()
-        if k.lower() not in _HOP_BY_HOP and k.lower() != "set-cookie"
+        if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN_RESPONSE_HEADERS
     }
     out.update(own)
     return out
@@ -298,7 +305,10 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
                 body = {**body, "model": model, "stream": stream}
             return prepare_body(endpoint, body)
         content_type = request.headers.get("content-type")
-        if content_type and content_type.lower().startswith("multipart/"):  # uploads: parse off the loop
+        if len(raw) > _LARGE_BODY or (content_type and content_type.lower().startswith("multipart/")):
+            # uploads and large bodies are parsed and estimated off the event loop: tiktoken takes
+            # seconds on pathological text (20 MB of one character: about 33 s), and would stall
+            # every other call of this worker meanwhile (it releases the GIL while it counts)
             return await anyio.to_thread.run_sync(prepare, endpoint, raw, content_type)
         return prepare(endpoint, raw, content_type)
     except ValidationError as exc:
@@ -545,12 +555,17 @@ class _Exchange:
         upstream = _UpstreamReader(response)
         try:
             try:
-                while not answer.done:
+                while True:
                     chunk = await upstream.next()
                     if chunk is None:
                         answer.upstream_ended()
                         break
                     answer.feed(chunk)
+                    # a finished answer is read to its end (the chunked terminator), so its
+                    # connection goes back to the pool instead of being closed: closing it cost a
+                    # new TCP connection per call (issue 17)
+                    if answer.done and answer.relay.status != "ok":
+                        break
             except httpx.HTTPError as exc:
                 log.warning("upstream answer of %s broke: %s", self.admission.request_id, exc)
                 answer.upstream_failed(type(exc).__name__)

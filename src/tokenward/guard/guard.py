@@ -264,14 +264,21 @@ class Guard:
         """Charge the real usage in place of the hold and record the event (once per request)."""
         self.renewer.done(admission.reservation.id)
         try:
-            event = self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
-            self.observers.settle(event)
             seen = observation(admission, outcome)
+            together = seen is not None and hasattr(self.ledger, "settle_observed")
+            if together:  # one write transaction for both (SQLite)
+                event = self.ledger.settle_observed(
+                    admission.reservation.id, event_of(self, admission, outcome), seen
+                )
+            else:
+                event = self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
+            self.observers.settle(event)
             if seen is not None and hasattr(self.ledger, "record_estimate"):
-                try:
-                    self.ledger.record_estimate(*seen)
-                except Exception:  # calibration is best effort; the call is settled
-                    log.exception("could not record the estimate observation of %s", admission.request_id)
+                if not together:
+                    try:
+                        self.ledger.record_estimate(*seen)
+                    except Exception:  # calibration is best effort; the call is settled
+                        log.exception("could not record the estimate observation of %s", admission.request_id)
                 if held_too_little(admission, outcome):  # learn now, not at the cache's expiry
                     self.calibration.forget(seen[0])
         finally:
@@ -552,14 +559,21 @@ class AsyncGuard:
         """As :meth:`Guard.settle`."""
         self.renewer.done(admission.reservation.id)
         try:
-            event = await self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
-            self.observers.settle(event)
             seen = observation(admission, outcome)
+            together = seen is not None and hasattr(self.ledger, "settle_observed")
+            if together:  # one write transaction for both (SQLite)
+                event = await self.ledger.settle_observed(
+                    admission.reservation.id, event_of(self, admission, outcome), seen
+                )
+            else:
+                event = await self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
+            self.observers.settle(event)
             if seen is not None and hasattr(self.ledger, "record_estimate"):
-                try:
-                    await self.ledger.record_estimate(*seen)
-                except Exception:  # calibration is best effort; the call is settled
-                    log.exception("could not record the estimate observation of %s", admission.request_id)
+                if not together:
+                    try:
+                        await self.ledger.record_estimate(*seen)
+                    except Exception:  # calibration is best effort; the call is settled
+                        log.exception("could not record the estimate observation of %s", admission.request_id)
                 if held_too_little(admission, outcome):  # learn now, not at the cache's expiry
                     self.calibration.forget(seen[0])
         finally:

@@ -129,9 +129,23 @@ class Prometheus:
         self.max_budget_series = max_budget_series
         self._series: OrderedDict[tuple[str, ...], None] = OrderedDict()
         self._lock = threading.Lock()
+        self._background = background
+        self._pending: dict[Subject, datetime | None] = {}
         self._worker = (
-            Worker(self._refresh, name="tokenward-prometheus") if background and ledger is not None else None
+            Worker(self._refresh_pending, name="tokenward-prometheus")
+            if background and ledger is not None
+            else None
         )
+
+    def bind(self, ledger: Any) -> None:
+        """Read budget gauges from ``ledger`` from now on (in the background thread unless built
+        with ``background=False``): the gateway binds its ledger once it is open. Reading it
+        inline would put a ledger read on the event loop twice per call (issue 17)."""
+        from tokenward.observe.watch import sync_ledger
+
+        self.ledger = sync_ledger(ledger)
+        if self._background and self._worker is None:
+            self._worker = Worker(self._refresh_pending, name="tokenward-prometheus")
 
     # -- guard observer hooks ----------------------------------------------------------------------
     def on_admit(self, admission: Admission) -> None:
@@ -177,8 +191,19 @@ class Prometheus:
             return
         if self._worker is None:
             self._refresh((subject, at))
-        else:
-            self._worker.submit((subject, at))
+            return
+        # one refresh per subject waiting, however many calls of it are admitted and settled
+        # meanwhile: the gauges are read once per burst, not twice per call
+        with self._lock:
+            waiting = subject in self._pending
+            self._pending[subject] = at
+        if not waiting:
+            self._worker.submit(subject)
+
+    def _refresh_pending(self, subject: Subject) -> None:
+        with self._lock:
+            at = self._pending.pop(subject, None)
+        self._refresh((subject, at))
 
     def _refresh(self, item: tuple[Subject, datetime | None]) -> None:
         assert self.ledger is not None

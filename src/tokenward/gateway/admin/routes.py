@@ -37,6 +37,7 @@ from tokenward.gateway.admin.tenancy import foreign_key_field, set_by_project
 from tokenward.gateway.auth import presented_key
 from tokenward.gateway.config import AdminKeyConfig, GatewayConfig, key_tags, project_problem
 from tokenward.gateway.relay import GatewayState
+from tokenward.gateway.supervised import ask_supervisor_to_reload
 from tokenward.ledger.base import new_id
 from tokenward.ledger.records import KeyRecord
 
@@ -423,6 +424,8 @@ def _reload(reload_config: Reload) -> Handler:
         await state.guard.ledger.audit(
             admin.name, "config.reload", str(path), None, {"source": config.source}
         )
+        # under ``tokenward serve --workers N``: the supervisor reloads every worker (SIGHUP)
+        ask_supervisor_to_reload()
         return JSONResponse({"reloaded": str(path)})
 
     return reload

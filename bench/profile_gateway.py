@@ -1,0 +1,96 @@
+"""Profile one gateway process under load: the functions that take its time, by own time.
+
+    python bench/profile_gateway.py [--before TREE] [--clients 10] [--stream] [--seconds 15]
+
+Starts bench/gateway.py's mock upstream and one gateway process (``--workers 1``, SQLite, the
+budgets of bench/gateway.yaml), loads it with wrk, samples it with py-spy (``pip install py-spy``)
+at 200 Hz for ``--seconds``, and prints the top functions by own time (bench/own_time.py). With
+``--before TREE`` the gateway runs from an older source tree, uvloop and httptools hidden, as
+``bench/gateway.py --before`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import free_port  # noqa: E402
+
+from gateway import _script, running, wrk  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", type=Path, default=None)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=None, help="keep the raw profile here")
+    args = parser.parse_args()
+    for tool in ("wrk", "py-spy"):
+        if shutil.which(tool) is None and not (Path(sys.executable).parent / tool).exists():
+            sys.exit(f"{tool} is not installed")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    work = Path(tempfile.mkdtemp(prefix="tw-profile-"))
+    mock_port, port = free_port(), free_port()
+    mock_url, gw_url = f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{port}"
+    (work / "gateway.yaml").write_text((HERE / "gateway.yaml").read_text().replace("${MOCK_URL}", mock_url))
+    mock = [
+        sys.executable, "-m", "uvicorn", "mock_upstream:app", "--app-dir", str(HERE), "--port", str(mock_port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    gateway = [
+        sys.executable, "-m", "tokenward.cli", "serve", "--config", str(work / "gateway.yaml"),
+        "--ledger", f"sqlite:///{work / 'ledger.db'}", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    env = {"BENCH_UPSTREAM_KEY": "sk-bench"}
+    if args.before is None:
+        gateway += ["--workers", "1"]
+    else:
+        block = work / "blocked"
+        block.mkdir()
+        for name in ("uvloop", "httptools"):
+            (block / f"{name}.py").write_text("raise ImportError('hidden for the before run')\n")
+        env["PYTHONPATH"] = f"{args.before.resolve() / 'src'}:{block}"
+    raw = args.out or work / "profile.raw"
+    headers = {"authorization": "Bearer tw-bench", "x-tokenward-session": "bench"}
+    script = _script(work, "load", args.stream, headers, 1)
+    with (
+        running(mock, f"{mock_url}/healthz", work / "mock.log"),
+        running(gateway, f"{gw_url}/healthz", work / "gateway.log", env) as pid,
+    ):
+        url = f"{gw_url}/v1/chat/completions"
+        wrk(url, script, args.clients, 3, None)  # warm up
+        result: dict[str, float] = {}
+        load = threading.Thread(
+            target=lambda: result.update(wrk(url, script, args.clients, args.seconds + 4, pid)), daemon=True
+        )
+        load.start()
+        subprocess.run(
+            [spy, "record", "-p", str(pid), "-d", str(args.seconds), "-r", "200", "-f", "raw", "-o", str(raw),
+             "--threads", "--nonblocking"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        load.join()
+    print(
+        f"{'before' if args.before else 'after'}: {args.clients} clients, {'streamed' if args.stream else 'non-streamed'}: "
+        f"{result['rps']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, CPU {result['cpu_ms_per_call']:.2f} ms per call "
+        f"(load {os.getloadavg()[0]:.1f})"
+    )
+    subprocess.run([sys.executable, str(HERE / "own_time.py"), str(raw), "--top", str(args.top)], check=True)
+
+
+if __name__ == "__main__":
+    main()
