@@ -242,6 +242,19 @@ def test_a_record_tokenward_cannot_read_is_not_sent_unguarded(fake, tmp_path: Pa
         guard.close()
 
 
+def test_a_record_holding_unicode_line_separators_is_one_line(tmp_path: Path) -> None:
+    # JSON Lines ends lines at "\n" only; a JSON string may hold U+2028, U+0085 or U+001E as they
+    # are (json.dumps(..., ensure_ascii=False) writes them so), and a Windows editor adds a BOM.
+    text = "one\u2028two\x85three\x1efour\r"
+    record = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}}  # fmt: skip
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(record, ensure_ascii=False) + "\r\n").encode())
+    (read,) = read_records(path)
+    assert read.custom_id == "a" and read.body["messages"][0]["content"] == text
+    assert json.loads(read.line) == record
+
+
 def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
     records = _records(400)
     source = _write(tmp_path / "requests.jsonl", records)

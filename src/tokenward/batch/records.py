@@ -106,7 +106,9 @@ def read_records(path: Path | str | Iterable[str]) -> list[BatchRecord]:
     """
     if isinstance(path, (str, Path)):
         try:
-            lines: Iterable[str] = Path(path).read_text(encoding="utf-8").splitlines()
+            # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085
+            # and other separators a JSON string may hold as they are; a UTF-8 BOM is dropped
+            lines: Iterable[str] = Path(path).read_text(encoding="utf-8-sig").split("\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ValidationError(f"cannot read batch file {str(path)!r}: {exc}", field="file") from None
     else:
