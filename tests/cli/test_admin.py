@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tokenward.cli.main import app
+from tokenward.core.budgets import models_suffix
 
 runner = CliRunner()
 ADMIN = "tw-admin-secret"
@@ -162,10 +164,61 @@ def test_model_budgets_and_tagged_keys_from_the_cli(tmp_path: Any) -> None:
     store = open_ledger(url)
     try:
         by_name = {b.name: b for b in store.budgets()}
-        assert by_name["team=search:cost_usd=50/day"].models == ("gpt-5", "gemini-*")
-        assert by_name["user:total_tokens=9"].models == ("claude-*",)
+        gpt5_gemini = models_suffix(["gpt-5", "gemini-*"])
+        assert by_name[f"team=search:cost_usd=50/day{gpt5_gemini}"].models == ("gpt-5", "gemini-*")
+        assert by_name["user:total_tokens=9" + models_suffix(["claude-*"])].models == ("claude-*",)
         (record,) = store.keys()
         assert dict(record.subject.tags) == {"cost_center": "lab/cc-9", "arm": "lab/a"}
         assert record.allow_client_tags and record.allow_client_budgets and not record.allow_user_override
+    finally:
+        store.close()
+
+
+def test_two_model_budgets_of_one_spec_are_two_budgets(tmp_path) -> None:
+    """ "gpt-5 at most $50 a day" and "claude at most $50 a day" for one team: the second used to
+    take the first's name (the spec without options) and silently replace it."""
+    from tokenward.ledger import open_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    for args in (
+        ["team=search:cost_usd=50/day;models=gpt-5"],
+        ["team=search:cost_usd=50/day", "--models", "claude-*"],
+    ):
+        made = runner.invoke(app, ["budgets", "set", *args, "--ledger", url])
+        assert made.exit_code == 0, made.output
+    store = open_ledger(url)
+    try:
+        assert sorted(b.models for b in store.budgets()) == [("claude-*",), ("gpt-5",)]
+        assert {b.name for b in store.budgets()} == {
+            "team=search:cost_usd=50/day:models=gpt-5",
+            # claude-* cannot be in a name: 16 hex digits of its SHA-256 stand for it
+            "team=search:cost_usd=50/day:models=sha256-" + hashlib.sha256(b"claude-*").hexdigest()[:16],
+        }
+    finally:
+        store.close()
+
+
+def test_budgets_set_keeps_the_specs_mode(tmp_path) -> None:
+    """``;mode=shadow`` in the spec used to be overwritten by ``--mode``'s default, hard: a budget
+    meant to be watched started refusing calls."""
+    from tokenward.ledger import open_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert (
+        runner.invoke(app, ["budgets", "set", "user=bob:cost_usd=5;mode=shadow", "--ledger", url]).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(
+            app, ["budgets", "set", "user=eve:cost_usd=5", "--mode", "soft", "--ledger", url]
+        ).exit_code
+        == 0
+    )
+    store = open_ledger(url)
+    try:
+        assert {b.name: b.mode for b in store.budgets()} == {
+            "user=bob:cost_usd=5": "shadow",
+            "user=eve:cost_usd=5": "soft",
+        }
     finally:
         store.close()

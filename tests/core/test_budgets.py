@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -420,3 +421,28 @@ def test_spec_options() -> None:
         parse_budget_spec("agent:gpu_seconds=3600")
     with pytest.raises(ConfigError, match="unknown option"):
         parse_budget_spec("agent:total_tokens=1;colour=red")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "user:total_tokens=1e31",
+        "user:total_tokens=1e1000000",
+        "user:cost_usd=1e-19",
+        "user:cost_usd=0E-1000000",
+        "user:total_tokens=5/rolling:36501d",
+        "user:total_tokens=5;thresholds=NaN%",
+        "user:total_tokens=5;thresholds=1e-1000000",
+    ],
+)
+def test_limits_windows_and_thresholds_the_ledger_cannot_work_with_are_refused(spec) -> None:
+    """Past these a limit overflows the decimal context or fills a 402 message with zeros, a
+    rolling window overflows ``timedelta``, and ``NaN%`` raised ``decimal.InvalidOperation``."""
+    with pytest.raises(ConfigError):
+        parse_budget_spec(spec)
+
+
+def test_the_largest_and_finest_limits_and_windows_are_kept() -> None:
+    assert parse_budget_spec("user:total_tokens=9999999999999999999999999999999").limit == Decimal(10**31 - 1)
+    assert parse_budget_spec("user:cost_usd=0.000000000000000001").limit == Decimal("1e-18")
+    assert parse_budget_spec("user:total_tokens=5/rolling:36500d").window.duration == timedelta(days=36500)

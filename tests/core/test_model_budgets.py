@@ -3,6 +3,8 @@ on the canonical model name the price resolution uses."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tokenward.core.budgets import (
@@ -48,7 +50,8 @@ def test_models_in_every_form_and_back() -> None:
     from_yaml = Budget.from_dict({"scope": "session", "id": "s-1", "meter": "total_tokens", "limit": 100,
                                   "models": "gpt-5, claude-*"})  # fmt: skip
     short = parse_short_spec("total_tokens=100;models=gpt-5,claude-*", scope="session", subject_id="s-1")
-    assert from_yaml == short and short.models == ("gpt-5", "claude-*")
+    assert short.models == ("gpt-5", "claude-*") and short.name.startswith("session=s-1:total_tokens:models=")
+    assert from_yaml == replace(short, name=from_yaml.name)  # a short form's name tells its models
     assert short_spec(short) == "total_tokens=100;models=gpt-5,claude-*"
     assert parse_short_spec(short_spec(short), scope="session", subject_id="s-1") == short
     assert Budget.from_dict(short.to_dict()) == short
@@ -65,3 +68,19 @@ def test_the_subject_keeps_its_model_through_storage() -> None:
     subject = Subject(user="alice", session="s-1").with_model("openai/GPT-5")
     assert subject.model == "gpt-5"
     assert Subject.from_dict(subject.to_dict()) == subject
+
+
+def test_a_dated_snapshot_counts_as_its_model() -> None:
+    """Price resolution prices ``gpt-4o-2024-08-06`` as ``gpt-4o`` (a trailing date is dropped,
+    ``pricebook.model_candidates``), and OpenAI serves ``gpt-4o`` as a dated snapshot: a ``gpt-4o``
+    budget must count a call sent to the snapshot, or naming the date escapes it. A pattern that
+    names a snapshot counts that snapshot only."""
+    budget = parse_budget_spec("team=search:cost_usd=50/day;models=gpt-4o,claude-sonnet-4-5")
+    for model in ("gpt-4o-2024-08-06", "openai/GPT-4o-2024-08-06", "claude-sonnet-4-5-20250929",
+                  "claude-sonnet-4-5@20250929"):  # fmt: skip
+        assert budget.applies_to(TEAM.with_model(model)) == "search", model
+    assert budget.applies_to(TEAM.with_model("gpt-4o-mini-2024-07-18")) is None  # another model
+    snapshot = parse_budget_spec("team=search:cost_usd=50/day;models=gpt-4o-2024-05-13")
+    assert snapshot.applies_to(TEAM.with_model("gpt-4o-2024-05-13")) == "search"
+    assert snapshot.applies_to(TEAM.with_model("gpt-4o")) is None
+    assert snapshot.applies_to(TEAM.with_model("gpt-4o-2024-08-06")) is None

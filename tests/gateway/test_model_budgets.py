@@ -111,3 +111,14 @@ def test_a_fallback_is_judged_on_the_fallback_model(start_gateway, fake) -> None
         ("gpt-4o-mini", "ok"),
         ("gpt-4o", "upstream_error"),
     ]
+
+
+def test_a_dated_snapshot_cannot_escape_its_models_budget(start_gateway) -> None:
+    """Naming the snapshot (``gpt-4o-2024-08-06``) is the same model as far as the budget goes."""
+    gateway = start_gateway(budgets=[GPT_4O])
+    c = client(gateway)
+    call(c, "gpt-4o")
+    with pytest.raises(openai.APIStatusError) as denied:
+        call(c, "gpt-4o-2024-08-06")
+    assert denied.value.status_code == 402
+    assert denied.value.body["budget"]["budget"] == "gpt-4o-cap"  # type: ignore[index]

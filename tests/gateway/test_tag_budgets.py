@@ -109,3 +109,49 @@ def test_a_keys_tags_and_flags_are_checked_at_start(field, value, message) -> No
                 "keys": [{"key": "k", "name": "k", field: value}],
             }
         )
+
+
+def raw_call(gateway, headers: list[tuple[str, str]]) -> httpx.Response:
+    """A call whose headers may repeat (a proxy or middleware adding a line), which the official
+    clients' header mappings cannot send."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
+    return httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers=[("authorization", f"Bearer {KEY}"), *headers],
+    )
+
+
+def test_a_tags_header_sent_on_two_lines_keeps_both(start_gateway) -> None:
+    """HTTP reads a comma-separated header sent twice as one list (RFC 9110, 5.3): the second
+    line's tag is charged too, never dropped, so its tag budget applies (26 of 30, then 402)."""
+    keys = [{"key": KEY, "name": "test-key", "project": "demo", "allow_client_tags": True}]
+    arm = {"name": "arm-b", "scope": "tag:arm", "id": "b", "meter": "total_tokens", "limit": 30}
+    gateway = start_gateway(budgets=[arm], keys=keys)
+    lines = [("x-tokenward-tags", "exp=1"), ("x-tokenward-tags", "arm=b")]
+    assert raw_call(gateway, lines).status_code == 200
+    denied = raw_call(gateway, lines)
+    assert denied.status_code == 402, denied.text
+    assert denied.json()["error"]["budget"]["budget"] == "arm-b"
+    (event,) = gateway.observer().events()
+    assert dict(event.subject.tags) == {"exp": "demo/1", "arm": "demo/b"}
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([("x-tokenward-tags", "arm=a, arm=b")], "tag arm given twice"),
+        ([("x-tokenward-tags", "arm=a"), ("x-tokenward-tags", "arm=b")], "tag arm given twice"),
+        ([("x-tokenward-session", "s-1"), ("x-tokenward-session", "s-2")], "different values"),
+        ([("x-tokenward-user", "alice"), ("x-tokenward-user", "bob")], "different values"),
+    ],
+)
+def test_one_attribution_given_two_values_is_refused(start_gateway, lines, message) -> None:
+    """Which of two values would be charged is a guess; a 400 says so instead of dropping one."""
+    keys = [{"key": KEY, "name": "test-key", "project": "demo", "allow_client_tags": True,
+             "allow_user_override": True}]  # fmt: skip
+    gateway = start_gateway(keys=keys)
+    refused = raw_call(gateway, lines)
+    assert refused.status_code == 400, refused.text
+    assert message in refused.json()["error"]["message"]
+    assert gateway.observer().events() == []

@@ -23,7 +23,9 @@ from tests.ledger.backends import BACKENDS, POSTGRES_URL, drop_postgres_schema, 
 from tokenward.clock import ManualClock
 from tokenward.core.budgets import Subject
 from tokenward.ledger import Ledger, open_ledger
+from tokenward.ledger.postgres.schema import SCHEMA_VERSION as PG_VERSION
 from tokenward.ledger.records import EVENT_LOOKUPS
+from tokenward.ledger.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T1 = datetime(2025, 6, 2, 12, 0, 5, tzinfo=UTC)  # five seconds after the fixture was written
@@ -55,6 +57,8 @@ def _check(ledger: Ledger) -> None:
     assert ledger.reservation(reservation.id).forwarded  # type: ignore[union-attr]
     assert ledger.join_lease("session:s-new", "w1", ttl=timedelta(seconds=30)) is False
     assert ledger.leave_lease("session:s-new", "w1") is False
+    # issue 18: a secret shared by every process (made once, then the same), clamps recorded
+    assert ledger.secret("dashboard") == ledger.secret("dashboard") != ledger.secret("other")
 
 
 @pytest.mark.sqlite
@@ -67,9 +71,9 @@ def test_a_sqlite_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path) -
 
         conn = sqlite3.connect(path)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SQLITE_VERSION
             columns = {row[1] for row in conn.execute("PRAGMA table_info(usage_events)")}
-            assert "disputed" in columns
+            assert {"disputed", "clamped_by"} <= columns  # issue 14, issue 18
             for key in EVENT_LOOKUPS:  # the lookup the ledger runs, found by its index, not a scan
                 plan = conn.execute(
                     "EXPLAIN QUERY PLAN SELECT data FROM usage_events "
@@ -84,12 +88,12 @@ def test_a_sqlite_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path) -
         ledger.close()
 
 
-def _load_dump(schema: str) -> None:
-    """Load the branch point's dump under ``schema`` (its own name replaced; psql's meta-commands
+def _load_dump(schema: str, name: str = "ledger_pg_v1.sql", written_as: str = "tw_fixture_v1") -> None:
+    """Load a fixture's dump under ``schema`` (its own name replaced; psql's meta-commands
     dropped, the rest run as plain SQL)."""
-    text = (FIXTURES / "ledger_pg_v1.sql").read_text()
+    text = (FIXTURES / name).read_text()
     lines = [line for line in text.splitlines() if not line.startswith("\\")]
-    script = "\n".join(lines).replace("tw_fixture_v1", schema)
+    script = "\n".join(lines).replace(written_as, schema)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(script)  # type: ignore[arg-type]
         conn.execute("SELECT pg_catalog.set_config('search_path', 'public', false)")
@@ -108,7 +112,7 @@ def test_a_postgres_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path)
                 versions = conn.execute(
                     f'SELECT version FROM "{schema}".tokenward_migrations ORDER BY 1'
                 ).fetchall()
-                assert [v for (v,) in versions] == [1, 2]
+                assert [v for (v,) in versions] == list(range(1, PG_VERSION + 1))
                 conn.execute(f'SET search_path TO "{schema}"')
                 conn.execute("SET enable_seqscan = off")  # a few rows: a scan would be cheaper
                 for key in EVENT_LOOKUPS:  # the lookup the ledger runs can use its index
@@ -118,6 +122,75 @@ def test_a_postgres_ledger_of_the_branch_point_migrates_in_place(tmp_path: Path)
                     ).fetchall()
                     assert f"usage_events_{key}" in str(plan), plan
             _check(ledger)
+        finally:
+            ledger.close()
+    finally:
+        drop_postgres_schema(url)
+
+
+def _check_v6(ledger: Ledger, columns: set[str]) -> None:
+    """Issue 15/16's migration (SQLite 6, PostgreSQL 3) on a ledger written by main before it: the
+    old events read back with no tool-definition count (unknown, never 0), and denials work."""
+    assert "tool_definition_tokens" in columns
+    assert [b.name for b in ledger.budgets()] == ["alice-usd", "each-session", "each-user"]
+    events = {e.request_id: e for e in ledger.events()}
+    assert sorted(events) == ["chg-bob", "req-disputed", "req-settled"]
+    assert all(e.tool_definition_tokens is None for e in events.values())
+    assert ledger.denials() == []
+    from tests.ledger.test_denials import ALICE as DENIED
+    from tests.ledger.test_denials import _denial, _exceeded
+
+    ledger.record_denial(_denial(_exceeded(), DENIED, T1, "req-refused"))
+    assert [d.request_id for d in ledger.denials()] == ["req-refused"]
+
+
+@pytest.mark.sqlite
+def test_a_sqlite_ledger_of_main_before_issue_15_migrates_to_6(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.db"
+    shutil.copy(FIXTURES / "ledger_v5.sqlite", path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    conn.close()
+    ledger = open_ledger(f"sqlite:///{path}", clock=ManualClock(T1))
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SQLITE_VERSION
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(usage_events)")}
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            assert {"denials", "idempotency"} <= tables
+        finally:
+            conn.close()
+        _check_v6(ledger, columns)
+    finally:
+        ledger.close()
+
+
+@pytest.mark.postgres
+def test_a_postgres_ledger_of_main_before_issue_15_migrates_to_3(tmp_path: Path) -> None:
+    require_available(BACKENDS["postgres"])
+    schema = f"tw_t{uuid.uuid4().hex[:12]}"
+    url = f"{POSTGRES_URL}?schema={schema}&spool={tmp_path / 'spool.db'}"
+    _load_dump(schema, "ledger_pg_v2.sql", "tw_fixture_v2")
+    try:
+        ledger = open_ledger(url, clock=ManualClock(T1))
+        try:
+            with psycopg.connect(POSTGRES_URL) as conn:
+                versions = conn.execute(
+                    f'SELECT version FROM "{schema}".tokenward_migrations ORDER BY 1'
+                ).fetchall()
+                assert [v for (v,) in versions] == list(range(1, PG_VERSION + 1))
+                columns = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                        "AND table_name = 'usage_events'",
+                        (schema,),
+                    )
+                }
+            _check_v6(ledger, columns)
         finally:
             ledger.close()
     finally:

@@ -127,7 +127,7 @@ def test_a_version_2_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
 
     ledger = SQLiteLedger(f"sqlite:///{path}")
     try:
-        assert _user_version(path) == SCHEMA_VERSION == 5
+        assert _user_version(path) == SCHEMA_VERSION
         budget = ledger.get_budget("each-user")
         assert budget is not None and (budget.action, len(budget.thresholds)) == ("clamp", 3)
         assert [i.subject_id for i in ledger.instances("each-user")] == ["alice"]  # backfilled
@@ -140,8 +140,9 @@ def test_a_version_2_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
 
 def test_an_admit_and_a_settle_take_a_fixed_handful_of_statements(tmp_path: Path) -> None:
     """The hot path: BEGIN, reap, revisions, read balances, insert reservation, write balances,
-    COMMIT (7); BEGIN, reservation, insert event, its state, revisions, read, write, COMMIT (8);
-    whatever the number of budgets that apply (here three)."""
+    COMMIT (7); BEGIN, reservation, insert event, its daily rollup rows (issue 18: one statement),
+    its state, revisions, read, write, COMMIT (9); whatever the number of budgets that apply (here
+    three)."""
     from decimal import Decimal
 
     from tokenward.core.budgets import Budget, Subject
@@ -167,7 +168,7 @@ def test_an_admit_and_a_settle_take_a_fixed_handful_of_statements(tmp_path: Path
         ledger._conn().set_trace_callback(statements.append)
         call("measured")
         ledger._conn().set_trace_callback(None)
-        assert len(statements) == 15, statements
+        assert len(statements) == 16, statements
     finally:
         ledger.close()
 

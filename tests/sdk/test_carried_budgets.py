@@ -176,3 +176,74 @@ def test_the_lease_is_renewed_while_calls_come_and_its_budget_goes_when_they_sto
         assert ledger.get_budget(budget.name) is None
 
     asyncio.run(run())
+
+
+def test_a_budget_header_sent_on_two_lines_carries_both(start_gateway) -> None:
+    """A second ``x-tokenward-session-budget`` line (a proxy adding one) is a second budget, never
+    dropped: here ``requests=1`` refuses the second call although the first line allows plenty."""
+    gateway = start_gateway(keys=ALLOWED)
+    headers = [
+        ("authorization", f"Bearer {KEY}"),
+        ("x-tokenward-session", "s-2l"),
+        ("x-tokenward-session-budget", "total_tokens=100000"),
+        ("x-tokenward-session-budget", "requests=1"),
+    ]
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
+    url = f"{gateway.url}/v1/chat/completions"
+    assert httpx.post(url, json=body, headers=headers).status_code == 200
+    denied = httpx.post(url, json=body, headers=headers)
+    assert denied.status_code == 402, denied.text
+    assert denied.json()["error"]["budget"]["budget"] == "session=demo/s-2l:requests"
+
+
+def test_a_session_may_carry_a_per_model_budget_beside_an_overall_one(start_gateway) -> None:
+    """``total_tokens=30;models=gpt-4o`` and ``total_tokens=100000`` were "named alike" (the
+    gateway names carried budgets, and refuses ``;name=``), so no session could carry both. The
+    gpt-4o one refuses the second gpt-4o call; gpt-4o-mini is counted by the overall one only."""
+    gateway = start_gateway(keys=ALLOWED)
+    guard = tokenward.Guard("memory://")
+    client = wrapped(gateway, guard)
+    with guard.session("s-m", budget=["total_tokens=30;models=gpt-4o", "total_tokens=100000"]):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
+        with pytest.raises(tokenward.BudgetExceeded) as denied:
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
+        call(client)  # gpt-4o-mini
+    assert denied.value.budget == "session=demo/s-m:total_tokens:models=gpt-4o"
+
+
+def test_an_sdk_session_refuses_two_budgets_named_alike() -> None:
+    """Both short forms are named ``session=s-1:total_tokens``: one silently replaced the other."""
+    guard = tokenward.Guard("memory://")
+    with (
+        pytest.raises(tokenward.ConfigError, match="named alike"),
+        guard.session("s-1", budget=["total_tokens=100/day", "total_tokens=1000"]),
+    ):
+        pass
+    with guard.session("s-1", budget=["total_tokens=100;models=gpt-5", "total_tokens=1000"]) as session:
+        assert sorted(b.name for b in session.budgets) == [
+            "session=s-1:total_tokens",
+            "session=s-1:total_tokens:models=gpt-5",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("total_tokens=1e1000000", "below 1e31"),  # overflowed the decimal context: a 500
+        ("total_tokens=1e-1000000", "decimal places"),  # a million digits in the 402 message
+        ("total_tokens=30/rolling:2000000d", "at most 36500d"),  # overflowed timedelta: a 500
+        ("total_tokens=30;thresholds=NaN%", "threshold 'NaN%'"),  # an uncaught InvalidOperation: a 500
+    ],
+)
+def test_a_carried_budget_the_ledger_cannot_hold_is_a_400(start_gateway, spec, message) -> None:
+    gateway = start_gateway(keys=ALLOWED)
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 20}
+    headers = {
+        "authorization": f"Bearer {KEY}",
+        "x-tokenward-session": "s-x",
+        "x-tokenward-session-budget": spec,
+    }
+    refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers)
+    assert refused.status_code == 400, refused.text[:300]
+    assert message in refused.json()["error"]["message"]
+    assert gateway.observer().events() == []

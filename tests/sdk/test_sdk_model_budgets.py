@@ -25,7 +25,7 @@ def test_a_session_budget_for_one_model_and_the_degrade_case(fake) -> None:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
         with pytest.raises(tokenward.BudgetExceeded) as denied:
             plain.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
-        assert denied.value.budget == "session=s-1:total_tokens"
+        assert denied.value.budget == "session=s-1:total_tokens:models=gpt-4o"
         reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=20)
         assert reply.model == "gpt-4o-mini"  # degraded, and admitted: the budget counts gpt-4o only
         (balance,) = [b for b in guard.balances() if b.budget.models]

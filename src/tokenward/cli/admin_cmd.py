@@ -157,7 +157,9 @@ def budgets_set(
         typer.Argument(help=escape("SCOPE[=ID]:METER=LIMIT[/WINDOW], e.g. user=alice:cost_usd=5/day.")),
     ],
     name: Annotated[str | None, typer.Option(help="The budget's name (default: the spec).")] = None,
-    mode: Annotated[str, typer.Option(help="hard, soft or shadow.")] = "hard",
+    mode: Annotated[
+        str | None, typer.Option(help="hard, soft or shadow (default: the spec's, else hard).")
+    ] = None,
     models: Annotated[
         str | None,
         typer.Option(help="Only calls to these models count: names or patterns, e.g. 'gpt-5,claude-*'."),
@@ -170,17 +172,20 @@ def budgets_set(
     """Create or replace a budget."""
     from tokenward.core.budgets import parse_budget_spec
 
-    budget = parse_budget_spec(spec).to_dict()
+    # --models as part of the spec, so the default name tells per-model budgets apart
+    budget = parse_budget_spec(spec if models is None else f"{spec};models={models}").to_dict()
     budget["name"] = name or budget["name"]
-    budget["mode"] = mode
-    if models is not None:
-        budget["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if mode is not None:
+        budget["mode"] = mode
     data = _call("POST", "/admin/budgets", gateway, admin_key, budget, ledger, creates=True)
     if as_json:
         print_json(data)
     else:
         scope = data["scope"] + (f"={data['subject_id']}" if data.get("subject_id") else " (each)")
-        out.print(f"budget {escape(data['name'])} set: {escape(scope)} {data['meter']} limit {data['limit']}")
+        only = f" (models {', '.join(data['models'])} only)" if data.get("models") else ""
+        out.print(
+            f"budget {escape(data['name'])} set: {escape(scope)} {data['meter']} limit {data['limit']}{escape(only)}"
+        )
     _warn_if_config_owned(data["name"], "changed", gateway, admin_key, ledger)
 
 

@@ -64,11 +64,28 @@ def events_command(
     org: Annotated[str | None, typer.Option(help="Only this org's calls.")] = None,
     last: Annotated[int, typer.Option(help="Show the last N events.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the events as a JSON array.")] = False,
+    denials: Annotated[
+        bool,
+        typer.Option(
+            "--denials",
+            help="List the calls budgets refused instead (402/429 at the gateway, BudgetExceeded in the "
+            "SDK); a flood is one line per subject, budget and minute with its count.",
+        ),
+    ] = False,
+    budget: Annotated[str | None, typer.Option(help="With --denials: only this budget's refusals.")] = None,
 ) -> None:
-    """List recorded usage events (one per call), newest last."""
+    """List recorded usage events (one per call), newest last; ``--denials``: refused calls."""
+    subject = _subject(user, session, project, key, agent, task, team, org)
+    if denials:
+        if last < 1:
+            raise ConfigError(f"--last must be at least 1, got {last}")
+        _denials(ledger, subject, budget, last, as_json)
+        return
+    if budget is not None:
+        raise ConfigError("--budget filters refused calls: add --denials")
     store = open_existing_ledger(ledger)
     try:
-        events = store.events(subject=_subject(user, session, project, key, agent, task, team, org))[-last:]
+        events = store.events(subject=subject)[-last:]
     finally:
         store.close()
     if as_json:
@@ -94,6 +111,54 @@ def events_command(
         )
     out.print(table)
     out.print("~ marks a cost that rests partly on tokenward's own count", style="dim")
+
+
+def _denials(ledger: str, subject: Subject, budget: str | None, last: int, as_json: bool) -> None:
+    store = open_existing_ledger(ledger)
+    try:
+        found = list(
+            reversed(store.denials(subject=subject if subject.to_dict() else None, budget=budget, limit=last))
+        )
+    finally:
+        store.close()
+    if as_json:
+        print_json([d.to_dict() for d in found])
+        return
+    table = Table(
+        title=f"last {len(found)} denials in {ledger} ({sum(d.count for d in found)} refused calls)"
+    )
+    for column in (
+        "at (UTC)",
+        "subject",
+        "budget",
+        "meter",
+        "model",
+        "needed",
+        "used / limit",
+        "count",
+        "request",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("needed", "count") else "left", overflow="fold"
+        )
+    for d in found:
+        who = " ".join(f"{k}={v}" for k, v in d.subject.to_dict().items() if k != "tags")
+        figures = "" if d.limit is None else f"{plain(d.used or 0)} / {plain(d.limit)}"
+        table.add_row(
+            d.at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(who),
+            escape(d.budget) + ("" if d.reason == "budget_exceeded" else f" ({d.reason})"),
+            d.meter or "",
+            escape(d.model or ""),
+            "" if d.requested is None else plain(d.requested),
+            figures,
+            f"{d.count}{'+' if d.aggregated else ''}",
+            escape(d.request_id or ""),
+        )
+    out.print(table)
+    out.print(
+        "count N+ folds a flood: the refusals of one subject, budget and minute past the rate", style="dim"
+    )
 
 
 def balances_command(

@@ -176,6 +176,7 @@ def _register() -> None:
         admin_cmd,
         batch_cmd,
         cost_cmd,
+        dashboard_cmd,
         estimate_cmd,
         import_cmd,
         ledger_cmd,
@@ -194,6 +195,7 @@ def _register() -> None:
     import_cmd.register(app)
     admin_cmd.register(app)
     quarantine_cmd.register(app)
+    dashboard_cmd.register(app)
     batch_cmd.register(app)
 
 

@@ -152,6 +152,19 @@ def _rows(
         source.close()
 
 
+def _denials(ledger: str, since: datetime | None, until: datetime | None, where: Subject | None) -> list[Any]:
+    """The calls budgets refused in the period (the ledger's denials), for the reports that count
+    them."""
+    from tokenward.observe.rows import open_rows
+
+    check_exists(ledger)
+    source = open_rows(ledger)
+    try:
+        return source.denials(since=since, until=until, where=where)
+    finally:
+        source.close()
+
+
 def _write(table: Any, fmt: str, output: Path | None) -> None:
     from tokenward.observe.reports.output import write_table
 
@@ -189,7 +202,15 @@ def chargeback_command(
         dimension(name)  # fail before reading anything
     start, end = _period(since, until, last)
     need = fields_for(dims) | {"cache_read_tokens", "reasoning_tokens"}
-    report = chargeback(_rows(ledger, start, end, _where(where), need), dims, since=start, until=end, top=top)
+    filt = _where(where)
+    report = chargeback(
+        _rows(ledger, start, end, filt, need),
+        dims,
+        since=start,
+        until=end,
+        top=top,
+        denials=_denials(ledger, start, end, filt),
+    )
     _write(report.table(title=f"chargeback by {', '.join(dims)}"), fmt, output)
 
 
@@ -210,6 +231,7 @@ def sessions_command(
     """Session costing: per session (with cost per resolved task), per step, or per task."""
     from tokenward.observe.reports.sessions import (
         SESSION_FIELDS,
+        add_denials,
         session_costs,
         session_steps,
         sessions_table,
@@ -230,7 +252,9 @@ def sessions_command(
             raise ConfigError(f"no calls of session {session!r} in {ledger}")
         _write(steps_table(session, steps), fmt, output)
         return
-    sessions = session_costs(_rows(ledger, start, end, filt, SESSION_FIELDS))
+    sessions = add_denials(
+        session_costs(_rows(ledger, start, end, filt, SESSION_FIELDS)), _denials(ledger, start, end, filt)
+    )
     _write(
         tasks_table(task_costs(sessions.values()), top=top) if tasks else sessions_table(sessions, top=top),
         fmt,

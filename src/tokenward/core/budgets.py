@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from tokenward.core.pricebook import canonical_model
+from tokenward.core.pricebook import canonical_model, model_candidates
 from tokenward.core.pricing import Cost
 from tokenward.core.usage import Usage
 from tokenward.core.windows import NO_WINDOW, Window
@@ -71,8 +72,10 @@ __all__ = [
     "applicable",
     "is_scope",
     "meter_amounts",
+    "models_suffix",
     "parse_budget_spec",
     "parse_short_spec",
+    "short_name",
     "short_spec",
 ]
 
@@ -268,6 +271,11 @@ class Budget:
             raise ConfigError(
                 f"budget {self.name!r}: limit must be a non-negative number, got {self.limit!r}"
             )
+        if not _sized(self.limit):
+            raise ConfigError(
+                f"budget {self.name!r}: limit must be below 1e31 with at most {_PLACES} decimal places, "
+                f"got {self.limit!r}"
+            )
         if self.mode not in ("hard", "soft", "shadow"):
             raise ConfigError(f"budget {self.name!r}: mode must be hard, soft or shadow")
         if self.unpriced not in ("deny", "allow"):
@@ -342,13 +350,16 @@ class Budget:
 
     def covers(self, model: str | None) -> bool:
         """Whether a call sent to ``model`` is one this budget counts: always without ``models``;
-        else when the canonical name of ``model`` matches one of them (``fnmatch``, lower case)."""
+        else when the canonical name of ``model`` matches one of them (``fnmatch``, lower case),
+        or, like price resolution (:func:`~tokenward.core.pricebook.model_candidates`), that name
+        without a trailing date: ``gpt-5`` counts the dated snapshot ``gpt-5-2025-08-07``, while a
+        pattern naming a snapshot counts that snapshot only."""
         if not self.models:
             return True
         if not model:
             return False
-        name = canonical_model(model)
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.models)
+        names = {canonical_model(name) for name in model_candidates(canonical_model(model))}
+        return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in self.models)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (limit and thresholds as decimal strings, the window as its string;
@@ -499,12 +510,30 @@ def _thresholds(value: Any, where: str) -> tuple[Decimal, ...]:
             share = Decimal(text[:-1]) / 100 if text.endswith("%") else _amount(item, f"{where}: threshold")
         except InvalidOperation:
             raise ConfigError(f"{where}: threshold {item!r} is not a number") from None
+        if not share.is_finite() or not _sized(share):  # NaN% is no share; 1e-1000000 no readable one
+            raise ConfigError(
+                f"{where}: threshold {item!r}: write a share (0.8) or a percent ('80%'), "
+                f"at most {_PLACES} decimal places"
+            )
         if share > 10 and not text.endswith("%"):
             raise ConfigError(
                 f"{where}: threshold {item!r} is a share of the limit (0.8 = 80 %); write '{item}%'"
             )
         out.append(share)
     return tuple(out)
+
+
+_PLACES = 18
+
+
+def _sized(number: Decimal) -> bool:
+    """Whether a limit (a threshold) is one the ledger's arithmetic and a person can read: below ``1e31``, with
+    at most :data:`_PLACES` decimal places (``1e1000000`` overflows the decimal context, and
+    ``1e-1000000`` is a million digits in a 402 message)."""
+    exponent = number.as_tuple().exponent
+    if number.is_zero():
+        return isinstance(exponent, int) and -_PLACES <= exponent <= 30
+    return number.adjusted() <= 30 and int(number.normalize().as_tuple().exponent) >= -_PLACES
 
 
 def _whole(value: Any, where: str) -> int | None:
@@ -553,7 +582,8 @@ def parse_budget_spec(spec: str) -> Budget:
     Options: ``mode``, ``action``, ``thresholds`` (``50%,90%``), ``unpriced``, ``week_start``,
     ``name``, ``overrides``, ``on_store_failure``, ``models`` (``gpt-5,claude-*``: the budget
     applies to calls sent to those models only), and the flag ``custom``. The budget is named by
-    the spec without its options unless ``name`` says otherwise.
+    the spec without its options (and with :func:`models_suffix` for ``models``) unless ``name``
+    says otherwise.
 
     Raises:
         ConfigError: the spec does not parse, or names an unknown scope, meter, window or option.
@@ -565,8 +595,9 @@ def parse_budget_spec(spec: str) -> Budget:
             "session:cost_usd=0.50 or task:total_tokens=200000/day"
         )
     options = _spec_options(spec, match["options"])
+    named = options.pop("name", None)
     data: dict[str, Any] = {
-        "name": options.pop("name", None) or spec.strip().partition(";")[0].strip(),
+        "name": named or spec.strip().partition(";")[0].strip(),
         "scope": match["scope"],
         "id": match["id"],
         "meter": match["meter"],
@@ -574,7 +605,21 @@ def parse_budget_spec(spec: str) -> Budget:
         "window": match["window"],
         **options,
     }
-    return _spec_budget(spec, data)
+    budget = _spec_budget(spec, data)
+    if named or not budget.models:
+        return budget
+    return replace(budget, name=budget.name + models_suffix(budget.models))
+
+
+def models_suffix(models: Iterable[str]) -> str:
+    """What a default budget name adds for its ``models``, so per-model budgets written with one
+    spec (``team=search:cost_usd=50/day;models=gpt-5`` and ``...;models=claude-*``) are two
+    budgets, not one replacing the other: ``:models=gpt-5/gpt-5-mini``, or, for patterns a name
+    cannot hold (``claude-*``), ``:models=sha256-`` and 16 hex digits of them."""
+    joined = "/".join(models)
+    if not (_NAME.match(joined) and len(joined) <= 64):
+        joined = "sha256-" + hashlib.sha256(",".join(models).encode()).hexdigest()[:16]
+    return f":models={joined}"
 
 
 _SHORT_SPEC = re.compile(
@@ -586,7 +631,8 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
     """Parse the short form ``METER=LIMIT[/WINDOW][;OPTION=VALUE...]`` of a budget for one scope
     value (an SDK session's or task's own budget): ``total_tokens=50000``,
     ``cost_usd=0.50/day;action=deny``, ``tool_calls=20;custom``. The options are those of
-    :func:`parse_budget_spec`; the budget is named ``SCOPE=ID:METER`` unless ``name`` says otherwise.
+    :func:`parse_budget_spec`; the budget is named ``SCOPE=ID:METER`` (:func:`short_name`) unless
+    ``name`` says otherwise.
 
     Raises:
         ConfigError: the spec does not parse, or names an unknown meter, window or option.
@@ -598,8 +644,9 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
             "or cost_usd=0.50/day;action=deny"
         )
     options = _spec_options(spec, match["options"])
+    named = options.pop("name", None)
     data: dict[str, Any] = {
-        "name": options.pop("name", None) or f"{scope}={subject_id}:{match['meter']}",
+        "name": named or f"{scope}={subject_id}:{match['meter']}",
         "scope": scope,
         "id": subject_id,
         "meter": match["meter"],
@@ -607,7 +654,15 @@ def parse_short_spec(spec: str, *, scope: str, subject_id: str) -> Budget:
         "window": None if match["window"] is None else match["window"].strip(),
         **options,
     }
-    return _spec_budget(spec, data)
+    budget = _spec_budget(spec, data)
+    return budget if named else replace(budget, name=short_name(budget))
+
+
+def short_name(budget: Budget) -> str:
+    """The name a short form gives its budget unless ``name`` says otherwise: ``SCOPE=ID:METER``,
+    and :func:`models_suffix` when it has ``models``."""
+    base = f"{budget.scope}={budget.subject_id}:{budget.meter}"
+    return base + models_suffix(budget.models) if budget.models else base
 
 
 def short_spec(budget: Budget, *, named: bool = True) -> str:
@@ -636,11 +691,7 @@ def short_spec(budget: Budget, *, named: bool = True) -> str:
         options.append("thresholds=" + ",".join(plain(t) for t in budget.thresholds))
     if budget.models:
         options.append("models=" + ",".join(budget.models))
-    if (
-        named
-        and budget.subject_id is not None
-        and budget.name != f"{budget.scope}={budget.subject_id}:{budget.meter}"
-    ):
+    if named and budget.subject_id is not None and budget.name != short_name(budget):
         options.append(f"name={budget.name}")
     if budget.custom:
         options.append("custom")

@@ -85,6 +85,11 @@ class Estimate:
         family: ``openai``, ``anthropic``, ``gemini`` or ``open`` (which rules were used).
         image_tokens: the images' share of ``raw_tokens``.
         images_unknown_size: images counted at their rule's worst case.
+        tool_definition_tokens: the tool definitions' share of ``input_tokens`` (scaled by
+            ``factor`` as the whole, rounded up): OpenAI's documented ``num_tokens_for_tools``
+            formula, Anthropic's tool-use system prompt plus the definitions' text, Gemini's and
+            Bedrock's definitions' text; 0 for a request that offers no tools, None for an
+            endpoint whose requests carry none (embeddings, completions).
     """
 
     input_tokens: int
@@ -96,6 +101,7 @@ class Estimate:
     family: str = "openai"
     image_tokens: int = 0
     images_unknown_size: int = 0
+    tool_definition_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.raw_tokens < 0:
@@ -104,7 +110,18 @@ class Estimate:
     def scaled(self, factor: Decimal, basis: str) -> Estimate:
         """This estimate with ``raw_tokens x factor`` (rounded up) as its figure."""
         tokens = int((Decimal(self.raw_tokens) * factor).to_integral_value(rounding=ROUND_CEILING))
-        return replace(self, input_tokens=tokens, factor=factor, basis=basis, approximate=True)
+        tools = self.tool_definition_tokens
+        if tools is not None and self.factor:  # the raw share, scaled by the new factor
+            raw = Decimal(tools) / self.factor
+            tools = int((raw * factor).to_integral_value(rounding=ROUND_CEILING))
+        return replace(
+            self,
+            input_tokens=tokens,
+            factor=factor,
+            basis=basis,
+            approximate=True,
+            tool_definition_tokens=tools,
+        )
 
 
 def count_tokens(text: str, encoding_name: str = "o200k_base") -> int:
@@ -144,6 +161,13 @@ class _Counter:
         self.image_tokens = 0
         self.images_unknown = 0
         self.upper_bound = False
+        self.tool_tokens = 0
+
+    def tool(self, definition: Any) -> None:
+        """Count one tool definition as its text, noting it as the tools' share."""
+        before = self.total
+        self.text(definition)
+        self.tool_tokens += self.total - before
 
     def text(self, value: Any) -> None:
         self.total += count_tokens(_text_of(value), self.enc)
@@ -260,7 +284,7 @@ def _openai_content(counter: _Counter, content: Any) -> None:
 
 
 def _finish(
-    counter: _Counter, exact_tokenizer: bool, factor: Decimal, what: str, exact_note: str
+    counter: _Counter, exact_tokenizer: bool, factor: Decimal, what: str, exact_note: str, tools: bool = True
 ) -> Estimate:
     raw = counter.total
     unknown = (
@@ -283,8 +307,10 @@ def _finish(
             "openai",
             counter.image_tokens,
             counter.images_unknown,
+            counter.tool_tokens if tools else None,
         )
     scaled = int((Decimal(raw) * factor).to_integral_value(rounding=ROUND_CEILING))
+    scaled_tools = int((Decimal(counter.tool_tokens) * factor).to_integral_value(rounding=ROUND_CEILING))
     return Estimate(
         scaled,
         counter.enc,
@@ -295,6 +321,7 @@ def _finish(
         counter.family,
         counter.image_tokens,
         counter.images_unknown,
+        scaled_tools if tools else None,
     )
 
 
@@ -334,6 +361,7 @@ def estimate_openai_chat(
     for key in ("tools", "functions"):
         tokens, covered = _tool_tokens(body.get(key), enc)
         counter.total += tokens
+        counter.tool_tokens += tokens
         counter.upper_bound |= not covered
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("json_schema") is not None:
@@ -382,6 +410,7 @@ def estimate_openai_responses(
             counter.text({k: v for k, v in item.items() if k not in ("id", "status")})
     tokens, _ = _tool_tokens(body.get("tools"), enc)
     counter.total += tokens
+    counter.tool_tokens += tokens
     counter.upper_bound = True  # no documented framing for this API
     estimate = _finish(
         counter, exact, factor, f"no tokenizer known for {model!r}", f"{enc} + chat framing (Responses)"
@@ -407,7 +436,7 @@ def estimate_text_inputs(
         else:
             counter.text(value)
     return _finish(
-        counter, exact, factor, f"no tokenizer known for {model!r}", f"{enc}, {what} text, no framing"
+        counter, exact, factor, f"no tokenizer known for {model!r}", f"{enc}, {what} text, no framing", False
     )
 
 
@@ -476,8 +505,9 @@ def estimate_anthropic_messages(
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
         counter.total += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
+        counter.tool_tokens += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
         for tool in tools:
-            counter.text(tool)
+            counter.tool(tool)
     return _finish(counter, False, factor, "Claude's tokenizer is not public", "")
 
 
@@ -521,7 +551,7 @@ def estimate_gemini(
     tools = body.get("tools")
     if isinstance(tools, list):
         for tool in tools:
-            counter.text(tool)
+            counter.tool(tool)
     return _finish(counter, False, factor, "Gemini's tokenizer is not available offline", "")
 
 
@@ -573,8 +603,9 @@ def estimate_bedrock_converse(
     if isinstance(tools, list) and tools:
         if family == "anthropic":
             counter.total += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
+            counter.tool_tokens += ANTHROPIC_TOOL_SYSTEM_PROMPT_TOKENS
         for tool in tools:
-            counter.text(tool)
+            counter.tool(tool)
     return _finish(counter, False, factor, f"no tokenizer known for {model!r}", "")
 
 
@@ -604,6 +635,7 @@ def estimate_ollama(
             counter.image(size_from_base64(image) if isinstance(image, str) else None)
     tokens, _ = _tool_tokens(body.get("tools"), "o200k_base")
     counter.total += tokens
+    counter.tool_tokens += tokens
     return _finish(counter, False, factor, f"no tokenizer known for {model!r}", "")
 
 

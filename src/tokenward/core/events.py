@@ -30,6 +30,10 @@ STATUSES: tuple[str, ...] = (
 )
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True, slots=True)
 class UsageEvent:
     """What one call used, cost and was charged.
@@ -55,6 +59,10 @@ class UsageEvent:
         metadata: anything else (response id, served model, finish reason, cut-off flag;
             ``disputed`` when the provider's figures were below what tokenward counted, see
             :attr:`disputed`).
+        tool_definition_tokens: the request's tool definitions, in tokens, as the guard's
+            estimator counts them (:attr:`tokenward.core.estimate.Estimate.tool_definition_tokens`):
+            a part of the input tokens; 0 for a call that offered no tools; None when unknown
+            (an event recorded before it was measured, an endpoint without tools).
     """
 
     request_id: str
@@ -73,6 +81,7 @@ class UsageEvent:
     held: Mapping[str, Decimal] = field(default_factory=dict)
     reservation_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    tool_definition_tokens: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "at", utc(self.at))
@@ -119,6 +128,7 @@ class UsageEvent:
             "disputed": self.disputed,
             "reservation_id": self.reservation_id,
             "metadata": dict(self.metadata),
+            "tool_definition_tokens": self.tool_definition_tokens,
         }
 
     @classmethod
@@ -141,6 +151,7 @@ class UsageEvent:
             held={k: Decimal(str(v)) for k, v in (data.get("held") or {}).items()},
             reservation_id=data.get("reservation_id"),
             metadata=dict(data.get("metadata") or {}),
+            tool_definition_tokens=_count(data.get("tool_definition_tokens")),
         )
 
     def to_json(self) -> str:

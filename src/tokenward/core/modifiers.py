@@ -46,6 +46,7 @@ __all__ = [
     "claude_version",
     "normalise_geo",
     "normalise_speed",
+    "vertex_uplifted",
 ]
 
 CACHE_TTLS = ("5m", "1h")
@@ -167,6 +168,17 @@ def builtin_geo_multiplier(model: str, geo: str | None) -> Decimal | None:
     if version is not None and version < _GEO_FROM:
         return Decimal(1)
     return US_ONLY_MULTIPLIER
+
+
+def vertex_uplifted(model: str) -> bool:
+    """Whether Claude ``model`` costs more on a Vertex AI regional endpoint than on the global one:
+    from Claude Sonnet 4.5 on, 10 % more
+    (:data:`~tokenward.core.pricebook.VERTEX_REGIONAL_UPLIFT`); a Claude id whose version cannot be
+    read is taken as a newer one (the dearer reading). Not Claude: False."""
+    if "claude" not in model.lower():
+        return False
+    version = claude_version(model)
+    return version is None or version >= (4, 5)
 
 
 def per_grounded_prompt(model: str) -> bool:

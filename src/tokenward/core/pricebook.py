@@ -40,6 +40,13 @@ Lookup order for a call: the provider's own rows (the call's provider, then the 
 the model id's prefix), then ``models``, then genai-prices, then the built-in rows; within each,
 every name candidate.
 
+Cloud platforms (:meth:`PriceBook.derive`): calls through Azure OpenAI are priced at the
+``azure`` rows (the override file's ``providers.azure`` section, then genai-prices' own Azure
+rows) where there is one; genai-prices' Azure table otherwise falls back on the OpenAI row, which
+is Azure's *global* deployment price ("prices for Regional models are often slightly higher",
+genai-prices' Azure notes): such a price is multiplied by the deployment's ``price_multiplier``
+and marked estimated.
+
 Prices that change over time (genai-prices' dated rows, DeepSeek's time-of-day rows) are looked
 up at the call's instant; cached lookups are keyed by the rule that was active, so an off-peak and
 a peak call of the same day never share a cached price.
@@ -52,7 +59,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -74,6 +81,7 @@ from tokenward.errors import ConfigError, UnpricedCall
 __all__ = [
     "PER_TOKEN_SANITY_BOUND_USD",
     "UNKNOWN_MODEL_POLICIES",
+    "VERTEX_REGIONAL_UPLIFT",
     "PriceBook",
     "PriceContext",
     "UnknownModel",
@@ -306,6 +314,7 @@ class PriceBook:
         )
         """Every service tier an override row prices (for holds at the dearest tier)."""
         self._cache: dict[tuple[Any, ...], Price | None] = {}
+        self._derived: dict[str, tuple[str, Decimal, bool]] = {}
         self._genai_models: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
 
@@ -321,6 +330,35 @@ class PriceBook:
             return self._trust[provider.lower()]
         return self._trust[None]
 
+    def derive(
+        self, name: str, base: str, multiplier: Decimal | int | str = 1, *, own_rows_too: bool = False
+    ) -> None:
+        """Price calls made under the provider id ``name`` (``azure:<deployment>``) at ``base``'s
+        own rows (``azure``) when it has one for the model, else at the row ``base`` falls back
+        on (genai-prices' ``fallback_model_providers``, e.g. OpenAI's for Azure) times
+        ``multiplier``, marked ``estimated``. With ``own_rows_too`` the multiplier is a documented
+        surcharge on every row (not estimated): Vertex AI's regional endpoints for Claude. The
+        provider ids ``azure`` (itself, 1) and ``google:regional`` (``google``, 1.1 on every row)
+        are known without being registered.
+
+        Raises:
+            ConfigError: a multiplier that is not a positive number.
+        """
+        try:
+            factor = Decimal(str(multiplier))
+        except ArithmeticError:
+            factor = Decimal(0)
+        if not factor.is_finite() or factor <= 0:
+            raise ConfigError(f"price_multiplier of {name!r} must be a positive number, got {multiplier!r}")
+        with self._lock:
+            self._derived[name.lower()] = (base.lower(), factor, own_rows_too)
+
+    def _derivation(self, provider: str | None) -> tuple[str, Decimal, bool] | None:
+        if provider is None:
+            return None
+        key = provider.lower()
+        return self._derived.get(key) or _BUILTIN_DERIVED.get(key)
+
     def resolve(
         self,
         model: str,
@@ -331,6 +369,10 @@ class PriceBook:
     ) -> Price | None:
         """The price row for ``model``, or None when no source knows it.
 
+        A provider registered with :meth:`derive` (and ``azure``) is priced at its base
+        platform's own row, else at the row the platform falls back on times its multiplier
+        (``estimated``).
+
         Args:
             model: the model id as a client or provider wrote it.
             provider: a provider id hint (``openai``, ``anthropic``, ``openrouter``...), e.g. the
@@ -340,6 +382,14 @@ class PriceBook:
             served: the model the response names, when it differs; tried before ``model`` within
                 each source, so an override row for either name wins over genai-prices.
         """
+        derivation = self._derivation(provider)
+        if derivation is not None:
+            return self._derived_price(model, derivation, context, served)
+        return self._resolve(model, provider, context, served)
+
+    def _resolve(
+        self, model: str, provider: str | None, context: PriceContext | None, served: str | None
+    ) -> Price | None:
         context = context or PriceContext()
         names = tuple(dict.fromkeys(n for n in (served, model) if n))
         key = (
@@ -405,6 +455,34 @@ class PriceBook:
         price = self.resolve(model, provider=provider, context=context)
         context = context or PriceContext()
         return price_usage(usage, price, cache_write_ttl=context.cache_write_ttl, image=context.image)
+
+    def _derived_price(
+        self,
+        model: str,
+        derivation: tuple[str, Decimal, bool],
+        context: PriceContext | None,
+        served: str | None,
+    ) -> Price | None:
+        base, factor, own_rows_too = derivation
+        price = self._resolve(model, base, context, served)
+        if price is None:
+            return None
+        if own_rows_too:
+            return _scaled(price, factor, estimated=price.estimated, label="regional_uplift")
+        if self._own_row(price, base):
+            return price
+        return _scaled(price, factor)
+
+    def _own_row(self, price: Price, base: str) -> bool:
+        """Whether ``price`` is ``base``'s own row (not one it falls back on)."""
+        if price.source == "override":
+            return price.provider == base
+        if price.source != "genai-prices":
+            return False
+        from genai_prices.data_snapshot import get_snapshot
+
+        own = next((p for p in get_snapshot().providers if p.id == base), None)
+        return own is not None and any(m.id == price.model for m in own.models)
 
     def _lookup_overrides(
         self, names: tuple[str, ...], provider: str | None, context: PriceContext
@@ -563,6 +641,38 @@ class PriceBook:
         with self._lock:
             self._cache[key] = price
         return price
+
+
+VERTEX_REGIONAL_UPLIFT = Decimal("1.1")
+"""Claude on Vertex AI's regional (and multi-region) endpoints costs 10 % more than on the global
+endpoint, from Claude Sonnet 4.5 on ("Regional endpoints include a 10% pricing premium over
+global endpoints", https://platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai,
+read 2026-12-07)."""
+
+_BUILTIN_DERIVED: dict[str, tuple[str, Decimal, bool]] = {
+    "azure": ("azure", Decimal(1), False),
+    "google:regional": ("google", VERTEX_REGIONAL_UPLIFT, True),
+}
+"""Provider ids priced as :meth:`PriceBook.derive` rules without being registered."""
+
+
+def _scaled(
+    price: Price, factor: Decimal, *, estimated: bool = True, label: str = "price_multiplier"
+) -> Price:
+    """``price`` with every token rate times ``factor``: marked estimated by default (a fallback
+    row scaled by a configured guess), else a documented surcharge recorded under ``label``."""
+
+    def rate(value: Rate) -> Rate:
+        if isinstance(value, Tiered):
+            return Tiered(value.base * factor, tuple((start, p * factor) for start, p in value.tiers))
+        return value * factor
+
+    return replace(
+        price,
+        rates={k: rate(v) for k, v in price.rates.items()},
+        estimated=estimated,
+        modifiers={**price.modifiers, label: str(factor)},
+    )
 
 
 def _builtin_price(names: tuple[str, ...]) -> Price | None:

@@ -47,12 +47,15 @@ _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
+_MAX_DURATION = 36500 * 86400  # seconds: 100 years
+
+
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
     """A duration from ``"90s"``, ``"15m"``, ``"5h"``, ``"1h30m"``, ``"7d"``, ``"2w"``, a number of
     seconds, or a ``timedelta``.
 
     Raises:
-        ConfigError: not a positive whole number of seconds.
+        ConfigError: not a positive whole number of seconds, or longer than 100 years.
     """
     if isinstance(text, timedelta):
         seconds = text.total_seconds()
@@ -68,6 +71,8 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
         seconds = float(sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
     if seconds < 1 or seconds != int(seconds):
         raise ConfigError(f"duration {text!r}: must be a whole number of seconds, at least 1")
+    if seconds > _MAX_DURATION:  # a longer one overflows timedelta and datetime arithmetic
+        raise ConfigError(f"duration {text!r}: at most 36500d (100 years)")
     return timedelta(seconds=int(seconds))
 
 

@@ -52,6 +52,14 @@ class FakeSettings:
         max_recorded: how many received requests ``GET /_fake/requests`` keeps (oldest dropped).
         embedding_dimensions: length of the vectors of ``/v1/embeddings`` when the request does not
             ask for ``dimensions``.
+        azure_identity_secret: the ``X-IDENTITY-HEADER`` value the fake's Azure managed-identity
+            token endpoint accepts (None: it issues no tokens); see :mod:`tokenward.fake.azure`.
+        google_service_account_key: the PEM public key of the service account whose signed JWTs
+            the fake's Google OAuth token endpoint accepts (None: it issues no tokens); see
+            :mod:`tokenward.fake.vertex`.
+        aws_access_key_id / aws_secret_access_key: the AWS credentials whose SigV4 signatures the
+            fake's Bedrock routes accept (no secret: SigV4 is not checked); see
+            :mod:`tokenward.fake.bedrock`.
 
     Raises:
         ConfigError: a negative count or delay, ``chunk_tokens`` or ``max_recorded`` below 1.
@@ -64,6 +72,10 @@ class FakeSettings:
     api_key: str | None = None
     max_recorded: int = 1000
     embedding_dimensions: int = 1536
+    azure_identity_secret: str | None = None
+    google_service_account_key: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
 
     def __post_init__(self) -> None:
         minimums = {

@@ -22,6 +22,12 @@ Routes:
 * any other ``/v1/...`` or ``/v1beta/...`` path: 404 in the provider's error shape (Google's
   under ``/v1beta/`` and for ``/v1/models/<model>:<method>``, Anthropic's under
   ``/v1/messages`` or with ``anthropic-version``, else OpenAI's);
+* Azure OpenAI's layouts (``/openai/deployments/{deployment}/...``, ``/openai/v1/...``) and a
+  managed-identity token endpoint (:mod:`tokenward.fake.azure`);
+* Bedrock Runtime's Converse and InvokeModel paths, binary event streams included, with SigV4
+  checked (:mod:`tokenward.fake.bedrock`);
+* Vertex AI's publisher-model paths (Gemini, and Claude's ``rawPredict``/``streamRawPredict``) and
+  an OAuth token endpoint (:mod:`tokenward.fake.vertex`);
 * ``GET /healthz``: ``{"status": "ok"}``;
 * ``GET /_fake/tally``: what the fake generated per request (:mod:`tokenward.fake.tally`);
   ``DELETE /_fake/tally`` forgets it;
@@ -63,6 +69,8 @@ from tokenward.errors import ValidationError
 from tokenward.fake import (
     anthropic_count_tokens,
     anthropic_messages,
+    azure,
+    bedrock,
     gemini,
     gemini_caches,
     openai_chat,
@@ -70,6 +78,7 @@ from tokenward.fake import (
     openai_embeddings,
     openai_media,
     openai_responses,
+    vertex,
 )
 from tokenward.fake import (
     conversations as fake_conversations,
@@ -440,6 +449,95 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    identity = azure.AzureIdentity(settings.azure_identity_secret)
+
+    def azure_route(endpoint: _Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        """An OpenAI endpoint on Azure's URL layout, behind Azure's gate (:mod:`tokenward.fake.azure`)."""
+
+        async def handle(request: Request) -> Response:
+            deployment = request.path_params.get("deployment")
+            parse = endpoint.parse
+            routed = replace(
+                endpoint,
+                check_key=identity.check,
+                parse=lambda body: parse(azure.with_deployment(body, deployment)),
+            )
+            return await provider_call(request, routed)
+
+        return handle
+
+    async def azure_identity(request: Request) -> Response:
+        record(request, None)
+        return identity.token(request)
+
+    gate = bedrock.BedrockGate(settings.aws_access_key_id, settings.aws_secret_access_key, settings.api_key)
+
+    def bedrock_call(converse: bool, stream: bool) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            model = request.path_params["model_id"]
+            shape = bedrock.converse_body if converse else bedrock.invoke_body
+            parse = _MESSAGES.parse
+            endpoint = replace(
+                _MESSAGES,
+                check_key=gate.check,
+                parse=lambda body: parse(shape(body, model, stream)),
+                error=lambda status, message, *rest: bedrock.aws_error(status, message),
+            )
+            return bedrock.rewritten(await provider_call(request, endpoint), converse)
+
+        return handle
+
+    bedrock_routes = [
+        Route("/model/{model_id}/converse", bedrock_call(True, False), methods=["POST"]),
+        Route("/model/{model_id}/converse-stream", bedrock_call(True, True), methods=["POST"]),
+        Route("/model/{model_id}/invoke", bedrock_call(False, False), methods=["POST"]),
+        Route("/model/{model_id}/invoke-with-response-stream", bedrock_call(False, True), methods=["POST"]),
+    ]
+
+    tokens = vertex.GoogleTokens(settings.google_service_account_key)
+
+    async def vertex_gemini(request: Request) -> Response:
+        model, _, method = request.path_params["target"].partition(":")
+        if not model or method not in gemini.METHODS:
+            return await unknown(request)
+        alt = request.query_params.get("alt")
+        endpoint = replace(
+            _GEMINI, check_key=tokens.check, parse=lambda body: gemini.parse_request(body, model, method, alt)
+        )
+        return await provider_call(request, endpoint)
+
+    async def vertex_claude(request: Request) -> Response:
+        target = request.path_params["target"]
+        parse = _MESSAGES.parse
+        endpoint = replace(
+            _MESSAGES, check_key=tokens.check, parse=lambda body: parse(vertex.claude_body(body, target))
+        )
+        return await provider_call(request, endpoint)
+
+    where = "/projects/{project}/locations/{location}/publishers"
+    vertex_routes = [
+        Route("/_fake/google/token", tokens.token, methods=["POST"]),
+        *(
+            Route(f"/{v}{where}/google/models/{{target}}", vertex_gemini, methods=["POST"])
+            for v in ("v1", "v1beta1")
+        ),
+        Route(f"/v1{where}/anthropic/models/{{target}}", vertex_claude, methods=["POST"]),
+    ]
+
+    azure_routes = [
+        Route("/_fake/azure/identity", azure_identity, methods=["GET"]),
+        Route("/openai/deployments/{deployment}/chat/completions", azure_route(_CHAT), methods=["POST"]),
+        Route("/openai/deployments/{deployment}/completions", azure_route(_COMPLETIONS), methods=["POST"]),
+        Route(
+            "/openai/deployments/{deployment}/embeddings", azure_route(embeddings_endpoint), methods=["POST"]
+        ),
+        Route("/openai/responses", azure_route(_RESPONSES), methods=["POST"]),
+        Route("/openai/v1/chat/completions", azure_route(_CHAT), methods=["POST"]),
+        Route("/openai/v1/completions", azure_route(_COMPLETIONS), methods=["POST"]),
+        Route("/openai/v1/embeddings", azure_route(embeddings_endpoint), methods=["POST"]),
+        Route("/openai/v1/responses", azure_route(_RESPONSES), methods=["POST"]),
+    ]
+
     async def requests(request: Request) -> Response:
         if request.method == "DELETE":
             received.clear()
@@ -487,6 +585,9 @@ def create_app(settings: FakeSettings | None = None) -> Starlette:
             ),
             Route("/v1beta/models/{target}", gemini_call, methods=["POST"]),
             Route("/v1/models/{target}", gemini_call, methods=["POST"]),
+            *azure_routes,
+            *vertex_routes,
+            *bedrock_routes,
             Route("/v1/{rest:path}", unknown, methods=[*_ANY]),
             Route("/v1beta/{rest:path}", unknown, methods=[*_ANY]),
         ]

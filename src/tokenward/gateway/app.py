@@ -19,7 +19,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import tokenward
@@ -29,6 +29,7 @@ from tokenward.errors import ConfigError
 from tokenward.files import load_prices
 from tokenward.gateway.admin import admin_routes
 from tokenward.gateway.auth import presented_key
+from tokenward.gateway.clouds import upstream_auth
 from tokenward.gateway.config import GatewayConfig, UpstreamConfig
 from tokenward.gateway.config_budgets import sync_config_budgets
 from tokenward.gateway.errors import GatewayError, error_response
@@ -37,6 +38,8 @@ from tokenward.gateway.relay import GatewayState, own_headers, passthrough, prox
 from tokenward.guard import AsyncGuard
 from tokenward.guard.wire.endpoints import (
     AnthropicMessages,
+    BedrockConverse,
+    BedrockInvoke,
     Endpoint,
     Gemini,
     GeminiCachedContents,
@@ -75,8 +78,11 @@ class _ClientFactory:
     in-process fake (``provider: fake`` without ``base_url``), the fake on a loopback socket
     (started on first use, stopped with the gateway), else a plain pooled client."""
 
-    def __init__(self, transports: Mapping[str, httpx.AsyncBaseTransport] | None) -> None:
+    def __init__(
+        self, transports: Mapping[str, httpx.AsyncBaseTransport] | None, credentials: Mapping[str, Any] | None
+    ) -> None:
         self.transports = dict(transports or {})
+        self.credentials = dict(credentials or {})
         self.fake: Any = None
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
@@ -87,7 +93,8 @@ class _ClientFactory:
 
                 self.fake = BackgroundFake().start()
             transport = self.fake.transport(_LIMITS)
-        return httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS, transport=transport)
+        auth = upstream_auth(upstream, self.credentials.get(upstream.name))  # cloud platforms sign
+        return httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS, transport=transport, auth=auth)
 
     def reuse(
         self, upstreams: Sequence[UpstreamConfig], before: GatewayConfig, old: Mapping[str, httpx.AsyncClient]
@@ -148,6 +155,9 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     """
     config = GatewayConfig.load(path)
     await sync_config_budgets(state.guard.ledger, config.budgets)
+    for upstream in config.upstreams:
+        for name, base, factor in upstream.price_rules():
+            state.guard.prices.derive(name, base, factor)
     warn_missing_keys(config)
     old = state.clients
     clients = state.factory.reuse(config.upstreams, state.config, old)
@@ -227,6 +237,7 @@ def create_app(
     observers: Sequence[object] = (),
     metrics: ASGIApp | None = None,
     config_path: str | Path | None = None,
+    credentials: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """Build the gateway app.
 
@@ -239,6 +250,8 @@ def create_app(
         observers: watch every admission, denial and settled event
             (:class:`~tokenward.guard.observers.Observer`).
         config_path: the file ``config`` came from; ``SIGHUP`` reloads it without a restart.
+        credentials: a platform credential per upstream name, instead of the platform's standard
+            chain (:func:`tokenward.gateway.clouds.upstream_auth`).
         metrics: an ASGI app served at ``/metrics``, e.g.
             :meth:`tokenward.observe.Prometheus.asgi_app` (passed as an observer too).
 
@@ -268,7 +281,10 @@ def create_app(
         await sync_config_budgets(store, config.budgets)
         watchers = observing.start(store)
         guard = AsyncGuard(store, prices=prices, settings=config.settings, observers=[*observers, *watchers])
-        factory = _ClientFactory(transports)
+        factory = _ClientFactory(transports, credentials)
+        for upstream in config.upstreams:  # Azure deployments priced at a multiple of their model
+            for name, base, factor in upstream.price_rules():
+                prices.derive(name, base, factor)
         clients = {upstream.name: factory.client(upstream) for upstream in config.upstreams}
         state = GatewayState(config, guard, clients, tokenward.__version__)
         state.factory = factory
@@ -278,9 +294,15 @@ def create_app(
             _reload_on_sighup(state, Path(config_path))
         if on_ready is not None:
             on_ready(state)
+        backfill = contextlib.AsyncExitStack()
+        if config.dashboard_on:
+            from tokenward.gateway.ui import background_backfill
+
+            await backfill.enter_async_context(background_backfill(store))
         try:
             yield
         finally:
+            await backfill.aclose()
             # Shutting down (SIGTERM): uvicorn has stopped accepting and let open streams finish
             # within its grace period; every admitted call still gets settled before we exit.
             left = await state.drain(timeout=30)
@@ -308,8 +330,37 @@ def create_app(
         return Route(path if family != "openai" else "/v1" + path, handle, methods=[method])
 
     gemini = next(e for e in endpoints if isinstance(e, Gemini) and e.path.endswith("{target}"))
+    by_path = {e.path: e for e in endpoints}
+    azure = [  # Azure OpenAI's URL layouts, for openai.AzureOpenAI pointed at the gateway
+        *(
+            route(by_path["/v1" + op], "/openai/deployments/{deployment}" + op)
+            for op in ("/chat/completions", "/completions", "/embeddings")
+        ),
+        route(by_path["/v1/responses"], "/openai/responses"),
+        *(
+            route(by_path["/v1" + op], "/openai/v1" + op)
+            for op in ("/chat/completions", "/completions", "/embeddings", "/responses")
+        ),
+    ]
+    claude = by_path["/v1/messages"]
+    where = "/projects/{project}/locations/{location}/publishers"
+    vertex = [  # Vertex AI's publisher-model paths, for google-genai (vertexai=True) and AnthropicVertex
+        *(route(gemini, f"/{v}{where}/google/models/{{target}}") for v in ("v1", "v1beta1")),
+        *(route(gemini, f"/{v}/publishers/google/models/{{target}}") for v in ("v1", "v1beta1")),
+        route(claude, f"/v1{where}/anthropic/models/{{target}}"),
+    ]
+    converse, invoke = BedrockConverse(), BedrockInvoke()
+    bedrock = [  # Bedrock Runtime's paths, for boto3's bedrock-runtime client and AnthropicBedrock
+        route(converse, "/model/{model_id}/converse"),
+        route(converse, "/model/{model_id}/converse-stream"),
+        route(invoke, "/model/{model_id}/invoke"),
+        route(invoke, "/model/{model_id}/invoke-with-response-stream"),
+    ]
     proxied = [
         *(route(e) for e in endpoints),
+        *azure,
+        *vertex,
+        *bedrock,
         route(gemini, "/v1/models/{target}"),  # google-genai posts under /v1 too
         forward("anthropic", "/v1/messages/count_tokens", "POST"),
         forward("openai", "/models", "GET"),
@@ -331,9 +382,13 @@ def create_app(
         metrics = observing.prometheus.asgi_app()
     guarded = not config.observe.prometheus_public
     extra = [] if metrics is None else [Route("/metrics", _Endpoint(metrics, guarded), methods=["GET"])]
-    routes = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
+    routes: list[BaseRoute] = [*proxied, *admin_routes(reload_config), Route("/healthz", healthz), *extra]
+    if config.dashboard_on:
+        from tokenward.gateway.ui import ui_routes
+
+        routes += ui_routes()
     handlers = {404: _http_error, 405: _http_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -349,3 +404,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     dialect = "gemini" if request.url.path.startswith("/v1beta/") else "openai-chat"
     headers = {**own_headers(new_id("req"), tokenward.__version__), **(getattr(exc, "headers", None) or {})}
     return error_response(dialect, error, headers)
+

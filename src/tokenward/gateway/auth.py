@@ -30,15 +30,30 @@ from tokenward.core.budgets import Subject
 from tokenward.gateway.config import GatewayConfig, KeyConfig, tag_pair
 from tokenward.gateway.errors import GatewayError
 
-__all__ = ["authenticate", "authenticate_any", "body_user", "presented_key", "subject_for"]
+__all__ = [
+    "authenticate",
+    "authenticate_any",
+    "authenticate_sigv4",
+    "body_user",
+    "header_values",
+    "list_header",
+    "presented_key",
+    "signed_with_sigv4",
+    "subject_for",
+]
 
 _VALUE = re.compile(r"^[\w.:@/\-]{1,200}$")
 
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
     """The key a request presents: ``Authorization: Bearer <key>``, ``x-api-key: <key>``
-    (Anthropic's header), or ``x-goog-api-key: <key>`` / ``?key=<key>`` (Gemini's)."""
-    presented = headers.get("x-api-key", "").strip() or headers.get("x-goog-api-key", "").strip()
+    (Anthropic's header), ``api-key: <key>`` (Azure OpenAI's), or ``x-goog-api-key: <key>`` /
+    ``?key=<key>`` (Gemini's)."""
+    presented = (
+        headers.get("x-api-key", "").strip()
+        or headers.get("api-key", "").strip()
+        or headers.get("x-goog-api-key", "").strip()
+    )
     auth = headers.get("authorization", "")
     if not presented and auth[:7].lower() == "bearer ":
         presented = auth[7:].strip()
@@ -104,9 +119,63 @@ async def authenticate_any(
     )
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def signed_with_sigv4(headers: Mapping[str, str]) -> bool:
+    """Whether a request presents an AWS SigV4 signature (boto3 and the other AWS SDKs)."""
+    return headers.get("authorization", "").startswith("AWS4-HMAC-SHA256")
+
+
+def authenticate_sigv4(
+    method: str, url: str, headers: Mapping[str, str], body: bytes, config: GatewayConfig
+) -> KeyConfig:
+    """The virtual key whose SigV4 secret signed the request: its access key id is the key's
+    name (:attr:`KeyConfig.sigv4_secret`), the signature recomputed with botocore
+    (:func:`tokenward.guard.wire.sigv4.verify_sigv4`).
+
+    Raises:
+        GatewayError: 401 naming what is wrong (no secret is ever echoed).
+    """
+    from tokenward.guard.wire.sigv4 import SigV4Problem, verify_sigv4
+
+    signing = {k.name: k for k in config.keys if k.sigv4_secret}
+    try:
+        name = verify_sigv4(
+            method, url, headers, body, lambda akid: signing[akid].sigv4_secret if akid in signing else None
+        )
+    except SigV4Problem as problem:
+        raise GatewayError(
+            401, f"SigV4 signature refused: {problem}", type="authentication_error", code="invalid_signature"
+        ) from None
+    return signing[name]
+
+
+def header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of header ``name``: a header sent on several lines has several (a plain
+    mapping, one at most)."""
+    getlist = getattr(headers, "getlist", None)
+    if getlist is not None:
+        return list(getlist(name))
     value = headers.get(name)
-    if value is None or value == "":
+    return [] if value is None else [value]
+
+
+def list_header(headers: Mapping[str, str], name: str) -> str | None:
+    """A comma-separated header (``x-tokenward-tags``, ``x-tokenward-session-budget``) sent on
+    several lines, joined by commas as HTTP defines it (RFC 9110, 5.3), so no line is dropped;
+    None when absent."""
+    values = header_values(headers, name)
+    return ", ".join(values) if values else None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    values = {v for v in header_values(headers, name) if v != ""}
+    if len(values) > 1:
+        raise GatewayError(
+            400,
+            f"header {name} sent with different values ({', '.join(sorted(values))}); send one",
+            param=name,
+        )
+    value = values.pop() if values else None
+    if value is None:
         return None
     if not _VALUE.match(value):
         raise GatewayError(400, f"header {name}: use 1-200 letters, digits and _.:@/-", param=name)
@@ -135,7 +204,7 @@ def _tags(headers: Mapping[str, str], key: KeyConfig) -> tuple[tuple[str, str], 
     """
     project = key.subject.get("project")
     own = dict(Subject(project=project, tags=key.tags).namespaced().tags)
-    header = headers.get(_TAGS_HEADER)
+    header = list_header(headers, _TAGS_HEADER)
     if header is None or not header.strip():
         return tuple(sorted(own.items()))
     if not key.allow_client_tags:
@@ -153,6 +222,8 @@ def _tags(headers: Mapping[str, str], key: KeyConfig) -> tuple[tuple[str, str], 
             if not eq:
                 raise ValueError(f"{item.strip()!r} is not NAME=VALUE")
             name, value = tag_pair(name.strip(), value.strip())
+            if added.get(name, value) != value:
+                raise ValueError(f"tag {name} given twice ({added[name]!r}, {value!r})")
         except ValueError as exc:
             raise GatewayError(
                 400, f"header {_TAGS_HEADER}: {exc} (expected NAME=VALUE, ...)", param=_TAGS_HEADER

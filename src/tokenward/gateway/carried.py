@@ -34,8 +34,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tokenward.core.budgets import Budget, Subject, parse_short_spec
+from tokenward.core.budgets import Budget, Subject, models_suffix, parse_short_spec, short_name
 from tokenward.errors import ConfigError
+from tokenward.gateway.auth import list_header
 from tokenward.gateway.config import KeyConfig
 from tokenward.gateway.errors import GatewayError
 from tokenward.ledger.leases import describe_budgets
@@ -77,7 +78,7 @@ def carried_budgets(
     """
     out = []
     for scope, header in HEADERS.items():
-        value = headers.get(header)
+        value = list_header(headers, header)
         if value is None or not value.strip():
             continue
         if not key.allow_client_budgets:
@@ -108,7 +109,7 @@ def carried_budgets(
                     f"{header}: a carried budget only adds a limit; overrides is not allowed",
                     param=header,
                 )
-            if budget.name != f"{scope}={owner}:{budget.meter}":
+            if budget.name != short_name(budget):
                 raise GatewayError(
                     400, f"{header}: a carried budget is named by the gateway; drop ;name=", param=header
                 )
@@ -126,10 +127,12 @@ def carried_budgets(
 
 def carried_name(budget: Budget) -> str:
     """The name the gateway gives a carried budget: ``session=demo/s-1:total_tokens``, and the
-    window after a ``/`` when it has one (``task=t-1:cost_usd/day``), so a session may carry one
-    budget per meter and window. A client never names it, so it cannot replace another budget."""
+    window after a ``/`` when it has one (``task=t-1:cost_usd/day``), and its models when it has
+    some (:func:`~tokenward.core.budgets.models_suffix`), so a session may carry one budget per
+    meter, window and models. A client never names it, so it cannot replace another budget."""
     base = f"{budget.scope}={budget.subject_id}:{budget.meter}"
-    return base if str(budget.window) == "none" else f"{base}/{budget.window}"
+    base = base if str(budget.window) == "none" else f"{base}/{budget.window}"
+    return base + models_suffix(budget.models) if budget.models else base
 
 
 @dataclass

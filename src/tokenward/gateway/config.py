@@ -5,6 +5,7 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
     ledger: sqlite:///tokenward.db       # where budgets, holds and usage events live
     prices: prices.yaml                  # price overrides, over the pinned genai-prices table
     denial_status: 402                   # or 429
+    idempotency_ttl_seconds: 86400       # how long an Idempotency-Key's answer is replayed
     defaults:
       max_output_tokens: 1024            # the output bound when a request sets none
       min_output_tokens: 16              # a budget that cannot pay for this much denies
@@ -17,12 +18,30 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
       server_tool_input_tokens: 8000     # prompt tokens held for each use's results
     upstreams:                           # tried in order; the first whose models match serves
       - name: local-fake
-        provider: fake                   # fake | openai | anthropic | openai-compatible
+        provider: fake                   # fake | openai | anthropic | gemini | openai-compatible | azure
         base_url: http://127.0.0.1:9100  # fake without base_url runs in-process
         api_key_env: OPENAI_API_KEY      # the provider key, read from the environment
         models: ["*"]                    # glob patterns of model names
         bound_non_streamed: stream       # stream (default) | trust: see UpstreamConfig
         service_tier: default            # the tier it serves calls naming none at (else: dearest)
+      - name: azure-east                 # Azure OpenAI (docs/gateway.md, "Cloud platforms")
+        provider: azure
+        base_url: https://my-resource.openai.azure.com
+        api_version: 2024-10-21          # the deployments surface; omitted: the v1 surface
+        auth: api-key                    # api-key (api_key_env) | entra (azure-identity)
+        api_key_env: AZURE_OPENAI_API_KEY
+        deployments:                     # deployment name -> the model it runs
+          gpt4o-prod: gpt-4o
+          gpt4o-eu: {model: gpt-4o, price_multiplier: 1.1}
+      - name: vertex                     # Google Vertex AI: Gemini and Claude
+        provider: vertex
+        project: my-project
+        location: us-east5               # or global; the base URL follows it
+        models: ["gemini-*", "claude-*"]
+      - name: bedrock                    # Amazon Bedrock: Converse, and InvokeModel for Claude
+        provider: bedrock
+        region: us-east-1                # base URL https://bedrock-runtime.<region>.amazonaws.com
+        auth: sigv4                      # sigv4 (the AWS credential chain) | api-key (api_key_env)
     keys:                                # virtual keys clients use instead of provider keys
       - key: tw-demo-key                 # or key_sha256: <hex digest of the key>
         name: demo
@@ -32,6 +51,8 @@ Shape (every key but ``upstreams`` and ``keys`` is optional)::
         tags: {cost_center: cc-42}       # tags every call of the key carries (tag:NAME budgets)
         allow_client_tags: false         # may clients add tags (x-tokenward-tags: arm=b)?
         allow_client_budgets: false      # may clients carry session/task budgets (the SDK's)?
+    dashboard: true                      # /ui (default: on when admin_keys is set)
+    dashboard_secret: null               # signs its cookies (default: kept in the ledger)
     budgets:
       - {name: per-session, scope: session, meter: total_tokens, limit: 50000}
       - {name: alice-daily, scope: user, id: alice, meter: cost_usd, limit: 5, window: day}
@@ -45,22 +66,27 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from tokenward.core.budgets import Budget
+from tokenward.core.modifiers import vertex_uplifted
 from tokenward.errors import ConfigError
 from tokenward.files import load_mapping
 from tokenward.gateway.observing import ObserveConfig, parse_observe
 from tokenward.guard import GuardSettings
+from tokenward.guard.wire.azure import azure_deployments
 from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints.billable import requested_tier
 
 __all__ = [
+    "AUTH_MODES",
     "PROVIDERS",
     "AdminKeyConfig",
+    "Deployment",
     "GatewayConfig",
     "KeyConfig",
     "UpstreamConfig",
@@ -91,7 +117,30 @@ PROVIDERS: dict[str, ProviderKind] = {
     "anthropic": ProviderKind("https://api.anthropic.com", frozenset({"anthropic"})),
     "gemini": ProviderKind("https://generativelanguage.googleapis.com", frozenset({"gemini"})),
     "fake": ProviderKind("", frozenset({"openai", "anthropic", "gemini"}), "/v1"),
+    "azure": ProviderKind("", frozenset({"openai"})),
+    "vertex": ProviderKind("", frozenset({"gemini", "anthropic"})),
+    "bedrock": ProviderKind("", frozenset({"bedrock"})),
 }
+
+AUTH_MODES = {"azure": ("api-key", "entra"), "vertex": ("adc",), "bedrock": ("sigv4", "api-key")}
+"""How each cloud upstream kind authenticates to its platform (the first is the default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """An Azure OpenAI deployment: its name, the model it runs, and how its price relates to the
+    model's global (OpenAI) price when the price table has no Azure row of its own.
+
+    Attributes:
+        name: the deployment name (in Azure URLs, and the ``model`` clients send).
+        model: the model it runs (prices, tokenizer and events use it).
+        price_multiplier: the factor on the fallback (OpenAI) row; None for 1. Regional and
+            data-zone deployments cost more than global ones (genai-prices' Azure notes).
+    """
+
+    name: str
+    model: str
+    price_multiplier: Decimal | None = None
 
 
 _FAMILY_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
@@ -125,6 +174,12 @@ class UpstreamConfig:
     models: tuple[str, ...] = ("*",)
     bound_non_streamed: str = "stream"
     service_tier: str | None = None
+    deployments: tuple[Deployment, ...] = ()
+    api_version: str | None = None
+    auth: str | None = None
+    project: str | None = None
+    location: str | None = None
+    region: str | None = None
 
     def serves(self, family: str, model: str) -> bool:
         """Whether this upstream speaks the API ``family`` and serves ``model``."""
@@ -132,19 +187,59 @@ class UpstreamConfig:
             fnmatch.fnmatchcase(model, p) for p in self.models
         )
 
+    def deployment(self, name: str) -> Deployment | None:
+        """The Azure deployment called ``name``, or None."""
+        return next((d for d in self.deployments if d.name == name), None)
+
+    def deployment_of(self, model: str) -> str | None:
+        """The first Azure deployment running ``model``, or None."""
+        return next((d.name for d in self.deployments if d.model == model), None)
+
+    def served_model(self, name: str) -> str:
+        """The model a call naming ``name`` runs: an Azure deployment's model, else ``name``."""
+        found = self.deployment(name)
+        return found.model if found is not None else name
+
     def url(self, family: str, path: str) -> str:
         """The full URL of ``path`` (relative to the family's base) on this upstream."""
         base = (self.base_url or "http://fake.invalid").rstrip("/")
+        if self.provider == "azure":  # its routes without a deployment (gateway/clouds/azure.py)
+            if self.api_version is None:
+                return f"{base}/openai/v1{path}"
+            return f"{base}/openai{path}?api-version={self.api_version}"
         prefix = PROVIDERS[self.provider].openai_prefix if family == "openai" else ""
         return base + prefix + path
 
-    def pricing_provider(self, family: str) -> str:
+    def pricing_provider(self, family: str, model: str | None = None) -> str:
         """The provider whose prices apply to calls of ``family`` here: the upstream's own kind,
         or for the fake provider the family's real provider (``openai``, ``anthropic``,
-        ``google``), so its calls are priced like the real ones."""
+        ``google``), so its calls are priced like the real ones. An Azure deployment with a
+        ``price_multiplier`` is priced as ``azure:<upstream>/<deployment>``
+        (:meth:`~tokenward.core.pricebook.PriceBook.derive`, registered by :meth:`price_rules`)."""
+        if self.provider == "vertex":
+            regional = self.location not in (None, "global")
+            if regional and family == "anthropic" and model is not None and vertex_uplifted(model):
+                return "google:regional"
+            return "google"
+        if self.provider == "azure":
+            found = self.deployment(model) if model is not None else None
+            if found is not None and found.price_multiplier is not None:
+                return f"azure:{self.name}/{found.name}"
+            return "azure"
+        if self.provider == "bedrock":
+            return "aws"
         if self.provider == "fake":
             return _FAMILY_PROVIDERS[family]
         return "google" if self.provider == "gemini" else self.provider
+
+    def price_rules(self) -> list[tuple[str, str, Decimal]]:
+        """(provider id, base platform, multiplier) of each priced deployment, for
+        :meth:`~tokenward.core.pricebook.PriceBook.derive`."""
+        return [
+            (f"azure:{self.name}/{d.name}", "azure", d.price_multiplier)
+            for d in self.deployments
+            if d.price_multiplier is not None
+        ]
 
     def api_key(self) -> str | None:
         """The provider key from the environment, or None."""
@@ -158,6 +253,18 @@ class UpstreamConfig:
             return (
                 f"upstream {self.name!r}: the environment variable {self.api_key_env} (its api_key_env) "
                 "is not set, so its calls go without a provider key and will likely be refused (401)"
+            )
+        if self.provider == "vertex" or (self.provider == "bedrock" and self.auth == "sigv4"):
+            return None  # the platform's credential chain (gateway/clouds)
+        if not self.api_key_env and self.provider == "bedrock":
+            return (
+                f"upstream {self.name!r} (bedrock, auth: api-key) has no api_key_env (a Bedrock API "
+                "key, e.g. AWS_BEARER_TOKEN_BEDROCK), so its calls will likely be refused (403)"
+            )
+        if not self.api_key_env and self.provider == "azure" and self.auth != "entra":
+            return (
+                f"upstream {self.name!r} (azure, auth: api-key) has no api_key_env, so its calls go "
+                "without an api-key and will likely be refused (401); or set auth: entra"
             )
         if not self.api_key_env and self.provider in ("openai", "anthropic", "gemini"):
             return (
@@ -183,6 +290,9 @@ class KeyConfig:
         allow_client_budgets: whether clients may carry budgets for their own session or task
             (``x-tokenward-session-budget`` / ``x-tokenward-task-budget``: what the SDK's
             ``guard.session(budget=...)`` sends; see :mod:`tokenward.gateway.carried`).
+        sigv4_secret: the secret with which boto3 (or another AWS SDK) signs requests for this
+            key, its access key id being the key's ``name`` (``sigv4_secret`` or
+            ``sigv4_secret_env`` in the file); None: the key cannot sign.
     """
 
     name: str
@@ -192,6 +302,7 @@ class KeyConfig:
     tags: tuple[tuple[str, str], ...] = ()
     allow_client_tags: bool = False
     allow_client_budgets: bool = False
+    sigv4_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +339,19 @@ class GatewayConfig:
     degrade: Degrade = field(default_factory=lambda: Degrade(marked_only=True))
     retry_horizon_seconds: int = 60
     disconnect_grace_seconds: float = 5.0
+    idempotency_ttl_seconds: int = 86400
+    """How long the answer of a request sent with an ``Idempotency-Key`` is replayed to repeats
+    (:mod:`tokenward.gateway.idempotency`); 0 turns the header off (it is ignored)."""
+    dashboard: bool | None = None
+    """Serve the dashboard at ``/ui``: None (the default) means on when ``admin_keys`` is set."""
+    dashboard_secret: str | None = None
+    """The key signing the dashboard's session cookies; None: one made once and kept in the
+    ledger (``Ledger.secret``), so every worker and replica shares it."""
+
+    @property
+    def dashboard_on(self) -> bool:
+        """Whether ``/ui`` is served: ``dashboard`` if set, else whether there are admin keys."""
+        return bool(self.admin_keys) if self.dashboard is None else self.dashboard
 
     def upstream_for(self, family: str, model: str) -> UpstreamConfig | None:
         """The first upstream that speaks ``family`` and serves ``model``."""
@@ -287,6 +411,9 @@ class GatewayConfig:
             "degrade",
             "retry_horizon_seconds",
             "disconnect_grace_seconds",
+            "idempotency_ttl_seconds",
+            "dashboard",
+            "dashboard_secret",
         }
         unknown = set(data) - known
         if unknown:
@@ -327,7 +454,22 @@ class GatewayConfig:
             degrade=_degrade(data.get("degrade")),
             retry_horizon_seconds=_number(data, "retry_horizon_seconds", 60, int),
             disconnect_grace_seconds=_number(data, "disconnect_grace_seconds", 5.0, float),
+            idempotency_ttl_seconds=_number(data, "idempotency_ttl_seconds", 86400, int),
+            dashboard=_dashboard(data.get("dashboard")),
+            dashboard_secret=_dashboard_secret(data.get("dashboard_secret")),
         )
+
+
+def _dashboard(raw: Any) -> bool | None:
+    if raw is not None and not isinstance(raw, bool):
+        raise ConfigError(f"dashboard must be true or false, got {raw!r}")
+    return raw
+
+
+def _dashboard_secret(raw: Any) -> str | None:
+    if raw is not None and (not isinstance(raw, str) or len(raw) < 32):
+        raise ConfigError("dashboard_secret must be a string of at least 32 characters")
+    return raw
 
 
 def _degrade(raw: Any) -> Degrade:
@@ -388,17 +530,47 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
     known = {"name", "provider", "base_url", "api_key_env", "models", "bound_non_streamed", "service_tier"}
+    cloud = {
+        "azure": {"deployments", "api_version", "auth"},
+        "vertex": {"project", "location", "auth"},
+        "bedrock": {"region", "auth"},
+    }.get(str(raw.get("provider", "")), set())
+    known |= cloud
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     provider = str(raw.get("provider", ""))
     if provider not in PROVIDERS:
         raise ConfigError(f"{where}.provider: {provider!r} is not one of {', '.join(PROVIDERS)}")
     base_url = raw.get("base_url") or PROVIDERS[provider].default_base or None
+    if provider == "vertex":
+        for name in ("project", "location"):
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                raise ConfigError(f"{where}.{name} is required for a vertex upstream")
+        location = str(raw["location"])
+        host = (
+            "aiplatform.googleapis.com" if location == "global" else f"{location}-aiplatform.googleapis.com"
+        )
+        base_url = base_url or f"https://{host}"
+    if provider == "bedrock":
+        if not isinstance(raw.get("region"), str) or not raw["region"]:
+            raise ConfigError(f"{where}.region is required for a bedrock upstream (us-east-1...)")
+        base_url = base_url or f"https://bedrock-runtime.{raw['region']}.amazonaws.com"
     if base_url is None and provider != "fake":
         raise ConfigError(f"{where}.base_url is required for provider {provider!r}")
     if base_url is not None and not str(base_url).startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url must start with http:// or https://, got {base_url!r}")
-    models = raw.get("models", ["*"])
+    deployments = _deployments(raw.get("deployments"), where) if "deployments" in cloud else ()
+    if provider == "azure" and not deployments:
+        raise ConfigError(f"{where}.deployments: an azure upstream needs at least one deployment")
+    auth = raw.get("auth")
+    if provider in AUTH_MODES:
+        auth = auth or AUTH_MODES[provider][0]
+        if auth not in AUTH_MODES[provider]:
+            raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_MODES[provider])}, got {auth!r}")
+    api_version = raw.get("api_version")
+    if api_version is not None and (not isinstance(api_version, str | date) or not str(api_version)):
+        raise ConfigError(f"{where}.api_version must be a string such as 2024-10-21")
+    models = raw.get("models", [d.name for d in deployments] or ["*"])
     if isinstance(models, str):
         models = [models]
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
@@ -411,7 +583,24 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         models=tuple(models),
         bound_non_streamed=_bound_mode(raw, where),
         service_tier=_tier(raw.get("service_tier"), f"{where}.service_tier"),
+        deployments=deployments,
+        api_version=None if api_version is None else str(api_version),
+        auth=auth,
+        project=raw.get("project"),
+        location=raw.get("location"),
+        region=raw.get("region"),
     )
+
+
+def _deployments(raw: Any, where: str) -> tuple[Deployment, ...]:
+    """``deployments:`` of an Azure upstream: ``name: model`` or ``name: {model, price_multiplier}``."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"{where}.deployments must map each deployment name to its model")
+    try:
+        parsed = azure_deployments(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.deployments: {exc}") from None
+    return tuple(Deployment(name, model, factor) for name, (model, factor) in parsed.items())
 
 
 def _bound_mode(raw: Mapping[str, Any], where: str) -> str:
@@ -438,7 +627,7 @@ def _key(i: int, raw: Any) -> KeyConfig:
         raise ConfigError(f"{where}: expected a mapping")
     known = {
         "key", "key_sha256", "name", "user", "project", "team", "org", "allow_user_override", "tags",
-        "allow_client_tags", "allow_client_budgets",
+        "allow_client_tags", "allow_client_budgets", "sigv4_secret", "sigv4_secret_env",
     }  # fmt: skip
     if set(raw) - known:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
@@ -446,6 +635,13 @@ def _key(i: int, raw: Any) -> KeyConfig:
     name = str(raw.get("name") or f"key-{digest[:8]}")
     subject = {s: str(raw[s]) for s in ("org", "project", "team", "user") if raw.get(s)}
     _check_project(subject.get("project"), where)
+    secret = raw.get("sigv4_secret")
+    if raw.get("sigv4_secret_env"):
+        secret = os.environ.get(str(raw["sigv4_secret_env"]))
+        if not secret:
+            raise ConfigError(f"{where}.sigv4_secret_env: {raw['sigv4_secret_env']} is not set")
+    if secret is not None and (not isinstance(secret, str) or len(secret) < 8):
+        raise ConfigError(f"{where}.sigv4_secret must be a string of at least 8 characters")
     flags = {}
     for flag in ("allow_user_override", "allow_client_tags", "allow_client_budgets"):
         value = raw.get(flag, False)
@@ -456,7 +652,7 @@ def _key(i: int, raw: Any) -> KeyConfig:
         tags = key_tags(raw.get("tags"))
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return KeyConfig(name, digest, subject, tags=tags, **flags)
+    return KeyConfig(name, digest, subject, tags=tags, sigv4_secret=secret, **flags)
 
 
 _TAG_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

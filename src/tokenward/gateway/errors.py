@@ -74,6 +74,20 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
 
+_AWS_ERRORS = {
+    400: "ValidationException",
+    401: "UnrecognizedClientException",
+    402: "BudgetExceededException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+}
+"""AWS error codes of the gateway's statuses on Bedrock's paths (Bedrock Runtime's own names,
+https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html#API_runtime_Converse_Errors;
+402 is tokenward's)."""
+
+
 def error_response(dialect: str, error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The error as a JSON response in the dialect's shape."""
     if dialect == "anthropic-messages":
@@ -85,6 +99,17 @@ def error_response(dialect: str, error: GatewayError, headers: dict[str, str] | 
             inner["code"] = error.code
         inner.update(error.extra)
         body: dict[str, Any] = {"type": "error", "error": inner}
+    elif dialect == "bedrock":  # the AWS JSON protocol: boto3 reads the code from the header
+        body = {"message": error.message, **error.extra}
+        kind = _AWS_ERRORS.get(
+            error.status, "ServiceUnavailableException" if error.status >= 500 else "ValidationException"
+        )
+        if error.code == "budget_exceeded":
+            kind = "BudgetExceededException"
+        return JSONResponse(
+            body, status_code=error.status,
+            headers={**error.headers, **(headers or {}), "x-amzn-errortype": kind},
+        )  # fmt: skip
     elif dialect == "gemini":
         inner = {
             "code": error.status,

@@ -35,13 +35,23 @@ from tokenward.core.decide import Decision
 from tokenward.core.events import UsageEvent
 from tokenward.core.windows import Window
 from tokenward.errors import BudgetExceeded, LedgerError, StoreUnavailable, UnpricedCall, ValidationError
-from tokenward.gateway.auth import authenticate_any, body_user, subject_for
+from tokenward.gateway import idempotency
+from tokenward.gateway.auth import (
+    authenticate_any,
+    authenticate_sigv4,
+    body_user,
+    signed_with_sigv4,
+    subject_for,
+)
 from tokenward.gateway.carried import CarriedBudgets, carried_budgets
-from tokenward.gateway.config import PROVIDERS, GatewayConfig, UpstreamConfig
+from tokenward.gateway.clouds import upstream_content, upstream_url
+from tokenward.gateway.config import AUTH_MODES as CLOUD_AUTH
+from tokenward.gateway.config import PROVIDERS, GatewayConfig, KeyConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
 from tokenward.guard import Admission, AsyncGuard, Outcome
 from tokenward.guard.context import conversation_growth
+from tokenward.guard.wire.azure import content_filtered, filtered_outcome
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.endpoints import Endpoint
 from tokenward.guard.wire.exchange import (
@@ -74,9 +84,14 @@ _HOP_BY_HOP = {
     "proxy-authorization",
     "proxy-connection",
     "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
     "x-api-key",
+    "api-key",
     "x-goog-api-key",
     "cookie",
+    "idempotency-key",  # the gateway answers repeats itself (tokenward.gateway.idempotency)
     "accept-encoding",
     "content-encoding",
 }
@@ -143,6 +158,8 @@ def _upstream_headers(incoming: Mapping[str, str], upstream: UpstreamConfig, fam
     elif family == "gemini":
         if key:
             out["x-goog-api-key"] = key
+    elif upstream.provider in CLOUD_AUTH:
+        pass  # the upstream client's auth hook signs (gateway/clouds)
     elif key:
         out["authorization"] = f"Bearer {key}"
     return out
@@ -256,14 +273,16 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
     try:
         return await _proxy(request, endpoint, state, request_id)
     except GatewayError as exc:
-        return error_response(endpoint.dialect, exc, own)
+        return error_response(endpoint.error_shape or endpoint.dialect, exc, own)
     except (BudgetExceeded, UnpricedCall) as exc:
         denial = _denial(exc, state.config, state.guard.ledger.clock.now())
         fields = {"request_id": request_id, "status": "denied", "http_status": denial.status, **denial.extra}
         log.info("%s denied: %s", request_id, exc, extra={"fields": fields})
-        return error_response(endpoint.dialect, denial, own)
+        return error_response(endpoint.error_shape or endpoint.dialect, denial, own)
     except ValidationError as exc:  # a value the ledger cannot keep (its subject), unknown stored context
-        return error_response(endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own)
+        return error_response(
+            endpoint.error_shape or endpoint.dialect, GatewayError(400, str(exc), param=exc.field), own
+        )
     except LedgerError as exc:
         _log_unavailable(exc)
         error = GatewayError(
@@ -272,7 +291,7 @@ async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Re
             type="api_error",
             code="ledger_unavailable",
         )
-        return error_response(endpoint.dialect, error, own)
+        return error_response(endpoint.error_shape or endpoint.dialect, error, own)
 
 
 _outage_log = Throttle()
@@ -292,6 +311,8 @@ def _log_unavailable(exc: LedgerError) -> None:
 async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
     raw = await request.body()
     try:
+        if "target" in request.path_params and endpoint.family == "anthropic":  # Claude on Vertex AI
+            return prepare_body(endpoint, _vertex_claude(load_body(raw), request.path_params["target"]))
         if "target" in request.path_params:  # Gemini: the model and streaming are in the URL
             body = load_body(raw)
             target = request.path_params.get("target", "")
@@ -303,6 +324,17 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
                 raise GatewayError(400, "streamGenerateContent is served as server-sent events: add ?alt=sse")
             if isinstance(body, dict):
                 body = {**body, "model": model, "stream": stream}
+            return prepare_body(endpoint, body)
+        if "model_id" in request.path_params:  # Bedrock: the model and streaming are in the URL
+            body = load_body(raw)
+            if isinstance(body, dict):
+                stream = request.url.path.endswith(("-stream", "/invoke-with-response-stream"))
+                body = {**body, "model": request.path_params["model_id"], "stream": stream}
+            return prepare_body(endpoint, body)
+        if "deployment" in request.path_params:  # Azure's deployments surface: the model is in the URL
+            body = load_body(raw)
+            if isinstance(body, dict):
+                body = {**body, "model": request.path_params["deployment"]}
             return prepare_body(endpoint, body)
         content_type = request.headers.get("content-type")
         if len(raw) > _LARGE_BODY or (content_type and content_type.lower().startswith("multipart/")):
@@ -317,10 +349,58 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
         raise GatewayError(400, "the request body is not valid JSON", param="body") from None
 
 
+def _vertex_claude(body: Any, target: str) -> Any:
+    """A Vertex ``rawPredict``/``streamRawPredict`` body as the Messages API reads it: the model
+    and streaming from the URL, without Vertex's ``anthropic_version`` (an upstream of another
+    kind would refuse it; a Vertex upstream writes it back).
+
+    Raises:
+        GatewayError: 404 for a method that is not one of the two.
+    """
+    model, _, method = target.rpartition(":")
+    if method not in ("rawPredict", "streamRawPredict") or not model:
+        raise GatewayError(404, f"unknown Vertex AI method {target!r}", code="not_found")
+    if not isinstance(body, dict):
+        return body
+    out = {k: v for k, v in body.items() if k != "anthropic_version"}
+    return {**out, "model": model, "stream": method == "streamRawPredict"}
+
+
 async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, request_id: str) -> Response:
     config = state.config
-    key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
+    if signed_with_sigv4(request.headers):  # boto3: the key's name as access key, its SigV4 secret
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        query = request.scope.get("query_string") or b""
+        url = f"{request.url.scheme}://{request.headers.get('host', '')}{raw.decode('latin-1')}"
+        url += f"?{query.decode('latin-1')}" if query else ""
+        key = authenticate_sigv4(request.method, url, request.headers, await request.body(), config)
+    else:
+        key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
     call = await _body(request, endpoint)
+    holder, stored = await idempotency.begin(
+        request, await request.body(), key, state.guard.ledger, request_id, config.idempotency_ttl_seconds
+    )
+    if stored is not None:  # a repeat of an answered request: its answer again, nothing called
+        return stored
+    if holder is None:
+        return await _forward(request, endpoint, state, request_id, key, call)
+    try:
+        response = await _forward(request, endpoint, state, request_id, key, call)
+    except BaseException:
+        await holder.drop()
+        raise
+    return await holder.capture(response)
+
+
+async def _forward(
+    request: Request,
+    endpoint: Endpoint,
+    state: GatewayState,
+    request_id: str,
+    key: KeyConfig,
+    call: PreparedCall,
+) -> Response:
+    config = state.config
     subject = subject_for(request.headers, key, call.body)
     await state.carried.apply(carried_budgets(request.headers, key, subject))
     attempts = config.attempts(endpoint.family, call.model)
@@ -335,17 +415,23 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
     failures: list[str] = []  # the attempts that failed so far, for the last one's error message
     for index, (model, upstream) in enumerate(attempts):
         attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
-        provider = upstream.pricing_provider(endpoint.family)
+        served, degrade = upstream.served_model(model), config.degrade
+        if served != model:  # an Azure deployment: held, priced and recorded as the model it runs
+            attempt = prepare_body(endpoint, {**attempt.body, "model": served})
+            runnable = {d.model for d in upstream.deployments}  # degrade only to a deployed model
+            degrade = replace(degrade, models={k: v for k, v in degrade.models.items() if v in runnable})
+        provider = upstream.pricing_provider(endpoint.family, model)
         # stored context the ledger does not know (ValidationError) is a 400 (:func:`proxy`)
         attempt, admission, changes = await state.guard.admit_call(
             subject,
             attempt,
             provider,
             request_id=request_id if index == 0 else f"{request_id}-{index + 1}",
-            degrade=config.degrade,
+            degrade=degrade,
             upstream=upstream.name,
             default_tier=upstream.service_tier,
         )
+        target = model if attempt.model == served else upstream.deployment_of(attempt.model)
         state.opened()
         content, wants_usage = upstream_body(attempt, admission, upstream.provider)
         metadata: dict[str, Any] = {"upstream": upstream.name}
@@ -361,11 +447,11 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         last = index + 1 == len(attempts)
         if bounds(attempt, upstream.bound_non_streamed):  # read as a stream, stopped at the hold
             content, _ = upstream_body(streamed(attempt), admission, upstream.provider)
-            exchange = _Exchange(state, streamed(attempt), upstream, admission, request, metadata)
+            exchange = _Exchange(state, streamed(attempt), upstream, admission, request, metadata, target)
             exchange.failures = failures
             response = await exchange.bounded(attempt, content, last)
         else:
-            exchange = _Exchange(state, attempt, upstream, admission, request, metadata)
+            exchange = _Exchange(state, attempt, upstream, admission, request, metadata, target)
             exchange.failures = failures
             response = await (
                 exchange.stream(content, wants_usage, last)
@@ -389,6 +475,7 @@ class _Exchange:
         admission: Admission,
         request: Request,
         metadata: dict[str, Any],
+        target: str | None = None,
     ) -> None:
         self.state = state
         self.call = call
@@ -399,7 +486,14 @@ class _Exchange:
         self.headers = _upstream_headers(request.headers, upstream, call.endpoint.family)
         self.headers["content-type"] = upstream_content_type(call)  # JSON, or a multipart form
         self.client = state.client(upstream)
-        self.url = upstream.url(call.endpoint.family, call.endpoint.upstream_path(call.body))
+        # the model name the upstream knows the call by (an Azure deployment), when not the model
+        self.target = target if target is not None and target != call.model else None
+        if self.target is not None:
+            metadata["deployment"] = self.target
+        path = call.endpoint.upstream_path(call.body)
+        self.url = upstream_url(
+            upstream, call.endpoint.family, path, self.target or call.model, call.body.get("stream") is True
+        )
         self.own = own_headers(admission.request_id, state.version)
         self.settled = False
         self.started = time.monotonic()
@@ -440,13 +534,21 @@ class _Exchange:
             type="api_error",
             code="upstream_timeout" if timed_out else "upstream_error",
         )
-        return error_response(self.call.endpoint.dialect, error, {**self.own, **self._named()})
+        return error_response(
+            self.call.endpoint.error_shape or self.call.endpoint.dialect, error, {**self.own, **self._named()}
+        )
 
     def _named(self) -> dict[str, str]:
         """The header naming the upstream an error answer came from (or that failed)."""
         return {"x-tokenward-upstream": self.upstream.name}
 
     async def _error_status(self, response: httpx.Response, content: bytes, last: bool) -> Response | None:
+        if self.upstream.provider == "azure" and content_filtered(response.status_code, content):
+            # billed by Azure though it reports no usage (tokenward.guard.wire.azure)
+            await self._settle(filtered_outcome(self.admission))
+            return Response(
+                content, 400, headers=_response_headers(response, {**self._headers(None), **self._named()})
+            )
         await self._settle(
             Outcome(None, status="upstream_error", metadata={"http_status": response.status_code})
         )
@@ -473,6 +575,8 @@ class _Exchange:
     async def _open(self, content: bytes, last: bool) -> httpx.Response | Response | None:
         """Send the call upstream and return its answer with the body still to read; or, when
         sending failed, the answer for the client (None: the next attempt may fix it)."""
+        if self.headers.get("content-type") == "application/json":
+            content = upstream_content(self.upstream, self.call.endpoint.family, content, self.target)
         try:
             request = self.client.build_request("POST", self.url, content=content, headers=self.headers)
             return await self.client.send(request, stream=True)
@@ -538,7 +642,7 @@ class _Exchange:
             type="api_error",
             code="upstream_broken",
         )
-        return error_response(self.call.endpoint.dialect, error, self.own)
+        return error_response(self.call.endpoint.error_shape or self.call.endpoint.dialect, error, self.own)
 
     async def bounded(self, call: PreparedCall, content: bytes, last: bool) -> Response | None:
         """A non-streamed call read from the upstream as a stream, stopped at its hold, and
@@ -581,7 +685,9 @@ class _Exchange:
             failure = GatewayError(
                 502, f"upstream {self.upstream.name!r}: {error}", type="api_error", code="upstream_broken"
             )
-            return error_response(call.endpoint.dialect, failure, self._headers(event))
+            return error_response(
+                call.endpoint.error_shape or call.endpoint.dialect, failure, self._headers(event)
+            )
         headers = _response_headers(response, self._headers(event))
         headers.pop("cache-control", None)
         headers["content-type"] = "application/json"
@@ -607,7 +713,8 @@ class _Exchange:
         headers = _response_headers(response, self._headers(None))
         headers["cache-control"] = "no-cache"
         relay = StreamRelay(self.call, self.admission, wants_usage)
-        return _SettledStream(self._pump(response, relay), headers=headers, media_type="text/event-stream")
+        media = self.call.endpoint.stream_media_type
+        return _SettledStream(self._pump(response, relay), headers=headers, media_type=media)
 
     async def _pump(self, response: httpx.Response, relay: StreamRelay) -> AsyncIterator[bytes]:
         """Pass the upstream's bytes through the relay; settle before the client sees the end.
@@ -784,10 +891,9 @@ class _SettledStream(StreamingResponse):
 
     def __init__(self, body: AsyncIterator[bytes], *, headers: Mapping[str, str], media_type: str) -> None:
         super().__init__(body, status_code=200, headers=dict(headers), media_type=media_type)
-        self._iterator = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = self._iterator
+        iterator = self.body_iterator  # as set, or wrapped since (tokenward.gateway.idempotency)
         try:
             async with anyio.create_task_group() as group:
 

@@ -253,6 +253,16 @@ def server_tool_hold(request: RequestFacts, settings: GuardSettings) -> tuple[di
     return uses, sum(uses.values()) * settings.server_tool_input_tokens
 
 
+TOOL_DEFINITION_TOKENS = "tool_definition_tokens"
+"""The admission metadata key the request's tool-definition tokens travel under, to the event's
+own field (:attr:`~tokenward.core.events.UsageEvent.tool_definition_tokens`)."""
+
+
+def _tool_tokens(metadata: dict[str, Any]) -> int | None:
+    value = metadata.pop(TOOL_DEFINITION_TOKENS, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def build_event(
     admission: Admission,
     outcome: Outcome,
@@ -271,6 +281,7 @@ def build_event(
     """
     if outcome.status == "upstream_error" and outcome.usage is None:
         # the provider answered with an error (or never answered): nothing is billed
+        metadata = {**admission.metadata, **outcome.metadata}
         return UsageEvent(
             request_id=admission.request_id,
             at=admission.at,
@@ -282,7 +293,8 @@ def build_event(
             status=outcome.status,
             cost_usd=Decimal(0),
             charged={},
-            metadata={**admission.metadata, **outcome.metadata},
+            tool_definition_tokens=_tool_tokens(metadata),
+            metadata=metadata,
         )
     output_counted, metadata = outcome.output_counted, {**admission.metadata, **outcome.metadata}
     ratio = floor_ratio if floor_ratio is not None else lower_ratio(admission.plan.model)
@@ -342,6 +354,7 @@ def build_event(
     if admission.decision.clamped_by:
         metadata["clamped_by"] = admission.decision.clamped_by
         metadata["max_output_tokens"] = admission.decision.output_tokens
+        metadata["requested_output_tokens"] = admission.plan.max_output_tokens
     return UsageEvent(
         request_id=admission.request_id,
         at=admission.at,
@@ -356,6 +369,7 @@ def build_event(
         price_source=price.source if price else None,
         price_version=price.version if price else None,
         charged=accounting.charged,
+        tool_definition_tokens=_tool_tokens(metadata),
         metadata=metadata,
     )
 

@@ -16,13 +16,14 @@ from typing import Any, TypeVar
 
 from tokenward.core.budgets import Subject
 from tokenward.core.calibration import Calibration
-from tokenward.core.decide import CallPlan
+from tokenward.core.decide import CallPlan, hold_amounts
 from tokenward.core.events import UsageEvent
 from tokenward.core.floor import floor_ratio
 from tokenward.core.pricebook import PriceBook
 from tokenward.errors import BudgetError, ConfigError
 from tokenward.guard.context import context_total, conversation_size, looked_up
 from tokenward.guard.flow import (
+    TOOL_DEFINITION_TOKENS,
     Admission,
     CalibrationCache,
     GuardSettings,
@@ -47,6 +48,7 @@ from tokenward.guard.wire.degrade import Degrade, degrade_body
 from tokenward.guard.wire.exchange import PreparedCall, degraded, prepare_body
 from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tokenward.ledger.base import ThreadedAsyncLedger, new_id
+from tokenward.ledger.records import Denial
 
 __all__ = ["AsyncGuard", "Guard"]
 
@@ -127,6 +129,43 @@ def hold_metadata(plan: CallPlan, endpoint: str | None, provider: str | None) ->
     return out
 
 
+def request_metadata(call: PreparedCall) -> dict[str, Any]:
+    """What the call's event keeps from its request: the endpoint's own (a Responses
+    conversation...) and the tool definitions' tokens as the estimator counted them (issue 16
+    item 8; :attr:`~tokenward.core.events.UsageEvent.tool_definition_tokens`)."""
+    out = call.endpoint.request_metadata(call.body)
+    if call.estimate.tool_definition_tokens is not None:
+        out = {**out, TOOL_DEFINITION_TOKENS: call.estimate.tool_definition_tokens}
+    return out
+
+
+def denial_of(
+    guard: Any,
+    subject: Subject,
+    error: BudgetError,
+    *,
+    plan: CallPlan | None = None,
+    amounts: Mapping[str, Decimal] | None = None,
+    request_id: str | None = None,
+    endpoint: str | None = None,
+    provider: str | None = None,
+) -> Denial:
+    """The :class:`~tokenward.ledger.records.Denial` of a refused call, stamped by the ledger's
+    clock: its estimate is what ``plan`` would have held at its full output bound
+    (:func:`~tokenward.core.decide.hold_amounts`), or the ``amounts`` of a direct charge."""
+    estimate = hold_amounts(plan, plan.max_output_tokens) if plan is not None else dict(amounts or {})
+    return Denial.of(
+        error,
+        subject,
+        guard.ledger.clock.now(),
+        model=plan.model if plan is not None else None,
+        request_id=request_id,
+        estimate=estimate,
+        endpoint=endpoint,
+        provider=provider,
+    )
+
+
 def _with_model(event: UsageEvent) -> UsageEvent:
     """The event with its model in its subject, so per-model budgets apply to a recorded call."""
     subject = event.subject.with_model(event.model) if event.model else event.subject
@@ -178,6 +217,7 @@ class Guard:
         provider: str | None = None,
         upstream: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        record: bool = True,
     ) -> Admission:
         """Decide (clamp the output bound, or deny) and reserve, in one atomic ledger step. The
         reservation is marked forwarded in that same step: a call admitted here goes to a
@@ -188,6 +228,8 @@ class Guard:
         behind the first call of a model and upstream never observed wait for it to settle, up to
         ``settings.admission_wait_seconds``). A call refused only because of amounts held by calls
         in flight waits for them to settle, up to the same time (:mod:`tokenward.guard.waiting`).
+        A refusal (after any wait) is recorded in the ledger as a
+        :class:`~tokenward.ledger.records.Denial` (``record=False``: it is left on the exception as ``denial`` for the caller to record).
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the minimum output.
@@ -208,6 +250,13 @@ class Guard:
         except BudgetError as exc:
             self.calibration.probe_dropped(key, request_id)
             self.observers.deny(subject, plan, exc)
+            denial = denial_of(
+                self, subject, exc, plan=plan, request_id=request_id, endpoint=endpoint, provider=provider
+            )
+            if record:
+                self.record_denial(denial)
+            else:
+                exc.denial = denial  # type: ignore[attr-defined]  # for the caller to record
             raise
         except BaseException:
             self.calibration.probe_dropped(key, request_id)
@@ -366,18 +415,21 @@ class Guard:
         request_id = request_id or new_id("req")
         context = self.stored_context(call)
 
-        def admit(prepared: PreparedCall, rid: str) -> Admission:
+        def admit(prepared: PreparedCall, rid: str, record: bool = True) -> Admission:
             return self.admit(
                 subject, call_plan(prepared, self, provider, held_back, context, default_tier, whole),
                 request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
-                metadata=call.endpoint.request_metadata(call.body),
+                metadata=request_metadata(call), record=record,
             )  # fmt: skip
 
         try:
-            admission = admit(call, request_id)
-        except BudgetError:
+            admission = admit(call, request_id, record=False)
+        except BudgetError as exc:
             rescued, changes = degraded_on_denial(call, degrade)
-            if not changes:
+            if not changes:  # refused for good: recorded (a call degraded instead is not a denial)
+                denial = getattr(exc, "denial", None)
+                if denial is not None:
+                    self.record_denial(denial)
                 raise
             return rescued, admit(rescued, f"{request_id}:degraded"), changes
         cheaper, changes = degraded(call, admission.decision.balances, degrade)
@@ -402,6 +454,9 @@ class Guard:
             )
         except BudgetError as exc:
             self.observers.deny(event.subject, None, exc)
+            self.record_denial(
+                denial_of(self, event.subject, exc, amounts=event.charged, request_id=event.request_id)
+            )
             raise
         stored = self.ledger.settle(reservation.id, event)
         self.observers.settle(stored)
@@ -426,9 +481,21 @@ class Guard:
             stored = self.ledger.charge_meter(subject, amounts, request_id=request_id, metadata=metadata)
         except BudgetError as exc:
             self.observers.deny(subject, None, exc)
+            self.record_denial(denial_of(self, subject, exc, amounts=amounts, request_id=request_id))
             raise
         self.observers.settle(stored)
         return stored
+
+    def record_denial(self, denial: Denial) -> None:
+        """Record a refusal in the ledger (:meth:`Ledger.record_denial`); a ledger that cannot
+        take it is logged, never raised over the refusal itself."""
+        record = getattr(self.ledger, "record_denial", None)
+        if record is None:
+            return
+        try:
+            record(denial)
+        except Exception:
+            log.exception("could not record the denial of %s", denial.request_id)
 
     def close(self) -> None:
         """Stop renewing holds and close the ledger."""
@@ -487,6 +554,7 @@ class AsyncGuard:
         provider: str | None = None,
         upstream: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        record: bool = True,
     ) -> Admission:
         """As :meth:`Guard.admit`."""
         request_id = request_id or new_id("req")
@@ -504,6 +572,13 @@ class AsyncGuard:
         except BudgetError as exc:
             self.calibration.probe_dropped(key, request_id)
             self.observers.deny(subject, plan, exc)
+            denial = denial_of(
+                self, subject, exc, plan=plan, request_id=request_id, endpoint=endpoint, provider=provider
+            )
+            if record:
+                await self.record_denial(denial)
+            else:
+                exc.denial = denial  # type: ignore[attr-defined]  # for the caller to record
             raise
         except BaseException:
             self.calibration.probe_dropped(key, request_id)
@@ -639,18 +714,21 @@ class AsyncGuard:
         request_id = request_id or new_id("req")
         context = await self.stored_context(call)
 
-        async def admit(prepared: PreparedCall, rid: str) -> Admission:
+        async def admit(prepared: PreparedCall, rid: str, record: bool = True) -> Admission:
             return await self.admit(
                 subject, call_plan(prepared, self, provider, held_back, context, default_tier, whole),
                 request_id=rid, endpoint=call.endpoint.dialect, provider=provider, upstream=upstream,
-                metadata=call.endpoint.request_metadata(call.body),
+                metadata=request_metadata(call), record=record,
             )  # fmt: skip
 
         try:
-            admission = await admit(call, request_id)
-        except BudgetError:
+            admission = await admit(call, request_id, record=False)
+        except BudgetError as exc:
             rescued, changes = degraded_on_denial(call, degrade)
-            if not changes:
+            if not changes:  # refused for good: recorded (a call degraded instead is not a denial)
+                denial = getattr(exc, "denial", None)
+                if denial is not None:
+                    await self.record_denial(denial)
                 raise
             return rescued, await admit(rescued, f"{request_id}:degraded"), changes
         cheaper, changes = degraded(call, admission.decision.balances, degrade)
@@ -668,6 +746,9 @@ class AsyncGuard:
             )
         except BudgetError as exc:
             self.observers.deny(event.subject, None, exc)
+            await self.record_denial(
+                denial_of(self, event.subject, exc, amounts=event.charged, request_id=event.request_id)
+            )
             raise
         stored = await self.ledger.settle(reservation.id, event)
         self.observers.settle(stored)
@@ -688,9 +769,20 @@ class AsyncGuard:
             )
         except BudgetError as exc:
             self.observers.deny(subject, None, exc)
+            await self.record_denial(denial_of(self, subject, exc, amounts=amounts, request_id=request_id))
             raise
         self.observers.settle(stored)
         return stored
+
+    async def record_denial(self, denial: Denial) -> None:
+        """As :meth:`Guard.record_denial`."""
+        record = getattr(self.ledger, "record_denial", None)
+        if record is None:
+            return
+        try:
+            await record(denial)
+        except Exception:
+            log.exception("could not record the denial of %s", denial.request_id)
 
     async def close(self) -> None:
         """Stop renewing holds and close the ledger."""

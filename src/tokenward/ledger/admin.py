@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import json
+import secrets
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,25 @@ class AdminRecords(abc.ABC):
     def _query_audit(
         self, since: datetime | None, after: int | None, limit: int | None, project: str | None
     ) -> list[AuditEntry]: ...
+
+    @abc.abstractmethod
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        """Store ``candidate`` as secret ``name`` unless one is stored; return the stored one
+        (called inside a write transaction)."""
+
+    # -- shared secrets --------------------------------------------------------------------------
+    def secret(self, name: str) -> str:
+        """The secret ``name`` shared by every process on this ledger: made once (32 random
+        bytes, URL-safe base64) by whichever process asks first, then read back by all, so every
+        gateway worker and replica signs with the same key (the dashboard's session cookies).
+
+        Raises:
+            ValidationError: an empty name.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError("a secret needs a non-empty name", field="name")
+        with self._transaction():
+            return self._keep_secret(name, secrets.token_urlsafe(32))
 
     # -- keys ----------------------------------------------------------------------------------
     def put_key(self, record: KeyRecord) -> KeyRecord:

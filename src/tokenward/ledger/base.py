@@ -28,6 +28,9 @@ same names (:class:`ThreadedAsyncLedger` provides it for the embedded backends).
   ``leave_lease``: :mod:`tokenward.ledger.leases`); its budgets go when the last lease does.
 * usage events, threshold events, shadow denials, stop markers, adjustments and audit entries
   are never updated or deleted.
+* every call a budget refuses is recorded as a :class:`~tokenward.ledger.records.Denial`
+  (``record_denial``, by the guard); past a rate per subject, budget and minute the rest are
+  folded into one counted record, never dropped (:mod:`tokenward.ledger.denials`).
 * a charge that brings a budget instance's spend in a window to one of its thresholds records a
   :class:`~tokenward.ledger.records.ThresholdEvent` in the same transaction, once per budget,
   instance, window and threshold.
@@ -60,12 +63,15 @@ from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
 )
+from tokenward.ledger.rollups import RollupRow, SessionSummary
 
 __all__ = [
     "DEFAULT_TTL",
@@ -408,12 +414,74 @@ class Ledger(Protocol):
         """Would-be denials of shadow budgets with an id above ``after``, oldest first."""
         ...
 
+    def record_denial(self, denial: Denial) -> Denial:
+        """Record a refused call (past the flood rate, folded into its subject, budget and
+        minute's aggregated record); returns the record as stored (unnumbered when it waits in
+        a spool)."""
+        ...
+
+    def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]:
+        """Recorded denials, newest first, filtered by time (``since`` inclusive, ``until``
+        exclusive), by the scopes and tags set in ``subject`` and by budget name; ``offset``
+        skipped, then at most ``limit`` (None: all).
+
+        Raises:
+            ValidationError: a bad argument.
+        """
+        ...
+
+    def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None:
+        """Claim an ``Idempotency-Key`` (None: claimed, now running for ``request_id``), or the
+        live record holding it (running, or done with its stored answer)."""
+        ...
+
+    def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool:
+        """Store the answer of the request holding an ``Idempotency-Key`` for ``ttl``."""
+        ...
+
+    def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool:
+        """Free an ``Idempotency-Key`` whose request ended without a stored answer."""
+        ...
+
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget."""
         ...
 
     def stop_of(self, subject: Subject) -> StopMarker | None:
         """The marker that ended ``subject``'s session or task, or None."""
+        ...
+
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None
+    ) -> list[RollupRow] | None:
+        """Daily spend rows (:mod:`tokenward.ledger.rollups`) from UTC day ``since`` (``YYYY-MM-DD``)
+        to before ``until``, of one ``project`` when named; None while the events written before
+        the rollups existed are still being rolled up (:meth:`backfill_rollup`)."""
+        ...
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named): calls,
+        tokens, cost, first and last call, last status (:class:`~tokenward.ledger.rollups.SessionSummary`)."""
+        ...
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up one batch of the events written before the rollups existed; 0 when done."""
+        ...
+
+    def secret(self, name: str) -> str:
+        """A random secret shared by every process on this ledger, made on first use."""
         ...
 
     def put_key(self, record: KeyRecord) -> KeyRecord:
@@ -556,8 +624,40 @@ class AsyncLedger(Protocol):
     async def shadow_denials(
         self, after: int | None = None, limit: int | None = 100, *, budget: str | None = None
     ) -> list[ShadowDenial]: ...
+    async def record_denial(self, denial: Denial) -> Denial: ...
+    async def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]: ...
+    async def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None: ...
+    async def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool: ...
+    async def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool: ...
     async def stops(self) -> list[StopMarker]: ...
     async def stop_of(self, subject: Subject) -> StopMarker | None: ...
+    async def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow] | None: ...
+    async def backfill_rollup(self, batch: int = 2000) -> int: ...
+    async def session_summaries(
+        self, since: datetime, project: str | None = None
+    ) -> list[SessionSummary]: ...
+    async def secret(self, name: str) -> str: ...
     async def put_key(self, record: KeyRecord) -> KeyRecord: ...
     async def get_key(self, key_id: str) -> KeyRecord | None: ...
     async def key_by_hash(

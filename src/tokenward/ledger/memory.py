@@ -21,17 +21,21 @@ from tokenward.core.calibration import EstimateStats
 from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
 from tokenward.ledger.base import Reservation
+from tokenward.ledger.denials import DenialQuery, matches, paged
 from tokenward.ledger.records import (
     EVENT_LOOKUPS,
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
 )
+from tokenward.ledger.rollups import RollupRow, SessionSummary, rollup_rows, select_rows, summarise_sessions
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, subject_matches
 from tokenward.ledger.transactional import TransactionalLedger
 from tokenward.numbers import plain
@@ -63,6 +67,10 @@ class MemoryLedger(TransactionalLedger):
         self._thresholds: list[ThresholdEvent] = []
         self._threshold_keys: set[tuple[str, str, str, str]] = set()
         self._shadow: list[ShadowDenial] = []
+        self._denials: list[Denial] = []
+        self._idempotent: dict[tuple[str, str], IdempotentAnswer] = {}
+        self._denial_counts: dict[tuple[str, str, str], int] = {}
+        self._folded: dict[tuple[str, str, str], int] = {}  # -> index in _denials
         self._stops: dict[tuple[str, str], StopMarker] = {}
         self._adjustments: list[Adjustment] = []
         self._instances: dict[tuple[str, str], BudgetInstance] = {}
@@ -71,6 +79,7 @@ class MemoryLedger(TransactionalLedger):
         self._lease_groups: dict[str, LeaseGroup] = {}
         self._leases: dict[str, dict[str, datetime]] = {}
         self._ids = itertools.count(1)
+        self._secrets: dict[str, str] = {}
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[None]:
@@ -239,6 +248,47 @@ class MemoryLedger(TransactionalLedger):
         ]
         return out[:limit] if limit is not None else out
 
+    def _count_denials(self, subject_key: str, budget: str, minute: str) -> int:
+        return self._denial_counts.get((subject_key, budget, minute), 0)
+
+    def _insert_denial(self, denial: Denial) -> Denial:
+        stored = replace(denial, id=next(self._ids))
+        self._denials.append(stored)
+        key = (denial.subject_key, denial.budget, denial.minute)
+        self._denial_counts[key] = self._denial_counts.get(key, 0) + 1
+        return stored
+
+    def _fold_denial(self, denial: Denial) -> Denial:
+        key = (denial.subject_key, denial.budget, denial.minute)
+        index = self._folded.get(key)
+        if index is None:
+            self._folded[key] = len(self._denials)
+            stored = replace(denial, id=next(self._ids), aggregated=True, count=1)
+            self._denials.append(stored)
+            return stored
+        current = self._denials[index]
+        stored = replace(
+            current, count=current.count + 1, last_at=max(current.last_at or current.at, denial.at)
+        )
+        self._denials[index] = stored
+        return stored
+
+    def _query_denials(self, query: DenialQuery) -> list[Denial]:
+        return paged([d for d in reversed(self._denials) if matches(d, query)], query)
+
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        return self._idempotent.get((namespace, key))
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._idempotent[(record.namespace, record.key)] = record
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._idempotent.pop((namespace, key), None)
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        for found in [k for k, r in self._idempotent.items() if r.expires_at <= now]:
+            del self._idempotent[found]
+
     def _insert_adjustment(self, adjustment: Adjustment) -> Adjustment:
         stored = adjustment.with_seq(next(self._ids))
         self._adjustments.append(stored)
@@ -260,6 +310,55 @@ class MemoryLedger(TransactionalLedger):
 
     def _query_instances(self, budget: str) -> list[BudgetInstance]:
         return [i for (name, _), i in self._instances.items() if name == budget]
+
+    def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow]:
+        """Daily spend rows (:mod:`tokenward.ledger.rollups`), summed from the events now."""
+        with self._lock:
+            events = [e for e in self._events if e.at.date().isoformat() >= since]
+        rows = rollup_rows(events)
+        return select_rows(rows, since, until, project, dim=dim, values=values, by_day=by_day)
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named)."""
+        with self._lock:
+            events = sorted(
+                (
+                    e
+                    for e in self._events
+                    if e.at >= since
+                    and e.subject.session
+                    and (project is None or e.subject.project == project)
+                ),
+                key=lambda e: e.at,
+            )
+        return summarise_sessions(
+            (
+                e.subject.session or "",
+                e.subject.user,
+                e.at,
+                e.usage.input_tokens,
+                e.usage.output_tokens,
+                e.cost_usd,
+                e.status,
+            )
+            for e in events
+        )
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Nothing to roll up: the memory ledger sums its events when asked."""
+        return 0
+
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        return self._secrets.setdefault(name, candidate)
 
     def _estimate_stats(self, model: str) -> EstimateStats | None:
         return self._estimates.get(model)

@@ -20,9 +20,12 @@ from tokenward.core.calibration import EstimateStats
 from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import AdminRecords
 from tokenward.ledger.base import Reservation
+from tokenward.ledger.denials import DenialQuery
 from tokenward.ledger.records import (
     Adjustment,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
@@ -136,6 +139,41 @@ class Primitives(AdminRecords, abc.ABC):
     def _query_shadow(
         self, after: int | None, limit: int | None, budget: str | None
     ) -> list[ShadowDenial]: ...
+
+    @abc.abstractmethod
+    def _count_denials(self, subject_key: str, budget: str, minute: str) -> int:
+        """How many non-aggregated denials of this subject, budget and minute are stored."""
+
+    @abc.abstractmethod
+    def _insert_denial(self, denial: Denial) -> Denial:
+        """Append one denial; returns it numbered by the store."""
+
+    @abc.abstractmethod
+    def _fold_denial(self, denial: Denial) -> Denial:
+        """Add one to the aggregated record of ``denial``'s subject, budget and minute (made
+        from ``denial`` when missing); returns the record as stored."""
+
+    @abc.abstractmethod
+    def _query_denials(self, query: DenialQuery) -> list[Denial]:
+        """Denials matching ``query``, newest first, ``query.offset`` skipped, at most
+        ``query.limit`` (:func:`~tokenward.ledger.denials.paged` does the tag filter and the
+        paging for a store that reads more)."""
+
+    @abc.abstractmethod
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        """The stored record of an ``Idempotency-Key``, expired or not, or None."""
+
+    @abc.abstractmethod
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        """Create or replace the record of ``(record.namespace, record.key)``."""
+
+    @abc.abstractmethod
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        """Forget an ``Idempotency-Key``."""
+
+    @abc.abstractmethod
+    def _purge_idempotent(self, now: datetime) -> None:
+        """Forget every ``Idempotency-Key`` record that expired before ``now``."""
 
     @abc.abstractmethod
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:

@@ -6,15 +6,19 @@ ISO 8601 UTC) and ``from_dict``:
 * :class:`ThresholdEvent`: spend crossed an alert threshold of a budget instance (once per budget,
   instance, window and threshold), numbered by a monotonically increasing ``id``;
 * :class:`ShadowDenial`: a shadow budget would have refused a call;
+* :class:`Denial`: a hard budget refused a call (or a flood of refusals folded into one count);
 * :class:`StopMarker`: a session or task ended for good by a budget whose action is ``stop``;
 * :class:`Adjustment`: a manual credit, refund or correction, an entry of its own;
 * :class:`BudgetInstance`: a template's instance for one scope value, made on first use;
 * :class:`KeyRecord`: a virtual key (its SHA-256, never the key), for the gateway;
-* :class:`AuditEntry`: one administrative change, who, what, when, before and after.
+* :class:`AuditEntry`: one administrative change, who, what, when, before and after;
+* :class:`IdempotentAnswer`: a request sent with an ``Idempotency-Key`` and, once answered, its
+  stored answer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,14 +27,18 @@ from typing import Any
 
 from tokenward.clock import parse_instant, utc
 from tokenward.core.budgets import Budget, Subject
-from tokenward.errors import ValidationError
+from tokenward.errors import BudgetError, BudgetExceeded, Stopped, UnpricedCall, ValidationError
 from tokenward.numbers import plain
 
 __all__ = [
+    "DENIAL_RATE",
     "EVENT_LOOKUPS",
+    "IDEMPOTENCY_RUNNING",
     "Adjustment",
     "AuditEntry",
     "BudgetInstance",
+    "Denial",
+    "IdempotentAnswer",
     "KeyRecord",
     "LeaseGroup",
     "ShadowDenial",
@@ -223,6 +231,191 @@ class ShadowDenial:
             request_id=data.get("request_id"),
             reservation_id=data.get("reservation_id"),
             subject=Subject.from_dict(data.get("subject") or {}),
+        )
+
+
+DENIAL_RATE = 60
+"""How many denials of one subject by one budget in one minute (UTC) are recorded one by one;
+the rest of that minute are folded into one aggregated :class:`Denial` whose ``count`` says how
+many there were (never dropped). A ledger's ``denial_rate`` attribute overrides it."""
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A call a hard budget refused (a 402 or 429 at the gateway, ``BudgetExceeded`` in the SDK),
+    or, under a flood, a count of them.
+
+    Attributes:
+        id: monotonically increasing number (assigned by the store).
+        at: when the call was refused (UTC, the ledger's clock); for an aggregated record, the
+            first refusal folded into it.
+        subject: whom the call was for (every scope and tag it carried).
+        budget / scope / subject_id / meter / window: the budget that refused it (its name, the
+            scope it applies to, the instance's scope value or None for a global budget, what it
+            counts, its window such as ``day`` or ``rolling:1m``; None when unknown).
+        limit / used / held / requested: the refusing budget's figures in the meter's unit (its
+            limit, spent and held in the window, what this call needed); None when the refusal
+            had none (an unpriced model).
+        reset_at: when the budget's window resets (UTC), or None.
+        reason: ``budget_exceeded``, ``stopped`` (its session or task was ended by a ``stop``
+            budget) or ``unpriced`` (a cost budget and a model without a price).
+        model: the model asked for, when the call was a model call.
+        request_id: the refused call's request id.
+        key: the virtual key's name the call came with (the subject's ``key`` scope), or None.
+        estimate: what the call would have held at its full output bound, by meter
+            (``input_tokens``, ``output_tokens``, ``total_tokens``, ``requests``, ``cost_usd``
+            when priced): the estimate it was refused on. Empty for a direct meter charge.
+        endpoint / provider: the API dialect and pricing provider of the call, when known.
+        count: how many refusals this record stands for: 1, or more for an aggregated record.
+        aggregated: whether it folds the refusals past :data:`DENIAL_RATE` of one subject, budget
+            and minute.
+        last_at: the last refusal folded into an aggregated record (else ``at``).
+    """
+
+    id: int
+    at: datetime
+    subject: Subject
+    budget: str
+    scope: str | None = None
+    subject_id: str | None = None
+    meter: str | None = None
+    window: str | None = None
+    limit: Decimal | None = None
+    used: Decimal | None = None
+    held: Decimal | None = None
+    requested: Decimal | None = None
+    reset_at: datetime | None = None
+    reason: str = "budget_exceeded"
+    model: str | None = None
+    request_id: str | None = None
+    key: str | None = None
+    estimate: Mapping[str, Decimal] = field(default_factory=dict)
+    endpoint: str | None = None
+    provider: str | None = None
+    count: int = 1
+    aggregated: bool = False
+    last_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", utc(self.at))
+        if self.last_at is None:
+            object.__setattr__(self, "last_at", self.at)
+        if self.key is None and self.subject.key:
+            object.__setattr__(self, "key", self.subject.key)
+
+    @classmethod
+    def of(
+        cls,
+        error: BudgetError,
+        subject: Subject,
+        at: datetime,
+        *,
+        model: str | None = None,
+        request_id: str | None = None,
+        estimate: Mapping[str, Decimal] | None = None,
+        endpoint: str | None = None,
+        provider: str | None = None,
+    ) -> Denial:
+        """The record of ``error`` refusing a call of ``subject`` at ``at`` (id 0: unstored)."""
+        fields: dict[str, Any] = {}
+        if isinstance(error, BudgetExceeded):
+            fields = {
+                "scope": error.scope,
+                "subject_id": error.subject_id,
+                "meter": error.meter,
+                "window": error.window,
+                "limit": error.limit,
+                "used": error.used,
+                "held": error.held,
+                "requested": error.requested,
+                "reset_at": error.reset_at,
+                "reason": "stopped" if isinstance(error, Stopped) else "budget_exceeded",
+            }
+        elif isinstance(error, UnpricedCall):
+            fields = {"reason": "unpriced", "meter": "cost_usd"}
+            model = model or error.model
+        return cls(
+            id=0,
+            at=at,
+            subject=subject,
+            budget=str(getattr(error, "budget", "") or ""),
+            model=model,
+            request_id=request_id,
+            estimate=dict(estimate or {}),
+            endpoint=endpoint,
+            provider=provider,
+            **fields,
+        )
+
+    @property
+    def subject_key(self) -> str:
+        """The subject as one canonical string (what flood aggregation counts per)."""
+        return json.dumps(self.subject.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def minute(self) -> str:
+        """The UTC minute of ``at`` (``2026-12-07T06:45Z``), what flood aggregation counts per."""
+        return self.at.strftime("%Y-%m-%dT%H:%MZ")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "id": self.id,
+            "at": iso(self.at),
+            "subject": self.subject.to_dict(),
+            "budget": self.budget,
+            "scope": self.scope,
+            "subject_id": self.subject_id,
+            "meter": self.meter,
+            "window": self.window,
+            "limit": None if self.limit is None else plain(self.limit),
+            "used": None if self.used is None else plain(self.used),
+            "held": None if self.held is None else plain(self.held),
+            "requested": None if self.requested is None else plain(self.requested),
+            "reset_at": iso(self.reset_at),
+            "reason": self.reason,
+            "model": self.model,
+            "request_id": self.request_id,
+            "key": self.key,
+            "estimate": {k: plain(v) for k, v in self.estimate.items()},
+            "endpoint": self.endpoint,
+            "provider": self.provider,
+            "count": self.count,
+            "aggregated": self.aggregated,
+            "last_at": iso(self.last_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Denial:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            id=int(data.get("id") or 0),
+            at=parse_iso(data["at"]),  # type: ignore[arg-type]
+            subject=Subject.from_dict(data.get("subject") or {}),
+            budget=str(data.get("budget") or ""),
+            scope=data.get("scope"),
+            subject_id=data.get("subject_id"),
+            meter=data.get("meter"),
+            window=data.get("window"),
+            limit=_decimal(data.get("limit")),
+            used=_decimal(data.get("used")),
+            held=_decimal(data.get("held")),
+            requested=_decimal(data.get("requested")),
+            reset_at=parse_iso(data.get("reset_at")),
+            reason=str(data.get("reason") or "budget_exceeded"),
+            model=data.get("model"),
+            request_id=data.get("request_id"),
+            key=data.get("key"),
+            estimate=_amounts(data.get("estimate")),
+            endpoint=data.get("endpoint"),
+            provider=data.get("provider"),
+            count=int(data.get("count") or 1),
+            aggregated=bool(data.get("aggregated", False)),
+            last_at=parse_iso(data.get("last_at")),
         )
 
 
@@ -570,4 +763,64 @@ class LeaseGroup:
             keep=bool(data.get("keep")),
             declared_by=data.get("declared_by"),
             opened_at=parse_instant(opened) if isinstance(opened, str) else None,
+        )
+
+
+IDEMPOTENCY_RUNNING = 600
+"""Seconds a request with an ``Idempotency-Key`` counts as still running without finishing: a
+repeat meanwhile is refused (409); past it (its process died), the key may be used again."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """A request made with an ``Idempotency-Key`` (issue 15 item 16), and its answer once stored.
+
+    Attributes:
+        namespace: whose key it is (the virtual key's SHA-256: keys never meet across clients).
+        key: the ``Idempotency-Key`` the client sent.
+        body_sha256: SHA-256 hex of what the request asked (method, path, query and body), so a
+            repeat asking something else is told apart.
+        state: ``running`` (the first request is under way) or ``done`` (its answer is stored).
+        request_id: the gateway request id of the first request.
+        created_at: when the first request arrived (UTC).
+        expires_at: when the key may be used again (UTC): :data:`IDEMPOTENCY_RUNNING` after the
+            start while running, the key's time to live after the answer once done.
+        response: the stored answer, JSON-ready: ``status``, ``headers`` (a list of pairs),
+            ``media_type``, and ``body`` (base64) or, for a stream, ``chunks`` (base64 each).
+    """
+
+    namespace: str
+    key: str
+    body_sha256: str
+    state: str
+    request_id: str
+    created_at: datetime
+    expires_at: datetime
+    response: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "namespace": self.namespace,
+            "key": self.key,
+            "body_sha256": self.body_sha256,
+            "state": self.state,
+            "request_id": self.request_id,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "response": None if self.response is None else dict(self.response),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IdempotentAnswer:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            namespace=str(data["namespace"]),
+            key=str(data["key"]),
+            body_sha256=str(data["body_sha256"]),
+            state=str(data["state"]),
+            request_id=str(data["request_id"]),
+            created_at=parse_iso(data["created_at"]),  # type: ignore[arg-type]
+            expires_at=parse_iso(data["expires_at"]),  # type: ignore[arg-type]
+            response=data.get("response"),
         )

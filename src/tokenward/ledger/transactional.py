@@ -10,7 +10,8 @@ audit log (:mod:`.admin`). A backend supplies only the primitives of :mod:`.prim
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +23,18 @@ from tokenward.core.events import UsageEvent
 from tokenward.core.usage import Usage
 from tokenward.errors import BudgetError, ValidationError
 from tokenward.ledger.base import new_id
-from tokenward.ledger.records import Adjustment, ShadowDenial, StopMarker, ThresholdEvent, check_lookup
+from tokenward.ledger.denials import check_denial_query, record_denial_in
+from tokenward.ledger.records import (
+    DENIAL_RATE,
+    IDEMPOTENCY_RUNNING,
+    Adjustment,
+    Denial,
+    IdempotentAnswer,
+    ShadowDenial,
+    StopMarker,
+    ThresholdEvent,
+    check_lookup,
+)
 from tokenward.ledger.rows import check_amounts, page, stop_of, stopped_error, subject_matches
 from tokenward.ledger.steps import LedgerSteps
 
@@ -31,6 +43,9 @@ __all__ = ["TransactionalLedger"]
 
 class TransactionalLedger(LedgerSteps):
     """The whole ledger contract over a backend's primitives."""
+
+    denial_rate: int = DENIAL_RATE
+    """Denials of one subject, budget and minute recorded one by one before the rest are folded."""
 
     def charge_meter(
         self,
@@ -240,6 +255,84 @@ class TransactionalLedger(LedgerSteps):
         after, limit = page(after, limit)
         with self._transaction(write=False):
             return self._query_shadow(after, limit, budget)
+
+    def record_denial(self, denial: Denial) -> Denial:
+        """Record a refused call (see :class:`~tokenward.ledger.records.Denial`). Past
+        ``denial_rate`` (:data:`~tokenward.ledger.records.DENIAL_RATE`) denials of one subject,
+        budget and minute, it is folded into that minute's aggregated record
+        (:mod:`tokenward.ledger.denials`), never dropped.
+
+        Returns:
+            The record as stored (numbered; an aggregated one past the rate).
+        """
+        with self._write():
+            return record_denial_in(self, denial, self.denial_rate)
+
+    def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]:
+        """Recorded denials, **newest first** (by id), filtered by when they happened (``since``
+        inclusive, ``until`` exclusive, on :attr:`Denial.at`), by the scopes and tags set in
+        ``subject`` (as :meth:`events`), and by the refusing budget's name; ``offset`` records
+        skipped, then at most ``limit`` (None: all). An aggregated record counts as one record
+        (its ``count`` says how many refusals it stands for).
+
+        Raises:
+            ValidationError: a bad argument (not a datetime, not a Subject, a negative limit).
+        """
+        query = check_denial_query(since, until, subject, budget, limit, offset)
+        with self._transaction(write=False):
+            return self._query_denials(query)
+
+    def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None:
+        """Claim an ``Idempotency-Key`` for a request, atomically: returns None when the key is
+        free (now marked running for ``request_id``), else the live record that holds it (still
+        running, or done with its stored answer; compare its ``body_sha256``). Expired records
+        are forgotten first."""
+        now = self.clock.now()
+        with self._write():
+            self._purge_idempotent(now)
+            found = self._get_idempotent(namespace, key)
+            if found is not None and found.expires_at > now:
+                return found
+            self._put_idempotent(
+                IdempotentAnswer(
+                    namespace, key, body_sha256, "running", request_id, now,
+                    now + timedelta(seconds=IDEMPOTENCY_RUNNING),
+                )
+            )  # fmt: skip
+            return None
+
+    def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool:
+        """Store the answer of the request that holds an ``Idempotency-Key``, kept ``ttl`` from
+        now; False when the key is no longer held by ``request_id`` (it expired meanwhile)."""
+        now = self.clock.now()
+        with self._write():
+            found = self._get_idempotent(namespace, key)
+            if found is None or found.request_id != request_id or found.state != "running":
+                return False
+            self._put_idempotent(replace(found, state="done", expires_at=now + ttl, response=dict(response)))
+            return True
+
+    def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool:
+        """Free an ``Idempotency-Key`` whose request ended without an answer worth storing (an
+        error, a refusal, a client gone); False when ``request_id`` does not hold it."""
+        with self._write():
+            found = self._get_idempotent(namespace, key)
+            if found is None or found.request_id != request_id or found.state != "running":
+                return False
+            self._delete_idempotent(namespace, key)
+            return True
 
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget, oldest first."""

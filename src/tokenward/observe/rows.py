@@ -27,7 +27,7 @@ from tokenward.core.budgets import SCOPES, Subject
 from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError
 
-__all__ = ["EXTRA_FIELDS", "Row", "RowSource", "open_rows", "rows_from_events"]
+__all__ = ["EXTRA_FIELDS", "Row", "RowSource", "denial_row", "open_rows", "rows_from_events"]
 
 EXTRA_FIELDS = (
     "provider",
@@ -53,7 +53,7 @@ _JSON_PATHS = {
     "charged": "$.charged",
     "resolved": "$.metadata.session_resolved",
     "step": "$.metadata.step",
-    "tool_tokens": "$.metadata.tool_definition_tokens",
+    "tool_tokens": "$.tool_definition_tokens",
 }
 
 
@@ -124,13 +124,29 @@ class Row:
         ).with_model(self.model)
 
 
+def denial_row(denial: Any) -> Row:
+    """A refused call (a :class:`~tokenward.ledger.records.Denial`) as a row of status
+    ``denied``: its subject, model and instant, no tokens, no cost; so reports group denials by
+    the dimensions they group calls by."""
+    subject = denial.subject
+    return Row(
+        request_id=denial.request_id or f"denial-{denial.id}",
+        at=denial.at,
+        **{s: subject.value(s) for s in SCOPES},
+        model=denial.model,
+        status="denied",
+        provider=denial.provider,
+        tags=dict(subject.tags),
+    )
+
+
 def rows_from_events(events: Iterable[UsageEvent]) -> Iterator[Row]:
     """Rows from usage events (every field filled)."""
     for e in events:
         u = e.usage
         resolved = e.metadata.get("session_resolved")
         step = e.metadata.get("step")
-        tool = e.metadata.get("tool_definition_tokens")
+        tool = e.tool_definition_tokens
         yield Row(
             request_id=e.request_id,
             at=e.at,
@@ -252,6 +268,46 @@ class RowSource:
             yield row
         if progress is not None:
             progress(done)
+
+    def denials(
+        self, *, since: datetime | None = None, until: datetime | None = None, where: Subject | None = None
+    ) -> list[Any]:
+        """The refused calls (:class:`~tokenward.ledger.records.Denial`) of the same filters,
+        oldest first; none from a SQLite file written before denials were recorded."""
+        from tokenward.ledger.denials import check_denial_query, matches
+        from tokenward.ledger.records import Denial
+
+        if self.path is None:
+            found = getattr(self.ledger, "denials", None)
+            return [] if found is None else list(reversed(found(since, until, where, None, None, 0)))
+        query = check_denial_query(since, until, where, None, None, 0)
+        clauses, params = [], []
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(_ts(since))
+        if until is not None:
+            clauses.append("at < ?")
+            params.append(_ts(until))
+        sql = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        conn = self._connect()
+        try:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'denials'"
+                ).fetchone()
+                is None
+            ):
+                return []
+            rows = conn.execute(
+                f"SELECT id, count, last_at, data FROM denials {sql} ORDER BY id", params
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: {exc}") from exc
+        out = [
+            Denial.from_dict({**json.loads(data), "id": i, "count": n, "last_at": last})
+            for i, n, last, data in rows
+        ]
+        return [d for d in out if matches(d, query)]
 
     def _scan_ledger(
         self, since: datetime | None, until: datetime | None, where: Subject | None, wanted: list[str]

@@ -44,6 +44,8 @@ def sdk_error(exc: Exception, bases: tuple[type[Exception], ...]) -> Exception:
 
 def _sdk_base(client: Any) -> type[Exception]:
     package = type(client).__module__.split(".")[0]
+    if type(client).__module__.startswith("google.genai"):
+        return Exception  # google-genai retries only its own APIError and httpx errors
     if package == "openai":
         import openai
 
@@ -53,7 +55,8 @@ def _sdk_base(client: Any) -> type[Exception]:
 
         return anthropic.AnthropicError
     raise ConfigError(
-        f"tokenward can wrap openai and anthropic clients, not {type(client).__module__}.{type(client).__name__}"
+        "tokenward can wrap openai, anthropic and google-genai clients, not "
+        f"{type(client).__module__}.{type(client).__name__}"
     )
 
 
@@ -72,6 +75,8 @@ def wrap_client(
         ConfigError: not an ``openai``/``anthropic`` client, or one without an httpx client.
     """
     base = _sdk_base(client)
+    if type(client).__module__.startswith("google.genai"):
+        return _wrap_genai(client, sync_guard, async_guard, settings, gateways, error_bases)
     http = getattr(client, "_client", None)
     if http is None or not hasattr(http, "_transport"):
         raise ConfigError(f"{type(client).__name__} has no httpx client tokenward knows how to guard")
@@ -91,6 +96,12 @@ def wrap_client(
         subject=settings.subject,
         check=settings.check,
         bound_non_streamed=settings.bound_non_streamed,
+        carried=settings.carried,
+        deployments=settings.deployments,
+        # AnthropicBedrock signs (SigV4) before the transport: a rewritten body is signed again
+        resign=getattr(client, "_prepare_request", None)
+        if type(client).__name__.endswith("AnthropicBedrock")
+        else None,
     )
     if not _guarded_by(http._transport, cls, guard):
         http._transport = cls(http._transport, guard, settings, gateways)
@@ -110,6 +121,69 @@ def _guarded_by(transport: Any, cls: type, guard: Any) -> bool:
             return True
         transport = transport.inner  # type: ignore[attr-defined]
     return False
+
+
+def _wrap_genai(
+    client: C,
+    sync_guard: Any,
+    async_guard: Any,
+    settings: TransportSettings,
+    gateways: GatewayMemory,
+    error_bases: tuple[type[Exception], ...],
+) -> C:
+    """Install guarded transports in a ``google.genai.Client``'s two httpx clients (its
+    ``aio`` side is made to use httpx rather than aiohttp, whose sessions tokenward cannot guard).
+
+    Raises:
+        ConfigError: a client whose httpx clients tokenward cannot find.
+    """
+    api: Any = getattr(client, "_api_client", None)
+    sync_http: Any = getattr(api, "_httpx_client", None)
+    async_http: Any = getattr(api, "_async_httpx_client", None)
+    roots = [k.__module__.split(".")[0] for k in type(sync_http).__mro__]
+    module_name = next((root for root in roots if root in ("httpx", "httpx2")), None)
+    if module_name is None or async_http is None:
+        raise ConfigError("this google.genai.Client has no httpx clients tokenward knows how to guard")
+    module = importlib.import_module(module_name)
+    sync_cls, async_cls = transport_classes_for(module)
+    guarded = TransportSettings(
+        degrade=settings.degrade,
+        provider=settings.provider,
+        raise_as=functools.partial(sdk_error, bases=error_bases),
+        subject=settings.subject,
+        check=settings.check,
+        bound_non_streamed=settings.bound_non_streamed,
+        carried=settings.carried,
+    )
+    pairs: list[tuple[Any, type, Any]] = [
+        (sync_http, sync_cls, sync_guard),
+        (async_http, async_cls, async_guard),
+    ]
+    for http, cls, guard in pairs:
+        if not isinstance(http._transport, cls):
+            http._transport = cls(http._transport, guard, guarded, gateways)
+        inner = getattr(http, "_inner_client_cls", None)
+        if inner is not None and not getattr(inner, "_tokenward", False):
+            # google-genai's async client sends through one inner client per event loop, built
+            # on demand: each gets the guarded transport in front of its own pool
+            http._inner_client_cls = _guarded_inner(inner, cls, guard, guarded, gateways)
+    options = getattr(api, "_http_options", None)
+    if options is not None and getattr(options, "httpx_async_client", None) is None:
+        options.httpx_async_client = async_http  # never aiohttp: its calls would go unguarded
+    return client
+
+
+def _guarded_inner(
+    inner: type, cls: type, guard: Any, settings: TransportSettings, gateways: GatewayMemory
+) -> type:
+    """A subclass of an httpx client class whose instances put a guarded transport in front of
+    their own."""
+
+    def __init__(self: Any, **kwargs: Any) -> None:
+        inner.__init__(self, **kwargs)  # type: ignore[misc]
+        self._transport = cls(self._transport, guard, settings, gateways)
+
+    return type(inner.__name__, (inner,), {"__init__": __init__, "_tokenward": True})
 
 
 @functools.cache

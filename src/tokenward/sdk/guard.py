@@ -32,6 +32,7 @@ from tokenward.guard import AsyncGuard
 from tokenward.guard import Guard as Engine
 from tokenward.guard.flow import GuardSettings
 from tokenward.guard.renewal import Renewer
+from tokenward.guard.wire.azure import azure_deployments
 from tokenward.guard.wire.bounded import BOUND_MODES
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.ledger import Ledger
@@ -352,10 +353,13 @@ class Guard(Engine):
         provider: str | None = None,
         error_bases: tuple[type[Exception], ...] = (),
         bound_non_streamed: str = "stream",
+        deployments: Mapping[str, str | Mapping[str, Any]] | None = None,
     ) -> C:
-        """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` or
-        ``anthropic.Anthropic``/``AsyncAnthropic`` client (chat completions and Messages, streamed
-        or not). The client is changed in place and returned.
+        """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` (and
+        ``AzureOpenAI``), ``anthropic.Anthropic``/``AsyncAnthropic`` (and ``AnthropicVertex``),
+        ``google.genai.Client`` (Gemini API and ``vertexai=True``) or boto3 ``bedrock-runtime``
+        client (chat completions, Messages, generateContent, Converse and InvokeModel, streamed or
+        not). The client is changed in place and returned.
 
         A denial raises :class:`~tokenward.errors.BudgetExceeded` out of the SDK call. A stream cut
         off at its hold ends as the provider ends a length-limited one (``finish_reason:
@@ -374,9 +378,17 @@ class Guard(Engine):
                 the client as the JSON the provider would have sent; ``trust``: it is sent as it
                 is, trusting the provider to honour the output bound (the charge floor applies
                 either way). See :mod:`tokenward.guard.wire.bounded`.
+            deployments: for ``openai.AzureOpenAI`` / ``AsyncAzureOpenAI`` (priced as provider
+                ``azure``): each deployment name the client sends as ``model``, mapped to the model
+                it runs (``{"gpt4o-prod": "gpt-4o"}``), or to ``{"model": ..., "price_multiplier":
+                1.1}``. Calls are held, priced and recorded as that model: Azure's own price row
+                where the table has one, else OpenAI's times the multiplier, marked estimated. A
+                prompt Azure's content filter refuses (400 ``content_filter``) is charged, as Azure
+                bills it (:mod:`tokenward.guard.wire.azure`).
 
         Raises:
-            ConfigError: not a client tokenward can wrap, or an unknown ``bound_non_streamed``.
+            ConfigError: not a client tokenward can wrap, an unknown ``bound_non_streamed``, or a
+                malformed ``deployments`` entry.
         """
         if bound_non_streamed not in BOUND_MODES:
             raise ConfigError(
@@ -385,9 +397,23 @@ class Guard(Engine):
         # Without a policy of its own the guard still degrades calls for budgets whose action is
         # ``degrade`` (with the default policy: less reasoning below 20 % left).
         policy = self.degrade if self.degrade is not None else Degrade(marked_only=True)
+        mapped = azure_deployments(deployments)
+        for name, (_, multiplier) in mapped.items():
+            if multiplier is not None:
+                self.prices.derive(f"azure:{name}", "azure", multiplier)
+        if provider is None and type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
+            provider = "azure"
+        if type(client).__module__ == "botocore.client":  # boto3's bedrock-runtime client
+            from tokenward.sdk.boto import wrap_bedrock_runtime
+
+            boto = TransportSettings(
+                degrade=policy, subject=self.subject, check=lambda: self.unattributed.check(self.defaults)
+            )
+            return wrap_bedrock_runtime(client, self, boto)
         settings = TransportSettings(
             degrade=policy,
             provider=provider,
+            deployments=mapped,
             subject=self.subject,
             check=lambda: self.unattributed.check(self.defaults),
             bound_non_streamed=bound_non_streamed,
@@ -500,6 +526,11 @@ class Guard(Engine):
         scopes: Mapping[str, str | None],
     ) -> Iterator[Session]:
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
+        names = [b.name for b in made]
+        if len(set(names)) != len(names):  # one would silently replace the other
+            raise ConfigError(
+                f"{scope} {value!r}: two budgets named alike ({', '.join(names)}); give one a ;name="
+            )
         # what a gateway is sent to enforce them (tokenward.gateway.carried)
         carried = {scope: tuple(short_spec(b, named=False) for b in made)} if made else None
         held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}

@@ -33,6 +33,7 @@ from tokenward.core.budgets import Subject
 from tokenward.errors import BudgetExceeded, ConfigError, ContextTooLarge, ValidationError
 from tokenward.guard import Admission, Outcome
 from tokenward.guard.context import conversation_growth
+from tokenward.guard.wire.azure import content_filtered, filtered_outcome, renamed
 from tokenward.guard.wire.bounded import BoundedAnswer, bounds, streamed
 from tokenward.guard.wire.degrade import Degrade
 from tokenward.guard.wire.endpoints import (
@@ -52,9 +53,11 @@ from tokenward.guard.wire.exchange import (
     StreamRelay,
     json_outcome,
     prepare,
+    prepare_body,
     upstream_body,
     upstream_content_type,
 )
+from tokenward.sdk.addressed import Addressed, addressed
 from tokenward.sdk.context import current
 from tokenward.sdk.fit import FORMATS, fit_messages
 
@@ -79,6 +82,7 @@ _MEDIA_DIALECTS = {"openai-images", "openai-transcription", "openai-speech"}
 duration is unreadable): their price could not be held, and letting them through unguarded
 would leave them uncharged."""
 _KNOWN_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic"}
+_AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 _DROP_RESPONSE_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
 
 
@@ -87,7 +91,10 @@ def endpoint_for(method: str, path: str) -> Endpoint | None:
     if method.upper() != "POST":
         return None
     path = path.rstrip("/")
-    return next((endpoint for suffix, endpoint in _ENDPOINTS if path.endswith(suffix)), None)
+    found = next((endpoint for suffix, endpoint in _ENDPOINTS if path.endswith(suffix)), None)
+    if found is None and (route := addressed(method, path)) is not None:
+        return route.endpoint  # Gemini, Claude on Vertex AI: the model is in the URL
+    return found
 
 
 @dataclass
@@ -123,6 +130,9 @@ class TransportSettings:
         bound_non_streamed: ``stream`` (default): a call the client did not stream is read from
             the provider as a stream, stopped at its hold, and answered as JSON; ``trust``: it is
             sent as it is (:mod:`tokenward.guard.wire.bounded`).
+        deployments: Azure deployment names mapped to (model, price multiplier or None).
+        resign: signs a guarded request again after tokenward rewrote its body (the client's own
+            request signer: ``AnthropicBedrock._prepare_request``, sync or async), or None.
     """
 
     degrade: Degrade | None = None
@@ -133,14 +143,34 @@ class TransportSettings:
     bound_non_streamed: str = "stream"
     carried: Callable[[], Mapping[str, tuple[str, ...]]] = field(default=lambda: current().budgets)
     """The budgets of the session and task in force, as short forms by scope (sent to gateways)."""
+    deployments: Mapping[str, tuple[str, Decimal | None]] = field(default_factory=dict)
+    resign: Callable[[Any], Any] | None = None
 
 
 def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
     if settings.provider:
         return settings.provider
+    if host.endswith(_AZURE_HOSTS):
+        return "azure"
     return _KNOWN_HOSTS.get(
         host, "anthropic" if endpoint.dialect == "anthropic-messages" else "openai-compatible"
     )
+
+
+def _deployed(
+    settings: TransportSettings, call: PreparedCall, provider: str
+) -> tuple[PreparedCall, str | None, str, Degrade | None]:
+    """An Azure call naming a deployment, held and priced as the model the deployment runs:
+    (the call as admitted, the deployment name or None, the price provider id, the degrade policy
+    without model swaps, which would price a model the deployment does not run)."""
+    found = settings.deployments.get(call.model)
+    if found is None:
+        return call, None, provider, settings.degrade
+    model, multiplier = found
+    priced = prepare_body(call.endpoint, {**call.body, "model": model})
+    provider = f"azure:{call.model}" if multiplier is not None else "azure"
+    degrade = replace(settings.degrade, models={}) if settings.degrade is not None else None
+    return priced, call.model, provider, degrade
 
 
 def _attribution_headers(
@@ -372,13 +402,25 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 self.relay.client_gone()
             await self._finish()
 
-    def rebuilt(request: Any, content: bytes | None = None, extra: dict[str, str] | None = None) -> Any:
+    def rebuilt(
+        request: Any,
+        content: bytes | None = None,
+        extra: dict[str, str] | None = None,
+        route: Addressed | None = None,
+        stream: bool = False,
+    ) -> Any:
         replaced = {"content-length", *(k.lower() for k in (extra or {}))}
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in replaced]
         headers += list((extra or {}).items())
+        url = request.url
+        if route is not None:  # a URL-addressed call: the platform's body, the streaming method
+            content = route.content(content, request.content) if content is not None else None
+            url = url.copy_with(path=route.path(url.path, stream))
+            if stream and not route.vertex_claude and url.params.get("alt") != "sse":
+                url = url.copy_merge_params({"alt": "sse"})
         return module.Request(
             request.method,
-            request.url,
+            url,
             headers=headers,
             content=request.content if content is None else content,
             extensions=request.extensions,
@@ -405,12 +447,15 @@ def transport_classes(module: Any) -> tuple[type, type]:
         ) -> None:
             self.inner, self.guard, self.settings, self.gateways = inner, guard, settings, gateways
 
-        def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall] | None:
+        def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall, Addressed | None] | None:
             endpoint = endpoint_for(request.method, request.url.path)
             if endpoint is None or GatewayMemory.key(request.url) in self.gateways.hosts:
                 return None
+            route = addressed(request.method, request.url.path.rstrip("/"))
             try:
-                return endpoint, prepare(endpoint, request.content, request.headers.get("content-type"))
+                if route is not None:
+                    return endpoint, prepare_body(endpoint, route.body(request.content)), route
+                return endpoint, prepare(endpoint, request.content, request.headers.get("content-type")), None
             except ValidationError as exc:
                 # a batch record (``whole``) is never sent unguarded: the job's budget must hold
                 if endpoint.dialect in _MEDIA_DIALECTS or current().whole:
@@ -511,8 +556,13 @@ def transport_classes(module: Any) -> tuple[type, type]:
             prepared = self._prepare(request)
             if prepared is None:
                 return self._passthrough(request)
-            endpoint, call = prepared
-            provider = _provider(self.settings, request.url.host, endpoint)
+            endpoint, call, route = prepared
+            provider = (
+                route.provider()
+                if route is not None
+                else _provider(self.settings, request.url.host, endpoint)
+            )
+            call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:
                 self.settings.check()
@@ -520,7 +570,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     subject,
                     call,
                     provider,
-                    degrade=self.settings.degrade,
+                    degrade=degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
                     whole=current().whole,
@@ -534,10 +584,21 @@ def transport_classes(module: Any) -> tuple[type, type]:
             extra = {"degraded": changes} if changes else {}
             if fitted is not None:
                 extra["fitted"] = fitted
+            if deployment is not None:
+                extra["deployment"] = deployment
+                if upstream_content_type(call) == "application/json":
+                    content = renamed(content, deployment)
             try:
-                response = self.inner.handle_request(
-                    rebuilt(request, content, _upstream_headers(call, subject, self.settings.carried()))
+                outgoing = rebuilt(
+                    request,
+                    content,
+                    _upstream_headers(call, subject, self.settings.carried()),
+                    route,
+                    bounded or call.stream,
                 )
+                if self.settings.resign is not None:
+                    self.settings.resign(outgoing)
+                response = self.inner.handle_request(outgoing)
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
@@ -617,6 +678,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 except BaseException:  # the body broke off: what was sent is still owed
                     self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                     raise
+                if "deployment" in extra and content_filtered(response.status_code, content):
+                    outcome = filtered_outcome(admission)  # Azure bills it (guard.wire.azure)
+                    self._settle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                    return answer(response, content=content)
                 if response.status_code >= 400:
                     status = {"http_status": response.status_code, **extra}
                     self._settle(admission, Outcome(None, status="upstream_error", metadata=status))
@@ -643,8 +708,13 @@ def transport_classes(module: Any) -> tuple[type, type]:
             prepared = self._prepare(request)
             if prepared is None:
                 return await self._passthrough(request)
-            endpoint, call = prepared
-            provider = _provider(self.settings, request.url.host, endpoint)
+            endpoint, call, route = prepared
+            provider = (
+                route.provider()
+                if route is not None
+                else _provider(self.settings, request.url.host, endpoint)
+            )
+            call, deployment, provider, degrade = _deployed(self.settings, call, provider)
             subject = self.settings.subject()
             try:
                 self.settings.check()
@@ -652,7 +722,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
                     subject,
                     call,
                     provider,
-                    degrade=self.settings.degrade,
+                    degrade=degrade,
                     held_back=_held_back(),
                     upstream=GatewayMemory.key(request.url),
                     whole=current().whole,
@@ -666,10 +736,21 @@ def transport_classes(module: Any) -> tuple[type, type]:
             extra = {"degraded": changes} if changes else {}
             if fitted is not None:
                 extra["fitted"] = fitted
+            if deployment is not None:
+                extra["deployment"] = deployment
+                if upstream_content_type(call) == "application/json":
+                    content = renamed(content, deployment)
             try:
-                response = await self.inner.handle_async_request(
-                    rebuilt(request, content, _upstream_headers(call, subject, self.settings.carried()))
+                outgoing = rebuilt(
+                    request,
+                    content,
+                    _upstream_headers(call, subject, self.settings.carried()),
+                    route,
+                    bounded or call.stream,
                 )
+                if self.settings.resign is not None:
+                    await self.settings.resign(outgoing)
+                response = await self.inner.handle_async_request(outgoing)
             except BaseException:
                 await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
@@ -748,6 +829,10 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 except BaseException:  # the body broke off: what was sent is still owed
                     await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
                     raise
+                if "deployment" in extra and content_filtered(response.status_code, content):
+                    outcome = filtered_outcome(admission)  # Azure bills it (guard.wire.azure)
+                    await self._asettle(admission, replace(outcome, metadata={**outcome.metadata, **extra}))
+                    return answer(response, content=content)
                 if response.status_code >= 400:
                     status = {"http_status": response.status_code, **extra}
                     await self._asettle(admission, Outcome(None, status="upstream_error", metadata=status))

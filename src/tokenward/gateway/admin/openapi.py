@@ -234,6 +234,19 @@ def openapi() -> dict[str, Any]:
                     "responses": {"200": _json(_OBJECT, "the events"), **_errors(400, 401, 403, 503)},
                 }
             },
+            "/admin/denials": {
+                "get": {
+                    "summary": "Calls a budget refused (402/429), newest first; floods past the rate "
+                    "are one record per subject, budget and minute with a count",
+                    "parameters": _SCOPE_PARAMS
+                    + _TIME_PARAMS
+                    + [
+                        {"name": "budget", "in": "query", "schema": {"type": "string"}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    ],
+                    "responses": {"200": _json(_OBJECT, "the denials"), **_errors(400, 401, 403, 503)},
+                }
+            },
             "/admin/adjustments": {
                 "post": {
                     "summary": "Record a credit, refund or correction (never an edit of past events)",

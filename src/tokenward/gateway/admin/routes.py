@@ -14,10 +14,8 @@ failure is answered 503 without its message (which may name the store), and logg
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
@@ -29,17 +27,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tokenward.clock import parse_instant
-from tokenward.core.budgets import SCOPES, Budget, Subject
+from tokenward.core.budgets import SCOPES, Subject
 from tokenward.errors import ConfigError, TokenwardError, ValidationError
-from tokenward.gateway.admin import inputs
+from tokenward.gateway.admin import inputs, operations
 from tokenward.gateway.admin.openapi import openapi
-from tokenward.gateway.admin.tenancy import foreign_key_field, set_by_project
+from tokenward.gateway.admin.operations import AdminError, check_set_by_project, key_view, owns
 from tokenward.gateway.auth import presented_key
-from tokenward.gateway.config import AdminKeyConfig, GatewayConfig, key_tags, project_problem
+from tokenward.gateway.config import AdminKeyConfig, GatewayConfig
 from tokenward.gateway.relay import GatewayState
 from tokenward.gateway.supervised import ask_supervisor_to_reload
-from tokenward.ledger.base import new_id
-from tokenward.ledger.records import KeyRecord
 
 __all__ = ["admin_routes"]
 
@@ -48,16 +44,6 @@ log = logging.getLogger("tokenward.gateway")
 Handler = Callable[[Request, AdminKeyConfig], Awaitable[Response]]
 Reload = Callable[[GatewayState, Path], Awaitable[GatewayConfig]]
 """Reads the config file again and uses it from the next request on (the app's ``reload_config``)."""
-
-
-class AdminError(Exception):
-    """An admin API error answer."""
-
-    def __init__(
-        self, status: int, message: str, *, code: str = "invalid_request", param: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
 
 
 def _error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
@@ -109,10 +95,6 @@ def _ledger(request: Request) -> Any:
     return request.app.state.gateway.guard.ledger
 
 
-def _owns(admin: AdminKeyConfig, budget: Budget) -> bool:
-    return admin.project is None or (budget.scope == "project" and budget.subject_id == admin.project)
-
-
 def _subject_from_query(request: Request, admin: AdminKeyConfig) -> Subject:
     """The subject a query names; with a project (always a project admin's own), its user, agent,
     session and task are taken in that project's namespace, as the gateway stores them."""
@@ -122,17 +104,6 @@ def _subject_from_query(request: Request, admin: AdminKeyConfig) -> Subject:
             raise AdminError(403, f"this admin key manages project {admin.project!r} only", code="forbidden")
         values["project"] = admin.project
     return Subject(**{k: v for k, v in values.items() if v}).namespaced()
-
-
-async def _check_set_by_project(ledger: Any, admin: AdminKeyConfig, name: str, what: str) -> None:
-    """Refuse a project admin's change to a budget its project's administrators did not set."""
-    if admin.project is not None and not await set_by_project(ledger, name, admin.project):
-        raise AdminError(
-            403,
-            f"budget {name!r} was set by a full administrator (or the config file); "
-            f"this admin key cannot {what} it",
-            code="forbidden",
-        )
 
 
 def _instant(request: Request, name: str) -> datetime | None:
@@ -154,158 +125,42 @@ def _limit(request: Request) -> int:
 
 # -- budgets -----------------------------------------------------------------------------------
 async def list_budgets(request: Request, admin: AdminKeyConfig) -> Response:
-    budgets = [b for b in await _ledger(request).budgets() if _owns(admin, b)]
+    budgets = [b for b in await _ledger(request).budgets() if owns(admin, b)]
     return JSONResponse({"budgets": [b.to_dict() for b in budgets]})
-
-
-async def put_budget(request: Request, admin: AdminKeyConfig) -> Response:
-    budget = Budget.from_dict(await _json(request))
-    inputs.amount(str(budget.limit), "limit")
-    inputs.text(budget.subject_id, "id")
-    if not _owns(admin, budget):
-        raise AdminError(
-            403, f"this admin key manages budgets of scope project={admin.project} only", code="forbidden"
-        )
-    ledger = _ledger(request)
-    before = await ledger.get_budget(budget.name)
-    if before is not None and not _owns(admin, before):
-        raise AdminError(403, f"budget {budget.name!r} belongs to another project", code="forbidden")
-    if before is not None:
-        await _check_set_by_project(ledger, admin, budget.name, "replace")
-    await ledger.put_budget(budget)
-    await ledger.audit(
-        admin.name,
-        "budget.put",
-        budget.name,
-        before.to_dict() if before else None,
-        budget.to_dict(),
-        project=admin.project,
-    )
-    return JSONResponse(budget.to_dict(), status_code=200 if before else 201)
 
 
 async def get_budget(request: Request, admin: AdminKeyConfig) -> Response:
     budget = await _ledger(request).get_budget(request.path_params["name"])
-    if budget is None or not _owns(admin, budget):
+    if budget is None or not owns(admin, budget):
         raise AdminError(404, f"no budget named {request.path_params['name']!r}", code="not_found")
     return JSONResponse(budget.to_dict())
 
 
+async def put_budget(request: Request, admin: AdminKeyConfig) -> Response:
+    stored, created = await operations.put_budget(_ledger(request), admin, await _json(request))
+    return JSONResponse(stored, status_code=201 if created else 200)
+
+
 async def delete_budget(request: Request, admin: AdminKeyConfig) -> Response:
-    ledger = _ledger(request)
-    name = request.path_params["name"]
-    budget = await ledger.get_budget(name)
-    if budget is None or not _owns(admin, budget):
-        raise AdminError(404, f"no budget named {name!r}", code="not_found")
-    await _check_set_by_project(ledger, admin, name, "delete")
-    await ledger.delete_budget(name)
-    await ledger.audit(admin.name, "budget.delete", name, budget.to_dict(), None, project=admin.project)
+    await operations.delete_budget(_ledger(request), admin, request.path_params["name"])
     return Response(status_code=204)
 
 
 # -- keys --------------------------------------------------------------------------------------
-def _key_view(record: KeyRecord) -> dict[str, Any]:
-    view = record.to_dict()
-    view.pop("key_sha256", None)
-    return view
-
-
 async def list_keys(request: Request, admin: AdminKeyConfig) -> Response:
     records = await _ledger(request).keys(project=admin.project)
-    return JSONResponse({"keys": [_key_view(r) for r in records]})
+    return JSONResponse({"keys": [key_view(r) for r in records]})
 
 
 async def create_key(request: Request, admin: AdminKeyConfig) -> Response:
     body = await _json(request)
-    known = {
-        "name", "user", "team", "org", "project", "allow_user_override", "expires_at", "tags",
-        "allow_client_tags", "allow_client_budgets",
-    }  # fmt: skip
-    unknown = set(body) - known
-    if unknown:
-        raise AdminError(
-            400, f"unknown fields {sorted(unknown)}; known: {sorted(known)}", param=sorted(unknown)[0]
-        )
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise AdminError(400, "name is required", param="name")
-    project = body.get("project") if admin.project is None else admin.project
-    if admin.project is not None and body.get("project") not in (None, admin.project):
-        raise AdminError(
-            403, f"this admin key creates keys for project {admin.project!r} only", code="forbidden"
-        )
-    inputs.text(name, "name")
-    scopes = {s: body.get(s) for s in ("user", "team", "org")}
-    for scope, value in scopes.items():
-        inputs.text(value, scope)
-    if project is not None and (problem := project_problem(project)):
-        raise AdminError(400, problem, param="project")
-    inputs.text(project, "project")
-    if admin.project is not None:
-        await _check_project_key(request, admin.project, name.strip(), scopes)
-    flags = {}
-    for flag in ("allow_user_override", "allow_client_tags", "allow_client_budgets"):
-        flags[flag] = body.get(flag, False)
-        if not isinstance(flags[flag], bool):
-            raise AdminError(400, f"{flag} must be true or false", param=flag)
-    try:
-        tags = key_tags(body.get("tags"))
-    except ValueError as exc:
-        raise AdminError(400, str(exc), param="tags") from None
-    expires = body.get("expires_at")
-    if expires is not None:
-        if not isinstance(expires, str):
-            raise AdminError(400, "expires_at must be an ISO 8601 instant", param="expires_at")
-        expires = parse_instant(expires, field="expires_at")
-    secret = "tw-" + secrets.token_urlsafe(32)
-    subject = Subject(project=project, tags=tags, **{k: v for k, v in scopes.items() if v}).namespaced()
-    record = KeyRecord(
-        id=new_id("key"),
-        name=name.strip(),
-        key_sha256=hashlib.sha256(secret.encode()).hexdigest(),
-        subject=subject,
-        expires_at=expires,
-        project=project,
-        prefix=secret[:7],
-        **flags,
-    )
-    ledger = _ledger(request)
-    stored = await ledger.put_key(record)
-    await ledger.audit(admin.name, "key.create", stored.id, None, _key_view(stored), project=stored.project)
-    return JSONResponse({**_key_view(stored), "key": secret}, status_code=201)
-
-
-async def _check_project_key(request: Request, project: str, name: str, scopes: dict[str, Any]) -> None:
-    """Refuse a project admin's key that names an org or team, or another tenant's name or user."""
-    for scope in ("org", "team"):
-        if scopes.get(scope):
-            raise AdminError(
-                403, f"only a full administrator may set {scope} on a key", code="forbidden", param=scope
-            )
-    state = request.app.state.gateway
-    clash = foreign_key_field(project, name, scopes.get("user"), state.config, await _ledger(request).keys())
-    if clash is not None:
-        value = name if clash == "name" else scopes.get("user")
-        raise AdminError(
-            403,
-            f"the key {clash} {value!r} belongs to another project (or to a key of no project)",
-            code="forbidden",
-            param=clash,
-        )
+    view = await operations.create_key(_ledger(request), request.app.state.gateway.config, admin, body)
+    return JSONResponse(view, status_code=201)
 
 
 async def revoke_key(request: Request, admin: AdminKeyConfig) -> Response:
-    ledger = _ledger(request)
-    record = await ledger.get_key(request.path_params["key_id"])
-    if record is None or (admin.project is not None and record.project != admin.project):
-        raise AdminError(404, f"no key {request.path_params['key_id']!r}", code="not_found")
-    changed = await ledger.revoke_key(record.id)
-    after = await ledger.get_key(record.id)
-    if changed:
-        await ledger.audit(
-            admin.name, "key.revoke", record.id, _key_view(record), _key_view(after), project=record.project
-        )
-    return JSONResponse(_key_view(after))
+    view = await operations.revoke_key(_ledger(request), admin, request.path_params["key_id"])
+    return JSONResponse(view)
 
 
 # -- balances, events, adjustments, audit ---------------------------------------------------------
@@ -326,7 +181,7 @@ async def balances(request: Request, admin: AdminKeyConfig) -> Response:
                     "reset_at": b.reset_at.isoformat().replace("+00:00", "Z") if b.reset_at else None,
                 }
                 for b in rows
-                if _owns(admin, b.budget)
+                if owns(admin, b.budget)
             ],
         }
     )
@@ -341,6 +196,25 @@ async def events(request: Request, admin: AdminKeyConfig) -> Response:
         limit=_limit(request),
     )
     return JSONResponse({"events": [e.to_dict() for e in found]})
+
+
+async def denials(request: Request, admin: AdminKeyConfig) -> Response:
+    """Recorded denials, newest first (:meth:`Ledger.denials`), filtered by the subject the
+    query names (a project admin: its own project only), ``since``/``until``, ``budget``, paged
+    by ``limit`` and ``offset``."""
+    subject = _subject_from_query(request, admin)
+    offset = request.query_params.get("offset", "0")
+    if not offset.isdigit():
+        raise AdminError(400, "offset must be a whole number >= 0", param="offset")
+    found = await _ledger(request).denials(
+        since=_instant(request, "since"),
+        until=_instant(request, "until"),
+        subject=subject if subject.to_dict() else None,
+        budget=inputs.text(request.query_params.get("budget") or None, "budget"),
+        limit=_limit(request),
+        offset=int(offset),
+    )
+    return JSONResponse({"denials": [d.to_dict() for d in found], "refusals": sum(d.count for d in found)})
 
 
 _ADJUSTMENT_FIELDS = {"budget", "subject", "subject_id", "amounts", "reason", "id"}
@@ -369,11 +243,11 @@ async def adjust(request: Request, admin: AdminKeyConfig) -> Response:
         if not isinstance(body["budget"], str):
             raise AdminError(400, "budget must be a budget's name", param="budget")
         budget = next((b for b in budgets if b.name == body["budget"]), None)
-        if budget is None or not _owns(admin, budget):
+        if budget is None or not owns(admin, budget):
             raise AdminError(404, f"no budget named {body['budget']!r}", code="not_found")
         amounts = inputs.amounts(body.get("amounts"), budgets, budget)
         if any(a < 0 for a in amounts.values()):
-            await _check_set_by_project(ledger, admin, budget.name, "credit")
+            await check_set_by_project(ledger, admin, budget.name, "credit")
         target: Any = budget.name
     else:
         if admin.project is not None:
@@ -448,6 +322,7 @@ def admin_routes(reload_config: Reload) -> list[Route]:
         Route("/admin/keys/{key_id}", _guarded(revoke_key), methods=["DELETE"]),
         Route("/admin/balances", _guarded(balances), methods=["GET"]),
         Route("/admin/events", _guarded(events), methods=["GET"]),
+        Route("/admin/denials", _guarded(denials), methods=["GET"]),
         Route("/admin/adjustments", _guarded(adjust), methods=["POST"]),
         Route("/admin/audit", _guarded(audit_log), methods=["GET"]),
         Route("/admin/reload", _guarded(_reload(reload_config)), methods=["POST"]),

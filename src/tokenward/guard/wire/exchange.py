@@ -28,7 +28,7 @@ from tokenward.errors import ValidationError
 from tokenward.guard.flow import Admission, GuardSettings, Outcome, plan_call
 from tokenward.guard.wire.degrade import Degrade, degrade_body, remaining_share
 from tokenward.guard.wire.endpoints import Endpoint, StreamState
-from tokenward.guard.wire.sse import SSEParser, format_event
+from tokenward.guard.wire.sse import SSEParser
 
 __all__ = [
     "MAX_NESTING",
@@ -300,7 +300,7 @@ class StreamRelay:
         self.bound = admission.max_output_tokens
         self.input_estimate = admission.plan.input_tokens
         self.state = StreamState(call.endpoint.reader(), wants_usage, call.choices)
-        self.parser = SSEParser()
+        self.parser = call.endpoint.stream_parser()
         self.status: Status = "stream_broken"
         self.beyond = 0
         self.done = False
@@ -396,14 +396,14 @@ class StreamRelay:
         endpoint, state = self.endpoint, self.state
         if endpoint.is_end(name, data, None):
             self.done, self.status, state.finished = True, "ok", True
-            self.tail = [format_event(data, name)]
+            self.tail = [endpoint.passthrough(name, data)]
             return []
         try:
             event = json.loads(data)
         except json.JSONDecodeError:
             event = None
         if not isinstance(event, dict):
-            return [format_event(data, name)]
+            return [endpoint.passthrough(name, data)]
         text = state.reader.feed(event)
         tokens = count_tokens(text, self.encoding) if text else 0
         if state.counted + tokens > self.bound:

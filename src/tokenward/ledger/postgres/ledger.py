@@ -52,7 +52,7 @@ from tokenward.ledger.failover import (
     redact,
 )
 from tokenward.ledger.postgres.store import PgSettings, PostgresStore, Retry, lock_key, parse_pg_url
-from tokenward.ledger.records import KeyRecord
+from tokenward.ledger.records import Denial, KeyRecord
 from tokenward.ledger.spool import SpoolEntry
 from tokenward.ledger.spooled import SpooledWrites
 
@@ -136,6 +136,24 @@ class PostgresLedger(SpooledWrites, PostgresStore):
         except StoreUnavailable as exc:
             payload = {"model": model, "estimated": int(estimated), "actual": int(actual)}
             self._spool_write("estimate", payload, "estimate", exc, None)
+
+    def record_denial(self, denial: Denial) -> Denial:
+        """As the contract; while PostgreSQL is unreachable the denial is spooled (returned
+        unnumbered) and recorded when the server returns, never dropped."""
+        try:
+            return self._retrying(super().record_denial, denial)
+        except StoreUnavailable as exc:
+            self._spool_write("denial", {"denial": denial.to_dict()}, "denial", exc, denial.subject)
+            return denial
+
+    def begin_idempotent(self, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(super().begin_idempotent, *args, **kwargs)
+
+    def finish_idempotent(self, *args: Any, **kwargs: Any) -> bool:
+        return self._retrying(super().finish_idempotent, *args, **kwargs)
+
+    def drop_idempotent(self, *args: Any, **kwargs: Any) -> bool:
+        return self._retrying(super().drop_idempotent, *args, **kwargs)
 
     def put_key(self, record: Any) -> Any:
         return self._retrying(super().put_key, record)
@@ -319,6 +337,8 @@ class PostgresLedger(SpooledWrites, PostgresStore):
             self._retrying(PostgresStore.settle, self, payload["reservation_id"], event)
         elif entry.kind == "release":
             self._retrying(PostgresStore.release, self, payload["reservation_id"])
+        elif entry.kind == "denial":
+            self._retrying(PostgresStore.record_denial, self, Denial.from_dict(payload["denial"]))
         elif entry.kind == "estimate":
             self._retrying(
                 PostgresStore.record_estimate, self, payload["model"], payload["estimated"], payload["actual"]

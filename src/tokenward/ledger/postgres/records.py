@@ -12,19 +12,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+from tokenward.core.budgets import SCOPES
 from tokenward.core.calibration import EstimateStats
+from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.denials import DenialQuery, filtered_after, paged
 from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
+)
+from tokenward.ledger.rollups import (
+    RollupRow,
+    SessionSummary,
+    merged_deltas,
+    rollup_query,
+    summarise_sessions,
+    unpico,
 )
 from tokenward.numbers import plain
 
@@ -40,6 +55,13 @@ def _limit(sql: str, params: list[Any], limit: int | None) -> tuple[str, list[An
     return (f"{sql} LIMIT %s", [*params, int(limit)]) if limit is not None else (sql, params)
 
 
+_COLUMNS = tuple(f'"{s}"' for s in SCOPES)
+
+
+def _denial(row: Any) -> Denial:
+    return Denial.from_dict({**row[3], "id": row[0], "count": row[1], "last_at": row[2].isoformat()})
+
+
 class PostgresRecords:
     """Record primitives over ``self._execute`` (see the module docstring)."""
 
@@ -53,6 +75,93 @@ class PostgresRecords:
 
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = value + 1 WHERE key = %s", (name,))
+
+    # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
+    def _roll_up(self, events: Sequence[UsageEvent]) -> None:
+        """Add events to the daily rollups: one statement per 3,000 rows (a settle: one), run
+        through ``_execute`` so a store failure is translated (and retried) like any other."""
+        rows = [(*d[:7], unpico(d[7]), d[8]) for d in merged_deltas(events)]
+        for first in range(0, len(rows), 3000):
+            chunk = rows[first : first + 3000]
+            marks = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            self._execute(
+                "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+                f"cost_usd, unpriced) VALUES {marks} "
+                "ON CONFLICT (day, dim, project, value) DO UPDATE SET "
+                "calls = usage_rollup.calls + excluded.calls, "
+                "input_tokens = usage_rollup.input_tokens + excluded.input_tokens, "
+                "output_tokens = usage_rollup.output_tokens + excluded.output_tokens, "
+                "cost_usd = usage_rollup.cost_usd + excluded.cost_usd, "
+                "unpriced = usage_rollup.unpriced + excluded.unpriced",
+                [value for row in chunk for value in row],
+            )
+
+    def _rollup_progress(self) -> tuple[int, int]:
+        found = dict(
+            self._execute(
+                "SELECT key, value FROM meta WHERE key IN ('rollup_next', 'rollup_below')"
+            ).fetchall()
+        )
+        return int(found.get("rollup_next", 1)), int(found.get("rollup_below", 1))
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the next ``batch`` events written before the rollups existed (one short write
+        transaction); returns how many, 0 once every event is rolled up."""
+        with self._transaction():  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start >= below:
+                return 0
+            end = min(start + batch, below)
+            rows = self._execute(
+                "SELECT data FROM usage_events WHERE seq >= %s AND seq < %s ORDER BY seq", (start, end)
+            ).fetchall()
+            self._roll_up([UsageEvent.from_dict(row[0]) for row in rows])
+            self._execute("UPDATE meta SET value = %s WHERE key = 'rollup_next'", (end,))
+            return max(len(rows), 1)
+
+    def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow] | None:
+        """Daily spend rows (see :meth:`tokenward.ledger.base.Ledger.spend_rollup`)."""
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start < below:
+                return None
+            sql, params = rollup_query(since, until, project, dim, values, by_day, "%s", "cost_usd")
+            rows = self._execute(sql, params).fetchall()
+        return [
+            RollupRow(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), Decimal(r[7]), int(r[8]))
+            for r in rows
+        ]
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named),
+        summed from the event table's columns (no event is decoded)."""
+        sql = (
+            'SELECT session, "user", at, input_tokens, output_tokens, cost_usd, status FROM usage_events '
+            "WHERE at >= %s AND session IS NOT NULL"
+        )
+        params: list[Any] = [since]
+        if project is not None:
+            sql += " AND project = %s"
+            params.append(project)
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            rows = self._execute(sql + " ORDER BY at, seq", params).fetchall()
+        return summarise_sessions((r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows)
+
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        self._execute(
+            "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, candidate),
+        )
+        return str(self._execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()[0])
 
     # -- threshold events and shadow denials --------------------------------------------------
     def _insert_threshold(self, event: ThresholdEvent) -> bool:
@@ -91,6 +200,116 @@ class PostgresRecords:
             where, params = f"budget = %s AND {where}", [budget, *params]
         sql, params = _limit(f"SELECT id, data FROM shadow_denials WHERE {where} ORDER BY id", params, limit)
         return [ShadowDenial.from_dict({**r[1], "id": r[0]}) for r in self._execute(sql, params).fetchall()]
+
+    # -- denials ---------------------------------------------------------------------------------
+    def _count_denials(self, subject_key: str, budget: str, minute: str) -> int:
+        self._sequence_lock("denials")  # the count and the insert it decides are one step
+        row = self._execute(
+            "SELECT count(*) FROM denials WHERE subject_key = %s AND budget = %s AND minute = %s "
+            "AND NOT aggregated",
+            (subject_key, budget, minute),
+        ).fetchone()
+        return int(row[0])
+
+    def _insert_denial(self, denial: Denial) -> Denial:
+        data = denial.to_dict()
+        del data["id"]
+        self._sequence_lock("denials")
+        row = self._execute(
+            "INSERT INTO denials (at, minute, subject_key, budget, aggregated, count, last_at, "
+            f"{', '.join(_COLUMNS)}, data) VALUES (%s, %s, %s, %s, %s, %s, %s, "
+            f"{', '.join(['%s'] * len(SCOPES))}, %s::jsonb) "
+            "ON CONFLICT (subject_key, budget, minute) WHERE aggregated "
+            "DO UPDATE SET count = denials.count + 1, last_at = greatest(denials.last_at, excluded.last_at) "
+            "RETURNING id",
+            (
+                denial.at,
+                denial.minute,
+                denial.subject_key,
+                denial.budget,
+                denial.aggregated,
+                denial.count,
+                denial.last_at or denial.at,
+                *(denial.subject.value(s) for s in SCOPES),
+                dumps(data),
+            ),
+        ).fetchone()
+        return self._denial_by_id(int(row[0])) if denial.aggregated else replace(denial, id=int(row[0]))
+
+    def _fold_denial(self, denial: Denial) -> Denial:
+        return self._insert_denial(denial)
+
+    def _denial_by_id(self, denial_id: int) -> Denial:
+        row = self._execute(
+            "SELECT id, count, last_at, data FROM denials WHERE id = %s", (denial_id,)
+        ).fetchone()
+        return _denial(row)
+
+    def _query_denials(self, query: DenialQuery) -> list[Denial]:
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if query.since is not None:
+            clauses.append("at >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append("at < %s")
+            params.append(query.until)
+        if query.budget is not None:
+            clauses.append("budget = %s")
+            params.append(query.budget)
+        for scope, value in query.columns.items():
+            clauses.append(f'"{scope}" = %s')
+            params.append(value)
+        sql = f"SELECT id, count, last_at, data FROM denials WHERE {' AND '.join(clauses)} ORDER BY id DESC"
+        sliced = not filtered_after(query)
+        if sliced:
+            if query.limit is not None:
+                sql += " LIMIT %s"
+                params.append(query.limit)
+            sql += " OFFSET %s"
+            params.append(query.offset)
+        return paged([_denial(r) for r in self._execute(sql, params).fetchall()], query, sliced=sliced)
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        self._sequence_lock(f"idempotency:{namespace}:{key}")  # two first requests: one claims it
+        row = self._execute(
+            "SELECT namespace, key, body_sha256, state, request_id, created_at, expires_at, response "
+            "FROM idempotency WHERE namespace = %s AND key = %s FOR UPDATE",
+            (namespace, key),
+        ).fetchone()
+        if row is None:
+            return None
+        namespace, key, digest, state, request_id, created, expires, response = row
+        return IdempotentAnswer(
+            namespace,
+            key,
+            digest,
+            state,
+            request_id,
+            created.astimezone(UTC),
+            expires.astimezone(UTC),
+            response,
+        )
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._execute(
+            "INSERT INTO idempotency (namespace, key, body_sha256, state, request_id, created_at, expires_at, "
+            "response) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (namespace, key) DO UPDATE SET "
+            "body_sha256 = excluded.body_sha256, state = excluded.state, request_id = excluded.request_id, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at, response = excluded.response",
+            (
+                record.namespace, record.key, record.body_sha256, record.state, record.request_id,
+                record.created_at, record.expires_at,
+                None if record.response is None else dumps(record.response),
+            ),
+        )  # fmt: skip
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._execute("DELETE FROM idempotency WHERE namespace = %s AND key = %s", (namespace, key))
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        self._execute("DELETE FROM idempotency WHERE expires_at <= %s", (now,))
 
     # -- stops, adjustments, instances ----------------------------------------------------------
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:

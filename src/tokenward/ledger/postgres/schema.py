@@ -119,5 +119,59 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX leases_expiry ON leases (expires_at);
     """,
+    # 3 (issue 15 items 9 and 16, issue 16 item 8): denials (one row per refused call, or per
+    #    subject, budget and minute past the flood rate: ``aggregated`` rows count the rest and
+    #    are the only rows ever updated), stored answers of ``Idempotency-Key`` requests, and the
+    #    tool-definition tokens of usage events (NULL for events written before)
+    """
+    CREATE TABLE denials (
+        id bigserial PRIMARY KEY,
+        at timestamptz NOT NULL, minute text NOT NULL, subject_key text NOT NULL, budget text NOT NULL,
+        aggregated boolean NOT NULL DEFAULT false, count bigint NOT NULL DEFAULT 1,
+        last_at timestamptz NOT NULL,
+        org text, project text, team text, "user" text, "key" text, agent text, session text, task text,
+        data jsonb NOT NULL
+    );
+    CREATE INDEX denials_at ON denials (at, id);
+    CREATE INDEX denials_budget ON denials (budget, id);
+    CREATE INDEX denials_project ON denials (project, id);
+    CREATE INDEX denials_flood ON denials (subject_key, budget, minute) WHERE NOT aggregated;
+    CREATE UNIQUE INDEX denials_folded ON denials (subject_key, budget, minute) WHERE aggregated;
+    CREATE FUNCTION tokenward_denials_fold_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND OLD.aggregated THEN RETURN NEW; END IF;
+        RAISE EXCEPTION 'denials are append-only' USING ERRCODE = 'restrict_violation';
+    END $$;
+    CREATE TRIGGER denials_append_only BEFORE UPDATE OR DELETE ON denials
+        FOR EACH ROW EXECUTE FUNCTION tokenward_denials_fold_only();
+    CREATE TRIGGER denials_no_truncate BEFORE TRUNCATE ON denials
+        FOR EACH STATEMENT EXECUTE FUNCTION tokenward_append_only('denials');
+    CREATE TABLE idempotency (
+        namespace text NOT NULL, key text NOT NULL, body_sha256 text NOT NULL, state text NOT NULL,
+        request_id text, created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL,
+        response jsonb,
+        PRIMARY KEY (namespace, key)
+    );
+    CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+    ALTER TABLE usage_events ADD COLUMN tool_definition_tokens bigint;
+    """,
+    # 4 (issue 18): secrets shared by every process on the ledger (the dashboard's cookie key),
+    #    and the budget that clamped a call's output bound, as a column the dashboard filters on
+    #    (NULL for events written before: their metadata.clamped_by says; no backfill, events are
+    #    append-only); the daily spend rollups (tokenward.ledger.rollups), the events already there
+    #    (seq below rollup_below) rolled up later in batches, never here
+    """
+    CREATE TABLE secrets (name text PRIMARY KEY, value text NOT NULL);
+    ALTER TABLE usage_events ADD COLUMN clamped_by text;
+    CREATE INDEX usage_events_clamped ON usage_events (clamped_by, at) WHERE clamped_by IS NOT NULL;
+    CREATE TABLE usage_rollup (
+        day text NOT NULL, project text NOT NULL, dim text NOT NULL, value text NOT NULL,
+        calls bigint NOT NULL, input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,
+        cost_usd numeric NOT NULL, unpriced bigint NOT NULL,
+        PRIMARY KEY (day, dim, project, value)
+    );
+    INSERT INTO meta (key, value) VALUES ('rollup_next', 1);
+    INSERT INTO meta (key, value) SELECT 'rollup_below', COALESCE(MAX(seq), 0) + 1 FROM usage_events;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

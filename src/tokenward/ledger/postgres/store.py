@@ -464,8 +464,9 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
         subject = event.subject
         cursor = self._execute(
             'INSERT INTO usage_events (request_id, at, org, project, team, "user", "key", agent, session, task, '
-            "model, status, input_tokens, output_tokens, cost_usd, data, disputed) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s) "
+            "model, status, input_tokens, output_tokens, cost_usd, data, disputed, tool_definition_tokens, "
+            "clamped_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) "
             "ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
@@ -478,9 +479,14 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
                 event.cost_usd,
                 event.to_json(),
                 event_disputed(event),
+                event.tool_definition_tokens,
+                event.metadata.get("clamped_by"),
             ),
         )
-        return bool(cursor.rowcount > 0)
+        if cursor.rowcount > 0:
+            self._roll_up([event])
+            return True
+        return False
 
     def _find_event(self, key: str, value: str) -> UsageEvent | None:
         # key is one of EVENT_LOOKUPS (checked by the caller), so the path is a literal: an index

@@ -35,8 +35,17 @@ from tokenward.core.decide import Balance
 from tokenward.core.events import UsageEvent
 from tokenward.errors import LedgerError, StoreUnavailable
 from tokenward.ledger.base import Reservation
+from tokenward.ledger.denials import record_denial_in
 from tokenward.ledger.reclaim import correction_event, is_late_settlement
-from tokenward.ledger.records import Adjustment, BudgetInstance, ShadowDenial, StopMarker, parse_iso
+from tokenward.ledger.records import (
+    DENIAL_RATE,
+    Adjustment,
+    BudgetInstance,
+    Denial,
+    ShadowDenial,
+    StopMarker,
+    parse_iso,
+)
 from tokenward.ledger.redis.state import RedisSettings, View
 from tokenward.ledger.redis.units import field, to_units
 from tokenward.ledger.rows import ZERO, Rows, Snapshot, Span, span_of, window_spent
@@ -205,6 +214,9 @@ def _drain(ledger: DrainedLedger, entries: list[SpoolEntry]) -> None:
                 stored = []
             if entry.kind == "shadow":
                 store._insert_shadow([ShadowDenial.from_dict(d) for d in payload["denials"]])
+            elif entry.kind == "denial":
+                rate = getattr(ledger, "denial_rate", DENIAL_RATE)
+                record_denial_in(store, Denial.from_dict(payload["denial"]), rate)
             elif entry.kind == "instances":
                 store._store_instances(
                     [BudgetInstance(b, s, parse_iso(t)) for b, s, t in payload["items"]]  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,10 +30,14 @@ from tokenward.errors import (
     StoreUnavailable,
 )
 from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.denials import check_denial_query
 from tokenward.ledger.records import (
+    DENIAL_RATE,
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     LeaseGroup,
     ShadowDenial,
@@ -65,6 +69,9 @@ class RedisRecords(RedisState):
 
     _known_instances: set[tuple[str, str]]
     _applied: dict[int, str]
+    denial_rate: int = DENIAL_RATE
+    """Denials of one subject, budget and minute recorded one by one before the rest are folded
+    (applied by the drainer in the durable store: :mod:`tokenward.ledger.denials`)."""
 
     def _refuse(
         self,
@@ -324,6 +331,46 @@ class RedisRecords(RedisState):
         self.flush(5)
         return self.store.shadow_denials(after, limit, budget=budget)
 
+    def record_denial(self, denial: Denial) -> Denial:
+        """Record a refused call: through the spool (as shadow denials are), so the hot path
+        pays one local append; the drainer stores it in the durable store by the flood rule of
+        :mod:`tokenward.ledger.denials`. Returns it unnumbered."""
+        self.spool.append("denial", {"denial": denial.to_dict()})
+        self._wake()
+        return denial
+
+    def denials(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject: Subject | None = None,
+        budget: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Denial]:
+        """Recorded denials, newest first (from the durable store, after this process's spool
+        is moved there); as :meth:`tokenward.ledger.transactional.TransactionalLedger.denials`."""
+        check_denial_query(since, until, subject, budget, limit, offset)
+        self.flush(5)
+        return self.store.denials(since, until, subject, budget, limit, offset)
+
+    def begin_idempotent(
+        self, namespace: str, key: str, body_sha256: str, request_id: str
+    ) -> IdempotentAnswer | None:
+        """As the contract: ``Idempotency-Key`` records live in the durable store (their answers
+        are kept for hours; Redis holds only counters)."""
+        return self.store.begin_idempotent(namespace, key, body_sha256, request_id)
+
+    def finish_idempotent(
+        self, namespace: str, key: str, request_id: str, response: Mapping[str, Any], ttl: timedelta
+    ) -> bool:
+        """As the contract (in the durable store)."""
+        return self.store.finish_idempotent(namespace, key, request_id, response, ttl)
+
+    def drop_idempotent(self, namespace: str, key: str, request_id: str) -> bool:
+        """As the contract (in the durable store)."""
+        return self.store.drop_idempotent(namespace, key, request_id)
+
     def stops(self) -> list[StopMarker]:
         """Every session and task ended by a ``stop`` budget, oldest first."""
         markers = self._load_stops()
@@ -360,6 +407,28 @@ class RedisRecords(RedisState):
         if record is None or include_inactive:
             return record
         return record if record.active(utc(at) if at else self.clock.now()) else None
+
+    def spend_rollup(
+        self, since: str, until: str | None = None, project: str | None = None, **options: Any
+    ) -> Any:
+        """Daily spend rows (:mod:`tokenward.ledger.rollups`), from the durable store (after moving
+        the spool there)."""
+        self.flush(5)
+        return self.store.spend_rollup(since, until, project, **options)  # type: ignore[attr-defined]
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> Any:
+        """Every session with a call since ``since``, from the durable store (after moving the
+        spool there)."""
+        self.flush(5)
+        return self.store.session_summaries(since, project)  # type: ignore[attr-defined]
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the durable store's older events in one batch (see the SQLite ledger's)."""
+        return int(self.store.backfill_rollup(batch))  # type: ignore[attr-defined]
+
+    def secret(self, name: str) -> str:
+        """A secret shared by every process on this ledger (kept in the durable store)."""
+        return str(self.store.secret(name))
 
     def keys(self, project: str | None = None) -> list[KeyRecord]:
         """Every key, optionally of one project, oldest first."""

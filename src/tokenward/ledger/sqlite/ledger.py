@@ -45,7 +45,7 @@ from tokenward.core.events import UsageEvent
 from tokenward.errors import ConfigError, LedgerError, StoreUnavailable, ValidationError
 from tokenward.ledger.base import Reservation
 from tokenward.ledger.failover import StoreHealth
-from tokenward.ledger.records import LeaseGroup, StopMarker, parse_iso
+from tokenward.ledger.records import Denial, LeaseGroup, StopMarker, parse_iso
 from tokenward.ledger.rows import Rows, Snapshot, Span, event_disputed, stored_budget, subject_matches
 from tokenward.ledger.spool import SpoolEntry
 from tokenward.ledger.spooled import SpooledWrites
@@ -280,12 +280,23 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
             self._spool_write("release", {"reservation_id": reservation_id}, "release", exc, None)
             return False
 
+    def record_denial(self, denial: Denial) -> Denial:
+        """As the contract; a denial the file cannot take now is spooled and replayed (returned
+        unnumbered), never dropped."""
+        try:
+            return super().record_denial(denial)
+        except LedgerError as exc:
+            self._spool_write("denial", {"denial": denial.to_dict()}, "denial", exc, denial.subject)
+            return denial
+
     def _replay_entry(self, entry: SpoolEntry) -> None:
         payload = entry.payload
         if entry.kind == "settle":
             TransactionalLedger.settle(
                 self, payload["reservation_id"], UsageEvent.from_dict(payload["event"])
             )
+        elif entry.kind == "denial":
+            TransactionalLedger.record_denial(self, Denial.from_dict(payload["denial"]))
         elif entry.kind == "release":
             TransactionalLedger.release(self, payload["reservation_id"])
         elif entry.kind == "audit":
@@ -475,8 +486,9 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         subject = event.subject
         cursor = self._execute(
             "INSERT INTO usage_events (request_id, at, org, project, team, user, key, agent, session, task, "
-            "model, status, input_tokens, output_tokens, cost_usd, data, disputed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            "model, status, input_tokens, output_tokens, cost_usd, data, disputed, tool_definition_tokens, "
+            "clamped_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
             (
                 event.request_id,
                 ts(event.at),
@@ -488,9 +500,14 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
                 None if event.cost_usd is None else str(event.cost_usd),
                 event.to_json(),
                 event_disputed(event),
+                event.tool_definition_tokens,
+                event.metadata.get("clamped_by"),
             ),
         )
-        return cursor.rowcount > 0
+        if cursor.rowcount > 0:
+            self._roll_up([event])
+            return True
+        return False
 
     def _find_event(self, key: str, value: str) -> UsageEvent | None:
         # key is one of EVENT_LOOKUPS (checked by the caller), so the path is a literal: an index

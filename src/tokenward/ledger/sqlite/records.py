@@ -11,20 +11,34 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from tokenward.core.budgets import SCOPES
 from tokenward.core.calibration import EstimateStats
+from tokenward.core.events import UsageEvent
 from tokenward.ledger.admin import KeyIndex
+from tokenward.ledger.denials import DenialQuery, filtered_after, paged
 from tokenward.ledger.records import (
     Adjustment,
     AuditEntry,
     BudgetInstance,
+    Denial,
+    IdempotentAnswer,
     KeyRecord,
     ShadowDenial,
     StopMarker,
     ThresholdEvent,
     parse_iso,
+)
+from tokenward.ledger.rollups import (
+    RollupRow,
+    SessionSummary,
+    merged_deltas,
+    rollup_query,
+    summarise_sessions,
+    unpico,
 )
 from tokenward.numbers import plain
 
@@ -40,6 +54,12 @@ def _limit(sql: str, params: list[Any], limit: int | None) -> tuple[str, list[An
     return (f"{sql} LIMIT ?", [*params, int(limit)]) if limit is not None else (sql, params)
 
 
+def _denial(row: Any) -> Denial:
+    return Denial.from_dict(
+        {**json.loads(row["data"]), "id": row["id"], "count": row["count"], "last_at": row["last_at"]}
+    )
+
+
 class SQLiteRecords:
     """Record primitives over ``self._execute`` (see the module docstring)."""
 
@@ -50,6 +70,87 @@ class SQLiteRecords:
 
     def _bump(self, name: str) -> None:
         self._execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (name,))
+
+    # -- daily spend rollups (tokenward.ledger.rollups) -----------------------------------------------
+    def _roll_up(self, events: Sequence[UsageEvent]) -> None:
+        """Add events to the daily rollups: one statement per 3,000 rows (a settle: one)."""
+        rows = merged_deltas(events)
+        for first in range(0, len(rows), 3000):  # SQLite takes at most 32,766 parameters
+            chunk = rows[first : first + 3000]
+            self._execute(
+                "INSERT INTO usage_rollup (day, project, dim, value, calls, input_tokens, output_tokens, "
+                f"cost_pico, unpriced) VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(chunk))} "
+                "ON CONFLICT (day, dim, project, value) DO UPDATE SET calls = calls + excluded.calls, "
+                "input_tokens = input_tokens + excluded.input_tokens, "
+                "output_tokens = output_tokens + excluded.output_tokens, "
+                "cost_pico = cost_pico + excluded.cost_pico, unpriced = unpriced + excluded.unpriced",
+                [value for row in chunk for value in row],
+            )
+
+    def _rollup_progress(self) -> tuple[int, int]:
+        found = dict(
+            self._execute(
+                "SELECT key, value FROM meta WHERE key IN ('rollup_next', 'rollup_below')"
+            ).fetchall()
+        )
+        return int(found.get("rollup_next", 1)), int(found.get("rollup_below", 1))
+
+    def backfill_rollup(self, batch: int = 2000) -> int:
+        """Roll up the next ``batch`` events written before the rollups existed (one short write
+        transaction); returns how many, 0 once every event is rolled up."""
+        with self._transaction():  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start >= below:
+                return 0
+            end = min(start + batch, below)
+            rows = self._execute(
+                "SELECT data FROM usage_events WHERE seq >= ? AND seq < ? ORDER BY seq", (start, end)
+            ).fetchall()
+            self._roll_up([UsageEvent.from_dict(json.loads(row[0])) for row in rows])
+            self._execute("UPDATE meta SET value = ? WHERE key = 'rollup_next'", (str(end),))
+            return max(len(rows), 1)
+
+    def spend_rollup(
+        self,
+        since: str,
+        until: str | None = None,
+        project: str | None = None,
+        *,
+        dim: str | None = None,
+        values: Sequence[str] | None = None,
+        by_day: bool = True,
+    ) -> list[RollupRow] | None:
+        """Daily spend rows (see :meth:`tokenward.ledger.base.Ledger.spend_rollup`)."""
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            start, below = self._rollup_progress()
+            if start < below:
+                return None
+            sql, params = rollup_query(since, until, project, dim, values, by_day, "?", "cost_pico")
+            rows = self._execute(sql, params).fetchall()
+        return [RollupRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], unpico(r[7]), r[8]) for r in rows]
+
+    def session_summaries(self, since: datetime, project: str | None = None) -> list[SessionSummary]:
+        """Every session with a call at or after ``since`` (of one ``project`` when named),
+        summed from the event table's columns (no event is decoded)."""
+        sql = (
+            "SELECT session, user, at, input_tokens, output_tokens, cost_usd, status FROM usage_events "
+            "WHERE at >= ? AND session IS NOT NULL"
+        )
+        params: list[Any] = [ts(since)]
+        if project is not None:
+            sql += " AND project = ?"
+            params.append(project)
+        with self._transaction(write=False):  # type: ignore[attr-defined]
+            rows = self._execute(sql + " ORDER BY at, seq", params).fetchall()
+        return summarise_sessions(
+            (r[0], r[1], datetime.fromisoformat(r[2].replace("Z", "+00:00")), r[3], r[4], r[5], r[6])
+            for r in rows
+        )
+
+    def _keep_secret(self, name: str, candidate: str) -> str:
+        key = f"secret:{name}"
+        self._execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, candidate))
+        return str(self._execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
     # -- threshold events and shadow denials --------------------------------------------------
     def _insert_threshold(self, event: ThresholdEvent) -> bool:
@@ -97,6 +198,102 @@ class SQLiteRecords:
             ShadowDenial.from_dict({**json.loads(r["data"]), "id": r["id"]})
             for r in self._execute(sql, params)
         ]
+
+    # -- denials ---------------------------------------------------------------------------------
+    def _count_denials(self, subject_key: str, budget: str, minute: str) -> int:
+        row = self._execute(
+            "SELECT count(*) FROM denials WHERE subject_key = ? AND budget = ? AND minute = ? AND aggregated = 0",
+            (subject_key, budget, minute),
+        ).fetchone()
+        return int(row[0])
+
+    def _insert_denial(self, denial: Denial) -> Denial:
+        data = denial.to_dict()
+        del data["id"]
+        row = self._execute(
+            "INSERT INTO denials (at, minute, subject_key, budget, aggregated, count, last_at, "
+            f"{', '.join(SCOPES)}, data) VALUES (?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(SCOPES))}, ?) "
+            "ON CONFLICT (subject_key, budget, minute) WHERE aggregated = 1 "
+            "DO UPDATE SET count = count + 1, last_at = max(last_at, excluded.last_at) "
+            "RETURNING id, count, last_at",
+            (
+                ts(denial.at),
+                denial.minute,
+                denial.subject_key,
+                denial.budget,
+                int(denial.aggregated),
+                denial.count,
+                ts(denial.last_at or denial.at),
+                *(denial.subject.value(s) for s in SCOPES),
+                json.dumps(data),
+            ),
+        ).fetchone()
+        return self._denial_by_id(int(row[0])) if denial.aggregated else replace(denial, id=int(row[0]))
+
+    def _fold_denial(self, denial: Denial) -> Denial:
+        return self._insert_denial(denial)
+
+    def _denial_by_id(self, denial_id: int) -> Denial:
+        row = self._execute(
+            "SELECT id, count, last_at, data FROM denials WHERE id = ?", (denial_id,)
+        ).fetchone()
+        return _denial(row)
+
+    def _query_denials(self, query: DenialQuery) -> list[Denial]:
+        clauses: list[str] = ["1"]
+        params: list[Any] = []
+        if query.since is not None:
+            clauses.append("at >= ?")
+            params.append(ts(query.since))
+        if query.until is not None:
+            clauses.append("at < ?")
+            params.append(ts(query.until))
+        if query.budget is not None:
+            clauses.append("budget = ?")
+            params.append(query.budget)
+        for scope, value in query.columns.items():
+            clauses.append(f"{scope} = ?")
+            params.append(value)
+        sql = f"SELECT id, count, last_at, data FROM denials WHERE {' AND '.join(clauses)} ORDER BY id DESC"
+        sliced = not filtered_after(query)
+        if sliced:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if query.limit is None else query.limit, query.offset]
+        return paged([_denial(r) for r in self._execute(sql, params)], query, sliced=sliced)
+
+    # -- idempotency keys ------------------------------------------------------------------------
+    def _get_idempotent(self, namespace: str, key: str) -> IdempotentAnswer | None:
+        row = self._execute(
+            "SELECT namespace, key, body_sha256, state, request_id, created_at, expires_at, response "
+            "FROM idempotency WHERE namespace = ? AND key = ?",
+            (namespace, key),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotentAnswer(
+            row["namespace"], row["key"], row["body_sha256"], row["state"], row["request_id"],
+            parse_iso(row["created_at"]), parse_iso(row["expires_at"]),  # type: ignore[arg-type]
+            None if row["response"] is None else json.loads(row["response"]),
+        )  # fmt: skip
+
+    def _put_idempotent(self, record: IdempotentAnswer) -> None:
+        self._execute(
+            "INSERT INTO idempotency (namespace, key, body_sha256, state, request_id, created_at, expires_at, "
+            "response) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET "
+            "body_sha256 = excluded.body_sha256, state = excluded.state, request_id = excluded.request_id, "
+            "created_at = excluded.created_at, expires_at = excluded.expires_at, response = excluded.response",
+            (
+                record.namespace, record.key, record.body_sha256, record.state, record.request_id,
+                ts(record.created_at), ts(record.expires_at),
+                None if record.response is None else json.dumps(record.response),
+            ),
+        )  # fmt: skip
+
+    def _delete_idempotent(self, namespace: str, key: str) -> None:
+        self._execute("DELETE FROM idempotency WHERE namespace = ? AND key = ?", (namespace, key))
+
+    def _purge_idempotent(self, now: datetime) -> None:
+        self._execute("DELETE FROM idempotency WHERE expires_at <= ?", (ts(now),))
 
     # -- stops, adjustments, instances ----------------------------------------------------------
     def _store_stops(self, markers: Sequence[StopMarker]) -> None:

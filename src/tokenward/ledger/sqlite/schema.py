@@ -2,8 +2,8 @@
 
 ``PRAGMA user_version`` holds how many of :data:`_MIGRATIONS` a file has had; opening applies the
 rest in one write transaction. A migration is only ever appended, never edited. Append-only
-tables (usage events, threshold events, shadow denials, stop markers, adjustments, the audit log)
-refuse UPDATE and DELETE with triggers.
+tables (usage events, threshold events, shadow denials, stop markers, adjustments, the audit log,
+denials but for their aggregated rows' counts) refuse UPDATE and DELETE with triggers.
 """
 
 from __future__ import annotations
@@ -129,6 +129,52 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (key, holder)
     ) WITHOUT ROWID;
     CREATE INDEX leases_expiry ON leases (expires_at);
+    """,
+    # 6 (issue 15 items 9 and 16, issue 16 item 8): denials (one row per refused call, or per
+    #    subject, budget and minute past the flood rate: ``aggregated`` rows count the rest and
+    #    are the only rows ever updated), stored answers of ``Idempotency-Key`` requests, and the
+    #    tool-definition tokens of usage events (NULL for events written before)
+    """
+    CREATE TABLE denials (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL, minute TEXT NOT NULL, subject_key TEXT NOT NULL, budget TEXT NOT NULL,
+        aggregated INTEGER NOT NULL DEFAULT 0, count INTEGER NOT NULL DEFAULT 1, last_at TEXT NOT NULL,
+        org TEXT, project TEXT, team TEXT, user TEXT, key TEXT, agent TEXT, session TEXT, task TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX denials_at ON denials (at, id);
+    CREATE INDEX denials_budget ON denials (budget, id);
+    CREATE INDEX denials_project ON denials (project, id);
+    CREATE INDEX denials_flood ON denials (subject_key, budget, minute) WHERE aggregated = 0;
+    CREATE UNIQUE INDEX denials_folded ON denials (subject_key, budget, minute) WHERE aggregated = 1;
+    CREATE TRIGGER denials_no_update BEFORE UPDATE ON denials WHEN OLD.aggregated = 0
+        BEGIN SELECT RAISE(ABORT, 'denials are append-only'); END;
+    CREATE TRIGGER denials_no_delete BEFORE DELETE ON denials
+        BEGIN SELECT RAISE(ABORT, 'denials are append-only'); END;
+    CREATE TABLE idempotency (
+        namespace TEXT NOT NULL, key TEXT NOT NULL, body_sha256 TEXT NOT NULL, state TEXT NOT NULL,
+        request_id TEXT, created_at TEXT NOT NULL, expires_at TEXT NOT NULL, response TEXT,
+        PRIMARY KEY (namespace, key)
+    );
+    CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+    ALTER TABLE usage_events ADD COLUMN tool_definition_tokens INTEGER;
+    """,
+    # 7 (issue 18; numbered for the merge order, appended after 6): the budget that clamped a
+    #    call's output bound, as a column the dashboard filters on (NULL for events written before:
+    #    their metadata.clamped_by says; no backfill, events are append-only); the daily spend
+    #    rollups (tokenward.ledger.rollups) kept as events are written, the events already there
+    #    (seq below rollup_below) rolled up later in batches from rollup_next, never here
+    """
+    ALTER TABLE usage_events ADD COLUMN clamped_by TEXT;
+    CREATE INDEX usage_events_clamped ON usage_events (clamped_by, at) WHERE clamped_by IS NOT NULL;
+    CREATE TABLE usage_rollup (
+        day TEXT NOT NULL, project TEXT NOT NULL, dim TEXT NOT NULL, value TEXT NOT NULL,
+        calls INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+        cost_pico INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+        PRIMARY KEY (day, dim, project, value)
+    ) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('rollup_next', '1');
+    INSERT INTO meta (key, value) SELECT 'rollup_below', CAST(COALESCE(MAX(seq), 0) + 1 AS TEXT) FROM usage_events;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)

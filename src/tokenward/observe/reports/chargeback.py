@@ -32,7 +32,7 @@ from tokenward.core.windows import Window
 from tokenward.errors import ConfigError
 from tokenward.numbers import plain
 from tokenward.observe.reports.output import Table
-from tokenward.observe.rows import Row
+from tokenward.observe.rows import Row, denial_row
 
 __all__ = ["ChargebackLine", "ChargebackReport", "chargeback", "dimension", "fields_for"]
 
@@ -102,10 +102,13 @@ class ChargebackLine:
         unpriced_calls: calls whose cost is unknown (not in ``cost_usd``).
         unknown_token_calls: calls with an unknown input or output count.
         first_at / last_at: the earliest and latest call (UTC).
+        denials: calls a budget refused (402/429, ``BudgetExceeded``), from the ledger's denials
+            (a flood's aggregated record counts each refusal it folds); not in ``calls``.
     """
 
     key: tuple[str | None, ...]
     calls: int = 0
+    denials: int = 0
     input_tokens: int = 0
     cache_read_tokens: int = 0
     output_tokens: int = 0
@@ -142,6 +145,7 @@ class ChargebackLine:
     def merge(self, other: ChargebackLine) -> None:
         """Add another line's totals into this one."""
         self.calls += other.calls
+        self.denials += other.denials
         self.input_tokens += other.input_tokens
         self.cache_read_tokens += other.cache_read_tokens
         self.output_tokens += other.output_tokens
@@ -178,6 +182,7 @@ class ChargebackReport:
         columns = [
             *self.dimensions,
             "calls",
+            "denials",
             "input_tokens",
             "cache_read_tokens",
             "output_tokens",
@@ -198,6 +203,7 @@ class ChargebackReport:
                 (
                     *line.key,
                     line.calls,
+                    line.denials,
                     line.input_tokens,
                     line.cache_read_tokens,
                     line.output_tokens,
@@ -215,6 +221,7 @@ class ChargebackReport:
             )
         notes.append(
             f"total: {self.total.calls:,} calls, {self.total.total_tokens:,} tokens, ${plain(self.total.cost_usd)}"
+            + (f"; {self.total.denials:,} calls refused by budgets" if self.total.denials else "")
         )
         return Table(title, columns, rows, notes, self.meta())
 
@@ -227,6 +234,7 @@ class ChargebackReport:
             "until": self.until,
             "totals": {
                 "calls": t.calls,
+                "denials": t.denials,
                 "input_tokens": t.input_tokens,
                 "cache_read_tokens": t.cache_read_tokens,
                 "output_tokens": t.output_tokens,
@@ -247,8 +255,11 @@ def chargeback(
     since: datetime | None = None,
     until: datetime | None = None,
     top: int | None = None,
+    denials: Iterable[Any] = (),
 ) -> ChargebackReport:
-    """Group rows by ``by`` and add up calls, tokens and exact cost.
+    """Group rows by ``by`` and add up calls, tokens and exact cost, and the calls budgets
+    refused (``denials``: :class:`~tokenward.ledger.records.Denial` records of the same period;
+    a group with refusals only is a line of 0 calls).
 
     Args:
         rows: the usage rows (already limited to the period; ``since``/``until`` are only
@@ -269,6 +280,12 @@ def chargeback(
         if line is None:
             line = groups[key] = ChargebackLine(key)
         line.add(row)
+    for denial in denials:
+        key = tuple(f(denial_row(denial)) for f in keys)
+        line = groups.get(key)
+        if line is None:
+            line = groups[key] = ChargebackLine(key)
+        line.denials += denial.count
     for line in groups.values():
         total.merge(line)
     if by and by[0].partition("@")[0] in _FORMATS:  # a period first: in time order

@@ -7,8 +7,10 @@ calls missing it are counted):
 * ``context_per_output``: input tokens per output token ("context against generation"; an agent
   that re-sends its history has hundreds);
 * ``reasoning_share``: reasoning tokens over output tokens;
-* ``tool_definition_share``: tokens of tool definitions over input tokens, when calls recorded
-  ``tool_definition_tokens`` in their metadata; unknown otherwise (never reported as 0);
+* ``tool_definition_share``: tokens of tool definitions (the event's ``tool_definition_tokens``,
+  counted by the guard's estimator from the request's tool definitions) over the input tokens of
+  the calls that recorded them (a call offering no tools records 0); unknown when no call of the
+  group recorded them (events recorded before they were measured), never reported as 0;
 * ``tokens_per_resolved`` / ``cost_per_resolved_usd``: all tokens (or cost) over resolved
   sessions, where outcomes are known.
 """
@@ -47,6 +49,7 @@ class Efficiency:
     calls_with_reasoning: int = 0
     tool_tokens: int = 0
     calls_with_tool_tokens: int = 0
+    tool_input_tokens: int = 0
     cost_usd: Decimal = ZERO
     sessions: int = 0
     resolved_sessions: int = 0
@@ -74,7 +77,11 @@ class Efficiency:
     @property
     def tool_definition_share(self) -> Decimal | None:
         """Tool-definition tokens over the input of the calls that recorded them (None: unknown)."""
-        return None if self.calls_with_tool_tokens == 0 else self._ratio(self.tool_tokens, self.input_tokens)
+        return (
+            None
+            if self.calls_with_tool_tokens == 0
+            else self._ratio(self.tool_tokens, self.tool_input_tokens)
+        )
 
     @property
     def tokens_per_resolved(self) -> int | None:
@@ -140,6 +147,7 @@ def efficiency(rows: Iterable[Row], by: Sequence[str] = ()) -> tuple[list[Effici
             if row.tool_tokens is not None:
                 target.tool_tokens += row.tool_tokens
                 target.calls_with_tool_tokens += 1
+                target.tool_input_tokens += row.input_tokens or 0
         if row.session is not None:
             session_group.setdefault(row.session, key)
             if row.resolved is not None or row.session not in outcome:

@@ -51,12 +51,14 @@ class SessionCost:
         first_at / last_at: first and last call (UTC).
         resolved: the task outcome when known.
         models: models used, one name per model (:func:`~tokenward.core.pricebook.canonical_model`).
+        denials: calls of the session a budget refused (not in ``calls``).
     """
 
     session: str
     task: str | None = None
     user: str | None = None
     calls: int = 0
+    denials: int = 0
     unpriced_calls: int = 0
     input_tokens: int = 0
     cache_read_tokens: int = 0
@@ -116,6 +118,7 @@ class SessionCost:
             "session": self.session,
             "task": self.task,
             "calls": self.calls,
+            "denials": self.denials,
             "input_tokens": self.input_tokens,
             "cache_read_tokens": self.cache_read_tokens,
             "output_tokens": self.output_tokens,
@@ -141,6 +144,20 @@ def session_costs(rows: Iterable[Row]) -> dict[str, SessionCost]:
     return out
 
 
+def add_denials(sessions: dict[str, SessionCost], denials: Iterable[Any]) -> dict[str, SessionCost]:
+    """Count the refused calls of each session (:class:`~tokenward.ledger.records.Denial`
+    records; a session with refusals only is listed with 0 calls); returns ``sessions``."""
+    for denial in denials:
+        session = denial.subject.session
+        if session is None:
+            continue
+        cost = sessions.get(session)
+        if cost is None:
+            cost = sessions[session] = SessionCost(session, denial.subject.task, denial.subject.user)
+        cost.denials += denial.count
+    return sessions
+
+
 def sessions_table(sessions: dict[str, SessionCost], *, top: int | None = None) -> Table:
     """Sessions as a table, most expensive first, with totals and cost per resolved task."""
     ordered = sorted(sessions.values(), key=lambda s: (-s.cost_usd, s.session))
@@ -150,6 +167,7 @@ def sessions_table(sessions: dict[str, SessionCost], *, top: int | None = None) 
         "session",
         "task",
         "calls",
+        "denials",
         "input_tokens",
         "cache_read_tokens",
         "output_tokens",
@@ -163,6 +181,7 @@ def sessions_table(sessions: dict[str, SessionCost], *, top: int | None = None) 
             s.session,
             s.task,
             s.calls,
+            s.denials,
             s.input_tokens,
             s.cache_read_tokens,
             s.output_tokens,
@@ -195,6 +214,7 @@ def summarize(sessions: Iterable[SessionCost]) -> dict[str, Any]:
     return {
         "sessions": len(items),
         "calls": sum(s.calls for s in items),
+        "denials": sum(s.denials for s in items),
         "cost_usd": cost,
         "total_tokens": tokens,
         "resolved": resolved,

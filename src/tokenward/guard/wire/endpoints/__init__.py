@@ -2,6 +2,7 @@
 
 from tokenward.guard.wire.endpoints.anthropic_messages import AnthropicMessages
 from tokenward.guard.wire.endpoints.base import Endpoint, StreamState
+from tokenward.guard.wire.endpoints.bedrock import BedrockConverse, BedrockInvoke
 from tokenward.guard.wire.endpoints.gemini import Gemini
 from tokenward.guard.wire.endpoints.gemini_caches import GeminiCachedContents
 from tokenward.guard.wire.endpoints.openai_chat import OpenAIChat
@@ -16,6 +17,8 @@ from tokenward.guard.wire.endpoints.openai_text import OpenAICompletions, OpenAI
 
 __all__ = [
     "AnthropicMessages",
+    "BedrockConverse",
+    "BedrockInvoke",
     "Endpoint",
     "Gemini",
     "GeminiCachedContents",

@@ -16,6 +16,7 @@ from tokenward.core.usage import Usage
 from tokenward.errors import ValidationError
 from tokenward.guard.flow import Outcome
 from tokenward.guard.wire.endpoints.billable import ContextRef, openai_server_tools, requested_tier
+from tokenward.guard.wire.sse import SSEParser, format_event
 
 __all__ = ["Endpoint", "NoOutput", "StreamState", "require"]
 
@@ -144,6 +145,9 @@ class Endpoint(abc.ABC):
         charged: whether calls to it are budgeted (token counting, for one, is free).
         streams: whether its upstream can stream answers, so that a call the client did not
             stream can be read as a stream and stopped at its hold (images and audio cannot).
+        stream_media_type: the ``content-type`` of its streamed answers.
+        error_shape: the shape of the gateway's error answers when not its dialect's
+            (``bedrock``: the AWS JSON error protocol).
     """
 
     dialect: str
@@ -151,6 +155,17 @@ class Endpoint(abc.ABC):
     path: str
     charged: bool = True
     streams: bool = True
+    stream_media_type: str = "text/event-stream"
+    error_shape: str | None = None
+
+    def stream_parser(self) -> Any:
+        """A fresh incremental reader of this endpoint's streamed answers: ``feed(bytes)`` and
+        ``close()`` return ``(event name or None, data)`` pairs (server-sent events by default)."""
+        return SSEParser()
+
+    def passthrough(self, name: str | None, data: str) -> bytes:
+        """An upstream event passed on as it came (the stream's end marker, data that is not JSON)."""
+        return format_event(data, name)
 
     def upstream_path(self, body: Mapping[str, Any]) -> str:
         """The path to call on an upstream, relative to the family's base URL (OpenAI bases end

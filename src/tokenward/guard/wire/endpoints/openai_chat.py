@@ -74,7 +74,7 @@ class OpenAIChat(Endpoint):
         """Set the bound in the field the client used; when it used none, ``max_completion_tokens``
         for OpenAI itself and ``max_tokens`` for compatible servers."""
         out = dict(body)
-        if "max_completion_tokens" in out or ("max_tokens" not in out and provider == "openai"):
+        if "max_completion_tokens" in out or ("max_tokens" not in out and provider in ("openai", "azure")):
             out["max_completion_tokens"] = bound
             out.pop("max_tokens", None)
         else:
