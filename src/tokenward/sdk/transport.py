@@ -465,7 +465,8 @@ def transport_classes(module: Any) -> tuple[type, type]:
                 content_type = request.headers.get("content-type")
                 return endpoint, prepare(endpoint, request.content, content_type, self._model_of), None
             except ValidationError as exc:
-                if endpoint.dialect in _MEDIA_DIALECTS:
+                # a batch record (``whole``) is never sent unguarded: the job's budget must hold
+                if endpoint.dialect in _MEDIA_DIALECTS or current().whole:
                     raise self.settings.raise_as(exc) from None
                 log.warning(
                     "not guarding a request tokenward cannot read (%s); the provider will judge it", exc
