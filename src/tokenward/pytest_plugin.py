@@ -184,6 +184,9 @@ class TokenBudgets:
         self.guard: Any = None
         self.tallies = _Tallies()
         self.patches: list[tuple[Any, str, Any]] = []
+        # the test running (its task and run session), for calls made where no attribution is in
+        # force: a thread the test started (threads do not inherit context variables)
+        self.running: dict[str, str | None] | None = None
         self.wanted = bool(self.run_budgets or self.report_file or self.baseline_file)
 
     # -- activation ------------------------------------------------------------------------
@@ -238,7 +241,7 @@ class TokenBudgets:
                 if cls is None or original is None:
                     continue
                 self.patches.append((cls, "request", original))
-                cls.request = _metered(original, guard, name.startswith("Async"))
+                cls.request = _metered(original, guard, name.startswith("Async"), lambda: self.running)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         for cls, name, original in reversed(self.patches):
@@ -260,10 +263,12 @@ class TokenBudgets:
         if marker is not None:
             made = self._test_budgets(item, marker)
         session = _SESSION if self.run_budgets else None
+        self.running = {"task": _TASK + item.nodeid, "session": session}
         with attributed(task=_TASK + item.nodeid, session=session):
             try:
                 return (yield)
             finally:
+                self.running = None
                 for budget in made:
                     self.guard.ledger.delete_budget(budget.name)
 
@@ -390,22 +395,35 @@ class TokenBudgets:
             terminalreporter.write_line(f"token baseline written to {self.baseline_file}")
 
 
-def _metered(original: Any, guard: Any, is_async: bool) -> Any:
-    """An SDK client's ``request`` that wraps the client with ``guard`` first (once)."""
+def _metered(original: Any, guard: Any, is_async: bool, running: Any) -> Any:
+    """An SDK client's ``request`` that wraps the client with ``guard`` first (once), and charges
+    a call made with no task in force (a thread the test started) to the test running
+    (``running()``: its task and session, or None between tests)."""
+    import contextlib
     import functools
+
+    from tokenward.sdk.context import attributed, current
+
+    def scope() -> Any:
+        test = running()
+        if test is None or current().subject.task:
+            return contextlib.nullcontext()
+        return attributed(task=test["task"], session=test["session"])
 
     if is_async:
 
         @functools.wraps(original)
         async def arequest(self: Any, *args: Any, **kwargs: Any) -> Any:
             guard.wrap(self)
-            return await original(self, *args, **kwargs)
+            with scope():
+                return await original(self, *args, **kwargs)
 
         return arequest
 
     @functools.wraps(original)
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
         guard.wrap(self)
-        return original(self, *args, **kwargs)
+        with scope():
+            return original(self, *args, **kwargs)
 
     return request

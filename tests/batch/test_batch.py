@@ -157,6 +157,104 @@ def test_bad_lines_and_wrong_urls(fake, tmp_path: Path) -> None:
     assert (report.succeeded, report.failed, report.remaining) == (2, 1, 0)
 
 
+def test_an_unreadable_output_file_is_a_one_line_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tokenward.cli.main import app
+
+    requests = _write(tmp_path / "requests.jsonl", _records(2))
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(b"\xff\xfe not text\n")
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    for out, resume in ((tmp_path, []), (garbage, ["--resume"])):  # a directory; not UTF-8
+        result = CliRunner().invoke(
+            app,
+            [
+                "batch",
+                "run",
+                str(requests),
+                "--out",
+                str(out),
+                "--ledger",
+                ledger,
+                "--no-progress",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--budget",
+                "total_tokens=100",
+                *resume,
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert "cannot read output file" in result.output and "Traceback" not in result.output
+    assert garbage.read_bytes() == b"\xff\xfe not text\n"  # nothing lost
+
+
+def test_lines_of_other_records_in_the_output_do_not_count(fake, tmp_path: Path) -> None:
+    # An output file resumed with another input (another job's lines in it): the report counts this
+    # job's records only, never more done than there are records.
+    out = tmp_path / "results.jsonl"
+    foreign = [
+        {
+            "id": f"x{i}",
+            "custom_id": f"other-{i}",
+            "response": {"status_code": 200, "request_id": None, "body": {}},
+            "error": None,
+        }
+        for i in range(7)
+    ]
+    out.write_text("".join(json.dumps(line) + "\n" for line in foreign))
+    guard = Guard("memory://", on_unattributed="ignore")
+    caller = HttpCaller(guard, f"{fake.url}/v1", api_key=UPSTREAM_KEY)
+    try:
+        report = run(
+            _records(2), caller, guard=guard, budget="total_tokens=1000", job="mixed", out=out, resume=True
+        )
+    finally:
+        caller.close()
+        guard.close()
+    assert (report.total, report.succeeded, report.failed, report.remaining) == (2, 2, 0, 0)
+    assert report.percent == 100
+
+
+def test_a_record_tokenward_cannot_read_is_not_sent_unguarded(fake, tmp_path: Path) -> None:
+    # max_tokens 0 is not a bound tokenward can hold, yet the fake answers it (26 tokens): outside a
+    # batch the SDK lets such a request through unguarded; a batch record must not escape the
+    # job's budget (and its spend the ledger), through the CLI's caller or a wrapped SDK client.
+    import openai
+
+    records = _records(2)
+    records[0]["body"]["max_tokens"] = 0
+    guard = Guard("memory://", on_unattributed="ignore")
+    caller = HttpCaller(guard, f"{fake.url}/v1", api_key=UPSTREAM_KEY)
+    client = guard.wrap(openai.OpenAI(base_url=f"{fake.url}/v1", api_key=UPSTREAM_KEY, max_retries=0))
+    try:
+        for job, call in (("http", caller), ("sdk", lambda r: client.chat.completions.create(**r.body))):
+            report = run(records, call, guard=guard, budget="total_tokens=1000", job=job)
+            by_id = {line["custom_id"]: line for line in report.lines}
+            assert by_id["r-0000"]["response"] is None, job
+            assert by_id["r-0000"]["error"]["code"] == "invalid_request"
+            assert "max_tokens" in by_id["r-0000"]["error"]["message"]
+            assert by_id["r-0001"]["response"]["status_code"] == 200
+            assert report.input_tokens + report.output_tokens == _cost(records[1])  # r-0001 alone
+    finally:
+        caller.close()
+        guard.close()
+
+
+def test_a_record_holding_unicode_line_separators_is_one_line(tmp_path: Path) -> None:
+    # JSON Lines ends lines at "\n" only; a JSON string may hold U+2028, U+0085 or U+001E as they
+    # are (json.dumps(..., ensure_ascii=False) writes them so), and a Windows editor adds a BOM.
+    text = "one\u2028two\x85three\x1efour\r"
+    record = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}}  # fmt: skip
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(record, ensure_ascii=False) + "\r\n").encode())
+    (read,) = read_records(path)
+    assert read.custom_id == "a" and read.body["messages"][0]["content"] == text
+    assert json.loads(read.line) == record
+
+
 def test_sigkill_mid_run_then_resume(fake, tmp_path: Path) -> None:
     records = _records(400)
     source = _write(tmp_path / "requests.jsonl", records)

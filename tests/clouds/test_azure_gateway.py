@@ -200,3 +200,21 @@ def test_responses_and_embeddings_on_the_deployments_surface(azure_gateway, azur
     answered, embedded = events(gateway)
     assert answered.endpoint == "openai-responses" and answered.usage.output_tokens == 16
     assert embedded.model == "gpt-4o-mini" and embedded.usage.output_tokens == 0
+
+
+def test_a_deployment_is_estimated_with_its_models_tokenizer(azure_gateway, caplog) -> None:
+    """The deployment name is mapped to its model before the first estimate: no "no tokenizer
+    known for model 'mini-prod'" warning (gpt-4o-mini's tokenizer is tiktoken's o200k_base)."""
+    from tokenward.core.tokenizers import encoding_for_model
+
+    gateway = azure_gateway()
+    encoding_for_model.cache_clear()  # it warns once per model id: a name seen before would not
+    with caplog.at_level("WARNING"):
+        reply = azure_client(gateway).chat.completions.create(model="mini-eu", messages=MESSAGES)
+        with azure_client(gateway).chat.completions.create(
+            model="mini-prod", messages=MESSAGES, stream=True
+        ) as stream:
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == HELLO_20
+    assert reply.choices[0].message.content == HELLO_20
+    assert not [r for r in caplog.records if "no tokenizer known" in r.getMessage()]
+    assert [e.model for e in events(gateway)] == ["gpt-4o-mini"] * 2

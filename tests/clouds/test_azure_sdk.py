@@ -88,3 +88,18 @@ def test_content_filtered_prompt_is_charged(fake) -> None:
     our_estimate = 3 + 1 + 2 + 3  # OpenAI chat framing + "user" + "Say hello" + reply priming
     assert event.metadata["content_filter"] == "prompt"
     assert (event.usage.input_tokens, event.usage.output_tokens) == (our_estimate, 30)
+
+
+def test_a_deployment_is_estimated_with_its_models_tokenizer(fake, caplog) -> None:
+    """The wrapped client maps the deployment to its model before the first estimate: no "no
+    tokenizer known for model 'mini-prod'" warning."""
+    from tokenward.core.tokenizers import encoding_for_model
+
+    guard = tokenward.Guard("memory://", project="demo")
+    client = azure(fake, guard)
+    encoding_for_model.cache_clear()  # it warns once per model id: a name seen before would not
+    with caplog.at_level("WARNING"):
+        reply = client.chat.completions.create(model="mini-prod", messages=MESSAGES)
+    assert reply.choices[0].message.content == HELLO_20
+    assert not [r for r in caplog.records if "no tokenizer known" in r.getMessage()]
+    assert [e.model for e in guard.ledger.events()] == ["gpt-4o-mini"]

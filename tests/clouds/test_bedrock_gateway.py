@@ -27,6 +27,7 @@ from tests.support.fixtures import KEY, Gateway
 from tests.support.servers import ThreadedServer, serving
 from tokenward.fake import FakeSettings
 from tokenward.fake import create_app as create_fake
+from tokenward.fake.transport import FakeTransport
 from tokenward.gateway import GatewayConfig, create_app
 from tokenward.gateway.relay import GatewayState
 
@@ -57,7 +58,9 @@ def bedrock_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedServer]:
 def bedrock_gateway(tmp_path: Path, bedrock_fake: ThreadedServer) -> Iterator[Any]:
     running: list[ThreadedServer] = []
 
-    def start(budgets: list[dict[str, Any]] | None = None, **upstream: Any) -> Gateway:
+    def start(
+        budgets: list[dict[str, Any]] | None = None, transports: dict[str, Any] | None = None, **upstream: Any
+    ) -> Gateway:
         ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
         entry = {"name": "bedrock", "provider": "bedrock", "base_url": bedrock_fake.url, "region": "us-east-1",
                  "models": ["anthropic.*"], **upstream}  # fmt: skip
@@ -70,7 +73,7 @@ def bedrock_gateway(tmp_path: Path, bedrock_fake: ThreadedServer) -> Iterator[An
             }
         )
         states: list[GatewayState] = []
-        server = ThreadedServer(create_app(config, on_ready=states.append))
+        server = ThreadedServer(create_app(config, transports=transports, on_ready=states.append))
         server.start()
         running.append(server)
         return Gateway(server, states[0], ledger_url)
@@ -114,9 +117,41 @@ def test_converse_signed_both_ways(bedrock_gateway, bedrock_fake) -> None:
     assert (event.model, event.provider, event.endpoint) == (MODEL, "aws", "bedrock-converse")
     assert (event.usage.input_tokens, event.usage.output_tokens) == (6, 20)
     assert event.cost_usd == cost(6, 20)
+    [sent] = received(bedrock_fake)  # read as a stream, to be stopped at the hold (issue 14)
+    assert sent["path"] == f"/model/{MODEL}/converse-stream"
+    assert sent["body"]["inferenceConfig"] == {"maxTokens": 64} and "model" not in sent["body"]
+    assert event.metadata.get("bounded") == "stream"
+
+
+def test_converse_trusted_is_forwarded_as_it_is(bedrock_gateway, bedrock_fake) -> None:
+    gateway = bedrock_gateway(bound_non_streamed="trust")
+    answer = runtime(gateway).converse(modelId=MODEL, messages=MESSAGES, inferenceConfig={"maxTokens": 64})
+    assert answer["output"]["message"]["content"][0]["text"] == HELLO_20
     [sent] = received(bedrock_fake)
     assert sent["path"] == f"/model/{MODEL}/converse"
-    assert sent["body"]["inferenceConfig"] == {"maxTokens": 64} and "model" not in sent["body"]
+
+
+def test_non_streamed_converse_is_stopped_at_the_hold(bedrock_gateway, bedrock_fake) -> None:
+    """An upstream that ignores the bound (2,000 tokens generated, 12 allowed) is stopped at the
+    hold for a non-streamed boto3 ``converse``: the answer ends as Bedrock ends a length-limited
+    one, and the ledger charges at least what the fake (in process, generating as it is read: the
+    referee of issue 14) generated before it was stopped."""
+    fake = create_fake(FakeSettings(reply_tokens=20, aws_access_key_id=AKID, aws_secret_access_key=SECRET))
+    gateway = bedrock_gateway(transports={"bedrock": FakeTransport(fake)})
+    options = {"ignore_max_tokens": True, "reply_tokens": 2000, "chunk_tokens": 1}
+    client = with_fake_options(runtime(gateway), options)
+    answer = client.converse(modelId=MODEL, messages=MESSAGES, inferenceConfig={"maxTokens": 12})
+    assert answer["output"]["message"]["content"][0]["text"].split() == ["hello"] * 12
+    assert answer["stopReason"] == "max_tokens"
+    usage = answer["usage"]  # the upstream sent none before the cut: tokenward's count, its estimate
+    assert usage["outputTokens"] == 12 and usage["totalTokens"] == usage["inputTokens"] + 12
+    [event] = gateway.observer().events()
+    assert event.status == "cut_off" and event.metadata.get("bounded") == "stream"
+    [tally] = fake.state.tally.all()  # what the fake generated
+    assert tally["path"] == f"/model/{MODEL}/converse-stream" and not tally["finished"]
+    assert 0 < tally["output_tokens"] < 2000  # stopped near the hold, not read to the end
+    assert event.charged["output_tokens"] >= tally["output_tokens"]
+    assert event.charged["total_tokens"] >= tally["input_tokens"] + tally["output_tokens"]
 
 
 def test_converse_stream_cut_off_read_by_boto3(bedrock_gateway) -> None:
@@ -152,7 +187,30 @@ def test_invoke_model_for_claude_json_and_stream(bedrock_gateway, bedrock_fake) 
     assert [(e.usage.input_tokens, e.usage.output_tokens) for e in events] == [(6, 20), (6, 20)]
     assert all(e.cost_usd == cost(6, 20) for e in events)
     paths = [r["path"] for r in received(bedrock_fake)]
-    assert paths == [f"/model/{MODEL}/invoke", f"/model/{MODEL}/invoke-with-response-stream"]
+    assert paths == [f"/model/{MODEL}/invoke-with-response-stream"] * 2  # the first bounded as a stream
+
+
+def test_non_streamed_invoke_model_is_stopped_at_the_hold(bedrock_gateway) -> None:
+    """InvokeModel for Claude, not streamed, from an upstream that ignores the bound: read as
+    InvokeModelWithResponseStream, cut at the hold, answered as the Messages JSON ending as
+    Anthropic ends a length-limited answer."""
+    import json
+
+    gateway = bedrock_gateway()
+    client = anthropic.AnthropicBedrock(
+        aws_access_key="test-key", aws_secret_key="client-secret", aws_region="us-east-1", base_url=gateway.url,
+        max_retries=0,
+    )  # fmt: skip
+    options = json.dumps({"ignore_max_tokens": True, "reply_tokens": 200})
+    message = client.messages.create(
+        model=MODEL, max_tokens=12, messages=[{"role": "user", "content": "Say hello"}],
+        extra_headers={"x-fake-options": options},
+    )  # fmt: skip
+    assert message.content[0].text.split() == ["hello"] * 12
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 12
+    [event] = gateway.observer().events()
+    assert event.status == "cut_off" and event.metadata.get("bounded") == "stream"
+    assert event.usage.output_tokens == 12
 
 
 def test_denied_with_the_aws_error_shape(bedrock_gateway, bedrock_fake) -> None:

@@ -120,6 +120,37 @@ def test_responses_items_keep_function_call_pairs(guard) -> None:
     assert fitted[1]["type"] == "message" and fitted[1]["role"] == "user"  # cut at a turn's start
 
 
+@pytest.mark.parametrize(
+    ("call", "arguments"),
+    [
+        ("custom_tool_call", {"name": "code_exec", "input": "print(1) " * 40}),
+        ("computer_call", {"action": {"type": "screenshot"}, "pending_safety_checks": []}),
+        ("local_shell_call", {"action": {"type": "exec", "command": ["ls", "-la"]}}),
+    ],
+)
+def test_responses_tool_calls_of_every_kind_stay_with_their_outputs(guard, call, arguments) -> None:
+    # A Responses tool call of any kind is answered by ``<type>_output`` with its call_id (OpenAI
+    # API reference, Responses input items); an output kept without its call is refused by the API.
+    items: list[dict] = [{"type": "message", "role": "user", "content": "old question " * 200}]
+    items.append({"type": call, "call_id": "c1", **arguments})
+    items.append({"type": f"{call}_output", "call_id": "c1", "output": "result " * 150})
+    items.append({"type": "message", "role": "user", "content": "thanks"})
+    fits = 0
+    with guard.session("s-kinds") as session:
+        whole = session.fit(items, model="gpt-4o-mini", max_input_tokens=100_000)
+        for bound in range(whole.tokens, 0, -10):  # every cut the bound can force
+            try:
+                fitted = session.fit(items, model="gpt-4o-mini", max_input_tokens=bound)
+            except tokenward.ContextTooLarge:
+                break
+            fits += 1
+            assert fitted.tokens <= bound
+            calls = {i["call_id"] for i in fitted if i["type"] == call}
+            outputs = {i["call_id"] for i in fitted if i["type"] == f"{call}_output"}
+            assert calls == outputs, (bound, [i["type"] for i in fitted])
+    assert fits > 1
+
+
 def test_anthropic_tool_use_and_result_stay_together(guard) -> None:
     messages: list[dict] = []
     for t in range(5):
@@ -173,6 +204,19 @@ def test_what_must_be_kept_over_the_bound_is_an_error(guard) -> None:
         session.fit(history, model="gpt-4o-mini", max_input_tokens=20, keep_last=1)
     assert caught.value.bound == 20 and caught.value.needed > 20
     assert "max_input_tokens" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "bound",
+    [{"max_input_tokens": "12"}, {"max_input_tokens": 1.5}, {"max_input_tokens": -1}, {"share": "abc"},
+     {"share": "nan"}, {"share": "2"}],
+)  # fmt: skip
+def test_a_bad_bound_is_a_validation_error(guard, bound) -> None:
+    with (
+        guard.session("s-bad", budget="total_tokens=1000") as session,
+        pytest.raises(tokenward.ValidationError),
+    ):
+        session.fit(chat_history(turns=1), model="gpt-4o-mini", **bound)
 
 
 def test_share_of_what_the_session_can_pay_for(guard) -> None:

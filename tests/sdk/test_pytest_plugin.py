@@ -101,6 +101,52 @@ def test_baseline_update_then_regression(fake, pytester) -> None:
     loose.assert_outcomes(passed=1)
 
 
+def test_meters_a_client_the_app_guards_itself_and_calls_from_threads(fake, pytester) -> None:
+    # A client the application wraps with its own tokenward guard, and calls made from a thread the
+    # test starts (threads do not inherit context variables), are the test's calls too: two calls
+    # (2 x 26 tokens) are over a budget of 30 either way. The application's guard still meters.
+    pytester.makepyfile(
+        test_agent=_module(
+            fake,
+            "import threading\n"
+            "app_guard = tokenward.Guard('memory://', on_unattributed='ignore')\n"
+            "app_client = app_guard.wrap(openai.OpenAI(base_url=URL,\n"
+            f"    api_key={UPSTREAM_KEY!r}, max_retries=0))\n"
+            "def app_ask():\n"
+            "    return app_client.chat.completions.create(model='gpt-4o-mini', max_tokens=20,\n"
+            "        messages=[{'role': 'user', 'content': 'Say hello'}])\n"
+            "@pytest.mark.token_budget(total_tokens=30)\n"
+            "def test_app_guarded():\n"
+            "    app_ask()\n"
+            "    try:\n"
+            "        app_ask()\n"
+            "    except tokenward.BudgetExceeded:\n"
+            "        pass\n"
+            "@pytest.mark.token_budget(total_tokens=30)\n"
+            "def test_threads():\n"
+            "    for _ in range(2):\n"
+            "        t = threading.Thread(target=ask)\n"
+            "        t.start(); t.join()\n"
+            "def test_app_guard_still_meters():\n"
+            "    before = len(app_guard.ledger.events())\n"
+            "    app_ask()\n"
+            "    assert len(app_guard.ledger.events()) == before + 1\n",
+        )
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--token-report", "tokens.json")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*token budget test:total_tokens refused a call of test_agent.py::test_app_guarded*",
+            "*token budget test:total_tokens refused a call of test_agent.py::test_threads*",
+        ]
+    )
+    tests = json.loads((pytester.path / "tokens.json").read_text())["tests"]
+    assert tests["test_agent.py::test_app_guarded"]["total_tokens"] == CALL
+    assert tests["test_agent.py::test_threads"]["total_tokens"] == CALL
+    assert tests["test_agent.py::test_app_guard_still_meters"]["total_tokens"] == CALL
+
+
 def test_inert_until_used(pytester) -> None:
     pytester.makepyfile(
         test_plain="import openai\n"

@@ -106,7 +106,9 @@ def read_records(path: Path | str | Iterable[str]) -> list[BatchRecord]:
     """
     if isinstance(path, (str, Path)):
         try:
-            lines: Iterable[str] = Path(path).read_text(encoding="utf-8").splitlines()
+            # lines end at "\n" only (JSON Lines): str.splitlines() would also cut at U+2028, U+0085
+            # and other separators a JSON string may hold as they are; a UTF-8 BOM is dropped
+            lines: Iterable[str] = Path(path).read_text(encoding="utf-8-sig").split("\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ValidationError(f"cannot read batch file {str(path)!r}: {exc}", field="file") from None
     else:
@@ -195,18 +197,25 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 def read_output(path: Path | str) -> OutputState:
     """Read an output file (missing: empty). A last line without its newline (cut by a kill) is
-    ignored, so its record counts as not done."""
+    ignored, so its record counts as not done.
+
+    Raises:
+        ValidationError: the file cannot be read (a directory, no permission, not UTF-8 text).
+    """
     path = Path(path)
     if not path.exists():
         return OutputState(frozenset(), frozenset(), 0)
     last: dict[str, bool] = {}
     count = 0
-    for data in _lines(path):
-        count += 1
-        response = data.get("response")
-        status = response.get("status_code") if isinstance(response, dict) else None
-        ok = isinstance(status, int) and 200 <= status < 300
-        last[data["custom_id"]] = ok and not data.get("error")
+    try:
+        for data in _lines(path):
+            count += 1
+            response = data.get("response")
+            status = response.get("status_code") if isinstance(response, dict) else None
+            ok = isinstance(status, int) and 200 <= status < 300
+            last[data["custom_id"]] = ok and not data.get("error")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read output file {str(path)!r}: {exc}", field="out") from None
     return OutputState(
         succeeded=frozenset(k for k, v in last.items() if v),
         failed=frozenset(k for k, v in last.items() if not v),

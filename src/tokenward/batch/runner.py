@@ -431,6 +431,8 @@ def run(
 
     ::
 
+        import tokenward.batch  # not loaded by ``import tokenward``
+
         guard = tokenward.Guard("sqlite:///tokenward.db")
         client = guard.wrap(openai.OpenAI())
         report = tokenward.batch.run(
@@ -614,6 +616,8 @@ def _report(
             k for k, v in last.items() if v["response"] and 200 <= v["response"]["status_code"] < 300
         )
         failed = frozenset(last) - succeeded
+    ids = frozenset(r.custom_id for r in items)  # lines of other records (another job's) do not count
+    succeeded, failed = succeeded & ids, failed & ids
     left = [r for r in items if r.custom_id not in succeeded and r.custom_id not in failed]
     remainder_path: Path | None = None
     if remainder is not None:

@@ -404,4 +404,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     dialect = "gemini" if request.url.path.startswith("/v1beta/") else "openai-chat"
     headers = {**own_headers(new_id("req"), tokenward.__version__), **(getattr(exc, "headers", None) or {})}
     return error_response(dialect, error, headers)
-

@@ -308,8 +308,15 @@ def _log_unavailable(exc: LedgerError) -> None:
         )
 
 
-async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
+async def _body(request: Request, endpoint: Endpoint, config: GatewayConfig) -> PreparedCall:
     raw = await request.body()
+
+    def model_of(name: str) -> str:
+        """The model a call naming ``name`` is estimated as: an Azure deployment's model (so its
+        tokenizer is known before the first estimate), else ``name``."""
+        upstream = config.upstream_for(endpoint.family, name)
+        return upstream.served_model(name) if upstream is not None else name
+
     try:
         if "target" in request.path_params and endpoint.family == "anthropic":  # Claude on Vertex AI
             return prepare_body(endpoint, _vertex_claude(load_body(raw), request.path_params["target"]))
@@ -335,14 +342,14 @@ async def _body(request: Request, endpoint: Endpoint) -> PreparedCall:
             body = load_body(raw)
             if isinstance(body, dict):
                 body = {**body, "model": request.path_params["deployment"]}
-            return prepare_body(endpoint, body)
+            return prepare_body(endpoint, body, model_of)
         content_type = request.headers.get("content-type")
         if len(raw) > _LARGE_BODY or (content_type and content_type.lower().startswith("multipart/")):
             # uploads and large bodies are parsed and estimated off the event loop: tiktoken takes
             # seconds on pathological text (20 MB of one character: about 33 s), and would stall
             # every other call of this worker meanwhile (it releases the GIL while it counts)
-            return await anyio.to_thread.run_sync(prepare, endpoint, raw, content_type)
-        return prepare(endpoint, raw, content_type)
+            return await anyio.to_thread.run_sync(prepare, endpoint, raw, content_type, model_of)
+        return prepare(endpoint, raw, content_type, model_of)
     except ValidationError as exc:
         raise GatewayError(400, str(exc), param=exc.field) from None
     except ValueError:
@@ -376,7 +383,7 @@ async def _proxy(request: Request, endpoint: Endpoint, state: GatewayState, requ
         key = authenticate_sigv4(request.method, url, request.headers, await request.body(), config)
     else:
         key = await authenticate_any(request.headers, config, state.guard.ledger, request.query_params)
-    call = await _body(request, endpoint)
+    call = await _body(request, endpoint, config)
     holder, stored = await idempotency.begin(
         request, await request.body(), key, state.guard.ledger, request_id, config.idempotency_ttl_seconds
     )
@@ -652,7 +659,7 @@ class _Exchange:
         if not isinstance(response, httpx.Response):
             return response
         if response.status_code >= 400 or not response.headers.get("content-type", "").startswith(
-            "text/event-stream"
+            call.endpoint.stream_media_type
         ):
             return await self._whole(response, call, last)
         answer = BoundedAnswer(call, self.admission)

@@ -88,6 +88,10 @@ class Addressed:
         """``path`` with the streaming method when ``stream`` (else as it was)."""
         if not stream or self.stream:
             return path
+        if self.bedrock:  # /invoke -> /invoke-with-response-stream, /converse -> /converse-stream
+            if path.endswith("/invoke"):
+                return path + "-with-response-stream"
+            return path.removesuffix("/converse") + "/converse-stream"
         if self.vertex_claude:
             return path.removesuffix(":rawPredict") + ":streamRawPredict"
         return path.removesuffix(":generateContent") + ":streamGenerateContent"
@@ -108,7 +112,7 @@ def addressed(method: str, path: str) -> Addressed | None:
     if method.upper() != "POST":
         return None
     bedrock = _BEDROCK.search(path)
-    if bedrock is not None:  # AnthropicBedrock: Bedrock Runtime's paths (never bounded: not streamed)
+    if bedrock is not None:  # AnthropicBedrock: Bedrock Runtime's paths
         op = bedrock.group("method")
         return Addressed(
             endpoint=_CONVERSE_ENDPOINT if op.startswith("converse") else _INVOKE_ENDPOINT,

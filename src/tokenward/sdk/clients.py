@@ -103,13 +103,24 @@ def wrap_client(
         if type(client).__name__.endswith("AnthropicBedrock")
         else None,
     )
-    if not isinstance(http._transport, cls):
+    if not _guarded_by(http._transport, cls, guard):
         http._transport = cls(http._transport, guard, settings, gateways)
     mounts = getattr(http, "_mounts", {})
     for pattern, transport in list(mounts.items()):
-        if transport is not None and not isinstance(transport, cls):
+        if transport is not None and not _guarded_by(transport, cls, guard):
             mounts[pattern] = cls(transport, guard, settings, gateways)
     return client
+
+
+def _guarded_by(transport: Any, cls: type, guard: Any) -> bool:
+    """Whether ``guard`` already guards ``transport`` (at any depth): wrapping again with the same
+    guard is a no-op, while another guard (an application's own, and the pytest plugin's) nests
+    around it, so each one meters and enforces the call."""
+    while isinstance(transport, cls):
+        if transport.guard is guard:  # type: ignore[attr-defined]
+            return True
+        transport = transport.inner  # type: ignore[attr-defined]
+    return False
 
 
 def _wrap_genai(

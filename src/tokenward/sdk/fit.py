@@ -50,6 +50,18 @@ __all__ = [
 
 log = logging.getLogger("tokenward.sdk.fit")
 
+RESPONSES_CALLS = (
+    "function_call",
+    "custom_tool_call",
+    "computer_call",
+    "local_shell_call",
+    "shell_call",
+    "apply_patch_call",
+)
+"""Responses item types that call a tool the client runs; each is answered by an item of the same
+type with ``_output`` appended and the same ``call_id`` (OpenAI API reference, Responses input
+items), and the two are kept or dropped together."""
+
 FORMATS = ("openai-chat", "openai-responses", "anthropic-messages")
 """The message formats :func:`fit_messages` reads."""
 
@@ -100,7 +112,11 @@ def detect_format(messages: Sequence[Mapping[str, Any]]) -> str:
     ``tool_result``; else ``openai-chat``."""
     for message in messages:
         kind = message.get("type")
-        if kind in ("function_call", "function_call_output", "message", "reasoning"):
+        if (
+            kind in ("message", "reasoning")
+            or kind in RESPONSES_CALLS
+            or (isinstance(kind, str) and kind.removesuffix("_output") in RESPONSES_CALLS)
+        ):
             return "openai-responses"
         content = message.get("content")
         if isinstance(content, list) and any(
@@ -149,16 +165,16 @@ def groups(messages: Sequence[Mapping[str, Any]], fmt: str) -> tuple[int, list[t
                 and messages[end].get("tool_call_id") in ids
             ):
                 end += 1
-        elif fmt == "openai-responses" and message.get("type") in ("function_call", "reasoning"):
+        elif fmt == "openai-responses" and (
+            message.get("type") == "reasoning" or message.get("type") in RESPONSES_CALLS
+        ):
             j, ids = i, set()
             while j < len(messages) and messages[j].get("type") == "reasoning":
                 j += 1  # a reasoning item goes with the calls it led to
-            while j < len(messages) and messages[j].get("type") == "function_call":
-                ids.add(messages[j].get("call_id"))
+            while j < len(messages) and messages[j].get("type") in RESPONSES_CALLS:
+                ids.add((f"{messages[j].get('type')}_output", messages[j].get("call_id")))
                 j += 1
-            while j < len(messages) and (
-                messages[j].get("type") == "function_call_output" and messages[j].get("call_id") in ids
-            ):
+            while j < len(messages) and ((messages[j].get("type"), messages[j].get("call_id")) in ids):
                 j += 1
             end = max(end, j)
         elif (

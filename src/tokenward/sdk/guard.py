@@ -209,11 +209,21 @@ class Session:
         if (max_input_tokens is None) == (share is None):
             raise ValidationError("give one of max_input_tokens= or share=", field="max_input_tokens")
         if max_input_tokens is not None:
-            if max_input_tokens < 0:
-                raise ValidationError("max_input_tokens must be 0 or more", field="max_input_tokens")
+            if (
+                isinstance(max_input_tokens, bool)
+                or not isinstance(max_input_tokens, int)
+                or max_input_tokens < 0
+            ):
+                raise ValidationError(
+                    f"max_input_tokens must be a whole number of tokens, 0 or more, got {max_input_tokens!r}",
+                    field="max_input_tokens",
+                )
             return int(max_input_tokens), "max_input_tokens"
-        portion = Decimal(str(share))
-        if not Decimal(0) < portion <= 1:
+        try:
+            portion = Decimal(str(share))
+        except ArithmeticError:
+            portion = Decimal("NaN")
+        if not portion.is_finite() or not Decimal(0) < portion <= 1:
             raise ValidationError("share must be above 0 and at most 1", field="share")
         rate: Decimal | None = None
         try:

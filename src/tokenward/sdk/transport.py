@@ -288,8 +288,9 @@ def _bounded_json(answer: BoundedAnswer, admission: Admission, extra: dict[str, 
     return _annotated(json.dumps(data).encode(), admission, extra)
 
 
-def _is_sse(response: Any) -> bool:
-    return str(response.headers.get("content-type", "")).startswith("text/event-stream")
+def _streamed_back(call: PreparedCall, response: Any) -> bool:
+    """Whether the upstream answered as the endpoint streams (SSE, or Bedrock's event stream)."""
+    return str(response.headers.get("content-type", "")).startswith(call.endpoint.stream_media_type)
 
 
 def _conversation_call(request: Any, response: Any) -> bool:
@@ -416,7 +417,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
         if route is not None:  # a URL-addressed call: the platform's body, the streaming method
             content = route.content(content, request.content) if content is not None else None
             url = url.copy_with(path=route.path(url.path, stream))
-            if stream and not route.vertex_claude and url.params.get("alt") != "sse":
+            if stream and not (route.vertex_claude or route.bedrock) and url.params.get("alt") != "sse":
                 url = url.copy_merge_params({"alt": "sse"})
         return module.Request(
             request.method,
@@ -447,6 +448,12 @@ def transport_classes(module: Any) -> tuple[type, type]:
         ) -> None:
             self.inner, self.guard, self.settings, self.gateways = inner, guard, settings, gateways
 
+        def _model_of(self, name: str) -> str:
+            """The model a call naming ``name`` is estimated as: an Azure deployment's model (its
+            tokenizer known before the first estimate), else ``name``."""
+            found = self.settings.deployments.get(name)
+            return found[0] if found is not None else name
+
         def _prepare(self, request: Any) -> tuple[Endpoint, PreparedCall, Addressed | None] | None:
             endpoint = endpoint_for(request.method, request.url.path)
             if endpoint is None or GatewayMemory.key(request.url) in self.gateways.hosts:
@@ -455,9 +462,11 @@ def transport_classes(module: Any) -> tuple[type, type]:
             try:
                 if route is not None:
                     return endpoint, prepare_body(endpoint, route.body(request.content)), route
-                return endpoint, prepare(endpoint, request.content, request.headers.get("content-type")), None
+                content_type = request.headers.get("content-type")
+                return endpoint, prepare(endpoint, request.content, content_type, self._model_of), None
             except ValidationError as exc:
-                if endpoint.dialect in _MEDIA_DIALECTS:
+                # a batch record (``whole``) is never sent unguarded: the job's budget must hold
+                if endpoint.dialect in _MEDIA_DIALECTS or current().whole:
                     raise self.settings.raise_as(exc) from None
                 log.warning(
                     "not guarding a request tokenward cannot read (%s); the provider will judge it", exc
@@ -601,7 +610,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             except BaseException:
                 self._settle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
-            if bounded and response.status_code < 400 and _is_sse(response):
+            if bounded and response.status_code < 400 and _streamed_back(call, response):
                 return self._bounded(request, call, admission, response, extra)
             return self._respond(request, call, admission, response, wants_usage, extra)
 
@@ -753,7 +762,7 @@ def transport_classes(module: Any) -> tuple[type, type]:
             except BaseException:
                 await self._asettle(admission, Outcome(None, status="upstream_error", metadata=extra))
                 raise
-            if bounded and response.status_code < 400 and _is_sse(response):
+            if bounded and response.status_code < 400 and _streamed_back(call, response):
                 return await self._bounded(request, call, admission, response, extra)
             return await self._respond(request, call, admission, response, wants_usage, extra)
 

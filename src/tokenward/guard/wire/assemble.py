@@ -20,7 +20,14 @@ answered without streaming:
   ``message_delta`` stop reason and cumulative usage;
 * Gemini (https://ai.google.dev/api/generate-content): one ``GenerateContentResponse`` whose
   candidates join their text parts (answer and thought parts apart), with the last chunk's
-  ``finishReason``, ``usageMetadata``, ``modelVersion`` and ``responseId``.
+  ``finishReason``, ``usageMetadata``, ``modelVersion`` and ``responseId``;
+* Amazon Bedrock Converse (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+  and ``API_runtime_ConverseStream.html``, read 2026-12-07): ``{"output": {"message": {role,
+  content}}, "stopReason", "usage", "metrics"}``, the content blocks filled by
+  ``contentBlockDelta`` (``text``; ``toolUse`` from ``contentBlockStart``, its ``input`` parsed
+  from the joined delta strings; ``reasoningContent`` as ``reasoningText`` ``{text, signature}``),
+  ``stopReason`` from ``messageStop``, ``usage`` and ``metrics`` from ``metadata``. (InvokeModel for
+  Claude streams Messages events: the Anthropic assembler reads them.)
 
 An error event in the stream is kept as :attr:`Assembler.error` (the answer then is an error).
 A ``tokenward`` note on an event (set on the events that end a cut reply) is kept on the answer.
@@ -399,8 +406,80 @@ def _add_part(parts: list[dict[str, Any]], part: Mapping[str, Any]) -> None:
     parts.append(dict(part))
 
 
+class ConverseAssembler(Assembler):
+    """Amazon Bedrock Converse (events as boto3 hands them over: ``{"<event type>": payload}``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.role = "assistant"
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial: dict[int, str] = {}
+        self.rest: dict[str, Any] = {}
+
+    def take(self, event: Mapping[str, Any]) -> None:
+        if event.get("exception"):
+            kind = next((k for k in event if k != "exception"), "exception")
+            body = event.get(kind)
+            self.error = {"type": kind, **(dict(body) if isinstance(body, Mapping) else {})}
+            return
+        start = event.get("messageStart")
+        if isinstance(start, Mapping) and isinstance(start.get("role"), str):
+            self.role = start["role"]
+        block_start = event.get("contentBlockStart")
+        if isinstance(block_start, Mapping):
+            at = block_start.get("contentBlockIndex", len(self.blocks))
+            use = (block_start.get("start") or {}).get("toolUse")
+            if isinstance(use, Mapping):
+                self.blocks[at] = {"toolUse": {**use, "input": {}}}
+                self.partial.setdefault(at, "")
+        delta_event = event.get("contentBlockDelta")
+        if isinstance(delta_event, Mapping) and isinstance(delta_event.get("delta"), Mapping):
+            self._delta(delta_event.get("contentBlockIndex", 0), delta_event["delta"])
+        stop = event.get("messageStop")
+        if isinstance(stop, Mapping):
+            for key in ("stopReason", "additionalModelResponseFields"):
+                if key in stop:
+                    self.rest[key] = stop[key]
+        metadata = event.get("metadata")
+        if isinstance(metadata, Mapping):
+            for key in ("usage", "metrics", "trace"):
+                if key in metadata:
+                    self.rest[key] = metadata[key]
+
+    def _delta(self, at: Any, delta: Mapping[str, Any]) -> None:
+        if isinstance(delta.get("text"), str):
+            _join(self.blocks.setdefault(at, {"text": ""}), "text", delta["text"])
+        use = delta.get("toolUse")
+        if isinstance(use, Mapping):
+            self.blocks.setdefault(at, {"toolUse": {"input": {}}})
+            self.partial[at] = self.partial.get(at, "") + str(use.get("input") or "")
+        reasoning = delta.get("reasoningContent")
+        if isinstance(reasoning, Mapping):
+            block = self.blocks.setdefault(at, {"reasoningContent": {"reasoningText": {"text": ""}}})
+            into = block.setdefault("reasoningContent", {}).setdefault("reasoningText", {"text": ""})
+            _join(into, "text", reasoning.get("text"))
+            if reasoning.get("signature"):
+                into["signature"] = reasoning["signature"]
+            if reasoning.get("redactedContent"):
+                block["reasoningContent"] = {"redactedContent": reasoning["redactedContent"]}
+
+    def answer(self) -> dict[str, Any]:
+        for at, text in self.partial.items():
+            try:
+                parsed = json.loads(text) if text.strip() else {}
+            except ValueError:
+                parsed = {}  # a tool input cut short is no object
+            use = self.blocks.get(at, {}).get("toolUse")
+            if isinstance(use, dict):
+                use["input"] = parsed if isinstance(parsed, dict) else {}
+        content = [self.blocks[at] for at in sorted(self.blocks)]
+        return {"output": {"message": {"role": self.role, "content": content}}, **self.rest}
+
+
 def assembler_for(endpoint: Endpoint) -> Assembler:
     """A fresh assembler for an endpoint's answers."""
+    if endpoint.dialect == "bedrock-converse":
+        return ConverseAssembler()
     if endpoint.dialect == "openai-responses":
         return ResponsesAssembler()
     if endpoint.dialect == "anthropic-messages":

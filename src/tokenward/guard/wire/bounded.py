@@ -8,7 +8,7 @@ events are put back together (:mod:`tokenward.guard.wire.assemble`) into the JSO
 provider would have given, ending as it ends a length-limited one when the hold cut it (chat and
 completions ``finish_reason: "length"``, Responses ``status: "incomplete"`` with
 ``incomplete_details.reason: "max_output_tokens"``, Anthropic ``stop_reason: "max_tokens"``,
-Gemini ``finishReason: "MAX_TOKENS"``), with the usage object the provider would give.
+Gemini ``finishReason: "MAX_TOKENS"``, Bedrock Converse ``stopReason: "max_tokens"``), with the usage object the provider would give.
 
 The gateway (per upstream, ``bound_non_streamed: stream | trust``) and the SDK transport drive
 it the same way: :meth:`BoundedAnswer.feed` each upstream chunk until :attr:`~BoundedAnswer.done`,
@@ -28,7 +28,6 @@ from typing import Any, Literal
 from tokenward.guard.flow import Admission, Outcome
 from tokenward.guard.wire.assemble import assembler_for
 from tokenward.guard.wire.exchange import PreparedCall, StreamRelay
-from tokenward.guard.wire.sse import SSEParser
 
 __all__ = ["BOUND_MODES", "BoundMode", "BoundedAnswer", "bounds", "streamed"]
 
@@ -63,7 +62,7 @@ class BoundedAnswer:
     def __init__(self, call: PreparedCall, admission: Admission) -> None:
         self.relay = StreamRelay(streamed(call), admission, wants_usage=True)
         self.assembler = assembler_for(call.endpoint)
-        self.parser = SSEParser()
+        self.parser = call.endpoint.stream_parser()  # SSE, or Bedrock's event stream
 
     @property
     def done(self) -> bool:

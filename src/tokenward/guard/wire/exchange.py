@@ -117,14 +117,20 @@ def load_body(raw: bytes, parse: Callable[[bytes], Any] = json.loads) -> Any:
         raise ValidationError(f"the request body nests more than {MAX_NESTING} deep", field="body") from None
 
 
-def prepare(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> PreparedCall:
+def prepare(
+    endpoint: Endpoint,
+    raw: bytes,
+    content_type: str | None = None,
+    model_of: Callable[[str], str] | None = None,
+) -> PreparedCall:
     """Parse, check and estimate a request body (JSON, or the form of a form endpoint, as its
-    ``content_type`` says).
+    ``content_type`` says); ``model_of`` as for :func:`prepare_body`.
 
     Raises:
         ValidationError: the body is not JSON, or is not a valid request (the field is named).
     """
-    return prepare_body(endpoint, load_body(raw, lambda raw: endpoint.parse(raw, content_type)))
+    body = load_body(raw, lambda raw: endpoint.parse(raw, content_type))
+    return prepare_body(endpoint, body, model_of)
 
 
 def _too_deep(body: Any, limit: int) -> bool:
@@ -154,8 +160,11 @@ def model_problem(model: str) -> str | None:
     return None
 
 
-def prepare_body(endpoint: Endpoint, body: Any) -> PreparedCall:
+def prepare_body(endpoint: Endpoint, body: Any, model_of: Callable[[str], str] | None = None) -> PreparedCall:
     """Check and estimate an already parsed request body.
+
+    ``model_of`` maps the ``model`` the body names to the model whose tokenizer estimates it
+    (an Azure deployment name to the model it runs); the call keeps the name the body gave.
 
     Raises:
         ValidationError: the body is not a valid request (the field is named), nests more than
@@ -171,7 +180,7 @@ def prepare_body(endpoint: Endpoint, body: Any) -> PreparedCall:
         endpoint=endpoint,
         body=body,
         model=model,
-        estimate=endpoint.estimate(body, model),
+        estimate=endpoint.estimate(body, model_of(model) if model_of is not None else model),
         choices=endpoint.choices(body),
         stream=body.get("stream") is True,
     )

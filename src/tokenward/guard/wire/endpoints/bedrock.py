@@ -17,9 +17,11 @@ read 2026-12-07):
   answers are event-stream ``chunk`` events whose payload ``{"bytes": <base64>}`` holds one
   Messages stream event.
 
-Non-streamed calls are forwarded as they are (:attr:`Endpoint.streams` is False: the bound is
-sent in the request, and the charge floor applies); streamed ones are relayed, counted and cut at
-their hold, the ending written as Bedrock writes a length-limited one.
+Streamed calls are relayed, counted and cut at their hold, the ending written as Bedrock writes a
+length-limited one. Non-streamed calls (:attr:`Endpoint.streams` is True) are bounded the same way
+under ``bound_non_streamed: stream`` (:mod:`tokenward.guard.wire.bounded`): sent upstream as
+ConverseStream / InvokeModelWithResponseStream and answered as the Converse / InvokeModel JSON
+(:mod:`tokenward.guard.wire.assemble`), ``stopReason`` / ``stop_reason`` ``max_tokens`` when cut.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class BedrockConverse(Endpoint):
     dialect = "bedrock-converse"
     family = "bedrock"
     path = "/model/{model_id}/converse"
-    streams = False
+    streams = True
     stream_media_type = "application/vnd.amazon.eventstream"
     error_shape = "bedrock"
 
@@ -296,7 +298,7 @@ class BedrockInvoke(AnthropicMessages):
 
     family = "bedrock"
     path = "/model/{model_id}/invoke"
-    streams = False
+    streams = True
     stream_media_type = "application/vnd.amazon.eventstream"
     error_shape = "bedrock"
 
