@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -104,3 +104,126 @@ def test_the_standalone_dashboard_refuses_other_addresses_without_a_key() -> Non
     result = CliRunner().invoke(cli, ["dashboard", "--ledger", "memory://", "--host", "0.0.0.0"])
     assert result.exit_code != 0 and "--admin-key" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_cookie_copied_before_sign_out_is_refused_after_it_on_every_app_of_the_ledger(
+    tmp_path: Path,
+) -> None:
+    """Sign-out closes the session id in the ledger, not just in the browser: a copy of the
+    cookie (taken before) no longer opens a page, here or on another app over the same ledger."""
+
+    async def run() -> None:
+        url = f"sqlite:///{tmp_path / 'l.db'}"
+        one, two = open_async_ledger(url), open_async_ledger(url)
+        app, token = standalone_app(one, who="tester")
+        other, _ = standalone_app(two, who="tester")  # another worker/replica on the same ledger
+        async with _client(app) as client, _client(other) as elsewhere:
+            await client.get(f"/ui/signin?token={token}")
+            cookie = client.cookies["tw_ui"]
+            elsewhere.cookies.set("tw_ui", cookie, domain="127.0.0.1", path="/ui")
+            page = await elsewhere.get("/ui/keys")
+            assert page.status_code == 200  # the copy works before sign-out
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            out = await client.post("/ui/signout", data={"csrf": csrf.group(1)})
+            assert out.status_code == 303 and out.headers["location"] == "/ui/signin"
+            assert (await elsewhere.get("/ui/keys")).status_code == 303  # the copy is refused
+            copied = httpx.Cookies()
+            copied.set("tw_ui", cookie, domain="127.0.0.1", path="/ui")
+            client.cookies = copied  # and on the app that signed it out
+            assert (await client.get("/ui/keys")).status_code == 303
+            refused = await elsewhere.post("/ui/signout", data={"csrf": csrf.group(1)})
+            assert refused.status_code == 403
+        await one.close()
+        await two.close()
+
+    asyncio.run(run())
+
+
+def test_the_overview_lists_the_latest_anomalies_a_detector_recorded_in_the_ledger(tmp_path: Path) -> None:
+    """A runaway loop found by the detectors of one process (three calls of session ``s-<b>``
+    with one request fingerprint: the loop rule's default of 3 repeats) is kept in the ledger and
+    listed, escaped, under the overview's latest anomalies of a dashboard in another process; a
+    project admin sees only their project's findings."""
+    from tokenward.gateway.ui import data
+    from tokenward.ledger import open_ledger
+    from tokenward.observe import Anomalies
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    writer = open_ledger(url)
+    detectors = Anomalies(writer, background=False)
+    for project, session in (("acme", "s-<b>"), ("other", "s-other")):
+        for i in range(3):
+            event = UsageEvent(
+                request_id=f"{session}-{i}",
+                at=datetime.now(UTC),
+                subject=Subject(project=project, user="u", session=session),
+                usage=Usage(input_tokens=100, output_tokens=10),
+                model="m",
+                cost_usd=Decimal("0.01"),
+                metadata={"request_fingerprint": "same-call"},
+            )
+            detectors.on_settle(writer.settle(None, event))
+    loops = [f for f in detectors.findings if f.kind == "loop"]
+    assert len(loops) == 2  # one per session, found by this process's detectors
+
+    async def run() -> None:
+        ledger = open_async_ledger(url)  # another process: it sees the findings in the ledger only
+        app, token = standalone_app(ledger, who="tester")
+        async with _client(app) as client:
+            await client.get(f"/ui/signin?token={token}")
+            page = (await client.get("/ui/live/overview")).text
+            table = page[page.index('id="anomalies"') : page.index("</table>", page.index('id="anomalies"'))]
+            assert table.count("<tr>") == 3  # the header and the two loops
+            assert "<td>loop</td>" in table and "s-&lt;b&gt;" in table and "<b>" not in table
+            assert "s-other" in table
+        scoped = AdminKeyConfig("acme-admin", "0" * 64, project="acme")
+        mine = await data.latest_anomalies(ledger, scoped, datetime.now(UTC))
+        assert [a.after["kind"] for a in mine] == ["loop"] and "s-other" not in str(mine[0].after)
+        await ledger.close()
+
+    asyncio.run(run())
+    writer.close()
+
+
+def test_a_session_the_sdk_closed_shows_as_ended_and_one_still_open_does_not(tmp_path: Path) -> None:
+    """Two sessions with a call a moment ago (active by time): the one whose ``guard.session``
+    block has ended (its lease released) is ``ended`` on the sessions page of a dashboard in
+    another process; the one still inside its block stays ``active``."""
+    import tokenward
+    from tokenward.gateway.ui import data
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    guard = tokenward.Guard(url)
+
+    def call(session: str) -> None:
+        event = UsageEvent(
+            request_id=f"{session}-1",
+            at=datetime.now(UTC),
+            subject=Subject(user="u", session=session),
+            usage=Usage(input_tokens=10, output_tokens=2),
+            model="m",
+            cost_usd=Decimal("0.01"),
+        )
+        guard.ledger.settle(None, event)
+
+    async def statuses() -> dict[str, str]:
+        ledger = open_async_ledger(url)  # another process: it reads the ledger only
+        root = AdminKeyConfig("root", "0" * 64)
+        now = datetime.now(UTC)
+        rows = await data.session_rows(ledger, root, now, now - timedelta(days=1))
+        app, token = standalone_app(ledger, who="tester")
+        async with _client(app) as client:
+            await client.get(f"/ui/signin?token={token}")
+            page = (await client.get("/ui/sessions")).text
+        await ledger.close()
+        assert all(r.session in page for r in rows)
+        return {r.session: r.status for r in rows}
+
+    with guard.session("s-open"):
+        with guard.session("s-closed"):
+            call("s-closed")
+        call("s-open")
+        found = asyncio.run(statuses())
+    assert found == {"s-closed": "ended", "s-open": "active"}
+    guard.close()

@@ -9,7 +9,9 @@ instead: the same refusal, meant for good (:func:`resume_session` lifts a stop o
 ``force=True``). Deleting the budget (``resume_session``, or the CLI) lets the session go on.
 
 :class:`Anomalies` is the guard observer that runs the detectors of
-:mod:`tokenward.observe.anomalies` live and applies the configured action per kind.
+:mod:`tokenward.observe.anomalies` live and applies the configured action per kind. Each finding
+is also kept in the ledger's audit log (actor ``detector``, action ``anomaly.<kind>``), where the
+dashboard of every process shows the latest ones.
 
 **fit** (opt-in, ``context_growth`` only, for the SDK): when a session's prompt keeps growing, the
 SDK guard this observer watches fits the session's history on its next call and every call after
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tokenward.core.budgets import Budget
 from tokenward.core.events import UsageEvent
-from tokenward.errors import ConfigError
+from tokenward.errors import ConfigError, TokenwardError
 from tokenward.ledger import Ledger
 from tokenward.observe._worker import Worker
 from tokenward.observe.alerts import PAUSE_PREFIX, STOP_PREFIX
@@ -235,7 +237,7 @@ class Anomalies:
             session, admission.at, plan.model, plan.input_tokens, None, request_id=admission.request_id
         )
         fingerprint = plan_fingerprint(plan.model, plan.input_tokens, plan.max_output_tokens)
-        self._act(self.loops.check(session, "request", fingerprint, call))
+        self._act(self.loops.check(session, "request", fingerprint, call), admission.subject.project)
 
     def _settle(self, event: UsageEvent) -> None:
         subject = event.subject
@@ -257,8 +259,8 @@ class Anomalies:
             for kind, fingerprint in _usage_fingerprints(call, self._previous.get(call.session)):
                 if kind == "request" and admitted and call.fingerprint is None:
                     continue  # already checked from its plan at admission
-                self._act(self.loops.check(call.session, kind, fingerprint, call))
-            self._act(self.growth.check(call))
+                self._act(self.loops.check(call.session, kind, fingerprint, call), subject.project)
+            self._act(self.growth.check(call), subject.project)
             if call.input_tokens is not None:
                 self._previous[call.session] = call.input_tokens
                 if len(self._previous) > 100_000:
@@ -266,9 +268,28 @@ class Anomalies:
         for scope in self.spike_scopes:
             value = subject.value(scope)
             if value is not None:
-                self._act(self.spikes.check(scope, value, call))
+                self._act(self.spikes.check(scope, value, call), subject.project)
 
-    def _act(self, finding: Finding | None) -> None:
+    def _record(self, finding: Finding, action: str, project: str | None) -> None:
+        """Keep ``finding`` in the ledger's audit log (actor ``detector``, action
+        ``anomaly.<kind>``, target ``<scope>=<id>``, the finding and the action taken as
+        ``after``), where every process's dashboard reads the latest anomalies. A ledger that
+        cannot take it is logged; detection goes on."""
+        audit = getattr(self.ledger, "audit", None)
+        if audit is None:
+            return
+        try:
+            audit(
+                "detector",
+                f"anomaly.{finding.kind}",
+                f"{finding.scope}={finding.subject_id}",
+                after={**finding.to_dict(), "action": action},
+                project=project,
+            )
+        except TokenwardError as exc:
+            log.error("could not record the %s finding in the ledger: %s", finding.kind, exc)
+
+    def _act(self, finding: Finding | None, project: str | None = None) -> None:
         if finding is None:
             return
         key = (finding.kind, finding.scope, finding.subject_id)
@@ -292,6 +313,7 @@ class Anomalies:
             action = "alert"  # nothing to pause: the finding is not about one session
         self.findings.append(finding)
         log.warning("%s (%s)", finding.message, action)
+        self._record(finding, action, project)
         if self.alerts is not None:
             self.alerts.raise_alerts([finding.to_alert(action)])
         if self.on_finding is not None:

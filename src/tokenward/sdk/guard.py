@@ -15,6 +15,7 @@ callbacks.
 
 from __future__ import annotations
 
+import logging
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,6 +56,8 @@ from tokenward.sdk.thresholds import ThresholdWatcher
 from tokenward.sdk.transport import GatewayMemory, TransportSettings
 
 __all__ = ["Guard", "Session"]
+
+log = logging.getLogger("tokenward.sdk")
 
 C = TypeVar("C")
 
@@ -549,6 +552,22 @@ class Guard(Engine):
             self.leases.done(holder)
             self.ledger.leave_lease(key, holder)
             del member
+            if scope == "session":
+                self._record_end(key, value, scopes.get("project") or self.subject().project)
+
+    def _record_end(self, key: str, session_id: str, project: str | None) -> None:
+        """When this member was the last out of session ``session_id`` (its lease group is
+        closed), note in the ledger's audit log that the SDK ended it (actor ``sdk``, action
+        ``session.end``, target the session id), where the dashboard reads its ``ended`` status.
+        A ledger that cannot take it is logged; the block still ends normally."""
+        audit = getattr(self.ledger, "audit", None)
+        if audit is None:
+            return
+        try:
+            if self.ledger.lease_group(key) is None:
+                audit("sdk", "session.end", session_id, project=project)
+        except TokenwardError as exc:
+            log.warning("could not record the end of session %r: %s", session_id, exc)
 
     @staticmethod
     def _scoped_budget(scope: str, value: str, spec: Budget | str) -> Budget:

@@ -10,7 +10,8 @@ denials and stop markers:
 
 * ``active``: a call in the last :data:`IDLE_MINUTES` minutes;
 * ``idle``: no call for :data:`IDLE_MINUTES` minutes, less than :data:`ENDED_MINUTES`;
-* ``ended``: no call for :data:`ENDED_MINUTES` minutes;
+* ``ended``: the SDK closed it (its last worker left ``guard.session(...)``, noted in the audit
+  log as ``session.end`` after its last call), or no call for :data:`ENDED_MINUTES` minutes;
 * ``cut off``: its latest call was ended by tokenward at its hold (status ``cut_off``);
 * ``refused``: its latest attempt was denied by a budget (a denial after its last call);
 * ``stopped``: a ``stop`` budget (a detector's action) ended it (a stop marker).
@@ -124,6 +125,7 @@ class Overview:
     forecast_usd: Decimal
     closest: list[BudgetRow]
     alerts: list[Any]
+    anomalies: list[Any]
     denials: list[Any]
     denials_available: bool
     series: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +136,7 @@ class Overview:
 async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = "model") -> Overview:
     """The overview: spend per period, this month's breakdown by every dimension, the burn rate
     of the last hour and this month's forecast at that rate, the budgets closest to their limit,
-    the latest threshold alerts and denials, and 30 days of daily spend stacked by ``by``.
+    the latest threshold alerts, anomalies (detector findings) and denials, and 30 days of daily spend stacked by ``by``.
 
     Read from the ledger's daily rollups (:mod:`tokenward.ledger.rollups`) when it has them, else
     (while an older ledger is being rolled up) from the events themselves; the last hour (burn
@@ -183,6 +185,7 @@ async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = 
         :5
     ]
     alerts = await _alerts(ledger, admin, budgets)
+    anomalies = await latest_anomalies(ledger, admin, now)
     denials, available = await visible_denials(ledger, admin, limit=10)
     top = sorted(stacked, key=lambda v: -sum(stacked[v].values()))[:8]
     series = {
@@ -197,6 +200,7 @@ async def overview(ledger: Any, admin: AdminKeyConfig, now: datetime, by: str = 
         forecast_usd=forecast,
         closest=closest,
         alerts=alerts,
+        anomalies=anomalies,
         denials=denials,
         denials_available=available,
         series=series,
@@ -217,6 +221,23 @@ async def _alerts(ledger: Any, admin: AdminKeyConfig, rows: Sequence[BudgetRow])
     names = {r.budget.name for r in rows}
     found = [t for t in await ledger.threshold_events(limit=None) if t.budget in names]
     return list(reversed(found[-10:]))
+
+
+ANOMALY_DAYS = 7
+"""How far back the overview looks for anomalies."""
+
+
+async def latest_anomalies(ledger: Any, admin: AdminKeyConfig, now: datetime, limit: int = 10) -> list[Any]:
+    """The latest detector findings the admin may see (newest first): the audit entries with an
+    action ``anomaly.<kind>`` of the last :data:`ANOMALY_DAYS` days, as recorded by
+    :class:`~tokenward.observe.actions.Anomalies` (``after`` holds the finding: kind, scope,
+    subject_id, session, message, action). A project admin sees only their project's."""
+    method = getattr(ledger, "audit_log", None)
+    if method is None:
+        return []
+    entries = await method(since=now - timedelta(days=ANOMALY_DAYS), project=admin.project)
+    found = [e for e in entries if e.action.startswith("anomaly.") and isinstance(e.after, dict)]
+    return list(reversed(found[-limit:]))
 
 
 async def visible_denials(
@@ -401,14 +422,23 @@ class SessionRow:
         return self.last - self.first
 
 
-def session_status(row: SessionRow, now: datetime, refused_at: datetime | None, stopped: bool) -> str:
-    """The session's status (see the module docstring)."""
+def session_status(
+    row: SessionRow,
+    now: datetime,
+    refused_at: datetime | None,
+    stopped: bool,
+    ended_at: datetime | None = None,
+) -> str:
+    """The session's status (see the module docstring); ``ended_at``: when the SDK last closed
+    it, if it did."""
     if stopped:
         return "stopped"
     if refused_at is not None and refused_at >= row.last:
         return "refused"
     if row.last_status == "cut_off":
         return "cut off"
+    if ended_at is not None and ended_at >= row.last:
+        return "ended"
     quiet = now - row.last
     if quiet < timedelta(minutes=IDLE_MINUTES):
         return "active"
@@ -435,6 +465,22 @@ async def session_rows(
         if sid and (sid not in refused or d.at > refused[sid]):
             refused[sid] = d.at
     stops = {m.subject_id for m in await ledger.stops() if m.scope == "session"}
+    ended = await _ended(ledger, admin, since)
     for row in rows.values():
-        row.status = session_status(row, now, refused.get(row.session), row.session in stops)
+        row.status = session_status(
+            row, now, refused.get(row.session), row.session in stops, ended.get(row.session)
+        )
     return sorted(rows.values(), key=lambda r: r.last, reverse=True)
+
+
+async def _ended(ledger: Any, admin: AdminKeyConfig, since: datetime) -> dict[str, datetime]:
+    """When the SDK last closed each session since ``since`` (audit action ``session.end``,
+    written by :class:`tokenward.Guard` when a session's last worker leaves)."""
+    method = getattr(ledger, "audit_log", None)
+    if method is None:
+        return {}
+    ended: dict[str, datetime] = {}
+    for entry in await method(since=since, project=admin.project):
+        if entry.action == "session.end":
+            ended[entry.target] = max(entry.at, ended.get(entry.target, entry.at))
+    return ended

@@ -21,7 +21,7 @@ from tokenward.errors import ConfigError, TokenwardError, ValidationError
 from tokenward.gateway.admin import inputs, operations
 from tokenward.gateway.admin.operations import AdminError
 from tokenward.gateway.ui import data
-from tokenward.gateway.ui.session import UiSession, clear_cookie, csrf_ok, read_session, set_cookie
+from tokenward.gateway.ui.session import UiSession, csrf_ok, read_session, set_cookie, sign_out
 
 __all__ = ["ui_routes"]
 
@@ -99,7 +99,13 @@ def _page(handler: Page, *, change: bool = False) -> Callable[[Request], Awaitab
     without this session's CSRF token (or from another origin) gets 403 and changes nothing."""
 
     async def endpoint(request: Request) -> Response:
-        session = await read_session(request)
+        try:
+            session = await read_session(request)  # reads the ledger (its secret, the sign-in)
+        except TokenwardError as exc:
+            log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
+            return render(
+                "error.html", 503, message="the ledger is unavailable; nothing was changed", session=None
+            )
         if session is None:
             if change:
                 return render("error.html", 403, message="sign in first", session=None)
@@ -166,7 +172,7 @@ async def signin(request: Request) -> Response:
 
 async def signout(request: Request, session: UiSession) -> Response:
     response = RedirectResponse("/ui/signin", status_code=303)
-    clear_cookie(request, response)
+    await sign_out(request, response, session)
     return response
 
 

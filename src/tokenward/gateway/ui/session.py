@@ -5,8 +5,12 @@ the admin key's name and project, and an expiry, signed with HMAC-SHA256; never 
 cookie is ``HttpOnly``, ``SameSite=Strict``, ``Path=/ui`` and ``Secure`` when the page was served
 over HTTPS. The signing secret is the config's ``dashboard_secret``, else the ledger's shared
 secret ``dashboard`` (:meth:`~tokenward.ledger.admin.AdminRecords.secret`), so a cookie made by one
-worker or replica is honoured by every other. A session is valid while it has not expired and its
-admin key is still in the configuration with the same project (removing a key ends its sessions).
+worker or replica is honoured by every other. A session is valid while it has not expired, its
+admin key is still in the configuration with the same project (removing a key ends its sessions),
+and its id is still open in the ledger: signing in takes a lease ``dashboard-signin:<id>`` (the
+ledger's lease records, :mod:`tokenward.ledger.leases`, living as long as the cookie), signing
+out gives it back, so a copy of the cookie taken before sign-out is refused by every worker and
+replica afterwards.
 
 Every change (a POST) carries a CSRF token, the HMAC of the session id under the same secret,
 in a form field ``csrf`` or the ``x-csrf-token`` header; a POST without it, or from another
@@ -22,6 +26,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -37,12 +42,20 @@ __all__ = [
     "csrf_ok",
     "read_session",
     "set_cookie",
+    "sign_out",
     "signing_key",
 ]
 
 COOKIE = "tw_ui"
 SESSION_SECONDS = 8 * 3600
 """How long a sign-in lasts (8 hours)."""
+LEASE_PREFIX = "dashboard-signin:"
+"""The ledger lease key of a signed-in session is this prefix and its id."""
+_HOLDER = "dashboard"
+
+
+def _ledger(request: Request) -> Any:
+    return request.app.state.gateway.guard.ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +106,10 @@ def _admins(request: Request) -> tuple[AdminKeyConfig, ...]:
 async def set_cookie(request: Request, response: Response, admin: AdminKeyConfig) -> None:
     """Sign ``admin`` in: a new random session id in the cookie of ``response``."""
     key = await signing_key(request)
+    sid = secrets.token_urlsafe(24)
+    await _ledger(request).join_lease(LEASE_PREFIX + sid, _HOLDER, ttl=timedelta(seconds=SESSION_SECONDS))
     body = {
-        "sid": secrets.token_urlsafe(24),
+        "sid": sid,
         "a": admin.name,
         "p": admin.project,
         "exp": int(time.time()) + SESSION_SECONDS,
@@ -111,16 +126,24 @@ async def set_cookie(request: Request, response: Response, admin: AdminKeyConfig
     )
 
 
+async def sign_out(request: Request, response: Response, session: UiSession) -> None:
+    """Sign ``session`` out: its id is closed in the ledger (every copy of its cookie is refused
+    from now on, by every worker and replica) and the cookie is removed from the browser."""
+    await _ledger(request).leave_lease(LEASE_PREFIX + session.sid, _HOLDER)
+    clear_cookie(request, response)
+
+
 def clear_cookie(request: Request, response: Response) -> None:
-    """Sign out: the cookie is removed."""
+    """Remove the cookie from the browser (the session stays open in the ledger: see
+    :func:`sign_out`)."""
     response.delete_cookie(
         COOKIE, path="/ui", httponly=True, samesite="strict", secure=request.url.scheme == "https"
     )
 
 
 async def read_session(request: Request) -> UiSession | None:
-    """The signed-in session of ``request``, or None (no cookie, a bad signature, expired, or its
-    admin key is gone)."""
+    """The signed-in session of ``request``, or None (no cookie, a bad signature, expired, its
+    admin key is gone, or it was signed out)."""
     raw = request.cookies.get(COOKIE)
     if not raw or raw.count(".") != 1:
         return None
@@ -140,6 +163,8 @@ async def read_session(request: Request) -> UiSession | None:
     if admin is None:
         return None
     sid = str(body["sid"])
+    if await _ledger(request).lease_group(LEASE_PREFIX + sid) is None:
+        return None  # signed out (or never opened in this ledger)
     return UiSession(sid, admin, int(body["exp"]), _csrf(key, sid))
 
 
