@@ -23,7 +23,7 @@ from tokenward.errors import ConfigError
 from tokenward.guard import Admission, Outcome
 from tokenward.guard.wire.endpoints import BedrockConverse, BedrockInvoke, Endpoint
 from tokenward.guard.wire.exchange import StreamRelay, json_outcome, prepare_body, upstream_body
-from tokenward.sdk.transport import TransportSettings
+from tokenward.sdk.transport import RelayedChunks, TransportSettings
 
 __all__ = ["wrap_bedrock_runtime"]
 
@@ -38,42 +38,16 @@ _OPERATIONS: dict[str, tuple[Endpoint, bool]] = {
 _KEY = "tokenward"
 
 
-class _RelayedRaw:
+class _RelayedRaw(RelayedChunks):
     """The raw body botocore's ``EventStream`` reads, passed through a relay; settled once."""
 
     def __init__(self, raw: Any, relay: StreamRelay, settle: Any) -> None:
-        self.raw, self.relay, self._settle = raw, relay, settle
-        self.settled = False
-
-    def _finish(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self.raw.close()
-            self._settle(self.relay.outcome())
+        # any read error counts: urllib3's read errors, a corrupt frame
+        super().__init__(raw.stream, raw.close, relay, settle, (Exception,))
 
     def stream(self) -> Iterator[bytes]:
-        relay = self.relay
-        try:
-            try:
-                for chunk in self.raw.stream():
-                    yield from relay.feed(chunk)
-                    if relay.done and relay.status != "ok":
-                        break
-                else:
-                    yield from relay.upstream_ended()
-            except Exception as exc:  # urllib3's read errors, a corrupt frame
-                relay.upstream_failed(type(exc).__name__)
-        except GeneratorExit:
-            relay.client_gone()
-            raise
-        finally:
-            self._finish()
-        yield from relay.tail
-
-    def close(self) -> None:
-        if not self.settled:
-            self.relay.client_gone()
-        self._finish()
+        """The relayed bytes (botocore reads the raw body with ``stream()``)."""
+        return iter(self)
 
 
 def wrap_bedrock_runtime(client: Any, guard: Any, settings: TransportSettings) -> Any:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -61,7 +61,7 @@ from tokenward.sdk.addressed import Addressed, addressed
 from tokenward.sdk.context import current
 from tokenward.sdk.fit import FORMATS, fit_messages
 
-__all__ = ["GatewayMemory", "TransportSettings", "endpoint_for", "transport_classes"]
+__all__ = ["GatewayMemory", "RelayedChunks", "TransportSettings", "endpoint_for", "transport_classes"]
 
 log = logging.getLogger("tokenward.sdk")
 
@@ -318,48 +318,66 @@ def _held_back() -> dict[str, Decimal] | None:
     return None if attribution.final or not attribution.held_back else dict(attribution.held_back)
 
 
+class RelayedChunks:
+    """A guarded stream as its reader sees it (sync): the upstream's chunks passed through a
+    :class:`StreamRelay`, the upstream closed and the call settled once however the reading ends
+    (to the end, cut at the hold, an upstream read error of one of ``errors``, or the reader
+    leaving). A stream cut at the hold stops reading the upstream; a finished one is read to its
+    end, so its connection can be reused. Shared by the httpx transports and the boto3 hooks."""
+
+    def __init__(
+        self,
+        chunks: Callable[[], Iterable[bytes]],
+        close_upstream: Callable[[], None],
+        relay: StreamRelay,
+        settle: Callable[[Outcome], None],
+        errors: tuple[type[BaseException], ...],
+    ) -> None:
+        self._chunks, self._close_upstream, self._errors = chunks, close_upstream, errors
+        self.relay, self._settle = relay, settle
+        self.settled = False
+
+    def _finish(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self._close_upstream()
+            self._settle(self.relay.outcome())
+
+    def __iter__(self) -> Iterator[bytes]:
+        relay = self.relay
+        try:
+            try:
+                for chunk in self._chunks():
+                    yield from relay.feed(chunk)
+                    if relay.done and relay.status != "ok":
+                        break
+                else:
+                    yield from relay.upstream_ended()
+            except self._errors as exc:
+                relay.upstream_failed(type(exc).__name__)
+        except GeneratorExit:
+            relay.client_gone()
+            raise
+        finally:
+            self._finish()
+        yield from relay.tail
+
+    def close(self) -> None:
+        """The reader leaves: the call is settled on what was relayed so far."""
+        if not self.settled:
+            self.relay.client_gone()
+        self._finish()
+
+
 def transport_classes(module: Any) -> tuple[type, type]:
     """(sync transport class, async transport class) for an ``httpx``-like module (``httpx`` or
     ``httpx2``), subclassing its ``BaseTransport`` / ``AsyncBaseTransport``."""
 
-    class RelayedStream(module.SyncByteStream):  # type: ignore[misc,name-defined]
+    class RelayedStream(RelayedChunks, module.SyncByteStream):  # type: ignore[misc,name-defined]
         """The client's view of a guarded stream: relayed bytes; settled once however it ends."""
 
         def __init__(self, response: Any, relay: StreamRelay, settle: Callable[[Outcome], None]) -> None:
-            self.response, self.relay, self._settle = response, relay, settle
-            self.settled = False
-
-        def _finish(self) -> None:
-            if not self.settled:
-                self.settled = True
-                self.response.close()
-                self._settle(self.relay.outcome())
-
-        def __iter__(self) -> Iterator[bytes]:
-            relay = self.relay
-            try:
-                try:
-                    for chunk in self.response.iter_bytes():
-                        yield from relay.feed(chunk)
-                        if (
-                            relay.done and relay.status != "ok"
-                        ):  # a finished stream is read to its end, so its connection is reused
-                            break
-                    else:
-                        yield from relay.upstream_ended()
-                except module.HTTPError as exc:
-                    relay.upstream_failed(type(exc).__name__)
-            except GeneratorExit:
-                relay.client_gone()
-                raise
-            finally:
-                self._finish()
-            yield from relay.tail
-
-        def close(self) -> None:
-            if not self.settled:
-                self.relay.client_gone()
-            self._finish()
+            super().__init__(response.iter_bytes, response.close, relay, settle, (module.HTTPError,))
 
     class AsyncRelayedStream(module.AsyncByteStream):  # type: ignore[misc,name-defined]
         """The async twin of ``RelayedStream``."""
