@@ -27,6 +27,7 @@ from tokenward.core.usage import Usage
 from tokenward.errors import BudgetExceeded
 from tokenward.gateway.ui import standalone_app
 from tokenward.ledger import open_async_ledger, open_ledger
+from tokenward.ledger.records import Denial
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "dashboard"
@@ -97,7 +98,10 @@ def fill(url: str) -> str:
         }
         try:
             reservation = ledger.reserve(subject, amounts, idempotency_key=f"shot-{n}")
-        except BudgetExceeded:
+        except BudgetExceeded as refused:  # recorded as the guard records a refused call
+            ledger.record_denial(
+                Denial.of(refused, subject, at, model=model, request_id=f"shot-{n}", estimate=amounts)
+            )
             continue
         ledger.settle(
             reservation.id,
@@ -144,6 +148,31 @@ def fill(url: str) -> str:
         )
         context += out + 900
         shown = subject.session or ""
+    # a session refused by a hard per-session cap: its calls are listed under denials
+    ledger.put_budget(
+        Budget.from_dict(
+            {
+                "name": "bob-cap",
+                "scope": "session",
+                "id": "shop/bob-late",
+                "meter": "total_tokens",
+                "limit": 5000,
+            }
+        )
+    )
+    subject = Subject(
+        project="shop", team="red", user="bob", agent="planner", session="bob-late"
+    ).namespaced()
+    for n in range(3):
+        at = now - timedelta(minutes=10 - n * 4)
+        clock.set(at)
+        amounts = {"total_tokens": Decimal(6000 + 500 * n), "requests": Decimal(1)}
+        try:
+            ledger.reserve(subject, amounts, idempotency_key=f"late-{n}")
+        except BudgetExceeded as refused:
+            ledger.record_denial(
+                Denial.of(refused, subject, at, model="gpt-4o-mini", request_id=f"late-{n}", estimate=amounts)
+            )
     clock.set(now)
     ledger.close()
     return shown
