@@ -157,8 +157,18 @@ def test_adjustments_are_idempotent_and_queryable(ledger: Ledger, clock: ManualC
     ledger.put_budget(cost_budget("alice-usd", "user", "10", "alice"))
     ledger.put_budget(cost_budget("bob-usd", "user", "10", "bob"))
     first = ledger.adjust(ALICE, usd("-1"), reason="credit", actor="ops", adjustment_id="ticket-42")
-    again = ledger.adjust(ALICE, usd("-5"), reason="credit", actor="ops", adjustment_id="ticket-42")
-    assert again == first and first.id == "ticket-42"
+    again = ledger.adjust(ALICE, usd("-1"), reason="credit", actor="ops", adjustment_id="ticket-42")
+    assert again == first and first.id == "ticket-42"  # a retry credits once
+    # the id reused for another adjustment (another amount, target or actor: perhaps another
+    # project's admin) is refused, shows nothing of the first, and applies nothing
+    for target, amounts, actor in [
+        (ALICE, usd("-5"), "ops"),
+        ("bob-usd", usd("-1"), "ops"),
+        (ALICE, usd("-1"), "eve"),
+    ]:
+        with pytest.raises(ValidationError, match="already used") as refused:
+            ledger.adjust(target, amounts, reason="credit", actor=actor, adjustment_id="ticket-42")
+        assert "credit" not in str(refused.value) and "alice" not in str(refused.value)
     clock.advance(3600)
     second = ledger.adjust("bob-usd", usd("1"), reason="correction", actor="ops")
     assert second.seq > first.seq

@@ -507,6 +507,25 @@ class Adjustment:
     subject_id: str | None = None
     applied: tuple[tuple[str, str, str, str, Decimal], ...] = ()
 
+    def repeated(
+        self, target: Subject | str, amounts: Mapping[str, Decimal | int], *, reason: str, actor: str
+    ) -> Adjustment:
+        """This adjustment as the answer to a retried request that reuses its id: the same target,
+        amounts, reason and actor (so a retry after a lost answer credits once).
+
+        Raises:
+            ValidationError: the id was used for another adjustment (another target, amounts,
+                reason or actor, perhaps another project's): nothing of it is shown, and nothing
+                of the new request is applied.
+        """
+        same_target = self.budget == target if isinstance(target, str) else self.subject == target
+        same_amounts = {m: Decimal(a) for m, a in amounts.items()} == dict(self.amounts)
+        if same_target and same_amounts and reason.strip() == self.reason and actor.strip() == self.actor:
+            return self
+        raise ValidationError(
+            f"adjustment id {self.id!r} is already used for another adjustment: use a new id", field="id"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {

@@ -145,7 +145,8 @@ class TransactionalLedger(LedgerSteps):
             actor: who (required).
             subject_id: the instance of a template ``target``.
             at: the instant whose windows are adjusted (default now).
-            adjustment_id: idempotency key; a repeated id returns the first adjustment.
+            adjustment_id: idempotency key; a repeated id with the same request returns the first
+                adjustment, with another request raises ValidationError (:meth:`Adjustment.repeated`).
 
         Raises:
             ValidationError: no reason or actor, a bad amount, an unknown budget, or a template
@@ -171,7 +172,7 @@ class TransactionalLedger(LedgerSteps):
             if adjustment_id is not None:
                 existing = self._get_adjustment(adjustment_id)
                 if existing is not None:
-                    return existing
+                    return existing.repeated(target, amounts, reason=reason, actor=actor)
             snapshot = self._snapshot()
             budget_name: str | None = None
             if isinstance(target, Subject):

@@ -412,7 +412,7 @@ def adjust(
         if adjustment_id is not None:
             existing = store._get_adjustment(adjustment_id)
             if existing is not None:
-                return existing
+                return existing.repeated(target, amounts, reason=reason, actor=actor)
         adjustment = store.adjust(
             target,
             amounts,
