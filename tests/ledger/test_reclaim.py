@@ -219,3 +219,25 @@ def test_a_reclaimed_event_keeps_exact_amounts_of_every_meter(ledger: Ledger, cl
     (reclaimed,) = ledger.events()
     assert reclaimed.charged == amounts
     assert spent_held(ledger, ALICE, "alice-tokens") == (D("130"), D("0"))
+
+
+def test_an_exited_unreaped_process_is_dead() -> None:
+    """A worker killed with its supervisor is a zombie until something reaps it; it still answers
+    kill(pid, 0), yet it runs no more: its holds are reclaimed at the next start-up."""
+    import time as _time
+
+    from tokenward.ledger import owner
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        name = f"{owner._host()}/{child.pid}/{owner._start_ticks(child.pid)}"
+        assert not owner.is_dead(name)  # running
+        child.kill()
+        deadline = _time.monotonic() + 10
+        while owner._stat(child.pid)[:1] != [b"Z"] and _time.monotonic() < deadline:
+            _time.sleep(0.01)
+        assert owner._stat(child.pid)[:1] == [b"Z"]  # exited, not reaped (no wait() yet)
+        assert owner.is_dead(name)
+    finally:
+        child.kill()
+        child.wait()

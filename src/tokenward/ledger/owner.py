@@ -21,16 +21,29 @@ import time
 __all__ = ["is_dead", "this_process"]
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), or None when unknown."""
+def _stat(pid: int) -> list[bytes]:
+    """Fields 3 onwards of ``/proc/<pid>/stat`` (Linux; empty when unknown)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             raw = handle.read()
     except OSError:
-        return None
+        return []
     # the command name (field 2) is in parentheses and may hold spaces: split after its end
-    fields = raw[raw.rfind(b")") + 2 :].split()
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), or None when unknown."""
+    fields = _stat(pid)
     return fields[19].decode() if len(fields) > 19 else None  # field 22 of the whole line
+
+
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited but is not reaped yet (a zombie, state Z or X): a
+    gateway worker killed with its supervisor stays one until something reaps it, and still
+    answers ``kill(pid, 0)``."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] in (b"Z", b"X")
 
 
 _IMPORTED = f"t{int(time.time() * 1000)}"
@@ -73,6 +86,8 @@ def is_dead(owner: str | None) -> bool:
         pass
     except OSError:
         return False
+    if _exited(pid):
+        return True
     if start.startswith("t"):  # no /proc where it was written: the id alone cannot say more
         return False
     current = _start_ticks(pid)
