@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from tests.support.fixtures import KEY
+from tests.support.fixtures import KEY, wait_settled
 
 HEADERS = {"authorization": f"Bearer {KEY}"}
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 50}
@@ -125,9 +125,11 @@ def test_a_call_costs_two_sqlite_write_transactions_and_no_ledger_read_on_the_ev
     loop_thread = gateway.server.thread.ident
     with httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=30) as client:
         assert client.post("/v1/chat/completions", json=BODY).status_code == 200  # warm-up
+        wait_settled(gateway.state)  # a call settles just after its answer (gateway.settling)
         statements.clear()
         for _ in range(5):
             assert client.post("/v1/chat/completions", json=BODY).status_code == 200
+    wait_settled(gateway.state)
     seen = list(statements)
     assert sum(1 for sql, _ in seen if sql.upper().startswith("BEGIN IMMEDIATE")) == 2 * 5
     assert [sql for sql, thread in seen if thread == loop_thread] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +43,17 @@ class Gateway:
         return self.server.url
 
     def observer(self) -> SQLiteLedger:
-        """A second, independent connection to the ledger file."""
+        """A second, independent connection to the ledger file, once every answered call is
+        settled (a call is settled just after its answer is sent: tokenward.gateway.settling)."""
+        wait_settled(self.state)
         return SQLiteLedger(self.ledger_url)
+
+
+def wait_settled(state: GatewayState, timeout: float = 10.0) -> None:
+    """Wait until no answered call of the gateway ``state`` waits to settle (its settle lag)."""
+    deadline = time.monotonic() + timeout
+    while state.settlements.pending and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.ledger.backends import BACKENDS, require_available
-from tests.support.fixtures import KEY
+from tests.support.fixtures import KEY, wait_settled
 from tests.support.servers import ThreadedServer
 from tokenward.core.budgets import Subject
 from tokenward.core.events import UsageEvent
@@ -44,6 +44,7 @@ class Referee:
         return {record["id"]: record for record in self.fake.state.tally.all()}
 
     def events(self) -> list[UsageEvent]:
+        wait_settled(self.state)
         return self.store.events()
 
     def check(self) -> list[tuple[UsageEvent, dict[str, Any]]]:
@@ -71,6 +72,7 @@ class Referee:
 
     def spent_and_held(self, subject: Subject, budget: str) -> tuple[Decimal, Decimal]:
         """A budget's spent and held amounts for ``subject``."""
+        wait_settled(self.state)
         (balance,) = [b for b in self.store.balances(subject) if b.budget.name == budget]
         return balance.spent, balance.held
 

@@ -49,6 +49,7 @@ from tokenward.gateway.config import AUTH_MODES as CLOUD_AUTH
 from tokenward.gateway.config import PROVIDERS, GatewayConfig, KeyConfig, UpstreamConfig
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.logs import log_call
+from tokenward.gateway.settling import SettleAfter, Settlements, defer, settle_now
 from tokenward.guard import Admission, AsyncGuard, Outcome
 from tokenward.guard.context import conversation_growth
 from tokenward.guard.wire.azure import content_filtered, filtered_outcome
@@ -116,6 +117,8 @@ class GatewayState:
         self.factory: Any = None  # builds upstream clients again on a config reload (app.py)
         self.carried = CarriedBudgets(guard.ledger, config.settings.ttl)
         """The leases held for budgets clients carry (:mod:`tokenward.gateway.carried`)."""
+        self.settlements = Settlements()
+        """Calls answered and waiting to settle (:mod:`tokenward.gateway.settling`)."""
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
         """The HTTP client for an upstream."""
@@ -269,6 +272,16 @@ def _denial(exc: BudgetExceeded | UnpricedCall, config: GatewayConfig, now: Any)
 async def proxy(request: Request, endpoint: Endpoint, state: GatewayState) -> Response:
     """Handle one call to ``endpoint``; every failure becomes an answer in the dialect's shape."""
     request_id = new_id("req")  # never the client's own id: it is the ledger's idempotency key
+    try:
+        response = await _answer(request, endpoint, state, request_id)
+    except BaseException:
+        await settle_now(request.scope)  # no answer will be sent: settle what was deferred now
+        raise
+    # a stream is priced as it ends, after this returns: every answer settles what was deferred
+    return SettleAfter(response)  # type: ignore[return-value]
+
+
+async def _answer(request: Request, endpoint: Endpoint, state: GatewayState, request_id: str) -> Response:
     own = own_headers(request_id, state.version)
     try:
         return await _proxy(request, endpoint, state, request_id)
@@ -421,6 +434,7 @@ async def _forward(
     end_user = body_user(call.body)
     failures: list[str] = []  # the attempts that failed so far, for the last one's error message
     for index, (model, upstream) in enumerate(attempts):
+        await state.settlements.room()  # a ledger falling behind slows admissions (gateway.settling)
         attempt = call if model == call.model else prepare_body(endpoint, {**call.body, "model": model})
         served, degrade = upstream.served_model(model), config.degrade
         if served != model:  # an Azure deployment: held, priced and recorded as the model it runs
@@ -521,6 +535,35 @@ class _Exchange:
         log_call(event, self.started)
         return event
 
+    def _settle_after(self, outcome: Outcome) -> UsageEvent | None:
+        """Price ``outcome`` now (the answer's headers are computed from it) and settle it once
+        the answer has been sent (:mod:`tokenward.gateway.settling`); the hold counts meanwhile.
+        Returns the event the settle will record (None: already settled, or it could not be
+        priced, in which case it is settled now by :meth:`_settle` when the answer ends)."""
+        if self.settled:
+            return None
+        self.settled = True
+        outcome = replace(outcome, metadata={**self.metadata, **outcome.metadata})
+        try:
+            event: UsageEvent | None = self.state.guard.usage_event(self.admission, outcome)
+        except Exception:  # settled without a priced event: guard.settle raises and logs the same
+            event = None
+        self.state.settlements.waiting()
+
+        async def settle(ended: float) -> None:
+            stored = None
+            try:
+                stored = await self.state.guard.settle(self.admission, outcome, event=event)
+            except Exception:  # never lose the caller's answer over a ledger write; the hold expires
+                log.exception("could not settle request %s", self.admission.request_id)
+            finally:
+                self.state.closed()
+                self.state.settlements.settled(ended)
+            log_call(stored, self.started)
+
+        defer(self.request.scope, settle)
+        return event
+
     def _headers(self, event: UsageEvent | None) -> dict[str, str]:
         now = self.state.guard.ledger.clock.now()
         return {**self.own, **_budget_headers(self.admission.decision, event, now)}
@@ -616,7 +659,7 @@ class _Exchange:
             await response.aclose()
         if response.status_code >= 400:
             return await self._error_status(response, body, last)
-        event = await self._settle(
+        event = self._settle_after(
             json_outcome(
                 call.endpoint,
                 body,
@@ -686,7 +729,7 @@ class _Exchange:
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.close(answer.received_after)
-                event = await self._settle(answer.outcome())
+            event = self._settle_after(answer.outcome())
         data, error = answer.answer()
         if data is None:
             failure = GatewayError(
@@ -713,7 +756,7 @@ class _Exchange:
             # the upstream answered a stream request with one JSON object: pass it on as such
             body = await response.aread()
             await response.aclose()
-            event = await self._settle(json_outcome(self.call.endpoint, body, self.call.estimate.encoding))
+            event = self._settle_after(json_outcome(self.call.endpoint, body, self.call.estimate.encoding))
             return Response(
                 body, response.status_code, headers=_response_headers(response, self._headers(event))
             )
@@ -724,7 +767,8 @@ class _Exchange:
         return _SettledStream(self._pump(response, relay), headers=headers, media_type=media)
 
     async def _pump(self, response: httpx.Response, relay: StreamRelay) -> AsyncIterator[bytes]:
-        """Pass the upstream's bytes through the relay; settle before the client sees the end.
+        """Pass the upstream's bytes through the relay; the call is priced when the upstream's
+        stream ends and settled once the answer's last byte is sent (:meth:`_settle_after`).
 
         The upstream is read by a task of its own into a small queue, so a client that goes away
         (which cancels this generator) does not cut the upstream read: for the grace period the
@@ -756,7 +800,7 @@ class _Exchange:
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.close(relay.received_after)
-                await self._settle(relay.outcome())
+            self._settle_after(relay.outcome())
         for data in relay.tail:
             yield data
 

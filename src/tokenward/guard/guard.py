@@ -309,18 +309,24 @@ class Guard:
     def _watch(self, admission: Admission) -> None:
         self.renewer.watch(admission.reservation.id, _ttl_of(admission), admission)
 
-    def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
-        """Charge the real usage in place of the hold and record the event (once per request)."""
+    def usage_event(self, admission: Admission, outcome: Outcome) -> UsageEvent:
+        """The usage event :meth:`settle` would record for ``outcome`` (priced by the guard's
+        book, floored at the model's own count), without writing anything: what an answer's
+        budget headers are computed from before its settle is durable."""
+        return event_of(self, admission, outcome)
+
+    def settle(self, admission: Admission, outcome: Outcome, *, event: UsageEvent | None = None) -> UsageEvent:
+        """Charge the real usage in place of the hold and record the event (once per request).
+        ``event``: the one :meth:`usage_event` made for ``outcome`` (not priced again)."""
         self.renewer.done(admission.reservation.id)
         try:
+            priced = event if event is not None else event_of(self, admission, outcome)
             seen = observation(admission, outcome)
             together = seen is not None and hasattr(self.ledger, "settle_observed")
             if together:  # one write transaction for both (SQLite)
-                event = self.ledger.settle_observed(
-                    admission.reservation.id, event_of(self, admission, outcome), seen
-                )
+                event = self.ledger.settle_observed(admission.reservation.id, priced, seen)
             else:
-                event = self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
+                event = self.ledger.settle(admission.reservation.id, priced)
             self.observers.settle(event)
             if seen is not None and hasattr(self.ledger, "record_estimate"):
                 if not together:
@@ -630,18 +636,23 @@ class AsyncGuard:
         loop = None if isinstance(self.ledger, ThreadedAsyncLedger) else asyncio.get_running_loop()
         self.renewer.watch(admission.reservation.id, _ttl_of(admission), admission, loop)
 
-    async def settle(self, admission: Admission, outcome: Outcome) -> UsageEvent:
+    def usage_event(self, admission: Admission, outcome: Outcome) -> UsageEvent:
+        """As :meth:`Guard.usage_event`."""
+        return event_of(self, admission, outcome)
+
+    async def settle(
+        self, admission: Admission, outcome: Outcome, *, event: UsageEvent | None = None
+    ) -> UsageEvent:
         """As :meth:`Guard.settle`."""
         self.renewer.done(admission.reservation.id)
         try:
+            priced = event if event is not None else event_of(self, admission, outcome)
             seen = observation(admission, outcome)
             together = seen is not None and hasattr(self.ledger, "settle_observed")
             if together:  # one write transaction for both (SQLite)
-                event = await self.ledger.settle_observed(
-                    admission.reservation.id, event_of(self, admission, outcome), seen
-                )
+                event = await self.ledger.settle_observed(admission.reservation.id, priced, seen)
             else:
-                event = await self.ledger.settle(admission.reservation.id, event_of(self, admission, outcome))
+                event = await self.ledger.settle(admission.reservation.id, priced)
             self.observers.settle(event)
             if seen is not None and hasattr(self.ledger, "record_estimate"):
                 if not together:
