@@ -13,6 +13,7 @@ is 6 prompt tokens to the fake and it answers ``max_tokens`` = 20 words, so a ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -43,10 +44,17 @@ def _config(tmp_path: Path, fake_url: str) -> Path:
             {
                 "ledger": "sqlite:///ledger.db",
                 "upstreams": [
-                    {"name": "fake", "provider": "fake", "base_url": fake_url, "api_key_env": "FAKE_UPSTREAM_KEY"}
+                    {
+                        "name": "fake",
+                        "provider": "fake",
+                        "base_url": fake_url,
+                        "api_key_env": "FAKE_UPSTREAM_KEY",
+                    }
                 ],
                 "keys": [{"key": "tw-one", "name": "one", "user": "alice"}],
-                "budgets": [{"name": "per-session", "scope": "session", "meter": "total_tokens", "limit": LIMIT}],
+                "budgets": [
+                    {"name": "per-session", "scope": "session", "meter": "total_tokens", "limit": LIMIT}
+                ],
             }
         )
     )
@@ -81,10 +89,12 @@ def _scrape(port: int) -> dict[str, Any]:
     return {"calls": calls, "lag_count": lag_count, "spent": spent}
 
 
-def _pids(log: Path, path: str) -> set[int]:
-    """Pids of the workers whose access lines name ``path``."""
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return {line["pid"] for line in lines if line.get("logger") == "uvicorn.access" and path in line["message"]}
+def _pids(log: Path, path: str, since: int = 0) -> set[int]:
+    """Pids of the workers whose access lines name ``path``, from the log's line ``since`` on."""
+    lines = [json.loads(line) for line in log.read_text().splitlines()[since:] if line.startswith("{")]
+    return {
+        line["pid"] for line in lines if line.get("logger") == "uvicorn.access" and path in line["message"]
+    }
 
 
 def _until_settled(port: int, calls: int, timeout: float = 20.0) -> dict[str, Any]:
@@ -102,23 +112,39 @@ def _until_settled(port: int, calls: int, timeout: float = 20.0) -> dict[str, An
 
 def _every_scrape_shows(port: int, log: Path, calls: int) -> None:
     """At least ten scrapes, and until both workers answered one: each shows every call."""
-    before = _pids(log, "/metrics")
+    since = len(log.read_text().splitlines())
     scrapes = []
     for i in range(200):
         scrapes.append(_scrape(port))
-        if i >= 9 and len(_pids(log, "/metrics") - before) == 2:
+        if i >= 9 and len(_pids(log, "/metrics", since)) == 2:
             break
-    assert len(_pids(log, "/metrics") - before) == 2, "both workers answered scrapes"
+    assert len(_pids(log, "/metrics", since)) == 2, "both workers answered scrapes"
     assert {s["calls"] for s in scrapes} == {calls}, scrapes
     assert {s["spent"] for s in scrapes} == {calls * PER_CALL}, scrapes
 
 
 def _workers(supervisor: int) -> set[int]:
+    """The supervisor's worker processes (its spawned children, not multiprocessing's resource
+    tracker)."""
     with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
-        return {int(p) for p in f.read().split()}
+        children = [int(p) for p in f.read().split()]
+    workers = set()
+    for pid in children:
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"spawn_main" in f.read():
+                workers.add(pid)
+    return workers
 
 
-def test_every_scrape_counts_the_calls_of_both_workers(tmp_path: Path, fake) -> None:
+def _metrics_dir(worker: int) -> Path:
+    """The ``PROMETHEUS_MULTIPROC_DIR`` a worker runs with."""
+    with open(f"/proc/{worker}/environ", "rb") as f:
+        variables = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    return Path(variables[b"PROMETHEUS_MULTIPROC_DIR"].decode())
+
+
+def test_every_scrape_counts_the_calls_of_both_workers(tmp_path: Path, fake, monkeypatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     port, log = free_port(), tmp_path / "gateway.log"
     proc = serve_gateway(_config(tmp_path, fake.url), port, log, workers=2)
     try:
@@ -127,17 +153,28 @@ def test_every_scrape_counts_the_calls_of_both_workers(tmp_path: Path, fake) -> 
         assert len(_pids(log, "/v1/chat/completions")) == 2, "both workers answered calls"
         _until_settled(port, 40)
         _every_scrape_shows(port, log, 40)
+        directories = {_metrics_dir(worker) for worker in _workers(proc.pid)}
+        assert len(directories) == 1  # one private directory of the supervisor's
+        (directory,) = directories
+        assert (
+            directory.name.startswith("tokenward-metrics-") and len(list(directory.glob("counter_*.db"))) == 2
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert not directory.exists()  # removed when the supervisor exits
 
 
-def test_a_worker_killed_and_restarted_loses_and_doubles_no_count(tmp_path: Path, fake) -> None:
+def test_a_worker_killed_and_restarted_loses_and_doubles_no_count(tmp_path: Path, fake, monkeypatch) -> None:
     """``kill -9`` of a worker that answered calls: the supervisor starts another; the calls the
     dead one counted stay counted (prometheus-client keeps a dead process's counter file, and
-    the collector adds every file), once, and the new worker's calls add to them."""
+    the collector adds every file), once, and the new worker's calls add to them. Here the user
+    set ``PROMETHEUS_MULTIPROC_DIR``: the workers use it and it is kept."""
+    given = tmp_path / "user-metrics"
+    given.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
     port, log = free_port(), tmp_path / "gateway.log"
     proc = serve_gateway(_config(tmp_path, fake.url), port, log, workers=2)
     try:
@@ -153,6 +190,8 @@ def test_a_worker_killed_and_restarted_loses_and_doubles_no_count(tmp_path: Path
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         assert victim not in _workers(proc.pid) and len(_workers(proc.pid)) == 2
+        assert {_metrics_dir(worker) for worker in _workers(proc.pid)} == {given}
+        assert (given / f"counter_{victim}.db").exists()  # the dead worker's counts
         _every_scrape_shows(port, log, 30)
         assert asyncio.run(_calls(port, 30)) == [200] * 30
         _until_settled(port, 60)
@@ -162,3 +201,4 @@ def test_a_worker_killed_and_restarted_loses_and_doubles_no_count(tmp_path: Path
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert len(list(given.glob("counter_*.db"))) == 3  # kept: the user's directory
