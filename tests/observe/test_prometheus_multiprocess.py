@@ -6,8 +6,12 @@ file; a third process scrapes. Expected values are worked out by hand from the e
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import sqlite3
+import subprocess
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,10 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe.helpers import T0, event
 from tokenward.core.budgets import Budget
+from tokenward.errors import ConfigError
 from tokenward.guard import Guard
 from tokenward.ledger import open_ledger
 from tokenward.observe import Prometheus
-from tokenward.observe.multiprocess import GAUGES_FILE, SharedBudgetGauges
+from tokenward.observe.multiprocess import GAUGES_FILE, SharedBudgetGauges, shared_metrics_dir
 
 LIMIT = 10_000
 PER_EVENT = 100 + 10  # event(): 100 input and 10 output tokens
@@ -153,3 +158,38 @@ def test_settle_lag_in_one_process() -> None:
               ("0.0001", "0.00025", "0.0005", "0.5", "1.0", "+Inf")}  # fmt: skip
     assert bucket == {"0.0001": 3, "0.00025": 3, "0.0005": 4, "0.5": 4, "1.0": 5, "+Inf": 5}
     assert samples[("tokenward_settle_lag_seconds_sum", frozenset())] == pytest.approx(0.70059)
+
+
+def test_a_supervisors_directory_private_or_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor's side (:func:`shared_metrics_dir`), in this process."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    dead = subprocess.Popen(["true"])  # a pid that has exited
+    dead.wait()
+    orphan = tmp_path / f"tokenward-metrics-{dead.pid}-abc"  # its supervisor was killed
+    live = tmp_path / f"tokenward-metrics-{os.getppid()}-abc"  # a running supervisor's
+    for path in (orphan, live):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"")
+    with shared_metrics_dir() as made:
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == made
+        assert Path(made).parent == tmp_path and Path(made).name.startswith(
+            f"tokenward-metrics-{os.getpid()}-"
+        )
+        assert not orphan.exists() and live.exists()
+    assert not Path(made).exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "counter_7.db").write_bytes(b"")  # of an earlier run
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
+    with caplog.at_level(logging.WARNING, "tokenward.observe"), shared_metrics_dir() as used:
+        assert used == str(given)
+    assert given.exists() and os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(given)
+    assert "1 series files of an earlier run" in caplog.text
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="is not a directory"), shared_metrics_dir():
+        pass

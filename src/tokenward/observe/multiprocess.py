@@ -72,7 +72,8 @@ def shared_metrics_dir() -> Iterator[str]:
 
     A directory the user already set (``PROMETHEUS_MULTIPROC_DIR``) is used and kept; it should be
     empty at start, as prometheus-client asks: series files of an earlier run are added in (a
-    warning says so). Otherwise a fresh private directory is made and removed at exit.
+    warning says so). Otherwise a fresh private directory is made and removed at exit (and
+    those of supervisors killed before they could remove theirs are removed first).
 
     Raises:
         ConfigError: the variable names something that is not a directory.
@@ -93,13 +94,38 @@ def shared_metrics_dir() -> Iterator[str]:
             )
         yield given
         return
-    path = tempfile.mkdtemp(prefix="tokenward-metrics-")
+    _remove_orphans()
+    path = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
     os.environ[MULTIPROC_ENV] = path
     try:
         yield path
     finally:
         os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
+
+
+_PREFIX = "tokenward-metrics-"
+
+
+def _remove_orphans() -> None:
+    """Remove the private directories of supervisors that died without removing theirs (killed
+    with SIGKILL): ``tokenward-metrics-<pid>-*`` of this user whose ``pid`` is not running."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_PREFIX}*-*")):
+        pid = os.path.basename(path)[len(_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError, ValueError):
+            if os.stat(path).st_uid != os.getuid() or _running(int(pid)):
+                continue
+            shutil.rmtree(path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def mark_process_dead(pid: int, path: str) -> None:
