@@ -17,7 +17,13 @@ Signals to the supervisor:
   exits once they all have.
 
 A worker that dies on its own (a crash, the OOM killer) is started again; the calls it had in
-flight are reclaimed by the ledger (its owner is dead). If the supervisor itself is killed
+flight are reclaimed by the ledger (its owner is dead).
+
+``/metrics`` reaches one worker per scrape, so the workers share their Prometheus series through
+prometheus-client's multiprocess mode: the supervisor makes a private directory, names it in
+``PROMETHEUS_MULTIPROC_DIR`` for the workers it spawns (before they import ``prometheus_client``)
+and removes it when it exits (one the user set is used and kept); a worker's ``/metrics`` adds up
+every worker's series, a dead worker's included (:mod:`tokenward.observe.multiprocess`). If the supervisor itself is killed
 (``SIGKILL``), the kernel kills its workers too (``PR_SET_PDEATHSIG`` on Linux), so no orphan
 keeps serving on the port.
 """
@@ -41,6 +47,7 @@ from typing import Any
 
 from tokenward.errors import ConfigError
 from tokenward.gateway.supervised import SUPERVISOR_ENV, ask_supervisor_to_reload
+from tokenward.observe.multiprocess import mark_process_dead, shared_metrics_dir
 
 __all__ = [
     "SUPERVISOR_ENV",
@@ -189,10 +196,14 @@ class _Supervisor:
                     os.kill(process.pid, signum)
 
     def run(self) -> int:
+        with shared_metrics_dir() as metrics_dir:  # PROMETHEUS_MULTIPROC_DIR, inherited by the workers
+            return self._run(metrics_dir)
+
+    def _run(self, metrics_dir: str) -> int:
         sock = _bind(self.options.host, self.options.port)
         os.environ[SUPERVISOR_ENV] = str(os.getpid())  # inherited by the spawned workers
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        for handled in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(handled, self._on_signal)
         for index in range(self.workers):
             self._start(index, sock)
         try:
@@ -214,6 +225,7 @@ class _Supervisor:
                             process.pid,
                             process.exitcode,
                         )
+                        mark_process_dead(process.pid, metrics_dir)  # its counts stay counted
                         time.sleep(0.5)  # no busy loop if it dies at start every time
                         self._start(index, sock)
         finally:

@@ -2,24 +2,27 @@
 
 Series (``prometheus-client`` names; counters get ``_total`` in the exposition):
 
-==========================================  =======  ======================================
-name                                        type     labels
-==========================================  =======  ======================================
-``tokenward_spend_usd_total``               counter  model, provider (priced calls only)
-``tokenward_tokens_total``                  counter  model, type (input, output, cache_read,
-                                                     cache_write, reasoning)
-``tokenward_calls_total``                   counter  model, status (ok, cut_off, ...)
-``tokenward_unpriced_calls_total``          counter  model
-``tokenward_cutoffs_total``                 counter  model (streams ended at the hold)
-``tokenward_holds_total``                   counter  model (reservations taken at admission)
-``tokenward_clamps_total``                  counter  budget (output bounds lowered)
-``tokenward_denials_total``                 counter  budget, scope, meter
-``tokenward_budget_limit``                  gauge    budget, scope, subject_id, meter, window
-``tokenward_budget_spent``                  gauge    (same)
-``tokenward_budget_held``                   gauge    (same): amounts reserved by calls in flight
-``tokenward_budget_remaining``              gauge    (same): limit - spent - held
-``tokenward_budget_utilisation_ratio``      gauge    (same): spent / limit
-==========================================  =======  ======================================
+==========================================  =========  ======================================
+name                                        type       labels
+==========================================  =========  ======================================
+``tokenward_spend_usd_total``               counter    model, provider (priced calls only)
+``tokenward_tokens_total``                  counter    model, type (input, output, cache_read,
+                                                       cache_write, reasoning)
+``tokenward_calls_total``                   counter    model, status (ok, cut_off, ...)
+``tokenward_unpriced_calls_total``          counter    model
+``tokenward_cutoffs_total``                 counter    model (streams ended at the hold)
+``tokenward_holds_total``                   counter    model (reservations taken at admission)
+``tokenward_clamps_total``                  counter    budget (output bounds lowered)
+``tokenward_denials_total``                 counter    budget, scope, meter
+``tokenward_budget_limit``                  gauge      budget, scope, subject_id, meter, window
+``tokenward_budget_spent``                  gauge      (same)
+``tokenward_budget_held``                   gauge      (same): amounts reserved by calls in flight
+``tokenward_budget_remaining``              gauge      (same): limit - spent - held
+``tokenward_budget_utilisation_ratio``      gauge      (same): spent / limit
+``tokenward_settle_lag_seconds``            histogram  none: from the end of a call's answer to
+                                                       its usage event being durable in the
+                                                       ledger (buckets 0.1 ms .. 10 s)
+==========================================  =========  ======================================
 
 Prometheus samples are floats: these series are for dashboards and alert rules, while reports
 (:mod:`tokenward.observe.reports`) keep money exact. Budget gauges are refreshed from the ledger
@@ -27,11 +30,19 @@ for the subject of every admitted, refused or settled call (in a background thre
 ``max_budget_series`` budget instances are exported, the least recently active dropped first.
 
 :meth:`Prometheus.asgi_app` is the ``/metrics`` endpoint (the gateway mounts it).
+
+Several processes (``tokenward serve --workers N``): when ``PROMETHEUS_MULTIPROC_DIR`` was set
+before this process imported ``prometheus_client`` (the supervisor sets it for its workers),
+counters and the histogram go to prometheus-client's per-process files and ``/metrics`` adds up
+every process's, dead ones included; budget gauges go to one shared table holding the most recent
+reading of each budget instance (:mod:`tokenward.observe.multiprocess`). So every scrape, whichever
+worker answers it, shows the same totals. Without the variable nothing of this is used.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -49,6 +60,18 @@ if TYPE_CHECKING:
 __all__ = ["Prometheus"]
 
 _BUDGET_LABELS = ("budget", "scope", "subject_id", "meter", "window")
+_BUDGET_GAUGES = (  # attribute, name, help: in the order of SharedBudgetGauges' values
+    ("limit", "tokenward_budget_limit", "Budget limit, in its meter's unit."),
+    ("spent", "tokenward_budget_spent", "Spent in the current window."),
+    ("held", "tokenward_budget_held", "Held by calls in flight."),
+    ("remaining", "tokenward_budget_remaining", "Limit minus spent minus held."),
+    ("utilisation", "tokenward_budget_utilisation_ratio", "Spent over limit (1 = exhausted)."),
+)
+
+SETTLE_LAG_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of ``tokenward_settle_lag_seconds``' buckets, 0.1 ms to 10 s (+Inf)."""
 
 
 def _client() -> Any:
@@ -64,7 +87,9 @@ class Prometheus:
 
     Args:
         ledger: the ledger budget gauges are read from (None: no budget gauges).
-        registry: a ``prometheus_client.CollectorRegistry`` (default: a new one of its own).
+        registry: a ``prometheus_client.CollectorRegistry`` the series are registered in (default:
+            a new one of its own). It is the one ``/metrics`` serves, except in multiprocess mode
+            (see the module's docstring), where :attr:`scrape_registry` collects every process.
         max_budget_series: budget instances exported at most.
         background: refresh budget gauges in a background thread (True) or inline (False).
 
@@ -109,23 +134,26 @@ class Prometheus:
         self.denials = pc.Counter(
             "tokenward_denials", "Calls refused by a budget.", ["budget", "scope", "meter"], registry=reg
         )
-        gauge = pc.Gauge
-        self.limit = gauge(
-            "tokenward_budget_limit", "Budget limit, in its meter's unit.", _BUDGET_LABELS, registry=reg
-        )
-        self.spent = gauge(
-            "tokenward_budget_spent", "Spent in the current window.", _BUDGET_LABELS, registry=reg
-        )
-        self.held = gauge("tokenward_budget_held", "Held by calls in flight.", _BUDGET_LABELS, registry=reg)
-        self.remaining = gauge(
-            "tokenward_budget_remaining", "Limit minus spent minus held.", _BUDGET_LABELS, registry=reg
-        )
-        self.utilisation = gauge(
-            "tokenward_budget_utilisation_ratio",
-            "Spent over limit (1 = exhausted).",
-            _BUDGET_LABELS,
+        self.settle_lag = pc.Histogram(
+            "tokenward_settle_lag_seconds",
+            "Time from the end of a call's answer to its usage event being durable in the ledger.",
+            buckets=SETTLE_LAG_BUCKETS,
             registry=reg,
         )
+        from tokenward.observe.multiprocess import SharedBudgetGauges, active_dir
+
+        directory = active_dir()
+        self._shared = None if directory is None else SharedBudgetGauges(directory, max_budget_series)
+        gauges: dict[str, Any] = {  # with several processes the gauges live in the shared table
+            attribute: None if self._shared else pc.Gauge(name, documentation, _BUDGET_LABELS, registry=reg)
+            for attribute, name, documentation in _BUDGET_GAUGES
+        }
+        self.limit: Any = gauges["limit"]
+        self.spent: Any = gauges["spent"]
+        self.held: Any = gauges["held"]
+        self.remaining: Any = gauges["remaining"]
+        self.utilisation: Any = gauges["utilisation"]
+        self.scrape_registry = reg if directory is None else self._multiprocess_registry(directory)
         self.max_budget_series = max_budget_series
         self._series: OrderedDict[tuple[str, ...], None] = OrderedDict()
         self._lock = threading.Lock()
@@ -208,16 +236,27 @@ class Prometheus:
     def _refresh(self, item: tuple[Subject, datetime | None]) -> None:
         assert self.ledger is not None
         subject, at = item
+        read_at = time.time()
+        shared: list[tuple[tuple[str, ...], tuple[float, ...]]] = []
         for balance in self.ledger.balances(subject, at):
             budget = balance.budget
             if _is_control(budget.name):
                 continue
             labels = (budget.name, budget.scope, balance.subject_id, budget.meter, str(budget.window))
-            self.limit.labels(*labels).set(float(budget.limit))
-            self.spent.labels(*labels).set(float(balance.spent))
-            self.held.labels(*labels).set(float(balance.held))
-            self.remaining.labels(*labels).set(float(balance.remaining))
-            self.utilisation.labels(*labels).set(float(balance.spent / budget.limit) if budget.limit else 0.0)
+            values = (
+                float(budget.limit),
+                float(balance.spent),
+                float(balance.held),
+                float(balance.remaining),
+                float(balance.spent / budget.limit) if budget.limit else 0.0,
+            )
+            if self._shared is not None:
+                shared.append((labels, values))
+                continue
+            for gauge, value in zip(
+                (self.limit, self.spent, self.held, self.remaining, self.utilisation), values, strict=True
+            ):
+                gauge.labels(*labels).set(value)
             with self._lock:
                 self._series.pop(labels, None)
                 self._series[labels] = None
@@ -225,6 +264,14 @@ class Prometheus:
                     old, _ = self._series.popitem(last=False)
                     for gauge in (self.limit, self.spent, self.held, self.remaining, self.utilisation):
                         gauge.remove(*old)
+        if self._shared is not None:
+            self._shared.put(shared, read_at)
+
+    # -- settle lag ----------------------------------------------------------------------------------
+    def observe_settle_lag(self, seconds: float) -> None:
+        """Record one call's settle lag: from the end of its answer to its usage event being
+        durable in the ledger, in seconds (a negative value, from a clock step, counts as 0)."""
+        self.settle_lag.observe(seconds if seconds > 0 else 0.0)
 
     def flush(self) -> None:
         """Wait until the budget gauges reflect every observed call."""
@@ -232,15 +279,46 @@ class Prometheus:
             self._worker.flush()
 
     def close(self) -> None:
-        """Stop the background thread."""
+        """Stop the background thread (and close the shared gauges' table)."""
         if self._worker is not None:
             self._worker.stop()
+        if self._shared is not None:
+            self._shared.close()
 
     # -- exposition ----------------------------------------------------------------------------------
+    def _multiprocess_registry(self, directory: str) -> Any:
+        """A registry collecting every process's series from ``directory`` (prometheus-client's
+        files) and the shared budget gauges; the series themselves are registered elsewhere,
+        or a scrape would list this process's twice."""
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = self._pc.CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        registry.register(_SharedGaugesCollector(self))
+        return registry
+
     def asgi_app(self) -> Any:
         """An ASGI app serving the text exposition format (mount it at ``/metrics``)."""
-        return self._pc.make_asgi_app(registry=self.registry)
+        return self._pc.make_asgi_app(registry=self.scrape_registry)
 
     def exposition(self) -> bytes:
         """The current metrics in the text exposition format."""
-        return bytes(self._pc.generate_latest(self.registry))
+        return bytes(self._pc.generate_latest(self.scrape_registry))
+
+
+class _SharedGaugesCollector:
+    """The budget gauges of every process, from :class:`~tokenward.observe.multiprocess.SharedBudgetGauges`."""
+
+    def __init__(self, prometheus: Prometheus) -> None:
+        self.prometheus = prometheus
+
+    def collect(self) -> list[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        shared = self.prometheus._shared
+        assert shared is not None
+        families = [GaugeMetricFamily(name, doc, labels=_BUDGET_LABELS) for _, name, doc in _BUDGET_GAUGES]
+        for labels, values in shared.latest():
+            for family, value in zip(families, values, strict=True):
+                family.add_metric(labels, value)
+        return families
