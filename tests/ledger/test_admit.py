@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.ledger.helpers import ALICE, BOB, D, spend, spent_held
+from tests.ledger.helpers import ALICE, BOB, T0, D, event, spend, spent_held
 from tokenward.clock import ManualClock
 from tokenward.core.budgets import Budget
 from tokenward.core.decide import CallPlan
@@ -45,6 +45,27 @@ def test_admit_with_an_idempotency_key_returns_the_first_reservation(tokens1000:
     assert again.id == first.id
     assert decision.output_tokens == 50
     assert spent_held(tokens1000, ALICE, "each-user") == (D("400"), D("150"))
+
+
+def test_an_admit_retried_after_its_call_settled_holds_nothing(tokens1000: Ledger) -> None:
+    """The settle deleted the reservation; the retry is answered from the call's usage event
+    (the decision the call was admitted with, nothing held), never with a second hold."""
+    plan = CallPlan("m", input_tokens=100, max_output_tokens=50)
+    first = tokens1000.admit(ALICE, plan, idempotency_key="call-1")[1]
+    stored = tokens1000.settle(first.id, event(ALICE, {"total_tokens": D("130")}, at=T0, request_id="call-1"))
+    assert spent_held(tokens1000, ALICE, "each-user") == (D("530"), D("0"))
+
+    decision, again = tokens1000.admit(ALICE, plan, idempotency_key="call-1")
+
+    assert (again.id, again.state, again.holds) == (first.id, "settled", ())
+    assert again.amounts == first.amounts == stored.held
+    assert decision.output_tokens == 50
+    assert spent_held(tokens1000, ALICE, "each-user") == (D("530"), D("0"))
+    assert (
+        tokens1000.settle(again.id, event(ALICE, {"total_tokens": D("999")}, at=T0, request_id="call-1"))
+        == stored
+    )
+    assert spent_held(tokens1000, ALICE, "each-user") == (D("530"), D("0"))
 
 
 def test_a_denied_admit_still_reaps(tokens1000: Ledger, clock: ManualClock) -> None:

@@ -31,7 +31,7 @@ def test_settle_replaces_the_hold_with_the_charge(alice10: Ledger) -> None:
     assert stored.held == {"cost_usd": D("4")}
     assert stored.charged == {"cost_usd": D("3")}
     assert stored.overage == {}
-    assert alice10.reservation(reservation.id).state == "settled"  # type: ignore[union-attr]
+    assert alice10.reservation(reservation.id) is None  # deleted by the settle: the event is the record
     assert alice10.events() == [stored]
 
 
@@ -80,7 +80,8 @@ def test_settle_after_the_reservation_expired_and_was_reaped_still_charges(
 
     assert spent_held(alice10, ALICE, "alice-usd") == (D("4"), D("0"))
     assert stored.reservation_id == reservation.id
-    assert alice10.reservation(reservation.id).state == "settled"  # type: ignore[union-attr]
+    assert stored.held == {"cost_usd": D("4")}
+    assert alice10.reservation(reservation.id) is None
 
 
 def test_settle_after_expiry_before_any_reap_releases_the_hold_once(
@@ -123,7 +124,7 @@ def test_release_returns_the_hold_once(alice10: Ledger) -> None:
     reservation = alice10.reserve(ALICE, usd("4"))
     assert alice10.release(reservation.id) is True
     assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("0"))
-    assert alice10.reservation(reservation.id).state == "released"  # type: ignore[union-attr]
+    assert alice10.reservation(reservation.id) is None  # deleted by the release
     assert alice10.release(reservation.id) is False
     assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("0"))
     assert alice10.events() == []
@@ -134,7 +135,7 @@ def test_release_after_settle_is_a_no_op(alice10: Ledger) -> None:
     alice10.settle(reservation.id, event(ALICE, usd("3"), at=T0))
     assert alice10.release(reservation.id) is False
     assert spent_held(alice10, ALICE, "alice-usd") == (D("3"), D("0"))
-    assert alice10.reservation(reservation.id).state == "settled"  # type: ignore[union-attr]
+    assert alice10.reservation(reservation.id) is None
 
 
 def test_release_of_an_unknown_or_expired_reservation_is_a_no_op(alice10: Ledger, clock: ManualClock) -> None:
@@ -279,13 +280,71 @@ def test_an_idempotency_key_returns_the_first_reservation(alice10: Ledger) -> No
     assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("5"))
 
 
-def test_an_idempotency_key_after_release_still_returns_the_first(alice10: Ledger) -> None:
+def test_an_idempotency_key_after_release_holds_afresh(alice10: Ledger) -> None:
+    """A released reservation is deleted and its call never reached a provider: the key is free
+    again, and a retry with it is a new attempt that holds."""
     first = alice10.reserve(ALICE, usd("4"), idempotency_key="call-1")
     alice10.release(first.id)
+    again = alice10.reserve(ALICE, usd("3"), idempotency_key="call-1")
+    assert again.id != first.id and again.state == "active"
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("3"))
+    assert alice10.reserve(ALICE, usd("3"), idempotency_key="call-1").id == again.id  # held once
+
+
+def test_an_idempotency_key_after_its_call_settled_holds_nothing_again(alice10: Ledger) -> None:
+    """The reservation is deleted by the settle; a retry with the key is answered from the usage
+    event recorded under it (settled, holding nothing, the amounts the call held), and settling
+    that answer returns the stored event: the call is charged once, held once."""
+    first = alice10.reserve(ALICE, usd("4"), idempotency_key="call-1")
+    stored = alice10.settle(first.id, event(ALICE, usd("3"), at=T0, request_id="call-1"))
+    assert alice10.reservation(first.id) is None
+
+    again = alice10.reserve(ALICE, usd("6"), idempotency_key="call-1")
+
+    assert (again.id, again.state, again.holds) == (first.id, "settled", ())
+    assert again.amounts == {"cost_usd": D("4")}
+    assert again.idempotency_key == again.request_id == "call-1"
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("3"), D("0"))  # nothing held
+    assert alice10.reservation(again.id) is None
+    assert alice10.settle(again.id, event(ALICE, usd("5"), at=T0, request_id="call-1")) == stored
+    assert alice10.release(again.id) is False
+    assert alice10.extend(again.id, timedelta(seconds=60)) is False
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("3"), D("0"))
+    assert [e.request_id for e in alice10.events()] == ["call-1"]
+
+
+def test_a_settled_key_is_answered_even_when_the_budget_is_spent(alice10: Ledger) -> None:
+    """As with a kept reservation, a retry of a settled call is answered, not refused, when the
+    budget has no room left for it."""
+    first = alice10.reserve(ALICE, usd("9"), idempotency_key="call-1")
+    alice10.settle(first.id, event(ALICE, usd("10"), at=T0, request_id="call-1"))
     again = alice10.reserve(ALICE, usd("4"), idempotency_key="call-1")
-    assert again.id == first.id
-    assert again.state == "released"
-    assert spent_held(alice10, ALICE, "alice-usd") == (D("0"), D("0"))
+    assert (again.id, again.state, again.amounts) == (first.id, "settled", {"cost_usd": D("9")})
+    with pytest.raises(BudgetExceeded):
+        alice10.reserve(ALICE, usd("4"), idempotency_key="call-2")
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("10"), D("0"))
+
+
+def test_a_key_already_charged_directly_holds_nothing(alice10: Ledger) -> None:
+    """A request id charged without a reservation (``settle(None, ...)``) is a settled call too."""
+    alice10.settle(None, event(ALICE, usd("2"), at=T0, request_id="call-1"))
+    again = alice10.reserve(ALICE, usd("4"), idempotency_key="call-1")
+    assert (again.id, again.state, again.holds, again.amounts) == ("call-1", "settled", (), {})
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("2"), D("0"))
+
+
+def test_a_settle_of_a_reservation_that_is_gone_charges_once(alice10: Ledger, clock: ManualClock) -> None:
+    """Settling a released (deleted) reservation still charges, in the windows of the event;
+    settling it again under the same request id changes nothing."""
+    reservation = alice10.reserve(ALICE, usd("4"))
+    alice10.release(reservation.id)
+    late = event(ALICE, usd("3"), at=T0, request_id="req-late")
+    first = alice10.settle(reservation.id, late)
+    again = alice10.settle(reservation.id, late)
+    assert first == again
+    assert (first.reservation_id, first.held) == (None, {})
+    assert spent_held(alice10, ALICE, "alice-usd") == (D("3"), D("0"))
+    assert [e.request_id for e in alice10.events()] == ["req-late"]
 
 
 def test_a_denied_reserve_stores_nothing_under_its_key(alice10: Ledger) -> None:

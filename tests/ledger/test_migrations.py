@@ -3,7 +3,7 @@
 The fixtures (``fixtures/``) were written by the code of commit 84d0fef, run from a ``git
 worktree`` of it by ``fixtures/make_branch_point_ledgers.py`` (its docstring says how): a SQLite
 file at schema version 4 and a ``pg_dump`` of a PostgreSQL schema at version 1. Each holds three
-budgets, an active and a settled reservation, three usage events (one with a response id, one
+budgets, an active and a settled reservation (the settled one deleted by the migration of issue 17), three usage events (one with a response id, one
 whose metadata marks it disputed), a direct charge, an adjustment, a stop marker, a key, an audit
 entry and a calibration row.
 """
@@ -53,6 +53,12 @@ def _check(ledger: Ledger) -> None:
     assert ledger.estimate_stats("gpt-4o-mini") is not None
     # and the new features work on it: a forwarded reservation, a lease
     bob = Subject(org="acme", user="bob")
+    # issue 17: the settled reservation the branch point kept is deleted by the migration (the
+    # active one stays, above); its key is answered from its call's event, holding nothing
+    assert ledger._find_idempotent("req-settled") is None  # type: ignore[attr-defined]
+    answer = ledger.reserve(bob, {"total_tokens": Decimal(5)}, idempotency_key="req-settled")
+    assert (answer.state, answer.holds, answer.request_id) == ("settled", (), "req-settled")
+    assert answer.amounts == events["req-settled"].held
     reservation = ledger.reserve(bob, {"total_tokens": Decimal(5)}, idempotency_key="req-new", forwarded=True)
     assert ledger.reservation(reservation.id).forwarded  # type: ignore[union-attr]
     assert ledger.join_lease("session:s-new", "w1", ttl=timedelta(seconds=30)) is False

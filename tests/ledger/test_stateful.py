@@ -1,7 +1,10 @@
 """The ledger against a reference model in plain Python, driven by hypothesis.
 
 The model is written from the contract, not from the code: a dict of (spent, held) per budget
-instance, reservations with their holds and states, and the request ids already settled. Every
+instance, reservations with their holds and states, and the request ids already settled. A
+settled or released reservation is gone from the ledger (``reservation(id)`` is None): settling it
+again charges the event's own windows with nothing held, and its idempotency key is free again
+(the machine's keys are never request ids, so no usage event answers for them). Every
 step runs on both; afterwards every balance must match exactly, and a hard budget that was only
 ever charged within its holds must satisfy spent + held <= limit.
 
@@ -103,6 +106,10 @@ class Model:
     keys: dict[str, str] = field(default_factory=dict)
     settled: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
+    def gone(self, rid: str) -> bool:
+        """Whether the ledger deleted this reservation (it was settled or released)."""
+        return self.reservations[rid].state in ("settled", "released")
+
     def row(self, row: Row) -> list[Decimal]:
         return self.balances.setdefault(row, [ZERO, ZERO])
 
@@ -146,6 +153,8 @@ class Model:
     def settle(self, rid: str | None, subject: Subject, charged: dict[str, Decimal], at: datetime) -> None:
         held: dict[str, Decimal] = {}
         reservation = self.reservations.get(rid) if rid else None
+        if reservation is not None and reservation.state in ("settled", "released"):
+            reservation = None  # deleted: charged as a settle without reservation
         if reservation is not None:
             at, subject = reservation.created, reservation.subject
             if reservation.state == "active":
@@ -223,7 +232,10 @@ def build_machine(spec: BackendSpec, root: Path) -> type[RuleBasedStateMachine]:
 
         def _check_state(self, rid: str) -> None:
             stored = self.ledger.reservation(rid)
-            assert stored is not None and stored.state == self.model.reservations[rid].state
+            if self.model.gone(rid):
+                assert stored is None, stored
+            else:
+                assert stored is not None and stored.state == self.model.reservations[rid].state
 
         @rule(
             target=active,
@@ -235,7 +247,7 @@ def build_machine(spec: BackendSpec, root: Path) -> type[RuleBasedStateMachine]:
         def reserve(self, subject: Subject, amounts: dict[str, Decimal], ttl: int, key: str | None):  # type: ignore[no-untyped-def]
             self.model.reap()
             call = {"ttl": timedelta(seconds=ttl), "idempotency_key": key}
-            if key is not None and key in self.model.keys:
+            if key is not None and key in self.model.keys and not self.model.gone(self.model.keys[key]):
                 assert self.ledger.reserve(subject, amounts, **call).id == self.model.keys[key]  # type: ignore[arg-type]
                 event("reserve: idempotency key seen before")
                 return multiple()
@@ -265,12 +277,14 @@ def build_machine(spec: BackendSpec, root: Path) -> type[RuleBasedStateMachine]:
             event(f"settle: reservation {reservation.state}, {how}")
             charged = _charge(reservation.amounts, how)
             request_id = f"req-{next(self.ids)}"
+            gone = self.model.gone(rid)
             stored = self.ledger.settle(
                 rid, self._event(reservation.subject, charged, self.clock.now(), request_id)
             )
             self.model.settle(rid, reservation.subject, charged, self.model.now)
             self.model.settled[request_id] = charged
-            assert (stored.reservation_id, stored.charged, stored.held) == (rid, charged, reservation.amounts)
+            want = (None, charged, {}) if gone else (rid, charged, reservation.amounts)
+            assert (stored.reservation_id, stored.charged, stored.held) == want
             self._check_state(rid)
             return request_id
 

@@ -16,6 +16,10 @@ same names (:class:`ThreadedAsyncLedger` provides it for the embedded backends).
   expired meanwhile still charges (the call happened). ``charge_meter`` charges meters directly
   (custom ones included) and records a usage event the same way.
 * ``release`` drops a hold without charging (the call never reached a provider).
+* a settled or released reservation leaves nothing behind: it is deleted in the transaction that
+  settles or releases it (``reservation(id)`` is then None); its usage event is the record of the
+  call. An idempotency key whose reservation is gone answers from the usage event recorded under
+  it (:meth:`Reservation.answered`), else holds afresh.
 * a reservation made ``forwarded`` (for a call sent to a provider) is never released for free:
   never settled, it is *reclaimed* when it expires or when its owner process is found dead at
   the next open on the same machine (``reclaim_dead``), charged its hold with a ``reclaimed``
@@ -113,9 +117,12 @@ class Reservation:
         amounts: what was held, by meter (tokens, USD, calls).
         holds: the budget instances held on.
         created_at / expires_at: UTC instants.
-        idempotency_key: the caller's key; reserving twice with it returns the first reservation.
-        state: ``active``, ``settled``, ``released``, ``expired`` or ``reclaimed`` (a forwarded
-            reservation that was never settled, charged its hold: see :attr:`forwarded`).
+        idempotency_key: the caller's key; reserving twice with it returns the first reservation
+            while it is kept (active, expired or reclaimed), then the answer of the usage event
+            recorded under the key (:meth:`answered`), if any.
+        state: ``active``, ``expired`` or ``reclaimed`` (a forwarded reservation that was never
+            settled, charged its hold: see :attr:`forwarded`), as stored; a settled or released
+            reservation is deleted, so ``settled`` is only seen on :meth:`answered`.
         forwarded: the call was (about to be) forwarded to a provider when it was reserved: if it
             is never settled (its process died, an SDK stream was dropped unread), it is charged
             its hold when it expires or when its owner is found dead, never released for free.
@@ -156,6 +163,24 @@ class Reservation:
         if self.owner is not None:
             out["owner"] = self.owner
         return out
+
+    @classmethod
+    def answered(cls, event: UsageEvent) -> Reservation:
+        """What an idempotency key answers once the call recorded under it (``event``, its request
+        id being the key) was settled and its reservation deleted: state ``settled``, holding
+        nothing, its amounts what the call held (``event.held``), its id the settled
+        reservation's (else the request id). Settling it again returns the stored event, as a
+        second settle of any request does; releasing or extending it does nothing."""
+        return cls(
+            id=event.reservation_id or event.request_id,
+            subject=event.subject,
+            amounts=dict(event.held),
+            holds=(),
+            created_at=event.at,
+            expires_at=event.at,
+            idempotency_key=event.request_id,
+            state="settled",
+        )
 
     @classmethod
     def from_body(
@@ -216,6 +241,13 @@ class Ledger(Protocol):
     ) -> Reservation:
         """Hold ``amounts`` on every applicable budget, all or nothing (``forwarded``: marked, in
         the same write, as made for a call sent to a provider: see the module docstring).
+
+        Reserving again with an ``idempotency_key`` holds nothing more: it returns the key's
+        reservation while it is kept (active, expired, reclaimed); once the call was settled (its
+        reservation deleted), :meth:`Reservation.answered` of the usage event recorded under the
+        key (state ``settled``, holding nothing), so a retry of a settled call never takes a
+        second hold. A key whose reservation was released, with no event under it, holds afresh
+        (the call never reached a provider). The same holds for :meth:`admit`.
 
         Raises:
             BudgetExceeded: a hard budget cannot take the hold (nothing is held).
@@ -317,7 +349,8 @@ class Ledger(Protocol):
         ...
 
     def reservation(self, reservation_id: str) -> Reservation | None:
-        """A reservation by id, in any state."""
+        """A reservation by id while it is kept (active, expired, reclaimed); None once it was
+        settled or released (it is deleted then), or when there never was one."""
         ...
 
     def events(

@@ -127,7 +127,8 @@ class MemoryLedger(TransactionalLedger):
         return None if found is None else self._reservations[found]
 
     def _put_reservation(self, reservation: Reservation) -> bool:
-        if reservation.idempotency_key is not None and reservation.idempotency_key in self._by_key:
+        key = reservation.idempotency_key
+        if key is not None and (key in self._by_key or key in self._by_request):
             return False
         self._reservations[reservation.id] = reservation
         self._active.add(reservation.id)
@@ -139,6 +140,13 @@ class MemoryLedger(TransactionalLedger):
         self._reservations[reservation_id] = replace(self._reservations[reservation_id], state=state)
         if state != "active":
             self._active.discard(reservation_id)
+
+    def _drop_reservation(self, reservation_id: str) -> None:
+        reservation = self._reservations.pop(reservation_id, None)
+        self._active.discard(reservation_id)
+        key = reservation.idempotency_key if reservation is not None else None
+        if key is not None and self._by_key.get(key) == reservation_id:
+            del self._by_key[key]
 
     def _set_expiry(self, reservation_id: str, expires_at: datetime) -> None:
         self._reservations[reservation_id] = replace(

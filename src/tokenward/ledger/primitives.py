@@ -79,10 +79,15 @@ class Primitives(AdminRecords, abc.ABC):
 
     @abc.abstractmethod
     def _put_reservation(self, reservation: Reservation) -> bool:
-        """Store a new reservation; False (nothing stored) when its idempotency key is taken."""
+        """Store a new reservation; False (nothing stored) when its idempotency key is taken by a
+        stored reservation or is the request id of a stored usage event (the call was settled)."""
 
     @abc.abstractmethod
     def _set_state(self, reservation_id: str, state: str) -> None: ...
+
+    @abc.abstractmethod
+    def _drop_reservation(self, reservation_id: str) -> None:
+        """Delete a reservation (settled or released: nothing of it is kept, its key freed)."""
 
     @abc.abstractmethod
     def _set_expiry(self, reservation_id: str, expires_at: datetime) -> None:

@@ -202,7 +202,7 @@ class ReclaimSteps(LeaseSteps, abc.ABC):
                     self._reclaim(reservation, now, "owner_dead")
                 else:
                     self._release(reservation.holds)
-                    self._set_state(reservation.id, "released")
+                    self._drop_reservation(reservation.id)
         return len(found)
 
     def reap(self) -> int:

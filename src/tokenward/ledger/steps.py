@@ -209,8 +209,8 @@ class LedgerSteps(ReclaimSteps):
             forwarded=forwarded,
             owner=this_process(),
         )
-        if not self._put_reservation(reservation):  # the key is taken: hold nothing
-            return self._find_idempotent(idempotency_key), False  # type: ignore[arg-type,return-value]
+        if not self._put_reservation(reservation):  # the key is taken or settled: hold nothing
+            return self._earlier(idempotency_key), False  # type: ignore[arg-type,return-value]
         changes = [((h.budget, h.subject_id, h.window_key), ZERO, h.amount) for h in holds if h.amount]
         if changes:
             self._write_rows(merge(rows, changes))
@@ -218,6 +218,16 @@ class LedgerSteps(ReclaimSteps):
         if shadow:
             self._record_shadow(shadow, balances, subject, now, idempotency_key, reservation.id)
         return reservation, True
+
+    def _earlier(self, key: str) -> Reservation | None:
+        """What an idempotency key already stands for: its reservation while it is kept, else the
+        answer of the usage event recorded under it (its call was settled and its reservation
+        deleted: :meth:`~tokenward.ledger.base.Reservation.answered`), else None."""
+        found = self._find_idempotent(key)
+        if found is not None:
+            return found
+        event = self._get_event(key)
+        return None if event is None else Reservation.answered(event)
 
     def _record_shadow(
         self,
@@ -261,7 +271,7 @@ class LedgerSteps(ReclaimSteps):
             denial, verdict = (stopped_error(marker), None) if marker else judge(balances)
             if denial is None:
                 return take(balances, rows, now, verdict)
-            earlier = self._find_idempotent(idempotency_key) if idempotency_key is not None else None
+            earlier = self._earlier(idempotency_key) if idempotency_key is not None else None
             if earlier is not None:
                 return earlier
             self._refuse(denial, balances, subject, now, snapshot, idempotency_key)
@@ -284,6 +294,13 @@ class LedgerSteps(ReclaimSteps):
         refuse are recorded (:meth:`shadow_denials`). With ``forwarded`` the reservation is
         marked, in the same write, as made for a call that goes to a provider: never settled, it
         is charged its hold (:mod:`.reclaim`), never released for free.
+
+        An ``idempotency_key`` already used holds nothing more: it answers its reservation while
+        it is kept (active, expired, reclaimed), or, once its call was settled and the reservation
+        deleted, :meth:`~tokenward.ledger.base.Reservation.answered` of the usage event recorded
+        under the key (a retry of a settled call never takes a second hold; this is checked in
+        the statement that stores the reservation, at no extra round trip). A key whose
+        reservation was released and that has no event holds afresh: that call never happened.
 
         Raises:
             BudgetExceeded: the first hard budget that cannot take the hold; nothing is held.
@@ -325,7 +342,8 @@ class LedgerSteps(ReclaimSteps):
     ) -> tuple[Decision, Reservation]:
         """Decide (clamp or deny, :func:`~tokenward.core.decide.decide`) and reserve, in one
         transaction: the decision is made on the balances the hold is taken against. With
-        ``forwarded``, as :meth:`reserve`.
+        ``forwarded`` and ``idempotency_key``, as :meth:`reserve` (a key already used answers
+        the decision its reservation, or its settled call, held).
 
         Raises:
             BudgetExceeded: a hard budget cannot pay even for the plan's minimum output.
@@ -438,8 +456,14 @@ class LedgerSteps(ReclaimSteps):
         The charge lands in the windows of the reservation's admission (or of ``event.at`` without
         a reservation) on every budget applying to ``event.subject`` then; a charge above the
         hold is recorded as overage (``event.overage``) and counts in full. Settling a
-        reservation that expired or was released still charges (the call happened). Threshold
-        events and stop markers the charge causes are written in the same transaction.
+        reservation that expired still charges (the call happened); so does settling one that is
+        gone (released, or settled under another request id: charged in the windows of
+        ``event.at``). Threshold events and stop markers the charge causes are written in the same
+        transaction.
+
+        The reservation is deleted in that same transaction: a settled call leaves its usage
+        event, not a reservation row (:meth:`reservation` is then None). A second settle of the
+        same request id changes nothing (the event insert is refused first, so nothing is deleted).
 
         Strings no store can keep (NUL) are replaced and flagged (:mod:`.normalise`). The real
         settlement of a call whose hold was reclaimed meanwhile is recorded as a correction
@@ -471,7 +495,7 @@ class LedgerSteps(ReclaimSteps):
             releases: Sequence[Hold] = ()
             if reservation is not None:
                 releases = reservation.holds if reservation.state == "active" else ()
-                self._set_state(reservation.id, "settled")
+                self._drop_reservation(reservation.id)
             snapshot = self._snapshot()
             self._apply(
                 snapshot,
@@ -486,13 +510,14 @@ class LedgerSteps(ReclaimSteps):
             return event
 
     def release(self, reservation_id: str) -> bool:
-        """Drop an active hold without charging; returns whether anything was released."""
+        """Drop an active hold without charging, deleting its reservation; returns whether
+        anything was released (an expired or reclaimed reservation is left as it is)."""
         with self._write():
             reservation = self._get_reservation(reservation_id)
             if reservation is None or reservation.state != "active":
                 return False
             self._release(reservation.holds)
-            self._set_state(reservation_id, "released")
+            self._drop_reservation(reservation_id)
             return True
 
     def extend(self, reservation_id: str, ttl: timedelta) -> bool:
@@ -509,7 +534,8 @@ class LedgerSteps(ReclaimSteps):
             return True
 
     def reservation(self, reservation_id: str) -> Reservation | None:
-        """A reservation by id, in any state."""
+        """A reservation by id while it is kept (active, expired, reclaimed); None once it was
+        settled or released (deleted in that transaction), or when there never was one."""
         with self._transaction(write=False):
             return self._get_reservation(reservation_id)
 

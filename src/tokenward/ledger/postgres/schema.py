@@ -173,5 +173,10 @@ MIGRATIONS: list[str] = [
     INSERT INTO meta (key, value) VALUES ('rollup_next', 1);
     INSERT INTO meta (key, value) SELECT 'rollup_below', COALESCE(MAX(seq), 0) + 1 FROM usage_events;
     """,
+    # 5 (issue 17 item e): a settled or released reservation is deleted when it is settled or
+    #    released (its usage event is the call's record); the rows older code kept go once here
+    """
+    DELETE FROM reservations WHERE state IN ('settled', 'released');
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

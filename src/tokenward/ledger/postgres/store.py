@@ -354,9 +354,13 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
         return _reservation_from_row(row) if row else None
 
     def _put_reservation(self, reservation: Reservation) -> bool:
+        # one statement: a key taken by a kept reservation (the conflict) or by a settled call
+        # (its usage event; the reservation was deleted) stores nothing
         cursor = self._execute(
             "INSERT INTO reservations (id, idempotency_key, state, created_at, expires_at, data, owner) "
-            "VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT (idempotency_key) DO NOTHING",
+            "SELECT %s::text, %s::text, %s::text, %s::timestamptz, %s::timestamptz, %s::jsonb, %s::text "
+            "WHERE NOT EXISTS (SELECT 1 FROM usage_events WHERE request_id = %s::text) "
+            "ON CONFLICT (idempotency_key) DO NOTHING",
             (
                 reservation.id,
                 reservation.idempotency_key,
@@ -365,12 +369,16 @@ class PostgresStore(PostgresRecords, TransactionalLedger):
                 reservation.expires_at,
                 _reservation_data(reservation),
                 reservation.owner,
+                reservation.idempotency_key,
             ),
         )
         return bool(cursor.rowcount > 0)
 
     def _set_state(self, reservation_id: str, state: str) -> None:
         self._execute("UPDATE reservations SET state = %s WHERE id = %s", (state, reservation_id))
+
+    def _drop_reservation(self, reservation_id: str) -> None:
+        self._execute("DELETE FROM reservations WHERE id = %s", (reservation_id,))
 
     def _set_expiry(self, reservation_id: str, expires_at: datetime) -> None:
         self._execute(

@@ -10,8 +10,9 @@ Parameters: ``events`` (required, and **last**: everything after ``events=`` is 
 store's own URL, its ``?query`` included; it may also be percent-encoded), ``prefix`` (the key
 prefix and hash tag, default ``tokenward``; one per ledger), ``spool`` (the local spool file,
 default ``~/.local/state/tokenward/spool-<hash of the URL>.db``), ``timeout`` (seconds before
-Redis counts as unavailable, default 2), ``retention`` (how long settled request ids and finished
-reservations are remembered, default ``7d``), ``reap_every`` (seconds between background
+Redis counts as unavailable, default 2), ``retention`` (how long settled request ids, and
+expired or reclaimed reservations, are remembered, default ``7d``; a settled or released
+reservation is forgotten at once, its settled call answered by its request id), ``reap_every`` (seconds between background
 expiries of reservations past their time to live, default ``10s``; ``0``: only at admissions and
 ``reap()``), ``cluster`` (``true`` for Redis Cluster).
 
@@ -201,6 +202,10 @@ class RedisLedger(RedisRecords):
                 self._mine.pop(reservation_id, None)
 
     def _existing(self, answer: Sequence[Any]) -> Reservation:
+        """The reservation a script's ``EXISTS`` answer names, or the answer of the settled call
+        a ``DONE`` one carries (its reservation was forgotten when it settled)."""
+        if answer[0] == "DONE":
+            return Reservation.answered(UsageEvent.from_dict(json.loads(answer[1])))
         return reservation_of(str(answer[2]), str(answer[3]))
 
     def _rebuild(self) -> None:
@@ -246,7 +251,7 @@ class RedisLedger(RedisRecords):
                         answer = self._script(
                             "read", view, idempotency_key or "", len(layout.fields), *layout.fields, now=now
                         )
-                        if answer[0] == "EXISTS":
+                        if answer[0] in ("EXISTS", "DONE"):
                             return None, self._existing(answer), False
                         values = answer[1:]
                     balances = self._balances(layout, values)
@@ -303,7 +308,7 @@ class RedisLedger(RedisRecords):
             except Again:
                 values = None
                 continue
-            if answer[0] == "EXISTS":
+            if answer[0] in ("EXISTS", "DONE"):
                 return None, self._existing(answer), False
             values = answer[1:]
             balances = self._balances(layout, values)

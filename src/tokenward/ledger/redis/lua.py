@@ -34,12 +34,15 @@ KEY_NAMES = ("gen", "rev", "bal", "res", "rst", "rhd", "exp", "idem", "done", "g
 * ``gen``: the generation of the state (a random token set when it was built); missing = lost;
 * ``rev``: hash of revision counters (``budgets``, ``stops``, ``keys``) for the replicas' caches;
 * ``bal``: balance rows, field ``["budget","subject_id","window_key"]`` -> ``"spent held"``;
-* ``res`` / ``rst`` / ``rhd``: reservations by id: JSON, state, and holds for the scripts;
+* ``res`` / ``rst`` / ``rhd``: reservations by id: JSON, state, and holds for the scripts; a
+  settled or released reservation is deleted at once (with its ``idem`` entry), an expired or
+  reclaimed one kept until the retention;
 * ``exp``: active reservations by expiry (sorted set, microseconds);
 * ``idem``: idempotency key -> reservation id;
-* ``done``: request id -> the usage event stored for it (settled once);
-* ``gc``: finished reservations (``r<id>``) and requests (``d<id>``) by when they finished,
-  forgotten after the retention;
+* ``done``: request id -> the usage event stored for it (settled once); a key with no ``idem``
+  entry but a ``done`` one is the key of a settled call (``DONE``: answered from its event);
+* ``gc``: expired and reclaimed reservations (``r<id>``) and requests (``d<id>``) by when they
+  finished, forgotten after the retention;
 * ``stops``: stop markers, field ``["scope","id"]`` -> JSON;
 * ``rcl``: forwarded reservations past their time to live, waiting to be charged their hold
   (sorted set by expiry): the scripts' reaper never releases a forwarded hold, the ledger
@@ -163,6 +166,19 @@ local function finish(rid, state)
     redis.call('ZREM', K_RCL, rid)
     redis.call('ZADD', K_GC, NOW, 'r' .. rid)
 end
+-- a settled or released reservation: nothing of it is kept (its call's record is its event)
+local function forget(rid)
+    local hd = redis.call('HGET', K_RHD, rid)
+    if hd then
+        local d = cjson.decode(hd)
+        if d.k and redis.call('HGET', K_IDEM, d.k) == rid then redis.call('HDEL', K_IDEM, d.k) end
+    end
+    redis.call('HDEL', K_RES, rid)
+    redis.call('HDEL', K_RST, rid)
+    redis.call('HDEL', K_RHD, rid)
+    redis.call('ZREM', K_EXP, rid)
+    redis.call('ZREM', K_RCL, rid)
+end
 -- expire reservations past their time to live: release the holds of those never forwarded; move
 -- forwarded ones (holds JSON "f") to the reclaim queue, their holds kept until they are charged
 local function reap(limit)
@@ -201,6 +217,14 @@ end
 local function existing(rid)
     return {'EXISTS', rid, redis.call('HGET', K_RES, rid) or '', redis.call('HGET', K_RST, rid) or ''}
 end
+-- what an idempotency key already stands for: its reservation, else its settled call's event
+local function earlier(key)
+    local rid = redis.call('HGET', K_IDEM, key)
+    if rid then return existing(rid) end
+    local done = redis.call('HGET', K_DONE, key)
+    if done then return {'DONE', done} end
+    return nil
+end
 
 -- every step starts here: the state must exist, and the caller's budgets must be current
 local gen = redis.call('GET', K_GEN)
@@ -238,13 +262,14 @@ READ = (
     + r"""
 -- ARGV[5..]: idempotency key ('' for none), then the fields to read.
 -- Reaps expired reservations first (as every admission does). Answers EXISTS (the key's
--- reservation) or OK followed by the fields' values ('' when missing).
+-- reservation), DONE (the event of the call settled under the key) or OK followed by the
+-- fields' values ('' when missing).
 reap(200)
 gc(100)
 local key = arg()
 if key ~= '' then
-    local rid = redis.call('HGET', K_IDEM, key)
-    if rid then return existing(rid) end
+    local found = earlier(key)
+    if found then return found end
 end
 local out = values(list())
 table.insert(out, 1, 'OK')
@@ -258,13 +283,14 @@ HOLD = (
 -- ARGV[5..]: idempotency key, reservation id, reservation JSON, holds JSON ({"k": key|false,
 -- "h": [[field, units], ...]}), expiry (us), fields to read, checks.
 -- Reaps, then holds every amount on every budget row or nothing: DENY (with the values read)
--- when a check fails (sum over its fields of spent + held, plus the amount, above the limit).
+-- when a check fails (sum over its fields of spent + held, plus the amount, above the limit);
+-- EXISTS or DONE (as READ) when the key was used before.
 reap(200)
 gc(100)
 local key, rid, res, holds, expires = arg(), arg(), arg(), arg(), arg()
 if key ~= '' then
-    local other = redis.call('HGET', K_IDEM, key)
-    if other then return existing(other) end
+    local found = earlier(key)
+    if found then return found end
 end
 if redis.call('HEXISTS', K_RST, rid) == 1 then return existing(rid) end
 local vals = values(list())
@@ -287,7 +313,7 @@ SETTLE = (
     _PRELUDE
     + r"""
 -- ARGV[5..]: request key, event JSON, reservation id ('' for none), the reservation's state
--- after ('' for settled; reclaimed), charges (n, then field and signed units each), fields to
+-- after ('' for settled: it is forgotten; reclaimed: kept), charges (n, then field and signed units each), fields to
 -- read, checks (a direct charge that must fit: else DENY), watched spans (n, then per span: count
 -- and fields). Answers OK, the reservation's state before, the generation, and each watched
 -- span's spent after the charge. Once per request key: a repeated one answers DUP and the event
@@ -315,8 +341,7 @@ if rid ~= '' then
     end
     if before == 'active' then drop_holds(rid) end
     if before ~= '' then
-        if final == '' then final = 'settled' end
-        finish(rid, final)
+        if final == '' then forget(rid) else finish(rid, final) end
     end
 end
 for _, c in ipairs(charges) do addrow(c[1], parse(c[2]), ZERO) end
@@ -339,11 +364,11 @@ return out
 RELEASE = (
     _PRELUDE
     + r"""
--- ARGV[5]: reservation id. Drops its holds if it is active; answers OK and 1 or 0.
+-- ARGV[5]: reservation id. Drops its holds and forgets it if it is active; answers OK and 1 or 0.
 local rid = arg()
 if redis.call('HGET', K_RST, rid) ~= 'active' then return {'OK', 0} end
 drop_holds(rid)
-finish(rid, 'released')
+forget(rid)
 return {'OK', 1}
 """
 )

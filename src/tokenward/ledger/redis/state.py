@@ -463,11 +463,17 @@ class RedisState:
         return True
 
     def _find_idempotent(self, key: str) -> Reservation | None:
+        """The key's reservation while it is kept, else the answer of the call settled under it
+        (:meth:`~tokenward.ledger.base.Reservation.answered`), else None."""
         rid = self._redis(lambda: self.client.hget(self._keys[7], key))
-        return None if rid is None else self.reservation(rid)
+        if rid is not None:
+            return self.reservation(rid)
+        event = self._settled(key)
+        return None if event is None else Reservation.answered(event)
 
     def reservation(self, reservation_id: str) -> Reservation | None:
-        """A reservation by id, in any state (forgotten after the retention)."""
+        """A reservation by id while it is kept: None once settled or released (forgotten at
+        once), an expired or reclaimed one forgotten after the retention."""
         res_key, rst_key = self._keys[3], self._keys[4]
 
         def read() -> Any:

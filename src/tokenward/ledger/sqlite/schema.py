@@ -176,6 +176,12 @@ _MIGRATIONS: list[str] = [
     INSERT INTO meta (key, value) VALUES ('rollup_next', '1');
     INSERT INTO meta (key, value) SELECT 'rollup_below', CAST(COALESCE(MAX(seq), 0) + 1 AS TEXT) FROM usage_events;
     """,
+    # 8 (issue 17 item e): a settled or released reservation is deleted when it is settled or
+    #    released (its usage event is the call's record); the rows older code kept go once here
+    #    (the file keeps its size: their pages are reused by later rows, or VACUUM gives them back)
+    """
+    DELETE FROM reservations WHERE state IN ('settled', 'released');
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
