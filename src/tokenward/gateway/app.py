@@ -288,6 +288,8 @@ def create_app(
         clients = {upstream.name: factory.client(upstream) for upstream in config.upstreams}
         state = GatewayState(config, guard, clients, tokenward.__version__)
         state.factory = factory
+        if observing.prometheus is not None:  # tokenward_settle_lag_seconds
+            state.settlements.observe_lag = observing.prometheus.observe_settle_lag
         app.state.gateway = state
         app.state.config_path = Path(config_path) if config_path is not None else None
         if config_path is not None:
