@@ -121,3 +121,44 @@ def test_gateway_serves_metrics_for_spend_denials_holds_and_cutoffs(tmp_path: Pa
     assert _value(samples, "tokenward_budget_remaining", **labels) == 200 - spent
     assert _value(samples, "tokenward_budget_held", **labels) == 0
     assert _value(samples, "tokenward_budget_limit", **labels) == 200
+
+
+def test_a_busy_subjects_gauges_are_read_once_a_second_not_per_call(tmp_path: Path) -> None:
+    """Issue 17: the gauges were read from the ledger after every admission and every settle,
+    two balance reads per call; now at most one per subject per ``refresh_seconds``, and
+    :meth:`Prometheus.flush` still shows the last call."""
+    import sqlite3
+    import threading
+
+    from tokenward.guard import Guard
+    from tokenward.ledger.sqlite import SQLiteLedger
+
+    reads: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(
+            lambda sql: reads.append(sql)
+            if threading.current_thread().name == "tokenward-prometheus" and sql.startswith("BEGIN")
+            else None
+        )
+        return conn
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    prom = Prometheus(refresh_seconds=30)  # longer than the test: only the first read and flush's
+    sqlite3.connect = traced  # type: ignore[assignment]
+    try:
+        prom.bind(SQLiteLedger(url))
+        guard = Guard(SQLiteLedger(url), observers=[prom])
+        guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(100_000)))
+        for i in range(50):
+            guard.charge(event(f"r{i}", T0, input_tokens=30, output_tokens=10, cost="0.01"))
+        prom.flush()
+    finally:
+        sqlite3.connect = connect  # type: ignore[assignment]
+        prom.close()
+    assert 1 <= len(reads) <= 2, reads  # was 50 (one per charge)
+    samples = _samples(prom.exposition().decode())
+    labels = {"budget": "s-cap", "scope": "session", "subject_id": "s-1", "meter": "total_tokens", "window": "none"}
+    assert _value(samples, "tokenward_budget_spent", **labels) == 50 * 40

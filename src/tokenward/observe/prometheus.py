@@ -26,7 +26,8 @@ name                                        type       labels
 
 Prometheus samples are floats: these series are for dashboards and alert rules, while reports
 (:mod:`tokenward.observe.reports`) keep money exact. Budget gauges are refreshed from the ledger
-for the subject of every admitted, refused or settled call (in a background thread); at most
+for the subject of every admitted, refused or settled call (in a background thread, at most once
+a second per subject: the gauges lag the ledger by up to a second); at most
 ``max_budget_series`` budget instances are exported, the least recently active dropped first.
 
 :meth:`Prometheus.asgi_app` is the ``/metrics`` endpoint (the gateway mounts it).
@@ -92,6 +93,9 @@ class Prometheus:
             (see the module's docstring), where :attr:`scrape_registry` collects every process.
         max_budget_series: budget instances exported at most.
         background: refresh budget gauges in a background thread (True) or inline (False).
+        refresh_seconds: in the background, a subject's gauges are read at most once per this
+            many seconds, however many of its calls are observed meanwhile (:meth:`flush` does
+            not wait it out).
 
     Raises:
         MissingDependency: ``prometheus-client`` is not installed (``tokenward[prometheus]``).
@@ -104,6 +108,7 @@ class Prometheus:
         registry: Any = None,
         max_budget_series: int = 1000,
         background: bool = True,
+        refresh_seconds: float = 1.0,
     ) -> None:
         pc = _client()
         from tokenward.observe.watch import sync_ledger
@@ -159,6 +164,9 @@ class Prometheus:
         self._lock = threading.Lock()
         self._background = background
         self._pending: dict[Subject, datetime | None] = {}
+        self.refresh_seconds = refresh_seconds
+        self._refreshed: dict[Subject, float] = {}  # when each subject's gauges were last read
+        self._hurry = threading.Event()  # set by flush(): no waiting out refresh_seconds
         self._worker = (
             Worker(self._refresh_pending, name="tokenward-prometheus")
             if background and ledger is not None
@@ -229,9 +237,19 @@ class Prometheus:
             self._worker.submit(subject)
 
     def _refresh_pending(self, subject: Subject) -> None:
+        # at most one read per subject per refresh_seconds: the calls of a busy subject observed
+        # meanwhile wait with this one (issue 17: two balance reads per call cost more CPU than
+        # the budget checks themselves; a scrape every few seconds needs no fresher gauges)
+        last = self._refreshed.get(subject)
+        if last is not None:
+            self._hurry.wait(self.refresh_seconds - (time.monotonic() - last))
         with self._lock:
             at = self._pending.pop(subject, None)
         self._refresh((subject, at))
+        now = time.monotonic()
+        self._refreshed[subject] = now
+        if len(self._refreshed) > 2 * self.max_budget_series:  # forget the subjects gone quiet
+            self._refreshed = {k: t for k, t in self._refreshed.items() if now - t < self.refresh_seconds}
 
     def _refresh(self, item: tuple[Subject, datetime | None]) -> None:
         assert self.ledger is not None
@@ -274,9 +292,14 @@ class Prometheus:
         self.settle_lag.observe(seconds if seconds > 0 else 0.0)
 
     def flush(self) -> None:
-        """Wait until the budget gauges reflect every observed call."""
+        """Wait until the budget gauges reflect every observed call (now: without waiting out
+        ``refresh_seconds``)."""
         if self._worker is not None:
-            self._worker.flush()
+            self._hurry.set()
+            try:
+                self._worker.flush()
+            finally:
+                self._hurry.clear()
 
     def close(self) -> None:
         """Stop the background thread (and close the shared gauges' table)."""
