@@ -17,9 +17,13 @@ directly, then the gateway); *added* latency is the gateway's percentile minus t
 each pair. CPU per call is the CPU time of the gateway's processes (its workers too) over the run
 divided by the calls answered. Streamed latency is to the last byte.
 
-Settle lag (end of response to durable event) is reported as 0: the gateway settles a call before
-the last byte of its answer is sent (issue 11's guarantees), so the event is durable when the
-client has the answer.
+Settle lag (end of an answer to its usage event being durable) comes from the gateway's own
+``tokenward_settle_lag_seconds`` histogram (/metrics, every worker added up), read before and after
+each run: its p99 is the upper bound of the bucket holding the 99th percentile.
+
+``--tree TREE`` runs the gateway from another source tree (its ``src/`` first on PYTHONPATH) with
+everything else the same (uvloop, httptools, workers): an A/B of two commits. ``--before TREE``
+hides uvloop and httptools and runs one process, as the gateway ran before issue 17.
 """
 
 from __future__ import annotations
@@ -144,6 +148,31 @@ def wrk(url: str, script: Path, clients: int, seconds: float, pid: int | None) -
     }
 
 
+def settle_lag_buckets(gw_url: str) -> dict[float, float]:
+    """The gateway's ``tokenward_settle_lag_seconds`` buckets (upper bound: cumulative count),
+    empty when /metrics does not have them (an older tree)."""
+    try:
+        text = httpx.get(f"{gw_url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tokenward_settle_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def lag_p99_ms(before: dict[float, float], after: dict[float, float]) -> float:
+    """The upper bound (ms) of the bucket holding the 99th percentile of the settles between two
+    readings; NaN when there were none (or no histogram)."""
+    diff = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = diff[-1][1] if diff else 0.0
+    if total <= 0:
+        return float("nan")
+    return next(bound * 1000 for bound, cumulative in diff if cumulative >= 0.99 * total)
+
+
 @contextlib.contextmanager
 def running(args: list[str], ready: str, log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
     """Run a command until the block ends, once ``ready`` answers; yields its pid."""
@@ -204,6 +233,9 @@ def main() -> None:
         "--soak", type=int, default=0, help="then this many calls, and CPU/RSS before and after"
     )
     parser.add_argument(
+        "--tree", type=Path, default=None, help="run the gateway from this source tree (A/B of commits)"
+    )
+    parser.add_argument(
         "--before",
         type=Path,
         default=None,
@@ -249,6 +281,8 @@ def main() -> None:
             env = {"BENCH_UPSTREAM_KEY": "sk-bench"}
             if args.before is None:
                 gw_args += ["--workers", str(workers)]
+                if args.tree is not None:
+                    env["PYTHONPATH"] = str(args.tree.resolve() / "src")
             else:
                 workers = 1
                 block = work / "blocked"
@@ -264,10 +298,12 @@ def main() -> None:
                 for sessions, c, stream in plan:
                     direct_s = _script(work, "direct", stream, {}, 1)
                     gw_s = _script(work, "gw", stream, headers, sessions)
-                    pairs = []
+                    pairs, lags = [], []
                     for _ in range(args.reps):
                         d = wrk(f"{mock_url}/v1/chat/completions", direct_s, c, seconds, mock_pid)
+                        before_lag = settle_lag_buckets(gw_url)
                         g = wrk(f"{gw_url}/v1/chat/completions", gw_s, c, seconds, gw_pid)
+                        lags.append(lag_p99_ms(before_lag, settle_lag_buckets(gw_url)))
                         pairs.append((d, g))
                     row = {
                         "backend": backend,
@@ -284,7 +320,7 @@ def main() -> None:
                         "added_p99_ms": _med([g["p99_ms"] - d["p99_ms"] for d, g in pairs]),
                         "cpu_ms_per_call": _med([g["cpu_ms_per_call"] for _, g in pairs]),
                         "errors": sum(g["errors"] + d["errors"] for d, g in pairs),
-                        "settle_lag_p99_ms": 0.0,
+                        "settle_lag_p99_ms": _med([x for x in lags if x == x] or [float("nan")]),
                     }
                     rows.append(row)
                     _print_row(row, header=len(rows) == 1)
@@ -300,13 +336,14 @@ def _print_row(row: dict[str, Any], header: bool) -> None:
     if header:
         print(
             f"{'backend':<8}{'w':>2}{'sess':>5} {'mode':<7}{'c':>4}{'direct/s':>10}{'gw/s':>8}{'p50':>8}{'p99':>8}"
-            f"{'p99.9':>8}{'+p50':>8}{'+p99':>8}{'p99/p50':>8}{'cpu/call':>9}{'err':>5}"
+            f"{'p99.9':>8}{'+p50':>8}{'+p99':>8}{'p99/p50':>8}{'cpu/call':>9}{'err':>5}{'lag99':>7}"
         )
     print(
         f"{row['backend']:<8}{row['workers']:>2}{row['sessions']:>5} {'stream' if row['stream'] else 'json':<7}"
         f"{row['clients']:>4}{row['direct_rps']:>10.0f}{row['rps']:>8.0f}{row['p50_ms']:>8.2f}{row['p99_ms']:>8.2f}"
         f"{row['p999_ms']:>8.2f}{row['added_p50_ms']:>8.2f}{row['added_p99_ms']:>8.2f}"
-        f"{row['p99_ms'] / row['p50_ms']:>8.1f}{row['cpu_ms_per_call']:>8.2f}m{row['errors']:>5}",
+        f"{row['p99_ms'] / row['p50_ms']:>8.1f}{row['cpu_ms_per_call']:>8.2f}m{row['errors']:>5}"
+        f"{row['settle_lag_p99_ms']:>7.2f}",
         flush=True,
     )
 

@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None, help="keep the raw profile here")
+    parser.add_argument(
+        "--gil", action="store_true", help="only samples holding the GIL: Python's own CPU time, no waiting"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "py-spy"):
         if shutil.which(tool) is None and not (Path(sys.executable).parent / tool).exists():
@@ -80,7 +83,7 @@ def main() -> None:
         load.start()
         subprocess.run(
             [spy, "record", "-p", str(pid), "-d", str(args.seconds), "-r", "200", "-f", "raw", "-o", str(raw),
-             "--threads", "--nonblocking"],
+             "--threads", "--nonblocking", *(["--gil"] if args.gil else [])],
             check=True, capture_output=True,
         )  # fmt: skip
         load.join()

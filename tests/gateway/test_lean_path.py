@@ -9,6 +9,7 @@ import json
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
@@ -21,6 +22,17 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say he
 def _live(fake) -> set[object]:
     """The fake upstream's open connections (uvicorn's own record of them)."""
     return set(fake.server.server_state.connections)
+
+
+def _close_wait(port: int) -> int:
+    """Sockets of this machine connected to ``port`` that the peer closed and this side did not
+    (state 08, CLOSE-WAIT, in /proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port and fields[3] == "08":
+            count += 1
+    return count
 
 
 def test_a_non_streamed_call_gives_its_upstream_connection_back_to_the_pool(start_gateway, fake) -> None:
@@ -62,18 +74,15 @@ def test_a_client_gone_mid_stream_leaves_no_upstream_connection_stuck(start_gate
             for line in response.iter_lines():
                 if line.startswith("data: {"):
                     break  # the client goes away with the stream half read
-    pool = gateway.state.clients["fake"]._transport._pool  # httpcore's pool (no public view)
+    port = int(fake.url.rsplit(":", 1)[1])
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if all(not c.is_closed() and c.is_idle() for c in pool.connections) and len(_live(fake)) <= len(
-            pool.connections
-        ):
-            break
+    while time.monotonic() < deadline and (_close_wait(port) or len(_live(fake)) > 1):
         time.sleep(0.05)
-    # every connection left in the pool is idle (reusable): none is stuck active behind a
-    # cancelled read (encode/httpcore#1093), and the upstream holds no more sockets than the pool
-    assert all(c.is_idle() for c in pool.connections), pool.connections
-    assert len(_live(fake)) <= len(pool.connections)
+    # no connection to the upstream is left half closed (CLOSE-WAIT: the upstream closed it and
+    # the gateway never did; 244 of them piled up in issue 17, encode/httpcore#1093), and the
+    # upstream holds at most the one idle connection the pool keeps, not one per client gone
+    assert _close_wait(port) == 0
+    assert len(_live(fake)) <= 1
     ok = httpx.post(f"{gateway.url}/v1/chat/completions", json=BODY, headers=HEADERS, timeout=30)
     assert ok.status_code == 200
 

@@ -50,9 +50,7 @@ def test_the_answer_does_not_wait_for_its_settle_and_the_hold_counts_meanwhile(s
         threading.Timer(0.1, locker.start).start()
         started = time.monotonic()
         if stream:
-            with client.stream(
-                "POST", "/v1/chat/completions", json={**BODY, "stream": True}
-            ) as response:
+            with client.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as response:
                 body = b"".join(response.iter_bytes())
             assert body.rstrip().endswith(b"data: [DONE]")
         else:
@@ -87,7 +85,9 @@ def test_settle_lag_is_reported_in_metrics(start_gateway) -> None:
             assert client.post("/v1/chat/completions", json=BODY).status_code == 200
         wait_settled(gateway.state)
         metrics = client.get("/metrics").text
-    (count,) = [line for line in metrics.splitlines() if line.startswith("tokenward_settle_lag_seconds_count")]
+    (count,) = [
+        line for line in metrics.splitlines() if line.startswith("tokenward_settle_lag_seconds_count")
+    ]
     assert float(count.split()[-1]) == 3
 
 

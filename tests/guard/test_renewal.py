@@ -17,7 +17,7 @@ from pathlib import Path
 import openai
 
 import tokenward
-from tests.support.fixtures import KEY, UPSTREAM_KEY
+from tests.support.fixtures import KEY, UPSTREAM_KEY, wait_settled
 from tokenward.core.budgets import Budget, Subject
 from tokenward.core.decide import CallPlan
 from tokenward.guard import Guard
@@ -173,6 +173,7 @@ def test_a_stream_longer_than_the_ttl_through_the_gateway_is_not_overspent(start
         assert second.choices[0].finish_reason == "length"
     runner.join(30)
     assert finished.is_set() and "".join(long_text).count("hello") == 60
+    wait_settled(gateway.state)  # settled just after the answer (gateway.settling)
     (balance,) = observer.balances(Subject(user="alice"))
     assert balance.held == 0
     assert balance.spent <= 120

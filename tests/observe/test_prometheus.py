@@ -139,9 +139,11 @@ def test_a_busy_subjects_gauges_are_read_once_a_second_not_per_call(tmp_path: Pa
     def traced(*args: Any, **kwargs: Any) -> Any:
         conn = connect(*args, **kwargs)
         conn.set_trace_callback(
-            lambda sql: reads.append(sql)
-            if threading.current_thread().name == "tokenward-prometheus" and sql.startswith("BEGIN")
-            else None
+            lambda sql: (
+                reads.append(sql)
+                if threading.current_thread().name == "tokenward-prometheus" and sql.startswith("BEGIN")
+                else None
+            )
         )
         return conn
 
@@ -160,5 +162,11 @@ def test_a_busy_subjects_gauges_are_read_once_a_second_not_per_call(tmp_path: Pa
         prom.close()
     assert 1 <= len(reads) <= 2, reads  # was 50 (one per charge)
     samples = _samples(prom.exposition().decode())
-    labels = {"budget": "s-cap", "scope": "session", "subject_id": "s-1", "meter": "total_tokens", "window": "none"}
+    labels = {
+        "budget": "s-cap",
+        "scope": "session",
+        "subject_id": "s-1",
+        "meter": "total_tokens",
+        "window": "none",
+    }
     assert _value(samples, "tokenward_budget_spent", **labels) == 50 * 40

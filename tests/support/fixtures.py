@@ -43,10 +43,28 @@ class Gateway:
         return self.server.url
 
     def observer(self) -> SQLiteLedger:
-        """A second, independent connection to the ledger file, once every answered call is
-        settled (a call is settled just after its answer is sent: tokenward.gateway.settling)."""
-        wait_settled(self.state)
-        return SQLiteLedger(self.ledger_url)
+        """A second, independent connection to the ledger file; each of its reads waits until
+        every answered call is settled (a call is settled just after its answer is sent:
+        tokenward.gateway.settling)."""
+        return _Settled(SQLiteLedger(self.ledger_url), self.state)  # type: ignore[return-value]
+
+
+class _Settled:
+    """A ledger whose every method first waits out the gateway's settle lag."""
+
+    def __init__(self, ledger: SQLiteLedger, state: GatewayState) -> None:
+        self._ledger, self._state = ledger, state
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._ledger, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            wait_settled(self._state)
+            return value(*args, **kwargs)
+
+        return call
 
 
 def wait_settled(state: GatewayState, timeout: float = 10.0) -> None:

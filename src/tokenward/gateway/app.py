@@ -35,6 +35,7 @@ from tokenward.gateway.config_budgets import sync_config_budgets
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.observing import Observing
 from tokenward.gateway.relay import GatewayState, own_headers, passthrough, proxy
+from tokenward.gateway.upstream_http import upstream_client
 from tokenward.guard import AsyncGuard
 from tokenward.guard.wire.endpoints import (
     AnthropicMessages,
@@ -94,7 +95,13 @@ class _ClientFactory:
                 self.fake = BackgroundFake().start()
             transport = self.fake.transport(_LIMITS)
         auth = upstream_auth(upstream, self.credentials.get(upstream.name))  # cloud platforms sign
-        return httpx.AsyncClient(timeout=_TIMEOUT, limits=_LIMITS, transport=transport, auth=auth)
+        return upstream_client(
+            timeout=_TIMEOUT,
+            limits=_LIMITS,
+            auth=auth,
+            transport=transport,
+            exact_paths=upstream.provider == "bedrock",
+        )
 
     def reuse(
         self, upstreams: Sequence[UpstreamConfig], before: GatewayConfig, old: Mapping[str, httpx.AsyncClient]

@@ -81,7 +81,12 @@ class Settlements:
         def at(q: float) -> float:
             return round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 3)
 
-        return {"count": len(lags), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": round(lags[-1] * 1000, 3)}
+        return {
+            "count": len(lags),
+            "p50_ms": at(0.5),
+            "p99_ms": at(0.99),
+            "max_ms": round(lags[-1] * 1000, 3),
+        }
 
 
 def defer(scope: Scope, settle: Callable[[float], Awaitable[None]]) -> None:

@@ -48,11 +48,12 @@ same names (:class:`ThreadedAsyncLedger` provides it for the embedded backends).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-import functools
+import queue
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -726,33 +727,83 @@ class ThreadedAsyncLedger:
     calls run in order in ``threads`` threads of this ledger (default 1), not in the event loop's
     shared pool: SQLite takes one writer at a time, and six pool threads queueing on its write
     lock made the gateway's p99 (issue 17); one thread per process hands the lock over only
-    between processes.
+    between processes. The hand-off is a plain queue and one ``call_soon_threadsafe`` back to the
+    caller's loop per call (an executor's futures and their chaining took a tenth of the
+    gateway's event-loop thread).
     """
 
     def __init__(self, ledger: Ledger, threads: int = 1) -> None:
         self.sync = ledger
         self.url = ledger.url
         self.clock = ledger.clock
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenward-ledger")
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._size = threads
+        self._threads: list[threading.Thread] = []  # started on the first call
+        self._start = threading.Lock()
+        self._methods: dict[str, Any] = {}
+
+    def _started(self) -> None:
+        with self._start:
+            while len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work, name=f"tokenward-ledger_{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            loop, future, context, method, args, kwargs = item
+            if future.cancelled():
+                continue  # its caller is gone before it started: nothing to run
+            try:
+                result, error = context.run(method, *args, **kwargs), None
+            except BaseException as exc:  # handed to the caller, as an executor would
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+                loop.call_soon_threadsafe(_resolve, future, result, error)
 
     def __getattr__(self, name: str) -> Any:
+        methods = self.__dict__.get("_methods")
+        if methods is None:  # not built yet (or being torn down)
+            raise AttributeError(name)
+        known = methods.get(name)
+        if known is not None:
+            return known
         method = getattr(self.sync, name)
         if not callable(method):
             return method
-        executor = self._executor
+        work = self._queue
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            context = contextvars.copy_context()
-            work = functools.partial(context.run, method, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(executor, work)
+            if not self._threads:
+                self._started()
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            work.put((loop, future, contextvars.copy_context(), method, args, kwargs))
+            return await future
 
         call.__name__ = name
         call.__doc__ = method.__doc__
+        methods[name] = call
         return call
 
     async def close(self) -> None:
-        """Close the sync ledger (in the ledger's thread), then stop the thread."""
+        """Close the sync ledger (in the ledger's thread), then stop the threads."""
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.sync.close)
+            await self.__getattr__("close")()
         finally:
-            self._executor.shutdown(wait=False)
+            for _ in self._threads:
+                self._queue.put(None)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled while the ledger ran it
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
