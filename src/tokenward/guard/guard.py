@@ -315,7 +315,9 @@ class Guard:
         budget headers are computed from before its settle is durable."""
         return event_of(self, admission, outcome)
 
-    def settle(self, admission: Admission, outcome: Outcome, *, event: UsageEvent | None = None) -> UsageEvent:
+    def settle(
+        self, admission: Admission, outcome: Outcome, *, event: UsageEvent | None = None
+    ) -> UsageEvent:
         """Charge the real usage in place of the hold and record the event (once per request).
         ``event``: the one :meth:`usage_event` made for ``outcome`` (not priced again)."""
         self.renewer.done(admission.reservation.id)
