@@ -51,6 +51,7 @@ from tokenward.ledger.spool import SpoolEntry
 from tokenward.ledger.spooled import SpooledWrites
 from tokenward.ledger.sqlite.records import SQLiteRecords, ts
 from tokenward.ledger.sqlite.schema import _MIGRATIONS, SCHEMA_VERSION, split_statements
+from tokenward.ledger.sqlite.turns import WriteTurns
 from tokenward.ledger.transactional import TransactionalLedger
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger", "SQLiteSettings", "parse_sqlite_url", "path_from_url"]
@@ -157,6 +158,7 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
         self._key_cache = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._turns = WriteTurns(self.path, self.timeout)
         except OSError as exc:
             raise LedgerError(f"cannot create the directory for {self.path}: {exc}") from exc
         self._migrate()
@@ -194,25 +196,30 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
             finally:
                 self._local.depth -= 1
             return
+        turn = write and self._turns.take()  # no sleeping through SQLite's busy handler (.turns)
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except sqlite3.Error as exc:
-            raise _translate(self.path, exc) from exc
-        self._local.depth = 1
-        try:
-            yield
-        except BaseException:
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise _translate(self.path, exc) from exc
+            self._local.depth = 1
+            try:
+                yield
+            except BaseException:
+                self._local.depth = 0
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
             self._local.depth = 0
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._local.depth = 0
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise _translate(self.path, exc, "commit failed: ") from exc
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise _translate(self.path, exc, "commit failed: ") from exc
+        finally:
+            if turn:
+                self._turns.give_back()
 
     def _single_read(self) -> AbstractContextManager[None]:
         """One autocommit read (a statement is atomic on its own): no BEGIN/COMMIT round trip."""
@@ -314,6 +321,7 @@ class SQLiteLedger(SpooledWrites, SQLiteRecords, TransactionalLedger):
                     conn.close()
             self._connections.clear()
         self._local = threading.local()
+        self._turns.close()
 
     # -- budgets and stops -------------------------------------------------------------------------
     def _snapshot(self) -> Snapshot:
