@@ -33,6 +33,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--before", type=Path, default=None)
+    parser.add_argument("--tree", type=Path, default=None, help="run the gateway from this source tree")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--seconds", type=int, default=15)
@@ -61,6 +62,8 @@ def main() -> None:
     env = {"BENCH_UPSTREAM_KEY": "sk-bench"}
     if args.before is None:
         gateway += ["--workers", "1"]
+        if args.tree is not None:
+            env["PYTHONPATH"] = str(args.tree.resolve() / "src")
     else:
         block = work / "blocked"
         block.mkdir()
