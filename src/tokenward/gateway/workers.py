@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -98,6 +99,7 @@ def ready_server(app: Any, options: ServeOptions, announce: Callable[[str], None
     class ReadyServer(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
+            _freeze_heap()
             if announce is not None and self.started and not self.should_exit:
                 from tokenward.gateway.app import ready_line
 
@@ -117,6 +119,16 @@ def ready_server(app: Any, options: ServeOptions, announce: Callable[[str], None
             timeout_keep_alive=75,
         )
     )
+
+
+def _freeze_heap() -> None:
+    """Leave what the started gateway keeps for its lifetime (modules, the price table, the
+    tokenizers, the config) out of the garbage collector's scans: a full collection walked all of
+    it, again and again, however little a call allocated (issue 17). Young collections run every
+    10,000 allocations instead of 700: a call's objects die young, by reference count."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _die_with_parent() -> None:
