@@ -76,11 +76,11 @@ class _Transport(AiohttpTransport):
 
 
 class _Client(HttpxAiohttpClient):
-    def _init_transport(self, **kwargs: Any) -> httpx.AsyncBaseTransport:
+    def _init_transport(self, **kwargs: Any) -> httpx.AsyncBaseTransport:  # type: ignore[override]
         transport = kwargs.pop("transport", None)
         return transport if transport is not None else _Transport(**kwargs)
 
-    def _init_proxy_transport(self, proxy: httpx.Proxy, **kwargs: Any) -> httpx.AsyncBaseTransport:
+    def _init_proxy_transport(self, proxy: httpx.Proxy, **kwargs: Any) -> httpx.AsyncBaseTransport:  # type: ignore[override]
         return _Transport(proxy=proxy, **kwargs)
 
 
