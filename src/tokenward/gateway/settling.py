@@ -8,8 +8,7 @@ ledger, so a hard budget counts the call at its hold meanwhile: never less than 
 What a process can have waiting to settle is bounded (:data:`SETTLE_QUEUE`): past it, new
 admissions wait until settles catch up, so a stalled ledger slows admissions instead of piling up
 unsettled calls. *Settle lag* is the time from the end of an answer to its event being durable;
-it is reported by :meth:`Settlements.lag` and, with Prometheus on, as
-``tokenward_settle_lag_seconds``.
+with Prometheus on it is reported as ``tokenward_settle_lag_seconds``.
 
 A process killed between an answer and its settle leaves the call's reservation marked forwarded;
 the restart charges it at its hold (:mod:`tokenward.ledger.reclaim`): the call is charged, at most
@@ -20,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["SETTLE_QUEUE", "SettleAfter", "Settlements", "defer", "deferred", "settle_now"]
+__all__ = ["SETTLE_QUEUE", "SettleAfter", "Settlements", "defer", "settle_now"]
 
 SETTLE_QUEUE = 1024
 """Calls a gateway process may have answered but not yet settled; past this, admissions wait."""
@@ -49,7 +47,6 @@ class Settlements:
         self.observe_lag = observe_lag
         self._room = asyncio.Event()
         self._room.set()
-        self._lags: deque[float] = deque(maxlen=10_000)
 
     async def room(self) -> None:
         """Wait until fewer than ``limit`` answered calls are waiting to settle."""
@@ -66,27 +63,8 @@ class Settlements:
         self.pending -= 1
         if self.pending < self.limit:
             self._room.set()
-        lag = max(0.0, time.monotonic() - ended)
-        self._lags.append(lag)
         if self.observe_lag is not None:
-            self.observe_lag(lag)
-
-    def lag(self) -> dict[str, float | int]:
-        """Settle lag over the last 10,000 settles of this process, in milliseconds:
-        ``{"count", "p50_ms", "p99_ms", "max_ms"}`` (zeros before the first)."""
-        lags = sorted(self._lags)
-        if not lags:
-            return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-
-        def at(q: float) -> float:
-            return round(lags[min(len(lags) - 1, int(q * len(lags)))] * 1000, 3)
-
-        return {
-            "count": len(lags),
-            "p50_ms": at(0.5),
-            "p99_ms": at(0.99),
-            "max_ms": round(lags[-1] * 1000, 3),
-        }
+            self.observe_lag(max(0.0, time.monotonic() - ended))
 
 
 def defer(scope: Scope, settle: Callable[[float], Awaitable[None]]) -> None:
@@ -94,11 +72,6 @@ def defer(scope: Scope, settle: Callable[[float], Awaitable[None]]) -> None:
     failed to be), called with the answer's end (``time.monotonic()``): :class:`SettleAfter`
     or :func:`settle_now` runs it."""
     scope.setdefault(_SCOPE_KEY, []).append(settle)
-
-
-def deferred(scope: Scope) -> bool:
-    """Whether settles wait for the answer to the request of ``scope``."""
-    return bool(scope.get(_SCOPE_KEY))
 
 
 async def settle_now(scope: Scope) -> None:
