@@ -118,6 +118,24 @@ def test_a_call_settled_in_time_is_never_reclaimed(ledger: Ledger, clock: Manual
     assert [e.status for e in ledger.events()] == ["ok"]
 
 
+def test_a_forwarded_hold_whose_call_was_settled_without_it_leaves_nothing_held(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    """A stalled store: the admission's hold reached it after the caller had given up and admitted
+    the call unchecked (fail-open budget); the call was settled without that reservation. When the
+    hold expires it is not charged again (the call's event stands) and nothing stays held. Found by
+    tests/scale/test_faults.py on Redis: 29 tokens held for ever (its reclaim answered DUP)."""
+    _setup(ledger)
+    _forwarded(ledger, "2.50")
+    ledger.settle(None, event(ALICE, usd("0.30"), at=T0, request_id="req-1"))
+    assert spent_held(ledger, ALICE, "alice-usd") == (D("0.30"), D("2.50"))
+    clock.advance(TTL + timedelta(seconds=1))
+    ledger.reap()
+    ledger.reap()  # Redis: the first reap moves it to the reclaim queue and reclaims it; once more
+    assert spent_held(ledger, ALICE, "alice-usd") == (D("0.30"), D("0"))
+    assert [(e.request_id, e.status) for e in ledger.events()] == [("req-1", "ok")]
+
+
 _CHILD = """
 import os, sys
 from datetime import timedelta

@@ -64,12 +64,11 @@ def _check_recorded(reader: Ledger, load: Load, *, answered_only: bool = True) -
     ids = Counter(e.request_id for e in events)
     assert ids, "no usage event at all"
     assert max(ids.values()) == 1, [i for i, n in ids.items() if n > 1][:5]
+    # no event for a call not answered 200: a hold that reached a stalled Redis after the
+    # gateway gave up on it (and refused the call) was once charged when it expired
     assert load.answered() <= set(ids), sorted(load.answered() - set(ids))[:5]
-    if answered_only and set(ids) != load.answered():
-        # Known open defect (about 1 run in 2 under load, Redis only): one event more than the
-        # calls answered 200, for a request id the client never saw answered. Nothing answered is
-        # lost and nothing is recorded twice (both asserted above); the cause is not found yet.
-        pytest.xfail(f"an event for a call not answered 200: {sorted(set(ids) - load.answered())[:3]}")
+    if answered_only:
+        assert set(ids) == load.answered(), sorted(set(ids) - load.answered())[:5]
     time.sleep(TTL + 0.5)
     reader.reap()
     for project in ("closed", "open"):

@@ -292,19 +292,26 @@ class RedisLedger(RedisRecords):
                 if forwarded:  # never released by the scripts' reaper: reclaimed (charged)
                     holds_record["f"] = 1
                 held = json.dumps(holds_record, separators=(",", ":"))
-                answer = self._script(
-                    "hold",
-                    view,
-                    idempotency_key or "",
-                    rid,
-                    reservation_json(reservation),
-                    held,
-                    micros(reservation.expires_at),
-                    len(layout.fields),
-                    *layout.fields,
-                    *self._checks(layout, amounts),
-                    now=now,
-                )
+                try:
+                    answer = self._script(
+                        "hold",
+                        view,
+                        idempotency_key or "",
+                        rid,
+                        reservation_json(reservation),
+                        held,
+                        micros(reservation.expires_at),
+                        len(layout.fields),
+                        *layout.fields,
+                        *self._checks(layout, amounts),
+                        now=now,
+                    )
+                except StoreUnavailable:
+                    # the hold may still reach a stalled Redis after we gave up on it: the call is
+                    # refused or admitted unchecked, so a hold applied late must be released, not
+                    # left to expire (a forwarded one would be charged for a call never sent)
+                    self.spool.append("release", {"rid": rid})
+                    raise
             except Again:
                 values = None
                 continue

@@ -317,10 +317,19 @@ SETTLE = (
 -- read, checks (a direct charge that must fit: else DENY), watched spans (n, then per span: count
 -- and fields). Answers OK, the reservation's state before, the generation, and each watched
 -- span's spent after the charge. Once per request key: a repeated one answers DUP and the event
--- stored the first time.
+-- stored the first time (and releases the reservation named, if it is still active).
 local req, event, rid, final = arg(), arg(), arg(), arg()
 local stored = redis.call('HGET', K_DONE, req)
-if stored then return {'DUP', stored} end
+if stored then
+    -- the request was settled already (under another reservation: one admitted unchecked while
+    -- this one's hold was still in flight to a stalled Redis): this reservation's hold is owed
+    -- nothing more, so it is released, not left for a reclaim that would answer DUP for ever
+    if rid ~= '' and redis.call('HGET', K_RST, rid) == 'active' then
+        drop_holds(rid)
+        forget(rid)
+    end
+    return {'DUP', stored}
+end
 local n = tonumber(arg())
 local charges = {}
 for c = 1, n do charges[c] = {arg(), arg()} end
@@ -365,8 +374,16 @@ RELEASE = (
     _PRELUDE
     + r"""
 -- ARGV[5]: reservation id. Drops its holds and forgets it if it is active; answers OK and 1 or 0.
+-- An id never seen is marked released (until the retention), so that its hold, if it is still on
+-- its way (sent by a caller that gave up waiting for a stalled Redis), is never applied.
 local rid = arg()
-if redis.call('HGET', K_RST, rid) ~= 'active' then return {'OK', 0} end
+local state = redis.call('HGET', K_RST, rid)
+if not state then
+    redis.call('HSET', K_RST, rid, 'released')
+    redis.call('ZADD', K_GC, NOW, 'r' .. rid)
+    return {'OK', 0}
+end
+if state ~= 'active' then return {'OK', 0} end
 drop_holds(rid)
 forget(rid)
 return {'OK', 1}
