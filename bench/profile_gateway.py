@@ -1,12 +1,13 @@
 """Profile one gateway process under load: the functions that take its time, by own time.
 
-    python bench/profile_gateway.py [--before TREE] [--clients 10] [--stream] [--seconds 15]
+    python bench/profile_gateway.py [--before TREE] [--clients 10] [--stream] [--seconds 15] [--soak S]
 
 Starts bench/gateway.py's mock upstream and one gateway process (``--workers 1``, SQLite, the
 budgets of bench/gateway.yaml), loads it with wrk, samples it with py-spy (``pip install py-spy``)
 at 200 Hz for ``--seconds``, and prints the top functions by own time (bench/own_time.py). With
 ``--before TREE`` the gateway runs from an older source tree, uvloop and httptools hidden, as
-``bench/gateway.py --before`` does.
+``bench/gateway.py --before`` does. With ``--soak S`` it then loads the same process for ``S``
+seconds more and profiles it again: what costs more once the ledger holds many calls.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--soak", type=int, default=0, metavar="SECONDS",
+        help="then load it for SECONDS more and profile it again (what grows with the ledger's age)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="keep the raw profile here")
     parser.add_argument(
         "--gil", action="store_true", help="only samples holding the GIL: Python's own CPU time, no waiting"
@@ -73,25 +78,40 @@ def main() -> None:
     raw = args.out or work / "profile.raw"
     headers = {"authorization": "Bearer tw-bench", "x-tokenward-session": "bench"}
     script = _script(work, "load", args.stream, headers, 1)
+    label = "before" if args.before else "after"
     with (
         running(mock, f"{mock_url}/healthz", work / "mock.log"),
         running(gateway, f"{gw_url}/healthz", work / "gateway.log", env) as pid,
     ):
         url = f"{gw_url}/v1/chat/completions"
         wrk(url, script, args.clients, 3, None)  # warm up
-        result: dict[str, float] = {}
-        load = threading.Thread(
-            target=lambda: result.update(wrk(url, script, args.clients, args.seconds + 4, pid)), daemon=True
-        )
-        load.start()
-        subprocess.run(
-            [spy, "record", "-p", str(pid), "-d", str(args.seconds), "-r", "200", "-f", "raw", "-o", str(raw),
-             "--threads", "--nonblocking", *(["--gil"] if args.gil else [])],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        load.join()
+        _profile(spy, pid, url, script, args, raw, label)
+        if args.soak:
+            soaked = wrk(url, script, args.clients, args.soak, pid)
+            print(
+                f"soak: {soaked['requests']} calls in {args.soak} s, CPU {soaked['cpu_ms_per_call']:.2f} ms per call"
+            )
+            _profile(spy, pid, url, script, args, raw.with_suffix(".soaked.raw"), f"{label}, after the soak")
+
+
+def _profile(
+    spy: str, pid: int, url: str, script: Path, args: argparse.Namespace, raw: Path, label: str
+) -> None:
+    """Load the gateway with wrk while py-spy samples it; print the load's figures and the top
+    functions by own time."""
+    result: dict[str, float] = {}
+    load = threading.Thread(
+        target=lambda: result.update(wrk(url, script, args.clients, args.seconds + 4, pid)), daemon=True
+    )
+    load.start()
+    subprocess.run(
+        [spy, "record", "-p", str(pid), "-d", str(args.seconds), "-r", "200", "-f", "raw", "-o", str(raw),
+         "--threads", "--nonblocking", *(["--gil"] if args.gil else [])],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    load.join()
     print(
-        f"{'before' if args.before else 'after'}: {args.clients} clients, {'streamed' if args.stream else 'non-streamed'}: "
+        f"{label}: {args.clients} clients, {'streamed' if args.stream else 'non-streamed'}: "
         f"{result['rps']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, CPU {result['cpu_ms_per_call']:.2f} ms per call "
         f"(load {os.getloadavg()[0]:.1f})"
     )

@@ -73,6 +73,18 @@ async def _calls(port: int, n: int) -> list[int]:
         return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
+def _calls_on_both(port: int, log: Path, batch: int) -> int:
+    """Batches of ``batch`` calls at once until both workers answered some (which worker accepts
+    a connection is the kernel's choice: one can take a whole batch); returns the calls made."""
+    made = 0
+    for _ in range(20):
+        assert asyncio.run(_calls(port, batch)) == [200] * batch
+        made += batch
+        if len(_pids(log, "/v1/chat/completions")) == 2:
+            return made
+    raise AssertionError(f"one worker answered all {made} calls")
+
+
 def _scrape(port: int) -> dict[str, Any]:
     """One scrape on a new connection: the calls counted (all statuses), the settle-lag
     histogram's count, and the session budget's spent gauge (None when absent)."""
@@ -95,6 +107,15 @@ def _pids(log: Path, path: str, since: int = 0) -> set[int]:
     return {
         line["pid"] for line in lines if line.get("logger") == "uvicorn.access" and path in line["message"]
     }
+
+
+def _until_started(log: Path, workers: int) -> None:
+    """Wait until ``workers`` workers have started (the first to start answers the health check
+    serve_gateway waits for; a loaded machine can take seconds to start the other)."""
+    deadline = time.monotonic() + 60
+    while log.read_text().count("Application startup complete") < workers:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
 
 
 def _until_settled(port: int, calls: int, timeout: float = 20.0) -> dict[str, Any]:
@@ -148,11 +169,10 @@ def test_every_scrape_counts_the_calls_of_both_workers(tmp_path: Path, fake, mon
     port, log = free_port(), tmp_path / "gateway.log"
     proc = serve_gateway(_config(tmp_path, fake.url), port, log, workers=2)
     try:
-        statuses = asyncio.run(_calls(port, 40))
-        assert statuses == [200] * 40
-        assert len(_pids(log, "/v1/chat/completions")) == 2, "both workers answered calls"
-        _until_settled(port, 40)
-        _every_scrape_shows(port, log, 40)
+        _until_started(log, 2)
+        made = _calls_on_both(port, log, 40)
+        _until_settled(port, made)
+        _every_scrape_shows(port, log, made)
         directories = {_metrics_dir(worker) for worker in _workers(proc.pid)}
         assert len(directories) == 1  # one private directory of the supervisor's
         (directory,) = directories
@@ -178,24 +198,21 @@ def test_a_worker_killed_and_restarted_loses_and_doubles_no_count(tmp_path: Path
     port, log = free_port(), tmp_path / "gateway.log"
     proc = serve_gateway(_config(tmp_path, fake.url), port, log, workers=2)
     try:
-        assert asyncio.run(_calls(port, 30)) == [200] * 30
-        _until_settled(port, 30)
+        _until_started(log, 2)
+        made = _calls_on_both(port, log, 30)
+        _until_settled(port, made)
         served = _pids(log, "/v1/chat/completions")
-        assert len(served) == 2, "both workers answered calls"
         victim = sorted(served)[0]
         assert victim in _workers(proc.pid)
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while log.read_text().count("Application startup complete") < 3:  # the replacement
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        _until_started(log, 3)  # the replacement
         assert victim not in _workers(proc.pid) and len(_workers(proc.pid)) == 2
         assert {_metrics_dir(worker) for worker in _workers(proc.pid)} == {given}
         assert (given / f"counter_{victim}.db").exists()  # the dead worker's counts
-        _every_scrape_shows(port, log, 30)
+        _every_scrape_shows(port, log, made)
         assert asyncio.run(_calls(port, 30)) == [200] * 30
-        _until_settled(port, 60)
-        _every_scrape_shows(port, log, 60)
+        _until_settled(port, made + 30)
+        _every_scrape_shows(port, log, made + 30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:

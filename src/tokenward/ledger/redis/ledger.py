@@ -111,6 +111,7 @@ from tokenward.ledger.redis.state import (
     View,
     micros,
     parse_redis_url,
+    redis_errors,
     reservation_json,
     reservation_of,
 )
@@ -135,6 +136,16 @@ class StoreOpener(Protocol):
     """Opens a ledger by its URL: the registry's :func:`tokenward.ledger.open_ledger`."""
 
     def __call__(self, url: str, *, clock: Clock) -> Ledger: ...
+
+
+def _maybe_sent(exc: StoreUnavailable) -> bool:
+    """Whether a command that failed with ``exc`` may still have reached Redis: it timed out, or
+    the connection broke after it was sent; not when connecting failed or the call was refused
+    without trying (an outage in progress)."""
+    cause = exc.__cause__
+    if cause is None:
+        return False
+    return not (isinstance(cause, redis_errors.ConnectionError) and "connecting to" in str(cause))
 
 
 class RedisLedger(RedisRecords):
@@ -306,11 +317,12 @@ class RedisLedger(RedisRecords):
                         *self._checks(layout, amounts),
                         now=now,
                     )
-                except StoreUnavailable:
-                    # the hold may still reach a stalled Redis after we gave up on it: the call is
-                    # refused or admitted unchecked, so a hold applied late must be released, not
-                    # left to expire (a forwarded one would be charged for a call never sent)
-                    self.spool.append("release", {"rid": rid})
+                except StoreUnavailable as exc:
+                    if _maybe_sent(exc):
+                        # the hold may still reach a stalled Redis after we gave up on it: the call
+                        # is refused or admitted unchecked, so a hold applied late must be released,
+                        # not left to expire (a forwarded one would be charged for a call never sent)
+                        self.spool.append("release", {"rid": rid})
                     raise
             except Again:
                 values = None

@@ -317,16 +317,16 @@ SETTLE = (
 -- read, checks (a direct charge that must fit: else DENY), watched spans (n, then per span: count
 -- and fields). Answers OK, the reservation's state before, the generation, and each watched
 -- span's spent after the charge. Once per request key: a repeated one answers DUP and the event
--- stored the first time (and releases the reservation named, if it is still active).
+-- stored the first time (a reclaim then drops the reservation's hold).
 local req, event, rid, final = arg(), arg(), arg(), arg()
 local stored = redis.call('HGET', K_DONE, req)
 if stored then
-    -- the request was settled already (under another reservation: one admitted unchecked while
-    -- this one's hold was still in flight to a stalled Redis): this reservation's hold is owed
-    -- nothing more, so it is released, not left for a reclaim that would answer DUP for ever
-    if rid ~= '' and redis.call('HGET', K_RST, rid) == 'active' then
+    -- reclaiming a hold whose call was settled already (under another reservation: one admitted
+    -- unchecked while this hold was still on its way to a stalled Redis): nothing more is owed,
+    -- only the hold is left to drop (else the reclaim would answer DUP for ever, the hold kept)
+    if final == 'reclaimed' and rid ~= '' and redis.call('HGET', K_RST, rid) == 'active' then
         drop_holds(rid)
-        forget(rid)
+        finish(rid, 'reclaimed')
     end
     return {'DUP', stored}
 end
