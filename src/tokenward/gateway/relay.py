@@ -748,18 +748,13 @@ class _Exchange:
         response = await self._open(content, last)
         if not isinstance(response, httpx.Response):
             return response
-        if response.status_code >= 400:
-            body = await response.aread()
-            await response.aclose()
-            return await self._error_status(response, body, last)
-        if response.headers.get("content-type", "").startswith("application/json"):
-            # the upstream answered a stream request with one JSON object: pass it on as such
-            body = await response.aread()
-            await response.aclose()
-            event = self._settle_after(json_outcome(self.call.endpoint, body, self.call.estimate.encoding))
-            return Response(
-                body, response.status_code, headers=_response_headers(response, self._headers(event))
-            )
+        if response.status_code >= 400 or response.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            # an error, or one JSON object answering a stream request: read whole and passed on
+            # as such; a body that breaks off is settled as :meth:`_whole` settles it (it was an
+            # unhandled error: a bare 500, the call never settled, its hold left to expire)
+            return await self._whole(response, self.call, last)
         headers = _response_headers(response, self._headers(None))
         headers["cache-control"] = "no-cache"
         relay = StreamRelay(self.call, self.admission, wants_usage)
