@@ -172,7 +172,7 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     state.guard.settings = config.settings
     for name, client in old.items():
         if clients.get(name) is not client:
-            await client.aclose()
+            await state.retire(client)  # closed once the calls still using it are done
     log.info("configuration reloaded from %s", path)
     return config
 
@@ -318,8 +318,7 @@ def create_app(
             if left:
                 log.error("%d calls were still unsettled at shutdown; their holds will expire", left)
             await state.carried.close()
-            for client in state.clients.values():
-                await client.aclose()
+            await state.close_clients()
             factory.close()
             observing.close()
             guard.renewer.close()

@@ -119,10 +119,48 @@ class GatewayState:
         """The leases held for budgets clients carry (:mod:`tokenward.gateway.carried`)."""
         self.settlements = Settlements()
         """Calls answered and waiting to settle (:mod:`tokenward.gateway.settling`)."""
+        self._borrowed: dict[int, int] = {}  # id(client) -> calls using it (borrow/give_back)
+        self._retired: dict[int, httpx.AsyncClient] = {}  # replaced by a reload, still in use
+        self._closing: set[asyncio.Task[None]] = set()
 
     def client(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
         """The HTTP client for an upstream."""
         return self.clients[upstream.name]
+
+    def borrow(self, upstream: UpstreamConfig) -> httpx.AsyncClient:
+        """The HTTP client for an upstream, for one call: a config reload that replaces it
+        (:meth:`retire`) closes it only once every call that borrowed it gave it back."""
+        client = self.clients[upstream.name]
+        self._borrowed[id(client)] = self._borrowed.get(id(client), 0) + 1
+        return client
+
+    def give_back(self, client: httpx.AsyncClient) -> None:
+        """A call is done with ``client`` (its upstream answer read and closed)."""
+        left = self._borrowed.get(id(client), 1) - 1
+        if left > 0:
+            self._borrowed[id(client)] = left
+            return
+        self._borrowed.pop(id(client), None)
+        retired = self._retired.pop(id(client), None)
+        if retired is not None:
+            task = asyncio.get_running_loop().create_task(retired.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def retire(self, client: httpx.AsyncClient) -> None:
+        """Close ``client``, replaced by a config reload, once no call uses it any more: closing
+        it at once closed the connections of the calls still reading their answers (their
+        answers hung, their holds with them)."""
+        if self._borrowed.get(id(client)):
+            self._retired[id(client)] = client
+        else:
+            await client.aclose()
+
+    async def close_clients(self) -> None:
+        """Close every upstream client, the retired ones still in use included (shutdown)."""
+        for client in [*self.clients.values(), *self._retired.values()]:
+            await client.aclose()
+        self._retired.clear()
 
     def opened(self) -> None:
         """A call was admitted and must be settled."""
@@ -506,7 +544,6 @@ class _Exchange:
         self.metadata = metadata
         self.headers = _upstream_headers(request.headers, upstream, call.endpoint.family)
         self.headers["content-type"] = upstream_content_type(call)  # JSON, or a multipart form
-        self.client = state.client(upstream)
         # the model name the upstream knows the call by (an Azure deployment), when not the model
         self.target = target if target is not None and target != call.model else None
         if self.target is not None:
@@ -519,6 +556,7 @@ class _Exchange:
         self.settled = False
         self.started = time.monotonic()
         self.failures: list[str] = []
+        self.client = state.borrow(upstream)  # given back when the call settles
 
     async def _settle(self, outcome: Outcome) -> UsageEvent | None:
         if self.settled:
@@ -532,6 +570,7 @@ class _Exchange:
             return None
         finally:
             self.state.closed()
+            self.state.give_back(self.client)
         log_call(event, self.started)
         return event
 
@@ -558,8 +597,10 @@ class _Exchange:
                 log.exception("could not settle request %s", self.admission.request_id)
             finally:
                 self.state.closed()
+                self.state.give_back(self.client)
                 self.state.settlements.settled(ended)
-            log_call(stored, self.started)
+            if stored is not None:  # None: logged above (log_call(None) raised out of the settle)
+                log_call(stored, self.started)
 
         defer(self.request.scope, settle)
         return event
@@ -886,17 +927,16 @@ async def passthrough(
         if upstream is None:
             raise GatewayError(404, f"no {family} upstream is configured", code="not_found")
         own = {**own, "x-tokenward-upstream": upstream.name}
-        client = state.client(upstream)
         headers = _upstream_headers(request.headers, upstream, family)
         url = upstream.url(family, path)
         if "{" in path:  # a path with parameters (a cached content's or a conversation's id)
             url = upstream.url(family, request.url.path.removeprefix("/v1" if family == "openai" else ""))
-        if request.method in ("GET", "DELETE"):
-            response = await client.request(request.method, url, headers=headers)
-        else:
-            response = await client.request(
-                request.method, url, content=await request.body(), headers=headers
-            )
+        content = None if request.method in ("GET", "DELETE") else await request.body()
+        client = state.borrow(upstream)
+        try:
+            response = await client.request(request.method, url, content=content, headers=headers)
+        finally:
+            state.give_back(client)
     except GatewayError as exc:
         return error_response(dialect, exc, own)
     except httpx.HTTPError as exc:
