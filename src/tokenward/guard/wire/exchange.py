@@ -242,9 +242,14 @@ def json_outcome(
         if content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):
             return _sse_outcome(endpoint, content, encoding)
         return Outcome(None, None, "ok", metadata={"unreadable_response": True})
-    facts = endpoint.facts(data)
-    usage = facts.usage
-    seen = count_tokens(endpoint.response_text(data), encoding)
+    try:
+        facts = endpoint.facts(data)
+        usage = facts.usage
+        seen = count_tokens(endpoint.response_text(data), encoding)
+    except (ValidationError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # the provider's answer (already delivered) reports a usage, or has a shape, that cannot
+        # be read: charged as an unreadable answer (its hold), never left unsettled
+        return Outcome(None, None, "ok", metadata={"unreadable_response": True, "error": str(exc)[:200]})
     counted = seen if usage is None or usage.output_tokens is None else None
     metadata = {"response_id": facts.response_id} if facts.response_id else {}
     metadata.update(endpoint.response_metadata(data))
@@ -277,7 +282,9 @@ def _sse_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
     metadata: dict[str, Any] = {"stream_answer": True}
     if reader.response_id:
         metadata["response_id"] = reader.response_id
-    usage = reader.usage
+    usage, unreadable = _reported_usage(reader)
+    if unreadable is not None:
+        metadata["unreadable_usage"] = unreadable
     return Outcome(
         usage,
         None if usage is not None and usage.output_tokens is not None else counted,
@@ -287,6 +294,16 @@ def _sse_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
         inference_geo=getattr(reader, "inference_geo", None),
         output_seen=counted,
     )
+
+
+def _reported_usage(reader: Any) -> tuple[Usage | None, str | None]:
+    """A stream's reported usage, or (None, why) when the provider reported one that cannot be
+    read (a count that is not a whole number): the call is then settled from tokenward's own
+    count, as when no usage arrived, instead of the settle failing and the call never settling."""
+    try:
+        return reader.usage, None
+    except ValidationError as exc:
+        return None, str(exc)[:200]
 
 
 class StreamRelay:
@@ -394,7 +411,7 @@ class StreamRelay:
         self.tail = [self.endpoint.error_event(message)]
 
     def _input_tokens(self) -> int:
-        usage = self.state.reader.usage
+        usage, _ = _reported_usage(self.state.reader)
         return (
             usage.input_tokens
             if usage is not None and usage.input_tokens is not None
@@ -436,7 +453,7 @@ class StreamRelay:
         """What to settle: the provider's usage when the stream finished, else our count of the
         output relayed; all the output received (relayed, and past a cut) is the charge floor."""
         reader = self.state.reader
-        usage: Usage | None = reader.usage
+        usage, unreadable = _reported_usage(reader)
         final_usage_arrived = self.status == "client_aborted" and self.state.finished
         if usage is not None and self.status != "ok" and not final_usage_arrived:
             # running or opening counts of an unfinished stream are not the final output
@@ -450,6 +467,8 @@ class StreamRelay:
             metadata["cost_basis"] = (
                 "provider_usage" if final_usage_arrived and usage is not None else "aborted_estimated"
             )
+        if unreadable is not None:
+            metadata["unreadable_usage"] = unreadable
         if self.status == "cut_off":
             metadata["cut_off"] = "budget"
         if self.beyond:

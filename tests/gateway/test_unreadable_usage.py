@@ -1,0 +1,81 @@
+"""An upstream answer whose usage cannot be read (a count that is not a whole number) or whose
+shape is not its dialect's: the client still gets the answer it was sent, and the call is settled
+once (held 0), from tokenward's own count or at its hold, never left unsettled until its hold
+expires (it was: a 400 blaming the client's ``prompt_tokens``, a bare 500, a stream dropped)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.servers import ThreadedServer
+from tokenward.core.budgets import Subject
+from tokenward.gateway import GatewayConfig, create_app
+from tokenward.ledger.sqlite import SQLiteLedger
+
+BAD_USAGE = {"prompt_tokens": "abc", "completion_tokens": -2}
+
+
+def _sse(usage: Any) -> bytes:
+    chunks = [
+        {"id": "s1", "choices": [{"index": 0, "delta": {"content": "hello hello"}, "finish_reason": None}]},
+        {"id": "s1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"id": "s1", "choices": [], "usage": usage},
+    ]
+    return ("".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
+
+
+ANSWERS = {
+    "json-bad-usage": (
+        b"application/json",
+        {"choices": [{"message": {"content": "hi"}}], "usage": BAD_USAGE},
+    ),
+    "json-bad-shape": (b"application/json", {"choices": 5, "usage": {"prompt_tokens": 5}}),
+    "sse-bad-usage": (b"text/event-stream", _sse(BAD_USAGE)),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("answer", sorted(ANSWERS))
+def test_an_answer_with_an_unreadable_usage_is_answered_and_settled(
+    tmp_path: Path, answer: str, stream: bool
+) -> None:
+    media, content = ANSWERS[answer]
+    raw = content if isinstance(content, bytes) else json.dumps(content).encode()
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, headers={"content-type": media.decode()}, content=raw)
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                "upstreams": [{"name": "up", "provider": "openai", "base_url": "http://up.invalid/v1"}],
+                "keys": [{"key": "tw-one", "name": "one", "user": "alice"}],
+                "budgets": [{"name": "sess", "scope": "session", "meter": "total_tokens", "limit": 100000}],
+            }
+        )
+    )
+    server = ThreadedServer(create_app(GatewayConfig.load(path), transports={"up": transport}))
+    server.start()
+    try:
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 50,
+            "stream": stream,
+        }
+        headers = {"authorization": "Bearer tw-one", "x-tokenward-session": "s-bad"}
+        reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+        assert reply.status_code == 200
+    finally:
+        server.stop()
+    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    (event,) = ledger.events(subject=Subject(session="s-bad"))
+    (balance,) = ledger.balances(Subject(session="s-bad"))
+    assert balance.held == 0 and balance.spent == event.charged["total_tokens"] > 0
+    assert event.charged["output_tokens"] >= 2  # at least the "hello hello" that went through
