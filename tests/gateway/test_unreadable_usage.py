@@ -6,6 +6,7 @@ expires (it was: a 400 blaming the client's ``prompt_tokens``, a bare 500, a str
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,44 @@ def test_an_answer_with_an_unreadable_usage_is_answered_and_settled(
     (balance,) = ledger.balances(Subject(session="s-bad"))
     assert balance.held == 0 and balance.spent == event.charged["total_tokens"] > 0
     assert event.charged["output_tokens"] >= 2  # at least the "hello hello" that went through
+
+
+def test_an_unexpected_error_after_the_upstream_answered_still_settles_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong reading an answer, a call that reached the provider is settled (at
+    its whole output bound), not left held until its reservation expires."""
+    import tokenward.gateway.relay as relay
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a shape nothing reads")
+
+    monkeypatch.setattr(relay, "json_outcome", broken)
+    raw = json.dumps({"choices": [{"message": {"content": "hi"}}]}).encode()
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, headers={"content-type": "application/json"}, content=raw)
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+                "upstreams": [{"name": "up", "provider": "openai", "base_url": "http://up.invalid/v1"}],
+                "keys": [{"key": "tw-one", "name": "one", "user": "alice"}],
+            }
+        )
+    )
+    server = ThreadedServer(create_app(GatewayConfig.load(path), transports={"up": transport}))
+    server.start()
+    try:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+        headers = {"authorization": "Bearer tw-one", "x-tokenward-session": "s-odd"}
+        reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+        assert reply.status_code == 500
+    finally:
+        server.stop()
+    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    (event,) = ledger.events(subject=Subject(session="s-odd"))
+    assert event.charged["output_tokens"] == 50
+    with sqlite3.connect(tmp_path / "ledger.db") as db:  # settled: its reservation row is gone
+        assert db.execute("select count(*) from reservations").fetchone() == (0,)

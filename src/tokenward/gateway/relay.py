@@ -508,15 +508,23 @@ async def _forward(
             content, _ = upstream_body(streamed(attempt), admission, upstream.provider)
             exchange = _Exchange(state, streamed(attempt), upstream, admission, request, metadata, target)
             exchange.failures = failures
-            response = await exchange.bounded(attempt, content, last)
+            answering = exchange.bounded(attempt, content, last)
         else:
             exchange = _Exchange(state, attempt, upstream, admission, request, metadata, target)
             exchange.failures = failures
-            response = await (
+            answering = (
                 exchange.stream(content, wants_usage, last)
                 if attempt.stream
                 else exchange.json(content, last)
             )
+        try:
+            response = await answering
+        except Exception:
+            # an error no path above expected (a provider answer of a shape nothing reads): the
+            # call reached the provider, so it is settled now, at its whole output bound (a no-op
+            # when it was settled already), never left held until its reservation expires
+            await exchange.interrupted()
+            raise
         if response is not None:
             return response
         log.warning("upstream %s failed for %s; trying the next attempt", upstream.name, request_id)
