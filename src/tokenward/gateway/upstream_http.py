@@ -44,6 +44,10 @@ def _disconnects_are_not_timeouts() -> Iterator[None]:
         if isinstance(cause, aiohttp.ServerDisconnectedError):
             raise httpx.RemoteProtocolError(message) from cause
         raise httpx.ReadError(message) from cause  # reset mid-answer (ClientOSError)
+    except aiohttp.ClientError as exc:  # httpx-aiohttp leaves these unmapped: a malformed answer
+        # (status line, headers) was a bare 500 with the call charged as interrupted, and no
+        # fallback tried, where httpx's own transport raises RemoteProtocolError (a 502)
+        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -67,7 +71,26 @@ class _Stream(httpx.AsyncByteStream):
             await self.inner.aclose()
 
 
+_MAX_HEADER = 65536
+"""Longest upstream response header line or field aiohttp reads (its default, 8,190 bytes, turned
+an answer with one 9 KB header into an error; httpx's own transport read it)."""
+
+
 class _Transport(AiohttpTransport):
+    def get_client(self) -> aiohttp.ClientSession:
+        if self.client is not None or self.uds:
+            return super().get_client()
+        limit = {"limit": self.limits.max_connections} if self.limits.max_connections is not None else {}
+        connector = aiohttp.TCPConnector(
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            local_addr=(self.local_address, 0) if self.local_address else None,
+            **limit,  # type: ignore[arg-type]
+        )
+        return aiohttp.ClientSession(
+            connector=connector, max_line_size=_MAX_HEADER, max_field_size=_MAX_HEADER
+        )
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         with _disconnects_are_not_timeouts():
             response = await super().handle_async_request(request)
