@@ -37,8 +37,13 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=None, help="run the gateway from this source tree")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--sessions", type=int, default=1, help="spread the calls over this many sessions")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--ledger-from", type=Path, default=None, metavar="FILE",
+        help="start from a copy of this SQLite ledger (one grown by a long run) instead of an empty one",
+    )  # fmt: skip
     parser.add_argument(
         "--soak", type=int, default=0, metavar="SECONDS",
         help="then load it for SECONDS more and profile it again (what grows with the ledger's age)",
@@ -75,9 +80,11 @@ def main() -> None:
         for name in ("uvloop", "httptools"):
             (block / f"{name}.py").write_text("raise ImportError('hidden for the before run')\n")
         env["PYTHONPATH"] = f"{args.before.resolve() / 'src'}:{block}"
+    if args.ledger_from is not None:
+        shutil.copyfile(args.ledger_from, work / "ledger.db")
     raw = args.out or work / "profile.raw"
     headers = {"authorization": "Bearer tw-bench", "x-tokenward-session": "bench"}
-    script = _script(work, "load", args.stream, headers, 1)
+    script = _script(work, "load", args.stream, headers, args.sessions)
     label = "before" if args.before else "after"
     with (
         running(mock, f"{mock_url}/healthz", work / "mock.log"),
