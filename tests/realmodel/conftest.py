@@ -119,7 +119,8 @@ def real_gateway(tmp_path: Path, model_server: ModelServer) -> Iterator[Callable
     ledgers: list[str] = []
 
     def start(budgets: list[dict[str, Any]] | None = None, **extra: Any) -> Gateway:
-        ledger_url = f"sqlite:///{tmp_path / f'ledger-{len(running)}.db'}"
+        # a ledger of its own, or the one given (``ledger=``: a fresh gateway on an earlier one's)
+        ledger_url = extra.pop("ledger", None) or f"sqlite:///{tmp_path / f'ledger-{len(running)}.db'}"
         config = GatewayConfig.from_mapping(
             {
                 "ledger": ledger_url,

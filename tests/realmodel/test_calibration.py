@@ -97,7 +97,7 @@ def test_the_prompt_estimate_against_real_counts_and_its_calibration(
         )
         raw = estimate_openai_chat({"model": MODEL, "messages": conversation}, MODEL).input_tokens
         held_out.append((raw, reply.usage.prompt_tokens))
-    new_events = gateway.observer().events()[len(OBSERVED) :]
+    new_events = fresh.observer().events()[len(OBSERVED) :]  # after the fresh gateway settled its calls
     for event, (raw, real) in zip(new_events, held_out, strict=True):
         assert event.held["input_tokens"] == learnt.apply(raw)  # the calibrated estimate was held
         assert event.held["input_tokens"] >= real, "the calibrated estimate covers the real prompt"
