@@ -50,3 +50,45 @@ def test_a_long_response_header_is_read() -> None:
 def test_a_malformed_answer_is_an_httpx_error(name: str) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         asyncio.run(_get(name))
+
+
+def test_the_bytes_that_arrived_with_a_broken_body_are_read_before_its_error() -> None:
+    """A chunked body cut off by the upstream in the same write as its first chunks: aiohttp
+    raises the body's error before handing out the bytes it buffered; they arrived (a broken
+    stream is charged what arrived), so they are read first, then the error (an httpx error: the
+    gateway's stream_broken). Seen as a broken stream settled with 0 output tokens."""
+    events = b"".join(b'data: {"n": %d}\n\n' % i for i in range(3))
+    chunk = b"%x\r\n%s\r\n" % (len(events), events)
+
+    async def run() -> tuple[bytes, BaseException | None]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            writer.write(head)
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the headers are read; then the chunk and the cut together
+            writer.write(chunk + b"ff\r\npartial")
+            writer.transport.abort()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = upstream_client(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=4))
+        received, error = b"", None
+        try:
+            async with client.stream(
+                "POST", f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{}"
+            ) as r:
+                await asyncio.sleep(0.5)  # the body and its cut are both buffered before we read
+                try:
+                    async for data in r.aiter_raw():
+                        received += data
+                except httpx.HTTPError as exc:
+                    error = exc
+        finally:
+            await client.aclose()
+            server.close()
+        return received, error
+
+    received, error = asyncio.run(run())
+    assert received.startswith(events)
+    assert isinstance(error, httpx.HTTPError)

@@ -61,14 +61,35 @@ class _Stream(httpx.AsyncByteStream):
         self.response: aiohttp.ClientResponse = inner._aiohttp_response  # type: ignore[attr-defined]
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self.response.content
         with _disconnects_are_not_timeouts(), map_aiohttp_exceptions():
-            async for data, _ in self.response.content.iter_chunks():
+            while True:
+                try:
+                    data, end = await content.readchunk()
+                except aiohttp.ClientError:
+                    # aiohttp raises a body's error before the bytes it had buffered with it: they
+                    # arrived (and a broken stream is charged what arrived), so they come first
+                    left = _buffered(content)
+                    if left:
+                        yield left
+                    raise
                 if data:
                     yield data
+                elif not end:  # (b"", False): the end of the body
+                    return
 
     async def aclose(self) -> None:
         with _disconnects_are_not_timeouts():
             await self.inner.aclose()
+
+
+def _buffered(content: aiohttp.StreamReader) -> bytes:
+    """What aiohttp has received of a body and not yet handed out (its reader's private buffer:
+    aiohttp offers no way to read it once the body failed)."""
+    parts = list(getattr(content, "_buffer", ()))
+    if parts:
+        parts[0] = parts[0][getattr(content, "_buffer_offset", 0) :]
+    return b"".join(parts)
 
 
 _MAX_HEADER = 65536
