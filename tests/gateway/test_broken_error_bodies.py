@@ -5,17 +5,14 @@ held until it expires."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.servers import ThreadedServer
+from tests.support.fixtures import SESSION_BUDGET, openai_upstream, post
 from tokenward.core.budgets import Subject
-from tokenward.gateway import GatewayConfig, create_app
-from tokenward.ledger.sqlite import SQLiteLedger
 
 
 class _Breaking(httpx.AsyncByteStream):
@@ -40,35 +37,13 @@ def _transport(status: int) -> httpx.MockTransport:
 
 
 @pytest.mark.parametrize("status", [500, 200])
-def test_a_streamed_call_whose_json_answer_breaks_off_is_settled(tmp_path: Path, status: int) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
-                "upstreams": [{"name": "up", "provider": "openai", "base_url": "http://up.invalid/v1"}],
-                "keys": [{"key": "tw-one", "name": "one", "user": "alice"}],
-                "budgets": [{"name": "sess", "scope": "session", "meter": "total_tokens", "limit": 100000}],
-            }
-        )
-    )
-    app = create_app(GatewayConfig.load(path), transports={"up": _transport(status)})
-    server = ThreadedServer(app)
-    server.start()
-    try:
-        body = {
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 50,
-            "stream": True,
-        }
-        headers = {"authorization": "Bearer tw-one", "x-tokenward-session": "s-broken"}
-        answer = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
-        assert answer.status_code == 502
-        assert answer.json()["error"]["code"] == "upstream_broken"
-    finally:
-        server.stop()
-    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def test_a_streamed_call_whose_json_answer_breaks_off_is_settled(start_gateway: Any, status: int) -> None:
+    gateway = openai_upstream(start_gateway, _transport(status), budgets=[SESSION_BUDGET])
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+    answer = post(gateway, "s-broken", {**body, "stream": True})
+    assert answer.status_code == 502
+    assert answer.json()["error"]["code"] == "upstream_broken"
+    ledger = gateway.observer()
     (event,) = ledger.events(subject=Subject(session="s-broken"))
     (balance,) = ledger.balances(Subject(session="s-broken"))
     assert balance.held == 0

@@ -13,10 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import ThreadedServer
+from tests.support.fixtures import SESSION_BUDGET, openai_upstream, post
 from tokenward.core.budgets import Subject
-from tokenward.gateway import GatewayConfig, create_app
-from tokenward.ledger.sqlite import SQLiteLedger
 
 BAD_USAGE = {"prompt_tokens": "abc", "completion_tokens": -2}
 
@@ -43,39 +41,17 @@ ANSWERS = {
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("answer", sorted(ANSWERS))
 def test_an_answer_with_an_unreadable_usage_is_answered_and_settled(
-    tmp_path: Path, answer: str, stream: bool
+    start_gateway: Any, answer: str, stream: bool
 ) -> None:
     media, content = ANSWERS[answer]
     raw = content if isinstance(content, bytes) else json.dumps(content).encode()
     transport = httpx.MockTransport(
         lambda request: httpx.Response(200, headers={"content-type": media.decode()}, content=raw)
     )
-    path = tmp_path / "gateway.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
-                "upstreams": [{"name": "up", "provider": "openai", "base_url": "http://up.invalid/v1"}],
-                "keys": [{"key": "tw-one", "name": "one", "user": "alice"}],
-                "budgets": [{"name": "sess", "scope": "session", "meter": "total_tokens", "limit": 100000}],
-            }
-        )
-    )
-    server = ThreadedServer(create_app(GatewayConfig.load(path), transports={"up": transport}))
-    server.start()
-    try:
-        body = {
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 50,
-            "stream": stream,
-        }
-        headers = {"authorization": "Bearer tw-one", "x-tokenward-session": "s-bad"}
-        reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
-        assert reply.status_code == 200
-    finally:
-        server.stop()
-    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    gateway = openai_upstream(start_gateway, transport, budgets=[SESSION_BUDGET])
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+    assert post(gateway, "s-bad", {**body, "stream": stream}).status_code == 200
+    ledger = gateway.observer()
     (event,) = ledger.events(subject=Subject(session="s-bad"))
     (balance,) = ledger.balances(Subject(session="s-bad"))
     assert balance.held == 0 and balance.spent == event.charged["total_tokens"] > 0
@@ -83,7 +59,7 @@ def test_an_answer_with_an_unreadable_usage_is_answered_and_settled(
 
 
 def test_an_unexpected_error_after_the_upstream_answered_still_settles_the_call(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, start_gateway: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever goes wrong reading an answer, a call that reached the provider is settled (at
     its whole output bound), not left held until its reservation expires."""
@@ -97,27 +73,10 @@ def test_an_unexpected_error_after_the_upstream_answered_still_settles_the_call(
     transport = httpx.MockTransport(
         lambda request: httpx.Response(200, headers={"content-type": "application/json"}, content=raw)
     )
-    path = tmp_path / "gateway.yaml"
-    path.write_text(
-        json.dumps(
-            {
-                "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
-                "upstreams": [{"name": "up", "provider": "openai", "base_url": "http://up.invalid/v1"}],
-                "keys": [{"key": "tw-one", "name": "one", "user": "alice"}],
-            }
-        )
-    )
-    server = ThreadedServer(create_app(GatewayConfig.load(path), transports={"up": transport}))
-    server.start()
-    try:
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
-        headers = {"authorization": "Bearer tw-one", "x-tokenward-session": "s-odd"}
-        reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
-        assert reply.status_code == 500
-    finally:
-        server.stop()
-    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    (event,) = ledger.events(subject=Subject(session="s-odd"))
+    gateway = openai_upstream(start_gateway, transport)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+    assert post(gateway, "s-odd", body).status_code == 500
+    (event,) = gateway.observer().events(subject=Subject(session="s-odd"))
     assert event.charged["output_tokens"] == 50
     with sqlite3.connect(tmp_path / "ledger.db") as db:  # settled: its reservation row is gone
         assert db.execute("select count(*) from reservations").fetchone() == (0,)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.servers import ThreadedServer, serving
@@ -76,11 +77,15 @@ def wait_settled(state: GatewayState, timeout: float = 10.0) -> None:
 @pytest.fixture
 def start_gateway(tmp_path: Path, fake: ThreadedServer) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway in front of the fake provider: ``start_gateway(budgets=[...], **config)``
-    (``upstream={...}`` adds keys to the fake's upstream entry, e.g. ``bound_non_streamed``)."""
+    (``upstream={...}`` adds keys to the fake's upstream entry, e.g. ``bound_non_streamed``;
+    ``transports={"fake": ...}`` answers its calls with an ``httpx`` transport instead)."""
     running: list[ThreadedServer] = []
 
     def start(
-        budgets: list[dict[str, Any]] | None = None, upstream: dict[str, Any] | None = None, **extra: Any
+        budgets: list[dict[str, Any]] | None = None,
+        upstream: dict[str, Any] | None = None,
+        transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+        **extra: Any,
     ) -> Gateway:
         ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
         config = GatewayConfig.from_mapping(
@@ -104,7 +109,7 @@ def start_gateway(tmp_path: Path, fake: ThreadedServer) -> Iterator[Callable[...
             }
         )
         states: list[GatewayState] = []
-        server = ThreadedServer(create_app(config, on_ready=states.append))
+        server = ThreadedServer(create_app(config, on_ready=states.append, transports=transports))
         server.start()
         running.append(server)
         return Gateway(server, states[0], ledger_url)
@@ -112,3 +117,20 @@ def start_gateway(tmp_path: Path, fake: ThreadedServer) -> Iterator[Callable[...
     yield start
     for server in running:
         server.stop()
+
+
+ONE = {"key": "tw-one", "name": "one", "user": "alice"}
+SESSION_BUDGET = {"name": "sess", "scope": "session", "meter": "total_tokens", "limit": 100000}
+
+
+def openai_upstream(start_gateway: Any, transport: httpx.AsyncBaseTransport, **config: Any) -> Any:
+    """A gateway from :func:`start_gateway` (key ``tw-one``, user alice, no project) whose OpenAI
+    upstream answers with ``transport`` (an ``httpx.MockTransport``: an upstream misbehaving)."""
+    upstream = {"provider": "openai", "base_url": "http://up.invalid/v1"}
+    return start_gateway(upstream=upstream, transports={"fake": transport}, keys=[ONE], **config)
+
+
+def post(gateway: Any, session: str, body: dict[str, Any]) -> httpx.Response:
+    """One call as ``tw-one`` in ``session``."""
+    headers = {"authorization": "Bearer tw-one", "x-tokenward-session": session}
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
