@@ -142,6 +142,8 @@ def test_integral_floats_are_accepted() -> None:
         ({"prompt_tokens": -1}, "prompt_tokens"),
         ({"prompt_tokens": "12"}, "prompt_tokens"),
         ({"completion_tokens": 1.5}, "completion_tokens"),
+        ({"prompt_tokens": 1e308}, "prompt_tokens"),
+        ({"completion_tokens": 2**53}, "completion_tokens"),
         ({"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": True}}, "cached_tokens"),
     ],
 )

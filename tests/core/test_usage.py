@@ -36,6 +36,16 @@ def test_negative_counts_are_refused_naming_the_field(name: str) -> None:
     assert info.value.field == name
 
 
+@pytest.mark.parametrize("name", COUNT_FIELDS)
+def test_counts_past_what_json_keeps_exact_are_refused_naming_the_field(name: str) -> None:
+    """2**53 - 1 is the largest whole number every JSON reader keeps exact (RFC 8259, section 6);
+    a count above it is nonsense, and would overflow a ledger's 64-bit columns once summed."""
+    assert Usage(**{name: 2**53 - 1}) == Usage(**{name: 2**53 - 1})
+    with pytest.raises(ValidationError) as info:
+        Usage(**{name: 2**53})
+    assert info.value.field == name
+
+
 @pytest.mark.parametrize("bad", [1.5, "12", True, 3.0])
 def test_non_integer_counts_are_refused(bad: object) -> None:
     with pytest.raises(ValidationError) as info:

@@ -17,6 +17,8 @@ from tests.support.fixtures import SESSION_BUDGET, openai_upstream, post
 from tokenward.core.budgets import Subject
 
 BAD_USAGE = {"prompt_tokens": "abc", "completion_tokens": -2}
+# counts no call can have: past JSON's exact integers (RFC 8259, section 6) and SQLite's 64 bits
+ABSURD_USAGE = {"prompt_tokens": 1e308, "completion_tokens": 2**70, "total_tokens": 1e308}
 
 
 def _sse(usage: Any) -> bytes:
@@ -35,6 +37,11 @@ ANSWERS = {
     ),
     "json-bad-shape": (b"application/json", {"choices": 5, "usage": {"prompt_tokens": 5}}),
     "sse-bad-usage": (b"text/event-stream", _sse(BAD_USAGE)),
+    "json-absurd-usage": (
+        b"application/json",
+        {"choices": [{"message": {"content": "hello hello"}}], "usage": ABSURD_USAGE},
+    ),
+    "sse-absurd-usage": (b"text/event-stream", _sse(ABSURD_USAGE)),
 }
 
 

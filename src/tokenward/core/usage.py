@@ -37,6 +37,11 @@ Source = Literal["provider", "preflight_estimate", "counted_stream_text", "none"
 """Where a count came from: the provider's usage, our pre-flight estimate of the prompt,
 our own count of the streamed text, or nowhere (no figure at all)."""
 
+MAX_COUNT = 2**53 - 1
+"""The largest count a usage may hold: the largest whole number every JSON reader keeps exact
+(RFC 8259, section 6). No call has more tokens; a provider reporting more reports nonsense, and
+larger values would overflow the ledgers' 64-bit integer columns once summed."""
+
 COUNT_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -75,7 +80,8 @@ class Usage:
     """Token counts of one call, in tokenward's vocabulary (all counts are tokens, or calls).
 
     Raises:
-        ValidationError: on a negative count, or parts that exceed their whole (cache reads plus
+        ValidationError: on a negative count, a count above ``MAX_COUNT``, or parts that exceed
+            their whole (cache reads plus
             writes above ``input_tokens``, reasoning above ``output_tokens``); ``field`` names the
             offending field.
     """
@@ -110,6 +116,8 @@ class Usage:
                 raise ValidationError(f"{name} must be a whole number of tokens, got {value!r}", field=name)
             if value < 0:
                 raise ValidationError(f"{name} must not be negative, got {value}", field=name)
+            if value > MAX_COUNT:
+                raise ValidationError(f"{name} must be at most {MAX_COUNT}, got {value}", field=name)
         if self.cache_write_tokens is None and (
             self.cache_write_5m_tokens is not None or self.cache_write_1h_tokens is not None
         ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tokenward.core.usage import MAX_COUNT
 from tokenward.errors import ValidationError
 
 
@@ -22,7 +23,8 @@ def count(raw: Any, *path: str) -> int | None:
     """A token count at ``path``: None when absent or null.
 
     Raises:
-        ValidationError: when present but not a non-negative whole number (the field is named).
+        ValidationError: when present but not a whole number from 0 to ``MAX_COUNT`` (2**53 - 1,
+            the largest JSON keeps exact); the field is named.
     """
     value = dig(raw, *path)
     if value is None:
@@ -31,9 +33,10 @@ def count(raw: Any, *path: str) -> int | None:
         raise ValidationError(f"{'.'.join(path)} must be a number, got {value!r}", field=path[-1])
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or value < 0:
+    if not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         raise ValidationError(
-            f"{'.'.join(path)} must be a non-negative whole number, got {value!r}", field=path[-1]
+            f"{'.'.join(path)} must be a whole number from 0 to {MAX_COUNT}, got {value!r}",
+            field=path[-1],
         )
     return value
 

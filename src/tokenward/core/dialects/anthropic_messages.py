@@ -59,7 +59,7 @@ def usage_from_anthropic(raw: Mapping[str, Any] | None) -> Usage:
     cache counters.
 
     Raises:
-        ValidationError: on a count that is not a non-negative whole number.
+        ValidationError: on a count that is not a whole number from 0 to ``MAX_COUNT`` (2**53 - 1).
     """
     if raw is None:
         return Usage(input_source="none", output_source="none")

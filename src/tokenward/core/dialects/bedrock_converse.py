@@ -53,7 +53,7 @@ def usage_from_bedrock_converse(raw: Mapping[str, Any] | None) -> Usage:
     """Normalise a Converse ``usage`` object (``inputTokens``, ``outputTokens``, cache counts).
 
     Raises:
-        ValidationError: on a count that is not a non-negative whole number.
+        ValidationError: on a count that is not a whole number from 0 to ``MAX_COUNT`` (2**53 - 1).
     """
     if raw is None:
         return Usage(input_source="none", output_source="none")

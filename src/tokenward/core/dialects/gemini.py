@@ -67,7 +67,7 @@ def usage_from_gemini(raw: Mapping[str, Any] | None) -> Usage:
         thoughts; reasoning = thoughts; audio and image shares from the modality details.
 
     Raises:
-        ValidationError: on a count that is not a non-negative whole number.
+        ValidationError: on a count that is not a whole number from 0 to ``MAX_COUNT`` (2**53 - 1).
     """
     if raw is None:
         return Usage(input_source="none", output_source="none")

@@ -49,7 +49,7 @@ def usage_from_openai_chat(raw: Mapping[str, Any] | None) -> Usage:
         The usage; fields the provider did not send are None.
 
     Raises:
-        ValidationError: on a count that is not a non-negative whole number.
+        ValidationError: on a count that is not a whole number from 0 to ``MAX_COUNT`` (2**53 - 1).
     """
     if raw is None:
         return Usage(input_tokens=None, output_tokens=None, input_source="none", output_source="none")
