@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.fixtures import KEY, wait_settled
 from tokenward.core.budgets import Subject
+from tokenward.errors import StoreUnavailable
 from tokenward.gateway.settling import Settlements
 
 HEADERS = {"authorization": f"Bearer {KEY}", "x-tokenward-session": "lag"}
@@ -114,3 +115,34 @@ def test_admissions_wait_while_the_queue_of_answered_calls_is_full() -> None:
         return order
 
     assert asyncio.run(main()) == ["still waiting", "admitted"]
+
+
+def test_an_admission_that_waits_too_long_for_the_queue_is_refused_as_a_ledger_outage() -> None:
+    """A ledger that stops settling must not leave new calls hanging: past ``wait`` the
+    admission fails as the ledger being unavailable (the gateway's 503 ``ledger_unavailable``)."""
+
+    async def main() -> float:
+        settlements = Settlements(limit=1, wait=0.2)
+        settlements.waiting()
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="1 answered calls have waited to settle"):
+            await settlements.room()
+        waited = time.monotonic() - began
+        settlements.settled(time.monotonic())
+        await asyncio.wait_for(settlements.room(), 1)  # room again once the settle is done
+        return waited
+
+    assert 0.2 <= asyncio.run(main()) < 5
+
+
+def test_a_gateway_whose_answered_calls_cannot_settle_refuses_new_calls_with_503(start_gateway) -> None:
+    """End to end: with the queue of calls waiting to settle full and not draining, a new call
+    is answered 503 ``ledger_unavailable`` once the wait is over, and is not made."""
+    gateway = start_gateway(budgets=[BUDGET])
+    gateway.state.settlements = Settlements(limit=1, wait=0.3)
+    gateway.state.settlements.waiting()  # one answered call that never settles
+    with httpx.Client(base_url=gateway.url, headers=HEADERS, timeout=30) as client:
+        answer = client.post("/v1/chat/completions", json=BODY)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "ledger_unavailable"
+    assert gateway.observer().events() == []

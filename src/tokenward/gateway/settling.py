@@ -7,7 +7,8 @@ ledger, so a hard budget counts the call at its hold meanwhile: never less than 
 
 What a process can have waiting to settle is bounded (:data:`SETTLE_QUEUE`): past it, new
 admissions wait until settles catch up, so a stalled ledger slows admissions instead of piling up
-unsettled calls. *Settle lag* is the time from the end of an answer to its event being durable;
+unsettled calls. An admission waits at most :data:`SETTLE_WAIT` seconds for room; past that it is
+refused as the ledger being unavailable (503 ``ledger_unavailable``), not left hanging. *Settle lag* is the time from the end of an answer to its event being durable;
 with Prometheus on it is reported as ``tokenward_settle_lag_seconds``.
 
 A process killed between an answer and its settle leaves the call's reservation marked forwarded;
@@ -25,10 +26,15 @@ from typing import Any
 import anyio
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["SETTLE_QUEUE", "SettleAfter", "Settlements", "defer", "settle_now"]
+from tokenward.errors import StoreUnavailable
+
+__all__ = ["SETTLE_QUEUE", "SETTLE_WAIT", "SettleAfter", "Settlements", "defer", "settle_now"]
 
 SETTLE_QUEUE = 1024
 """Calls a gateway process may have answered but not yet settled; past this, admissions wait."""
+
+SETTLE_WAIT = 30.0
+"""Seconds an admission waits for room among the calls waiting to settle before it is refused."""
 
 _SCOPE_KEY = "tokenward.settle_after"
 
@@ -39,20 +45,44 @@ class Settlements:
     Args:
         limit: answered calls that may wait to settle at once.
         observe_lag: called with each settle lag, in seconds (a Prometheus histogram).
+        wait: seconds :meth:`room` waits for room before it gives up.
     """
 
-    def __init__(self, limit: int = SETTLE_QUEUE, observe_lag: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        limit: int = SETTLE_QUEUE,
+        observe_lag: Callable[[float], None] | None = None,
+        wait: float = SETTLE_WAIT,
+    ) -> None:
         self.limit = limit
+        self.wait = wait
         self.pending = 0
         self.observe_lag = observe_lag
         self._room = asyncio.Event()
         self._room.set()
 
     async def room(self) -> None:
-        """Wait until fewer than ``limit`` answered calls are waiting to settle."""
+        """Wait until fewer than ``limit`` answered calls are waiting to settle.
+
+        Raises:
+            StoreUnavailable: when there is still no room after ``wait`` seconds (the ledger is
+                stalled or far behind: the call is refused, not made).
+        """
+        if self.pending < self.limit:
+            return
+        deadline = time.monotonic() + self.wait
         while self.pending >= self.limit:
             self._room.clear()
-            await self._room.wait()
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(self._room.wait(), left)
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"the ledger is behind: {self.pending} answered calls have waited to settle for"
+                    f" over {self.wait:g} s"
+                ) from None
 
     def waiting(self) -> None:
         """One more answered call waits to settle."""
