@@ -123,6 +123,54 @@ def test_gateway_serves_metrics_for_spend_denials_holds_and_cutoffs(tmp_path: Pa
     assert _value(samples, "tokenward_budget_limit", **labels) == 200
 
 
+def test_many_busy_subjects_are_read_at_most_max_refreshes_per_second_in_all(tmp_path: Path) -> None:
+    """With many subjects each busy (a thousand sessions), a read per subject per second is a
+    ledger read on nearly every call: the reads are capped in all, and :meth:`Prometheus.flush`
+    still brings every subject's gauges up to date."""
+    import sqlite3
+    import threading
+    import time
+
+    from tokenward.guard import Guard
+    from tokenward.ledger.sqlite import SQLiteLedger
+
+    reads: list[float] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(
+            lambda sql: (
+                reads.append(time.monotonic())
+                if threading.current_thread().name == "tokenward-prometheus" and sql.startswith("BEGIN")
+                else None
+            )
+        )
+        return conn
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    prom = Prometheus(max_refreshes_per_second=4)
+    sqlite3.connect = traced  # type: ignore[assignment]
+    try:
+        prom.bind(SQLiteLedger(url))
+        guard = Guard(SQLiteLedger(url), observers=[prom])
+        guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(100_000)))
+        began = time.monotonic()
+        for i in range(30):
+            guard.charge(event(f"r{i}", T0, session=f"s-{i}", input_tokens=30, output_tokens=10, cost="0.01"))
+        time.sleep(max(0.0, began + 1.0 - time.monotonic()))
+        in_first_second = sum(1 for at in reads if at < began + 1.0)
+        prom.flush()
+    finally:
+        sqlite3.connect = connect  # type: ignore[assignment]
+        prom.close()
+    assert 1 <= in_first_second <= 5, in_first_second  # 4 a second (+1: the first is not waited)
+    samples = _samples(prom.exposition().decode())
+    for i in range(30):  # flush read every subject still waiting
+        labels = {"budget": "s-cap", "scope": "session", "subject_id": f"s-{i}", "meter": "total_tokens", "window": "none"}
+        assert _value(samples, "tokenward_budget_spent", **labels) == 40
+
+
 def test_a_busy_subjects_gauges_are_read_once_a_second_not_per_call(tmp_path: Path) -> None:
     """Issue 17: the gauges were read from the ledger after every admission and every settle,
     two balance reads per call; now at most one per subject per ``refresh_seconds``, and

@@ -27,7 +27,8 @@ name                                        type       labels
 Prometheus samples are floats: these series are for dashboards and alert rules, while reports
 (:mod:`tokenward.observe.reports`) keep money exact. Budget gauges are refreshed from the ledger
 for the subject of every admitted, refused or settled call (in a background thread, at most once
-a second per subject: the gauges lag the ledger by up to a second); at most
+a second per subject and ``max_refreshes_per_second`` subjects a second in all: the gauges lag
+the ledger by up to a second, longer when more subjects are busy than that); at most
 ``max_budget_series`` budget instances are exported, the least recently active dropped first.
 
 :meth:`Prometheus.asgi_app` is the ``/metrics`` endpoint (the gateway mounts it).
@@ -96,6 +97,10 @@ class Prometheus:
         refresh_seconds: in the background, a subject's gauges are read at most once per this
             many seconds, however many of its calls are observed meanwhile (:meth:`flush` does
             not wait it out).
+        max_refreshes_per_second: in the background, subjects' gauges read at most this many
+            times a second in all (with a thousand busy sessions, a read per subject per second
+            would be a ledger read on nearly every call); a subject waiting meanwhile is read once
+            for all its calls.
 
     Raises:
         MissingDependency: ``prometheus-client`` is not installed (``tokenward[prometheus]``).
@@ -109,6 +114,7 @@ class Prometheus:
         max_budget_series: int = 1000,
         background: bool = True,
         refresh_seconds: float = 1.0,
+        max_refreshes_per_second: float = 50.0,
     ) -> None:
         pc = _client()
         from tokenward.observe.watch import sync_ledger
@@ -166,6 +172,8 @@ class Prometheus:
         self._pending: dict[Subject, datetime | None] = {}
         self.refresh_seconds = refresh_seconds
         self._refreshed: dict[Subject, float] = {}  # when each subject's gauges were last read
+        self._gap = 1.0 / max_refreshes_per_second  # seconds between two reads, whatever subject
+        self._last_read = float("-inf")
         self._hurry = threading.Event()  # set by flush(): no waiting out refresh_seconds
         self._worker = (
             Worker(self._refresh_pending, name="tokenward-prometheus")
@@ -243,6 +251,8 @@ class Prometheus:
         last = self._refreshed.get(subject)
         if last is not None:
             self._hurry.wait(self.refresh_seconds - (time.monotonic() - last))
+        self._hurry.wait(self._gap - (time.monotonic() - self._last_read))  # the cap on all reads
+        self._last_read = time.monotonic()
         with self._lock:
             at = self._pending.pop(subject, None)
         self._refresh((subject, at))
