@@ -89,7 +89,13 @@ def test_header_tags_are_refused_where_the_key_does_not_allow_them(start_gateway
     with pytest.raises(openai.BadRequestError) as malformed:
         call(client(gateway, "tw-open", **{"x-tokenward-tags": "arm"}))
     assert "NAME=VALUE" in malformed.value.message
-    assert gateway.observer().events() == []  # nothing was forwarded
+    many = ", ".join(f"t{i}=v" for i in range(17))  # one more than a call may add
+    with pytest.raises(openai.BadRequestError) as too_many:
+        call(client(gateway, "tw-open", **{"x-tokenward-tags": many}))
+    assert "at most 16" in too_many.value.message
+    call(client(gateway, "tw-open", **{"x-tokenward-tags": ", ".join(f"t{i}=v" for i in range(16))}))
+    (event,) = gateway.observer().events()  # only the call within the cap was forwarded
+    assert len(event.subject.tags) == 17  # the key's cost_center and the header's 16
 
 
 @pytest.mark.parametrize(

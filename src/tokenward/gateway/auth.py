@@ -193,6 +193,9 @@ def body_user(body: Mapping[str, Any]) -> str | None:
 
 
 _TAGS_HEADER = "x-tokenward-tags"
+MAX_CLIENT_TAGS = 16
+"""Tags a client may add with ``x-tokenward-tags`` on one call: each is kept on the call's event
+and is a dimension of chargeback reports, so a client cannot make either grow without bound."""
 
 
 def _tags(headers: Mapping[str, str], key: KeyConfig) -> tuple[tuple[str, str], ...]:
@@ -200,7 +203,8 @@ def _tags(headers: Mapping[str, str], key: KeyConfig) -> tuple[tuple[str, str], 
 
     Raises:
         GatewayError: 400 for the header on a key without ``allow_client_tags``, a malformed
-            header, or a header tag that would replace one of the key's own.
+            header, more than :data:`MAX_CLIENT_TAGS` tags, or a header tag that would replace
+            one of the key's own.
     """
     project = key.subject.get("project")
     own = dict(Subject(project=project, tags=key.tags).namespaced().tags)
@@ -215,8 +219,15 @@ def _tags(headers: Mapping[str, str], key: KeyConfig) -> tuple[tuple[str, str], 
             code="client_tags_forbidden",
             param=_TAGS_HEADER,
         )
+    items = header.split(",")
+    if len(items) > MAX_CLIENT_TAGS:
+        raise GatewayError(
+            400,
+            f"header {_TAGS_HEADER}: {len(items)} tags; a call may add at most {MAX_CLIENT_TAGS}",
+            param=_TAGS_HEADER,
+        )
     added: dict[str, str] = {}
-    for item in header.split(","):
+    for item in items:
         name, eq, value = item.strip().partition("=")
         try:
             if not eq:
