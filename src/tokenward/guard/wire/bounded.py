@@ -61,6 +61,7 @@ class BoundedAnswer:
 
     def __init__(self, call: PreparedCall, admission: Admission) -> None:
         self.relay = StreamRelay(streamed(call), admission, wants_usage=True)
+        self.relay.decoded = {}  # events relayed as they came are decoded once, by the relay
         self.assembler = assembler_for(call.endpoint)
         self.parser = call.endpoint.stream_parser()  # SSE, or Bedrock's event stream
 
@@ -107,14 +108,19 @@ class BoundedAnswer:
         return self.assembler.result(), None
 
     def _take(self, relayed: list[bytes]) -> None:
+        decoded = self.relay.decoded
+        assert decoded is not None
         for chunk in relayed:
             for _name, data in self.parser.feed(chunk):
-                try:
-                    event = json.loads(data)
-                except json.JSONDecodeError:
-                    continue  # [DONE]
+                event = decoded.get(data)  # the same text decodes to the same JSON
+                if event is None:  # an event the relay changed (cut, usage hidden) or wrote
+                    try:
+                        event = json.loads(data)
+                    except json.JSONDecodeError:
+                        continue  # [DONE]
                 if isinstance(event, dict):
                     self.assembler.feed(event)
+        decoded.clear()
 
     def body(self) -> bytes:
         """:meth:`answer` as bytes (raises ``ValueError`` on an error answer)."""

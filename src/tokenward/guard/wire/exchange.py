@@ -331,6 +331,10 @@ class StreamRelay:
         self.beyond = 0
         self.done = False
         self.tail: list[bytes] = []
+        self.decoded: dict[str, dict[str, Any]] | None = None
+        """When a dict (a reader of the relayed bytes sets it: :mod:`.bounded`), each event's
+        data as the relay decoded it, so a reader of the relayed bytes finding the same data
+        need not decode it again; the reader empties it."""
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The bytes to pass on for ``chunk`` (nothing once :attr:`done`; output in events that
@@ -430,6 +434,8 @@ class StreamRelay:
             event = None
         if not isinstance(event, dict):
             return [endpoint.passthrough(name, data)]
+        if self.decoded is not None:
+            self.decoded[data] = event
         text = state.reader.feed(event)
         tokens = count_tokens(text, self.encoding) if text else 0
         if state.counted + tokens > self.bound:
