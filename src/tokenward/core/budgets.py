@@ -536,6 +536,30 @@ def _sized(number: Decimal) -> bool:
     return number.adjusted() <= 30 and int(number.normalize().as_tuple().exponent) >= -_PLACES
 
 
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+
+
+def _ungrouped(value: Any, where: str) -> str:
+    """``value`` as text without ``_`` and thousands separators (``"1,000,000"``, ``"5_000"``).
+
+    A comma is read only as a thousands separator (a digit group of three after it): ``"0,50"``
+    or ``"5,5"``, a decimal comma, would otherwise be read as 50 or 55, a limit 100 or 10 times
+    the one meant.
+
+    Raises:
+        ConfigError: a comma that does not separate thousands.
+    """
+    text = str(value).replace("_", "").strip()
+    if "," not in text:
+        return text
+    if not _GROUPED.match(text.lstrip("$")):
+        raise ConfigError(
+            f"{where}: {value!r}: a comma is read only as a thousands separator (1,000); "
+            "write decimals with a point (0.50)"
+        )
+    return text.replace(",", "")
+
+
 def _whole(value: Any, where: str) -> int | None:
     """A whole number of tokens from a config or spec value (``"8000"``, ``8_000``), or None."""
     if value is None:
@@ -543,7 +567,7 @@ def _whole(value: Any, where: str) -> int | None:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     try:
-        return int(str(value).replace("_", "").replace(",", "").strip())
+        return int(_ungrouped(value, where))
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not a whole number") from None
 
@@ -552,7 +576,7 @@ def _amount(value: Any, where: str) -> Decimal:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     try:
-        number = Decimal(str(value).replace("_", "").replace(",", "").lstrip("$"))
+        number = Decimal(_ungrouped(value, where).lstrip("$"))
     except InvalidOperation:
         raise ConfigError(f"{where}: {value!r} is not a number") from None
     if not number.is_finite() or number < 0:
