@@ -1,0 +1,80 @@
+"""Config-file mistakes that used to be accepted, and left a key or an upstream silently not the
+one the file meant: each is now refused with a message naming the entry (docs/gateway.md: "an
+invalid file is refused with a message naming the field")."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tokenward.errors import ConfigError
+from tokenward.gateway import GatewayConfig
+
+FAKE = {"name": "fake", "provider": "fake"}
+
+
+def load(**data: Any) -> GatewayConfig:
+    return GatewayConfig.from_mapping({"upstreams": [FAKE], **data})
+
+
+def test_the_same_key_twice_is_refused() -> None:
+    """A copied entry whose key was left unchanged: every call with it was charged to the first
+    entry's user, and the second entry's user (and its budgets) never saw a call."""
+    with pytest.raises(ConfigError, match=r"keys\[1\]: the same key as keys\[0\]"):
+        load(
+            keys=[{"key": "tw-1", "name": "a", "user": "alice"}, {"key": "tw-1", "name": "b", "user": "bob"}]
+        )
+    digest = "0" * 64
+    with pytest.raises(ConfigError, match=r"keys\[1\]: the same key as keys\[0\]"):
+        load(keys=[{"key_sha256": digest}, {"key_sha256": digest.upper()}])
+    # one name for two keys stays allowed: rotating a key under the same name keeps its budgets
+    two = load(keys=[{"key": "tw-old", "name": "agent"}, {"key": "tw-new", "name": "agent"}])
+    assert [k.name for k in two.keys] == ["agent", "agent"]
+
+
+def test_an_admin_key_that_is_also_a_virtual_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"admin_keys\[0\]: the same key as a virtual key"):
+        load(keys=[{"key": "tw-1", "user": "alice"}], admin_keys=[{"key": "tw-1", "name": "ops"}])
+    with pytest.raises(ConfigError, match=r"admin_keys\[1\]: the same key as admin_keys\[0\]"):
+        load(keys=[{"key": "tw-1"}], admin_keys=[{"key": "adm", "name": "a"}, {"key": "adm", "name": "b"}])
+
+
+@pytest.mark.parametrize("value", [["alice", "bob"], {"name": "alice"}, True, "  "])
+def test_a_keys_subject_values_are_strings(value: Any) -> None:
+    """``user: [alice, bob]`` charged the user ``"['alice', 'bob']"``, whom no budget names."""
+    with pytest.raises(ConfigError, match=r"keys\[0\]\.user must be a non-empty string"):
+        load(keys=[{"key": "tw-1", "user": value}])
+
+
+def test_a_number_is_a_subject_value_too() -> None:
+    """``team: 0`` was dropped (a falsy value): the key charged no team at all."""
+    config = load(keys=[{"key": "tw-1", "team": 0, "user": 42}])
+    assert dict(config.keys[0].subject) == {"team": "0", "user": "42"}
+
+
+def test_two_upstreams_of_one_name_are_refused() -> None:
+    """Upstream clients are kept by name: the second took the first's place, so calls routed to
+    the first upstream were sent to the second's base URL."""
+    with pytest.raises(ConfigError, match=r"upstreams\[1\]: the same name as upstreams\[0\]"):
+        GatewayConfig.from_mapping(
+            {
+                "upstreams": [FAKE, {**FAKE, "base_url": "http://127.0.0.1:9"}],
+                "keys": [{"key": "tw-1"}],
+            }
+        )
+
+
+def test_degrade_below_takes_a_percent_and_refuses_what_is_no_share() -> None:
+    """``degrade: {below: "20%"}`` stopped ``tokenward serve`` with a traceback
+    (``decimal.InvalidOperation``); it is 20 %, as thresholds read ``"80%"``."""
+    keys = [{"key": "tw-1"}]
+    assert load(keys=keys, degrade={"below": "20%"}).degrade.below == Decimal("0.2")
+    assert load(keys=keys, degrade={"below": 0.25}).degrade.below == Decimal("0.25")
+    with pytest.raises(ConfigError, match=r"degrade\.below must be a share \(0\.2\) or a percent"):
+        load(keys=keys, degrade={"below": "a fifth"})
+    with pytest.raises(ConfigError, match=r"degrade\.below must be a share between 0 and 1"):
+        load(keys=keys, degrade={"below": "150%"})
+    with pytest.raises(ConfigError, match=r"degrade\.thinking_budget_tokens must be a whole number"):
+        load(keys=keys, degrade={"thinking_budget_tokens": "1k"})
