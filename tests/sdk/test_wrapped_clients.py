@@ -155,6 +155,34 @@ def test_final_answer_reserve(fake) -> None:
     )  # the session's budget ended with it
 
 
+@pytest.mark.parametrize(
+    ("reserve", "words"),
+    [
+        ({"total_tokens": -1000}, "reserve total_tokens must be a number >= 0"),
+        ({"total_tokens": "NaN"}, "reserve total_tokens must be a number >= 0"),
+        ({"total_tokens": "2k"}, "'2k' is not a number"),
+        ({"total_token": 40}, "unknown meter 'total_token'; did you mean 'total_tokens'"),
+    ],
+)
+def test_a_reserve_that_cannot_be_meant_is_refused(fake, reserve, words) -> None:
+    """A negative reserve was room added to the session's hard budget (-1000 let five 26-token
+    calls through a 60-token budget); a mistyped meter reserved nothing, without a word; "2k"
+    raised decimal.InvalidOperation. Each is a ConfigError before anything is sent."""
+    guard = tokenward.Guard("memory://")
+    client = oai(fake, guard)
+    with (
+        pytest.raises(tokenward.ConfigError, match=words),
+        guard.session("s-r", budget="total_tokens=60", reserve=reserve),
+    ):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert guard.ledger.events() == []
+    with guard.session("s-r", budget="total_tokens=60", reserve={"total_tokens": "0"}):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 52
+        with pytest.raises(tokenward.BudgetExceeded):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+
+
 def test_budget_note_and_remaining(fake) -> None:
     guard = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=0.01/day"])
     client = oai(fake, guard)

@@ -15,6 +15,7 @@ callbacks.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import uuid
 import weakref
@@ -24,7 +25,14 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec, short_spec
+from tokenward.core.budgets import (
+    METERS,
+    Budget,
+    Subject,
+    parse_budget_spec,
+    parse_short_spec,
+    short_spec,
+)
 from tokenward.core.decide import Balance
 from tokenward.core.pricebook import PriceBook
 from tokenward.core.usage import Usage
@@ -536,7 +544,7 @@ class Guard(Engine):
             )
         # what a gateway is sent to enforce them (tokenward.gateway.carried)
         carried = {scope: tuple(short_spec(b, named=False) for b in made)} if made else None
-        held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
+        held = _reserve(scope, value, reserve)
         key, holder, ttl = f"{scope}:{value}", f"{this_process()}/{uuid.uuid4().hex[:12]}", self.settings.ttl
         self.ledger.join_lease(key, holder, ttl=ttl, budgets=made, keep=keep_budget)
         member = _Member()  # renewed while this block runs (held weakly by the renewer)
@@ -669,6 +677,42 @@ _UNITS = {
     "output_tokens": "output tokens",
     "requests": "calls",
 }
+
+
+def _reserve(scope: str, value: str, reserve: Mapping[str, Decimal | int | str] | None) -> dict[str, Decimal]:
+    """A session's or task's final-answer reserve, checked: built-in meters (a custom meter is never
+    held by an LLM call) and amounts of at least 0.
+
+    Raises:
+        ConfigError: a mistyped meter (``total_token`` reserved nothing, without a word), or an
+            amount that is no number or is negative (a negative reserve was room *added* to every
+            hard budget of its meter: ``-1000`` let calls spend 1,000 tokens past the limit).
+    """
+    if reserve is None:
+        return {}
+    if not isinstance(reserve, Mapping):
+        raise ConfigError(
+            f"{scope} {value!r}: reserve must map a meter to an amount, e.g. {{'total_tokens': 2000}}"
+        )
+    held: dict[str, Decimal] = {}
+    for meter, amount in reserve.items():
+        if meter not in METERS:
+            close = difflib.get_close_matches(str(meter), METERS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{scope} {value!r}: reserve of unknown meter {meter!r}; {hint}the meters a call holds are "
+                f"{', '.join(METERS)}"
+            )
+        try:
+            if isinstance(amount, bool):
+                raise ArithmeticError
+            number = Decimal(str(amount).strip())
+        except ArithmeticError:
+            raise ConfigError(f"{scope} {value!r}: reserve {meter}: {amount!r} is not a number") from None
+        if not number.is_finite() or number < 0:
+            raise ConfigError(f"{scope} {value!r}: reserve {meter} must be a number >= 0, got {amount!r}")
+        held[meter] = number
+    return held
 
 
 def _as_list(budget: Budget | str | Iterable[Budget | str] | None) -> list[Budget | str]:
