@@ -183,6 +183,17 @@ def test_a_reserve_that_cannot_be_meant_is_refused(fake, reserve, words) -> None
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
 
 
+def test_one_budget_spec_on_its_own_is_one_budget(fake) -> None:
+    """``Guard(budgets="user=alice:...")`` (one spec, not a list) was read one character at a time:
+    "budget spec 'u': expected SCOPE[=ID]:METER=LIMIT..."."""
+    guard = tokenward.Guard("memory://", budgets="user=alice:total_tokens=30", user="alice")
+    assert [b.name for b in guard.ledger.budgets()] == ["user=alice:total_tokens=30"]
+    client = oai(fake, guard)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+    with pytest.raises(tokenward.BudgetExceeded):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+
+
 def test_budget_note_and_remaining(fake) -> None:
     guard = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=0.01/day"])
     client = oai(fake, guard)

@@ -304,7 +304,7 @@ class Guard(Engine):
         self,
         ledger: Ledger | str | None = None,
         *,
-        budgets: Iterable[Budget | str] = (),
+        budgets: Budget | str | Iterable[Budget | str] = (),
         prices: PriceBook | None = None,
         settings: GuardSettings | None = None,
         degrade: Degrade | None = None,
@@ -322,7 +322,8 @@ class Guard(Engine):
         self._aio: AsyncGuard | None = None
         self.leases = Renewer(lambda holder, ttl, key: self.ledger.renew_lease(key, holder, ttl))
         """Renews the leases of the sessions open in this process (:meth:`session`)."""
-        made = [parse_budget_spec(b) if isinstance(b, str) else b for b in budgets]
+        # one spec or Budget on its own is one budget (a string was read as one spec per character)
+        made = [parse_budget_spec(b) if isinstance(b, str) else b for b in _as_list(budgets)]
         for budget in made:
             self.ledger.put_budget(budget)
         self._users = sorted({b.subject_id for b in made if b.scope == "user" and b.subject_id})
