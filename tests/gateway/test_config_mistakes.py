@@ -4,11 +4,14 @@ invalid file is refused with a message naming the field")."""
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.support.fixtures import KEY
 from tokenward.errors import ConfigError
 from tokenward.gateway import GatewayConfig
 
@@ -78,3 +81,54 @@ def test_degrade_below_takes_a_percent_and_refuses_what_is_no_share() -> None:
         load(keys=keys, degrade={"below": "150%"})
     with pytest.raises(ConfigError, match=r"degrade\.thinking_budget_tokens must be a whole number"):
         load(keys=keys, degrade={"thinking_budget_tokens": "1k"})
+
+
+def test_a_key_digest_that_no_key_can_match_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"keys\[0\]\.key_sha256 must be 64 hex digits"):
+        load(keys=[{"key_sha256": "abc"}])
+
+
+def test_budgets_no_call_can_reach_are_warned_about_at_start(start_gateway, caplog) -> None:
+    """A fixed ``key`` budget whose id is the key itself rather than its name, a ``project``
+    budget naming a project no key carries, a ``tag:`` budget no key can carry, and an
+    ``overrides`` naming no template were accepted in silence, and never limited a call."""
+    budgets = [
+        {"name": "by-secret", "scope": "key", "id": KEY, "meter": "total_tokens", "limit": 10},
+        {"name": "by-name", "scope": "key", "id": "test-key", "meter": "total_tokens", "limit": 100000},
+        {"name": "typo-project", "scope": "project", "id": "dem0", "meter": "total_tokens", "limit": 10},
+        {"name": "cc", "scope": "tag:cost_centre", "meter": "cost_usd", "limit": 1},
+        {"name": "each-user", "scope": "user", "meter": "total_tokens", "limit": 100000},
+        {
+            "name": "alice-more",
+            "scope": "user",
+            "id": "alice",
+            "meter": "total_tokens",
+            "limit": 200000,
+            "overrides": "each-users",
+        },
+    ]
+    with caplog.at_level(logging.WARNING, logger="tokenward.gateway"):
+        gateway = start_gateway(budgets=budgets)
+    warned = [r.getMessage() for r in caplog.records if r.name == "tokenward.gateway"]
+    assert [m.split(" (")[0] for m in warned] == [
+        "budget 'by-secret'",
+        "budget 'typo-project'",
+        "budget 'cc'",
+        "budget 'alice-more'",
+    ]
+    assert "its id is a key itself: a key budget's id is the key's name ('test-key')" in warned[0]
+    assert "no virtual key carries project 'dem0' (the keys carry: demo)" in warned[1]
+    assert "no virtual key carries tag 'cost_centre'" in warned[2]
+    assert "overrides 'each-users', which is no template of scope user" in warned[3]
+    # as warned: the 10-token budgets never see the key's calls
+    answer = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Say hello"}],
+            "max_tokens": 20,
+        },
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200

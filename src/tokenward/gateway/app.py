@@ -31,7 +31,7 @@ from tokenward.gateway.admin import admin_routes
 from tokenward.gateway.auth import presented_key
 from tokenward.gateway.clouds import upstream_auth
 from tokenward.gateway.config import GatewayConfig, UpstreamConfig
-from tokenward.gateway.config_budgets import sync_config_budgets
+from tokenward.gateway.config_budgets import sync_config_budgets, warn_unmatched_budgets
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.observing import Observing
 from tokenward.gateway.relay import GatewayState, own_headers, passthrough, proxy
@@ -169,6 +169,7 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     prices = await anyio.to_thread.run_sync(load_prices, config.prices)
     check_settings(config.settings, prices)  # as at start-up: unknown_model: default needs a default row
     await sync_config_budgets(state.guard.ledger, config.budgets)
+    await warn_unmatched_budgets(state.guard.ledger, config)
     for upstream in config.upstreams:
         for name, base, factor in upstream.price_rules():
             prices.derive(name, base, factor)
@@ -301,6 +302,7 @@ def create_app(
         await anyio.to_thread.run_sync(_warm_up, prices)
         store = ledger or open_async_ledger(config.ledger)
         await sync_config_budgets(store, config.budgets)
+        await warn_unmatched_budgets(store, config)
         watchers = observing.start(store)
         guard = AsyncGuard(store, prices=prices, settings=config.settings, observers=[*observers, *watchers])
         factory = _ClientFactory(transports, credentials)

@@ -738,7 +738,13 @@ def _digest(raw: Mapping[str, Any], where: str) -> str:
     if raw.get("key"):
         return hashlib.sha256(str(raw["key"]).encode()).hexdigest()
     if raw.get("key_sha256"):
-        return str(raw["key_sha256"]).lower()
+        digest = str(raw["key_sha256"]).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):  # no presented key could ever match it
+            raise ConfigError(
+                f"{where}.key_sha256 must be 64 hex digits, the SHA-256 of the key "
+                "(printf %s \"$KEY\" | sha256sum)"
+            )
+        return digest
     raise ConfigError(f"{where}: needs 'key' or 'key_sha256'")
 
 
