@@ -132,3 +132,29 @@ def test_budgets_no_call_can_reach_are_warned_about_at_start(start_gateway, capl
         timeout=30,
     )
     assert answer.status_code == 200
+
+
+def test_zero_padded_numbers_in_the_file_are_not_octal(tmp_path) -> None:
+    """YAML 1.1 reads ``0100`` as octal: ``limit: 0100`` made a budget of 64 tokens and ``id: 0042``
+    one for team ``"34"``, which no key carries. They read as written now."""
+    path = tmp_path / "tokenward.yaml"
+    path.write_text(
+        "upstreams: [{name: fake, provider: fake}]\n"
+        "keys: [{key: tw-1, team: 0042}]\n"
+        "budgets:\n"
+        "  - {name: padded, scope: team, id: 0042, meter: total_tokens, limit: 0100}\n"
+        "  - {name: plain, scope: team, id: 42, meter: total_tokens, limit: 1_000}\n"
+    )
+    config = GatewayConfig.load(path)
+    assert [(b.subject_id, b.limit) for b in config.budgets] == [
+        ("0042", Decimal(100)),
+        ("42", Decimal(1000)),
+    ]
+    assert dict(config.keys[0].subject) == {"team": "0042"}
+    path.write_text(
+        "upstreams: [{name: fake, provider: fake}]\nkeys: [{key: tw-1}]\ndefaults: {max_output_tokens: 01024}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"defaults\.max_output_tokens must be a positive whole number, got '01024'"
+    ):
+        GatewayConfig.load(path)
