@@ -183,6 +183,15 @@ def test_limit_must_be_a_finite_decimal() -> None:
         Budget(name="b", scope="user", meter="cost_usd", limit=5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", [False, True, ["alice"], {"user": "alice"}, 1.5])
+def test_an_id_that_is_no_string_is_refused(value: object) -> None:
+    """YAML reads ``id: no`` as false: the budget was made for the id ``"False"``, which no call
+    carries (and ``id: [alice, bob]`` for ``"['alice', 'bob']"``)."""
+    with pytest.raises(ConfigError, match="id must be a string"):
+        Budget.from_dict({"scope": "org", "id": value, "meter": "cost_usd", "limit": 5})
+    assert Budget.from_dict({"scope": "org", "id": 42, "meter": "cost_usd", "limit": 5}).subject_id == "42"
+
+
 def test_a_comma_is_only_a_thousands_separator() -> None:
     """A decimal comma (``0,50`` for fifty cents) used to lose its comma: the YAML ``limit: 0,50``
     made a $50 budget and ``5,5`` one of $55, without a word. Grouped thousands still read."""

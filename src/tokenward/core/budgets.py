@@ -417,6 +417,11 @@ class Budget:
             if data.get(required) is None:
                 raise ConfigError(f"budget {label!r}: {required!r} is required")
         subject_id = data.get("subject_id", data.get("id"))
+        if isinstance(subject_id, bool) or not isinstance(subject_id, str | int | None):
+            # YAML reads id: no (Norway's org) as false: the budget was for the id "False"
+            raise ConfigError(
+                f"budget {label!r}: id must be a string, got {subject_id!r} (quote it in YAML: id: 'no')"
+            )
         scope, meter = str(data["scope"]), str(data["meter"])
         name = data.get("name") or f"{scope}{'=' + str(subject_id) if subject_id else ''}:{meter}"
         try:
