@@ -90,8 +90,9 @@ def test_a_key_digest_that_no_key_can_match_is_refused() -> None:
 
 def test_budgets_no_call_can_reach_are_warned_about_at_start(start_gateway, caplog) -> None:
     """A fixed ``key`` budget whose id is the key itself rather than its name, a ``project``
-    budget naming a project no key carries, a ``tag:`` budget no key can carry, and an
-    ``overrides`` naming no template were accepted in silence, and never limited a call."""
+    budget naming a project no key carries, a ``tag:`` budget no key can carry, an ``overrides``
+    naming no template, and a misspelt model in ``models`` were accepted in silence, and never
+    limited a call."""
     budgets = [
         {"name": "by-secret", "scope": "key", "id": KEY, "meter": "total_tokens", "limit": 10},
         {"name": "by-name", "scope": "key", "id": "test-key", "meter": "total_tokens", "limit": 100000},
@@ -106,6 +107,8 @@ def test_budgets_no_call_can_reach_are_warned_about_at_start(start_gateway, capl
             "limit": 200000,
             "overrides": "each-users",
         },
+        {"name": "mini", "scope": "user", "meter": "cost_usd", "limit": 1, "models": ["gpt-4o-mni"]},
+        {"name": "known", "scope": "user", "meter": "cost_usd", "limit": 1, "models": ["gpt-4o-mini", "o*"]},
     ]
     with caplog.at_level(logging.WARNING, logger="tokenward.gateway"):
         gateway = start_gateway(budgets=budgets)
@@ -115,6 +118,8 @@ def test_budgets_no_call_can_reach_are_warned_about_at_start(start_gateway, capl
         "budget 'typo-project'",
         "budget 'cc'",
         "budget 'alice-more'",
+        "budget 'mini' counts calls to model 'gpt-4o-mni', which the price table does not know and no "
+        "upstream names: if it is misspelt, the budget applies to no call",
     ]
     assert "its id is a key itself: a key budget's id is the key's name ('test-key')" in warned[0]
     assert "no virtual key carries project 'dem0' (the keys carry: demo)" in warned[1]

@@ -169,7 +169,7 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     prices = await anyio.to_thread.run_sync(load_prices, config.prices)
     check_settings(config.settings, prices)  # as at start-up: unknown_model: default needs a default row
     await sync_config_budgets(state.guard.ledger, config.budgets)
-    await warn_unmatched_budgets(state.guard.ledger, config)
+    await warn_unmatched_budgets(state.guard.ledger, config, prices)
     for upstream in config.upstreams:
         for name, base, factor in upstream.price_rules():
             prices.derive(name, base, factor)
@@ -302,7 +302,7 @@ def create_app(
         await anyio.to_thread.run_sync(_warm_up, prices)
         store = ledger or open_async_ledger(config.ledger)
         await sync_config_budgets(store, config.budgets)
-        await warn_unmatched_budgets(store, config)
+        await warn_unmatched_budgets(store, config, prices)
         watchers = observing.start(store)
         guard = AsyncGuard(store, prices=prices, settings=config.settings, observers=[*observers, *watchers])
         factory = _ClientFactory(transports, credentials)

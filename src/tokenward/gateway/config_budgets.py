@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tokenward.core.budgets import Budget
+from tokenward.core.pricebook import canonical_model
 
 __all__ = ["CONFIG_ACTOR", "sync_config_budgets", "warn_unmatched_budgets"]
 
@@ -83,7 +84,7 @@ _KEY_SCOPES = ("org", "project", "team")
 """Scopes only a virtual key sets (besides ``key``, its name): no header can name them."""
 
 
-async def warn_unmatched_budgets(ledger: Any, config: Any) -> list[str]:
+async def warn_unmatched_budgets(ledger: Any, config: Any, prices: Any = None) -> list[str]:
     """Log a warning for each of the config file's budgets that no call can reach as written (at
     start and on every reload), and return the warnings:
 
@@ -92,7 +93,9 @@ async def warn_unmatched_budgets(ledger: Any, config: Any) -> list[str]:
       instead of its ``name``;
     * a ``tag:NAME`` budget when no key carries tag ``NAME`` and none lets clients add tags;
     * an ``overrides`` that names no template of the budget's scope, so the template's instance
-      still applies alongside it.
+      still applies alongside it;
+    * a model in ``models`` written as a plain name (no ``*?[``) that the price book does not know
+      and no upstream names (its ``models`` or Azure deployments): a misspelt ``gpt-4o-mni``.
 
     Keys made through the admin API count, as they are when the gateway starts or reloads; a
     budget made for a key still to come is warned about until the key exists.
@@ -100,6 +103,8 @@ async def warn_unmatched_budgets(ledger: Any, config: Any) -> list[str]:
     Args:
         ledger: an async ledger (its keys and budgets).
         config: the :class:`~tokenward.gateway.config.GatewayConfig` whose budgets to check.
+        prices: the price book (:class:`~tokenward.core.pricebook.PriceBook`) models are looked
+            up in; None: models are not checked.
     """
     stored = [k for k in await ledger.keys() if k.revoked_at is None]
     carried: dict[str, set[str]] = {scope: set() for scope in ("key", *_KEY_SCOPES)}
@@ -151,6 +156,25 @@ async def warn_unmatched_budgets(ledger: Any, config: Any) -> list[str]:
                 f"{where} overrides {budget.overrides!r}, which is no template of scope {budget.scope}: "
                 "nothing is replaced, and every template of the scope still applies alongside it"
             )
+    if prices is not None:
+        problems += _unknown_models(config, prices)
     for problem in problems:
         log.warning("%s", problem)
     return problems
+
+
+def _unknown_models(config: Any, prices: Any) -> list[str]:
+    """The warnings for plain model names of budgets that neither the price book nor any
+    upstream knows (see :func:`warn_unmatched_budgets`)."""
+    named = {canonical_model(p) for u in config.upstreams for p in u.models if not set(p) & set("*?[")}
+    named |= {canonical_model(d.model) for u in config.upstreams for d in u.deployments}
+    out = []
+    for budget in config.budgets:
+        for model in budget.models:
+            if set(model) & set("*?[") or model in named or prices.resolve(model) is not None:
+                continue
+            out.append(
+                f"budget {budget.name!r} counts calls to model {model!r}, which the price table does "
+                "not know and no upstream names: if it is misspelt, the budget applies to no call"
+            )
+    return out
