@@ -342,6 +342,30 @@ def test_remaining_outside_a_session_reports_the_guards_user_budgets() -> None:
     assert tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5"], user="bob").remaining() == {}
 
 
+def test_calls_outside_a_session_are_charged_to_the_user_remaining_reports(fake) -> None:
+    """``Guard(budgets=["user=alice:total_tokens=30"])`` with calls made outside every session:
+    ``budget_note()`` told the agent "30 of 30 tokens left for this user" after four 26-token
+    calls, which were charged to no user, so alice's budget never applied. They are charged to
+    the one user the guard's budgets name, as ``remaining()`` reports; inside a session that names
+    no user, and for a guard naming two users, nothing is guessed (as ``remaining()``)."""
+    guard = tokenward.Guard("memory://", budgets=["user=alice:total_tokens=30"])
+    client = oai(fake, guard)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+    assert guard.remaining() == {"total_tokens": Decimal(4)}
+    with pytest.raises(tokenward.BudgetExceeded) as denied:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert denied.value.budget == "user=alice:total_tokens=30"
+    with guard.session("s-anon"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+        assert guard.remaining() == {}
+    assert [e.subject.user for e in guard.ledger.events()] == ["alice", None]
+    two = tokenward.Guard("memory://", budgets=["user=alice:total_tokens=30", "user=bob:total_tokens=30"])
+    client = oai(fake, two)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert [e.subject.user for e in two.ledger.events()] == [None, None]
+
+
 def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:
     """``guard.task`` (documented in issue 15): a call inside both is charged to both."""
     client = oai(fake, guard)

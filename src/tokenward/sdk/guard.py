@@ -419,14 +419,14 @@ class Guard(Engine):
             from tokenward.sdk.boto import wrap_bedrock_runtime
 
             boto = TransportSettings(
-                degrade=policy, subject=self.subject, check=lambda: self.unattributed.check(self.defaults)
+                degrade=policy, subject=self._charged, check=lambda: self.unattributed.check(self.defaults)
             )
             return wrap_bedrock_runtime(client, self, boto)
         settings = TransportSettings(
             degrade=policy,
             provider=provider,
             deployments=mapped,
-            subject=self.subject,
+            subject=self._charged,
             check=lambda: self.unattributed.check(self.defaults),
             bound_non_streamed=bound_non_streamed,
         )
@@ -591,8 +591,17 @@ class Guard(Engine):
         alice's)."""
         return self.ledger.balances(self._reported(subject))
 
+    def _charged(self) -> Subject:
+        """Whom a call made here through a wrapped client is charged to: the attribution in force
+        over the defaults, and outside every session and task, when they name no user, the one
+        user the guard's own budgets name (``Guard(budgets=["user=alice:cost_usd=5/day"])``), so
+        that the budget :meth:`remaining` and :meth:`budget_note` report is the one that applies
+        (they reported alice's budget while such calls were charged to no user at all)."""
+        return self._reported(None)
+
     def _reported(self, subject: Subject | None) -> Subject:
-        """Whom :meth:`balances`, :meth:`remaining` and :meth:`budget_note` report on."""
+        """Whom :meth:`balances`, :meth:`remaining` and :meth:`budget_note` report on, and
+        (``subject`` None) whom a call is charged to (:meth:`_charged`)."""
         resolved = self.subject(subject)
         outside = subject is None and current().subject == Subject()
         if outside and resolved.user is None and len(self._users) == 1:
