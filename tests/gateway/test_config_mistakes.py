@@ -163,3 +163,22 @@ def test_zero_padded_numbers_in_the_file_are_not_octal(tmp_path) -> None:
         ConfigError, match=r"defaults\.max_output_tokens must be a positive whole number, got '01024'"
     ):
         GatewayConfig.load(path)
+
+
+@pytest.mark.parametrize("value", ["sk-proj-abc123def456", "sk_live_abc123", "AIzaSyA1b2c3d4e5f6", 123])
+def test_api_key_env_names_a_variable_never_holds_the_key(value: Any) -> None:
+    """The provider key pasted into ``api_key_env`` was written to the log by the missing-key
+    warning ("the environment variable sk-proj-... is not set"); a number stopped the gateway
+    with a TypeError. Refused, without repeating the value."""
+    upstream = {"name": "openai", "provider": "openai", "api_key_env": value}
+    with pytest.raises(
+        ConfigError, match=r"upstreams\[0\]\.api_key_env must name the environment variable"
+    ) as e:
+        GatewayConfig.from_mapping({"upstreams": [upstream], "keys": [{"key": "tw-1"}]})
+    assert str(value) not in str(e.value)
+    ok = {"name": "openai", "provider": "openai", "api_key_env": "OPENAI_API_KEY"}
+    assert load_upstream(ok).api_key_env == "OPENAI_API_KEY"
+
+
+def load_upstream(upstream: dict[str, Any]) -> Any:
+    return GatewayConfig.from_mapping({"upstreams": [upstream], "keys": [{"key": "tw-1"}]}).upstreams[0]

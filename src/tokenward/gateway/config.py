@@ -603,7 +603,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         name=str(raw.get("name") or provider),
         provider=provider,
         base_url=None if base_url is None else str(base_url),
-        api_key_env=raw.get("api_key_env"),
+        api_key_env=_env_name(raw.get("api_key_env"), f"{where}.api_key_env"),
         models=tuple(models),
         bound_non_streamed=_bound_mode(raw, where),
         service_tier=_tier(raw.get("service_tier"), f"{where}.service_tier"),
@@ -614,6 +614,27 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         location=raw.get("location"),
         region=raw.get("region"),
     )
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _env_name(raw: Any, where: str) -> str | None:
+    """``api_key_env``: the name of an environment variable. The provider key itself pasted there
+    (``sk-proj-...``) was written to the log in the missing-key warning; a number stopped the
+    gateway with a ``TypeError``. The message never repeats the value."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, str)
+        or not _ENV_NAME.match(raw)
+        or raw.startswith(("sk_", "AIza"))  # key shapes an environment variable name can take
+    ):
+        raise ConfigError(
+            f"{where} must name the environment variable holding the provider key "
+            "(e.g. OPENAI_API_KEY), not the key itself; the value is not repeated here"
+        )
+    return raw
 
 
 def _deployments(raw: Any, where: str) -> tuple[Deployment, ...]:
@@ -742,7 +763,7 @@ def _digest(raw: Mapping[str, Any], where: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{64}", digest):  # no presented key could ever match it
             raise ConfigError(
                 f"{where}.key_sha256 must be 64 hex digits, the SHA-256 of the key "
-                "(printf %s \"$KEY\" | sha256sum)"
+                '(printf %s "$KEY" | sha256sum)'
             )
         return digest
     raise ConfigError(f"{where}: needs 'key' or 'key_sha256'")
