@@ -182,3 +182,11 @@ def test_api_key_env_names_a_variable_never_holds_the_key(value: Any) -> None:
 
 def load_upstream(upstream: dict[str, Any]) -> Any:
     return GatewayConfig.from_mapping({"upstreams": [upstream], "keys": [{"key": "tw-1"}]}).upstreams[0]
+
+
+def test_sigv4_secret_env_names_a_variable_never_holds_the_secret() -> None:
+    """The secret pasted into ``sigv4_secret_env`` was repeated in the start-up error."""
+    key = {"key": "tw-1", "name": "team-key", "sigv4_secret_env": "wJalrXUtnFEMI/K7MDENG+bPxRfiCY"}
+    with pytest.raises(ConfigError, match=r"keys\[0\]\.sigv4_secret_env must name the environment") as e:
+        load(keys=[key])
+    assert "wJalrXUtnFEMI" not in str(e.value)

@@ -631,8 +631,8 @@ def _env_name(raw: Any, where: str) -> str | None:
         or raw.startswith(("sk_", "AIza"))  # key shapes an environment variable name can take
     ):
         raise ConfigError(
-            f"{where} must name the environment variable holding the provider key "
-            "(e.g. OPENAI_API_KEY), not the key itself; the value is not repeated here"
+            f"{where} must name the environment variable holding the secret "
+            "(e.g. OPENAI_API_KEY), not the secret itself; the value is not repeated here"
         )
     return raw
 
@@ -690,7 +690,7 @@ def _key(i: int, raw: Any) -> KeyConfig:
     _check_project(subject.get("project"), where)
     secret = raw.get("sigv4_secret")
     if raw.get("sigv4_secret_env"):
-        secret = os.environ.get(str(raw["sigv4_secret_env"]))
+        secret = os.environ.get(str(_env_name(raw["sigv4_secret_env"], f"{where}.sigv4_secret_env")))
         if not secret:
             raise ConfigError(f"{where}.sigv4_secret_env: {raw['sigv4_secret_env']} is not set")
     if secret is not None and (not isinstance(secret, str) or len(secret) < 8):
