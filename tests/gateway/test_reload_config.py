@@ -101,6 +101,7 @@ def test_a_reload_refuses_what_a_start_refuses(tmp_path: Path, fake, caplog) -> 
         with caplog.at_level(logging.WARNING, logger="tokenward.gateway"):
             assert reload(server.url).status_code == 200
         assert any("restart the gateway to use the new one" in r.getMessage() for r in caplog.records)
+        assert chat(server.url, "my-model").status_code == 200  # still charged to the ledger in use
     store = open_ledger(ledger)
-    assert [e.cost_usd for e in store.events()] == [None, Decimal("0.000016")]
+    assert [e.cost_usd for e in store.events()] == [None, Decimal("0.000016"), Decimal("0.000016")]
     store.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -175,11 +176,13 @@ async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
             prices.derive(name, base, factor)
     if config.ledger != state.config.ledger:
         log.warning(
-            "the config file now names the ledger %s, but a reload keeps the ledger the gateway "
-            "started with (%s): restart the gateway to use the new one",
+            "the config file names the ledger %s, but this gateway runs on %s (the ledger it "
+            "started with: the config file's then, or --ledger) and a reload keeps it: restart "
+            "the gateway to use the new one",
             masked(str(config.ledger)),
             masked(str(state.config.ledger)),
         )
+        config = dataclasses.replace(config, ledger=state.config.ledger)  # the one in use
     warn_missing_keys(config)
     old = state.clients
     clients = state.factory.reuse(config.upstreams, state.config, old)
