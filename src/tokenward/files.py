@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,25 @@ from tokenward.core.pricebook import PriceBook
 from tokenward.errors import ConfigError
 
 __all__ = ["load_mapping", "load_prices"]
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but for whole numbers: a number with a leading zero (``0100``) and
+    one with colons (``12:30``) stay the text they are, as in YAML 1.2, instead of YAML 1.1's
+    octal (``limit: 0100`` was a limit of 64, ``id: 0042`` the id ``"34"``) and base 60
+    (``12:30`` was 750). A limit then reads ``"0100"`` as 100; a field that wants a whole number
+    says it got text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
 
 
 def load_mapping(path: str | Path) -> tuple[dict[str, Any], bytes]:
@@ -32,7 +52,7 @@ def load_mapping(path: str | Path) -> tuple[dict[str, Any], bytes]:
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read it: {exc.strerror}") from None
     try:
-        data = json.loads(raw) if file.suffix.lower() == ".json" else yaml.safe_load(raw)
+        data = json.loads(raw) if file.suffix.lower() == ".json" else yaml.load(raw, Loader=_Loader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{file}: does not parse: {exc}") from None
     if data is None:

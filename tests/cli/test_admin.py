@@ -174,6 +174,23 @@ def test_model_budgets_and_tagged_keys_from_the_cli(tmp_path: Any) -> None:
         store.close()
 
 
+def test_a_model_budget_naming_an_unknown_model_is_warned_about(tmp_path) -> None:
+    """``--models gpt-4o-mni`` (misspelt) made a budget that applies to no call, in silence."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    typo = runner.invoke(
+        app, ["budgets", "set", "user:cost_usd=5", "--models", "gpt-4o-mni", "--ledger", url]
+    )
+    assert typo.exit_code == 0, typo.output
+    assert (
+        "warning: budget 'user:cost_usd=5:models=gpt-4o-mni' counts calls to model 'gpt-4o-mni'"
+        in typo.output
+    )
+    fine = runner.invoke(
+        app, ["budgets", "set", "user:cost_usd=5;models=gpt-4o-mini,claude-*", "--ledger", url]
+    )
+    assert fine.exit_code == 0 and "warning" not in fine.output
+
+
 def test_two_model_budgets_of_one_spec_are_two_budgets(tmp_path) -> None:
     """ "gpt-5 at most $50 a day" and "claude at most $50 a day" for one team: the second used to
     take the first's name (the spec without options) and silently replace it."""

@@ -183,6 +183,36 @@ def test_limit_must_be_a_finite_decimal() -> None:
         Budget(name="b", scope="user", meter="cost_usd", limit=5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", [False, True, ["alice"], {"user": "alice"}, 1.5])
+def test_an_id_that_is_no_string_is_refused(value: object) -> None:
+    """YAML reads ``id: no`` as false: the budget was made for the id ``"False"``, which no call
+    carries (and ``id: [alice, bob]`` for ``"['alice', 'bob']"``)."""
+    with pytest.raises(ConfigError, match="id must be a string"):
+        Budget.from_dict({"scope": "org", "id": value, "meter": "cost_usd", "limit": 5})
+    assert Budget.from_dict({"scope": "org", "id": 42, "meter": "cost_usd", "limit": 5}).subject_id == "42"
+
+
+def test_a_comma_is_only_a_thousands_separator() -> None:
+    """A decimal comma (``0,50`` for fifty cents) used to lose its comma: the YAML ``limit: 0,50``
+    made a $50 budget and ``5,5`` one of $55, without a word. Grouped thousands still read."""
+
+    def limit(value: object) -> Decimal:
+        return Budget.from_dict({"scope": "user", "meter": "cost_usd", "limit": value}).limit
+
+    assert limit("1,000") == D(1000)
+    assert limit("1,000,000.50") == D("1000000.50")
+    assert limit("$1,000") == D(1000)
+    assert limit("5_000") == D(5000)
+    for decimal_comma in ("0,50", "5,5", "1,00", "1,0000", ",5", "1,000,00"):
+        with pytest.raises(ConfigError, match="thousands separator"):
+            limit(decimal_comma)
+    with pytest.raises(ConfigError, match="thousands separator"):
+        parse_budget_spec("user=alice:cost_usd=0,50/day;name=eu")
+    assert parse_budget_spec("user:total_tokens=9;max_input_tokens=8,000").max_input_tokens == 8000
+    with pytest.raises(ConfigError, match="thousands separator"):
+        parse_budget_spec("user:total_tokens=9;max_input_tokens=8,0")
+
+
 # --- subjects and templates ---------------------------------------------------------------------
 
 

@@ -155,6 +155,45 @@ def test_final_answer_reserve(fake) -> None:
     )  # the session's budget ended with it
 
 
+@pytest.mark.parametrize(
+    ("reserve", "words"),
+    [
+        ({"total_tokens": -1000}, "reserve total_tokens must be a number >= 0"),
+        ({"total_tokens": "NaN"}, "reserve total_tokens must be a number >= 0"),
+        ({"total_tokens": "2k"}, "'2k' is not a number"),
+        ({"total_token": 40}, "unknown meter 'total_token'; did you mean 'total_tokens'"),
+    ],
+)
+def test_a_reserve_that_cannot_be_meant_is_refused(fake, reserve, words) -> None:
+    """A negative reserve was room added to the session's hard budget (-1000 let five 26-token
+    calls through a 60-token budget); a mistyped meter reserved nothing, without a word; "2k"
+    raised decimal.InvalidOperation. Each is a ConfigError before anything is sent."""
+    guard = tokenward.Guard("memory://")
+    client = oai(fake, guard)
+    with (
+        pytest.raises(tokenward.ConfigError, match=words),
+        guard.session("s-r", budget="total_tokens=60", reserve=reserve),
+    ):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert guard.ledger.events() == []
+    with guard.session("s-r", budget="total_tokens=60", reserve={"total_tokens": "0"}):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 52
+        with pytest.raises(tokenward.BudgetExceeded):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+
+
+def test_one_budget_spec_on_its_own_is_one_budget(fake) -> None:
+    """``Guard(budgets="user=alice:...")`` (one spec, not a list) was read one character at a time:
+    "budget spec 'u': expected SCOPE[=ID]:METER=LIMIT..."."""
+    guard = tokenward.Guard("memory://", budgets="user=alice:total_tokens=30", user="alice")
+    assert [b.name for b in guard.ledger.budgets()] == ["user=alice:total_tokens=30"]
+    client = oai(fake, guard)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+    with pytest.raises(tokenward.BudgetExceeded):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+
+
 def test_budget_note_and_remaining(fake) -> None:
     guard = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=0.01/day"])
     client = oai(fake, guard)
@@ -301,6 +340,30 @@ def test_remaining_outside_a_session_reports_the_guards_user_budgets() -> None:
     two = tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5", "user=bob:cost_usd=7"])
     assert two.remaining() == {}  # which user is meant is not known: nothing is guessed
     assert tokenward.Guard("memory://", budgets=["user=alice:cost_usd=5"], user="bob").remaining() == {}
+
+
+def test_calls_outside_a_session_are_charged_to_the_user_remaining_reports(fake) -> None:
+    """``Guard(budgets=["user=alice:total_tokens=30"])`` with calls made outside every session:
+    ``budget_note()`` told the agent "30 of 30 tokens left for this user" after four 26-token
+    calls, which were charged to no user, so alice's budget never applied. They are charged to
+    the one user the guard's budgets name, as ``remaining()`` reports; inside a session that names
+    no user, and for a guard naming two users, nothing is guessed (as ``remaining()``)."""
+    guard = tokenward.Guard("memory://", budgets=["user=alice:total_tokens=30"])
+    client = oai(fake, guard)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+    assert guard.remaining() == {"total_tokens": Decimal(4)}
+    with pytest.raises(tokenward.BudgetExceeded) as denied:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert denied.value.budget == "user=alice:total_tokens=30"
+    with guard.session("s-anon"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+        assert guard.remaining() == {}
+    assert [e.subject.user for e in guard.ledger.events()] == ["alice", None]
+    two = tokenward.Guard("memory://", budgets=["user=alice:total_tokens=30", "user=bob:total_tokens=30"])
+    client = oai(fake, two)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert [e.subject.user for e in two.ledger.events()] == [None, None]
 
 
 def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:

@@ -187,6 +187,24 @@ def budgets_set(
             f"budget {escape(data['name'])} set: {escape(scope)} {data['meter']} limit {data['limit']}{escape(only)}"
         )
     _warn_if_config_owned(data["name"], "changed", gateway, admin_key, ledger)
+    _warn_unknown_models(data["name"], data.get("models") or [])
+
+
+def _warn_unknown_models(name: str, models: list[str]) -> None:
+    """Warn about a plain model name (no ``*?[``) the pinned price table does not know: a misspelt
+    ``gpt-4o-mni`` makes a budget that applies to no call."""
+    from tokenward.core.pricebook import PriceBook
+
+    book = PriceBook.default()
+    for model in models:
+        if not set(model) & set("*?[") and book.resolve(model) is None:
+            err.print(
+                f"warning: budget {name!r} counts calls to model {model!r}, which the price table does not "
+                "know: if it is misspelt, the budget applies to no call",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 @budgets_app.command("delete", cls=Command)

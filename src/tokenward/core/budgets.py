@@ -417,6 +417,11 @@ class Budget:
             if data.get(required) is None:
                 raise ConfigError(f"budget {label!r}: {required!r} is required")
         subject_id = data.get("subject_id", data.get("id"))
+        if isinstance(subject_id, bool) or not isinstance(subject_id, str | int | None):
+            # YAML reads id: no (Norway's org) as false: the budget was for the id "False"
+            raise ConfigError(
+                f"budget {label!r}: id must be a string, got {subject_id!r} (quote it in YAML: id: 'no')"
+            )
         scope, meter = str(data["scope"]), str(data["meter"])
         name = data.get("name") or f"{scope}{'=' + str(subject_id) if subject_id else ''}:{meter}"
         try:
@@ -536,6 +541,30 @@ def _sized(number: Decimal) -> bool:
     return number.adjusted() <= 30 and int(number.normalize().as_tuple().exponent) >= -_PLACES
 
 
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+
+
+def _ungrouped(value: Any, where: str) -> str:
+    """``value`` as text without ``_`` and thousands separators (``"1,000,000"``, ``"5_000"``).
+
+    A comma is read only as a thousands separator (a digit group of three after it): ``"0,50"``
+    or ``"5,5"``, a decimal comma, would otherwise be read as 50 or 55, a limit 100 or 10 times
+    the one meant.
+
+    Raises:
+        ConfigError: a comma that does not separate thousands.
+    """
+    text = str(value).replace("_", "").strip()
+    if "," not in text:
+        return text
+    if not _GROUPED.match(text.lstrip("$")):
+        raise ConfigError(
+            f"{where}: {value!r}: a comma is read only as a thousands separator (1,000); "
+            "write decimals with a point (0.50)"
+        )
+    return text.replace(",", "")
+
+
 def _whole(value: Any, where: str) -> int | None:
     """A whole number of tokens from a config or spec value (``"8000"``, ``8_000``), or None."""
     if value is None:
@@ -543,7 +572,7 @@ def _whole(value: Any, where: str) -> int | None:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     try:
-        return int(str(value).replace("_", "").replace(",", "").strip())
+        return int(_ungrouped(value, where))
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not a whole number") from None
 
@@ -552,7 +581,7 @@ def _amount(value: Any, where: str) -> Decimal:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     try:
-        number = Decimal(str(value).replace("_", "").replace(",", "").lstrip("$"))
+        number = Decimal(_ungrouped(value, where).lstrip("$"))
     except InvalidOperation:
         raise ConfigError(f"{where}: {value!r} is not a number") from None
     if not number.is_finite() or number < 0:

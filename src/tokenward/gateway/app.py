@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -31,12 +32,13 @@ from tokenward.gateway.admin import admin_routes
 from tokenward.gateway.auth import presented_key
 from tokenward.gateway.clouds import upstream_auth
 from tokenward.gateway.config import GatewayConfig, UpstreamConfig
-from tokenward.gateway.config_budgets import sync_config_budgets
+from tokenward.gateway.config_budgets import sync_config_budgets, warn_unmatched_budgets
 from tokenward.gateway.errors import GatewayError, error_response
 from tokenward.gateway.observing import Observing
 from tokenward.gateway.relay import GatewayState, own_headers, passthrough, proxy
 from tokenward.gateway.upstream_http import upstream_client
 from tokenward.guard import AsyncGuard
+from tokenward.guard.guard import check_settings
 from tokenward.guard.wire.endpoints import (
     AnthropicMessages,
     BedrockConverse,
@@ -154,22 +156,39 @@ class _Endpoint:
 
 async def reload_config(state: GatewayState, path: Path) -> GatewayConfig:
     """Read the config file again and use it from the next request on: keys, budgets (written to
-    the ledger; those the file wrote before and no longer names are deleted), upstreams (new clients), defaults and policies. The ledger and the price file
-    stay as they were started.
+    the ledger; those the file wrote before and no longer names are deleted), upstreams (new clients), defaults, policies
+    and prices (the price-override file is read again, so a corrected price applies at once). The ledger stays
+    the one the gateway started with (a changed ``ledger:`` is a warning: restart to use it).
 
     Raises:
-        ConfigError: the file is invalid (the running config is kept).
+        ConfigError: the file, or the price file it names, is invalid, or its defaults are ones
+            the price book cannot serve (the running config is kept, as at start-up).
     """
+    from tokenward.ledger.failover import masked
+
     config = GatewayConfig.load(path)
+    prices = await anyio.to_thread.run_sync(load_prices, config.prices)
+    check_settings(config.settings, prices)  # as at start-up: unknown_model: default needs a default row
     await sync_config_budgets(state.guard.ledger, config.budgets)
+    await warn_unmatched_budgets(state.guard.ledger, config, prices)
     for upstream in config.upstreams:
         for name, base, factor in upstream.price_rules():
-            state.guard.prices.derive(name, base, factor)
+            prices.derive(name, base, factor)
+    if config.ledger != state.config.ledger:
+        log.warning(
+            "the config file names the ledger %s, but this gateway runs on %s (the ledger it "
+            "started with: the config file's then, or --ledger) and a reload keeps it: restart "
+            "the gateway to use the new one",
+            masked(str(config.ledger)),
+            masked(str(state.config.ledger)),
+        )
+        config = dataclasses.replace(config, ledger=state.config.ledger)  # the one in use
     warn_missing_keys(config)
     old = state.clients
     clients = state.factory.reuse(config.upstreams, state.config, old)
     state.clients, state.config = clients, config
     state.guard.settings = config.settings
+    state.guard.prices = prices
     for name, client in old.items():
         if clients.get(name) is not client:
             await state.retire(client)  # closed once the calls still using it are done
@@ -286,6 +305,7 @@ def create_app(
         await anyio.to_thread.run_sync(_warm_up, prices)
         store = ledger or open_async_ledger(config.ledger)
         await sync_config_budgets(store, config.budgets)
+        await warn_unmatched_budgets(store, config, prices)
         watchers = observing.start(store)
         guard = AsyncGuard(store, prices=prices, settings=config.settings, observers=[*observers, *watchers])
         factory = _ClientFactory(transports, credentials)

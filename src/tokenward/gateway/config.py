@@ -419,7 +419,9 @@ class GatewayConfig:
         if unknown:
             raise ConfigError(f"unknown keys {sorted(unknown)}; known: {sorted(known)}")
         upstreams = tuple(_upstream(i, u) for i, u in enumerate(_list(data, "upstreams", required=True)))
+        _unique("upstreams", [u.name for u in upstreams], "name", "each upstream has its own client")
         keys = tuple(_key(i, k) for i, k in enumerate(_list(data, "keys", required=True)))
+        _unique("keys", [k.key_sha256 for k in keys], "key", "only the first would ever be used")
         budgets = tuple(_budget(i, b) for i, b in enumerate(_list(data, "budgets")))
         names = [b.name for b in budgets]
         if len(names) != len(set(names)):
@@ -449,7 +451,7 @@ class GatewayConfig:
             settings=_settings(data.get("defaults") or {}),
             source=source,
             fallbacks=_fallbacks(data.get("fallbacks")),
-            admin_keys=tuple(_admin_key(i, k) for i, k in enumerate(_list(data, "admin_keys"))),
+            admin_keys=_admin_keys(_list(data, "admin_keys"), keys),
             observe=parse_observe(data.get("observe"), base_dir),
             degrade=_degrade(data.get("degrade")),
             retry_horizon_seconds=_number(data, "retry_horizon_seconds", 60, int),
@@ -458,6 +460,28 @@ class GatewayConfig:
             dashboard=_dashboard(data.get("dashboard")),
             dashboard_secret=_dashboard_secret(data.get("dashboard_secret")),
         )
+
+
+def _unique(where: str, values: list[str], what: str, why: str) -> None:
+    """Refuse two entries of ``where`` with the same ``what`` (a copy-paste left unchanged)."""
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ConfigError(f"{where}[{i}]: the same {what} as {where}[{seen[value]}] ({why})")
+        seen[value] = i
+
+
+def _admin_keys(raw: list[Any], keys: tuple[KeyConfig, ...]) -> tuple[AdminKeyConfig, ...]:
+    admins = tuple(_admin_key(i, k) for i, k in enumerate(raw))
+    _unique("admin_keys", [a.key_sha256 for a in admins], "key", "only the first would ever be used")
+    virtual = {k.key_sha256 for k in keys}
+    for i, admin in enumerate(admins):
+        if admin.key_sha256 in virtual:
+            raise ConfigError(
+                f"admin_keys[{i}]: the same key as a virtual key in keys (a client's key would "
+                "administer the gateway); give the administrator a key of its own"
+            )
+    return admins
 
 
 def _dashboard(raw: Any) -> bool | None:
@@ -579,7 +603,7 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         name=str(raw.get("name") or provider),
         provider=provider,
         base_url=None if base_url is None else str(base_url),
-        api_key_env=raw.get("api_key_env"),
+        api_key_env=_env_name(raw.get("api_key_env"), f"{where}.api_key_env"),
         models=tuple(models),
         bound_non_streamed=_bound_mode(raw, where),
         service_tier=_tier(raw.get("service_tier"), f"{where}.service_tier"),
@@ -590,6 +614,27 @@ def _upstream(i: int, raw: Any) -> UpstreamConfig:
         location=raw.get("location"),
         region=raw.get("region"),
     )
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _env_name(raw: Any, where: str) -> str | None:
+    """``api_key_env``: the name of an environment variable. The provider key itself pasted there
+    (``sk-proj-...``) was written to the log in the missing-key warning; a number stopped the
+    gateway with a ``TypeError``. The message never repeats the value."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, str)
+        or not _ENV_NAME.match(raw)
+        or raw.startswith(("sk_", "AIza"))  # key shapes an environment variable name can take
+    ):
+        raise ConfigError(
+            f"{where} must name the environment variable holding the secret "
+            "(e.g. OPENAI_API_KEY), not the secret itself; the value is not repeated here"
+        )
+    return raw
 
 
 def _deployments(raw: Any, where: str) -> tuple[Deployment, ...]:
@@ -633,11 +678,19 @@ def _key(i: int, raw: Any) -> KeyConfig:
         raise ConfigError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
     digest = _digest(raw, where)
     name = str(raw.get("name") or f"key-{digest[:8]}")
-    subject = {s: str(raw[s]) for s in ("org", "project", "team", "user") if raw.get(s)}
+    subject = {}
+    for scope in ("org", "project", "team", "user"):
+        value = raw.get(scope)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+            # user: 0 was dropped (the key charged no user), user: [a, b] charged the user "['a', 'b']"
+            raise ConfigError(f"{where}.{scope} must be a non-empty string, got {value!r}")
+        subject[scope] = str(value)
     _check_project(subject.get("project"), where)
     secret = raw.get("sigv4_secret")
     if raw.get("sigv4_secret_env"):
-        secret = os.environ.get(str(raw["sigv4_secret_env"]))
+        secret = os.environ.get(str(_env_name(raw["sigv4_secret_env"], f"{where}.sigv4_secret_env")))
         if not secret:
             raise ConfigError(f"{where}.sigv4_secret_env: {raw['sigv4_secret_env']} is not set")
     if secret is not None and (not isinstance(secret, str) or len(secret) < 8):
@@ -706,7 +759,13 @@ def _digest(raw: Mapping[str, Any], where: str) -> str:
     if raw.get("key"):
         return hashlib.sha256(str(raw["key"]).encode()).hexdigest()
     if raw.get("key_sha256"):
-        return str(raw["key_sha256"]).lower()
+        digest = str(raw["key_sha256"]).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):  # no presented key could ever match it
+            raise ConfigError(
+                f"{where}.key_sha256 must be 64 hex digits, the SHA-256 of the key "
+                '(printf %s "$KEY" | sha256sum)'
+            )
+        return digest
     raise ConfigError(f"{where}: needs 'key' or 'key_sha256'")
 
 

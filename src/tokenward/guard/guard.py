@@ -50,14 +50,14 @@ from tokenward.ledger import AsyncLedger, Ledger, open_async_ledger, open_ledger
 from tokenward.ledger.base import ThreadedAsyncLedger, new_id
 from tokenward.ledger.records import Denial
 
-__all__ = ["AsyncGuard", "Guard"]
+__all__ = ["AsyncGuard", "Guard", "check_settings"]
 
 log = logging.getLogger("tokenward.guard")
 
 T = TypeVar("T")
 
 
-def _check_settings(settings: GuardSettings, prices: PriceBook) -> None:
+def check_settings(settings: GuardSettings, prices: PriceBook) -> None:
     """Refuse an unknown-model policy the price book cannot serve, when the guard is built."""
     if settings.unknown_model not in ("flag", "default", "deny"):
         raise ConfigError(f"unknown_model must be flag, default or deny, got {settings.unknown_model!r}")
@@ -200,7 +200,7 @@ class Guard:
         self.prices = prices or PriceBook.default()
         self.settings = settings or GuardSettings()
         self.observers = Observers(observers)
-        _check_settings(self.settings, self.prices)
+        check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
         self.signal = SettleSignal()
         """Wakes the calls waiting for holds to settle when one of this guard's calls settles."""
@@ -533,7 +533,7 @@ class AsyncGuard:
         )
         self.prices = prices or PriceBook.default()
         self.settings = settings or GuardSettings()
-        _check_settings(self.settings, self.prices)
+        check_settings(self.settings, self.prices)
         self.calibration = CalibrationCache()
         self.signal = SettleSignal()
         """Wakes the calls waiting for holds to settle when one of this guard's calls settles."""

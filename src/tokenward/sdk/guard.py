@@ -15,6 +15,7 @@ callbacks.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import uuid
 import weakref
@@ -24,7 +25,14 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from tokenward.core.budgets import Budget, Subject, parse_budget_spec, parse_short_spec, short_spec
+from tokenward.core.budgets import (
+    METERS,
+    Budget,
+    Subject,
+    parse_budget_spec,
+    parse_short_spec,
+    short_spec,
+)
 from tokenward.core.decide import Balance
 from tokenward.core.pricebook import PriceBook
 from tokenward.core.usage import Usage
@@ -296,7 +304,7 @@ class Guard(Engine):
         self,
         ledger: Ledger | str | None = None,
         *,
-        budgets: Iterable[Budget | str] = (),
+        budgets: Budget | str | Iterable[Budget | str] = (),
         prices: PriceBook | None = None,
         settings: GuardSettings | None = None,
         degrade: Degrade | None = None,
@@ -314,7 +322,8 @@ class Guard(Engine):
         self._aio: AsyncGuard | None = None
         self.leases = Renewer(lambda holder, ttl, key: self.ledger.renew_lease(key, holder, ttl))
         """Renews the leases of the sessions open in this process (:meth:`session`)."""
-        made = [parse_budget_spec(b) if isinstance(b, str) else b for b in budgets]
+        # one spec or Budget on its own is one budget (a string was read as one spec per character)
+        made = [parse_budget_spec(b) if isinstance(b, str) else b for b in _as_list(budgets)]
         for budget in made:
             self.ledger.put_budget(budget)
         self._users = sorted({b.subject_id for b in made if b.scope == "user" and b.subject_id})
@@ -410,14 +419,14 @@ class Guard(Engine):
             from tokenward.sdk.boto import wrap_bedrock_runtime
 
             boto = TransportSettings(
-                degrade=policy, subject=self.subject, check=lambda: self.unattributed.check(self.defaults)
+                degrade=policy, subject=self._charged, check=lambda: self.unattributed.check(self.defaults)
             )
             return wrap_bedrock_runtime(client, self, boto)
         settings = TransportSettings(
             degrade=policy,
             provider=provider,
             deployments=mapped,
-            subject=self.subject,
+            subject=self._charged,
             check=lambda: self.unattributed.check(self.defaults),
             bound_non_streamed=bound_non_streamed,
         )
@@ -536,7 +545,7 @@ class Guard(Engine):
             )
         # what a gateway is sent to enforce them (tokenward.gateway.carried)
         carried = {scope: tuple(short_spec(b, named=False) for b in made)} if made else None
-        held = {meter: Decimal(str(amount)) for meter, amount in (reserve or {}).items()}
+        held = _reserve(scope, value, reserve)
         key, holder, ttl = f"{scope}:{value}", f"{this_process()}/{uuid.uuid4().hex[:12]}", self.settings.ttl
         self.ledger.join_lease(key, holder, ttl=ttl, budgets=made, keep=keep_budget)
         member = _Member()  # renewed while this block runs (held weakly by the renewer)
@@ -582,8 +591,17 @@ class Guard(Engine):
         alice's)."""
         return self.ledger.balances(self._reported(subject))
 
+    def _charged(self) -> Subject:
+        """Whom a call made here through a wrapped client is charged to: the attribution in force
+        over the defaults, and outside every session and task, when they name no user, the one
+        user the guard's own budgets name (``Guard(budgets=["user=alice:cost_usd=5/day"])``), so
+        that the budget :meth:`remaining` and :meth:`budget_note` report is the one that applies
+        (they reported alice's budget while such calls were charged to no user at all)."""
+        return self._reported(None)
+
     def _reported(self, subject: Subject | None) -> Subject:
-        """Whom :meth:`balances`, :meth:`remaining` and :meth:`budget_note` report on."""
+        """Whom :meth:`balances`, :meth:`remaining` and :meth:`budget_note` report on, and
+        (``subject`` None) whom a call is charged to (:meth:`_charged`)."""
         resolved = self.subject(subject)
         outside = subject is None and current().subject == Subject()
         if outside and resolved.user is None and len(self._users) == 1:
@@ -669,6 +687,42 @@ _UNITS = {
     "output_tokens": "output tokens",
     "requests": "calls",
 }
+
+
+def _reserve(scope: str, value: str, reserve: Mapping[str, Decimal | int | str] | None) -> dict[str, Decimal]:
+    """A session's or task's final-answer reserve, checked: built-in meters (a custom meter is never
+    held by an LLM call) and amounts of at least 0.
+
+    Raises:
+        ConfigError: a mistyped meter (``total_token`` reserved nothing, without a word), or an
+            amount that is no number or is negative (a negative reserve was room *added* to every
+            hard budget of its meter: ``-1000`` let calls spend 1,000 tokens past the limit).
+    """
+    if reserve is None:
+        return {}
+    if not isinstance(reserve, Mapping):
+        raise ConfigError(
+            f"{scope} {value!r}: reserve must map a meter to an amount, e.g. {{'total_tokens': 2000}}"
+        )
+    held: dict[str, Decimal] = {}
+    for meter, amount in reserve.items():
+        if meter not in METERS:
+            close = difflib.get_close_matches(str(meter), METERS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{scope} {value!r}: reserve of unknown meter {meter!r}; {hint}the meters a call holds are "
+                f"{', '.join(METERS)}"
+            )
+        try:
+            if isinstance(amount, bool):
+                raise ArithmeticError
+            number = Decimal(str(amount).strip())
+        except ArithmeticError:
+            raise ConfigError(f"{scope} {value!r}: reserve {meter}: {amount!r} is not a number") from None
+        if not number.is_finite() or number < 0:
+            raise ConfigError(f"{scope} {value!r}: reserve {meter} must be a number >= 0, got {amount!r}")
+        held[meter] = number
+    return held
 
 
 def _as_list(budget: Budget | str | Iterable[Budget | str] | None) -> list[Budget | str]:

@@ -45,11 +45,36 @@ class Degrade:
     marked_only: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "below", Decimal(str(self.below)))
+        object.__setattr__(self, "below", _share(self.below))
         if not Decimal(0) < self.below <= Decimal(1):
             raise ConfigError(f"degrade.below must be a share between 0 and 1, got {self.below}")
+        tokens = self.thinking_budget_tokens
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+            raise ConfigError(
+                f"degrade.thinking_budget_tokens must be a whole number of tokens >= 1, got {tokens!r}"
+            )
         if self.reasoning_effort is not None and self.reasoning_effort not in _EFFORTS:
             raise ConfigError(f"degrade.reasoning_effort must be one of {', '.join(_EFFORTS)}")
+
+
+def _share(value: Any) -> Decimal:
+    """``below`` as a share: ``0.2``, ``"0.2"`` or the percent ``"20%"``.
+
+    Raises:
+        ConfigError: anything else (``"20%"`` used to stop the gateway with a decimal error).
+    """
+    text = str(value).strip()
+    try:
+        if isinstance(value, bool):
+            raise ArithmeticError
+        share = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
+    except ArithmeticError:
+        raise ConfigError(
+            f"degrade.below must be a share (0.2) or a percent ('20%'), got {value!r}"
+        ) from None
+    if not share.is_finite():
+        raise ConfigError(f"degrade.below must be a share between 0 and 1, got {value!r}")
+    return share
 
 
 def remaining_share(balances: Iterable[Balance], *, marked_only: bool = False) -> Decimal | None:

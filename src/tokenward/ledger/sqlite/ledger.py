@@ -68,7 +68,9 @@ def path_from_url(url: str) -> Path:
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigError(f"not a sqlite URL: {url!r}")
-    if parts.netloc:
+    if parts.netloc or not url.partition(":")[2].startswith("///"):
+        # sqlite:/var/lib/tw.db (one slash) and sqlite:tw.db were read as relative paths: the
+        # first, meant as absolute, opened a second ledger under the working directory
         raise ConfigError(f"{url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
     path = unquote(parts.path)[1:] if parts.path.startswith("/") else unquote(parts.path)
     if not path:
