@@ -366,6 +366,25 @@ def test_calls_outside_a_session_are_charged_to_the_user_remaining_reports(fake)
     assert [e.subject.user for e in two.ledger.events()] == [None, None]
 
 
+def test_a_session_opened_inside_another_is_refused_not_left_to_drop_the_outer_budget(fake, guard) -> None:
+    """A call has one session: a session opened inside another took its place, and the outer
+    session's budget stopped applying (52 tokens went through a 30-token budget). It is refused,
+    naming both, before anything is charged; the outer session goes on as before."""
+    client = oai(fake, guard)
+    with guard.session("s1", budget="total_tokens=30"):
+        with pytest.raises(tokenward.ConfigError, match="session 's2' opened inside session 's1'"):
+            with guard.session("s2"):
+                pass
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
+        with pytest.raises(tokenward.BudgetExceeded):  # s1's budget still applies
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+        with guard.task("t1"):
+            with pytest.raises(tokenward.ConfigError, match="task 't2' opened inside task 't1'"):
+                with guard.task("t2"):
+                    pass
+    assert [e.subject.session for e in guard.ledger.events()] == ["s1"]
+
+
 def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:
     """``guard.task`` (documented in issue 15): a call inside both is charged to both."""
     client = oai(fake, guard)

@@ -484,7 +484,9 @@ class Guard(Engine):
             ConfigError: a malformed budget spec or reserve, or an undeclared custom meter (a
                 mistyped ``total_token``); or budgets other than those another worker of the
                 session declared (both named); or, on a call through a gateway, a key that may
-                not carry the session's budgets.
+                not carry the session's budgets; or a session opened inside another session (a
+                call has one session: the outer one's budgets would stop applying; use
+                :meth:`task` for a part of a session).
         """
         with self._scope("session", session_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -515,7 +517,8 @@ class Guard(Engine):
         ``**scopes`` likewise.
 
         Raises:
-            ConfigError: a malformed budget spec or reserve, or an undeclared custom meter.
+            ConfigError: a malformed budget spec or reserve, or an undeclared custom meter; or a
+                task opened inside another task (a call has one task).
         """
         with self._scope("task", task_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -537,6 +540,16 @@ class Guard(Engine):
         tags: Mapping[str, str] | None,
         scopes: Mapping[str, str | None],
     ) -> Iterator[Session]:
+        outer = current().subject.value(scope)
+        if outer is not None and outer != value:
+            # a call has one session (one task): the inner block would take the outer one's
+            # place, and the outer one's budgets would silently stop applying to its calls
+            hint = "guard.task(...) for a part of it" if scope == "session" else "one task at a time"
+            raise ConfigError(
+                f"{scope} {value!r} opened inside {scope} {outer!r}: a call is charged to one {scope}, "
+                f"so {outer!r}'s budgets would not apply to the calls inside; use {hint}, or open "
+                f"{value!r} outside {outer!r}"
+            )
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
         names = [b.name for b in made]
         if len(set(names)) != len(names):  # one would silently replace the other
