@@ -10,7 +10,7 @@ ROOT = {
     "AsyncGuard", "Budget", "BudgetError", "BudgetExceeded", "Clock", "ConfigError", "ContextTooLarge", "Cost", "Degrade",
     "Guard", "LedgerError", "ManualClock", "MissingDependency", "Price", "PriceBook", "PromptTooLarge", "Session",
     "Subject", "SystemClock", "TokenwardError", "UnattributedCall", "UnattributedCallWarning",
-    "UnpricedCall", "Usage", "UsageEvent", "ValidationError", "Window", "__version__",
+    "UnmeteredCall", "UnpricedCall", "Usage", "UsageEvent", "ValidationError", "Window", "__version__",
     "open_async_ledger", "open_ledger", "parse_budget_spec",
 }  # fmt: skip
 

@@ -24,6 +24,7 @@ from tokenward.errors import (
     TokenwardError,
     UnattributedCall,
     UnattributedCallWarning,
+    UnmeteredCall,
     UnpricedCall,
     ValidationError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "TokenwardError",
     "UnattributedCall",
     "UnattributedCallWarning",
+    "UnmeteredCall",
     "UnpricedCall",
     "Usage",
     "UsageEvent",

@@ -240,6 +240,29 @@ class UnpricedCall(BudgetError):
         )
 
 
+class UnmeteredCall(BudgetError):
+    """A wrapped client made a call the provider bills but tokenward cannot meter (an OpenAI
+    audio translation, image variation, video, Assistants run, batch; an Anthropic message
+    batch): its cost could not be held nor charged, so no budget could apply to it.
+
+    Raised before the call is sent, unless the client was wrapped with ``unmetered="allow"``
+    (then the call is made, and is not in the ledger).
+
+    Attributes:
+        method: the HTTP method.
+        path: the URL path of the call.
+    """
+
+    def __init__(self, method: str, path: str) -> None:
+        self.method = method
+        self.path = path
+        super().__init__(
+            f"{method} {path} is billed by the provider, but tokenward cannot meter it, so no "
+            "budget would apply to it; the call was not made. Wrap the client with "
+            "unmetered='allow' to make such calls uncharged, or make them with an unwrapped client"
+        )
+
+
 class ContextTooLarge(BudgetError):
     """The messages cannot be fitted to the input bound: the system prompt and the turns that
     must be kept are already over it (:meth:`tokenward.Session.fit`).

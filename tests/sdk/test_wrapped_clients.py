@@ -401,3 +401,36 @@ def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:
         ("run-7", "issue-1"),
         ("run-7", "issue-2"),
     ]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # audio translations, Assistants
+def test_a_billed_call_tokenward_cannot_meter_is_refused_before_it_is_sent(fake, guard) -> None:
+    """An audio translation, an Assistants run, an Anthropic message batch: the provider bills
+    them, tokenward cannot meter them, and a wrapped client passed them on untouched, uncharged
+    under a hard budget. They raise ``UnmeteredCall`` (also the SDK's own error type) before
+    anything is sent; ``unmetered="allow"`` sends them (here to the fake provider, which serves
+    none of them: its 404 shows the call went out)."""
+    client = oai(fake, guard)
+    with pytest.raises(tokenward.UnmeteredCall) as refused:
+        client.audio.translations.create(model="whisper-1", file=("a.wav", b"RIFF0000WAVE", "audio/wav"))
+    assert isinstance(refused.value, openai.OpenAIError)
+    assert refused.value.path == "/v1/audio/translations"
+    with pytest.raises(tokenward.UnmeteredCall):
+        client.beta.threads.runs.create(thread_id="thread_1", assistant_id="asst_1")
+    with pytest.raises(openai.NotFoundError):  # adding a message to a thread is not billed: sent on
+        client.beta.threads.messages.create(thread_id="thread_1", role="user", content="hi")
+    ant = guard.wrap(anthropic.Anthropic(api_key=UPSTREAM_KEY, base_url=fake.url, max_retries=0))
+    with pytest.raises(tokenward.UnmeteredCall) as batch:
+        ant.messages.batches.create(
+            requests=[{"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": MESSAGES}}]
+        )
+    assert isinstance(batch.value, anthropic.AnthropicError)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # metered calls go on
+    assert len(guard.ledger.events()) == 1
+    allowed = guard.wrap(
+        openai.OpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1", max_retries=0), unmetered="allow"
+    )
+    with pytest.raises(openai.NotFoundError):
+        allowed.audio.translations.create(model="whisper-1", file=("a.wav", b"RIFF0000WAVE", "audio/wav"))
+    with pytest.raises(tokenward.ConfigError, match="unmetered must be"):
+        guard.wrap(openai.OpenAI(api_key=UPSTREAM_KEY, base_url=f"{fake.url}/v1"), unmetered="yes")

@@ -98,6 +98,7 @@ def wrap_client(
         bound_non_streamed=settings.bound_non_streamed,
         carried=settings.carried,
         deployments=settings.deployments,
+        unmetered=settings.unmetered,
         # AnthropicBedrock signs (SigV4) before the transport: a rewritten body is signed again
         resign=getattr(client, "_prepare_request", None)
         if type(client).__name__.endswith("AnthropicBedrock")
@@ -154,6 +155,7 @@ def _wrap_genai(
         check=settings.check,
         bound_non_streamed=settings.bound_non_streamed,
         carried=settings.carried,
+        unmetered=settings.unmetered,
     )
     pairs: list[tuple[Any, type, Any]] = [
         (sync_http, sync_cls, sync_guard),

@@ -366,6 +366,7 @@ class Guard(Engine):
         error_bases: tuple[type[Exception], ...] = (),
         bound_non_streamed: str = "stream",
         deployments: Mapping[str, str | Mapping[str, Any]] | None = None,
+        unmetered: str = "deny",
     ) -> C:
         """Guard every usage-producing call of an ``openai.OpenAI``/``AsyncOpenAI`` (and
         ``AzureOpenAI``), ``anthropic.Anthropic``/``AsyncAnthropic`` (and ``AnthropicVertex``),
@@ -397,15 +398,21 @@ class Guard(Engine):
                 where the table has one, else OpenAI's times the multiplier, marked estimated. A
                 prompt Azure's content filter refuses (400 ``content_filter``) is charged, as Azure
                 bills it (:mod:`tokenward.guard.wire.azure`).
+            unmetered: ``deny`` (default): a call the provider bills but tokenward cannot meter
+                (audio translations, image variations, videos, Assistants runs, batches, Anthropic
+                message batches) raises :class:`~tokenward.errors.UnmeteredCall` before it is
+                sent; ``allow``: it is made, and is in no budget nor the ledger.
 
         Raises:
-            ConfigError: not a client tokenward can wrap, an unknown ``bound_non_streamed``, or a
-                malformed ``deployments`` entry.
+            ConfigError: not a client tokenward can wrap, an unknown ``bound_non_streamed`` or
+                ``unmetered``, or a malformed ``deployments`` entry.
         """
         if bound_non_streamed not in BOUND_MODES:
             raise ConfigError(
                 f"bound_non_streamed must be one of {', '.join(BOUND_MODES)}, got {bound_non_streamed!r}"
             )
+        if unmetered not in ("deny", "allow"):
+            raise ConfigError(f"unmetered must be 'deny' or 'allow', got {unmetered!r}")
         # Without a policy of its own the guard still degrades calls for budgets whose action is
         # ``degrade`` (with the default policy: less reasoning below 20 % left).
         policy = self.degrade if self.degrade is not None else Degrade(marked_only=True)
@@ -429,6 +436,7 @@ class Guard(Engine):
             subject=self._charged,
             check=lambda: self.unattributed.check(self.defaults),
             bound_non_streamed=bound_non_streamed,
+            unmetered=unmetered,
         )
         return wrap_client(
             client,

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from tokenward.core.budgets import Subject
-from tokenward.errors import BudgetExceeded, ConfigError, ContextTooLarge, ValidationError
+from tokenward.errors import BudgetExceeded, ConfigError, ContextTooLarge, UnmeteredCall, ValidationError
 from tokenward.guard import Admission, Outcome
 from tokenward.guard.context import conversation_growth
 from tokenward.guard.wire.azure import content_filtered, filtered_outcome, renamed
@@ -81,9 +82,27 @@ _MEDIA_DIALECTS = {"openai-images", "openai-transcription", "openai-speech"}
 """Endpoints whose requests are refused when tokenward cannot read them (an audio file whose
 duration is unreadable): their price could not be held, and letting them through unguarded
 would leave them uncharged."""
+_UNMETERED = re.compile(
+    r"/(?:audio/translations|images/variations|responses/compact|videos(?:/[^/]+/remix)?"
+    r"|threads(?:/[^/]+)?/runs(?:/[^/]+/submit_tool_outputs)?|batches|fine_tuning/jobs"
+    r"|messages/batches)$"
+)
+"""POST paths (suffixes) a provider bills that tokenward does not meter, from the ``openai`` and
+``anthropic`` packages' resources: audio translations, image variations, Responses compaction,
+videos and their remixes, Assistants runs, batches, fine-tuning jobs, Anthropic message batches.
+A wrapped client refuses them (:class:`~tokenward.errors.UnmeteredCall`) unless wrapped with
+``unmetered="allow"``: passing them on untouched would leave them uncharged under every budget."""
+_THREAD_MESSAGES = re.compile(r"/threads/[^/]+/messages$")
+"""OpenAI Assistants' ``POST /threads/{id}/messages`` (adding a message, not billed), which ends
+like Anthropic's ``/messages``."""
 _KNOWN_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic"}
 _AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 _DROP_RESPONSE_HEADERS = {"content-length", "content-encoding", "transfer-encoding"}
+
+
+def unmetered(method: str, path: str) -> bool:
+    """Whether a request is a billed call tokenward cannot meter (:data:`_UNMETERED`)."""
+    return method.upper() == "POST" and _UNMETERED.search(path.rstrip("/")) is not None
 
 
 def endpoint_for(method: str, path: str) -> Endpoint | None:
@@ -91,6 +110,8 @@ def endpoint_for(method: str, path: str) -> Endpoint | None:
     if method.upper() != "POST":
         return None
     path = path.rstrip("/")
+    if _THREAD_MESSAGES.search(path):  # an Assistants thread's message, not Anthropic's Messages
+        return None
     found = next((endpoint for suffix, endpoint in _ENDPOINTS if path.endswith(suffix)), None)
     if found is None and (route := addressed(method, path)) is not None:
         return route.endpoint  # Gemini, Claude on Vertex AI: the model is in the URL
@@ -145,6 +166,9 @@ class TransportSettings:
     """The budgets of the session and task in force, as short forms by scope (sent to gateways)."""
     deployments: Mapping[str, tuple[str, Decimal | None]] = field(default_factory=dict)
     resign: Callable[[Any], Any] | None = None
+    unmetered: str = "deny"
+    """``deny``: a billed call tokenward cannot meter is refused (:func:`unmetered`); ``allow``:
+    it is made, uncharged."""
 
 
 def _provider(settings: TransportSettings, host: str, endpoint: Endpoint) -> str:
@@ -536,7 +560,18 @@ def transport_classes(module: Any) -> tuple[type, type]:
 
         def _check(self, request: Any) -> None:
             """The unattributed-call check for an LLM call sent on untouched (to a gateway, which
-            charges it by the attribution headers)."""
+            charges it by the attribution headers); the refusal of a billed call tokenward cannot
+            meter, sent anywhere but a gateway (which refuses it itself).
+
+            Raises:
+                UnmeteredCall: see :func:`unmetered` (in the SDK's own error type).
+            """
+            if (
+                self.settings.unmetered != "allow"
+                and unmetered(request.method, request.url.path)
+                and GatewayMemory.key(request.url) not in self.gateways.hosts
+            ):
+                raise self.settings.raise_as(UnmeteredCall(request.method, request.url.path))
             if endpoint_for(request.method, request.url.path) is None:
                 return
             try:
