@@ -167,7 +167,13 @@ def test_many_busy_subjects_are_read_at_most_max_refreshes_per_second_in_all(tmp
     assert 1 <= in_first_second <= 5, in_first_second  # 4 a second (+1: the first is not waited)
     samples = _samples(prom.exposition().decode())
     for i in range(30):  # flush read every subject still waiting
-        labels = {"budget": "s-cap", "scope": "session", "subject_id": f"s-{i}", "meter": "total_tokens", "window": "none"}
+        labels = {
+            "budget": "s-cap",
+            "scope": "session",
+            "subject_id": f"s-{i}",
+            "meter": "total_tokens",
+            "window": "none",
+        }
         assert _value(samples, "tokenward_budget_spent", **labels) == 40
 
 

@@ -372,16 +372,20 @@ def test_a_session_opened_inside_another_is_refused_not_left_to_drop_the_outer_b
     naming both, before anything is charged; the outer session goes on as before."""
     client = oai(fake, guard)
     with guard.session("s1", budget="total_tokens=30"):
-        with pytest.raises(tokenward.ConfigError, match="session 's2' opened inside session 's1'"):
-            with guard.session("s2"):
-                pass
+        with (
+            pytest.raises(tokenward.ConfigError, match="session 's2' opened inside session 's1'"),
+            guard.session("s2"),
+        ):
+            pass
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # 26
         with pytest.raises(tokenward.BudgetExceeded):  # s1's budget still applies
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
-        with guard.task("t1"):
-            with pytest.raises(tokenward.ConfigError, match="task 't2' opened inside task 't1'"):
-                with guard.task("t2"):
-                    pass
+        with (
+            guard.task("t1"),
+            pytest.raises(tokenward.ConfigError, match="task 't2' opened inside task 't1'"),
+            guard.task("t2"),
+        ):
+            pass
     assert [e.subject.session for e in guard.ledger.events()] == ["s1"]
 
 
@@ -422,7 +426,12 @@ def test_a_billed_call_tokenward_cannot_meter_is_refused_before_it_is_sent(fake,
     ant = guard.wrap(anthropic.Anthropic(api_key=UPSTREAM_KEY, base_url=fake.url, max_retries=0))
     with pytest.raises(tokenward.UnmeteredCall) as batch:
         ant.messages.batches.create(
-            requests=[{"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": MESSAGES}}]
+            requests=[
+                {
+                    "custom_id": "a",
+                    "params": {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": MESSAGES},
+                }
+            ]
         )
     assert isinstance(batch.value, anthropic.AnthropicError)
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # metered calls go on
