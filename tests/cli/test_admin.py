@@ -130,7 +130,8 @@ def test_changing_a_budget_the_config_file_owns_warns(start_gateway: Callable[..
     other = runner.invoke(
         app, ["budgets", "set", "user:total_tokens=5", "--name", "mine", "--ledger", gateway.ledger_url]
     )
-    assert other.exit_code == 0 and "warning" not in other.output
+    assert other.exit_code == 0 and "config file" not in other.output  # not the file's budget
+    assert "warning: budget 'from-file' limits the same total_tokens" in other.output  # but alike
 
 
 def test_model_budgets_and_tagged_keys_from_the_cli(tmp_path: Any) -> None:
@@ -189,6 +190,32 @@ def test_a_model_budget_naming_an_unknown_model_is_warned_about(tmp_path) -> Non
         app, ["budgets", "set", "user:cost_usd=5;models=gpt-4o-mini,claude-*", "--ledger", url]
     )
     assert fine.exit_code == 0 and "warning" not in fine.output
+
+
+def test_setting_a_new_limit_under_a_new_name_warns_that_the_old_budget_still_applies(tmp_path) -> None:
+    """The default name holds the limit: ``user=alice:cost_usd=10/day`` after ``...=5/day`` is a
+    second budget, and the first (tighter) one still decides, which the user meant to raise."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    first = runner.invoke(app, ["budgets", "set", "user=alice:cost_usd=5/day", "--ledger", url])
+    assert first.exit_code == 0 and "warning" not in first.output, first.output
+    raised = runner.invoke(app, ["budgets", "set", "user=alice:cost_usd=10/day", "--ledger", url])
+    assert raised.exit_code == 0, raised.output
+    assert "warning: budget 'user=alice:cost_usd=5/day' limits the same cost_usd (limit 5)" in raised.output
+    again = runner.invoke(  # set under its own name: the limit changes, nothing to warn about
+        app,
+        [
+            "budgets",
+            "set",
+            "user=alice:cost_usd=10/day",
+            "--name",
+            "user=alice:cost_usd=5/day",
+            "--ledger",
+            url,
+        ],
+    )
+    assert "'user=alice:cost_usd=5/day' limits" not in again.output
+    other = runner.invoke(app, ["budgets", "set", "user=bob:cost_usd=10/day", "--ledger", url])
+    assert "warning" not in other.output  # another user's budget is not alike
 
 
 def test_two_model_budgets_of_one_spec_are_two_budgets(tmp_path) -> None:

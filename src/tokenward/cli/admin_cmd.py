@@ -188,6 +188,27 @@ def budgets_set(
         )
     _warn_if_config_owned(data["name"], "changed", gateway, admin_key, ledger)
     _warn_unknown_models(data["name"], data.get("models") or [])
+    _warn_alike(data, _call("GET", "/admin/budgets", gateway, admin_key, ledger=ledger)["budgets"])
+
+
+def _warn_alike(made: dict[str, Any], budgets: list[dict[str, Any]]) -> None:
+    """Warn about the other budgets on the same subject, meter, window and models as the one just
+    set: the default name holds the limit, so setting ``user=alice:cost_usd=10/day`` after
+    ``...=5/day`` makes a second budget, and the first, tighter one still decides."""
+
+    def shape(b: dict[str, Any]) -> tuple[Any, ...]:
+        return (b["scope"], b.get("subject_id"), b["meter"], b["window"], tuple(b.get("models") or ()))
+
+    for other in budgets:
+        if other["name"] != made["name"] and shape(other) == shape(made):
+            err.print(
+                f"warning: budget {other['name']!r} limits the same {made['meter']} (limit "
+                f"{other['limit']}): both apply, and the tighter decides; to change that limit, set it "
+                f"under its name (--name {other['name']!r}) or delete it (tokenward budgets delete)",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def _warn_unknown_models(name: str, models: list[str]) -> None:
