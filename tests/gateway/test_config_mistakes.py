@@ -190,3 +190,36 @@ def test_sigv4_secret_env_names_a_variable_never_holds_the_secret() -> None:
     with pytest.raises(ConfigError, match=r"keys\[0\]\.sigv4_secret_env must name the environment") as e:
         load(keys=[key])
     assert "wJalrXUtnFEMI" not in str(e.value)
+
+
+def test_relative_spool_and_events_paths_are_taken_from_the_config_folder(tmp_path, monkeypatch) -> None:
+    """Every relative path in the file is taken from its folder; the ledger's ``spool=`` and a
+    ``redis://`` ledger's ``events=sqlite:///`` were taken from the working directory, so a
+    gateway started from elsewhere never replayed its spool (those charges were lost) and wrote
+    its events to another file."""
+    from tokenward.ledger.redis.state import parse_redis_url
+    from tokenward.ledger.sqlite.ledger import parse_sqlite_url
+
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    upstream = "upstreams: [{name: f, provider: fake}]\nkeys: [{key: k, name: k}]\n"
+    (folder / "a.yaml").write_text(upstream + "ledger: sqlite:///ledger.db?spool=held.spool&timeout=5\n")
+    settings = parse_sqlite_url(GatewayConfig.load(folder / "a.yaml").ledger)
+    assert (settings.path, settings.spool, settings.timeout) == (
+        folder / "ledger.db",
+        folder / "held.spool",
+        5,
+    )
+    (folder / "b.yaml").write_text(
+        upstream + "ledger: redis://127.0.0.1:6379/0?spool=r.spool&events=sqlite:///events.db?spool=e.spool\n"
+    )
+    redis = parse_redis_url(GatewayConfig.load(folder / "b.yaml").ledger)
+    assert redis.spool == folder / "r.spool"
+    events = parse_sqlite_url(redis.events_url)
+    assert (events.path, events.spool) == (folder / "events.db", folder / "e.spool")
+    (folder / "c.yaml").write_text(
+        upstream + f"ledger: sqlite:///{tmp_path}/abs.db?spool={tmp_path}/abs.spool\n"
+    )
+    settings = parse_sqlite_url(GatewayConfig.load(folder / "c.yaml").ledger)
+    assert (settings.path, settings.spool) == (tmp_path / "abs.db", tmp_path / "abs.spool")  # absolute: kept

@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import unquote
 from typing import Any
 
 from tokenward.core.budgets import Budget
@@ -433,14 +434,8 @@ class GatewayConfig:
         if prices is not None and base_dir is not None and not Path(str(prices)).is_absolute():
             prices = str(base_dir / str(prices))
         ledger = data.get("ledger")
-        if (
-            isinstance(ledger, str)
-            and ledger.startswith("sqlite:///")
-            and not ledger.startswith("sqlite:////")
-        ):
-            relative = ledger.removeprefix("sqlite:///")
-            if base_dir is not None:
-                ledger = f"sqlite:///{base_dir / relative}"
+        if isinstance(ledger, str) and base_dir is not None:
+            ledger = _anchored(ledger, base_dir)
         return cls(
             upstreams=upstreams,
             keys=keys,
@@ -861,3 +856,23 @@ def _settings(raw: Any) -> GuardSettings:
         unknown_model=unknown_model,
         **_holding(raw),
     )
+
+
+def _anchored(url: str, base_dir: Path) -> str:
+    """A ledger URL with its relative file paths taken from the config file's folder, as every
+    other path in the file: a ``sqlite:///`` file, a ``spool=`` file, and those of the URL given
+    as ``events=`` (``redis://...?spool=s.spool&events=sqlite:///events.db``). A spool left in
+    another working directory is never replayed, so its charges would be lost."""
+    head, sep, events = url.partition("events=")
+    if sep:  # events= is the last parameter, and the rest of the URL is its own
+        return _anchored(head, base_dir) + sep + _anchored(events, base_dir)
+    path, mark, query = url.partition("?")
+    if path.startswith("sqlite:///") and not path.startswith("sqlite:////"):
+        path = f"sqlite:///{base_dir / path.removeprefix('sqlite:///')}"
+    items = []
+    for item in query.split("&") if mark else ():
+        name, eq, value = item.partition("=")
+        if name == "spool" and value and not Path(unquote(value)).is_absolute():
+            value = str(base_dir / unquote(value))
+        items.append(name + eq + value)
+    return path + mark + "&".join(items)
