@@ -69,8 +69,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import unquote
 from typing import Any
+from urllib.parse import unquote
 
 from tokenward.core.budgets import Budget
 from tokenward.core.modifiers import vertex_uplifted
