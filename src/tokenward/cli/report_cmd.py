@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokenward.cli.common import Command, Group, err, friendly, out
 from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV, check_exists, open_existing_ledger
 from tokenward.clock import parse_instant  # re-exported: the dates every report option reads
-from tokenward.core.budgets import SCOPES, Subject
+from tokenward.core.budgets import SCOPES, Subject, ungrouped
 from tokenward.errors import ConfigError
 from tokenward.numbers import plain
 
@@ -371,7 +371,7 @@ def ab_command(
         if not sep:
             raise ConfigError(f"--budget {budget!r}: use METER=LIMIT, e.g. cost_usd=0.50")
         try:
-            limit = Decimal(amount.strip().lstrip("$").replace(",", ""))
+            limit = Decimal(ungrouped(amount, f"--budget {budget!r}").strip().lstrip("$"))
         except ArithmeticError:
             raise ConfigError(f"--budget {budget!r}: {amount!r} is not a number") from None
         meter = meter.strip()

@@ -77,6 +77,7 @@ __all__ = [
     "parse_short_spec",
     "short_name",
     "short_spec",
+    "ungrouped",
 ]
 
 SCOPES: tuple[str, ...] = ("org", "project", "team", "user", "key", "agent", "session", "task")
@@ -544,7 +545,7 @@ def _sized(number: Decimal) -> bool:
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
 
 
-def _ungrouped(value: Any, where: str) -> str:
+def ungrouped(value: Any, where: str) -> str:
     """``value`` as text without ``_`` and thousands separators (``"1,000,000"``, ``"5_000"``).
 
     A comma is read only as a thousands separator (a digit group of three after it): ``"0,50"``
@@ -572,7 +573,7 @@ def _whole(value: Any, where: str) -> int | None:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     try:
-        return int(_ungrouped(value, where))
+        return int(ungrouped(value, where))
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not a whole number") from None
 
@@ -581,7 +582,7 @@ def _amount(value: Any, where: str) -> Decimal:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     try:
-        number = Decimal(_ungrouped(value, where).lstrip("$"))
+        number = Decimal(ungrouped(value, where).lstrip("$"))
     except InvalidOperation:
         raise ConfigError(f"{where}: {value!r} is not a number") from None
     if not number.is_finite() or number < 0:

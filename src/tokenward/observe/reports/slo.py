@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from tokenward.core.budgets import ungrouped
 from tokenward.errors import ConfigError
 from tokenward.numbers import plain
 from tokenward.observe.reports.output import Table
@@ -142,7 +143,7 @@ class SLO:
 
 def _number(value: Any, where: str) -> Decimal:
     try:
-        number = Decimal(str(value).replace(",", "").replace("_", "").lstrip("$").strip())
+        number = Decimal(ungrouped(value, where).lstrip("$").strip())
     except InvalidOperation:
         raise ConfigError(f"{where}: {value!r} is not a number") from None
     if not number.is_finite() or number < 0:
