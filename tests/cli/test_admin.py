@@ -266,3 +266,28 @@ def test_budgets_set_keeps_the_specs_mode(tmp_path) -> None:
         }
     finally:
         store.close()
+
+
+def test_a_limit_written_with_a_dollar_or_thousands_commas_gets_a_name_it_can_have(tmp_path) -> None:
+    """``cost_usd=$5`` and ``total_tokens=1,000`` are limits tokenward reads, but their default
+    names (the spec) held characters no name may have, so the budget could not be set at all,
+    not even with ``--name``."""
+    from tokenward.ledger import open_ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    for args in (
+        ["user=alice:cost_usd=$5"],
+        ["user=bob:total_tokens=1,000"],
+        ["user=carol:cost_usd=$5", "--name", "carol-usd"],
+    ):
+        made = runner.invoke(app, ["budgets", "set", *args, "--ledger", url])
+        assert made.exit_code == 0, made.output
+    store = open_ledger(url)
+    try:
+        assert sorted((b.name, b.limit) for b in store.budgets()) == [
+            ("carol-usd", 5),
+            ("user=alice:cost_usd=5", 5),
+            ("user=bob:total_tokens=1000", 1000),
+        ]
+    finally:
+        store.close()

@@ -173,8 +173,8 @@ def budgets_set(
     from tokenward.core.budgets import parse_budget_spec
 
     # --models as part of the spec, so the default name tells per-model budgets apart
-    budget = parse_budget_spec(spec if models is None else f"{spec};models={models}").to_dict()
-    budget["name"] = name or budget["name"]
+    options = (f";models={models}" if models is not None else "") + (f";name={name}" if name else "")
+    budget = parse_budget_spec(spec + options).to_dict()
     if mode is not None:
         budget["mode"] = mode
     data = _call("POST", "/admin/budgets", gateway, admin_key, budget, ledger, creates=True)

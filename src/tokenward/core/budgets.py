@@ -627,7 +627,9 @@ def parse_budget_spec(spec: str) -> Budget:
     options = _spec_options(spec, match["options"])
     named = options.pop("name", None)
     data: dict[str, Any] = {
-        "name": named or spec.strip().partition(";")[0].strip(),
+        # the default name is the spec without the "$" and thousands commas a limit may have
+        # (neither is allowed in a name): "user=alice:cost_usd=$5" is named "user=alice:cost_usd=5"
+        "name": named or spec.strip().partition(";")[0].strip().replace("$", "").replace(",", ""),
         "scope": match["scope"],
         "id": match["id"],
         "meter": match["meter"],
