@@ -291,3 +291,12 @@ def test_a_limit_written_with_a_dollar_or_thousands_commas_gets_a_name_it_can_ha
         ]
     finally:
         store.close()
+
+
+def test_ids_with_colons_are_printed_as_written_not_as_emoji(tmp_path) -> None:
+    """Rich turned ``:b:`` in an echoed spec into an emoji, so the error showed another spec
+    than the one typed."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    bad = runner.invoke(app, ["budgets", "set", "user=b:b:total_tokens=x", "--ledger", url])
+    assert bad.exit_code != 0
+    assert "'user=b:b:total_tokens=x'" in bad.output

@@ -42,8 +42,9 @@ class _Console(Console):
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
-err = _Console(stderr=True)
-out = _Console()
+# no emoji codes: ids and budget specs hold colons (``user=b:b:...`` printed a "B" emoji)
+err = _Console(stderr=True, emoji=False)
+out = _Console(emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
