@@ -367,9 +367,10 @@ def test_calls_outside_a_session_are_charged_to_the_user_remaining_reports(fake)
 
 
 def test_a_session_opened_inside_another_is_refused_not_left_to_drop_the_outer_budget(fake, guard) -> None:
-    """A call has one session: a session opened inside another took its place, and the outer
-    session's budget stopped applying (52 tokens went through a 30-token budget). It is refused,
-    naming both, before anything is charged; the outer session goes on as before."""
+    """A call has one session: a session opened inside another took its place, and the budget
+    the outer block declared stopped applying (52 tokens went through a 30-token budget). It is
+    refused, naming both, before anything is charged; the outer session goes on as before. An
+    outer session that declared no budget of its own loses nothing: nesting it stays allowed."""
     client = oai(fake, guard)
     with guard.session("s1", budget="total_tokens=30"):
         with (
@@ -381,12 +382,14 @@ def test_a_session_opened_inside_another_is_refused_not_left_to_drop_the_outer_b
         with pytest.raises(tokenward.BudgetExceeded):  # s1's budget still applies
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
         with (
-            guard.task("t1"),
+            guard.task("t1", budget="total_tokens=10"),
             pytest.raises(tokenward.ConfigError, match="task 't2' opened inside task 't1'"),
             guard.task("t2"),
         ):
             pass
-    assert [e.subject.session for e in guard.ledger.events()] == ["s1"]
+    with guard.session("s3"), guard.session("s4"):  # no budget of s3's own to drop: allowed
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert [e.subject.session for e in guard.ledger.events()] == ["s1", "s4"]
 
 
 def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:

@@ -492,9 +492,9 @@ class Guard(Engine):
             ConfigError: a malformed budget spec or reserve, or an undeclared custom meter (a
                 mistyped ``total_token``); or budgets other than those another worker of the
                 session declared (both named); or, on a call through a gateway, a key that may
-                not carry the session's budgets; or a session opened inside another session (a
-                call has one session: the outer one's budgets would stop applying; use
-                :meth:`task` for a part of a session).
+                not carry the session's budgets; or a session opened inside another session that
+                declared budgets (a call has one session: the outer one's budgets would stop
+                applying; use :meth:`task` for a part of a session).
         """
         with self._scope("session", session_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -526,7 +526,7 @@ class Guard(Engine):
 
         Raises:
             ConfigError: a malformed budget spec or reserve, or an undeclared custom meter; or a
-                task opened inside another task (a call has one task).
+                task opened inside another task that declared budgets (a call has one task).
         """
         with self._scope("task", task_id, budget, reserve, keep_budget, tags, scopes) as session:
             yield session
@@ -548,15 +548,16 @@ class Guard(Engine):
         tags: Mapping[str, str] | None,
         scopes: Mapping[str, str | None],
     ) -> Iterator[Session]:
-        outer = current().subject.value(scope)
-        if outer is not None and outer != value:
-            # a call has one session (one task): the inner block would take the outer one's
-            # place, and the outer one's budgets would silently stop applying to its calls
+        attribution = current()
+        outer, declared = attribution.subject.value(scope), attribution.budgets.get(scope)
+        if outer is not None and outer != value and declared:
+            # a call has one session (one task): the inner block takes the outer one's place,
+            # and the budgets the outer block declared would silently stop applying to its calls
             hint = "guard.task(...) for a part of it" if scope == "session" else "one task at a time"
             raise ConfigError(
-                f"{scope} {value!r} opened inside {scope} {outer!r}: a call is charged to one {scope}, "
-                f"so {outer!r}'s budgets would not apply to the calls inside; use {hint}, or open "
-                f"{value!r} outside {outer!r}"
+                f"{scope} {value!r} opened inside {scope} {outer!r}, which has budgets of its own "
+                f"({', '.join(declared)}): a call is charged to one {scope}, so they would not apply "
+                f"to the calls inside; use {hint}, or open {value!r} outside {outer!r}"
             )
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
         names = [b.name for b in made]
