@@ -113,3 +113,22 @@ def test_serve_refuses_a_bad_ledger_url_in_one_line_before_starting(
     # The one-line error alone: the ready line comes only once the server listens.
     assert "ready" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_serve_warns_when_the_config_names_no_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every relative path in a config is taken from its folder, except the default ledger,
+    which is ./tokenward.db in the working directory: a gateway started from elsewhere starts on
+    an empty ledger, its spend forgotten. ``serve`` says so, and which file it uses."""
+    config = tmp_path / "conf" / "gw.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        "keys: [{key: tw-k, name: k, user: u}]\nupstreams: [{name: fake, provider: fake, base_url: 'http://127.0.0.1:9'}]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["serve", "--config", str(config), "--workers", "0"])  # stops before starting
+    text = " ".join(result.output.split())
+    assert f"warning: {config} names no ledger, so the gateway uses {tmp_path / 'tokenward.db'}" in text
+    named = runner.invoke(
+        app, ["serve", "--config", str(config), "--ledger", "sqlite:///x.db", "--workers", "0"]
+    )
+    assert "names no ledger" not in named.output

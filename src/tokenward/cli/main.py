@@ -95,6 +95,16 @@ def serve(
     from tokenward.ledger import DEFAULT_LEDGER_URL, open_ledger
 
     ledger_url = cfg.ledger or DEFAULT_LEDGER_URL
+    if cfg.ledger is None:  # the one relative path not taken from the config's folder
+        here = Path(DEFAULT_LEDGER_URL.removeprefix("sqlite:///")).resolve()
+        err.print(
+            f"warning: {path} names no ledger, so the gateway uses {here} in the working directory: "
+            "started from another directory it would start on an empty ledger. Set "
+            "'ledger: sqlite:///tokenward.db' in the file to keep the ledger beside it.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     in_memory = ledger_url.startswith("memory:")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be 1 or more, got {workers}")
