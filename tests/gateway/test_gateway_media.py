@@ -21,7 +21,7 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from tests.support.fixtures import KEY, Gateway
+from tests.support.fixtures import KEY, Gateway, wait_settled
 from tests.support.media import APPLE, SPEECH_TEXT, wav
 from tokenward.cli.main import app
 from tokenward.core.budgets import Subject
@@ -218,6 +218,7 @@ def test_reprice_prices_media_events_again_from_their_units(start_gateway) -> No
     api = client(gateway)
     api.images.generate(model="dall-e-3", prompt=APPLE, size="1792x1024", quality="hd")
     api.audio.speech.create(model="tts-1-hd", voice="alloy", input=SPEECH_TEXT)
+    wait_settled(gateway.state)  # each call is settled just after its answer is sent
     rows = reprice_report(gateway.ledger_url)["rows"]
     # $0.120; 28 characters x $30 / 1M = 0.00084: the same figures again, nothing changed
     assert [(D(r["new_cost_usd"]), r["changed"]) for r in rows] == [

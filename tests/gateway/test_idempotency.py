@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.fixtures import KEY
+from tests.support.fixtures import KEY, wait_settled
 from tokenward.ledger import open_ledger
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -50,6 +50,7 @@ def test_a_repeat_gets_the_stored_answer_without_calling_the_upstream(start_gate
     )
     assert again.headers.get("idempotent-replayed") == "true" and "idempotent-replayed" not in first.headers
     assert again.headers["x-tokenward-request-id"] == first.headers["x-tokenward-request-id"]
+    wait_settled(gateway.state)  # a call is settled just after its answer is sent
     ledger = open_ledger(gateway.ledger_url)
     try:
         assert len(ledger.events()) == 1  # charged once
