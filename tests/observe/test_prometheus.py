@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -123,16 +126,12 @@ def test_gateway_serves_metrics_for_spend_denials_holds_and_cutoffs(tmp_path: Pa
     assert _value(samples, "tokenward_budget_limit", **labels) == 200
 
 
-def test_many_busy_subjects_are_read_at_most_max_refreshes_per_second_in_all(tmp_path: Path) -> None:
-    """With many subjects each busy (a thousand sessions), a read per subject per second is a
-    ledger read on nearly every call: the reads are capped in all, and :meth:`Prometheus.flush`
-    still brings every subject's gauges up to date."""
+@contextmanager
+def _gauge_reads() -> Iterator[list[float]]:
+    """When (``time.monotonic()``) the Prometheus thread began each of its transactions on a
+    SQLite ledger opened inside the block: one per read of a subject's gauges."""
     import sqlite3
     import threading
-    import time
-
-    from tokenward.guard import Guard
-    from tokenward.ledger.sqlite import SQLiteLedger
 
     reads: list[float] = []
     connect = sqlite3.connect
@@ -148,79 +147,64 @@ def test_many_busy_subjects_are_read_at_most_max_refreshes_per_second_in_all(tmp
         )
         return conn
 
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    prom = Prometheus(max_refreshes_per_second=4)
     sqlite3.connect = traced  # type: ignore[assignment]
     try:
-        prom.bind(SQLiteLedger(url))
-        guard = Guard(SQLiteLedger(url), observers=[prom])
-        guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(100_000)))
-        began = time.monotonic()
-        for i in range(30):
-            guard.charge(event(f"r{i}", T0, session=f"s-{i}", input_tokens=30, output_tokens=10, cost="0.01"))
-        time.sleep(max(0.0, began + 1.0 - time.monotonic()))
-        in_first_second = sum(1 for at in reads if at < began + 1.0)
-        prom.flush()
+        yield reads
     finally:
         sqlite3.connect = connect  # type: ignore[assignment]
+
+
+def _spent(prom: Prometheus, session: str) -> float:
+    labels = {"scope": "session", "subject_id": session, "meter": "total_tokens", "window": "none"}
+    return _value(_samples(prom.exposition().decode()), "tokenward_budget_spent", budget="s-cap", **labels)
+
+
+def test_many_busy_subjects_are_read_at_most_max_refreshes_per_second_in_all(tmp_path: Path) -> None:
+    """With many subjects each busy (a thousand sessions), a read per subject per second is a
+    ledger read on nearly every call: the reads are capped in all, and :meth:`Prometheus.flush`
+    still brings every subject's gauges up to date."""
+    from tokenward.guard import Guard
+    from tokenward.ledger.sqlite import SQLiteLedger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    prom = Prometheus(max_refreshes_per_second=4)
+    try:
+        with _gauge_reads() as reads:
+            prom.bind(SQLiteLedger(url))
+            guard = Guard(SQLiteLedger(url), observers=[prom])
+            guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(100_000)))
+            began = time.monotonic()
+            for i in range(30):
+                guard.charge(
+                    event(f"r{i}", T0, session=f"s-{i}", input_tokens=30, output_tokens=10, cost="0.01")
+                )
+            time.sleep(max(0.0, began + 1.0 - time.monotonic()))
+            in_first_second = sum(1 for at in reads if at < began + 1.0)
+            prom.flush()
+    finally:
         prom.close()
     assert 1 <= in_first_second <= 5, in_first_second  # 4 a second (+1: the first is not waited)
-    samples = _samples(prom.exposition().decode())
-    for i in range(30):  # flush read every subject still waiting
-        labels = {
-            "budget": "s-cap",
-            "scope": "session",
-            "subject_id": f"s-{i}",
-            "meter": "total_tokens",
-            "window": "none",
-        }
-        assert _value(samples, "tokenward_budget_spent", **labels) == 40
+    assert [_spent(prom, f"s-{i}") for i in range(30)] == [40] * 30  # flush read every subject
 
 
 def test_a_busy_subjects_gauges_are_read_once_a_second_not_per_call(tmp_path: Path) -> None:
     """Issue 17: the gauges were read from the ledger after every admission and every settle,
     two balance reads per call; now at most one per subject per ``refresh_seconds``, and
     :meth:`Prometheus.flush` still shows the last call."""
-    import sqlite3
-    import threading
-
     from tokenward.guard import Guard
     from tokenward.ledger.sqlite import SQLiteLedger
 
-    reads: list[str] = []
-    connect = sqlite3.connect
-
-    def traced(*args: Any, **kwargs: Any) -> Any:
-        conn = connect(*args, **kwargs)
-        conn.set_trace_callback(
-            lambda sql: (
-                reads.append(sql)
-                if threading.current_thread().name == "tokenward-prometheus" and sql.startswith("BEGIN")
-                else None
-            )
-        )
-        return conn
-
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     prom = Prometheus(refresh_seconds=30)  # longer than the test: only the first read and flush's
-    sqlite3.connect = traced  # type: ignore[assignment]
     try:
-        prom.bind(SQLiteLedger(url))
-        guard = Guard(SQLiteLedger(url), observers=[prom])
-        guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(100_000)))
-        for i in range(50):
-            guard.charge(event(f"r{i}", T0, input_tokens=30, output_tokens=10, cost="0.01"))
-        prom.flush()
+        with _gauge_reads() as reads:
+            prom.bind(SQLiteLedger(url))
+            guard = Guard(SQLiteLedger(url), observers=[prom])
+            guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(100_000)))
+            for i in range(50):
+                guard.charge(event(f"r{i}", T0, input_tokens=30, output_tokens=10, cost="0.01"))
+            prom.flush()
     finally:
-        sqlite3.connect = connect  # type: ignore[assignment]
         prom.close()
     assert 1 <= len(reads) <= 2, reads  # was 50 (one per charge)
-    samples = _samples(prom.exposition().decode())
-    labels = {
-        "budget": "s-cap",
-        "scope": "session",
-        "subject_id": "s-1",
-        "meter": "total_tokens",
-        "window": "none",
-    }
-    assert _value(samples, "tokenward_budget_spent", **labels) == 50 * 40
+    assert _spent(prom, "s-1") == 50 * 40
