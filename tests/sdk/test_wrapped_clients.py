@@ -392,6 +392,35 @@ def test_a_session_opened_inside_another_is_refused_not_left_to_drop_the_outer_b
     assert [e.subject.session for e in guard.ledger.events()] == ["s1", "s4"]
 
 
+def test_a_session_or_task_moved_by_a_scope_argument_is_refused_like_a_nested_one(fake, guard) -> None:
+    """``guard.task("t1", session="s2")`` inside session s1 (or ``guard.session("s1",
+    task="t2")`` inside task t1) moved its calls to another session (task) as a nested block
+    does, without the refusal: 52 tokens went through s1's (t1's) 30-token budget."""
+    client = oai(fake, guard)
+    with guard.session("s1", budget="total_tokens=30"):
+        with (
+            pytest.raises(tokenward.ConfigError, match="session 's2' \\(given to task 't1'\\) opened inside"),
+            guard.task("t1", session="s2"),
+        ):
+            pass
+        with guard.task("t1", budget="total_tokens=30"):
+            with (
+                pytest.raises(tokenward.ConfigError, match="task 't2' \\(given to session 's1'\\)"),
+                guard.session("s1", task="t2"),
+            ):
+                pass
+            with guard.session("s1", task="t1"):  # the same session and task: nothing moves
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+                with pytest.raises(tokenward.BudgetExceeded):
+                    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    with guard.session("s3"), guard.task("t3", session="s4"):  # s3 declared no budget: allowed
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert [(e.subject.session, e.subject.task) for e in guard.ledger.events()] == [
+        ("s1", "t1"),
+        ("s4", "t3"),
+    ]
+
+
 def test_a_task_budget_inside_a_session_caps_the_task(fake, guard) -> None:
     """``guard.task`` (documented in issue 15): a call inside both is charged to both."""
     client = oai(fake, guard)

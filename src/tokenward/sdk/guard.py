@@ -549,15 +549,19 @@ class Guard(Engine):
         scopes: Mapping[str, str | None],
     ) -> Iterator[Session]:
         attribution = current()
-        outer, declared = attribution.subject.value(scope), attribution.budgets.get(scope)
-        if outer is not None and outer != value and declared:
+        for moved in ("session", "task"):  # the block's own scope, or one given with it (task(session=))
+            inner = value if moved == scope else scopes.get(moved)
+            outer, declared = attribution.subject.value(moved), attribution.budgets.get(moved)
+            if inner is None or outer is None or outer == inner or not declared:
+                continue
             # a call has one session (one task): the inner block takes the outer one's place,
             # and the budgets the outer block declared would silently stop applying to its calls
-            hint = "guard.task(...) for a part of it" if scope == "session" else "one task at a time"
+            hint = "guard.task(...) for a part of it" if moved == "session" else "one task at a time"
+            where = "" if moved == scope else f" (given to {scope} {value!r})"
             raise ConfigError(
-                f"{scope} {value!r} opened inside {scope} {outer!r}, which has budgets of its own "
-                f"({', '.join(declared)}): a call is charged to one {scope}, so they would not apply "
-                f"to the calls inside; use {hint}, or open {value!r} outside {outer!r}"
+                f"{moved} {inner!r}{where} opened inside {moved} {outer!r}, which has budgets of its "
+                f"own ({', '.join(declared)}): a call is charged to one {moved}, so they would not "
+                f"apply to the calls inside; use {hint}, or open {inner!r} outside {outer!r}"
             )
         made = tuple(self._scoped_budget(scope, value, b) for b in _as_list(budget))
         names = [b.name for b in made]
