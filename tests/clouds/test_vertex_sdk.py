@@ -104,3 +104,28 @@ def test_anthropic_vertex_regional_priced_with_uplift(vertex_fake) -> None:
     assert paths(vertex_fake) == [
         f"/v1/projects/proj/locations/us-east5/publishers/anthropic/models/{CLAUDE}:streamRawPredict"
     ]
+
+
+def test_google_genai_calls_tokenward_cannot_meter_are_refused_before_they_are_sent(fake) -> None:
+    """Gemini embeddings (``:batchEmbedContents``) and batches (``:batchGenerateContent``) are
+    billed, and tokenward meters neither: a wrapped ``genai.Client`` sent them on untouched, so a
+    hard session budget never saw them (the OpenAI and Anthropic clients' such calls raise
+    ``UnmeteredCall``). Refused before anything is sent; ``unmetered="allow"`` sends them."""
+    guard = tokenward.Guard("memory://", budgets=["session:total_tokens=70"])
+    client = guard.wrap(genai.Client(api_key=UPSTREAM_KEY, http_options=types.HttpOptions(base_url=fake.url)))
+    with guard.session("s-1"):
+        with pytest.raises(tokenward.UnmeteredCall) as embedded:
+            client.models.embed_content(model="gemini-embedding-001", contents="hi")
+        assert embedded.value.path == "/v1/models/gemini-embedding-001:batchEmbedContents"
+        with pytest.raises(tokenward.UnmeteredCall):
+            client.batches.create(
+                model="gemini-2.5-flash", src=[{"contents": [{"parts": [{"text": "hi"}], "role": "user"}]}]
+            )
+        client.models.generate_content(model="gemini-2.5-flash", contents="Say hello")  # metered: goes on
+    assert paths(fake) == ["/v1/models/gemini-2.5-flash:streamGenerateContent"]
+    allowed = guard.wrap(
+        genai.Client(api_key=UPSTREAM_KEY, http_options=types.HttpOptions(base_url=fake.url)),
+        unmetered="allow",
+    )
+    with pytest.raises(genai.errors.ClientError):  # the fake serves no embeddings: its 404
+        allowed.models.embed_content(model="gemini-embedding-001", contents="hi")

@@ -400,7 +400,7 @@ class Guard(Engine):
                 bills it (:mod:`tokenward.guard.wire.azure`).
             unmetered: ``deny`` (default): a call the provider bills but tokenward cannot meter
                 (audio translations, image variations, videos, Assistants runs, batches, Anthropic
-                message batches) raises :class:`~tokenward.errors.UnmeteredCall` before it is
+                message batches; Gemini batches, embeddings and Imagen images) raises :class:`~tokenward.errors.UnmeteredCall` before it is
                 sent; ``allow``: it is made, and is in no budget nor the ledger.
 
         Raises:

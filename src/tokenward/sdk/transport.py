@@ -85,11 +85,15 @@ would leave them uncharged."""
 _UNMETERED = re.compile(
     r"/(?:audio/translations|images/variations|responses/compact|videos(?:/[^/]+/remix)?"
     r"|threads(?:/[^/]+)?/runs(?:/[^/]+/submit_tool_outputs)?|batches|fine_tuning/jobs"
-    r"|messages/batches)$"
+    r"|messages/batches"
+    r"|models/[^/:]+:(?:batchGenerateContent|embedContent|batchEmbedContents|asyncBatchEmbedContent"
+    r"|predict|predictLongRunning))$"
 )
-"""POST paths (suffixes) a provider bills that tokenward does not meter, from the ``openai`` and
-``anthropic`` packages' resources: audio translations, image variations, Responses compaction,
-videos and their remixes, Assistants runs, batches, fine-tuning jobs, Anthropic message batches.
+"""POST paths (suffixes) a provider bills that tokenward does not meter, from the ``openai``,
+``anthropic`` and ``google-genai`` packages' resources: audio translations, image variations,
+Responses compaction, videos and their remixes, Assistants runs, batches, fine-tuning jobs,
+Anthropic message batches; Gemini and Vertex AI batches, embeddings, and the ``:predict`` and
+``:predictLongRunning`` methods (Imagen images, Veo videos, Vertex embeddings).
 A wrapped client refuses them (:class:`~tokenward.errors.UnmeteredCall`) unless wrapped with
 ``unmetered="allow"``: passing them on untouched would leave them uncharged under every budget."""
 _THREAD_MESSAGES = re.compile(r"/threads/[^/]+/messages$")
