@@ -42,6 +42,18 @@ ANSWERS = {
         {"choices": [{"message": {"content": "hello hello"}}], "usage": ABSURD_USAGE},
     ),
     "sse-absurd-usage": (b"text/event-stream", _sse(ABSURD_USAGE)),
+    # a count of more digits than Python turns into an int (4,300): json.loads raises a plain
+    # ValueError, not a JSONDecodeError
+    "json-endless-digits": (
+        b"application/json",
+        json.dumps({"choices": [{"message": {"content": "hello hello"}}], "usage": "COUNT"})
+        .replace('"COUNT"', '{"prompt_tokens": ' + "9" * 5000 + "}")
+        .encode(),
+    ),
+    "sse-endless-digits": (
+        b"text/event-stream",
+        _sse("COUNT").replace(b'"COUNT"', b'{"prompt_tokens": ' + b"9" * 5000 + b"}"),
+    ),
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from tokenward.guard.flow import Admission, Outcome
 from tokenward.guard.wire.assemble import assembler_for
-from tokenward.guard.wire.exchange import PreparedCall, StreamRelay
+from tokenward.guard.wire.exchange import UNDECODABLE, PreparedCall, StreamRelay
 
 __all__ = ["BOUND_MODES", "BoundMode", "BoundedAnswer", "bounds", "streamed"]
 
@@ -116,7 +116,7 @@ class BoundedAnswer:
                 if event is None:  # an event the relay changed (cut, usage hidden) or wrote
                     try:
                         event = json.loads(data)
-                    except json.JSONDecodeError:
+                    except UNDECODABLE:
                         continue  # [DONE]
                 if isinstance(event, dict):
                     self.assembler.feed(event)

@@ -32,6 +32,7 @@ from tokenward.guard.wire.sse import SSEParser
 
 __all__ = [
     "MAX_NESTING",
+    "UNDECODABLE",
     "PreparedCall",
     "StreamRelay",
     "degraded",
@@ -43,6 +44,13 @@ __all__ = [
     "upstream_body",
     "upstream_content_type",
 ]
+
+
+UNDECODABLE = (ValueError, RecursionError)
+"""What ``json.loads`` raises on an upstream's text it cannot decode: ``JSONDecodeError`` (a
+``ValueError``) for text that is not JSON, and, for JSON it will not turn into objects, a plain
+``ValueError`` (a number of more than 4,300 digits: Python's limit on converting text to an int)
+or ``RecursionError`` (nesting deeper than the interpreter's stack)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +244,7 @@ def json_outcome(
             return answer
     try:
         data = json.loads(content)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except UNDECODABLE:
         data = None
     if not isinstance(data, dict):
         if content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):
@@ -274,7 +282,7 @@ def _sse_outcome(endpoint: Endpoint, content: bytes, encoding: str) -> Outcome:
     for _name, data in [*parser.feed(content), *parser.close()]:
         try:
             event = json.loads(data)
-        except json.JSONDecodeError:
+        except UNDECODABLE:
             continue
         if isinstance(event, dict):
             text = reader.feed(event)
@@ -381,7 +389,7 @@ class StreamRelay:
                 return True
             try:
                 event = json.loads(data)
-            except json.JSONDecodeError:
+            except UNDECODABLE:
                 continue
             if not isinstance(event, dict):
                 continue
@@ -404,7 +412,7 @@ class StreamRelay:
             return
         try:
             event = json.loads(data)
-        except json.JSONDecodeError:
+        except UNDECODABLE:
             return
         if isinstance(event, dict):
             text = self.state.reader.feed(event)
@@ -430,7 +438,7 @@ class StreamRelay:
             return []
         try:
             event = json.loads(data)
-        except json.JSONDecodeError:
+        except UNDECODABLE:
             event = None
         if not isinstance(event, dict):
             return [endpoint.passthrough(name, data)]
