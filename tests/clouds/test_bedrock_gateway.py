@@ -276,3 +276,58 @@ def test_upstream_bedrock_api_key(tmp_path, monkeypatch) -> None:
         assert answer["output"]["message"]["content"][0]["text"] == HELLO_20
         [sent] = received(fake)
         assert sent["headers"]["authorization"] == "<redacted>"  # the fake checked it is its key
+
+
+def test_an_invoke_stream_event_that_is_not_json_is_passed_on_and_the_call_settled(bedrock_gateway) -> None:
+    """A ``chunk`` whose Messages event cannot be decoded (a usage count of 5,000 digits, which
+    Python will not turn into an int; text that is not JSON) was a bare error out of the relay:
+    the stream dropped mid-body and the call was charged its whole bound as interrupted. It is
+    passed on as it came, and the call settled from tokenward's own count."""
+    import base64
+    import json
+
+    from tokenward.guard.wire.eventstream import event_message
+
+    def chunk(text: str) -> bytes:
+        return event_message(
+            "chunk", json.dumps({"bytes": base64.b64encode(text.encode()).decode()}).encode()
+        )
+
+    events = [
+        {"type": "message_start", "message": {"id": "m1", "type": "message", "role": "assistant", "model": MODEL,
+                                              "content": [], "usage": {"input_tokens": 6, "output_tokens": 0}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hello hello"}},
+        {"type": "content_block_stop", "index": 0},
+    ]  # fmt: skip
+    body = b"".join(chunk(json.dumps(e)) for e in events)
+    body += chunk(
+        '{"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": '
+    )
+    undecodable = chunk('{"type": "message_delta", "usage": {"output_tokens": ' + "9" * 5000 + "}}")
+    body += undecodable
+    body += chunk(json.dumps({"type": "message_stop"}))
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, headers={"content-type": "application/vnd.amazon.eventstream"}, content=body
+        )
+    )
+    gateway = bedrock_gateway(transports={"bedrock": transport})
+    # read raw: a client decoding the events fails on the undecodable one, as it would from Bedrock
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/model/{MODEL}/invoke-with-response-stream",
+        headers={"authorization": f"Bearer {KEY}"},
+        json={
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Say hello"}],
+        },
+        timeout=30,
+    ) as answer:
+        relayed = b"".join(answer.iter_bytes())
+    assert answer.status_code == 200
+    assert undecodable in relayed  # passed on as it came
+    assert relayed.endswith(chunk(json.dumps({"type": "message_stop"}, separators=(",", ":"))))
+    [event] = gateway.observer().events()
+    assert event.status == "ok" and event.usage.output_tokens == 2

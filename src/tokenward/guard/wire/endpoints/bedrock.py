@@ -323,8 +323,14 @@ class BedrockInvoke(AnthropicMessages):
         return _Frames(_invoke_event)
 
     def passthrough(self, name: str | None, data: str) -> bytes:
-        """The event wrapped back in its ``chunk``."""
-        return self.encode(name, json.loads(data))
+        """The event wrapped back in its ``chunk`` (as it came when it cannot be decoded: text
+        that is not JSON, a number Python will not turn into an int)."""
+        try:
+            return self.encode(name, json.loads(data))
+        except (ValueError, RecursionError):
+            return event_message(
+                "chunk", json.dumps({"bytes": base64.b64encode(data.encode()).decode()}).encode()
+            )
 
     def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
         """A ``chunk`` message whose ``bytes`` is the base64 of the Messages event."""
