@@ -208,3 +208,58 @@ def test_a_busy_subjects_gauges_are_read_once_a_second_not_per_call(tmp_path: Pa
         prom.close()
     assert 1 <= len(reads) <= 2, reads  # was 50 (one per charge)
     assert _spent(prom, "s-1") == 50 * 40
+
+
+def _spent_or_none(prom: Prometheus, session: str) -> float | None:
+    try:
+        return _spent(prom, session)
+    except KeyError:  # no gauge for this session: never read
+        return None
+
+
+def test_a_subject_whose_refresh_was_dropped_is_refreshed_by_its_next_call(tmp_path: Path) -> None:
+    """The worker's queue is full (new sessions faster than gauge reads): a subject's refresh is
+    dropped. It was remembered as waiting all the same, so its later calls were never queued
+    (gauges stale for ever) and the waiting subjects grew without bound. Now a dropped subject is
+    not remembered: its next call queues it, and no more subjects wait than the queue holds."""
+    import threading
+
+    from tokenward.guard import Guard
+    from tokenward.ledger.sqlite import SQLiteLedger
+
+    gate = threading.Event()  # the Prometheus thread's ledger reads wait for it
+    reading = threading.Event()  # set once the Prometheus thread is inside a read
+
+    class GatedLedger(SQLiteLedger):
+        def balances(self, subject: Any, at: Any = None) -> Any:
+            reading.set()
+            gate.wait(30)
+            return super().balances(subject, at)
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    prom = Prometheus(max_queue=3, max_refreshes_per_second=1000)
+    try:
+        prom.bind(GatedLedger(url))
+        guard = Guard(SQLiteLedger(url), observers=[prom])
+        guard.ledger.put_budget(Budget("s-cap", "session", "total_tokens", Decimal(100_000)))
+
+        def call(request_id: str, session: str) -> None:
+            guard.charge(event(request_id, T0, session=session, input_tokens=30, output_tokens=10))
+
+        call("r0", "s-0")
+        assert reading.wait(30)  # s-0 is being read and the queue is empty
+        for i in range(1, 10):  # s-1..s-3 fill the queue, s-4..s-9 are dropped
+            call(f"r{i}", f"s-{i}")
+        waiting = len(prom._pending)
+        gate.set()
+        prom.flush()
+        dropped_before = _spent_or_none(prom, "s-4")
+        call("r10", "s-4")  # s-4's next call
+        prom.flush()
+    finally:
+        gate.set()
+        prom.close()
+    assert prom._worker is not None and prom._worker.dropped == 6
+    assert [_spent_or_none(prom, f"s-{i}") for i in range(4)] == [40] * 4
+    assert dropped_before is None
+    assert (waiting, _spent_or_none(prom, "s-4")) == (3, 80)  # was (9, None): stale for ever

@@ -43,8 +43,13 @@ class Worker:
             finally:
                 self._queue.task_done()
 
-    def submit(self, item: Any) -> None:
-        """Queue ``item``; starts the thread on first use."""
+    def submit(self, item: Any) -> bool:
+        """Queue ``item``; starts the thread on first use.
+
+        Returns:
+            True when ``item`` was queued, False when it was dropped (the queue held
+            ``max_queue`` items): a caller remembering what it queued must forget this one.
+        """
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -54,6 +59,8 @@ class Worker:
         except queue.Full:
             self.dropped += 1
             log.error("%s: queue full, dropped one item (%d so far)", self.name, self.dropped)
+            return False
+        return True
 
     def flush(self) -> None:
         """Wait until every queued item has been handled."""

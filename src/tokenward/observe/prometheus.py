@@ -101,6 +101,9 @@ class Prometheus:
             times a second in all (with a thousand busy sessions, a read per subject per second
             would be a ledger read on nearly every call); a subject waiting meanwhile is read once
             for all its calls.
+        max_queue: in the background, subjects waiting for a read at most (the background
+            thread's queue); a subject observed while it is full is not read for that call, but
+            is queued again by its next call.
 
     Raises:
         MissingDependency: ``prometheus-client`` is not installed (``tokenward[prometheus]``).
@@ -115,6 +118,7 @@ class Prometheus:
         background: bool = True,
         refresh_seconds: float = 1.0,
         max_refreshes_per_second: float = 50.0,
+        max_queue: int = 100_000,
     ) -> None:
         pc = _client()
         from tokenward.observe.watch import sync_ledger
@@ -175,11 +179,8 @@ class Prometheus:
         self._gap = 1.0 / max_refreshes_per_second  # seconds between two reads, whatever subject
         self._last_read = float("-inf")
         self._hurry = threading.Event()  # set by flush(): no waiting out refresh_seconds
-        self._worker = (
-            Worker(self._refresh_pending, name="tokenward-prometheus")
-            if background and ledger is not None
-            else None
-        )
+        self._max_queue = max_queue
+        self._worker = self._new_worker() if background and ledger is not None else None
 
     def bind(self, ledger: Any) -> None:
         """Read budget gauges from ``ledger`` from now on (in the background thread unless built
@@ -189,7 +190,10 @@ class Prometheus:
 
         self.ledger = sync_ledger(ledger)
         if self._background and self._worker is None:
-            self._worker = Worker(self._refresh_pending, name="tokenward-prometheus")
+            self._worker = self._new_worker()
+
+    def _new_worker(self) -> Worker:
+        return Worker(self._refresh_pending, name="tokenward-prometheus", max_queue=self._max_queue)
 
     # -- guard observer hooks ----------------------------------------------------------------------
     def on_admit(self, admission: Admission) -> None:
@@ -237,12 +241,13 @@ class Prometheus:
             self._refresh((subject, at))
             return
         # one refresh per subject waiting, however many calls of it are admitted and settled
-        # meanwhile: the gauges are read once per burst, not twice per call
+        # meanwhile: the gauges are read once per burst, not twice per call. A subject is
+        # remembered as waiting only once it is queued: one dropped by a full queue is queued
+        # again by its next call, and no more subjects wait than the queue holds (+1 being read).
+        # Queued under the lock: the thread pops a subject under it, so never before it is noted
         with self._lock:
-            waiting = subject in self._pending
-            self._pending[subject] = at
-        if not waiting:
-            self._worker.submit(subject)
+            if subject in self._pending or self._worker.submit(subject):
+                self._pending[subject] = at
 
     def _refresh_pending(self, subject: Subject) -> None:
         # at most one read per subject per refresh_seconds: the calls of a busy subject observed
