@@ -211,3 +211,35 @@ def test_loop_detector_over_every_recorded_session(
     assert loop.details["fingerprint"] == "turn:deepseek-chat|+80|68"
     assert ds_kinds["context_growth"] >= 170 and gm_kinds["context_growth"] >= 480
     assert ds_kinds["spike"] == gm_kinds["spike"] == 0  # no user/key scopes in the recordings
+
+
+def test_calls_released_without_a_settle_are_not_remembered_for_ever() -> None:
+    # a call the upstream failed is released, never settled: its admission was remembered until
+    # a settle that never came, one request id more per failed call for the life of the gateway
+    guard, _ = memory_guard()
+    watcher = Anomalies(guard.ledger, background=False, max_kept=3)
+    guard.observers.add(watcher)
+    for i in range(10):
+        guard.release(guard.admit(Subject(user="alice", session=f"failing-{i}"), PLAN))
+    assert len(watcher._admitted) == 3
+    # the latest are kept: a settle that does come is still known as admitted (no second check)
+    last = guard.admit(Subject(user="alice", session="failing-9"), PLAN)
+    guard.settle(last, Outcome(Usage(input_tokens=1200, output_tokens=40)))
+    assert last.request_id not in watcher._admitted and len(watcher._admitted) == 2
+
+
+def test_only_the_latest_findings_are_kept() -> None:
+    guard, _ = memory_guard()
+    watcher = Anomalies(guard.ledger, background=False, max_kept=2)
+    guard.observers.add(watcher)
+    for name in ("a", "b", "c"):  # three looping sessions: three loop findings
+        for _ in range(3):
+            admission = guard.admit(Subject(user="alice", session=f"loop-{name}"), PLAN)
+            guard.settle(admission, Outcome(Usage(input_tokens=1200, output_tokens=40)))
+    assert [f.session for f in watcher.findings] == ["loop-b", "loop-c"]
+
+
+def test_max_kept_below_one_is_refused() -> None:
+    guard, _ = memory_guard()
+    with pytest.raises(ConfigError, match="max_kept"):
+        Anomalies(guard.ledger, background=False, max_kept=0)

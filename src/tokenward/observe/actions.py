@@ -27,6 +27,7 @@ import hashlib
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -138,6 +139,10 @@ class Anomalies:
         spike_scopes: scopes watched for spikes.
         on_finding: called with each new finding and the action taken.
         background: run in a background thread (True) or inline (False, for tests).
+        max_kept: at most this many findings are kept in :attr:`findings` (the latest), and at
+            most this many admitted calls are remembered until their settle (a call released
+            without a usage event is never settled; the oldest is forgotten first, and its settle,
+            if it comes, checks its request fingerprint again). Default 100,000.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class Anomalies:
         background: bool = True,
         fit_share: Decimal | str | float = Decimal("0.5"),
         fit_keep_last: int = 2,
+        max_kept: int = 100_000,
     ) -> None:
         self.ledger = sync_ledger(ledger)
         merged = dict(DEFAULT_ACTIONS)
@@ -174,14 +180,17 @@ class Anomalies:
         self.spikes = spikes or SpikeDetector()
         self.spike_scopes = spike_scopes
         self.on_finding = on_finding
-        self.findings: list[Finding] = []
+        self.findings: deque[Finding] = deque(maxlen=max_kept)
+        if max_kept < 1:
+            raise ConfigError(f"max_kept must be at least 1, got {max_kept!r}")
+        self._max_kept = max_kept
         self.fit_share = Decimal(str(fit_share))
         if not Decimal(0) < self.fit_share <= 1:
             raise ConfigError(f"fit_share must be above 0 and at most 1, got {fit_share!r}")
         self.fit_keep_last = fit_keep_last
         self._fits: dict[str, dict[str, Any]] = {}
         self._reported: set[tuple[str, str, str]] = set()
-        self._admitted: set[str] = set()
+        self._admitted: dict[str, None] = {}  # request ids, oldest first
         self._previous: dict[str, int] = {}
         self._lock = threading.Lock()
         self._fit_lock = threading.Lock()
@@ -229,7 +238,9 @@ class Anomalies:
 
     def _admit(self, admission: Admission) -> None:
         session = admission.subject.session
-        self._admitted.add(admission.request_id)
+        self._admitted[admission.request_id] = None
+        if len(self._admitted) > self._max_kept:  # released calls are never settled
+            del self._admitted[next(iter(self._admitted))]
         if session is None:
             return
         plan = admission.plan
@@ -254,7 +265,7 @@ class Anomalies:
             fingerprint=event.metadata.get("request_fingerprint"),
         )
         admitted = event.request_id in self._admitted
-        self._admitted.discard(event.request_id)
+        self._admitted.pop(event.request_id, None)
         if call.session is not None:
             for kind, fingerprint in _usage_fingerprints(call, self._previous.get(call.session)):
                 if kind == "request" and admitted and call.fingerprint is None:
