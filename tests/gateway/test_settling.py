@@ -125,7 +125,7 @@ def test_an_admission_that_waits_too_long_for_the_queue_is_refused_as_a_ledger_o
         settlements = Settlements(limit=1, wait=0.2)
         settlements.waiting()
         began = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="1 answered calls have waited to settle"):
+        with pytest.raises(StoreUnavailable, match="1 answered calls are waiting to settle"):
             await settlements.room()
         waited = time.monotonic() - began
         settlements.settled(time.monotonic())

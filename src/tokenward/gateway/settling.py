@@ -80,8 +80,8 @@ class Settlements:
                 await asyncio.wait_for(self._room.wait(), left)
             except TimeoutError:
                 raise StoreUnavailable(
-                    f"the ledger is behind: {self.pending} answered calls have waited to settle for"
-                    f" over {self.wait:g} s"
+                    f"the ledger is behind: {self.pending} answered calls are waiting to settle,"
+                    f" and none was settled in the {self.wait:g} s this call waited for room"
                 ) from None
 
     def waiting(self) -> None:
