@@ -262,10 +262,17 @@ class Guard:
             self.calibration.probe_dropped(key, request_id)
             raise
         admission = Admission(
-            request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
-        )
-        admission = replace(
-            admission, estimated_input_tokens=estimated, calibration_key=key, metadata=dict(metadata or {})
+            request_id,
+            subject,
+            plan,
+            decision,
+            reservation,
+            reservation.created_at,
+            endpoint,
+            provider,
+            estimated_input_tokens=estimated,
+            calibration_key=key,
+            metadata=dict(metadata or {}),
         )
         self._watch(admission)
         self.observers.admit(admission)
@@ -592,10 +599,17 @@ class AsyncGuard:
             self.calibration.probe_dropped(key, request_id)
             raise
         admission = Admission(
-            request_id, subject, plan, decision, reservation, reservation.created_at, endpoint, provider
-        )
-        admission = replace(
-            admission, estimated_input_tokens=estimated, calibration_key=key, metadata=dict(metadata or {})
+            request_id,
+            subject,
+            plan,
+            decision,
+            reservation,
+            reservation.created_at,
+            endpoint,
+            provider,
+            estimated_input_tokens=estimated,
+            calibration_key=key,
+            metadata=dict(metadata or {}),
         )
         self._watch(admission)
         self.observers.admit(admission)
