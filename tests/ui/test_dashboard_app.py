@@ -227,3 +227,23 @@ def test_a_session_the_sdk_closed_shows_as_ended_and_one_still_open_does_not(tmp
         found = asyncio.run(statuses())
     assert found == {"s-closed": "ended", "s-open": "active"}
     guard.close()
+
+
+def test_page_and_day_numbers_other_than_plain_digits_show_the_first_page(tmp_path: Path) -> None:
+    """``page`` and ``days`` that are not plain ASCII digits (``²``, which ``str.isdigit``
+    accepts and ``int`` refuses; 5,000 digits, past Python's int conversion limit) fall back to
+    the first page and one day, as any other malformed value does (on the branch point: a 500)."""
+
+    async def run() -> None:
+        ledger = open_async_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+        app, token = standalone_app(ledger, who="tester")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787") as client:
+            await client.get(f"/ui/signin?token={token}")
+            for path, name in (("/ui/events", "page"), ("/ui/denials", "page"), ("/ui/sessions", "days")):
+                for value in ("²", "1" * 5000):
+                    answer = await client.get(path, params={name: value})
+                    assert answer.status_code == 200, (path, value[:5], answer.status_code)
+        await ledger.close()
+
+    asyncio.run(run())

@@ -142,6 +142,12 @@ def _base(request: Request, session: UiSession, **more: Any) -> dict[str, Any]:
     return {"session": session, "admin": session.admin, "now": _now(request), **more}
 
 
+def _page_number(request: Request) -> int:
+    """The ``page`` asked for, 1 when none or not a page number."""
+    number = inputs.whole_number(request.query_params.get("page", "1"))
+    return number if number is not None and number >= 1 else 1
+
+
 # -- sign in / out -------------------------------------------------------------------------------
 async def signin_page(request: Request) -> Response:
     token = request.query_params.get("token")
@@ -255,8 +261,8 @@ async def budget_delete(request: Request, session: UiSession) -> Response:
 # -- sessions --------------------------------------------------------------------------------------
 async def sessions_page(request: Request, session: UiSession) -> Response:
     now = _now(request)
-    days = request.query_params.get("days", "1")
-    span = int(days) if days.isdigit() and 1 <= int(days) <= 90 else 1
+    days = inputs.whole_number(request.query_params.get("days", "1"))
+    span = days if days is not None and 1 <= days <= 90 else 1
     status = request.query_params.get("status") or ""
     user = (request.query_params.get("user") or "").strip()
     rows = await data.session_rows(_ledger(request), session.admin, now, now - timedelta(days=span))
@@ -355,8 +361,7 @@ async def events_page(request: Request, session: UiSession) -> Response:
         events, values = await _filtered_events(request, session)
     except AdminError as exc:
         return render("error.html", exc.status, message=exc.message, **_base(request, session))
-    page = request.query_params.get("page", "1")
-    number = int(page) if page.isdigit() and int(page) >= 1 else 1
+    number = _page_number(request)
     shown = events[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
     from urllib.parse import urlencode
 
@@ -393,8 +398,7 @@ async def events_csv(request: Request, session: UiSession) -> Response:
 
 
 async def denials_page(request: Request, session: UiSession) -> Response:
-    page = request.query_params.get("page", "1")
-    number = int(page) if page.isdigit() and int(page) >= 1 else 1
+    number = _page_number(request)
     denials, available = await data.visible_denials(
         _ledger(request), session.admin, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
     )
