@@ -247,3 +247,30 @@ def test_page_and_day_numbers_other_than_plain_digits_show_the_first_page(tmp_pa
         await ledger.close()
 
     asyncio.run(run())
+
+
+def test_a_cookie_or_csrf_token_with_other_than_ascii_characters_is_refused_not_a_500(
+    tmp_path: Path,
+) -> None:
+    """A ``tw_ui`` cookie, or a CSRF token (form field or header), holding ``é``: refused like any
+    other wrong one (the sign-in page; a 403 that changes nothing). On the branch point each was a
+    500: ``hmac.compare_digest`` raises TypeError on non-ASCII text."""
+
+    async def run() -> None:
+        ledger = open_async_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+        app, token = standalone_app(ledger, who="tester")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787") as client:
+            stranger = await client.get("/ui/keys", headers=[(b"cookie", "tw_ui=é.é".encode())])
+            assert stranger.status_code == 303 and stranger.headers["location"] == "/ui/signin"
+            await client.get(f"/ui/signin?token={token}")
+            form = await client.post("/ui/keys", data={"csrf": "é", "name": "k1"})
+            assert form.status_code == 403 and "CSRF" in form.text
+            header = await client.post(
+                "/ui/keys", data={"name": "k2"}, headers=[(b"x-csrf-token", "é".encode())]
+            )
+            assert header.status_code == 403 and "CSRF" in header.text
+            assert await ledger.keys() == []  # nothing was changed
+        await ledger.close()
+
+    asyncio.run(run())

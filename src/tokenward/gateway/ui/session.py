@@ -94,6 +94,15 @@ def _sign(key: bytes, payload: str) -> str:
     return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
 
 
+def _same(presented: str, expected: str) -> bool:
+    """Whether ``presented`` equals ``expected``, in constant time; as bytes, since
+    ``hmac.compare_digest`` raises TypeError on text holding other than ASCII characters (which a
+    client may send in a cookie, a header or a form field)."""
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def _csrf(key: bytes, sid: str) -> str:
     return _sign(key, "csrf:" + sid)
 
@@ -149,7 +158,7 @@ async def read_session(request: Request) -> UiSession | None:
         return None
     payload, signature = raw.split(".")
     key = await signing_key(request)
-    if not hmac.compare_digest(_sign(key, payload), signature):
+    if not _same(signature, _sign(key, payload)):
         return None
     try:
         body: dict[str, Any] = json.loads(_unb64(payload))
@@ -183,4 +192,4 @@ def csrf_ok(request: Request, session: UiSession, form: Any) -> bool:
     if not same_origin(request):
         return False
     token = request.headers.get("x-csrf-token") or (form.get("csrf") if form is not None else None) or ""
-    return isinstance(token, str) and hmac.compare_digest(token, session.csrf)
+    return isinstance(token, str) and _same(token, session.csrf)
