@@ -274,3 +274,51 @@ def test_a_cookie_or_csrf_token_with_other_than_ascii_characters_is_refused_not_
         await ledger.close()
 
     asyncio.run(run())
+
+
+def test_rotating_an_admin_key_ends_the_dashboard_sessions_signed_in_with_the_old_one(
+    tmp_path: Path, fake
+) -> None:
+    """A leaked admin key is replaced in the config file (same name, new key) and the gateway
+    reloaded: the browser signed in with the old key is signed out, one signed in with the new key
+    stays in. On the branch point a session was matched by the key's name and project only, so
+    the old key's session went on working after the rotation."""
+    import yaml
+
+    from tests.support.servers import serving
+    from tokenward.gateway import GatewayConfig, create_app
+
+    path = tmp_path / "tokenward.yaml"
+
+    def write(admin_key: str) -> None:
+        upstream = {
+            "name": "fake",
+            "provider": "fake",
+            "base_url": fake.url,
+            "api_key_env": "FAKE_UPSTREAM_KEY",
+        }
+        config = {
+            "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "upstreams": [upstream],
+            "keys": [{"key": "tw-user-key-000000", "name": "k", "user": "alice"}],
+            "admin_keys": [{"key": admin_key, "name": "root"}],
+        }
+        path.write_text(yaml.safe_dump(config))
+
+    old, new = "tw-admin-leaked-0000", "tw-admin-rotated-111"
+    write(old)
+    with (
+        serving(create_app(GatewayConfig.load(path), config_path=path)) as server,
+        httpx.Client() as leaked,
+        httpx.Client() as fresh,
+    ):
+        leaked.base_url = fresh.base_url = server.url
+        assert leaked.post("/ui/signin", data={"key": old}).status_code == 303
+        assert leaked.get("/ui/keys").status_code == 200
+        write(new)
+        reload = httpx.post(f"{server.url}/admin/reload", headers={"authorization": f"Bearer {old}"})
+        assert reload.status_code == 200, reload.text
+        assert fresh.post("/ui/signin", data={"key": new}).status_code == 303
+        assert fresh.get("/ui/keys").status_code == 200
+        gone = leaked.get("/ui/keys")
+        assert gone.status_code == 303 and gone.headers["location"] == "/ui/signin"
