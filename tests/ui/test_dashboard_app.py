@@ -322,3 +322,55 @@ def test_rotating_an_admin_key_ends_the_dashboard_sessions_signed_in_with_the_ol
         assert fresh.get("/ui/keys").status_code == 200
         gone = leaked.get("/ui/keys")
         assert gone.status_code == 303 and gone.headers["location"] == "/ui/signin"
+
+
+def test_a_project_admin_never_sees_the_alerts_another_project_crossed_under_a_reused_budget_name(
+    tmp_path: Path,
+) -> None:
+    """A full administrator's per-user template ``per-user`` alerts on demo's ``alice`` and is
+    deleted; shop's administrator then names a budget of its own ``per-user``. Shop's overview lists
+    no alert of demo's (on the branch point the alerts were picked by budget name only, so
+    ``demo/alice`` crossing 50 % showed on shop's dashboard); the full administrator still sees it."""
+    from tokenward.gateway.app import create_app
+    from tokenward.gateway.config import GatewayConfig
+
+    config = GatewayConfig.from_mapping(
+        {
+            "ledger": f"sqlite:///{tmp_path / 'l.db'}",
+            "upstreams": [{"name": "fake", "provider": "fake"}],
+            "keys": [{"key": "tw-demo-key-0000", "name": "demo-key", "user": "alice", "project": "demo"}],
+            "admin_keys": [
+                {"key": "tw-admin-root-000", "name": "root"},
+                {"key": "tw-admin-shop-000", "name": "shop-admin", "project": "shop"},
+            ],
+        }
+    )
+    root = {"authorization": "Bearer tw-admin-root-000"}
+    shop = {"authorization": "Bearer tw-admin-shop-000"}
+    template = {"name": "per-user", "scope": "user", "meter": "total_tokens", "limit": 40}
+    mine = {"name": "per-user", "scope": "project", "id": "shop", "meter": "total_tokens", "limit": 1000}
+    call = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+
+    async def alerts(client: httpx.AsyncClient, key: str) -> str:
+        client.cookies.clear()
+        assert (await client.post("/ui/signin", data={"key": key})).status_code == 303
+        page = (await client.get("/ui/live/overview")).text
+        start = page.index('id="alerts"')
+        return page[start : page.index("</table>", start)]
+
+    async def run() -> None:
+        app = create_app(config)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+                assert (await client.post("/admin/budgets", headers=root, json=template)).status_code == 201
+                answer = await client.post(
+                    "/v1/chat/completions", headers={"authorization": "Bearer tw-demo-key-0000"}, json=call
+                )
+                assert answer.status_code == 200
+                assert (await client.delete("/admin/budgets/per-user", headers=root)).status_code == 204
+                assert (await client.post("/admin/budgets", headers=shop, json=mine)).status_code == 201
+                assert "demo/alice" in await alerts(client, "tw-admin-root-000")
+                assert "demo" not in await alerts(client, "tw-admin-shop-000")
+
+    asyncio.run(run())
