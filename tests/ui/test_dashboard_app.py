@@ -374,3 +374,32 @@ def test_a_project_admin_never_sees_the_alerts_another_project_crossed_under_a_r
                 assert "demo" not in await alerts(client, "tw-admin-shop-000")
 
     asyncio.run(run())
+
+
+def test_signing_in_while_the_ledger_fails_is_a_503_that_names_no_store(tmp_path: Path) -> None:
+    """Signing in writes the session to the ledger; when the store fails (here its ``leases`` table
+    is gone), the sign-in form and the one-time URL answer 503 "the ledger is unavailable", as
+    every other page does, naming neither the store nor its error (on the branch point: a bare 500,
+    the traceback in the log)."""
+    import sqlite3
+
+    async def run() -> None:
+        path = tmp_path / "l.db"
+        ledger = open_async_ledger(f"sqlite:///{path}")
+        app, token = standalone_app(ledger, admin_key="k" * 20, who="tester")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787") as client:
+            assert (await client.get("/ui/signin")).status_code == 200
+            with sqlite3.connect(path) as db:
+                db.execute("DROP TABLE leases")
+            for answer in (
+                await client.post("/ui/signin", data={"key": "k" * 20}),
+                await client.get(f"/ui/signin?token={token}"),
+            ):
+                assert answer.status_code == 503, answer.status_code
+                assert "the ledger is unavailable" in answer.text
+                assert "leases" not in answer.text and str(path) not in answer.text
+                assert "tw_ui" not in answer.headers.get("set-cookie", "")
+        await ledger.close()
+
+    asyncio.run(run())

@@ -102,10 +102,7 @@ def _page(handler: Page, *, change: bool = False) -> Callable[[Request], Awaitab
         try:
             session = await read_session(request)  # reads the ledger (its secret, the sign-in)
         except TokenwardError as exc:
-            log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
-            return render(
-                "error.html", 503, message="the ledger is unavailable; nothing was changed", session=None
-            )
+            return _unavailable(request, exc, None)
         if session is None:
             if change:
                 return render("error.html", 403, message="sign in first", session=None)
@@ -117,10 +114,28 @@ def _page(handler: Page, *, change: bool = False) -> Callable[[Request], Awaitab
         try:
             return await handler(request, session)
         except TokenwardError as exc:
-            log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
-            return render(
-                "error.html", 503, message="the ledger is unavailable; nothing was changed", session=session
-            )
+            return _unavailable(request, exc, session)
+
+    return endpoint
+
+
+def _unavailable(request: Request, exc: TokenwardError, session: UiSession | None) -> Response:
+    """A ledger failure: logged, answered 503 without the store's message (it may name its URL)."""
+    log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
+    return render(
+        "error.html", 503, message="the ledger is unavailable; nothing was changed", session=session
+    )
+
+
+def _public(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A page open before signing in (the sign-in form): a ledger failure is a 503, as on every
+    signed-in page."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except TokenwardError as exc:
+            return _unavailable(request, exc, None)
 
     return endpoint
 
@@ -461,8 +476,8 @@ def ui_routes() -> list[BaseRoute]:
         Route("/ui", _page(overview_page), methods=["GET"]),
         Route("/ui/", _page(overview_page), methods=["GET"]),
         Route("/ui/live/overview", _page(overview_live), methods=["GET"]),
-        Route("/ui/signin", signin_page, methods=["GET"]),
-        Route("/ui/signin", signin, methods=["POST"]),
+        Route("/ui/signin", _public(signin_page), methods=["GET"]),
+        Route("/ui/signin", _public(signin), methods=["POST"]),
         Route("/ui/signout", _page(signout, change=True), methods=["POST"]),
         Route("/ui/budgets", _page(_budgets_get), methods=["GET"]),
         Route("/ui/budgets", _page(budget_put, change=True), methods=["POST"]),
