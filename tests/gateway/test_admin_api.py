@@ -346,3 +346,28 @@ def test_a_postgresql_ledger_error_is_never_answered(start_gateway, tmp_path) ->
             assert "adjustments" not in answer.text and "numeric" not in answer.text
     finally:
         BACKENDS["postgres"].cleanup(url)
+
+
+def test_whole_number_parameters_other_than_plain_digits_are_a_400(start_gateway) -> None:
+    """``limit``, ``offset`` and ``after`` are whole numbers written in ASCII digits: ``²`` (which
+    ``str.isdigit`` accepts and ``int`` refuses), 5,000 digits (past Python's int conversion limit)
+    and 10^23 (past a 64-bit database integer) are each a 400 naming the field (on the branch point
+    each was a 500)."""
+    gateway = start_gateway(admin_keys=ADMIN_KEYS)
+    huge = "1" * 5000
+    cases = [
+        ("/admin/events", "limit", "²"),
+        ("/admin/events", "limit", huge),
+        ("/admin/denials", "offset", "²"),
+        ("/admin/denials", "offset", huge),
+        ("/admin/denials", "offset", "1" + "0" * 23),
+        ("/admin/audit", "after", "²"),
+        ("/admin/audit", "after", huge),
+        ("/admin/audit", "after", "1" + "0" * 23),
+    ]
+    for path, name, value in cases:
+        answer = admin(gateway, "GET", path, params={name: value})
+        assert answer.status_code == 400, (path, name, value[:10], answer.status_code)
+        assert answer.json()["error"]["param"] == name
+    assert admin(gateway, "GET", "/admin/denials", params={"offset": "5", "limit": "7"}).status_code == 200
+    assert admin(gateway, "GET", "/admin/audit", params={"after": "0"}).status_code == 200

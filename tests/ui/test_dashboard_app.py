@@ -227,3 +227,179 @@ def test_a_session_the_sdk_closed_shows_as_ended_and_one_still_open_does_not(tmp
         found = asyncio.run(statuses())
     assert found == {"s-closed": "ended", "s-open": "active"}
     guard.close()
+
+
+def test_page_and_day_numbers_other_than_plain_digits_show_the_first_page(tmp_path: Path) -> None:
+    """``page`` and ``days`` that are not plain ASCII digits (``²``, which ``str.isdigit``
+    accepts and ``int`` refuses; 5,000 digits, past Python's int conversion limit) fall back to
+    the first page and one day, as any other malformed value does (on the branch point: a 500)."""
+
+    async def run() -> None:
+        ledger = open_async_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+        app, token = standalone_app(ledger, who="tester")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787") as client:
+            await client.get(f"/ui/signin?token={token}")
+            for path, name in (("/ui/events", "page"), ("/ui/denials", "page"), ("/ui/sessions", "days")):
+                for value in ("²", "1" * 5000):
+                    answer = await client.get(path, params={name: value})
+                    assert answer.status_code == 200, (path, value[:5], answer.status_code)
+        await ledger.close()
+
+    asyncio.run(run())
+
+
+def test_a_cookie_or_csrf_token_with_other_than_ascii_characters_is_refused_not_a_500(
+    tmp_path: Path,
+) -> None:
+    """A ``tw_ui`` cookie, or a CSRF token (form field or header), holding ``é``: refused like any
+    other wrong one (the sign-in page; a 403 that changes nothing). On the branch point each was a
+    500: ``hmac.compare_digest`` raises TypeError on non-ASCII text."""
+
+    async def run() -> None:
+        ledger = open_async_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+        app, token = standalone_app(ledger, who="tester")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787") as client:
+            stranger = await client.get("/ui/keys", headers=[(b"cookie", "tw_ui=é.é".encode())])
+            assert stranger.status_code == 303 and stranger.headers["location"] == "/ui/signin"
+            await client.get(f"/ui/signin?token={token}")
+            form = await client.post("/ui/keys", data={"csrf": "é", "name": "k1"})
+            assert form.status_code == 403 and "CSRF" in form.text
+            header = await client.post(
+                "/ui/keys", data={"name": "k2"}, headers=[(b"x-csrf-token", "é".encode())]
+            )
+            assert header.status_code == 403 and "CSRF" in header.text
+            assert await ledger.keys() == []  # nothing was changed
+        await ledger.close()
+
+    asyncio.run(run())
+
+
+def test_rotating_an_admin_key_ends_the_dashboard_sessions_signed_in_with_the_old_one(
+    tmp_path: Path, fake
+) -> None:
+    """A leaked admin key is replaced in the config file (same name, new key) and the gateway
+    reloaded: the browser signed in with the old key is signed out, one signed in with the new key
+    stays in. On the branch point a session was matched by the key's name and project only, so
+    the old key's session went on working after the rotation."""
+    import yaml
+
+    from tests.support.servers import serving
+    from tokenward.gateway import GatewayConfig, create_app
+
+    path = tmp_path / "tokenward.yaml"
+
+    def write(admin_key: str) -> None:
+        upstream = {
+            "name": "fake",
+            "provider": "fake",
+            "base_url": fake.url,
+            "api_key_env": "FAKE_UPSTREAM_KEY",
+        }
+        config = {
+            "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "upstreams": [upstream],
+            "keys": [{"key": "tw-user-key-000000", "name": "k", "user": "alice"}],
+            "admin_keys": [{"key": admin_key, "name": "root"}],
+        }
+        path.write_text(yaml.safe_dump(config))
+
+    old, new = "tw-admin-leaked-0000", "tw-admin-rotated-111"
+    write(old)
+    with (
+        serving(create_app(GatewayConfig.load(path), config_path=path)) as server,
+        httpx.Client() as leaked,
+        httpx.Client() as fresh,
+    ):
+        leaked.base_url = fresh.base_url = server.url
+        assert leaked.post("/ui/signin", data={"key": old}).status_code == 303
+        assert leaked.get("/ui/keys").status_code == 200
+        write(new)
+        reload = httpx.post(f"{server.url}/admin/reload", headers={"authorization": f"Bearer {old}"})
+        assert reload.status_code == 200, reload.text
+        assert fresh.post("/ui/signin", data={"key": new}).status_code == 303
+        assert fresh.get("/ui/keys").status_code == 200
+        gone = leaked.get("/ui/keys")
+        assert gone.status_code == 303 and gone.headers["location"] == "/ui/signin"
+
+
+def test_a_project_admin_never_sees_the_alerts_another_project_crossed_under_a_reused_budget_name(
+    tmp_path: Path,
+) -> None:
+    """A full administrator's per-user template ``per-user`` alerts on demo's ``alice`` and is
+    deleted; shop's administrator then names a budget of its own ``per-user``. Shop's overview lists
+    no alert of demo's (on the branch point the alerts were picked by budget name only, so
+    ``demo/alice`` crossing 50 % showed on shop's dashboard); the full administrator still sees it."""
+    from tokenward.gateway.app import create_app
+    from tokenward.gateway.config import GatewayConfig
+
+    config = GatewayConfig.from_mapping(
+        {
+            "ledger": f"sqlite:///{tmp_path / 'l.db'}",
+            "upstreams": [{"name": "fake", "provider": "fake"}],
+            "keys": [{"key": "tw-demo-key-0000", "name": "demo-key", "user": "alice", "project": "demo"}],
+            "admin_keys": [
+                {"key": "tw-admin-root-000", "name": "root"},
+                {"key": "tw-admin-shop-000", "name": "shop-admin", "project": "shop"},
+            ],
+        }
+    )
+    root = {"authorization": "Bearer tw-admin-root-000"}
+    shop = {"authorization": "Bearer tw-admin-shop-000"}
+    template = {"name": "per-user", "scope": "user", "meter": "total_tokens", "limit": 40}
+    mine = {"name": "per-user", "scope": "project", "id": "shop", "meter": "total_tokens", "limit": 1000}
+    call = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+
+    async def alerts(client: httpx.AsyncClient, key: str) -> str:
+        client.cookies.clear()
+        assert (await client.post("/ui/signin", data={"key": key})).status_code == 303
+        page = (await client.get("/ui/live/overview")).text
+        start = page.index('id="alerts"')
+        return page[start : page.index("</table>", start)]
+
+    async def run() -> None:
+        app = create_app(config)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+                assert (await client.post("/admin/budgets", headers=root, json=template)).status_code == 201
+                answer = await client.post(
+                    "/v1/chat/completions", headers={"authorization": "Bearer tw-demo-key-0000"}, json=call
+                )
+                assert answer.status_code == 200
+                assert (await client.delete("/admin/budgets/per-user", headers=root)).status_code == 204
+                assert (await client.post("/admin/budgets", headers=shop, json=mine)).status_code == 201
+                assert "demo/alice" in await alerts(client, "tw-admin-root-000")
+                assert "demo" not in await alerts(client, "tw-admin-shop-000")
+
+    asyncio.run(run())
+
+
+def test_signing_in_while_the_ledger_fails_is_a_503_that_names_no_store(tmp_path: Path) -> None:
+    """Signing in writes the session to the ledger; when the store fails (here its ``leases`` table
+    is gone), the sign-in form and the one-time URL answer 503 "the ledger is unavailable", as
+    every other page does, naming neither the store nor its error (on the branch point: a bare 500,
+    the traceback in the log)."""
+    import sqlite3
+
+    async def run() -> None:
+        path = tmp_path / "l.db"
+        ledger = open_async_ledger(f"sqlite:///{path}")
+        app, token = standalone_app(ledger, admin_key="k" * 20, who="tester")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787") as client:
+            assert (await client.get("/ui/signin")).status_code == 200
+            with sqlite3.connect(path) as db:
+                db.execute("DROP TABLE leases")
+            for answer in (
+                await client.post("/ui/signin", data={"key": "k" * 20}),
+                await client.get(f"/ui/signin?token={token}"),
+            ):
+                assert answer.status_code == 503, answer.status_code
+                assert "the ledger is unavailable" in answer.text
+                assert "leases" not in answer.text and str(path) not in answer.text
+                assert "tw_ui" not in answer.headers.get("set-cookie", "")
+        await ledger.close()
+
+    asyncio.run(run())

@@ -18,7 +18,17 @@ from typing import Any
 
 from tokenward.core.budgets import METERS, SCOPES, Budget, Subject
 
-__all__ = ["MAX_AMOUNT", "MAX_PLACES", "InputError", "amount", "amounts", "identifier", "subject", "text"]
+__all__ = [
+    "MAX_AMOUNT",
+    "MAX_PLACES",
+    "InputError",
+    "amount",
+    "amounts",
+    "identifier",
+    "subject",
+    "text",
+    "whole_number",
+]
 
 MAX_AMOUNT = Decimal(10) ** 15
 """The largest amount (tokens, USD, calls) an adjustment or a budget limit may name."""
@@ -101,6 +111,15 @@ def text(value: Any, field: str, *, longest: int = 200, lines: bool = False) -> 
     ):
         raise InputError(f"{field} must be text of 1-{longest} characters without control characters", field)
     return value
+
+
+def whole_number(value: str) -> int | None:
+    """A whole number written in a query parameter, or None when it is not one: 1 to 18 ASCII
+    digits, so below 10^18 and within a 64-bit database integer (``str.isdigit`` also accepts
+    ``²`` and other digits ``int`` refuses, and ``int`` refuses more than 4,300 digits)."""
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 def identifier(value: Any, field: str) -> str | None:

@@ -117,10 +117,10 @@ def _instant(request: Request, name: str) -> datetime | None:
 
 
 def _limit(request: Request) -> int:
-    value = request.query_params.get("limit", "100")
-    if not value.isdigit() or not 1 <= int(value) <= 10000:
+    value = inputs.whole_number(request.query_params.get("limit", "100"))
+    if value is None or not 1 <= value <= 10000:
         raise AdminError(400, "limit must be a whole number from 1 to 10000", param="limit")
-    return int(value)
+    return value
 
 
 # -- budgets -----------------------------------------------------------------------------------
@@ -203,16 +203,16 @@ async def denials(request: Request, admin: AdminKeyConfig) -> Response:
     query names (a project admin: its own project only), ``since``/``until``, ``budget``, paged
     by ``limit`` and ``offset``."""
     subject = _subject_from_query(request, admin)
-    offset = request.query_params.get("offset", "0")
-    if not offset.isdigit():
-        raise AdminError(400, "offset must be a whole number >= 0", param="offset")
+    offset = inputs.whole_number(request.query_params.get("offset", "0"))
+    if offset is None:
+        raise AdminError(400, "offset must be a whole number from 0 to 10^18 - 1", param="offset")
     found = await _ledger(request).denials(
         since=_instant(request, "since"),
         until=_instant(request, "until"),
         subject=subject if subject.to_dict() else None,
         budget=inputs.text(request.query_params.get("budget") or None, "budget"),
         limit=_limit(request),
-        offset=int(offset),
+        offset=offset,
     )
     return JSONResponse({"denials": [d.to_dict() for d in found], "refusals": sum(d.count for d in found)})
 
@@ -274,12 +274,13 @@ async def adjust(request: Request, admin: AdminKeyConfig) -> Response:
 
 
 async def audit_log(request: Request, admin: AdminKeyConfig) -> Response:
-    after = request.query_params.get("after")
-    if after is not None and not after.isdigit():
-        raise AdminError(400, "after must be an entry id", param="after")
+    raw = request.query_params.get("after")
+    after = None if raw is None else inputs.whole_number(raw)
+    if raw is not None and after is None:
+        raise AdminError(400, "after must be an entry id (a whole number)", param="after")
     entries = await _ledger(request).audit_log(
         since=_instant(request, "since"),
-        after=int(after) if after else None,
+        after=after,
         limit=_limit(request),
         project=admin.project,
     )

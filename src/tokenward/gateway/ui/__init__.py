@@ -83,7 +83,9 @@ def standalone_app(
     from tokenward.gateway.relay import GatewayState
 
     name = who or _who()
-    digest = hashlib.sha256((admin_key or secrets.token_urlsafe(32)).encode()).hexdigest()
+    # without a key: no digest any key has (only the one-time URL signs in), the same in every
+    # process, so a cookie one of them made is honoured by the others (sessions name the digest)
+    digest = hashlib.sha256(admin_key.encode()).hexdigest() if admin_key else "(one-time sign-in only)"
     admin = AdminKeyConfig(name, digest)
     config = GatewayConfig(upstreams=(), keys=(), admin_keys=(admin,), ledger=getattr(ledger, "url", None))
 

@@ -218,8 +218,16 @@ async def _rollup(ledger: Any, admin: AdminKeyConfig, since: str, **options: Any
 
 
 async def _alerts(ledger: Any, admin: AdminKeyConfig, rows: Sequence[BudgetRow]) -> list[Any]:
+    """The latest threshold alerts of the budgets in ``rows``; a project admin's are of its
+    project's own instance only (an alert names a budget by name, and a deleted budget's name
+    may since have been given to one of that project's: its old alerts are of other subjects)."""
     names = {r.budget.name for r in rows}
-    found = [t for t in await ledger.threshold_events(limit=None) if t.budget in names]
+    found = [
+        t
+        for t in await ledger.threshold_events(limit=None)
+        if t.budget in names
+        and (admin.project is None or (t.scope == "project" and t.subject_id == admin.project))
+    ]
     return list(reversed(found[-10:]))
 
 

@@ -102,10 +102,7 @@ def _page(handler: Page, *, change: bool = False) -> Callable[[Request], Awaitab
         try:
             session = await read_session(request)  # reads the ledger (its secret, the sign-in)
         except TokenwardError as exc:
-            log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
-            return render(
-                "error.html", 503, message="the ledger is unavailable; nothing was changed", session=None
-            )
+            return _unavailable(request, exc, None)
         if session is None:
             if change:
                 return render("error.html", 403, message="sign in first", session=None)
@@ -117,10 +114,28 @@ def _page(handler: Page, *, change: bool = False) -> Callable[[Request], Awaitab
         try:
             return await handler(request, session)
         except TokenwardError as exc:
-            log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
-            return render(
-                "error.html", 503, message="the ledger is unavailable; nothing was changed", session=session
-            )
+            return _unavailable(request, exc, session)
+
+    return endpoint
+
+
+def _unavailable(request: Request, exc: TokenwardError, session: UiSession | None) -> Response:
+    """A ledger failure: logged, answered 503 without the store's message (it may name its URL)."""
+    log.error("dashboard %s %s: the ledger failed: %s", request.method, request.url.path, exc)
+    return render(
+        "error.html", 503, message="the ledger is unavailable; nothing was changed", session=session
+    )
+
+
+def _public(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A page open before signing in (the sign-in form): a ledger failure is a 503, as on every
+    signed-in page."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except TokenwardError as exc:
+            return _unavailable(request, exc, None)
 
     return endpoint
 
@@ -140,6 +155,12 @@ def _actor(request: Request, session: UiSession) -> str:
 
 def _base(request: Request, session: UiSession, **more: Any) -> dict[str, Any]:
     return {"session": session, "admin": session.admin, "now": _now(request), **more}
+
+
+def _page_number(request: Request) -> int:
+    """The ``page`` asked for, 1 when none or not a page number."""
+    number = inputs.whole_number(request.query_params.get("page", "1"))
+    return number if number is not None and number >= 1 else 1
 
 
 # -- sign in / out -------------------------------------------------------------------------------
@@ -255,8 +276,8 @@ async def budget_delete(request: Request, session: UiSession) -> Response:
 # -- sessions --------------------------------------------------------------------------------------
 async def sessions_page(request: Request, session: UiSession) -> Response:
     now = _now(request)
-    days = request.query_params.get("days", "1")
-    span = int(days) if days.isdigit() and 1 <= int(days) <= 90 else 1
+    days = inputs.whole_number(request.query_params.get("days", "1"))
+    span = days if days is not None and 1 <= days <= 90 else 1
     status = request.query_params.get("status") or ""
     user = (request.query_params.get("user") or "").strip()
     rows = await data.session_rows(_ledger(request), session.admin, now, now - timedelta(days=span))
@@ -355,8 +376,7 @@ async def events_page(request: Request, session: UiSession) -> Response:
         events, values = await _filtered_events(request, session)
     except AdminError as exc:
         return render("error.html", exc.status, message=exc.message, **_base(request, session))
-    page = request.query_params.get("page", "1")
-    number = int(page) if page.isdigit() and int(page) >= 1 else 1
+    number = _page_number(request)
     shown = events[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
     from urllib.parse import urlencode
 
@@ -393,8 +413,7 @@ async def events_csv(request: Request, session: UiSession) -> Response:
 
 
 async def denials_page(request: Request, session: UiSession) -> Response:
-    page = request.query_params.get("page", "1")
-    number = int(page) if page.isdigit() and int(page) >= 1 else 1
+    number = _page_number(request)
     denials, available = await data.visible_denials(
         _ledger(request), session.admin, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
     )
@@ -457,8 +476,8 @@ def ui_routes() -> list[BaseRoute]:
         Route("/ui", _page(overview_page), methods=["GET"]),
         Route("/ui/", _page(overview_page), methods=["GET"]),
         Route("/ui/live/overview", _page(overview_live), methods=["GET"]),
-        Route("/ui/signin", signin_page, methods=["GET"]),
-        Route("/ui/signin", signin, methods=["POST"]),
+        Route("/ui/signin", _public(signin_page), methods=["GET"]),
+        Route("/ui/signin", _public(signin), methods=["POST"]),
         Route("/ui/signout", _page(signout, change=True), methods=["POST"]),
         Route("/ui/budgets", _page(_budgets_get), methods=["GET"]),
         Route("/ui/budgets", _page(budget_put, change=True), methods=["POST"]),

@@ -1,12 +1,13 @@
 """The dashboard's sign-in sessions and CSRF tokens.
 
 Signing in with an admin key gives the browser a cookie (``tw_ui``) holding a random session id,
-the admin key's name and project, and an expiry, signed with HMAC-SHA256; never the key. The
+the admin key's name, project and fingerprint (the HMAC of its digest), and an expiry, signed with HMAC-SHA256; never the key. The
 cookie is ``HttpOnly``, ``SameSite=Strict``, ``Path=/ui`` and ``Secure`` when the page was served
 over HTTPS. The signing secret is the config's ``dashboard_secret``, else the ledger's shared
 secret ``dashboard`` (:meth:`~tokenward.ledger.admin.AdminRecords.secret`), so a cookie made by one
 worker or replica is honoured by every other. A session is valid while it has not expired, its
-admin key is still in the configuration with the same project (removing a key ends its sessions),
+admin key is still in the configuration with the same name and project (removing a key, or
+replacing it with another under the same name, ends its sessions),
 and its id is still open in the ledger: signing in takes a lease ``dashboard-signin:<id>`` (the
 ledger's lease records, :mod:`tokenward.ledger.leases`, living as long as the cookie), signing
 out gives it back, so a copy of the cookie taken before sign-out is refused by every worker and
@@ -94,8 +95,23 @@ def _sign(key: bytes, payload: str) -> str:
     return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
 
 
+def _same(presented: str, expected: str) -> bool:
+    """Whether ``presented`` equals ``expected``, in constant time; as bytes, since
+    ``hmac.compare_digest`` raises TypeError on text holding other than ASCII characters (which a
+    client may send in a cookie, a header or a form field)."""
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def _csrf(key: bytes, sid: str) -> str:
     return _sign(key, "csrf:" + sid)
+
+
+def _fingerprint(key: bytes, admin: AdminKeyConfig) -> str:
+    """Which key of ``admin`` a session signed in with (the HMAC of its digest): a key replaced
+    under the same name ends the sessions of the old one."""
+    return _sign(key, "admin:" + admin.key_sha256)[:22]
 
 
 def _admins(request: Request) -> tuple[AdminKeyConfig, ...]:
@@ -112,6 +128,7 @@ async def set_cookie(request: Request, response: Response, admin: AdminKeyConfig
         "sid": sid,
         "a": admin.name,
         "p": admin.project,
+        "k": _fingerprint(key, admin),
         "exp": int(time.time()) + SESSION_SECONDS,
     }
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
@@ -149,7 +166,7 @@ async def read_session(request: Request) -> UiSession | None:
         return None
     payload, signature = raw.split(".")
     key = await signing_key(request)
-    if not hmac.compare_digest(_sign(key, payload), signature):
+    if not _same(signature, _sign(key, payload)):
         return None
     try:
         body: dict[str, Any] = json.loads(_unb64(payload))
@@ -157,8 +174,17 @@ async def read_session(request: Request) -> UiSession | None:
         return None
     if not isinstance(body, dict) or int(body.get("exp", 0)) <= time.time():
         return None
+    signed_with = body.get("k")
     admin = next(
-        (a for a in _admins(request) if a.name == body.get("a") and a.project == body.get("p")), None
+        (
+            a
+            for a in _admins(request)
+            if a.name == body.get("a")
+            and a.project == body.get("p")
+            and isinstance(signed_with, str)
+            and _same(signed_with, _fingerprint(key, a))
+        ),
+        None,
     )
     if admin is None:
         return None
@@ -183,4 +209,4 @@ def csrf_ok(request: Request, session: UiSession, form: Any) -> bool:
     if not same_origin(request):
         return False
     token = request.headers.get("x-csrf-token") or (form.get("csrf") if form is not None else None) or ""
-    return isinstance(token, str) and hmac.compare_digest(token, session.csrf)
+    return isinstance(token, str) and _same(token, session.csrf)
