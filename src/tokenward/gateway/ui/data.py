@@ -258,10 +258,7 @@ async def visible_denials(
     if method is None:
         return [], False
     subject = scope_subject(admin, session=session)
-    try:
-        found = await method(subject=subject, limit=limit, offset=offset)
-    except TypeError:  # an older signature
-        found = await method(limit=limit)
+    found = await method(subject=subject, limit=limit, offset=offset)
     return list(found), True
 
 
