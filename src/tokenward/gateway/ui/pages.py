@@ -354,7 +354,7 @@ async def _filtered_events(request: Request, session: UiSession) -> tuple[list[A
         since = parse_instant(values["since"], field="since") if values["since"] else None
         until = parse_instant(values["until"], field="until") if values["until"] else None
     except ValidationError as exc:
-        raise AdminError(400, str(exc), param="since") from None
+        raise AdminError(400, str(exc), param=exc.field or "since") from None
     if since is None and until is None and not values["session"]:
         # no time named: the last day (a month of a busy ledger is too much to page through)
         since = _now(request) - timedelta(days=1)
