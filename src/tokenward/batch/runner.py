@@ -61,7 +61,7 @@ from tokenward.core.usage import Usage
 from tokenward.errors import BudgetError, BudgetExceeded, TokenwardError, ValidationError
 from tokenward.numbers import plain
 
-__all__ = ["Progress", "job_budgets", "remainder_path_for", "run"]
+__all__ = ["Progress", "check_files", "job_budgets", "remainder_path_for", "run"]
 
 RECORD_TAG = "batch_record"
 """The tag naming the record a call was made for (its ``custom_id``)."""
@@ -107,6 +107,41 @@ def job_budgets(specs: Iterable[Budget | str], job: str) -> list[Budget]:
 def remainder_path_for(out: Path) -> Path:
     """The default remainder file beside an output file: ``RESULTS.remainder.jsonl``."""
     return out.with_name(f"{out.stem}.remainder.jsonl")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_files(source: Path | str | None, out: Path | str | None, remainder: Path | str | None) -> None:
+    """Refuse an output file that is the input, and a remainder file that is the output (before
+    anything is sent): the input's records would be read as result lines (with ``resume`` nothing
+    would be sent and every record reported failed) and result lines appended to the input; the
+    remainder would overwrite the answers.
+
+    Raises:
+        ValidationError: one of those.
+    """
+    if out is None:
+        return
+    out_path = Path(out)
+    if source is not None and _same_file(Path(source), out_path):
+        raise ValidationError(
+            f"the output file {str(out_path)!r} is the input file; choose another output file",
+            field="out",
+        )
+    rest = Path(remainder) if remainder is not None else remainder_path_for(out_path)
+    if _same_file(rest, out_path):
+        raise ValidationError(
+            f"the remainder file {str(rest)!r} is the output file (it would overwrite the answers); "
+            "choose another remainder file",
+            field="remainder",
+        )
 
 
 def _as_records(records: Iterable[BatchRecord | Mapping[str, Any]] | str | Path) -> list[BatchRecord]:
@@ -471,11 +506,13 @@ def run(
 
     Raises:
         ValidationError: an unreadable input, an output file that already has lines without
-            ``resume``, ``resume`` without ``out``, a concurrency below 1.
+            ``resume``, ``resume`` without ``out``, a concurrency below 1, an ``out`` that is the
+            input file, a ``remainder`` that is ``out``.
         ConfigError: a malformed budget spec.
     """
     if concurrency < 1:
         raise ValidationError("concurrency must be at least 1", field="concurrency")
+    check_files(records if isinstance(records, (str, Path)) else None, out, remainder)
     items = _as_records(records)
     task = f"batch:{job}"
     specs = [budget] if isinstance(budget, (Budget, str)) else list(budget)
