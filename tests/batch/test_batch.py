@@ -418,3 +418,33 @@ def test_an_output_that_is_the_input_or_the_remainder_is_refused_before_anything
     finally:
         guard.close()
     assert source.read_bytes() == before and not out.exists()
+
+
+def test_an_output_or_remainder_that_cannot_be_written_is_a_one_line_error_before_sending(
+    fake, tmp_path: Path
+) -> None:
+    # an --out that could not be made was a traceback (after the job's budgets were written); a
+    # --remainder that could not be written was a traceback after the whole job had run and spent
+    from typer.testing import CliRunner
+
+    from tokenward.cli.main import app
+
+    records = _records(5)
+    source = _write(tmp_path / "requests.jsonl", records)
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    out = tmp_path / "results.jsonl"
+    for extra in (
+        ["--out", str(source / "results.jsonl")],  # under a file
+        ["--out", str(out), "--remainder", str(source / "rest.jsonl")],
+        ["--out", str(out), "--remainder", str(tmp_path)],  # a directory
+    ):
+        result = CliRunner().invoke(
+            app,
+            ["batch", "run", str(source), *extra, "--ledger", ledger, "--no-progress",
+             "--base-url", f"{fake.url}/v1", "--api-key-env", "FAKE_UPSTREAM_KEY",
+             "--budget", f"total_tokens={_cost(records[0]) * 2}"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "cannot write" in result.output
+        assert not out.exists()
+    assert _ok_events_by_record(ledger, "batch:requests") == {}  # nothing was sent

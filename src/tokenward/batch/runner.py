@@ -46,6 +46,7 @@ line naming its charge and request id, and is re-sent only with ``retry_errors``
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -118,18 +119,41 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _writable(path: Path, what: str, field: str) -> None:
+    """Refuse a file that cannot be written (checked without creating anything)."""
+    problem = None
+    if path.is_dir():
+        problem = "it is a directory"
+    else:
+        near = path.parent
+        while not near.exists() and near != near.parent:
+            near = near.parent
+        if not near.is_dir():
+            problem = f"{str(near)!r} is not a directory"
+        elif not os.access(near, os.W_OK | os.X_OK) and not path.exists():
+            problem = f"no permission to write in {str(near)!r}"
+        elif path.exists() and not os.access(path, os.W_OK):
+            problem = "no permission to write it"
+    if problem is not None:
+        raise ValidationError(f"cannot write the {what} {str(path)!r}: {problem}", field=field)
+
+
 def check_files(source: Path | str | None, out: Path | str | None, remainder: Path | str | None) -> None:
-    """Refuse an output file that is the input, and a remainder file that is the output (before
-    anything is sent): the input's records would be read as result lines (with ``resume`` nothing
-    would be sent and every record reported failed) and result lines appended to the input; the
-    remainder would overwrite the answers.
+    """Refuse, before anything is sent: an output file that is the input (the input's records
+    would be read as result lines: with ``resume`` nothing would be sent and every record reported
+    failed; and result lines appended to the input); a remainder file that is the output (it
+    would overwrite the answers); an output or remainder file that cannot be written (found out
+    only after the job had spent).
 
     Raises:
         ValidationError: one of those.
     """
+    if remainder is not None:
+        _writable(Path(remainder), "remainder file", "remainder")
     if out is None:
         return
     out_path = Path(out)
+    _writable(out_path, "output file", "out")
     if source is not None and _same_file(Path(source), out_path):
         raise ValidationError(
             f"the output file {str(out_path)!r} is the input file; choose another output file",
@@ -142,6 +166,7 @@ def check_files(source: Path | str | None, out: Path | str | None, remainder: Pa
             "choose another remainder file",
             field="remainder",
         )
+    _writable(rest, "remainder file", "remainder")
 
 
 def _as_records(records: Iterable[BatchRecord | Mapping[str, Any]] | str | Path) -> list[BatchRecord]:
