@@ -153,7 +153,8 @@ def check_files(source: Path | str | None, out: Path | str | None, remainder: Pa
     if out is None:
         return
     out_path = Path(out)
-    _writable(out_path, "output file", "out")
+    if not out_path.is_dir():  # a directory: read_output says it cannot be read
+        _writable(out_path, "output file", "out")
     if source is not None and _same_file(Path(source), out_path):
         raise ValidationError(
             f"the output file {str(out_path)!r} is the input file; choose another output file",
