@@ -166,10 +166,15 @@ class TokenBudgets:
         self.report_file: str | None = config.getoption("--token-report")
         self.baseline_file: str | None = config.getoption("--token-baseline")
         self.update: bool = bool(config.getoption("--token-baseline-update"))
+        given = str(config.getoption("--token-baseline-tolerance"))
         try:
-            self.tolerance = Decimal(str(config.getoption("--token-baseline-tolerance")))
+            self.tolerance = Decimal(given)
         except ArithmeticError:
-            raise pytest.UsageError("--token-baseline-tolerance must be a number (percent)") from None
+            self.tolerance = Decimal("NaN")
+        if not self.tolerance.is_finite() or self.tolerance < 0:
+            raise pytest.UsageError(
+                f"--token-baseline-tolerance {given}: must be a number of percent, 0 or more (10)"
+            )
         if self.update and not self.baseline_file:
             raise pytest.UsageError("--token-baseline-update needs --token-baseline FILE")
         workers = getattr(config.option, "numprocesses", None)
@@ -200,9 +205,18 @@ class TokenBudgets:
             )
         try:
             data = json.loads(path.read_text())
-            return {str(k): int(v["total_tokens"]) for k, v in data["tests"].items()}
-        except (ValueError, KeyError, TypeError) as exc:
+            tests = data["tests"]
+            if not isinstance(tests, dict):
+                raise TypeError("'tests' must be an object of node ids")
+            read = {str(k): int(v["total_tokens"]) for k, v in tests.items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise pytest.UsageError(f"--token-baseline {path}: not a tokenward baseline ({exc})") from None
+        negative = next((k for k, v in read.items() if v < 0), None)
+        if negative is not None:
+            raise pytest.UsageError(
+                f"--token-baseline {path}: not a tokenward baseline ({negative}: negative total_tokens)"
+            )
+        return read
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -279,7 +293,7 @@ class TokenBudgets:
         if marker.args:
             raise pytest.UsageError(f"{item.nodeid}: token_budget takes keywords only (total_tokens=2000)")
         made = []
-        for meter, limit in marker.kwargs.items():
+        for meter, limit in _limits(marker).items():
             if meter not in _METERS:
                 raise pytest.UsageError(
                     f"{item.nodeid}: token_budget({meter}=...): known meters: {', '.join(_METERS)}"
@@ -325,7 +339,7 @@ class TokenBudgets:
             "requests": Decimal(tally.calls),
             "cost_usd": tally.cost_usd,
         }
-        limits = dict(marker.kwargs) if marker is not None else {}
+        limits = _limits(marker) if marker is not None else {}
         for meter, limit in limits.items():
             used = spent.get(meter)
             if used is not None and used > Decimal(str(limit)):
@@ -365,8 +379,8 @@ class TokenBudgets:
                 k: sum(r[k] for r in self.results.values())
                 for k in ("calls", "input_tokens", "output_tokens", "total_tokens")
             }
-            Path(self.report_file).write_text(
-                json.dumps({"tests": self.results, "total": total}, indent=2) + "\n"
+            _write(
+                Path(self.report_file), json.dumps({"tests": self.results, "total": total}, indent=2) + "\n"
             )
         if self.update and self.baseline_file:
             path = Path(self.baseline_file)
@@ -377,7 +391,7 @@ class TokenBudgets:
                 except ValueError:
                     kept = {}
             kept.update({k: {"total_tokens": v["total_tokens"]} for k, v in self.results.items()})
-            path.write_text(json.dumps({"tests": dict(sorted(kept.items()))}, indent=2) + "\n")
+            _write(path, json.dumps({"tests": dict(sorted(kept.items()))}, indent=2) + "\n")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         rows = {k: v for k, v in self.results.items() if v["calls"]}
@@ -393,6 +407,17 @@ class TokenBudgets:
             )
         if self.baseline_file and self.update:
             terminalreporter.write_line(f"token baseline written to {self.baseline_file}")
+
+
+def _limits(marker: pytest.Mark) -> dict[str, Any]:
+    """The marker's meters and limits; a meter given ``None`` (the marker's default) has none."""
+    return {meter: limit for meter, limit in marker.kwargs.items() if limit is not None}
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a report or baseline file, making its directory (as ``--junitxml`` does)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def _metered(original: Any, guard: Any, is_async: bool, running: Any) -> Any:

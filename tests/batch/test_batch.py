@@ -376,3 +376,75 @@ def test_records_are_never_clamped_even_by_a_clamping_budget_above_the_job(fake)
     answered = [line["response"]["body"]["usage"]["completion_tokens"] for line in report.lines]
     assert answered == [REPLY]  # the second record went to the remainder, not out clamped
     assert report.remaining == 1 and report.refused == "user=alice:total_tokens=55"
+
+
+def test_an_output_that_is_the_input_or_the_remainder_is_refused_before_anything_is_sent(
+    fake, tmp_path: Path
+) -> None:
+    # `--out requests.jsonl` (the input) read the input's records as result lines: with --resume
+    # nothing was sent and every record reported failed, and result lines were appended to the
+    # input; `--remainder` equal to `--out` overwrote the answers with the remainder's records.
+    from typer.testing import CliRunner
+
+    from tokenward.cli.main import app
+
+    records = _records(5)
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    source = _write(tmp_path / "requests.jsonl", records)
+    before = source.read_bytes()
+    out = tmp_path / "results.jsonl"
+    for extra in (
+        ["--out", str(source), "--resume"],
+        ["--out", str(tmp_path / "." / "requests.jsonl")],
+        ["--out", str(out), "--remainder", str(out)],
+    ):
+        result = CliRunner().invoke(
+            app,
+            ["batch", "run", str(source), *extra, "--ledger", ledger, "--no-progress",
+             "--base-url", f"{fake.url}/v1", "--api-key-env", "FAKE_UPSTREAM_KEY",
+             "--budget", f"total_tokens={_cost(records[0]) * 2}"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "error:" in result.output
+        assert source.read_bytes() == before
+        assert not out.exists()
+    assert _ok_events_by_record(ledger, "batch:requests") == {}  # nothing was sent
+    guard = Guard("memory://", on_unattributed="ignore")
+    try:
+        with pytest.raises(ValidationError, match="input"):
+            run(source, lambda r: {}, guard=guard, out=source, resume=True)
+        with pytest.raises(ValidationError, match="remainder"):
+            run(source, lambda r: {}, guard=guard, out=out, remainder=out)
+    finally:
+        guard.close()
+    assert source.read_bytes() == before and not out.exists()
+
+
+def test_an_output_or_remainder_that_cannot_be_written_is_a_one_line_error_before_sending(
+    fake, tmp_path: Path
+) -> None:
+    # an --out that could not be made was a traceback (after the job's budgets were written); a
+    # --remainder that could not be written was a traceback after the whole job had run and spent
+    from typer.testing import CliRunner
+
+    from tokenward.cli.main import app
+
+    records = _records(5)
+    source = _write(tmp_path / "requests.jsonl", records)
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    out = tmp_path / "results.jsonl"
+    for extra in (
+        ["--out", str(source / "results.jsonl")],  # under a file
+        ["--out", str(out), "--remainder", str(source / "rest.jsonl")],
+        ["--out", str(out), "--remainder", str(tmp_path)],  # a directory
+    ):
+        result = CliRunner().invoke(
+            app,
+            ["batch", "run", str(source), *extra, "--ledger", ledger, "--no-progress",
+             "--base-url", f"{fake.url}/v1", "--api-key-env", "FAKE_UPSTREAM_KEY",
+             "--budget", f"total_tokens={_cost(records[0]) * 2}"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "cannot write" in result.output
+        assert not out.exists()
+    assert _ok_events_by_record(ledger, "batch:requests") == {}  # nothing was sent

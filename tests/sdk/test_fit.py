@@ -269,3 +269,26 @@ def test_async_fit_summarizes_through_an_async_client(fake, guard) -> None:
     assert fitted.summarised and cookbook_count(list(fitted)) <= bound
     (event,) = guard.ledger.events(subject=Subject(session="s-async-sum"))
     assert event.usage.output_tokens == 8
+
+
+@pytest.mark.parametrize(
+    "messages, options",
+    [
+        (["hello", "world"], {}),  # strings, not messages
+        ([{"role": "user", "content": "hi"}, None], {}),
+        ("hello there", {}),  # a string, not a list
+        ({"role": "user", "content": "hi"}, {}),  # one message, not a list
+        ([{"role": "user", "content": "hi " * 50}, {"role": "user", "content": "x"}], {"keep_last": 1.5}),
+        ([{"role": "user", "content": "hi " * 50}, {"role": "user", "content": "x"}], {"keep_last": "2"}),
+        ([{"role": "user", "content": "hi"}], {"format": "gemini"}),  # fits, still a mistake
+    ],
+)
+def test_malformed_messages_and_options_are_validation_errors(guard, messages, options) -> None:
+    # they were AttributeError / TypeError from deep inside, or silently accepted while fitting
+    with guard.session("s-malformed") as session:
+        with pytest.raises(tokenward.ValidationError):
+            session.fit(messages, model="gpt-4o-mini", max_input_tokens=20, **options)
+        import asyncio
+
+        with pytest.raises(tokenward.ValidationError):
+            asyncio.run(session.afit(messages, model="gpt-4o-mini", max_input_tokens=20, **options))

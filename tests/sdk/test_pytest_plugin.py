@@ -185,3 +185,67 @@ def test_calls_through_a_gateway_are_attributed_to_the_test(start_gateway, pytes
         observer.close()
     assert event.subject.task == "demo/pytest:test_gw.py::test_via_gateway"  # in the key's project
     assert event.usage.input_tokens + event.usage.output_tokens == CALL
+
+
+@pytest.mark.parametrize("tolerance", ["-5", "NaN", "sNaN", "-inf"])
+def test_a_negative_or_not_a_number_tolerance_is_a_usage_error(fake, pytester, tolerance) -> None:
+    # -5 failed every test at its baseline ("0.0% over its baseline"); NaN was an INTERNALERROR
+    pytester.makepyfile(test_agent=_module(fake, "def test_a():\n    ask()\n"))
+    (pytester.path / "base.json").write_text(
+        json.dumps({"tests": {"test_agent.py::test_a": {"total_tokens": CALL}}})
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--token-baseline", "base.json", f"--token-baseline-tolerance={tolerance}"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--token-baseline-tolerance*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"tests": [1]}', '{"tests": null}', '{"tests": {"t": 5}}', '{"tests": {"t": {"total_tokens": -1}}}'],
+)
+def test_a_corrupt_baseline_is_a_usage_error(fake, pytester, content) -> None:
+    pytester.makepyfile(test_agent=_module(fake, "def test_a():\n    ask()\n"))
+    (pytester.path / "base.json").write_text(content)
+    for update in ([], ["--token-baseline-update"]):
+        result = pytester.runpytest("-p", "no:cacheprovider", "--token-baseline", "base.json", *update)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, content
+        result.stderr.fnmatch_lines(["*--token-baseline base.json: not a tokenward baseline*"])
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert (pytester.path / "base.json").read_text() == content  # not overwritten
+
+
+def test_a_meter_given_none_in_the_marker_has_no_budget(fake, pytester) -> None:
+    # the marker's documented signature: token_budget(total_tokens=None, ..., cost_usd=None, ...)
+    pytester.makepyfile(
+        test_agent=_module(
+            fake,
+            "LIMIT = None  # set in CI only\n"
+            "@pytest.mark.token_budget(total_tokens=LIMIT, requests=1)\n"
+            "def test_one_call():\n"
+            "    ask()\n"
+            "@pytest.mark.token_budget(total_tokens=None, requests=1)\n"
+            "def test_two_calls():\n"
+            "    ask(); ask()\n",
+        )
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_agent.py::test_two_calls - *BudgetExceeded*"])
+
+
+def test_report_and_baseline_files_in_a_directory_not_made_yet(fake, pytester) -> None:
+    # --junitxml makes its directory; --token-report failed with a traceback after the whole run
+    pytester.makepyfile(test_agent=_module(fake, "def test_a():\n    ask()\n"))
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--token-report", "out/tokens.json",
+        "--token-baseline", "ci/base.json", "--token-baseline-update",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    report = json.loads((pytester.path / "out" / "tokens.json").read_text())
+    assert report["tests"]["test_agent.py::test_a"]["total_tokens"] == CALL
+    baseline = json.loads((pytester.path / "ci" / "base.json").read_text())
+    assert baseline == {"tests": {"test_agent.py::test_a": {"total_tokens": CALL}}}

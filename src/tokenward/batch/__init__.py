@@ -8,7 +8,7 @@ after a kill, and :mod:`tokenward.batch.records` for the file formats.
 
 from tokenward.batch.records import URLS, BatchRecord, OutputState, read_output, read_records
 from tokenward.batch.report import BatchReport, BudgetLine, CrashCharge
-from tokenward.batch.runner import Progress, job_budgets, remainder_path_for, run
+from tokenward.batch.runner import Progress, check_files, job_budgets, remainder_path_for, run
 
 __all__ = [
     "URLS",
@@ -18,6 +18,7 @@ __all__ = [
     "CrashCharge",
     "OutputState",
     "Progress",
+    "check_files",
     "job_budgets",
     "read_output",
     "read_records",

@@ -46,6 +46,7 @@ line naming its charge and request id, and is re-sent only with ``retry_errors``
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -61,7 +62,7 @@ from tokenward.core.usage import Usage
 from tokenward.errors import BudgetError, BudgetExceeded, TokenwardError, ValidationError
 from tokenward.numbers import plain
 
-__all__ = ["Progress", "job_budgets", "remainder_path_for", "run"]
+__all__ = ["Progress", "check_files", "job_budgets", "remainder_path_for", "run"]
 
 RECORD_TAG = "batch_record"
 """The tag naming the record a call was made for (its ``custom_id``)."""
@@ -107,6 +108,66 @@ def job_budgets(specs: Iterable[Budget | str], job: str) -> list[Budget]:
 def remainder_path_for(out: Path) -> Path:
     """The default remainder file beside an output file: ``RESULTS.remainder.jsonl``."""
     return out.with_name(f"{out.stem}.remainder.jsonl")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _writable(path: Path, what: str, field: str) -> None:
+    """Refuse a file that cannot be written (checked without creating anything)."""
+    problem = None
+    if path.is_dir():
+        problem = "it is a directory"
+    else:
+        near = path.parent
+        while not near.exists() and near != near.parent:
+            near = near.parent
+        if not near.is_dir():
+            problem = f"{str(near)!r} is not a directory"
+        elif not os.access(near, os.W_OK | os.X_OK) and not path.exists():
+            problem = f"no permission to write in {str(near)!r}"
+        elif path.exists() and not os.access(path, os.W_OK):
+            problem = "no permission to write it"
+    if problem is not None:
+        raise ValidationError(f"cannot write the {what} {str(path)!r}: {problem}", field=field)
+
+
+def check_files(source: Path | str | None, out: Path | str | None, remainder: Path | str | None) -> None:
+    """Refuse, before anything is sent: an output file that is the input (the input's records
+    would be read as result lines: with ``resume`` nothing would be sent and every record reported
+    failed; and result lines appended to the input); a remainder file that is the output (it
+    would overwrite the answers); an output or remainder file that cannot be written (found out
+    only after the job had spent).
+
+    Raises:
+        ValidationError: one of those.
+    """
+    if remainder is not None:
+        _writable(Path(remainder), "remainder file", "remainder")
+    if out is None:
+        return
+    out_path = Path(out)
+    if not out_path.is_dir():  # a directory: read_output says it cannot be read
+        _writable(out_path, "output file", "out")
+    if source is not None and _same_file(Path(source), out_path):
+        raise ValidationError(
+            f"the output file {str(out_path)!r} is the input file; choose another output file",
+            field="out",
+        )
+    rest = Path(remainder) if remainder is not None else remainder_path_for(out_path)
+    if _same_file(rest, out_path):
+        raise ValidationError(
+            f"the remainder file {str(rest)!r} is the output file (it would overwrite the answers); "
+            "choose another remainder file",
+            field="remainder",
+        )
+    _writable(rest, "remainder file", "remainder")
 
 
 def _as_records(records: Iterable[BatchRecord | Mapping[str, Any]] | str | Path) -> list[BatchRecord]:
@@ -471,11 +532,13 @@ def run(
 
     Raises:
         ValidationError: an unreadable input, an output file that already has lines without
-            ``resume``, ``resume`` without ``out``, a concurrency below 1.
+            ``resume``, ``resume`` without ``out``, a concurrency below 1, an ``out`` that is the
+            input file, a ``remainder`` that is ``out``.
         ConfigError: a malformed budget spec.
     """
     if concurrency < 1:
         raise ValidationError("concurrency must be at least 1", field="concurrency")
+    check_files(records if isinstance(records, (str, Path)) else None, out, remainder)
     items = _as_records(records)
     task = f"batch:{job}"
     specs = [budget] if isinstance(budget, (Budget, str)) else list(budget)

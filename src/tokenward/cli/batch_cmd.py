@@ -127,12 +127,13 @@ def run_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tokenward.batch import read_records, run
+    from tokenward.batch import check_files, read_records, run
     from tokenward.batch.http import HttpCaller
     from tokenward.cli.ledgers import DEFAULT_LEDGER, LEDGER_ENV
     from tokenward.files import load_prices
     from tokenward.sdk import Guard
 
+    check_files(requests, out_file, remainder)
     records = read_records(requests)
     book = load_prices(prices) if prices else None
     url = ledger or os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER

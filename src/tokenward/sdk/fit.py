@@ -320,6 +320,27 @@ def _plan(
     return system, starts[candidates[lo]], spans
 
 
+def _check(messages: Any, keep_last: Any, fmt: str | None) -> None:
+    """Refuse what fitting cannot read, before anything is counted (a list that fits included)."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise ValidationError(
+            f"messages must be a list of messages (JSON objects), got {type(messages).__name__}",
+            field="messages",
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ValidationError(
+                f"messages[{index}] is {type(message).__name__}, not a message (a JSON object)",
+                field="messages",
+            )
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+        raise ValidationError(
+            f"keep_last must be a whole number, 0 or more, got {keep_last!r}", field="keep_last"
+        )
+    if fmt is not None and fmt not in FORMATS:
+        raise ValidationError(f"unknown message format {fmt!r}; known: {', '.join(FORMATS)}", field="format")
+
+
 def fit_messages(
     messages: Sequence[Mapping[str, Any]],
     *,
@@ -356,8 +377,7 @@ def fit_messages(
         ContextTooLarge: the system prompt and the kept groups alone are over ``bound``.
         ValidationError: an unknown format, a negative ``keep_last``, a malformed message.
     """
-    if keep_last < 0:
-        raise ValidationError("keep_last must be 0 or more", field="keep_last")
+    _check(messages, keep_last, fmt)
     fmt = fmt or detect_format(messages)
     extra: dict[str, Any] = {}
     if system is not None:
