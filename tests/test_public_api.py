@@ -21,6 +21,12 @@ def test_the_root_exports_the_public_names() -> None:
         assert getattr(tokenward, name) is not None
 
 
+def test_a_subpackage_is_an_attribute_of_the_root() -> None:
+    # the root's names are imported on first use; a subpackage read as an attribute still is one
+    assert tokenward.sdk.Guard is tokenward.Guard
+    assert "Guard" in dir(tokenward)
+
+
 def test_the_unattributed_call_warning_is_a_runtime_warning() -> None:
     """Issue 15 item 2: filterable as any warning; pytest's ``error::UserWarning:tokenward``
     setting does not turn it into an error."""

@@ -8,6 +8,8 @@ words when ``max_tokens`` is 20: 26 tokens a call.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -249,3 +251,15 @@ def test_report_and_baseline_files_in_a_directory_not_made_yet(fake, pytester) -
     assert report["tests"]["test_agent.py::test_a"]["total_tokens"] == CALL
     baseline = json.loads((pytester.path / "ci" / "base.json").read_text())
     assert baseline == {"tests": {"test_agent.py::test_a": {"total_tokens": CALL}}}
+
+
+def test_loading_the_plugin_imports_neither_the_sdk_nor_its_clients() -> None:
+    """pytest loads the plugin in every run where tokenward is installed (a ``pytest11`` entry
+    point), used or not: loading it must not import the guard, the ledgers, the SDK, httpx or
+    tiktoken (it did, through the package root: about 0.6 s added to every pytest run)."""
+    heavy = ("tokenward.sdk", "tokenward.guard", "tokenward.ledger", "tokenward.gateway", "httpx", "tiktoken")
+    found = subprocess.run(
+        [sys.executable, "-c", f"import sys, tokenward.pytest_plugin; print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert found == "[]"
