@@ -98,8 +98,10 @@ class TestTally:
     """One test's metered calls.
 
     Attributes:
-        calls: settled calls. input_tokens / output_tokens: their tokens. cost_usd: their USD
-        (None once a call could not be priced). refusals: budget refusals, as messages.
+        calls: settled calls, and calls still open when the test ended (``open_calls`` of them: a
+        stream never read to its end or closed), which count at their hold. input_tokens /
+        output_tokens: their tokens. cost_usd: their USD (None once a call could not be
+        priced). refusals: budget refusals, as messages.
     """
 
     __test__ = False  # not a test class, whatever pytest's collection thinks of its name
@@ -109,6 +111,7 @@ class TestTally:
     output_tokens: int = 0
     cost_usd: Decimal | None = Decimal(0)
     refusals: list[tuple[str, str]] = field(default_factory=list)
+    open_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -121,6 +124,7 @@ class TestTally:
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
             "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
+            "open_calls": self.open_calls,
         }
 
 
@@ -130,6 +134,8 @@ class _Tallies:
     def __init__(self) -> None:
         self.by_test: dict[str, TestTally] = {}
         self.lock = threading.Lock()
+        self.open: dict[str, tuple[str, Any]] = {}  # request id -> (test, admission) not settled
+        self.counted: set[str] = set()  # request ids a test ended with open, counted at their hold
 
     def _of(self, subject: Any) -> TestTally | None:
         task = getattr(subject, "task", None)
@@ -138,7 +144,39 @@ class _Tallies:
         with self.lock:
             return self.by_test.setdefault(task[len(_TASK) :], TestTally())
 
+    def on_admit(self, admission: Any) -> None:
+        task = getattr(admission.subject, "task", None)
+        if task and task.startswith(_TASK):
+            with self.lock:
+                self.open[admission.request_id] = (task[len(_TASK) :], admission)
+
+    def charge_open(self, test: str) -> None:
+        """Count the calls of ``test`` still open (admitted, not settled) at their hold: a stream
+        the test never read to its end nor closed is settled only when its hold expires, after
+        the test's figures are taken, and the provider may have generated it all."""
+        with self.lock:
+            left = [(rid, adm) for rid, (t, adm) in self.open.items() if t == test]
+            if not left:
+                return
+            tally = self.by_test.setdefault(test, TestTally())
+            for request_id, admission in left:
+                del self.open[request_id]
+                self.counted.add(request_id)
+                amounts = admission.decision.amounts
+                tally.calls += 1
+                tally.open_calls += 1
+                tally.input_tokens += int(amounts.get("input_tokens", 0))
+                tally.output_tokens += int(amounts.get("output_tokens", 0))
+                if tally.cost_usd is not None:
+                    cost = amounts.get("cost_usd")
+                    tally.cost_usd = None if cost is None else tally.cost_usd + cost
+
     def on_settle(self, event: Any) -> None:
+        with self.lock:
+            self.open.pop(event.request_id, None)
+            if event.request_id in self.counted:  # its test ended with it open: counted at its hold
+                self.counted.discard(event.request_id)
+                return
         tally = self._of(event.subject)
         if tally is None:
             return
@@ -317,6 +355,8 @@ class TokenBudgets:
         fixtures' teardown spent (a teardown error), and hand its figures to the controller."""
         if self.guard is None or call.when == "setup":
             return (yield)
+        if call.when == "teardown":
+            self.tallies.charge_open(item.nodeid)
         tally = self.tallies.by_test.get(item.nodeid, TestTally())
         if call.when == "teardown":
             item.user_properties.append((_KEY, tally.to_dict()))

@@ -263,3 +263,35 @@ def test_loading_the_plugin_imports_neither_the_sdk_nor_its_clients() -> None:
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert found == "[]"
+
+
+def test_a_stream_the_test_never_read_counts_at_its_hold(fake, pytester) -> None:
+    """A stream opened and never read nor closed is settled only when its hold expires, long after
+    the test's figures are taken: it showed 0 calls and 0 tokens in the report and against the
+    baseline, while the provider may have generated its whole output. It now counts at its hold
+    (the prompt's estimate plus ``max_tokens`` = 20 output tokens), so a baseline of one call's
+    tokens (26) fails the test that opens two streams and reads one."""
+    pytester.makepyfile(
+        test_agent=_module(
+            fake,
+            "def test_opens_a_stream():\n"
+            "    for read in (True, False):\n"
+            "        stream = client.chat.completions.create(model='gpt-4o-mini', max_tokens=20,\n"
+            "            stream=True, messages=[{'role': 'user', 'content': 'Say hello'}])\n"
+            "        if read:\n"
+            "            for _ in stream: pass\n",
+        )
+    )
+    (pytester.path / "baseline.json").write_text(
+        json.dumps({"tests": {"test_agent.py::test_opens_a_stream": {"total_tokens": CALL}}})
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--token-report", "tokens.json", "--token-baseline", "baseline.json"
+    )
+    result.assert_outcomes(passed=1, errors=1)  # failed at teardown, when its open call is counted
+    result.stdout.fnmatch_lines(["*token baseline: test_agent.py::test_opens_a_stream used * tokens*"])
+    opened = json.loads((pytester.path / "tokens.json").read_text())["tests"][
+        "test_agent.py::test_opens_a_stream"
+    ]
+    assert (opened["calls"], opened["open_calls"], opened["output_tokens"]) == (2, 1, 20 + 20)
+    assert opened["input_tokens"] > 6  # the read call's 6, and the open one's estimate
