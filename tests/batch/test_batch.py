@@ -448,3 +448,17 @@ def test_an_output_or_remainder_that_cannot_be_written_is_a_one_line_error_befor
         assert "Traceback" not in result.output and "cannot write" in result.output
         assert not out.exists()
     assert _ok_events_by_record(ledger, "batch:requests") == {}  # nothing was sent
+
+
+@pytest.mark.parametrize("concurrency", [0, 2.5, "8", True])
+def test_a_concurrency_that_is_not_a_whole_number_above_zero_is_a_validation_error(fake, concurrency) -> None:
+    # from Python, 2.5 or "8" was a TypeError deep in the job (True ran as 1); refused before sending
+    guard = Guard("memory://", on_unattributed="ignore")
+    caller = HttpCaller(guard, f"{fake.url}/v1", api_key=UPSTREAM_KEY)
+    try:
+        with pytest.raises(ValidationError, match="concurrency must be a whole number"):
+            run(_records(1), caller, guard=guard, job="bad", concurrency=concurrency)
+        assert guard.ledger.events() == []
+    finally:
+        caller.close()
+        guard.close()

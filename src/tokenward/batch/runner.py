@@ -536,8 +536,10 @@ def run(
             input file, a ``remainder`` that is ``out``.
         ConfigError: a malformed budget spec.
     """
-    if concurrency < 1:
-        raise ValidationError("concurrency must be at least 1", field="concurrency")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValidationError(
+            f"concurrency must be a whole number, at least 1; got {concurrency!r}", field="concurrency"
+        )
     check_files(records if isinstance(records, (str, Path)) else None, out, remainder)
     items = _as_records(records)
     task = f"batch:{job}"
