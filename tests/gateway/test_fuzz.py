@@ -286,7 +286,8 @@ def _families() -> Iterator[tuple[str, str, str, bytes, int | None]]:
         )
     yield "integer ids", "POST", "/admin/keys", b'{"name": 7}', 400
     yield "integer ids", "GET", "/admin/events?limit=1e999999", b"", 400
-    yield "integer ids", "GET", "/admin/audit?after=99999999999999999999999999", b"", 200
+    # past a 64-bit id: refused naming the parameter, as every whole-number parameter past 18 digits
+    yield "integer ids", "GET", "/admin/audit?after=99999999999999999999999999", b"", 400
     gemini = "/v1beta/models/gemini-2.5-flash:generateContent"
     for query in (f"?%6Bey={KEY}", f"?%6b%65%79={KEY}", f"?KEY={KEY}", f"?key=&%6Bey={KEY}"):
         expected = 401 if query.startswith("?KEY") else 200
