@@ -107,7 +107,10 @@ def test_redis_slow_then_restarted_mid_load(persistent: bool, tmp_path: Path) ->
             assert replica.stop() in (0, -15)
         closed, opened = load.statuses("tw-closed"), load.statuses("tw-open")
         assert set(closed) == {200, 503}, closed  # refused while Redis was away, served otherwise
-        assert set(opened) == {200}, opened  # admitted unchecked while Redis was away
+        # admitted unchecked while Redis was away (on a failure, say when and why, against when
+        # Redis answered again: it failed once in CI, under load, and did not fail again)
+        refused = [(round(r.at, 2), r.code) for r in load.results if r.key == "tw-open" and r.status != 200]
+        assert set(opened) == {200}, (opened, back, refused[:20])
         assert {r.code for r in load.results if r.status == 503} == {"ledger_unavailable"}
         late = [r for r in load.results if r.at > back + 0.5]
         assert late and all(r.status == 200 for r in late), back  # back to normal after the restart
