@@ -323,19 +323,13 @@ class BedrockInvoke(AnthropicMessages):
         return _Frames(_invoke_event)
 
     def passthrough(self, name: str | None, data: str) -> bytes:
-        """The event wrapped back in its ``chunk`` (as it came when it cannot be decoded: text
-        that is not JSON, a number Python will not turn into an int)."""
-        try:
-            return self.encode(name, json.loads(data))
-        except (ValueError, RecursionError):
-            return event_message(
-                "chunk", json.dumps({"bytes": base64.b64encode(data.encode()).decode()}).encode()
-            )
+        """The event wrapped back in its ``chunk`` as it came (decoded or not: text that is not
+        JSON, a number Python will not turn into an int)."""
+        return _chunk(data)
 
     def encode(self, name: str | None, event: Mapping[str, Any]) -> bytes:
         """A ``chunk`` message whose ``bytes`` is the base64 of the Messages event."""
-        raw = base64.b64encode(json.dumps(event, separators=(",", ":")).encode()).decode()
-        return event_message("chunk", json.dumps({"bytes": raw}).encode())
+        return _chunk(json.dumps(event, separators=(",", ":")))
 
     def relay(
         self, name: str | None, data: str, event: Mapping[str, Any], state: StreamState
@@ -347,3 +341,8 @@ class BedrockInvoke(AnthropicMessages):
     def error_event(self, message: str) -> bytes:
         """A ``modelStreamErrorException``."""
         return exception_message("modelStreamErrorException", message)
+
+
+def _chunk(text: str) -> bytes:
+    """An InvokeModel stream ``chunk`` message carrying ``text`` (a Messages event) as base64."""
+    return event_message("chunk", json.dumps({"bytes": base64.b64encode(text.encode()).decode()}).encode())
