@@ -243,7 +243,8 @@ class UnpricedCall(BudgetError):
 class UnmeteredCall(BudgetError):
     """A wrapped client made a call the provider bills but tokenward cannot meter (an OpenAI
     audio translation, image variation, video, Assistants run, batch; an Anthropic message
-    batch; a Gemini batch, embedding or Imagen image): its cost could not be held nor charged, so no budget could apply to it.
+    batch; a Gemini batch, embedding or Imagen image): its cost could not be held nor charged,
+    so no budget could apply to it.
 
     Raised before the call is sent, unless the client was wrapped with ``unmetered="allow"``
     (then the call is made, and is not in the ledger).

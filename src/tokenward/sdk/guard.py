@@ -400,8 +400,8 @@ class Guard(Engine):
                 bills it (:mod:`tokenward.guard.wire.azure`).
             unmetered: ``deny`` (default): a call the provider bills but tokenward cannot meter
                 (audio translations, image variations, videos, Assistants runs, batches, Anthropic
-                message batches; Gemini batches, embeddings and Imagen images) raises :class:`~tokenward.errors.UnmeteredCall` before it is
-                sent; ``allow``: it is made, and is in no budget nor the ledger.
+                message batches; Gemini batches, embeddings and Imagen images) raises
+                :class:`~tokenward.errors.UnmeteredCall` before it is sent; ``allow``: it is made, and is in no budget nor the ledger.
 
         Raises:
             ConfigError: not a client tokenward can wrap, an unknown ``bound_non_streamed`` or

@@ -1,17 +1,17 @@
 """The dashboard's sign-in sessions and CSRF tokens.
 
 Signing in with an admin key gives the browser a cookie (``tw_ui``) holding a random session id,
-the admin key's name, project and fingerprint (the HMAC of its digest), and an expiry, signed with HMAC-SHA256; never the key. The
-cookie is ``HttpOnly``, ``SameSite=Strict``, ``Path=/ui`` and ``Secure`` when the page was served
-over HTTPS. The signing secret is the config's ``dashboard_secret``, else the ledger's shared
-secret ``dashboard`` (:meth:`~tokenward.ledger.admin.AdminRecords.secret`), so a cookie made by one
-worker or replica is honoured by every other. A session is valid while it has not expired, its
-admin key is still in the configuration with the same name and project (removing a key, or
-replacing it with another under the same name, ends its sessions),
-and its id is still open in the ledger: signing in takes a lease ``dashboard-signin:<id>`` (the
-ledger's lease records, :mod:`tokenward.ledger.leases`, living as long as the cookie), signing
-out gives it back, so a copy of the cookie taken before sign-out is refused by every worker and
-replica afterwards.
+the admin key's name, project and fingerprint (the HMAC of its digest), and an expiry, signed with
+HMAC-SHA256; never the key. The cookie is ``HttpOnly``, ``SameSite=Strict``, ``Path=/ui`` and
+``Secure`` when the page was served over HTTPS. The signing secret is the config's
+``dashboard_secret``, else the ledger's shared secret ``dashboard``
+(:meth:`~tokenward.ledger.admin.AdminRecords.secret`), so a cookie made by one worker or replica is
+honoured by every other. A session is valid while it has not expired, its admin key is still in the
+configuration with the same name and project (removing a key, or replacing it with another under
+the same name, ends its sessions), and its id is still open in the ledger: signing in takes a lease
+``dashboard-signin:<id>`` (the ledger's lease records, :mod:`tokenward.ledger.leases`, living as
+long as the cookie), signing out gives it back, so a copy of the cookie taken before sign-out is
+refused by every worker and replica afterwards.
 
 Every change (a POST) carries a CSRF token, the HMAC of the session id under the same secret,
 in a form field ``csrf`` or the ``x-csrf-token`` header; a POST without it, or from another
